@@ -1,0 +1,24 @@
+//! Palisade's analysis engine: a pure library that reads OSSEC-format decoder
+//! and rule files and judges log lines the way OSSEC 3.x does.
+//!
+//! The engine performs no network or database I/O and never reads the clock:
+//! the time an event arrived is always a parameter, so that tests and replays
+//! are deterministic. The daemons (`palisade-manager`) feed it events and act
+//! on what it returns.
+//!
+//! # Layout
+//!
+//! - [`xml`]: OSSEC's lenient XML dialect (several roots, bare `&`, `\<`),
+//!   with line numbers for every element.
+//! - [`pattern`]: the three pattern dialects (OS_Match, OS_Regex, PCRE2)
+//!   behind one matcher type, all matching on bytes.
+//! - [`event`]: the decoded event that decoders fill and rules read.
+//! - [`predecode`]: `OS_CleanMSG`, the syslog header and location split.
+//! - [`decoder`]: `decoder.xml` semantics.
+#![forbid(unsafe_code)]
+
+pub mod decoder;
+pub mod event;
+pub mod pattern;
+pub mod predecode;
+pub mod xml;
