@@ -15,9 +15,11 @@
 //! - [`event`]: the decoded event that decoders fill and rules read.
 //! - [`predecode`]: `OS_CleanMSG`, the syslog header and location split.
 //! - [`decoder`]: `decoder.xml` semantics.
+//! - [`error`]: file, line and reason for every load problem.
 #![forbid(unsafe_code)]
 
 pub mod decoder;
+pub mod error;
 pub mod event;
 pub mod pattern;
 pub mod predecode;
