@@ -17,6 +17,9 @@ pub struct Event {
     /// The part after the syslog header that decoders and rules match
     /// (OSSEC `log`); a byte offset into `full_log`.
     pub log_offset: usize,
+    /// Where `log` ends, when it stops before the end of `full_log` (only
+    /// the OS X ASL `[Message ...]` form does that); `None` = the end.
+    pub log_end: Option<usize>,
     /// Where the line came from: a file path, or `(agent) ip->path` for an
     /// agent's event.
     pub location: String,
@@ -41,7 +44,11 @@ pub struct Event {
 impl Event {
     /// The text decoders and rules match against (OSSEC `lf->log`).
     pub fn log(&self) -> &[u8] {
-        &self.full_log[self.log_offset.min(self.full_log.len())..]
+        let end = self
+            .log_end
+            .unwrap_or(self.full_log.len())
+            .min(self.full_log.len());
+        &self.full_log[self.log_offset.min(end)..end]
     }
 }
 
