@@ -15,6 +15,7 @@
 //! - [`event`]: the decoded event that decoders fill and rules read.
 //! - [`predecode`]: `OS_CleanMSG`, the syslog header and location split.
 //! - [`decoder`]: `decoder.xml` semantics.
+//! - [`timestamp`]: a line's own time, for `time_source = "event"`.
 //! - [`error`]: file, line and reason for every load problem.
 #![forbid(unsafe_code)]
 
@@ -23,4 +24,5 @@ pub mod error;
 pub mod event;
 pub mod pattern;
 pub mod predecode;
+pub mod timestamp;
 pub mod xml;
