@@ -542,9 +542,8 @@ mod tests {
 
     #[test]
     fn solaris_id_facility_severity() {
-        let ev = pd(
-            "Dec 29 10:00:01 sol sshd[123]: [ID 800047 auth.info] Accepted publickey for x",
-        );
+        let ev =
+            pd("Dec 29 10:00:01 sol sshd[123]: [ID 800047 auth.info] Accepted publickey for x");
         assert_eq!(ev.hostname.as_deref(), Some("sol"));
         assert_eq!(ev.program_name.as_deref(), Some("sshd"));
         assert_eq!(log(&ev), "Accepted publickey for x");
@@ -638,7 +637,9 @@ mod tests {
 
     #[test]
     fn osx_asl() {
-        let ev = pd("[Time 2006.12.28 15:53:55 UTC] [Facility auth] [Sender sshd] [PID 483] [Message error: PAM: Authentication failure for username from 192.168.0.2] [Level 3] [UID -2] [GID -2] [Host Hostname]");
+        let ev = pd(
+            "[Time 2006.12.28 15:53:55 UTC] [Facility auth] [Sender sshd] [PID 483] [Message error: PAM: Authentication failure for username from 192.168.0.2] [Level 3] [UID -2] [GID -2] [Host Hostname]",
+        );
         assert_eq!(ev.program_name.as_deref(), Some("sshd"));
         assert_eq!(ev.hostname.as_deref(), Some("Hostname"));
         assert_eq!(
@@ -653,14 +654,20 @@ mod tests {
 
     #[test]
     fn squid() {
-        let ev = pd("1140804070.368  11623 10.1.1.1 TCP_MISS/200 1234 GET http://x/ - DIRECT/1.2.3.4 text/html");
-        assert_eq!(log(&ev), "11623 10.1.1.1 TCP_MISS/200 1234 GET http://x/ - DIRECT/1.2.3.4 text/html");
+        let ev = pd(
+            "1140804070.368  11623 10.1.1.1 TCP_MISS/200 1234 GET http://x/ - DIRECT/1.2.3.4 text/html",
+        );
+        assert_eq!(
+            log(&ev),
+            "11623 10.1.1.1 TCP_MISS/200 1234 GET http://x/ - DIRECT/1.2.3.4 text/html"
+        );
         assert_eq!(ev.header_time.as_deref(), Some("1140804070.368"));
     }
 
     #[test]
     fn access_log_has_no_header() {
-        let line = r#"1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 404 2326 "-" "curl""#;
+        let line =
+            r#"1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.1" 404 2326 "-" "curl""#;
         let ev = pd(line);
         assert_eq!(log(&ev), line);
         assert_eq!(ev.hostname.as_deref(), Some("manager"));
@@ -697,7 +704,15 @@ mod tests {
             assert!(ev.full_log.is_empty());
             assert!(ev.log().is_empty());
         }
-        for s in ["", "D", "Dec 29 10:00:01", "Dec 29 10:00:01 ", "[T", "[Time 2006.12.28 15:53:55 UTC] [Sender x", "1140804070.368 "] {
+        for s in [
+            "",
+            "D",
+            "Dec 29 10:00:01",
+            "Dec 29 10:00:01 ",
+            "[T",
+            "[Time 2006.12.28 15:53:55 UTC] [Sender x",
+            "1140804070.368 ",
+        ] {
             let _ = pd(s);
         }
     }
@@ -731,11 +746,26 @@ mod tests {
 
     #[test]
     fn location_check() {
-        for bad in ["..", "../x", "/var/../etc", "/var/..", "(a) 1.2.3.4->/x/../y"] {
+        for bad in [
+            "..",
+            "../x",
+            "/var/../etc",
+            "/var/..",
+            "(a) 1.2.3.4->/x/../y",
+        ] {
             assert!(refers_to_parent_folder(bad), "{bad}");
             assert!(predecode_checked(b"x", bad, "m").is_err());
         }
-        for ok in ["", ".", "./x", "/var/log/..x", "/var/..log/a", "...", "stdin", "a..b"] {
+        for ok in [
+            "",
+            ".",
+            "./x",
+            "/var/log/..x",
+            "/var/..log/a",
+            "...",
+            "stdin",
+            "a..b",
+        ] {
             assert!(!refers_to_parent_folder(ok), "{ok}");
             assert!(predecode_checked(b"x", ok, "m").is_ok());
         }
