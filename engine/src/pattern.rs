@@ -1,1 +1,898 @@
-//! Placeholder: being written.
+//! OSSEC's three pattern dialects behind one matcher type, all matching on
+//! bytes so that a log line with invalid UTF-8 or NUL bytes never panics.
+//!
+//! - OS_Match (`<match>`, `<program_name>`, rule field matchers): a
+//!   case-insensitive literal search with `|` alternatives and `^`/`$`
+//!   anchors on each alternative (OSSEC 2.x semantics, spec 3.1: an inner
+//!   `^`/`$` is literal; 3.x would turn it into an anchor).
+//! - OS_Regex (`<regex>`, decoder `<prematch>`): OSSEC's own regex dialect,
+//!   translated token by token into a `regex::bytes` pattern exactly as
+//!   OSSEC 3.x translates it into PCRE2 (`src/os_regex/os_converter.c`):
+//!   classes from the OSSEC tables, `.` literal and `\.` any byte, `+`/`*`
+//!   quantifiers only after a `\x` token, all lazy except the last one before
+//!   `|` or the end, caseless.
+//! - PCRE2 (`*_pcre2` elements): compiled by the `pcre2` crate with
+//!   `PCRE2_CASELESS` only (no UTF), like `os_pcre2_compile.c`.
+//!
+//! Why translate rather than interpret OS_Regex: the `regex` crate gives
+//! linear-time matching and literal prefilters for free. Why a literal fast
+//! path: most shipped patterns are plain words with at most an anchor, and a
+//! case-insensitive Aho-Corasick or prefix compare is several times faster
+//! than any regex engine on them.
+//!
+//! Case-insensitivity is ASCII-only in all three dialects (OSSEC 2.x's
+//! `charmap`; OSSEC 3.x with PCRE2 UTF would also fold non-ASCII letters,
+//! a knowing difference).
+
+use std::fmt;
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+/// Which OSSEC dialect a pattern is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// OS_Match ("sregex"): literal alternatives with `^`/`$`.
+    OsMatch,
+    /// OS_Regex: OSSEC's regex dialect.
+    OsRegex,
+    /// PCRE2.
+    Pcre2,
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Dialect::OsMatch => "OS_Match",
+            Dialect::OsRegex => "OS_Regex",
+            Dialect::Pcre2 => "PCRE2",
+        })
+    }
+}
+
+/// A pattern that failed to compile; the message names the dialect, the
+/// pattern and the position of the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PatternError(pub String);
+
+/// A successful match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternMatch {
+    /// Byte offset where the match starts.
+    pub start: usize,
+    /// Byte offset just after the match (OSSEC's decoder offset).
+    pub end: usize,
+    /// Capture groups 1..n as byte ranges into the haystack; `None` for a
+    /// group that did not participate.
+    pub captures: Vec<Option<Range<usize>>>,
+}
+
+/// A compiled pattern of one of the three dialects.
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    dialect: Dialect,
+    source: String,
+    imp: Imp,
+}
+
+#[derive(Clone, Debug)]
+enum Imp {
+    Literal(Literal),
+    Regex(regex::bytes::Regex),
+    Pcre(pcre2::bytes::Regex),
+}
+
+impl Pattern {
+    /// Compiles `source` in `dialect`.
+    pub fn new(dialect: Dialect, source: &str) -> Result<Pattern, PatternError> {
+        let imp = match dialect {
+            Dialect::OsMatch => Imp::Literal(Literal::os_match(source)),
+            Dialect::OsRegex => match os_regex_literal(source) {
+                Some(lit) => Imp::Literal(lit),
+                None => {
+                    let translated = translate_os_regex(source)?;
+                    let re = regex::bytes::RegexBuilder::new(&translated)
+                        .build()
+                        .map_err(|e| {
+                            PatternError(format!(
+                                "invalid OS_Regex `{source}` (translated to `{translated}`): {e}"
+                            ))
+                        })?;
+                    Imp::Regex(re)
+                }
+            },
+            Dialect::Pcre2 => {
+                if source.is_empty() {
+                    return Err(PatternError("empty PCRE2 pattern".into()));
+                }
+                match pcre2_literal(source) {
+                    Some(lit) => Imp::Literal(lit),
+                    None => {
+                        let re = pcre2::bytes::RegexBuilder::new()
+                            .caseless(true)
+                            .jit_if_available(true)
+                            .build(source)
+                            .map_err(|e| {
+                                PatternError(format!("invalid PCRE2 pattern `{source}`: {e}"))
+                            })?;
+                        Imp::Pcre(re)
+                    }
+                }
+            }
+        };
+        Ok(Pattern {
+            dialect,
+            source: source.to_string(),
+            imp,
+        })
+    }
+
+    /// The dialect the pattern was compiled in.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The pattern text as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the pattern matches anywhere in `haystack`.
+    pub fn is_match(&self, haystack: &[u8]) -> bool {
+        match &self.imp {
+            Imp::Literal(l) => l.is_match(haystack),
+            Imp::Regex(re) => re.is_match(haystack),
+            // A PCRE2 run-time error (match limit) counts as no match, as
+            // in OSSEC.
+            Imp::Pcre(re) => re.is_match(haystack).unwrap_or(false),
+        }
+    }
+
+    /// The leftmost match with its capture groups.
+    pub fn find(&self, haystack: &[u8]) -> Option<PatternMatch> {
+        match &self.imp {
+            Imp::Literal(l) => l.find(haystack).map(|(start, end)| PatternMatch {
+                start,
+                end,
+                captures: Vec::new(),
+            }),
+            Imp::Regex(re) => {
+                if re.captures_len() == 1 {
+                    let m = re.find(haystack)?;
+                    return Some(PatternMatch {
+                        start: m.start(),
+                        end: m.end(),
+                        captures: Vec::new(),
+                    });
+                }
+                let mut locs = re.capture_locations();
+                let m = re.captures_read(&mut locs, haystack)?;
+                let captures = (1..locs.len())
+                    .map(|i| locs.get(i).map(|(s, e)| s..e))
+                    .collect();
+                Some(PatternMatch {
+                    start: m.start(),
+                    end: m.end(),
+                    captures,
+                })
+            }
+            Imp::Pcre(re) => {
+                if re.captures_len() == 1 {
+                    let m = re.find(haystack).ok()??;
+                    return Some(PatternMatch {
+                        start: m.start(),
+                        end: m.end(),
+                        captures: Vec::new(),
+                    });
+                }
+                let mut locs = re.capture_locations();
+                let m = re.captures_read(&mut locs, haystack).ok()??;
+                let captures = (1..locs.len())
+                    .map(|i| locs.get(i).map(|(s, e)| s..e))
+                    .collect();
+                Some(PatternMatch {
+                    start: m.start(),
+                    end: m.end(),
+                    captures,
+                })
+            }
+        }
+    }
+
+    /// Whether this pattern runs on the literal fast path (for tests and
+    /// benchmarks).
+    pub fn is_literal(&self) -> bool {
+        matches!(self.imp, Imp::Literal(_))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Literal matcher: OS_Match, and literal-only OS_Regex / PCRE2 patterns.
+
+#[derive(Clone, Debug)]
+enum Anchor {
+    /// `^lit`
+    Prefix,
+    /// `lit$`
+    Suffix,
+    /// `^lit$`
+    Exact,
+}
+
+#[derive(Clone, Debug)]
+struct LitAlt {
+    anchor: Anchor,
+    needle: Vec<u8>,
+    /// Source order of this alternative, for leftmost-first tie breaks.
+    order: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Literal {
+    /// Unanchored alternatives, searched together.
+    anywhere: Option<AhoCorasick>,
+    /// Source order of each `anywhere` pattern.
+    anywhere_order: Vec<usize>,
+    anchored: Vec<LitAlt>,
+    /// Source order of an empty unanchored alternative (matches at 0).
+    empty: Option<usize>,
+    /// PCRE2's `$` also matches before a final newline.
+    dollar_before_newline: bool,
+}
+
+impl Literal {
+    fn build(alts: Vec<(bool, Vec<u8>, bool)>, dollar_before_newline: bool) -> Option<Literal> {
+        let mut anywhere = Vec::new();
+        let mut anywhere_order = Vec::new();
+        let mut anchored = Vec::new();
+        let mut empty = None;
+        for (order, (start, needle, end)) in alts.into_iter().enumerate() {
+            let anchor = match (start, end) {
+                (false, false) => {
+                    if needle.is_empty() {
+                        empty.get_or_insert(order);
+                    } else {
+                        anywhere.push(needle);
+                        anywhere_order.push(order);
+                    }
+                    continue;
+                }
+                (true, false) => Anchor::Prefix,
+                (false, true) => Anchor::Suffix,
+                (true, true) => Anchor::Exact,
+            };
+            anchored.push(LitAlt {
+                anchor,
+                needle,
+                order,
+            });
+        }
+        let anywhere = if anywhere.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .build(&anywhere)
+                    .ok()?,
+            )
+        };
+        Some(Literal {
+            anywhere,
+            anywhere_order,
+            anchored,
+            empty,
+            dollar_before_newline,
+        })
+    }
+
+    /// OS_Match: split on `|`, then a leading `^` and a trailing `$` anchor
+    /// each alternative; everything else is literal.
+    fn os_match(source: &str) -> Literal {
+        let alts = source
+            .split('|')
+            .map(|alt| {
+                let b = alt.as_bytes();
+                let (start, b) = match b.strip_prefix(b"^") {
+                    Some(rest) => (true, rest),
+                    None => (false, b),
+                };
+                let (end, b) = match b.strip_suffix(b"$") {
+                    Some(rest) => (true, rest),
+                    None => (false, b),
+                };
+                (start, b.to_vec(), end)
+            })
+            .collect();
+        // Building can only fail on absurd sizes; fall back to an empty
+        // matcher that never matches rather than panicking.
+        Literal::build(alts, false).unwrap_or(Literal {
+            anywhere: None,
+            anywhere_order: Vec::new(),
+            anchored: Vec::new(),
+            empty: None,
+            dollar_before_newline: false,
+        })
+    }
+
+    fn suffix_end(&self, h: &[u8], n: &[u8]) -> Option<usize> {
+        if ends_with_ci(h, n) {
+            return Some(h.len());
+        }
+        if self.dollar_before_newline && h.last() == Some(&b'\n') {
+            let h2 = &h[..h.len() - 1];
+            if ends_with_ci(h2, n) {
+                return Some(h2.len());
+            }
+        }
+        None
+    }
+
+    fn is_match(&self, h: &[u8]) -> bool {
+        if self.empty.is_some() {
+            return true;
+        }
+        if self.anchored.iter().any(|a| self.alt_match(a, h).is_some()) {
+            return true;
+        }
+        self.anywhere.as_ref().is_some_and(|ac| ac.is_match(h))
+    }
+
+    fn alt_match(&self, a: &LitAlt, h: &[u8]) -> Option<(usize, usize)> {
+        let n = &a.needle;
+        match a.anchor {
+            Anchor::Prefix => starts_with_ci(h, n).then_some((0, n.len())),
+            Anchor::Suffix => self.suffix_end(h, n).map(|e| (e - n.len(), e)),
+            Anchor::Exact => {
+                let ok = h.eq_ignore_ascii_case(n)
+                    || (self.dollar_before_newline
+                        && h.len() == n.len() + 1
+                        && h.last() == Some(&b'\n')
+                        && h[..n.len()].eq_ignore_ascii_case(n));
+                ok.then_some((0, n.len()))
+            }
+        }
+    }
+
+    /// Leftmost match; ties go to the alternative written first.
+    fn find(&self, h: &[u8]) -> Option<(usize, usize)> {
+        // (start, order, end)
+        let mut best: Option<(usize, usize, usize)> = None;
+        let mut consider = |start: usize, order: usize, end: usize| {
+            if best.is_none_or(|(s, o, _)| (start, order) < (s, o)) {
+                best = Some((start, order, end));
+            }
+        };
+        if let Some(order) = self.empty {
+            consider(0, order, 0);
+        }
+        for a in &self.anchored {
+            if let Some((s, e)) = self.alt_match(a, h) {
+                consider(s, a.order, e);
+            }
+        }
+        if let Some(ac) = &self.anywhere {
+            if let Some(m) = ac.find(h) {
+                let order = self
+                    .anywhere_order
+                    .get(m.pattern().as_usize())
+                    .copied()
+                    .unwrap_or(0);
+                consider(m.start(), order, m.end());
+            }
+        }
+        best.map(|(s, _, e)| (s, e))
+    }
+}
+
+fn starts_with_ci(h: &[u8], n: &[u8]) -> bool {
+    h.len() >= n.len() && h[..n.len()].eq_ignore_ascii_case(n)
+}
+
+fn ends_with_ci(h: &[u8], n: &[u8]) -> bool {
+    h.len() >= n.len() && h[h.len() - n.len()..].eq_ignore_ascii_case(n)
+}
+
+// ---------------------------------------------------------------------------
+// OS_Regex.
+
+/// The literal character an OSSEC escape stands for (`\$ \( \) \{ \} \[ \]
+/// \\ \| \<`, and `\t`), or `None` for class tokens and invalid escapes.
+fn os_regex_escape_literal(c: u8) -> Option<u8> {
+    match c {
+        b't' => Some(b'\t'),
+        b'$' | b'(' | b')' | b'{' | b'}' | b'[' | b']' | b'\\' | b'|' | b'<' => Some(c),
+        _ => None,
+    }
+}
+
+/// Is the `+`/`*` at `i` a quantifier? OSSEC's converter only checks that
+/// the byte two positions before is a backslash.
+fn is_quantifier(p: &[u8], i: usize) -> bool {
+    i >= 2 && p[i - 2] == b'\\'
+}
+
+/// An OS_Regex made only of literal characters (with per-alternative `^`/`$`)
+/// runs on the literal fast path.
+fn os_regex_literal(source: &str) -> Option<Literal> {
+    let p = source.as_bytes();
+    let mut alts = Vec::new();
+    let mut cur = Vec::new();
+    let mut start = false;
+    let mut end = false;
+    let mut at_alt_start = true;
+    let mut i = 0;
+    while i < p.len() {
+        let c = p[i];
+        if end {
+            // Something after a `$`: not a simple anchored literal.
+            if c != b'|' {
+                return None;
+            }
+        }
+        match c {
+            b'^' if at_alt_start => {
+                start = true;
+                at_alt_start = false;
+                i += 1;
+                continue;
+            }
+            b'|' => {
+                alts.push((start, std::mem::take(&mut cur), end));
+                start = false;
+                end = false;
+                at_alt_start = true;
+                i += 1;
+                continue;
+            }
+            b'$' => end = true,
+            b'\\' => {
+                let lit = os_regex_escape_literal(*p.get(i + 1)?)?;
+                if matches!(p.get(i + 2), Some(b'+' | b'*')) {
+                    return None;
+                }
+                cur.push(lit);
+                i += 2;
+                at_alt_start = false;
+                continue;
+            }
+            b'(' | b')' | b'^' => return None,
+            b'+' | b'*' if is_quantifier(p, i) => return None,
+            _ => cur.push(c),
+        }
+        at_alt_start = false;
+        i += 1;
+    }
+    alts.push((start, cur, end));
+    Literal::build(alts, false)
+}
+
+/// Translates OS_Regex into `regex` crate syntax, mirroring OSSEC 3.x's
+/// `OSRegex_ConvertRegex` and its `OSREGEX_TO_PCRE2_FIX` (the last
+/// quantifier before `|` or the end is greedy, all others lazy).
+pub fn translate_os_regex(source: &str) -> Result<String, PatternError> {
+    let p = source.as_bytes();
+    let mut out = String::with_capacity(p.len() * 2 + 8);
+    out.push_str("(?i-u)");
+    let prefix = out.len();
+    let mut i = 0;
+    while i < p.len() {
+        let c = p[i];
+        if (c == b'+' || c == b'*') && is_quantifier(p, i) {
+            out.push(c as char);
+            out.push('?');
+            i += 1;
+            continue;
+        }
+        if c == b'\\' {
+            let Some(&n) = p.get(i + 1) else {
+                return Err(PatternError(format!(
+                    "invalid OS_Regex `{source}`: trailing backslash at byte {i}"
+                )));
+            };
+            let rep = match n {
+                b'p' => r#"[()*+,.:;<=>?\[\]!"'#%&$|{}-]"#,
+                b's' => "[ ]",
+                b'W' => "[^A-Za-z0-9@_-]",
+                b'w' => "[A-Za-z0-9@_-]",
+                b'd' => "[0-9]",
+                b'D' => "[^0-9]",
+                b'S' => "[^ ]",
+                b'.' => "(?s:.)",
+                b't' => r"\t",
+                b'$' => r"\$",
+                b'(' => r"\(",
+                b')' => r"\)",
+                b'{' => r"\{",
+                b'}' => r"\}",
+                b'[' => r"\[",
+                b']' => r"\]",
+                b'\\' => r"\\",
+                b'|' => r"\|",
+                b'<' => "<",
+                _ => {
+                    return Err(PatternError(format!(
+                        "invalid OS_Regex `{source}`: unknown escape `\\{}` at byte {i}",
+                        String::from_utf8_lossy(&p[i + 1..(i + 2).min(p.len())])
+                    )));
+                }
+            };
+            out.push_str(rep);
+            i += 2;
+            continue;
+        }
+        match c {
+            // `\z`, not `$`: OSSEC converts `$` to `(?!\n)$`, which its
+            // greedy-last fix does not see through, so `\d+$` stays lazy.
+            b'$' => out.push_str(r"\z"),
+            b'.' | b'[' | b']' | b'{' | b'}' | b'+' | b'?' | b'*' => {
+                out.push('\\');
+                out.push(c as char);
+            }
+            b'(' | b')' | b'|' | b'^' => out.push(c as char),
+            // Everything else is a literal byte: printable ASCII is literal
+            // in the `regex` crate too (outside classes, without `x`);
+            // control and non-ASCII bytes are written as `\xHH` so that they
+            // match that byte under `(?-u)`.
+            c if c == b' ' || c.is_ascii_graphic() => out.push(c as char),
+            c => out.push_str(&format!("\\x{c:02X}")),
+        }
+        i += 1;
+    }
+    Ok(make_last_quantifier_greedy(&out, prefix))
+}
+
+/// OSSEC's `OSREGEX_TO_PCRE2_FIX`: `(?<!\\)([+*])\?(\)*(?:[|$]|$))` is
+/// replaced by `$1$2`, i.e. a lazy quantifier followed only by `)`s and then
+/// `|`, `$` or the end of the pattern becomes greedy.
+fn make_last_quantifier_greedy(conv: &str, from: usize) -> String {
+    let b = conv.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    out.extend_from_slice(&b[..from]);
+    let mut i = from;
+    while i < b.len() {
+        let c = b[i];
+        if (c == b'+' || c == b'*') && b.get(i + 1) == Some(&b'?') && i > 0 && b[i - 1] != b'\\' {
+            let mut j = i + 2;
+            while b.get(j) == Some(&b')') {
+                j += 1;
+            }
+            if matches!(b.get(j), None | Some(b'|' | b'$')) {
+                out.push(c);
+                out.extend_from_slice(&b[i + 2..j]);
+                if let Some(&t) = b.get(j) {
+                    out.push(t);
+                    j += 1;
+                }
+                i = j;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    // Only ASCII was inserted or removed around ASCII bytes.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+// ---------------------------------------------------------------------------
+// PCRE2 literal fast path.
+
+/// A PCRE2 pattern that is only literal text (with `\` + punctuation
+/// escapes), `|` alternatives and a leading `^` / trailing `$` per
+/// alternative.
+fn pcre2_literal(source: &str) -> Option<Literal> {
+    let p = source.as_bytes();
+    let mut alts = Vec::new();
+    for alt in split_unescaped_pipe(p)? {
+        let (start, mut a) = match alt.strip_prefix(b"^") {
+            Some(rest) => (true, rest),
+            None => (false, alt),
+        };
+        let mut end = false;
+        if a.last() == Some(&b'$') && !ends_with_escape(a) {
+            end = true;
+            a = &a[..a.len() - 1];
+        }
+        let mut lit = Vec::with_capacity(a.len());
+        let mut i = 0;
+        while i < a.len() {
+            let c = a[i];
+            match c {
+                b'\\' => {
+                    let n = *a.get(i + 1)?;
+                    if !n.is_ascii_punctuation() {
+                        return None;
+                    }
+                    lit.push(n);
+                    i += 2;
+                    continue;
+                }
+                b'^' | b'$' | b'.' | b'[' | b']' | b'(' | b')' | b'?' | b'*' | b'+' | b'{'
+                | b'}' | b'#' => return None,
+                c if !c.is_ascii() => return None,
+                _ => lit.push(c),
+            }
+            i += 1;
+        }
+        alts.push((start, lit, end));
+    }
+    Literal::build(alts, true)
+}
+
+fn ends_with_escape(a: &[u8]) -> bool {
+    let n = a.len().saturating_sub(1);
+    let backslashes = a[..n].iter().rev().take_while(|&&c| c == b'\\').count();
+    backslashes % 2 == 1
+}
+
+fn split_unescaped_pipe(p: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            b'\\' => i += 2,
+            b'|' => {
+                out.push(&p[start..i]);
+                start = i + 1;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    if start > p.len() {
+        return None;
+    }
+    out.push(&p[start..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(d: Dialect, p: &str, h: &str) -> bool {
+        Pattern::new(d, p).is_ok_and(|pat| pat.is_match(h.as_bytes()))
+    }
+
+    // Pairs from OSSEC's own os_regex tests (ossec-hids src/tests/test_os_regex.c).
+    const MATCH_TRUE: &[(&str, &str)] = &[
+        ("abc", "abcd"),
+        ("abcd", "abcd"),
+        ("a", "a"),
+        ("a", "aa"),
+        ("^a", "ab"),
+        ("test", "testa"),
+        ("test", "testest"),
+        ("lalaila", "lalalalaila"),
+        ("abc|cde", "cde"),
+        ("^aa|ee|ii|oo|uu", "dfgdsii"),
+        ("Abc", "abc"),
+        ("ZBE", "zbe"),
+        ("ABC", "ABc"),
+        ("^A", "a"),
+        ("a|E", "abcdef"),
+        ("daniel", "daniel"),
+        ("DANIeL", "daNIel"),
+        ("^abc ", "abc "),
+        ("ddd|eee|fff|ggg|ggg|hhh|iii", "iii"),
+        ("kwo|fe|fw|wfW|edW|dwDF|WdW|dw|d|^la", "la"),
+        ("^a", "a"),
+        ("^ab$", "ab"),
+        ("c$", "c"),
+        ("c$", "lalalalac"),
+        ("^bin$|^shell$", "bin"),
+        ("^bin$|^shell$", "shell"),
+        ("^bin$|^shell$|^ftp$", "shell"),
+        ("^bin$|^shell$|^ftp$", "ftp"),
+    ];
+    const MATCH_FALSE: &[(&str, &str)] = &[
+        ("abc", "abb"),
+        ("^ab", " ab"),
+        ("test", "tes"),
+        ("abcd", "abc"),
+        ("abbb", "abb"),
+        ("abbbbbbbb", "abbbbbbb"),
+        ("a|b|c| ", "def"),
+        ("lala$", "lalalalalal"),
+        ("^ab$", "abc"),
+        ("zzzz$", "zzzzzzzzzzzz "),
+        ("^bin$|^shell$", "bina"),
+        ("^bin$|^shell$", "shella"),
+        ("^bin$|^shell$", "ashell"),
+    ];
+    const REGEX_TRUE: &[(&str, &str)] = &[
+        (r"\s+123", "  123"),
+        (r"\s*123", "123"),
+        (r"\s123", " 123"),
+        (r"\w+\s+\w+", "a 1"),
+        (r"\w+\d+\w+\s+", "ab12fb12fd12 "),
+        (r"^\s*\w\s*\w+", "a   l a  a"),
+        (r"\w+\s+\w+\d+\s$", "a aa11 "),
+        (r"^su\S*: BAD su", "su: BAD SU dcid to root on /dev/ttyp0"),
+        (r"^su\s*: BAD su", "su: BAD SU dcid to root on /dev/ttyp0"),
+        (r"^abc\sabc", "abc abcd"),
+        (r"^abc\s\s*abc", "abc abcd"),
+        (r"^\s+\sl", "     lala"),
+        (r"^\s*\sl", "     lala"),
+        (r"^\s\s+l", "     lala"),
+        (r"^\s+\s l", "     lala"),
+        (r"^\s*\s lal\w$", "  lala"),
+        (r"test123test\d+$", "test123test123"),
+        (
+            r"^kernel: \S+ \.+ SRC=\S+ DST=\S+ \.+ PROTO=\w+ SPT=\d+ DPT=\d+ ",
+            "kernel: IPTABLE IN=eth0 OUT= MAC=ff:ff:ff:ff:ff:ff:00:03:93:db:2e:b4:08:00 SRC=10.4.11.40 DST=255.255.255.255 LEN=180 TOS=0x00 PREC=0x00 TTL=64 ID=4753 PROTO=UDP SPT=49320 DPT=2222 LEN=160",
+        ),
+        (r"test (\w+)la", "test abclala"),
+        (r"(\w+) (\w+)", "wofl wofl"),
+        (
+            r"^\S+ [(\d+:\d+:\d+)] \.+ (\d+.\d+.\d+.\d+)\p*\d* -> (\d+.\d+.\d+.\d+)\p*",
+            "snort: [1:469:3] ICMP PING NMAP [Classification: Attempted Information Leak] [Priority: 2]: {ICMP} 10.4.12.26 -> 10.4.10.231",
+        ),
+        (
+            r"^\S+ [(\d+:\d+:\d+)] \.+ (\d+.\d+.\d+.\d+)\p*\d* -> (\d+.\d+.\d+.\d+)\p*",
+            "snort: [1:1420:11] SNMP trap tcp [Classification: Attempted Information Leak] [Priority: 2]: {TCP} 10.4.12.26:37020 -> 10.4.10.231:162",
+        ),
+    ];
+    const REGEX_FALSE: &[(&str, &str)] = &[
+        (r"\w+\s+\w+\d+\s$", "a aa11  "),
+        (r"^\s+\s     l", "     lala"),
+        (r"test123test\d+", "test123test"),
+        (r"test123test\d+$", "test123test"),
+        ("(lalala", "lalala"),
+        (r"test123(\d)", "test123a"),
+        (r"\(test)", "test"),
+        (r"(\w+)(\d+)", "1 1"),
+    ];
+
+    #[test]
+    fn ossec_os_match_pairs() {
+        for (p, h) in MATCH_TRUE {
+            assert!(m(Dialect::OsMatch, p, h), "OS_Match {p:?} should match {h:?}");
+        }
+        for (p, h) in MATCH_FALSE {
+            assert!(!m(Dialect::OsMatch, p, h), "OS_Match {p:?} must not match {h:?}");
+        }
+    }
+
+    #[test]
+    fn ossec_os_regex_pairs() {
+        // OSSEC runs the OS_Match pairs through OS_Regex too.
+        for (p, h) in MATCH_TRUE.iter().chain(REGEX_TRUE) {
+            assert!(m(Dialect::OsRegex, p, h), "OS_Regex {p:?} should match {h:?}");
+        }
+        for (p, h) in MATCH_FALSE.iter().chain(REGEX_FALSE) {
+            assert!(!m(Dialect::OsRegex, p, h), "OS_Regex {p:?} must not match {h:?}");
+        }
+    }
+
+    fn caps(p: &str, h: &str) -> Vec<String> {
+        let pat = Pattern::new(Dialect::OsRegex, p).unwrap();
+        let found = pat.find(h.as_bytes()).unwrap();
+        found
+            .captures
+            .iter()
+            .flatten()
+            .map(|r| h[r.clone()].to_string())
+            .collect()
+    }
+
+    #[test]
+    fn ossec_extraction_pairs() {
+        assert_eq!(caps(r"123(\w+\s+)abc", "123sdf    abc"), ["sdf    "]);
+        assert_eq!(caps(r"123(\w+\s+)abc", "abc123sdf    abc"), ["sdf    "]);
+        assert_eq!(caps(r"123 (\d+.\d.\d.\d\d*\d*)", "123 45.6.5.567"), ["45.6.5.567"]);
+        assert_eq!(
+            caps(
+                r"from (\S*\d+.\d+.\d+.\d\d*\d*)",
+                "sshd[21576]: Illegal user web14 from ::ffff:212.227.60.55"
+            ),
+            ["::ffff:212.227.60.55"]
+        );
+        assert_eq!(
+            caps(
+                r"^sshd[\d+]: Accepted \S+ for (\S+) from (\S+) port ",
+                "sshd[21405]: Accepted password for root from 192.1.1.1 port 6023"
+            ),
+            ["root", "192.1.1.1"]
+        );
+        assert_eq!(
+            caps(
+                r": \((\S+)@(\S+)\) [",
+                "pure-ftpd: (?@enigma.lab.ossec.net) [INFO] New connection from enigma.lab.ossec.net"
+            ),
+            ["?", "enigma.lab.ossec.net"]
+        );
+    }
+
+    #[test]
+    fn laziness_and_translation() {
+        assert_eq!(
+            translate_os_regex(r"^(\S+) \d+ (\w+)").unwrap(),
+            r"(?i-u)^([^ ]+?) [0-9]+? ([A-Za-z0-9@_-]+)"
+        );
+        assert_eq!(translate_os_regex(r"a\d+|b\w*").unwrap(), r"(?i-u)a[0-9]+|b[A-Za-z0-9@_-]*");
+        // `$` keeps the quantifier lazy (OSSEC's fix does not see through
+        // the converted anchor), which gives the same match anyway.
+        assert_eq!(translate_os_regex(r"\d+$").unwrap(), r"(?i-u)[0-9]+?\z");
+        // Lazy inner quantifier: the capture stops at the first ':'.
+        assert_eq!(caps(r"^(\S+): (\S+)", "a:b: c: d"), ["a:b", "c:"]);
+        assert!(Pattern::new(Dialect::OsRegex, r"\q").is_err());
+        assert!(Pattern::new(Dialect::OsRegex, "a\\").is_err());
+        // `.` is literal, `\.` is any character.
+        assert!(m(Dialect::OsRegex, "a.c", "a.c"));
+        assert!(!m(Dialect::OsRegex, "a.c", "abc"));
+        assert!(m(Dialect::OsRegex, r"a\.c", "abc"));
+        // `+` not after a class is literal.
+        assert!(m(Dialect::OsRegex, "a+", "A+"));
+        assert!(!m(Dialect::OsRegex, "a+", "aa"));
+        // \w includes - @ _ ; \s is only the space; \p is punctuation.
+        assert!(m(Dialect::OsRegex, r"^\w+$", "a-b@c_d"));
+        assert!(!m(Dialect::OsRegex, r"^a\sb$", "a\tb"));
+        assert!(m(Dialect::OsRegex, r"^a\tb$", "a\tb"));
+        assert!(m(Dialect::OsRegex, r"^\p+$", "()*+,-.:;<=>?[]!\"'#$%&{}|"));
+        assert!(!m(Dialect::OsRegex, r"\p", "/\\^_~@`"));
+        assert!(m(Dialect::OsRegex, r"\<a>", "<a>"));
+        // Only `<` may be escaped, not `>`.
+        assert!(Pattern::new(Dialect::OsRegex, r"\<a\>").is_err());
+    }
+
+    #[test]
+    fn literal_fast_paths() {
+        for (d, p) in [
+            (Dialect::OsMatch, "Failed password|^refused"),
+            (Dialect::OsRegex, "^Accepted"),
+            (Dialect::OsRegex, "authentication failure; $"),
+            (Dialect::Pcre2, r"^sshd$"),
+            (Dialect::Pcre2, r"\[error\] |^x"),
+        ] {
+            assert!(Pattern::new(d, p).unwrap().is_literal(), "{p}");
+        }
+        assert!(!Pattern::new(Dialect::OsRegex, r"^\d").unwrap().is_literal());
+        assert!(!Pattern::new(Dialect::Pcre2, r"^\d").unwrap().is_literal());
+        let p = Pattern::new(Dialect::Pcre2, r"\[error\] ").unwrap();
+        let f = p.find(b"[Sun x] [ERROR] boom").unwrap();
+        assert_eq!((f.start, f.end), (8, 16));
+        let p = Pattern::new(Dialect::OsMatch, "zz|^ab").unwrap();
+        assert_eq!(p.find(b"abzz").map(|f| (f.start, f.end)), Some((0, 2)));
+        // PCRE2 `$` also matches before a final newline.
+        assert!(m(Dialect::Pcre2, "^sshd$", "sshd\n"));
+        assert!(!m(Dialect::OsMatch, "^sshd$", "sshd\n"));
+    }
+
+    #[test]
+    fn pcre2_is_caseless_and_bytes() {
+        assert!(m(Dialect::Pcre2, r"^Failed \S+ for (\S+)", "FAILED password for root"));
+        let p = Pattern::new(Dialect::Pcre2, r"^(\S+) port (\d+?): |^(\S+): ").unwrap();
+        let f = p.find(b"1.2.3.4: x").unwrap();
+        assert_eq!(f.captures, vec![None, None, Some(0..7)]);
+        assert!(Pattern::new(Dialect::Pcre2, "").is_err());
+        assert!(Pattern::new(Dialect::Pcre2, "(").is_err());
+    }
+
+    #[test]
+    fn hostile_haystacks() {
+        let pats = [
+            Pattern::new(Dialect::OsMatch, "needle|^x|y$").unwrap(),
+            Pattern::new(Dialect::OsRegex, r"(\w+)\s(\S+)$").unwrap(),
+            Pattern::new(Dialect::Pcre2, r"(\w+)\s(\S+)$").unwrap(),
+            Pattern::new(Dialect::OsRegex, r"\.+needle").unwrap(),
+        ];
+        let mut big = vec![b'a'; 1 << 20];
+        big.extend_from_slice(b" \xff\xfe\0needle");
+        for p in &pats {
+            let _ = p.is_match(b"\xff\xfe\0\x80");
+            let _ = p.find(b"\xff\xfe\0\x80");
+            assert!(p.is_match(&big), "{}", p.source());
+            let f = p.find(&big).unwrap();
+            assert!(f.end <= big.len());
+        }
+        // NUL bytes are ordinary bytes.
+        assert!(m(Dialect::OsRegex, r"a\.b", "a\0b"));
+        let p = Pattern::new(Dialect::OsRegex, r"a\.b").unwrap();
+        assert!(p.is_match(b"a\xffb"));
+    }
+}
