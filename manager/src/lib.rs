@@ -1,1 +1,129 @@
-//! Placeholder.
+//! Palisade's manager: agents stream their log lines here over mutual TLS;
+//! the manager stores them, judges them with the engine, keeps alerts and
+//! sends active responses back. Operators drive it with `palisadectl`.
+//!
+//! # Layout
+//!
+//! - [`config`]: `manager.toml`, validated in one pass.
+//! - [`pki`]: the private CA and the certificates it issues.
+//! - [`setup`]: `init`, `agent add`, `agent remove`.
+//! - [`store`]: the SQLite database.
+//! - [`tls`]: the mutual-TLS endpoint that logs every refused handshake.
+//! - [`sessions`]: open agent streams.
+//! - [`ingest`]: `AgentService`, the agents' stream.
+//! - [`control`]: `ControlService`, the operators' API.
+//!
+//! [`run`] is the daemon; `main.rs` only parses the command line, binds the
+//! listener and installs signal handlers, so tests run the same code on
+//! `127.0.0.1:0`.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod control;
+pub mod ingest;
+pub mod pki;
+pub mod sessions;
+pub mod setup;
+pub mod store;
+pub mod tls;
+
+use std::time::Duration;
+
+use palisade_proto::v1::agent_service_server::AgentServiceServer;
+use palisade_proto::v1::control_service_server::ControlServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::ManagerConfig;
+
+/// How often the manager looks for agents removed by another process.
+const REVOCATION_POLL: Duration = Duration::from_secs(1);
+/// How long open streams get to end after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// TLS material could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+/// Runs the manager on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: ManagerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let tls = tls::server_config(&config.ca_cert, &config.cert, &config.key)?;
+    let store = store::Store::open(&config.database).await?;
+    let sessions = sessions::Sessions::default();
+    let hostname = setup::host_name();
+    let local = listener.local_addr().ok();
+
+    let revocations = tokio::spawn(watch_revocations(
+        store.clone(),
+        sessions.clone(),
+        shutdown.clone(),
+    ));
+
+    let ingest = ingest::Ingest::new(store.clone(), sessions.clone(), shutdown.clone());
+    let control = control::Control::new(store.clone(), sessions.clone(), hostname);
+    let incoming = tls::incoming(listener, tls, shutdown.clone());
+    info!(listen = ?local, database = %config.database.display(), "Manager started.");
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(AgentServiceServer::new(ingest))
+        .add_service(ControlServiceServer::new(control))
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    let result = tokio::select! {
+        r = server => r,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            warn!("Streams did not end in time; stopping anyway.");
+            Ok(())
+        }
+    };
+    revocations.abort();
+    store.close().await;
+    info!("Manager stopped.");
+    Ok(result?)
+}
+
+async fn watch_revocations(
+    store: store::Store,
+    sessions: sessions::Sessions,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(REVOCATION_POLL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if sessions.connected_count() == 0 {
+            continue;
+        }
+        let removed: Vec<String> = match store.agents().await {
+            Ok(agents) => agents
+                .into_iter()
+                .filter(|a| a.removed_at.is_some())
+                .map(|a| a.id)
+                .collect(),
+            Err(error) => {
+                warn!(%error, "Cannot read agents.");
+                continue;
+            }
+        };
+        let serials = store.revoked_serials().await.unwrap_or_default();
+        for agent in sessions.revoke(&removed, &serials) {
+            warn!(%agent, "Agent removed; its open stream was ended.");
+        }
+    }
+}

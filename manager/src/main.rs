@@ -1,1 +1,280 @@
-fn main() {}
+//! `palisade-manager`: the command line around [`palisade_manager`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use palisade_manager::config::{DEFAULT_PORT, ManagerConfig};
+use palisade_manager::setup::{self, InitOptions, SetupError};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for usage and configuration errors (BSD `EX_USAGE`).
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "palisade-manager",
+    version,
+    about = "Palisade's central manager"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// The manager's configuration file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "PALISADE_MANAGER_CONFIG",
+        default_value = "/etc/palisade/manager.toml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a CA, the server certificate, an operator bundle, manager.toml and the database.
+    Init {
+        /// Where to put them.
+        #[arg(long, default_value = "/etc/palisade")]
+        dir: PathBuf,
+        /// Extra host names or addresses for the server certificate (repeatable).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// The address to listen on.
+        #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
+        listen: SocketAddr,
+        /// host:port that agents are told to connect to.
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Replace an existing setup.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the manager.
+    Run(ConfigArg),
+    /// Check the configuration and report every problem.
+    CheckConfig(ConfigArg),
+    /// Register or remove agents.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Register an agent and write its bundle (certificate, key, agent.toml).
+    Add {
+        /// The agent's name.
+        name: String,
+        /// The address or network the agent connects from (default: any).
+        #[arg(long)]
+        ip: Option<String>,
+        /// Where to write the bundle.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove an agent: its certificate is refused from then on.
+    Remove {
+        /// The agent's id, e.g. 001.
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("palisade-manager: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn load_config(path: &std::path::Path) -> Result<ManagerConfig, ExitCode> {
+    ManagerConfig::load(path).map_err(|e| {
+        eprintln!("palisade-manager: invalid configuration\n{e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn setup_failed(e: SetupError) -> ExitCode {
+    eprintln!("palisade-manager: {e}");
+    match e {
+        SetupError::Usage(_) | SetupError::Config(_) => ExitCode::from(EXIT_USAGE),
+        _ => ExitCode::from(1),
+    }
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    match command {
+        Command::Init {
+            dir,
+            sans,
+            listen,
+            advertise,
+            force,
+        } => {
+            let options = InitOptions {
+                dir,
+                sans,
+                listen,
+                advertise,
+                force,
+            };
+            match setup::init(&options).await {
+                Ok(report) => {
+                    println!("Created a Palisade manager in {}", options.dir.display());
+                    println!("  configuration: {}", report.config.display());
+                    println!("  database:      {}", report.database.display());
+                    println!(
+                        "  operator:      {} (for palisadectl --config)",
+                        report.ctl_config.display()
+                    );
+                    println!(
+                        "Next: palisade-manager agent add NAME -c {}",
+                        report.config.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => setup_failed(e),
+            }
+        }
+        Command::CheckConfig(arg) => match load_config(&arg.config) {
+            Ok(config) => {
+                let mut problems = Vec::new();
+                for (what, path) in [
+                    ("server.ca_cert", &config.ca_cert),
+                    ("server.cert", &config.cert),
+                    ("server.key", &config.key),
+                ] {
+                    if !path.exists() {
+                        problems.push(format!("{what}: {} does not exist", path.display()));
+                    }
+                }
+                if problems.is_empty() {
+                    println!("{}: configuration is valid", arg.config.display());
+                    ExitCode::SUCCESS
+                } else {
+                    for p in problems {
+                        eprintln!("{}: {p}", arg.config.display());
+                    }
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
+            Err(code) => code,
+        },
+        Command::Run(arg) => {
+            let config = match load_config(&arg.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let listener = match tokio::net::TcpListener::bind(config.listen).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("palisade-manager: cannot listen on {}: {e}", config.listen);
+                    return ExitCode::from(1);
+                }
+            };
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            match palisade_manager::run(config, listener, shutdown).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("palisade-manager: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Agent { command } => match command {
+            AgentCommand::Add {
+                name,
+                ip,
+                out,
+                config,
+            } => {
+                let config = match load_config(&config.config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                match setup::add_agent(&config, &name, ip.as_deref(), out.as_deref()).await {
+                    Ok(bundle) => {
+                        println!("Agent added: ID: {}, Name: {}", bundle.id, bundle.name);
+                        println!(
+                            "Bundle: {} (copy it to the agent host; run palisade-agent run -c {})",
+                            bundle.dir.display(),
+                            bundle.config.display()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => setup_failed(e),
+                }
+            }
+            AgentCommand::Remove { id, config } => {
+                let config = match load_config(&config.config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                match setup::remove_agent(&config, &id).await {
+                    Ok(name) => {
+                        println!(
+                            "Agent removed: ID: {id}, Name: {name}. Its certificate is revoked."
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => setup_failed(e),
+                }
+            }
+        },
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("Shutting down.");
+    shutdown.cancel();
+}

@@ -1,1 +1,23 @@
-//! Placeholder.
+//! Palisade's wire protocol and the TLS identity rules shared by the manager,
+//! the agent and `palisadectl`.
+//!
+//! # Layout
+//!
+//! - [`v1`]: the generated protobuf and gRPC code (`proto/palisade/v1/palisade.proto`),
+//!   committed under `src/gen/` so that no build needs `protoc`; a test
+//!   regenerates it and fails on any difference.
+//! - [`identity`]: how a certificate names an agent, an operator or the
+//!   manager, and how to read that back from a peer certificate.
+#![forbid(unsafe_code)]
+
+pub mod identity;
+
+/// The generated code for package `palisade.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    include!("gen/palisade.v1.rs");
+}
+
+/// The revision of the protocol this build speaks; sent in `Hello` and
+/// `Welcome`. Bump it when a change needs both sides to know.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,182 @@
+//! `ControlService`: the operator's API behind `palisadectl`. Only
+//! certificates with the operator role may call it.
+
+use palisade_proto::identity::{self, Role};
+use palisade_proto::v1::control_service_server::ControlService;
+use palisade_proto::v1::*;
+use tonic::{Request, Response, Status};
+use tracing::warn;
+
+use crate::sessions::Sessions;
+use crate::store::{AgentRecord, Store};
+
+/// The control service.
+#[derive(Debug, Clone)]
+pub struct Control {
+    store: Store,
+    sessions: Sessions,
+    hostname: String,
+}
+
+impl Control {
+    /// A control service over the manager's store and open sessions.
+    pub fn new(store: Store, sessions: Sessions, hostname: String) -> Self {
+        Self {
+            store,
+            sessions,
+            hostname,
+        }
+    }
+
+    fn status_of(&self, a: &AgentRecord) -> AgentStatus {
+        if a.removed_at.is_some() {
+            AgentStatus::Removed
+        } else if self.sessions.is_connected(&a.id) {
+            AgentStatus::Active
+        } else if a.first_seen.is_some() {
+            AgentStatus::Disconnected
+        } else {
+            AgentStatus::NeverConnected
+        }
+    }
+
+    fn info(&self, a: &AgentRecord) -> AgentInfo {
+        AgentInfo {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            registered_ip: a.registered_ip.clone(),
+            last_address: a.last_address.clone().unwrap_or_default(),
+            status: self.status_of(a) as i32,
+            version: a.version.clone().unwrap_or_default(),
+            os: a.os.clone().unwrap_or_default(),
+            hostname: a.hostname.clone().unwrap_or_default(),
+            last_seen: a.last_seen.map(timestamp),
+            registered_at: Some(timestamp(a.registered_at)),
+            last_sequence: a.last_sequence,
+            spool_depth: a.spool_depth,
+            dropped_events: a.dropped_events,
+            read_lag_bytes: a.read_lag_bytes,
+        }
+    }
+}
+
+/// Refuses callers without the operator role.
+pub fn require_operator<T>(request: &Request<T>) -> Result<String, Status> {
+    let peer = request
+        .remote_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    match identity::identity_from_request(request) {
+        Ok(id) => match id.role {
+            Role::Operator { name } => Ok(name),
+            other => {
+                warn!(%peer, caller = %other, "Refused control call.");
+                Err(Status::permission_denied(format!(
+                    "the control API needs an operator certificate; this is the certificate of {other}"
+                )))
+            }
+        },
+        Err(e) => {
+            warn!(%peer, reason = %e, "Refused control call.");
+            Err(Status::unauthenticated(e.to_string()))
+        }
+    }
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn internal(e: crate::store::StoreError) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn not_yet(what: &str, issue: &str) -> Status {
+    Status::unimplemented(format!(
+        "{what} is not available in this manager yet ({issue})"
+    ))
+}
+
+#[tonic::async_trait]
+impl ControlService for Control {
+    async fn list_agents(
+        &self,
+        request: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        require_operator(&request)?;
+        let req = request.into_inner();
+        let agents = self
+            .store
+            .agents()
+            .await
+            .map_err(internal)?
+            .iter()
+            .filter(|a| req.include_removed || a.removed_at.is_none())
+            .map(|a| self.info(a))
+            .filter(|a| !req.connected_only || a.status == AgentStatus::Active as i32)
+            .filter(|a| !req.disconnected_only || a.status != AgentStatus::Active as i32)
+            .collect();
+        Ok(Response::new(ListAgentsResponse {
+            agents,
+            manager_hostname: self.hostname.clone(),
+        }))
+    }
+
+    async fn get_agent(
+        &self,
+        request: Request<GetAgentRequest>,
+    ) -> Result<Response<AgentInfo>, Status> {
+        require_operator(&request)?;
+        let id = request.into_inner().agent_id;
+        let agent = self
+            .store
+            .agent(&id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no agent with id {id}")))?;
+        Ok(Response::new(self.info(&agent)))
+    }
+
+    async fn list_responses(
+        &self,
+        request: Request<ListResponsesRequest>,
+    ) -> Result<Response<ListResponsesResponse>, Status> {
+        require_operator(&request)?;
+        Err(not_yet("active response", "issue #6"))
+    }
+
+    async fn run_response(
+        &self,
+        request: Request<RunResponseRequest>,
+    ) -> Result<Response<RunResponseResponse>, Status> {
+        require_operator(&request)?;
+        Err(not_yet("active response", "issue #6"))
+    }
+
+    async fn unblock(
+        &self,
+        request: Request<UnblockRequest>,
+    ) -> Result<Response<UnblockResponse>, Status> {
+        require_operator(&request)?;
+        Err(not_yet("unblock", "issue #6"))
+    }
+
+    async fn list_blocks(
+        &self,
+        request: Request<ListBlocksRequest>,
+    ) -> Result<Response<ListBlocksResponse>, Status> {
+        require_operator(&request)?;
+        Err(not_yet("the block list", "issue #6"))
+    }
+
+    async fn list_alerts(
+        &self,
+        request: Request<ListAlertsRequest>,
+    ) -> Result<Response<ListAlertsResponse>, Status> {
+        require_operator(&request)?;
+        Err(not_yet("alert queries", "issue #4"))
+    }
+}

@@ -1,0 +1,495 @@
+//! The manager's SQLite database: agents, revoked certificates and the
+//! event archive (alerts and responses join later).
+//!
+//! One file in WAL mode, opened by the daemon and, briefly, by the
+//! `agent add`/`agent remove` commands while the daemon runs; SQLite's
+//! locking and a busy timeout make that safe. Times are epoch milliseconds.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlSafeStr, SqlitePool};
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite or sqlx reported an error.
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// Applying the schema failed.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The request names something that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with what is stored.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+fn migrator() -> Migrator {
+    let m = |version, description: &'static str, sql: &'static str| {
+        Migration::new(
+            version,
+            description.into(),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![m(
+        1,
+        "agents and archive",
+        include_str!("../../migrations/manager/0001_agents_and_archive.sql"),
+    )])
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// An agent as registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    /// OSSEC-style id.
+    pub id: String,
+    /// Registered name.
+    pub name: String,
+    /// Registered address or CIDR, `any` when none.
+    pub registered_ip: String,
+    /// Serial of the certificate it was issued.
+    pub cert_serial: String,
+    /// When it was registered (ms).
+    pub registered_at: i64,
+    /// When it was removed (ms), if it was.
+    pub removed_at: Option<i64>,
+    /// First connection (ms).
+    pub first_seen: Option<i64>,
+    /// Last message (ms).
+    pub last_seen: Option<i64>,
+    /// Address of the last connection.
+    pub last_address: Option<String>,
+    /// Agent version from its Hello.
+    pub version: Option<String>,
+    /// Host name from its Hello.
+    pub hostname: Option<String>,
+    /// Operating system from its Hello.
+    pub os: Option<String>,
+    /// Highest event sequence stored.
+    pub last_sequence: u64,
+    /// Spool depth from its last heartbeat.
+    pub spool_depth: u64,
+    /// Dropped events from its last heartbeat.
+    pub dropped_events: u64,
+    /// Read lag from its last heartbeat.
+    pub read_lag_bytes: u64,
+}
+
+/// One event as received from an agent.
+#[derive(Debug, Clone)]
+pub struct IncomingEvent<'a> {
+    /// The agent's sequence number.
+    pub sequence: u64,
+    /// File path or command.
+    pub location: &'a str,
+    /// OSSEC log_format.
+    pub log_format: &'a str,
+    /// When the agent read it (ms).
+    pub read_at: i64,
+    /// Whether the agent cut it.
+    pub truncated: bool,
+    /// The raw line.
+    pub line: &'a [u8],
+}
+
+/// An archived event, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedEvent {
+    /// The agent.
+    pub agent_id: String,
+    /// Its sequence number.
+    pub sequence: u64,
+    /// Where it was read.
+    pub location: String,
+    /// The raw line.
+    pub line: Vec<u8>,
+    /// Whether the agent cut it.
+    pub truncated: bool,
+}
+
+/// Status fields from a Hello.
+#[derive(Debug, Clone, Default)]
+pub struct AgentHello<'a> {
+    /// Agent version.
+    pub version: &'a str,
+    /// Host name.
+    pub hostname: &'a str,
+    /// Operating system.
+    pub os: &'a str,
+    /// Address it connected from.
+    pub address: Option<String>,
+}
+
+/// The manager's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and applies the schema.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Registers a new agent under the next free id; `issue` makes its
+    /// certificate once the id is known and returns the serial. Ids are
+    /// never reused, also after removal.
+    pub async fn add_agent<F, E>(
+        &self,
+        name: &str,
+        ip: &str,
+        issue: F,
+    ) -> Result<(String, E), StoreError>
+    where
+        F: FnOnce(&str) -> Result<(String, E), String>,
+    {
+        let mut tx = self.pool.begin().await?;
+        let live: Option<String> =
+            sqlx::query_scalar("SELECT id FROM agents WHERE name = $1 AND removed_at IS NULL")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(id) = live {
+            return Err(StoreError::Conflict(format!(
+                "an agent named {name:?} already exists (id {id})"
+            )));
+        }
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(CAST(id AS INTEGER)) FROM agents")
+            .fetch_one(&mut *tx)
+            .await?;
+        let id = format!("{:03}", max.unwrap_or(0) + 1);
+        let (serial, extra) = issue(&id).map_err(StoreError::Conflict)?;
+        sqlx::query(
+            "INSERT INTO agents (id, name, registered_ip, cert_serial, registered_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(ip)
+        .bind(&serial)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((id, extra))
+    }
+
+    /// Removes an agent: its certificate is revoked and refused from then on.
+    pub async fn remove_agent(&self, id: &str, reason: &str) -> Result<AgentRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT cert_serial, removed_at FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no agent with id {id}")))?;
+        if row.get::<Option<i64>, _>("removed_at").is_some() {
+            return Err(StoreError::Conflict(format!(
+                "agent {id} is already removed"
+            )));
+        }
+        let serial: String = row.get("cert_serial");
+        let now = now_ms();
+        sqlx::query("UPDATE agents SET removed_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO revoked_certificates (serial, agent_id, revoked_at, reason) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&serial)
+        .bind(id)
+        .bind(now)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.agent(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no agent with id {id}")))
+    }
+
+    /// One agent, removed or not.
+    pub async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(agent_from_row))
+    }
+
+    /// Every agent, in id order.
+    pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY CAST(id AS INTEGER)")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(agent_from_row).collect())
+    }
+
+    /// Whether a certificate serial has been revoked.
+    pub async fn is_revoked(&self, serial: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM revoked_certificates WHERE serial = $1")
+                .bind(serial)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Every revoked serial (small: one per removed agent).
+    pub async fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT serial FROM revoked_certificates")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records an agent's Hello.
+    pub async fn agent_connected(
+        &self,
+        id: &str,
+        hello: &AgentHello<'_>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE agents SET first_seen = COALESCE(first_seen, $1), last_seen = $1,
+                 last_address = COALESCE($2, last_address), version = $3, hostname = $4, os = $5
+             WHERE id = $6",
+        )
+        .bind(now)
+        .bind(hello.address.as_deref())
+        .bind(hello.version)
+        .bind(hello.hostname)
+        .bind(hello.os)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that an agent was heard from, with its status figures.
+    pub async fn agent_heartbeat(
+        &self,
+        id: &str,
+        spool_depth: u64,
+        dropped_events: u64,
+        read_lag_bytes: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE agents SET last_seen = $1, spool_depth = $2, dropped_events = $3, read_lag_bytes = $4 WHERE id = $5",
+        )
+        .bind(now_ms())
+        .bind(to_i64(spool_depth))
+        .bind(to_i64(dropped_events))
+        .bind(to_i64(read_lag_bytes))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records when an agent was last heard from.
+    pub async fn agent_seen(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a batch of an agent's events in one transaction, skipping
+    /// those at or below the agent's stored sequence (a batch resent after a
+    /// lost acknowledgement), and advances that sequence in the same
+    /// transaction. Returns the new highest stored sequence.
+    pub async fn store_events(
+        &self,
+        agent_id: &str,
+        events: &[IncomingEvent<'_>],
+    ) -> Result<u64, StoreError> {
+        let received_at = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let last: i64 = sqlx::query_scalar("SELECT last_sequence FROM agents WHERE id = $1")
+            .bind(agent_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))?;
+        let mut highest = last;
+        for event in events {
+            let seq = to_i64(event.sequence);
+            if seq <= highest {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO archive (agent_id, sequence, location, log_format, read_at, received_at, truncated, line)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(agent_id)
+            .bind(seq)
+            .bind(event.location)
+            .bind(event.log_format)
+            .bind(event.read_at)
+            .bind(received_at)
+            .bind(event.truncated)
+            .bind(event.line)
+            .execute(&mut *tx)
+            .await?;
+            highest = seq;
+        }
+        if highest != last {
+            sqlx::query("UPDATE agents SET last_sequence = $1, last_seen = $2 WHERE id = $3")
+                .bind(highest)
+                .bind(received_at)
+                .bind(agent_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(u64::try_from(highest).unwrap_or(0))
+    }
+
+    /// Archived events of one agent (or all), in arrival order.
+    pub async fn archived_events(
+        &self,
+        agent_id: Option<&str>,
+    ) -> Result<Vec<ArchivedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT agent_id, sequence, location, line, truncated FROM archive
+             WHERE $1 IS NULL OR agent_id = $1 ORDER BY id",
+        )
+        .bind(agent_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ArchivedEvent {
+                agent_id: r.get("agent_id"),
+                sequence: u64::try_from(r.get::<i64, _>("sequence")).unwrap_or(0),
+                location: r.get("location"),
+                line: r.get("line"),
+                truncated: r.get("truncated"),
+            })
+            .collect())
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn agent_from_row(r: &sqlx::sqlite::SqliteRow) -> AgentRecord {
+    AgentRecord {
+        id: r.get("id"),
+        name: r.get("name"),
+        registered_ip: r.get("registered_ip"),
+        cert_serial: r.get("cert_serial"),
+        registered_at: r.get("registered_at"),
+        removed_at: r.get("removed_at"),
+        first_seen: r.get("first_seen"),
+        last_seen: r.get("last_seen"),
+        last_address: r.get("last_address"),
+        version: r.get("version"),
+        hostname: r.get("hostname"),
+        os: r.get("os"),
+        last_sequence: to_u64(r.get("last_sequence")),
+        spool_depth: to_u64(r.get("spool_depth")),
+        dropped_events: to_u64(r.get("dropped_events")),
+        read_lag_bytes: to_u64(r.get("read_lag_bytes")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).await.unwrap();
+        (dir, store)
+    }
+
+    fn issue(serial: &str) -> impl FnOnce(&str) -> Result<(String, ()), String> + '_ {
+        move |_id| Ok((serial.to_string(), ()))
+    }
+
+    #[tokio::test]
+    async fn ids_are_sequential_and_never_reused() {
+        let (_d, s) = store().await;
+        let (a, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+        let (b, _) = s
+            .add_agent("web02", "10.0.0.0/8", issue("bb"))
+            .await
+            .unwrap();
+        assert_eq!((a.as_str(), b.as_str()), ("001", "002"));
+        s.remove_agent("002", "test").await.unwrap();
+        let (c, _) = s.add_agent("web02", "any", issue("cc")).await.unwrap();
+        assert_eq!(c, "003");
+        assert!(s.is_revoked("bb").await.unwrap());
+        assert!(!s.is_revoked("cc").await.unwrap());
+        let dup = s.add_agent("web01", "any", issue("dd")).await;
+        assert!(matches!(dup, Err(StoreError::Conflict(_))));
+    }
+
+    #[tokio::test]
+    async fn a_resent_batch_is_stored_once() {
+        let (_d, s) = store().await;
+        let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+        let ev = |seq| IncomingEvent {
+            sequence: seq,
+            location: "/var/log/x",
+            log_format: "syslog",
+            read_at: 1,
+            truncated: false,
+            line: b"line",
+        };
+        assert_eq!(s.store_events(&id, &[ev(1), ev(2)]).await.unwrap(), 2);
+        assert_eq!(
+            s.store_events(&id, &[ev(1), ev(2), ev(3)]).await.unwrap(),
+            3
+        );
+        let seqs: Vec<u64> = s
+            .archived_events(Some(&id))
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+    }
+}
