@@ -1,0 +1,360 @@
+//! Correlation state: what OSSEC's frequency / `if_matched_*` rules search,
+//! plus the other per-rule memory (`ignore`, `<ignore>` lists, first-time
+//! seen, `check_diff`).
+//!
+//! OSSEC keeps, per `if_matched_sid` target, a list of the events that
+//! *finally alerted* as that rule; per `if_matched_group` rule a list fed by
+//! the rules whose groups match; and a global history of every alert (the
+//! `if_matched_regex` search space). A search walks a list newest to oldest
+//! and stops at the first event older than the timeframe or carrying a
+//! barrier mark at least the searching rule's level; it fires when
+//! `frequency + 1` earlier events pass the `same_*` filters, i.e. on the
+//! `frequency + 2`-th event (`Search_LastSids`, `Search_LastGroups`,
+//! `Search_LastEvents` in `src/analysisd/eventinfo.c`).
+//!
+//! Memory bound (why a flood of distinct source IPs cannot exhaust memory):
+//! there is no per-source state at all. Every stored event lives in one
+//! arena whose size is capped by the global history (`memory_size`, OSSEC's
+//! `<global><memory_size>`, default 8192): when the history is full the
+//! oldest event is evicted from the arena and from the front of every list
+//! that holds it, so each list is at most `memory_size` long, whatever the
+//! number of sources. Lists are also trimmed by time when they grow (an
+//! entry older than the longest timeframe of the rules reading that list
+//! can never count again). The string-keyed memories (`<ignore>` list,
+//! first-time-seen keys, `check_diff` outputs) are FIFO-bounded sets of
+//! `key_cap` entries; OSSEC keeps those on disk without bound, so a key
+//! evicted here may be "seen for the first time" again (documented
+//! deviation, option [`CorrelateLimits::key_cap`]).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::event::{Category, Event};
+use crate::rule::{RuleIdx, RuleSet, Search};
+
+/// Size limits of the correlation memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CorrelateLimits {
+    /// Global alert history (OSSEC `<global><memory_size>`, default 8192,
+    /// minimum 2048 there; any value ≥ 1 here).
+    pub memory_size: usize,
+    /// Entries kept in each string-keyed memory (ignore list, FTS, diff).
+    pub key_cap: usize,
+}
+
+impl Default for CorrelateLimits {
+    fn default() -> Self {
+        Self {
+            memory_size: 8192,
+            key_cap: 65_536,
+        }
+    }
+}
+
+/// What a context search needs from an earlier alert.
+#[derive(Debug, Clone)]
+struct Stored {
+    time: i64,
+    matched: u32,
+    srcip: Option<String>,
+    srcport: Option<String>,
+    dstport: Option<String>,
+    dstuser: Option<String>,
+    id: Option<String>,
+    hostname: Option<String>,
+    url: Option<String>,
+    category: Category,
+    log: Vec<u8>,
+    full_log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ListKey {
+    Sid(RuleIdx),
+    Group(RuleIdx),
+}
+
+/// A FIFO-bounded set of strings.
+#[derive(Debug, Default)]
+struct BoundedSet {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl BoundedSet {
+    fn contains(&self, k: &str) -> bool {
+        self.set.contains(k)
+    }
+
+    /// Inserts; returns false if it was already there.
+    fn insert(&mut self, k: String, cap: usize) -> bool {
+        if self.set.contains(&k) {
+            return false;
+        }
+        self.set.insert(k.clone());
+        self.order.push_back(k);
+        while self.order.len() > cap.max(1) {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// All correlation state of one engine.
+#[derive(Debug, Default)]
+pub struct Correlator {
+    limits: CorrelateLimits,
+    events: HashMap<u64, Stored>,
+    history: VecDeque<u64>,
+    lists: HashMap<ListKey, VecDeque<u64>>,
+    next_id: u64,
+    time_ignored: HashMap<RuleIdx, i64>,
+    ignore_list: BoundedSet,
+    fts: BoundedSet,
+    diffs: HashMap<(RuleIdx, String), Vec<u8>>,
+    diff_order: VecDeque<(RuleIdx, String)>,
+}
+
+/// Result of a successful context search: the earlier events' lines,
+/// newest first (OSSEC's "Portion of the log(s)").
+pub type ContextLines = Vec<String>;
+
+fn same(a: &Option<String>, b: &Option<String>) -> bool {
+    matches!((a, b), (Some(x), Some(y)) if x == y)
+}
+
+impl Correlator {
+    /// Empty state with these limits.
+    pub fn new(limits: CorrelateLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Number of events held (for tests and metrics).
+    pub fn stored_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Total list entries held (for tests and metrics).
+    pub fn list_entries(&self) -> usize {
+        self.lists.values().map(VecDeque::len).sum::<usize>() + self.history.len()
+    }
+
+    /// Runs rule `r`'s context search for the current event. On a match,
+    /// sets the barrier marks (`matched` of the current event, the oldest
+    /// counted event and the newest event of the list) and returns the
+    /// counted events' lines.
+    pub fn search(
+        &mut self,
+        rs: &RuleSet,
+        r: RuleIdx,
+        ev: &Event,
+        now: i64,
+        cur_matched: &mut u32,
+    ) -> Option<ContextLines> {
+        let rule = &rs.rules[r];
+        let (list, events_search): (&VecDeque<u64>, bool) = match rs.search[r] {
+            Search::None => return None,
+            Search::Sids(t) => (self.lists.get(&ListKey::Sid(t))?, false),
+            Search::Groups => (self.lists.get(&ListKey::Group(r))?, false),
+            Search::Events => (&self.history, true),
+        };
+        let f = &ev.fields;
+        let s = rule.ctx.same;
+        let mut newest: Option<u64> = None;
+        let mut count = 0u32;
+        let mut lines = Vec::new();
+        for &pid in list.iter().rev() {
+            let Some(p) = self.events.get(&pid) else {
+                continue;
+            };
+            if newest.is_none() {
+                newest = Some(pid);
+            }
+            if now - p.time > i64::from(rule.timeframe) {
+                return None;
+            }
+            if p.matched >= rule.level {
+                return None;
+            }
+            if s.id && !same(&f.id, &p.id) {
+                continue;
+            }
+            if s.source_ip && !same(&f.srcip, &p.srcip) {
+                continue;
+            }
+            if s.user && !same(&f.dstuser, &p.dstuser) {
+                continue;
+            }
+            if s.different_url {
+                match (&f.url, &p.url) {
+                    (Some(a), Some(b)) if a != b => {}
+                    _ => continue,
+                }
+            }
+            if s.different_srcgeoip {
+                // No GeoIP data: the field is missing on both sides.
+                continue;
+            }
+            if events_search {
+                if let Some(re) = &rule.ctx.if_matched_regex {
+                    if !re.is_match(&p.log) {
+                        continue;
+                    }
+                }
+                if p.category != ev.category {
+                    continue;
+                }
+            } else {
+                if s.src_port && !same(&f.srcport, &p.srcport) {
+                    continue;
+                }
+                if s.dst_port && !same(&f.dstport, &p.dstport) {
+                    continue;
+                }
+                if s.location && !same(&ev.hostname, &p.hostname) {
+                    continue;
+                }
+            }
+            lines.push(p.full_log.clone());
+            if count < rule.frequency {
+                count += 1;
+                continue;
+            }
+            let level = rule.level;
+            *cur_matched = level;
+            if let Some(e) = self.events.get_mut(&pid) {
+                e.matched = level;
+            }
+            if let Some(e) = newest.and_then(|n| self.events.get_mut(&n)) {
+                e.matched = level;
+            }
+            return Some(lines);
+        }
+        None
+    }
+
+    /// Stores an event that finally alerted as rule `r`: in `r`'s sid list
+    /// if some rule watches it, else in the group lists it feeds, and always
+    /// in the global history.
+    pub fn store(&mut self, rs: &RuleSet, r: RuleIdx, ev: &Event, now: i64, matched: u32) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let f = &ev.fields;
+        self.events.insert(
+            id,
+            Stored {
+                time: now,
+                matched,
+                srcip: f.srcip.clone(),
+                srcport: f.srcport.clone(),
+                dstport: f.dstport.clone(),
+                dstuser: f.dstuser.clone(),
+                id: f.id.clone(),
+                hostname: ev.hostname.clone(),
+                url: f.url.clone(),
+                category: ev.category,
+                log: ev.log().to_vec(),
+                full_log: String::from_utf8_lossy(&ev.full_log).into_owned(),
+            },
+        );
+        let mut keys = Vec::new();
+        if rs.has_sid_list.get(r).copied().unwrap_or(false) {
+            keys.push((ListKey::Sid(r), rs.list_horizon[r]));
+        } else if let Some(groups) = rs.feeds_groups.get(r) {
+            for &g in groups {
+                keys.push((ListKey::Group(g), rs.list_horizon[g]));
+            }
+        }
+        for (k, horizon) in keys {
+            let events = &self.events;
+            let list = self.lists.entry(k).or_default();
+            while let Some(&front) = list.front() {
+                let stale = events
+                    .get(&front)
+                    .is_none_or(|e| now - e.time > i64::from(horizon));
+                if stale {
+                    list.pop_front();
+                } else {
+                    break;
+                }
+            }
+            list.push_back(id);
+        }
+        self.history.push_back(id);
+        while self.history.len() > self.limits.memory_size.max(1) {
+            if let Some(old) = self.history.pop_front() {
+                self.evict(old);
+            }
+        }
+    }
+
+    fn evict(&mut self, old: u64) {
+        self.events.remove(&old);
+        // Ids grow with time and lists are FIFO: the evicted event is at the
+        // front of any list that still holds it.
+        self.lists.retain(|_, list| {
+            while list.front().is_some_and(|&f| f <= old) {
+                list.pop_front();
+            }
+            !list.is_empty()
+        });
+    }
+
+    /// The `ignore="N"` attribute: true if this firing of rule `r` must be
+    /// dropped (OSSEC: first firing starts the window, firings inside it are
+    /// dropped, the first one after it restarts it).
+    pub fn ignored_by_time(&mut self, r: RuleIdx, secs: u32, now: i64) -> bool {
+        if secs == 0 {
+            return false;
+        }
+        match self.time_ignored.get(&r) {
+            Some(&t) if now - t < i64::from(secs) => true,
+            _ => {
+                self.time_ignored.insert(r, now);
+                false
+            }
+        }
+    }
+
+    /// `<check_if_ignored>`: whether this key is in the ignore list.
+    pub fn in_ignore_list(&self, key: &str) -> bool {
+        self.ignore_list.contains(key)
+    }
+
+    /// `<ignore>`: adds a key to the ignore list.
+    pub fn add_to_ignore_list(&mut self, key: String) {
+        self.ignore_list.insert(key, self.limits.key_cap);
+    }
+
+    /// First-time-seen: true if `key` was never seen (and records it).
+    pub fn first_time_seen(&mut self, key: String) -> bool {
+        self.fts.insert(key, self.limits.key_cap)
+    }
+
+    /// `check_diff`: true when `output` differs from the previous output
+    /// stored for this rule and location (the first output only records).
+    pub fn output_changed(&mut self, r: RuleIdx, location: &str, output: &[u8]) -> bool {
+        let key = (r, location.to_string());
+        match self.diffs.get_mut(&key) {
+            Some(prev) if prev.as_slice() == output => false,
+            Some(prev) => {
+                *prev = output.to_vec();
+                true
+            }
+            None => {
+                self.diffs.insert(key.clone(), output.to_vec());
+                self.diff_order.push_back(key);
+                while self.diff_order.len() > self.limits.key_cap.max(1) {
+                    if let Some(old) = self.diff_order.pop_front() {
+                        self.diffs.remove(&old);
+                    }
+                }
+                false
+            }
+        }
+    }
+}

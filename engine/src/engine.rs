@@ -1,0 +1,610 @@
+//! The top level: a [`Ruleset`] (decoders + rules, loaded once, shared) and
+//! an [`Engine`] (a ruleset plus correlation state) that turns pre-decoded
+//! events into alerts the way `ossec-analysisd`'s main loop does.
+//!
+//! Time is always a parameter: `now` is the arrival time (OSSEC `c_time`),
+//! used for correlation windows, `ignore` and, converted with the engine's
+//! zone, for `<time>` and `<weekday>`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use crate::correlate::{CorrelateLimits, Correlator};
+use crate::decoder::DecoderSet;
+use crate::error::{LoadError, LoadErrors};
+use crate::event::Event;
+use crate::pattern::Pattern;
+use crate::rule::{IgnoreFields, InfoEntry, LoadOptions, RuleIdx, RuleOptions, RuleSet};
+use crate::xml;
+
+/// Decoders and rules, loaded together so that `decoded_as` is checked.
+#[derive(Debug)]
+pub struct Ruleset {
+    /// The decoders.
+    pub decoders: DecoderSet,
+    /// The rules.
+    pub rules: RuleSet,
+    /// `<fts>` fields by decoder own name (first block that has them).
+    fts_by_decoder: HashMap<String, Vec<String>>,
+}
+
+impl Ruleset {
+    /// Combines loaded decoders and rules.
+    pub fn new(decoders: DecoderSet, rules: RuleSet) -> Self {
+        let mut fts_by_decoder: HashMap<String, Vec<String>> = HashMap::new();
+        for d in decoders.decoders() {
+            if !d.fts.is_empty() {
+                fts_by_decoder
+                    .entry(d.own_name.clone())
+                    .or_insert_with(|| d.fts.clone());
+            }
+        }
+        Self {
+            decoders,
+            rules,
+            fts_by_decoder,
+        }
+    }
+
+    /// Loads decoder files, then rule files (in order), checking
+    /// `decoded_as` against the decoders. `list_dir` is where `<list>`
+    /// paths are resolved. Every problem of both steps is returned at once.
+    pub fn load_files(
+        decoders: &[PathBuf],
+        rules: &[PathBuf],
+        list_dir: Option<&Path>,
+    ) -> Result<Ruleset, LoadErrors> {
+        let mut errors = Vec::new();
+        let dec = match DecoderSet::load_files(decoders) {
+            Ok(d) => Some(d),
+            Err(LoadErrors(mut e)) => {
+                errors.append(&mut e);
+                None
+            }
+        };
+        let opts = LoadOptions {
+            decoder_names: dec.as_ref().map(decoder_names),
+            list_dir: list_dir.map(Path::to_path_buf),
+            ..LoadOptions::default()
+        };
+        let rs = match RuleSet::load_files(rules, &opts) {
+            Ok(r) => Some(r),
+            Err(LoadErrors(mut e)) => {
+                errors.append(&mut e);
+                None
+            }
+        };
+        match (dec, rs) {
+            (Some(d), Some(r)) if errors.is_empty() => Ok(Ruleset::new(d, r)),
+            _ => Err(LoadErrors(errors)),
+        }
+    }
+
+    /// Loads an OSSEC `etc` directory: `DIR/decoder.xml` (plus
+    /// `DIR/local_decoder.xml` if present, or the `<decoder>` entries of the
+    /// config) and `DIR/rules/*.xml` in the `<include>` order of
+    /// `DIR/ossec-server.conf` or `DIR/ossec.conf`. `<list>` paths resolve
+    /// against DIR (and DIR's parent for `etc/...` paths).
+    pub fn load_ossec_etc(dir: &Path) -> Result<Ruleset, LoadErrors> {
+        let (decoders, rules) = ossec_etc_files(dir)?;
+        Self::load_files(&decoders, &rules, Some(dir))
+    }
+}
+
+fn decoder_names(d: &DecoderSet) -> HashSet<String> {
+    d.decoders().iter().map(|x| x.name.clone()).collect()
+}
+
+/// The decoder and rule files of an OSSEC `etc` directory, in load order.
+pub fn ossec_etc_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), LoadErrors> {
+    let conf = ["ossec-server.conf", "ossec.conf"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file());
+    let Some(conf) = conf else {
+        return Err(LoadErrors(vec![LoadError::new(
+            dir.display().to_string(),
+            0,
+            "no ossec-server.conf or ossec.conf in this directory",
+        )]));
+    };
+    let file = conf.display().to_string();
+    let text = std::fs::read(&conf).map_err(|e| {
+        LoadErrors(vec![LoadError::new(
+            file.clone(),
+            0,
+            format!("cannot read: {e}"),
+        )])
+    })?;
+    let roots = xml::parse(&String::from_utf8_lossy(&text))
+        .map_err(|e| LoadErrors(vec![LoadError::new(file.clone(), e.line, e.message)]))?;
+    let home = dir.parent().unwrap_or(dir);
+    let resolve = |p: &str, default_dir: &Path| -> PathBuf {
+        let p = p.trim();
+        if Path::new(p).is_absolute() {
+            PathBuf::from(p)
+        } else if p.contains('/') {
+            home.join(p)
+        } else {
+            default_dir.join(p)
+        }
+    };
+    let mut rules = Vec::new();
+    let mut decoders = Vec::new();
+    let mut stack: Vec<&xml::Element> = roots.iter().collect();
+    let mut in_order = Vec::new();
+    while let Some(e) = stack.pop() {
+        in_order.push(e);
+        for c in e.children.iter().rev() {
+            stack.push(c);
+        }
+    }
+    // Only `<rules>` blocks (anywhere) carry includes.
+    let mut rules_blocks: Vec<&xml::Element> = Vec::new();
+    for e in &in_order {
+        if e.name == "rules" {
+            rules_blocks.push(e);
+        }
+    }
+    for b in rules_blocks {
+        for c in &b.children {
+            match c.name.as_str() {
+                "include" | "rule" => rules.push(resolve(&c.text, &dir.join("rules"))),
+                "decoder" => decoders.push(resolve(&c.text, dir)),
+                _ => {}
+            }
+        }
+    }
+    if decoders.is_empty() {
+        decoders.push(dir.join("decoder.xml"));
+        let local = dir.join("local_decoder.xml");
+        if local.is_file() {
+            decoders.push(local);
+        }
+    }
+    if rules.is_empty() {
+        return Err(LoadErrors(vec![LoadError::new(
+            file,
+            0,
+            "no <rules><include> entries",
+        )]));
+    }
+    Ok((decoders, rules))
+}
+
+/// What the rules made of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// No rule matched (logtest exit 255 when a decoder matched).
+    NoMatch,
+    /// A level-0 rule matched: the event is silently swallowed.
+    Silent {
+        /// The rule id.
+        rule_id: u32,
+    },
+    /// The rule matched but the event was dropped by `ignore="N"` or
+    /// `<check_if_ignored>`: nothing is alerted, not even a parent.
+    Suppressed {
+        /// The rule id.
+        rule_id: u32,
+        /// Its level.
+        level: u32,
+    },
+    /// An alert.
+    Alert(Box<Alert>),
+}
+
+impl Verdict {
+    /// The final rule id and level, as `ossec-logtest` reports them.
+    pub fn rule_and_level(&self) -> Option<(u32, u32)> {
+        match self {
+            Verdict::NoMatch => None,
+            Verdict::Silent { rule_id } => Some((*rule_id, 0)),
+            Verdict::Suppressed { rule_id, level } => Some((*rule_id, *level)),
+            Verdict::Alert(a) => Some((a.rule_id, a.level)),
+        }
+    }
+
+    /// The alert, if any.
+    pub fn into_alert(self) -> Option<Alert> {
+        match self {
+            Verdict::Alert(a) => Some(*a),
+            _ => None,
+        }
+    }
+}
+
+/// One alert, with what alerts.log, e-mail and active response need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// Rule id.
+    pub rule_id: u32,
+    /// Rule level.
+    pub level: u32,
+    /// Rule description.
+    pub description: String,
+    /// The rule's group string, verbatim (`syslog,sshd,`).
+    pub group_text: String,
+    /// The groups, split.
+    pub groups: Vec<String>,
+    /// Rule options (mail, log, AR flags).
+    pub options: RuleOptions,
+    /// `<info>` / `<cve>` entries.
+    pub info: Vec<InfoEntry>,
+    /// Arrival time of the event.
+    pub time: Timestamp,
+    /// The event.
+    pub event: Event,
+    /// For a correlation alert, the earlier events' lines that made it fire,
+    /// newest first (alerts.log prints them after the event's own line).
+    pub correlated: Vec<String>,
+    /// Rule file and line (for `ruletest` and debugging).
+    pub rule_file: String,
+    /// Line of the rule in `rule_file`.
+    pub rule_line: usize,
+}
+
+impl Alert {
+    /// Whether an alerts.log / alerts.json line is written (`no_log` unset).
+    pub fn log_it(&self) -> bool {
+        !self.options.no_log
+    }
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Zone for `<time>` and `<weekday>` (OSSEC uses the manager's local time).
+    pub zone: TimeZone,
+    /// Memory bounds.
+    pub limits: CorrelateLimits,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            zone: TimeZone::UTC,
+            limits: CorrelateLimits::default(),
+        }
+    }
+}
+
+/// A ruleset plus correlation state. One per stream of events that should
+/// correlate together (OSSEC: one per manager).
+#[derive(Debug)]
+pub struct Engine {
+    ruleset: Arc<Ruleset>,
+    zone: TimeZone,
+    state: Correlator,
+}
+
+/// Per-event evaluation scratch.
+struct Ctx<'e> {
+    ev: &'e Event,
+    now: i64,
+    minute: u32,
+    weekday: u8,
+    matched: u32,
+    fts: Option<bool>,
+    lines: HashMap<RuleIdx, Vec<String>>,
+}
+
+impl Engine {
+    /// A fresh engine over `ruleset`.
+    pub fn new(ruleset: Arc<Ruleset>, config: EngineConfig) -> Self {
+        Self {
+            ruleset,
+            zone: config.zone,
+            state: Correlator::new(config.limits),
+        }
+    }
+
+    /// The ruleset.
+    pub fn ruleset(&self) -> &Arc<Ruleset> {
+        &self.ruleset
+    }
+
+    /// The correlation state (for metrics and tests).
+    pub fn state(&self) -> &Correlator {
+        &self.state
+    }
+
+    /// Decodes a pre-decoded event in place, then runs the rules; returns
+    /// the alert if one is due.
+    pub fn process(&mut self, event: &mut Event, now: Timestamp) -> Option<Alert> {
+        self.ruleset.decoders.decode(event);
+        self.judge(event, now).into_alert()
+    }
+
+    /// Runs only the rules on an already decoded event (`ossec-logtest`'s
+    /// Phase 3, and tests that build events by hand).
+    pub fn judge(&mut self, event: &Event, now: Timestamp) -> Verdict {
+        let rs = Arc::clone(&self.ruleset);
+        let local = self.zone.to_datetime(now);
+        let mut ctx = Ctx {
+            ev: event,
+            now: now.as_second(),
+            minute: u32::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute()))
+                .unwrap_or(0),
+            weekday: u8::try_from(local.weekday().to_sunday_zero_offset()).unwrap_or(0),
+            matched: 0,
+            fts: None,
+            lines: HashMap::new(),
+        };
+        let rules = &rs.rules;
+        for &top in &rules.top {
+            let r = rules.nodes[top].rule;
+            if rules.rules[r].category != event.category {
+                continue;
+            }
+            let Some(fin) = self.check(&rs, top, &mut ctx) else {
+                continue;
+            };
+            return self.finish(&rs, fin, &mut ctx, now);
+        }
+        Verdict::NoMatch
+    }
+
+    fn finish(&mut self, rs: &Ruleset, fin: RuleIdx, ctx: &mut Ctx<'_>, now: Timestamp) -> Verdict {
+        let rule = &rs.rules.rules[fin];
+        if rule.level == 0 {
+            return Verdict::Silent { rule_id: rule.id };
+        }
+        if self.state.ignored_by_time(fin, rule.ignore_secs, ctx.now) {
+            return Verdict::Suppressed {
+                rule_id: rule.id,
+                level: rule.level,
+            };
+        }
+        if rule.check_if_ignored.any() {
+            let key = ignore_key(ctx.ev, rule.check_if_ignored, rule.ignore_fields.data);
+            if self.state.in_ignore_list(&key) {
+                return Verdict::Suppressed {
+                    rule_id: rule.id,
+                    level: rule.level,
+                };
+            }
+        }
+        if rule.ignore_fields.any() {
+            let key = ignore_key(ctx.ev, rule.ignore_fields, rule.ignore_fields.data);
+            self.state.add_to_ignore_list(key);
+        }
+        self.state
+            .store(&rs.rules, fin, ctx.ev, ctx.now, ctx.matched);
+        Verdict::Alert(Box::new(Alert {
+            rule_id: rule.id,
+            level: rule.level,
+            description: rule.description.clone(),
+            group_text: rule.group.clone(),
+            groups: rule.groups(),
+            options: rule.options,
+            info: rule.info.clone(),
+            time: now,
+            event: ctx.ev.clone(),
+            correlated: ctx.lines.remove(&fin).unwrap_or_default(),
+            rule_file: rule.file.clone(),
+            rule_line: rule.line,
+        }))
+    }
+
+    /// OSSEC's recursive `OS_CheckIfRuleMatch` + child walk.
+    fn check(&mut self, rs: &Ruleset, node: usize, ctx: &mut Ctx<'_>) -> Option<RuleIdx> {
+        let r = rs.rules.nodes[node].rule;
+        if !self.conditions(rs, r, ctx) {
+            return None;
+        }
+        for &c in &rs.rules.nodes[node].children {
+            if let Some(hit) = self.check(rs, c, ctx) {
+                return Some(hit);
+            }
+        }
+        if rs.rules.rules[r].noalert {
+            return None;
+        }
+        Some(r)
+    }
+
+    fn conditions(&mut self, rs: &Ruleset, r: RuleIdx, ctx: &mut Ctx<'_>) -> bool {
+        let rule = &rs.rules.rules[r];
+        let c = &rule.cond;
+        let ev = ctx.ev;
+        let f = &ev.fields;
+        let log = ev.log();
+        let pat = |p: &Option<Pattern>, v: Option<&str>| -> bool {
+            match p {
+                None => true,
+                Some(p) => v.is_some_and(|v| p.is_match(v.as_bytes())),
+            }
+        };
+        // Plain element, else its pcre2 twin.
+        let twin = |p: &Option<Pattern>, q: &Option<Pattern>, v: Option<&str>| -> bool {
+            if p.is_some() { pat(p, v) } else { pat(q, v) }
+        };
+        if let Some(d) = &c.decoded_as {
+            if ev.decoder_name.as_deref() != Some(d.as_str()) {
+                return false;
+            }
+        }
+        if !twin(
+            &c.program_name,
+            &c.pcre2.program_name,
+            ev.program_name.as_deref(),
+        ) {
+            return false;
+        }
+        if !twin(&c.id, &c.pcre2.id, f.id.as_deref()) {
+            return false;
+        }
+        if let Some(m) = c.matches.as_ref().or(c.pcre2.matches.as_ref()) {
+            if !m.is_match(log) {
+                return false;
+            }
+        }
+        if let Some(m) = c.regex.as_ref().or(c.pcre2.regex.as_ref()) {
+            if !m.is_match(log) {
+                return false;
+            }
+        }
+        if let Some(a) = &c.action {
+            if f.action.as_deref() != Some(a.as_str()) {
+                return false;
+            }
+        }
+        if !pat(&c.url, f.url.as_deref()) || !pat(&c.url_pcre2, f.url.as_deref()) {
+            return false;
+        }
+        for (name, p) in &c.fields {
+            if !f.get(name).is_some_and(|v| p.is_match(v.as_bytes())) {
+                return false;
+            }
+        }
+        if let Some(l) = &c.srcip {
+            if !l.matches(f.srcip.as_deref()) {
+                return false;
+            }
+        }
+        if let Some(l) = &c.dstip {
+            if !l.matches(f.dstip.as_deref()) {
+                return false;
+            }
+        }
+        if !twin(&c.srcport, &c.pcre2.srcport, f.srcport.as_deref())
+            || !twin(&c.dstport, &c.pcre2.dstport, f.dstport.as_deref())
+        {
+            return false;
+        }
+        if let Some(cr) = c.compiled {
+            if !cr.matches(ev) {
+                return false;
+            }
+        }
+        let user = f.dstuser.as_deref().or(f.srcuser.as_deref());
+        if !twin(&c.user, &c.pcre2.user, user) {
+            return false;
+        }
+        if c.geoip {
+            return false;
+        }
+        if rule.maxsize > 0 && log.len() < rule.maxsize as usize {
+            return false;
+        }
+        if let Some(t) = &c.time {
+            if !t.matches(ctx.minute) {
+                return false;
+            }
+        }
+        if let Some(w) = &c.weekday {
+            if !w.matches(ctx.weekday) {
+                return false;
+            }
+        }
+        if !twin(&c.extra_data, &c.pcre2.extra_data, f.data.as_deref())
+            || !twin(&c.hostname, &c.pcre2.hostname, ev.hostname.as_deref())
+            || !twin(&c.status, &c.pcre2.status, f.status.as_deref())
+        {
+            return false;
+        }
+        if c.check_diff && !self.state.output_changed(r, &ev.location, log) {
+            return false;
+        }
+        if c.if_fts && !self.fts(rs, ctx) {
+            return false;
+        }
+        for lc in &c.lists {
+            if !lc.matches(ev, rs.rules.lists.get(&lc.path)) {
+                return false;
+            }
+        }
+        if rule.ctx.is_context() {
+            match self
+                .state
+                .search(&rs.rules, r, ev, ctx.now, &mut ctx.matched)
+            {
+                Some(lines) => {
+                    ctx.lines.insert(r, lines);
+                }
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// First-time-seen, once per event (OSSEC's `FTS_DONE`).
+    fn fts(&mut self, rs: &Ruleset, ctx: &mut Ctx<'_>) -> bool {
+        if let Some(done) = ctx.fts {
+            return done;
+        }
+        let ev = ctx.ev;
+        let Some(fields) = ev
+            .decoder_own_name
+            .as_ref()
+            .and_then(|n| rs.fts_by_decoder.get(n))
+        else {
+            ctx.fts = Some(false);
+            return false;
+        };
+        let has = |w: &str| fields.iter().any(|f| f == w);
+        let f = &ev.fields;
+        let pick = |on: bool, v: &Option<String>| {
+            if on {
+                v.clone().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        // `srcuser` sets the dstuser bit (OSSEC quirk); srcuser is never keyed.
+        let user = has("user") || has("dstuser") || has("srcuser");
+        let key = [
+            ev.decoder_name.clone().unwrap_or_default(),
+            pick(has("id"), &f.id),
+            pick(user, &f.dstuser),
+            String::new(),
+            pick(has("srcip"), &f.srcip),
+            pick(has("dstip"), &f.dstip),
+            pick(has("data") || has("extra_data"), &f.data),
+            pick(has("system_name"), &f.system_name),
+            if has("location") {
+                ev.location.clone()
+            } else {
+                String::new()
+            },
+        ]
+        .join(" ");
+        let first = self.state.first_time_seen(key);
+        ctx.fts = Some(first);
+        first
+    }
+}
+
+/// The `<ignore>` line: decoder name, id, dstuser, srcip, dstip, data,
+/// system name, location, blank where not selected. `data` comes from the
+/// ignore mask even in the check (OSSEC quirk).
+fn ignore_key(ev: &Event, sel: IgnoreFields, data_from_ignore: bool) -> String {
+    let f = &ev.fields;
+    let pick = |on: bool, v: &Option<String>| {
+        if on {
+            v.clone().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    [
+        pick(sel.name, &ev.decoder_name),
+        pick(sel.id, &f.id),
+        pick(sel.user, &f.dstuser),
+        pick(sel.srcip, &f.srcip),
+        pick(sel.dstip, &f.dstip),
+        pick(data_from_ignore, &f.data),
+        String::new(),
+        if sel.location {
+            ev.location.clone()
+        } else {
+            String::new()
+        },
+    ]
+    .join(" ")
+}
