@@ -16,13 +16,19 @@
 //! - [`predecode`]: `OS_CleanMSG`, the syslog header and location split.
 //! - [`decoder`]: `decoder.xml` semantics.
 //! - [`timestamp`]: a line's own time, for `time_source = "event"`.
+//! - [`rule`]: rule XML, OSSEC's rule tree and per-event conditions.
+//! - [`correlate`]: frequency / `if_matched_*` state, bounded.
+//! - [`engine`]: [`engine::Ruleset`] and [`engine::Engine`], events in, alerts out.
 //! - [`error`]: file, line and reason for every load problem.
 #![forbid(unsafe_code)]
 
+pub mod correlate;
 pub mod decoder;
+pub mod engine;
 pub mod error;
 pub mod event;
 pub mod pattern;
 pub mod predecode;
+pub mod rule;
 pub mod timestamp;
 pub mod xml;
