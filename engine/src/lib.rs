@@ -15,6 +15,8 @@
 //! - [`event`]: the decoded event that decoders fill and rules read.
 //! - [`predecode`]: `OS_CleanMSG`, the syslog header and location split.
 //! - [`decoder`]: `decoder.xml` semantics.
+//! - [`logtest`]: what `ossec-logtest` prints per line, and its `-U` exit code.
+//! - [`ini`]: the INI dialect of OSSEC's ruleset test files.
 //! - [`timestamp`]: a line's own time, for `time_source = "event"`.
 //! - [`rule`]: rule XML, OSSEC's rule tree and per-event conditions.
 //! - [`correlate`]: frequency / `if_matched_*` state, bounded.
@@ -27,6 +29,8 @@ pub mod decoder;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod ini;
+pub mod logtest;
 pub mod pattern;
 pub mod predecode;
 pub mod rule;

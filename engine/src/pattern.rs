@@ -751,10 +751,16 @@ mod tests {
     #[test]
     fn ossec_os_match_pairs() {
         for (p, h) in MATCH_TRUE {
-            assert!(m(Dialect::OsMatch, p, h), "OS_Match {p:?} should match {h:?}");
+            assert!(
+                m(Dialect::OsMatch, p, h),
+                "OS_Match {p:?} should match {h:?}"
+            );
         }
         for (p, h) in MATCH_FALSE {
-            assert!(!m(Dialect::OsMatch, p, h), "OS_Match {p:?} must not match {h:?}");
+            assert!(
+                !m(Dialect::OsMatch, p, h),
+                "OS_Match {p:?} must not match {h:?}"
+            );
         }
     }
 
@@ -762,10 +768,16 @@ mod tests {
     fn ossec_os_regex_pairs() {
         // OSSEC runs the OS_Match pairs through OS_Regex too.
         for (p, h) in MATCH_TRUE.iter().chain(REGEX_TRUE) {
-            assert!(m(Dialect::OsRegex, p, h), "OS_Regex {p:?} should match {h:?}");
+            assert!(
+                m(Dialect::OsRegex, p, h),
+                "OS_Regex {p:?} should match {h:?}"
+            );
         }
         for (p, h) in MATCH_FALSE.iter().chain(REGEX_FALSE) {
-            assert!(!m(Dialect::OsRegex, p, h), "OS_Regex {p:?} must not match {h:?}");
+            assert!(
+                !m(Dialect::OsRegex, p, h),
+                "OS_Regex {p:?} must not match {h:?}"
+            );
         }
     }
 
@@ -784,7 +796,10 @@ mod tests {
     fn ossec_extraction_pairs() {
         assert_eq!(caps(r"123(\w+\s+)abc", "123sdf    abc"), ["sdf    "]);
         assert_eq!(caps(r"123(\w+\s+)abc", "abc123sdf    abc"), ["sdf    "]);
-        assert_eq!(caps(r"123 (\d+.\d.\d.\d\d*\d*)", "123 45.6.5.567"), ["45.6.5.567"]);
+        assert_eq!(
+            caps(r"123 (\d+.\d.\d.\d\d*\d*)", "123 45.6.5.567"),
+            ["45.6.5.567"]
+        );
         assert_eq!(
             caps(
                 r"from (\S*\d+.\d+.\d+.\d\d*\d*)",
@@ -814,7 +829,10 @@ mod tests {
             translate_os_regex(r"^(\S+) \d+ (\w+)").unwrap(),
             r"(?i-u)^([^ ]+?) [0-9]+? ([A-Za-z0-9@_-]+)"
         );
-        assert_eq!(translate_os_regex(r"a\d+|b\w*").unwrap(), r"(?i-u)a[0-9]+|b[A-Za-z0-9@_-]*");
+        assert_eq!(
+            translate_os_regex(r"a\d+|b\w*").unwrap(),
+            r"(?i-u)a[0-9]+|b[A-Za-z0-9@_-]*"
+        );
         // `$` keeps the quantifier lazy (OSSEC's fix does not see through
         // the converted anchor), which gives the same match anyway.
         assert_eq!(translate_os_regex(r"\d+$").unwrap(), r"(?i-u)[0-9]+?\z");
@@ -865,7 +883,11 @@ mod tests {
 
     #[test]
     fn pcre2_is_caseless_and_bytes() {
-        assert!(m(Dialect::Pcre2, r"^Failed \S+ for (\S+)", "FAILED password for root"));
+        assert!(m(
+            Dialect::Pcre2,
+            r"^Failed \S+ for (\S+)",
+            "FAILED password for root"
+        ));
         let p = Pattern::new(Dialect::Pcre2, r"^(\S+) port (\d+?): |^(\S+): ").unwrap();
         let f = p.find(b"1.2.3.4: x").unwrap();
         assert_eq!(f.captures, vec![None, None, Some(0..7)]);

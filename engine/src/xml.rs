@@ -403,13 +403,15 @@ fn substitute(s: &str, vars: &[(String, String)], line: usize) -> Result<String,
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
         let after = &rest[i + 1..];
-        let end = after
-            .find(['$', '.', '|', ',', ' '])
-            .unwrap_or(after.len());
+        let end = after.find(['$', '.', '|', ',', ' ']).unwrap_or(after.len());
         let name = &after[..end];
         if name.is_empty() {
             out.push('$');
-        } else if let Some((_, v)) = vars.iter().rev().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        } else if let Some((_, v)) = vars
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             out.push_str(v);
         } else {
             return Err(XmlError {
