@@ -95,8 +95,26 @@ impl Ruleset {
     }
 }
 
+/// Names analysisd registers itself before reading `decoder.xml`
+/// (`ReadDecodeXML`): the syscheck, rootcheck and host-information events
+/// that rules may name in `decoded_as`.
+pub const BUILTIN_DECODERS: [&str; 8] = [
+    "rootcheck",
+    "syscheck_integrity_changed",
+    "syscheck_integrity_changed_2nd",
+    "syscheck_integrity_changed_3rd",
+    "syscheck_new_entry",
+    "syscheck_deleted",
+    "hostinfo_modified",
+    "hostinfo_new",
+];
+
 fn decoder_names(d: &DecoderSet) -> HashSet<String> {
-    d.decoders().iter().map(|x| x.name.clone()).collect()
+    d.decoders()
+        .iter()
+        .map(|x| x.name.clone())
+        .chain(BUILTIN_DECODERS.iter().map(|s| s.to_string()))
+        .collect()
 }
 
 /// The decoder and rule files of an OSSEC `etc` directory, in load order.
