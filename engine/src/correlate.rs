@@ -200,10 +200,10 @@ impl Correlator {
                 continue;
             }
             if events_search {
-                if let Some(re) = &rule.ctx.if_matched_regex {
-                    if !re.is_match(&p.log) {
-                        continue;
-                    }
+                if let Some(re) = &rule.ctx.if_matched_regex
+                    && !re.is_match(&p.log)
+                {
+                    continue;
                 }
                 if p.category != ev.category {
                     continue;

@@ -442,10 +442,10 @@ impl Engine {
         let twin = |p: &Option<Pattern>, q: &Option<Pattern>, v: Option<&str>| -> bool {
             if p.is_some() { pat(p, v) } else { pat(q, v) }
         };
-        if let Some(d) = &c.decoded_as {
-            if ev.decoder_name.as_deref() != Some(d.as_str()) {
-                return false;
-            }
+        if let Some(d) = &c.decoded_as
+            && ev.decoder_name.as_deref() != Some(d.as_str())
+        {
+            return false;
         }
         if !twin(
             &c.program_name,
@@ -457,20 +457,20 @@ impl Engine {
         if !twin(&c.id, &c.pcre2.id, f.id.as_deref()) {
             return false;
         }
-        if let Some(m) = c.matches.as_ref().or(c.pcre2.matches.as_ref()) {
-            if !m.is_match(log) {
-                return false;
-            }
+        if let Some(m) = c.matches.as_ref().or(c.pcre2.matches.as_ref())
+            && !m.is_match(log)
+        {
+            return false;
         }
-        if let Some(m) = c.regex.as_ref().or(c.pcre2.regex.as_ref()) {
-            if !m.is_match(log) {
-                return false;
-            }
+        if let Some(m) = c.regex.as_ref().or(c.pcre2.regex.as_ref())
+            && !m.is_match(log)
+        {
+            return false;
         }
-        if let Some(a) = &c.action {
-            if f.action.as_deref() != Some(a.as_str()) {
-                return false;
-            }
+        if let Some(a) = &c.action
+            && f.action.as_deref() != Some(a.as_str())
+        {
+            return false;
         }
         if !pat(&c.url, f.url.as_deref()) || !pat(&c.url_pcre2, f.url.as_deref()) {
             return false;
@@ -480,25 +480,25 @@ impl Engine {
                 return false;
             }
         }
-        if let Some(l) = &c.srcip {
-            if !l.matches(f.srcip.as_deref()) {
-                return false;
-            }
+        if let Some(l) = &c.srcip
+            && !l.matches(f.srcip.as_deref())
+        {
+            return false;
         }
-        if let Some(l) = &c.dstip {
-            if !l.matches(f.dstip.as_deref()) {
-                return false;
-            }
+        if let Some(l) = &c.dstip
+            && !l.matches(f.dstip.as_deref())
+        {
+            return false;
         }
         if !twin(&c.srcport, &c.pcre2.srcport, f.srcport.as_deref())
             || !twin(&c.dstport, &c.pcre2.dstport, f.dstport.as_deref())
         {
             return false;
         }
-        if let Some(cr) = c.compiled {
-            if !cr.matches(ev) {
-                return false;
-            }
+        if let Some(cr) = c.compiled
+            && !cr.matches(ev)
+        {
+            return false;
         }
         let user = f.dstuser.as_deref().or(f.srcuser.as_deref());
         if !twin(&c.user, &c.pcre2.user, user) {
@@ -510,15 +510,15 @@ impl Engine {
         if rule.maxsize > 0 && log.len() < rule.maxsize as usize {
             return false;
         }
-        if let Some(t) = &c.time {
-            if !t.matches(ctx.minute) {
-                return false;
-            }
+        if let Some(t) = &c.time
+            && !t.matches(ctx.minute)
+        {
+            return false;
         }
-        if let Some(w) = &c.weekday {
-            if !w.matches(ctx.weekday) {
-                return false;
-            }
+        if let Some(w) = &c.weekday
+            && !w.matches(ctx.weekday)
+        {
+            return false;
         }
         if !twin(&c.extra_data, &c.pcre2.extra_data, f.data.as_deref())
             || !twin(&c.hostname, &c.pcre2.hostname, ev.hostname.as_deref())

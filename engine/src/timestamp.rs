@@ -52,17 +52,18 @@ pub fn event_time(line: &[u8], reference: Timestamp, zone: &TimeZone) -> Option<
     }
     let head = &line[..line.len().min(SCAN_LIMIT)];
     for (i, &c) in head.iter().enumerate() {
-        if c == b'[' {
-            if let Some(t) = apache_access_at(&line[i..]) {
-                return Some(t);
-            }
+        if c == b'['
+            && let Some(t) = apache_access_at(&line[i..])
+        {
+            return Some(t);
         }
     }
     for (i, &c) in head.iter().enumerate() {
-        if c.is_ascii_digit() && (i == 0 || !head[i - 1].is_ascii_alphanumeric()) {
-            if let Some(t) = iso8601_at(&line[i..], zone) {
-                return Some(t);
-            }
+        if c.is_ascii_digit()
+            && (i == 0 || !head[i - 1].is_ascii_alphanumeric())
+            && let Some(t) = iso8601_at(&line[i..], zone)
+        {
+            return Some(t);
         }
     }
     None

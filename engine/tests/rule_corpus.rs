@@ -42,7 +42,10 @@ fn run_cases(rs: &Arc<Ruleset>, now: jiff::Timestamp) -> (usize, usize, Vec<Stri
     files.sort();
     let (mut total, mut passed) = (0, 0);
     let mut failures = Vec::new();
-    for f in files.iter().filter(|p| p.extension().is_some_and(|e| e == "ini")) {
+    for f in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "ini"))
+    {
         let text = match std::fs::read(f) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) => panic!("{}: {e}", f.display()),
@@ -72,7 +75,9 @@ fn run_cases(rs: &Arc<Ruleset>, now: jiff::Timestamp) -> (usize, usize, Vec<Stri
             } else {
                 failures.push(format!(
                     "{}:{} [{}] {}: expected {}:{}:{} got {:?}:{:?} (exit {code})\n    {}",
-                    f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                    f.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
                     case.line,
                     case.section,
                     case.key,
@@ -100,7 +105,11 @@ fn run(rel: &str) {
         println!("  FAIL {f}");
     }
     assert_eq!(total, 236, "the corpus has 236 runnable cases");
-    assert!(failures.is_empty(), "{} of {total} cases fail against {rel}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases fail against {rel}",
+        failures.len()
+    );
 }
 
 /// The README's clock check: with `policy_rules.xml` enabled (it is
@@ -127,7 +136,10 @@ fn policy_rules_make_the_corpus_clock_sensitive() {
     assert_eq!((day, total), (236, 236), "{day_failures:#?}");
     let (night, _, failures) = run_cases(&rs, at("2024-03-13T23:00:00Z"));
     assert_eq!(night, 230, "{failures:#?}");
-    assert!(failures.iter().all(|f| f.contains("Some((17101, 9))")), "{failures:#?}");
+    assert!(
+        failures.iter().all(|f| f.contains("Some((17101, 9))")),
+        "{failures:#?}"
+    );
 }
 
 #[test]

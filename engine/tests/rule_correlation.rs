@@ -57,7 +57,9 @@ impl Run {
 }
 
 fn access(ip: &str, url: &str, status: u32) -> String {
-    format!(r#"{ip} - - [13/Mar/2024:10:00:00 +0000] "GET {url} HTTP/1.1" {status} 512 "-" "Mozilla/5.0""#)
+    format!(
+        r#"{ip} - - [13/Mar/2024:10:00:00 +0000] "GET {url} HTTP/1.1" {status} 512 "-" "Mozilla/5.0""#
+    )
 }
 
 fn both(test: impl Fn(&str)) {
@@ -71,8 +73,16 @@ fn zmeu_scan_fires_31151_on_the_14th_404_and_again_on_the_28th() {
         let mut r = Run::new(rel);
         for i in 1..=30 {
             r.advance(2);
-            let got = r.feed(&access("203.0.113.7", &format!("/phpmyadmin{i}/index.php"), 404));
-            let expect = if i == 14 || i == 28 { (31151, 10) } else { (31101, 5) };
+            let got = r.feed(&access(
+                "203.0.113.7",
+                &format!("/phpmyadmin{i}/index.php"),
+                404,
+            ));
+            let expect = if i == 14 || i == 28 {
+                (31151, 10)
+            } else {
+                (31101, 5)
+            };
             assert_eq!(got.rule_and_level(), Some(expect), "{rel}: request {i}");
             if i == 14 {
                 let Verdict::Alert(a) = got else {
@@ -115,7 +125,11 @@ fn interleaved_attackers_and_the_barrier() {
         }
         // A fires on its 14th; B only on its 21st, not its 14th: A's
         // firing put a barrier in front of B's first seven events.
-        assert_eq!(fired, vec![("203.0.113.9", 14), ("198.51.100.2", 21)], "{rel}");
+        assert_eq!(
+            fired,
+            vec![("203.0.113.9", 14), ("198.51.100.2", 21)],
+            "{rel}"
+        );
     });
 }
 
@@ -126,28 +140,49 @@ fn a_window_that_expires() {
         // 13 errors, then a pause longer than the 90 s timeframe.
         for _ in 0..13 {
             r.advance(1);
-            assert_eq!(r.rule(&access("192.0.2.50", "/a.php", 404)), Some((31101, 5)));
+            assert_eq!(
+                r.rule(&access("192.0.2.50", "/a.php", 404)),
+                Some((31101, 5))
+            );
         }
         r.advance(120);
         for i in 1..=14 {
             r.advance(1);
             let expect = if i == 14 { (31151, 10) } else { (31101, 5) };
-            assert_eq!(r.rule(&access("192.0.2.50", "/a.php", 404)), Some(expect), "{rel}: {i}");
+            assert_eq!(
+                r.rule(&access("192.0.2.50", "/a.php", 404)),
+                Some(expect),
+                "{rel}: {i}"
+            );
         }
         // Just inside / outside the window: 13 events at t, t+1..; the 14th
         // at exactly 90 s after the oldest still counts (age <= timeframe).
         let mut r = Run::new(rel);
         for _ in 0..13 {
-            assert_eq!(r.rule(&access("192.0.2.51", "/b.php", 404)), Some((31101, 5)));
+            assert_eq!(
+                r.rule(&access("192.0.2.51", "/b.php", 404)),
+                Some((31101, 5))
+            );
         }
         r.advance(90);
-        assert_eq!(r.rule(&access("192.0.2.51", "/b.php", 404)), Some((31151, 10)), "{rel}");
+        assert_eq!(
+            r.rule(&access("192.0.2.51", "/b.php", 404)),
+            Some((31151, 10)),
+            "{rel}"
+        );
         let mut r = Run::new(rel);
         for _ in 0..13 {
-            assert_eq!(r.rule(&access("192.0.2.52", "/b.php", 404)), Some((31101, 5)));
+            assert_eq!(
+                r.rule(&access("192.0.2.52", "/b.php", 404)),
+                Some((31101, 5))
+            );
         }
         r.advance(91);
-        assert_eq!(r.rule(&access("192.0.2.52", "/b.php", 404)), Some((31101, 5)), "{rel}");
+        assert_eq!(
+            r.rule(&access("192.0.2.52", "/b.php", 404)),
+            Some((31101, 5)),
+            "{rel}"
+        );
     });
 }
 
@@ -157,7 +192,10 @@ fn level_zero_child_swallows_and_does_not_count() {
         let mut r = Run::new(rel);
         for i in 1..=13 {
             r.advance(1);
-            assert_eq!(r.rule(&access("192.0.2.60", &format!("/p{i}.php"), 404)), Some((31101, 5)));
+            assert_eq!(
+                r.rule(&access("192.0.2.60", &format!("/p{i}.php"), 404)),
+                Some((31101, 5))
+            );
         }
         // A 404 for a static file ends as 31102 (level 0): silent, not stored.
         r.advance(1);
@@ -166,12 +204,20 @@ fn level_zero_child_swallows_and_does_not_count() {
         assert!(v.clone().into_alert().is_none());
         r.advance(1);
         // The next .php 404 is the 14th counted one: fires (line 15 overall).
-        assert_eq!(r.rule(&access("192.0.2.60", "/p14.php", 404)), Some((31151, 10)), "{rel}");
+        assert_eq!(
+            r.rule(&access("192.0.2.60", "/p14.php", 404)),
+            Some((31151, 10)),
+            "{rel}"
+        );
     });
 }
 
 fn ssh(line_no: u32, body: &str) -> String {
-    format!("Mar 13 10:00:{:02} web1 sshd[{}]: {body}", line_no % 60, 1000 + line_no)
+    format!(
+        "Mar 13 10:00:{:02} web1 sshd[{}]: {body}",
+        line_no % 60,
+        1000 + line_no
+    )
 }
 
 #[test]
@@ -182,7 +228,10 @@ fn sshd_frequency_and_ignore() {
         let mut fired = Vec::new();
         for i in 1..=17 {
             r.advance(1);
-            let got = r.rule(&ssh(i, "Failed password for root from 1.2.3.4 port 22 ssh2"));
+            let got = r.rule(&ssh(
+                i,
+                "Failed password for root from 1.2.3.4 port 22 ssh2",
+            ));
             if got == Some((5720, 10)) {
                 fired.push(i);
             } else {
@@ -199,14 +248,25 @@ fn sshd_frequency_and_ignore() {
             let v = r.feed(&ssh(i, &format!("Invalid user bob{i} from 5.6.7.8")));
             match i {
                 8 => assert_eq!(v.rule_and_level(), Some((5712, 10)), "{rel}"),
-                16 => assert_eq!(v, Verdict::Suppressed { rule_id: 5712, level: 10 }, "{rel}"),
+                16 => assert_eq!(
+                    v,
+                    Verdict::Suppressed {
+                        rule_id: 5712,
+                        level: 10
+                    },
+                    "{rel}"
+                ),
                 _ => assert_eq!(v.rule_and_level(), Some((5710, 5)), "{rel}: line {i}"),
             }
         }
 
         // A noalert parent falls through to the generic syslog rules.
         let mut r = Run::new(rel);
-        assert_eq!(r.rule("Mar 13 10:00:00 web1 sshd[125]: error: something odd happened"), Some((1002, 2)), "{rel}");
+        assert_eq!(
+            r.rule("Mar 13 10:00:00 web1 sshd[125]: error: something odd happened"),
+            Some((1002, 2)),
+            "{rel}"
+        );
     });
 }
 
@@ -237,13 +297,26 @@ fn ignore_window_restarts_after_it_ends() {
 #[test]
 fn a_flood_of_distinct_sources_keeps_memory_bounded() {
     let rs = ruleset("etc");
-    let limits = palisade_engine::correlate::CorrelateLimits { memory_size: 2048, key_cap: 1024 };
-    let mut engine = Engine::new(rs, EngineConfig { limits, ..EngineConfig::default() });
+    let limits = palisade_engine::correlate::CorrelateLimits {
+        memory_size: 2048,
+        key_cap: 1024,
+    };
+    let mut engine = Engine::new(
+        rs,
+        EngineConfig {
+            limits,
+            ..EngineConfig::default()
+        },
+    );
     let mut now = start();
     for i in 0..20_000u32 {
         now += SignedDuration::from_millis(10);
         let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
-        let mut ev = predecode(access(&ip, "/x.php", 404).as_bytes(), "/var/log/access.log", "m");
+        let mut ev = predecode(
+            access(&ip, "/x.php", 404).as_bytes(),
+            "/var/log/access.log",
+            "m",
+        );
         engine.ruleset().decoders.decode(&mut ev);
         let v = engine.judge(&ev, now);
         assert_eq!(v.rule_and_level(), Some((31101, 5)));

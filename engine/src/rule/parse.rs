@@ -235,13 +235,13 @@ pub(crate) fn parse_rule(
             "srcgeoip" | "dstgeoip" | "srcgeoip_pcre2" | "dstgeoip_pcre2" => rule.cond.geoip = true,
             "decoded_as" => {
                 let n = text.to_string();
-                if let Some(names) = decoder_names {
-                    if !names.contains(&n) {
-                        problems.push((
-                            l,
-                            format!("{who}: invalid decoder name '{n}' in <decoded_as>"),
-                        ));
-                    }
+                if let Some(names) = decoder_names
+                    && !names.contains(&n)
+                {
+                    problems.push((
+                        l,
+                        format!("{who}: invalid decoder name '{n}' in <decoded_as>"),
+                    ));
                 }
                 rule.cond.decoded_as = Some(n);
             }
