@@ -1,1 +1,125 @@
-fn main() {}
+//! `palisade-agent`: the command line around [`palisade_agent`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use palisade_agent::AgentConfig;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for usage and configuration errors (BSD `EX_USAGE`).
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "palisade-agent",
+    version,
+    about = "Palisade's agent: ships logs to the manager and carries out active responses"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// The agent's configuration file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "PALISADE_AGENT_CONFIG",
+        default_value = "/etc/palisade/agent.toml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Read files seen for the first time from their start.
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// Check the configuration and report every problem.
+    CheckConfig(ConfigArg),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (path, from_start, check_only) = match &cli.command {
+        Command::Run { config, from_start } => (config.config.clone(), *from_start, false),
+        Command::CheckConfig(config) => (config.config.clone(), false, true),
+    };
+    let mut config = match AgentConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("palisade-agent: invalid configuration\n{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if check_only {
+        println!("{}: configuration is valid", path.display());
+        return ExitCode::SUCCESS;
+    }
+    config.read_from_start |= from_start;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("palisade-agent: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        match palisade_agent::run(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("palisade-agent: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("Shutting down.");
+    shutdown.cancel();
+}

@@ -1,0 +1,301 @@
+//! The agent's one stream to the manager: it connects with the agent's
+//! certificate, sends spooled events in order, deletes them when they are
+//! acknowledged, reports status in heartbeats and receives commands.
+//!
+//! A broken or refused stream is retried with exponential backoff and
+//! jitter (0.5 s doubling to 60 s), so a fleet does not reconnect in
+//! lockstep after a manager restart. After each (re)connection the manager's
+//! Welcome says which sequence it already has; everything after it in the
+//! spool is sent again.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use palisade_proto::v1::agent_message::Kind as AgentKind;
+use palisade_proto::v1::agent_service_client::AgentServiceClient;
+use palisade_proto::v1::manager_message::Kind as ManagerKind;
+use palisade_proto::v1::{AgentMessage, Event, EventBatch, Heartbeat, Hello};
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tracing::{info, warn};
+
+use crate::config::AgentConfig;
+use crate::spool::{Spool, SpoolError};
+
+/// Events per batch sent.
+const BATCH_EVENTS: u32 = 500;
+/// Batches sent but not yet acknowledged.
+const WINDOW: usize = 8;
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Why a stream ended.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// The TLS material is unusable (not retried).
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// Connecting failed.
+    #[error("cannot connect to the manager at {address}: {reason}")]
+    Connect {
+        /// The address tried.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The manager refused or ended the stream.
+    #[error("manager: {0}")]
+    Status(#[from] tonic::Status),
+    /// The spool failed.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The manager broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// Shared counters the uplink reports.
+#[derive(Debug, Clone, Default)]
+pub struct AgentStats {
+    /// Bytes not yet read over all files.
+    pub read_lag: Arc<AtomicU64>,
+}
+
+/// The uplink.
+#[derive(Debug)]
+pub struct Uplink {
+    config: AgentConfig,
+    spool: Spool,
+    spooled: Arc<Notify>,
+    stats: AgentStats,
+}
+
+impl Uplink {
+    /// An uplink sending from `spool`, woken by `spooled`.
+    pub fn new(config: AgentConfig, spool: Spool, spooled: Arc<Notify>, stats: AgentStats) -> Self {
+        Self {
+            config,
+            spool,
+            spooled,
+            stats,
+        }
+    }
+
+    /// Keeps a stream to the manager open until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), UplinkError> {
+        let tls = self.tls()?;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let started = tokio::time::Instant::now();
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = self.session(tls.clone(), &shutdown) => r,
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(UplinkError::Spool(e)) => return Err(UplinkError::Spool(e)),
+                Err(error) => {
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff = BACKOFF_MIN;
+                    }
+                    let wait = jitter(backoff);
+                    warn!(%error, retry_in_ms = wait.as_millis() as u64, "Manager stream ended.");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn tls(&self) -> Result<ClientTlsConfig, UplinkError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| UplinkError::Tls(format!("{}: {e}", p.display())))
+        };
+        Ok(ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&self.config.ca_cert)?))
+            .identity(Identity::from_pem(
+                read(&self.config.cert)?,
+                read(&self.config.key)?,
+            ))
+            .domain_name(self.config.server_name.clone()))
+    }
+
+    async fn connect(&self, tls: ClientTlsConfig) -> Result<Channel, UplinkError> {
+        let address = self.config.manager_address.clone();
+        let connect_error = |reason: String| UplinkError::Connect {
+            address: address.clone(),
+            reason,
+        };
+        Channel::from_shared(format!("https://{address}"))
+            .map_err(|e| connect_error(e.to_string()))?
+            .tls_config(tls)
+            .map_err(|e| connect_error(e.to_string()))?
+            .connect_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
+            .connect()
+            .await
+            .map_err(|e| connect_error(error_chain(&e)))
+    }
+
+    async fn session(
+        &self,
+        tls: ClientTlsConfig,
+        shutdown: &CancellationToken,
+    ) -> Result<(), UplinkError> {
+        let channel = self.connect(tls).await?;
+        let mut client = AgentServiceClient::new(channel);
+        let (tx, rx) = mpsc::channel::<AgentMessage>(WINDOW + 4);
+        let send = |m: AgentKind| {
+            let tx = tx.clone();
+            async move {
+                tx.send(AgentMessage { kind: Some(m) })
+                    .await
+                    .map_err(|_| UplinkError::Protocol("stream closed".into()))
+            }
+        };
+        send(AgentKind::Hello(Hello {
+            protocol_version: palisade_proto::PROTOCOL_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            hostname: hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        }))
+        .await?;
+        let mut inbound = client
+            .session(ReceiverStream::new(rx))
+            .await
+            .map_err(explain_status)?
+            .into_inner();
+        let welcome = match inbound.message().await.map_err(explain_status)? {
+            Some(m) => match m.kind {
+                Some(ManagerKind::Welcome(w)) => w,
+                _ => {
+                    return Err(UplinkError::Protocol(
+                        "the first message was not Welcome".into(),
+                    ));
+                }
+            },
+            None => {
+                return Err(UplinkError::Protocol(
+                    "the manager closed the stream".into(),
+                ));
+            }
+        };
+        info!(agent = %welcome.agent_id, name = %welcome.agent_name, stored = welcome.last_sequence, "Connected to the manager.");
+        self.spool.acknowledge(welcome.last_sequence).await?;
+        let mut acked = welcome.last_sequence;
+        let mut sent = welcome.last_sequence;
+        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
+        loop {
+            while in_flight.len() < WINDOW {
+                let batch = self.spool.pending(sent, BATCH_EVENTS).await?;
+                let Some(last) = batch.last().map(|e| e.sequence) else {
+                    break;
+                };
+                let events = batch
+                    .into_iter()
+                    .map(|e| Event {
+                        sequence: e.sequence,
+                        location: e.event.location,
+                        read_at: Some(prost_types::Timestamp {
+                            seconds: e.event.read_at.div_euclid(1000),
+                            nanos: i32::try_from(e.event.read_at.rem_euclid(1000) * 1_000_000)
+                                .unwrap_or(0),
+                        }),
+                        line: e.event.line,
+                        log_format: e.event.log_format,
+                        truncated: e.event.truncated,
+                    })
+                    .collect();
+                send(AgentKind::Events(EventBatch { events })).await?;
+                sent = last;
+                in_flight.push_back(last);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                m = inbound.message() => {
+                    let Some(m) = m.map_err(explain_status)? else {
+                        return Err(UplinkError::Protocol("the manager closed the stream".into()));
+                    };
+                    match m.kind {
+                        Some(ManagerKind::Ack(ack)) => {
+                            if ack.sequence > acked {
+                                self.spool.acknowledge(ack.sequence).await?;
+                                acked = ack.sequence;
+                            }
+                            while in_flight.front().is_some_and(|&s| s <= acked) {
+                                in_flight.pop_front();
+                            }
+                        }
+                        Some(ManagerKind::Command(command)) => {
+                            info!(id = %command.id, response = %command.response, srcip = %command.srcip, "Received a command.");
+                        }
+                        Some(ManagerKind::Welcome(_)) | None => {}
+                    }
+                }
+                _ = self.spooled.notified(), if in_flight.len() < WINDOW => {}
+                _ = heartbeat.tick() => {
+                    send(AgentKind::Heartbeat(Heartbeat {
+                        sent_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+                        spool_depth: self.spool.depth().await?,
+                        dropped_events: self.spool.counter("dropped_events").await?,
+                        read_lag_bytes: self.stats.read_lag.load(Ordering::Relaxed),
+                    })).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Spreads retries: a random wait between half and all of `d`.
+fn jitter(d: Duration) -> Duration {
+    let half = d / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+/// The whole cause chain of an error on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// Names the likely cause of a transport failure on the first call: with
+/// TLS 1.3 a refused client certificate shows up here, not at connect.
+fn explain_status(status: tonic::Status) -> UplinkError {
+    let chain = error_chain(&status);
+    let transport = matches!(
+        status.code(),
+        tonic::Code::Unknown | tonic::Code::Unavailable
+    );
+    let refused = [
+        "CertificateRequired",
+        "UnknownCA",
+        "BadCertificate",
+        "CertificateUnknown",
+    ]
+    .iter()
+    .any(|alert| chain.contains(alert));
+    if transport && refused {
+        return UplinkError::Status(tonic::Status::unauthenticated(format!(
+            "the manager refused this agent's certificate ({chain})"
+        )));
+    }
+    UplinkError::Status(status)
+}
