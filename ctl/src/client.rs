@@ -1,0 +1,157 @@
+//! Reading `ctl.toml` and talking to the manager's control API.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use palisade_proto::v1::control_service_client::ControlServiceClient;
+use palisade_proto::v1::{ListAgentsRequest, ListAgentsResponse};
+use serde::Deserialize;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::Failure;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCtlConfig {
+    manager: String,
+    #[serde(default = "default_server_name")]
+    server_name: String,
+    ca_cert: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn default_server_name() -> String {
+    "localhost".into()
+}
+
+/// Where the manager is and which certificate to use.
+#[derive(Debug, Clone)]
+pub struct CtlConfig {
+    /// host:port.
+    pub manager: String,
+    /// TLS name verified in the manager's certificate.
+    pub server_name: String,
+    /// The CA.
+    pub ca_cert: PathBuf,
+    /// The operator certificate.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+}
+
+impl CtlConfig {
+    /// Reads `ctl.toml`; relative paths are relative to it.
+    pub fn load(path: &Path) -> Result<Self, Failure> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::Usage(format!(
+                "cannot read {}: {e} (give --config or set PALISADE_CTL_CONFIG)",
+                path.display()
+            ))
+        })?;
+        let raw: RawCtlConfig = toml::from_str(&text).map_err(|e| {
+            Failure::Usage(format!(
+                "{}: {}",
+                path.display(),
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(Self {
+            manager: raw.manager,
+            server_name: raw.server_name,
+            ca_cert: base.join(raw.ca_cert),
+            cert: base.join(raw.cert),
+            key: base.join(raw.key),
+        })
+    }
+}
+
+/// Connects to the control API.
+pub async fn connect(config: &CtlConfig) -> Result<ControlServiceClient<Channel>, Failure> {
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|e| Failure::Usage(format!("{}: {e}", p.display())));
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&config.ca_cert)?))
+        .identity(Identity::from_pem(read(&config.cert)?, read(&config.key)?))
+        .domain_name(config.server_name.clone());
+    let unreachable = |e: &dyn std::error::Error| {
+        Failure::Runtime(format!(
+            "cannot reach the manager at {}: {}",
+            config.manager,
+            chain(e)
+        ))
+    };
+    let channel = Channel::from_shared(format!("https://{}", config.manager))
+        .map_err(|e| Failure::Usage(format!("manager address {:?}: {e}", config.manager)))?
+        .tls_config(tls)
+        .map_err(|e| unreachable(&e))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .map_err(|e| unreachable(&e))?;
+    Ok(ControlServiceClient::new(channel))
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// Turns a refused call into one clear line.
+pub fn call_failed(status: tonic::Status) -> Failure {
+    let text = chain(&status);
+    if text.contains("CertificateRequired")
+        || text.contains("UnknownCA")
+        || text.contains("BadCertificate")
+    {
+        return Failure::Runtime(format!(
+            "the manager refused this operator certificate ({text})"
+        ));
+    }
+    Failure::Runtime(format!(
+        "{}: {}",
+        code_name(status.code()),
+        status.message()
+    ))
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::Unauthenticated => "not authenticated",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::Unimplemented => "not available",
+        tonic::Code::Unavailable => "manager unavailable",
+        _ => "error",
+    }
+}
+
+/// Lists agents.
+pub async fn list_agents(
+    client: &mut ControlServiceClient<Channel>,
+    connected_only: bool,
+    disconnected_only: bool,
+    include_removed: bool,
+) -> Result<ListAgentsResponse, Failure> {
+    client
+        .list_agents(ListAgentsRequest {
+            connected_only,
+            disconnected_only,
+            include_removed,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(call_failed)
+}
