@@ -129,7 +129,7 @@ pub struct DecoderSet {
     without_pname: Vec<Node>,
 }
 
-fn elem_text<'a>(e: &'a Element) -> &'a str {
+fn elem_text(e: &Element) -> &str {
     &e.text
 }
 
@@ -258,10 +258,10 @@ impl DecoderSet {
             Some((n, v)) if n.eq_ignore_ascii_case("name") => v.clone(),
             _ => return Err("<decoder> needs a name attribute first".into()),
         };
-        if let Some((n, _)) = root.attrs.get(1) {
-            if !n.eq_ignore_ascii_case("status") || root.attrs.len() > 2 {
-                return Err(format!("decoder '{name}': invalid attribute '{n}'"));
-            }
+        if let Some((n, _)) = root.attrs.get(1)
+            && (!n.eq_ignore_ascii_case("status") || root.attrs.len() > 2)
+        {
+            return Err(format!("decoder '{name}': invalid attribute '{n}'"));
         }
         let ctx = |m: String| format!("decoder '{name}': {m}");
 

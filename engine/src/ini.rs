@@ -78,19 +78,17 @@ pub fn parse(text: &str) -> Ini {
         let is_comment = stripped.starts_with('#') || stripped.starts_with(';');
         let value = if is_comment { "" } else { stripped };
         if value.is_empty() {
-            if !is_comment {
-                if let (Some(s), Some(o)) = (cur, opt) {
-                    values[s][o].push(String::new());
-                }
+            if !is_comment && let (Some(s), Some(o)) = (cur, opt) {
+                values[s][o].push(String::new());
             }
             continue;
         }
         let cur_indent = line.len() - line.trim_start().len();
-        if let (Some(s), Some(o)) = (cur, opt) {
-            if cur_indent > indent_level {
-                values[s][o].push(value.to_string());
-                continue;
-            }
+        if let (Some(s), Some(o)) = (cur, opt)
+            && cur_indent > indent_level
+        {
+            values[s][o].push(value.to_string());
+            continue;
         }
         indent_level = cur_indent;
         if let Some(header) = section_header(value) {

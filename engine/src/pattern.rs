@@ -373,15 +373,15 @@ impl Literal {
                 consider(s, a.order, e);
             }
         }
-        if let Some(ac) = &self.anywhere {
-            if let Some(m) = ac.find(h) {
-                let order = self
-                    .anywhere_order
-                    .get(m.pattern().as_usize())
-                    .copied()
-                    .unwrap_or(0);
-                consider(m.start(), order, m.end());
-            }
+        if let Some(ac) = &self.anywhere
+            && let Some(m) = ac.find(h)
+        {
+            let order = self
+                .anywhere_order
+                .get(m.pattern().as_usize())
+                .copied()
+                .unwrap_or(0);
+            consider(m.start(), order, m.end());
         }
         best.map(|(s, _, e)| (s, e))
     }

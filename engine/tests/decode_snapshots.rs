@@ -40,8 +40,20 @@ fn decode(line: &str) -> Decoded {
     set().decode(&mut ev);
     let mut fields = BTreeMap::new();
     for name in [
-        "srcip", "dstip", "srcport", "dstport", "protocol", "action", "srcuser", "dstuser", "id",
-        "url", "data", "status", "system_name", "filename",
+        "srcip",
+        "dstip",
+        "srcport",
+        "dstport",
+        "protocol",
+        "action",
+        "srcuser",
+        "dstuser",
+        "id",
+        "url",
+        "data",
+        "status",
+        "system_name",
+        "filename",
     ] {
         if let Some(v) = ev.fields.get(&FieldName::parse(name)) {
             fields.insert(name.to_string(), v.to_string());
