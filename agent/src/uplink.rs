@@ -297,5 +297,11 @@ fn explain_status(status: tonic::Status) -> UplinkError {
             "the manager refused this agent's certificate ({chain})"
         )));
     }
+    let closed = chain.contains("connection closed") || chain.contains("broken pipe");
+    if closed && matches!(status.code(), tonic::Code::Unknown | tonic::Code::Cancelled) {
+        return UplinkError::Status(tonic::Status::unavailable(format!(
+            "the manager closed the connection right after the TLS handshake; it may have refused this agent's certificate (the manager's log says why): {chain}"
+        )));
+    }
     UplinkError::Status(status)
 }

@@ -119,18 +119,37 @@ pub fn incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible())
+                    .await
+                {
                     Ok(Ok(stream)) => {
                         debug!(%peer, "TLS connection accepted.");
                         let _ = tx.send(Ok(stream)).await;
                     }
-                    Ok(Err(error)) => log_refusal(peer, &error.to_string()),
+                    Ok(Err((error, tcp))) => {
+                        log_refusal(peer, &error.to_string());
+                        linger(tcp).await;
+                    }
                     Err(_) => log_refusal(peer, "handshake timed out"),
                 }
             });
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Closes a refused connection gently: our alert has been written; send
+/// FIN and drain what the client still sends, so that the kernel does not
+/// answer with a reset that would destroy the alert before the client
+/// reads the reason.
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 fn log_refusal(peer: SocketAddr, error: &str) {

@@ -1,1 +1,265 @@
-//! Placeholder.
+//! Harness for Palisade's end-to-end tests: a real manager and real agents
+//! in this process (their `run()` functions, as `main` calls them), real
+//! certificates from a real `init`, real SQLite files, loopback TCP.
+//!
+//! # Layout
+//!
+//! - [`ManagerHandle`]: `init` in a temp dir, then the manager on
+//!   `127.0.0.1:0`; can be stopped and restarted on the same port.
+//! - [`AgentHandle`]: an agent registered with `agent add`, running from
+//!   its bundle.
+//! - [`LogCapture`]: the tracing output of the process, to assert on the
+//!   reasons the daemons log.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use palisade_agent::AgentConfig;
+use palisade_manager::ManagerConfig;
+use palisade_manager::setup::{self, InitOptions};
+use palisade_manager::store::Store;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A manager set up in its own temporary directory.
+pub struct ManagerHandle {
+    /// The temporary directory (removed on drop).
+    pub dir: tempfile::TempDir,
+    /// Its configuration.
+    pub config: ManagerConfig,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    running: Option<(
+        CancellationToken,
+        JoinHandle<Result<(), palisade_manager::RunError>>,
+    )>,
+}
+
+impl ManagerHandle {
+    /// `init` in a fresh temp dir and start the manager on loopback.
+    pub async fn start() -> anyhow::Result<Self> {
+        install_crypto();
+        let dir = tempfile::tempdir()?;
+        let report = setup::init(&InitOptions {
+            dir: dir.path().to_path_buf(),
+            sans: vec![],
+            listen: "127.0.0.1:0".parse()?,
+            advertise: Some("127.0.0.1:1514".into()),
+            force: false,
+        })
+        .await?;
+        let mut config = ManagerConfig::load(&report.config)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        config.listen = addr;
+        config.advertise = addr.to_string();
+        let mut handle = Self {
+            dir,
+            config,
+            addr,
+            running: None,
+        };
+        handle.spawn(listener);
+        Ok(handle)
+    }
+
+    fn spawn(&mut self, listener: tokio::net::TcpListener) {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(palisade_manager::run(
+            self.config.clone(),
+            listener,
+            shutdown.clone(),
+        ));
+        self.running = Some((shutdown, task));
+    }
+
+    /// Stops the manager and waits for it to finish.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some((shutdown, task)) = self.running.take() {
+            shutdown.cancel();
+            task.await??;
+        }
+        Ok(())
+    }
+
+    /// Starts the manager again on the same address.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await?;
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        self.spawn(listener);
+        Ok(())
+    }
+
+    /// Registers an agent and returns its bundle's configuration, pointed
+    /// at this manager.
+    pub async fn add_agent(&self, name: &str) -> anyhow::Result<(String, AgentConfig)> {
+        let bundle = setup::add_agent(&self.config, name, None, None).await?;
+        let mut config = AgentConfig::load(&bundle.config)?;
+        config.manager_address = self.addr.to_string();
+        config.localfiles.clear();
+        config.poll_interval = Duration::from_millis(20);
+        config.heartbeat_interval = Duration::from_millis(500);
+        Ok((bundle.id, config))
+    }
+
+    /// The operator bundle directory written by `init`.
+    pub fn operator_dir(&self) -> PathBuf {
+        self.dir.path().join("operator")
+    }
+
+    /// Opens the manager's database (a second connection, as a tool would).
+    pub async fn store(&self) -> anyhow::Result<Store> {
+        Ok(Store::open(&self.config.database).await?)
+    }
+}
+
+impl Drop for ManagerHandle {
+    fn drop(&mut self) {
+        if let Some((shutdown, task)) = self.running.take() {
+            shutdown.cancel();
+            task.abort();
+        }
+    }
+}
+
+/// A running agent.
+pub struct AgentHandle {
+    /// Its configuration.
+    pub config: AgentConfig,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<Result<(), palisade_agent::RunError>>>,
+}
+
+impl AgentHandle {
+    /// Runs an agent with `config`.
+    pub fn start(config: AgentConfig) -> Self {
+        install_crypto();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(palisade_agent::run(config.clone(), shutdown.clone()));
+        Self {
+            config,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Stops the agent and waits for it.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Selects the ring provider for rustls once per process.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after
+/// `limit` with `what` in the message.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Appends lines to a file, creating it if needed.
+pub fn append_lines(path: &Path, lines: impl IntoIterator<Item = String>) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut buf = Vec::new();
+    for l in lines {
+        buf.extend_from_slice(l.as_bytes());
+        buf.push(b'\n');
+    }
+    f.write_all(&buf)
+}
+
+/// The process's log output, captured for assertions.
+#[derive(Clone)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Installs a global subscriber (once per process) that also writes
+    /// to stderr, and returns the capture.
+    pub fn install() -> Self {
+        static CAPTURE: OnceLock<LogCapture> = OnceLock::new();
+        CAPTURE
+            .get_or_init(|| {
+                let capture = LogCapture(Arc::new(Mutex::new(Vec::new())));
+                let writer = capture.clone();
+                let _ = tracing_subscriber::fmt()
+                    .with_env_filter("info")
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone())
+                    .try_init();
+                capture
+            })
+            .clone()
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+
+    /// Waits up to 5 s for a log line containing every one of `needles`.
+    pub async fn wait_for(&self, needles: &[&str]) -> anyhow::Result<String> {
+        eventually(
+            Duration::from_secs(5),
+            &format!("a log line with {needles:?}"),
+            || async {
+                Ok(self
+                    .text()
+                    .lines()
+                    .find(|l| needles.iter().all(|n| l.contains(n)))
+                    .map(str::to_string))
+            },
+        )
+        .await
+    }
+}
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stderr().write_all(buf)?;
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
