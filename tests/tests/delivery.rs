@@ -1,6 +1,8 @@
 //! Lines appended to a tailed file reach the manager's database exactly
 //! once, in order, over mutual TLS, also across a manager restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use palisade_tests::{AgentHandle, ManagerHandle, append_lines, eventually};

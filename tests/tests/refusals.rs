@@ -3,6 +3,8 @@
 //! stream that is already open), and an agent certificate on the control
 //! API.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use palisade_manager::pki::CertificateAuthority;
