@@ -21,7 +21,6 @@ const EXIT_USAGE: u8 = 64;
     name = "palisadectl",
     version,
     about = "Operate a Palisade manager (agent_control compatible)",
-    args_conflicts_with_subcommands = true,
     arg_required_else_help = true
 )]
 struct Cli {
@@ -118,7 +117,18 @@ pub enum Failure {
     Runtime(String),
 }
 
+impl Legacy {
+    fn any(&self) -> bool {
+        self.list || self.connected || self.not_connected || self.plain || self.json
+    }
+}
+
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    if cli.command.is_some() && cli.legacy.any() {
+        return Err(Failure::Usage(
+            "agent_control flags (-l, -s, -j ...) and subcommands cannot be mixed".into(),
+        ));
+    }
     let config = client::CtlConfig::load(&cli.config)?;
     let mut control = client::connect(&config).await?;
     match cli.command {

@@ -1,0 +1,192 @@
+//! `palisade-manager` as an operator runs it: init, agent add/remove,
+//! check-config, and the exit codes of bad input.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn manager(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_palisade-manager"))
+        .args(args)
+        .env_remove("PALISADE_MANAGER_CONFIG")
+        .output()
+        .expect("runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn init_makes_a_complete_setup_and_refuses_to_overwrite_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = manager(&[
+        "init",
+        "--dir",
+        d,
+        "--listen",
+        "127.0.0.1:1514",
+        "--san",
+        "manager.example.net",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    for f in [
+        "manager.toml",
+        "palisade.db",
+        "pki/ca.pem",
+        "pki/manager.pem",
+        "operator/ctl.toml",
+        "operator/operator.pem",
+    ] {
+        assert!(dir.path().join(f).exists(), "{f} missing");
+    }
+    for key in ["pki/ca.key", "pki/manager.key", "operator/operator.key"] {
+        assert_eq!(mode(&dir.path().join(key)), 0o600, "{key}");
+    }
+    let server = std::fs::read_to_string(dir.path().join("pki/manager.pem")).unwrap();
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(server.as_bytes())
+        .map(|c: rustls_pki_types::CertificateDer| c.to_vec())
+        .unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let sans = format!(
+        "{:?}",
+        cert.subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+    );
+    for name in ["localhost", "manager.example.net", "127.0.0.1"] {
+        assert!(
+            sans.contains(name) || sans.contains("[127, 0, 0, 1]"),
+            "{name} not in {sans}"
+        );
+    }
+
+    let again = manager(&["init", "--dir", d]);
+    assert_eq!(again.status.code(), Some(64), "{}", text(&again));
+    assert!(text(&again).contains("--force"), "{}", text(&again));
+    let forced = manager(&["init", "--dir", d, "--force"]);
+    assert!(forced.status.success(), "{}", text(&forced));
+}
+
+#[test]
+fn agents_are_added_with_sequential_ids_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert!(
+        manager(&["init", "--dir", d, "--listen", "127.0.0.1:1514"])
+            .status
+            .success()
+    );
+    let config = dir.path().join("manager.toml");
+    let c = config.to_str().unwrap();
+    let out_dir = dir.path().join("bundle-web01");
+    let add = manager(&[
+        "agent",
+        "add",
+        "web01",
+        "--ip",
+        "10.0.0.5",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "-c",
+        c,
+    ]);
+    assert!(add.status.success(), "{}", text(&add));
+    assert!(
+        text(&add).contains("ID: 001, Name: web01"),
+        "{}",
+        text(&add)
+    );
+    assert_eq!(mode(&out_dir.join("agent.key")), 0o600);
+    let agent_toml = std::fs::read_to_string(out_dir.join("agent.toml")).unwrap();
+    assert!(
+        agent_toml.contains("address = \"127.0.0.1:1514\""),
+        "{agent_toml}"
+    );
+
+    let second = manager(&["agent", "add", "web02", "-c", c]);
+    assert!(
+        text(&second).contains("ID: 002, Name: web02"),
+        "{}",
+        text(&second)
+    );
+    assert!(dir.path().join("agents/002-web02/agent.toml").exists());
+
+    let dup = manager(&["agent", "add", "web01", "-c", c]);
+    assert_eq!(dup.status.code(), Some(1), "{}", text(&dup));
+    assert!(text(&dup).contains("already exists"), "{}", text(&dup));
+
+    let bad_name = manager(&["agent", "add", "-rf", "-c", c]);
+    assert_eq!(bad_name.status.code(), Some(64), "{}", text(&bad_name));
+    let bad_ip = manager(&["agent", "add", "web03", "--ip", "10.0.0.999", "-c", c]);
+    assert_eq!(bad_ip.status.code(), Some(64), "{}", text(&bad_ip));
+
+    let removed = manager(&["agent", "remove", "001", "-c", c]);
+    assert!(removed.status.success(), "{}", text(&removed));
+    assert!(text(&removed).contains("revoked"), "{}", text(&removed));
+    let unknown = manager(&["agent", "remove", "042", "-c", c]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown).contains("no agent with id 042"),
+        "{}",
+        text(&unknown)
+    );
+}
+
+#[test]
+fn a_garbage_config_names_the_field_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manager.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"0.0.0.0:1514\"\nlisen = \"typo\"\n",
+    )
+    .unwrap();
+    for cmd in ["run", "check-config"] {
+        let out = manager(&[cmd, "-c", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+        assert!(
+            text(&out).contains("unknown field `lisen`"),
+            "{}",
+            text(&out)
+        );
+        assert!(text(&out).contains("line 3"), "{}", text(&out));
+    }
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"here\"\n[global]\nwhite_list = [\"nope\"]\n",
+    )
+    .unwrap();
+    let out = manager(&["run", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(text(&out).contains("server.listen"), "{}", text(&out));
+    assert!(
+        text(&out).contains("global.white_list[0]"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&path, "\u{0}\u{1}binary garbage").unwrap();
+    let out = manager(&["check-config", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let missing = manager(&[
+        "run",
+        "-c",
+        dir.path().join("absent.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(missing.status.code(), Some(64));
+    let usage = manager(&["frobnicate"]);
+    assert_eq!(usage.status.code(), Some(64));
+}
