@@ -2,6 +2,8 @@
 //! Apache access log made by `shared/tools/gen_access_log.py` (generated at
 //! bench time into the temp dir, never committed) and on a generated sshd
 //! log. Run: `cargo bench -p palisade-engine --bench decode`.
+// A benchmark harness may stop on setup failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};

@@ -44,9 +44,11 @@ fn cases() -> Vec<Case> {
     files.sort();
     let mut out = Vec::new();
     for f in files {
-        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        let bytes = std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         let parsed = ini::parse(&text);
-        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let name = f.display().to_string();
+        let name = name.rsplit('/').next().unwrap_or(&name).to_string();
         for case in ini::test_cases(&parsed) {
             out.push(Case {
                 file: name.clone(),
