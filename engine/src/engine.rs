@@ -84,6 +84,40 @@ impl Ruleset {
         }
     }
 
+    /// Like [`Ruleset::load_files`], from `(name, content)` pairs already
+    /// in memory (the default ruleset is compiled into the binaries, so
+    /// `logtest` and `ruletest` work from any directory).
+    pub fn load_sources(
+        decoders: &[(String, String)],
+        rules: &[(String, String)],
+        list_dir: Option<&Path>,
+    ) -> Result<Ruleset, LoadErrors> {
+        let mut errors = Vec::new();
+        let dec = match DecoderSet::load(decoders) {
+            Ok(d) => Some(d),
+            Err(LoadErrors(mut e)) => {
+                errors.append(&mut e);
+                None
+            }
+        };
+        let opts = LoadOptions {
+            decoder_names: dec.as_ref().map(decoder_names),
+            list_dir: list_dir.map(Path::to_path_buf),
+            ..LoadOptions::default()
+        };
+        let rs = match RuleSet::load(rules, &opts) {
+            Ok(r) => Some(r),
+            Err(LoadErrors(mut e)) => {
+                errors.append(&mut e);
+                None
+            }
+        };
+        match (dec, rs) {
+            (Some(d), Some(r)) if errors.is_empty() => Ok(Ruleset::new(d, r)),
+            _ => Err(LoadErrors(errors)),
+        }
+    }
+
     /// Loads an OSSEC `etc` directory: `DIR/decoder.xml` (plus
     /// `DIR/local_decoder.xml` if present, or the `<decoder>` entries of the
     /// config) and `DIR/rules/*.xml` in the `<include>` order of

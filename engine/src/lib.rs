@@ -21,18 +21,26 @@
 //! - [`rule`]: rule XML, OSSEC's rule tree and per-event conditions.
 //! - [`correlate`]: frequency / `if_matched_*` state, bounded.
 //! - [`engine`]: [`engine::Ruleset`] and [`engine::Engine`], events in, alerts out.
+//! - [`default_ruleset`]: Palisade's own ruleset (`ruleset/`), embedded.
+//! - [`ruletest`]: OSSEC INI ruleset tests run against a ruleset.
+//! - [`logtest_rules`]: logtest's rule phase and `-a` (alerts only) mode.
+//! - [`alert_format`]: OSSEC's alerts.log entry layout.
 //! - [`error`]: file, line and reason for every load problem.
 #![forbid(unsafe_code)]
 
+pub mod alert_format;
 pub mod correlate;
 pub mod decoder;
+pub mod default_ruleset;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod ini;
 pub mod logtest;
+pub mod logtest_rules;
 pub mod pattern;
 pub mod predecode;
 pub mod rule;
+pub mod ruletest;
 pub mod timestamp;
 pub mod xml;

@@ -306,6 +306,54 @@ fn apache_access_at(s: &[u8]) -> Option<Timestamp> {
     Offset::from_seconds(offset).ok()?.to_timestamp(dt).ok()
 }
 
+/// Which clock correlation runs on (`time_source` in the manager's config).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimeSource {
+    /// The time the event arrived (OSSEC's behaviour).
+    #[default]
+    Arrival,
+    /// The line's own timestamp, falling back to arrival time.
+    Event,
+}
+
+/// The time to judge an event at, and whether the event's own time was
+/// wanted but missing (the caller counts those and warns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JudgeTime {
+    /// The time to pass to the engine.
+    pub time: Timestamp,
+    /// `true` when `TimeSource::Event` found no timestamp in the line.
+    pub fell_back: bool,
+}
+
+/// The time an event is judged at under `source`: its arrival time, or
+/// (for [`TimeSource::Event`]) the timestamp in its full line as received,
+/// with arrival time as the reference for the year and the fallback when
+/// the line carries none.
+pub fn judge_time(
+    event: &crate::event::Event,
+    arrival: Timestamp,
+    source: TimeSource,
+    zone: &TimeZone,
+) -> JudgeTime {
+    if source == TimeSource::Arrival {
+        return JudgeTime {
+            time: arrival,
+            fell_back: false,
+        };
+    }
+    match event_time(&event.full_log, arrival, zone) {
+        Some(time) => JudgeTime {
+            time,
+            fell_back: false,
+        },
+        None => JudgeTime {
+            time: arrival,
+            fell_back: true,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,5 +531,24 @@ mod tests {
         ] {
             let _ = event_time(line, now, &utc());
         }
+    }
+
+    #[test]
+    fn judge_time_uses_the_line_or_falls_back() {
+        use crate::predecode::predecode;
+        let arrival: Timestamp = "2024-03-10T15:00:00Z".parse().unwrap();
+        let ev = predecode(
+            br#"1.2.3.4 - - [10/Mar/2024:13:55:36 +0000] "GET / HTTP/1.1" 404 1 "-" "x""#,
+            "/var/log/access.log",
+            "m",
+        );
+        let own: Timestamp = "2024-03-10T13:55:36Z".parse().unwrap();
+        let j = judge_time(&ev, arrival, TimeSource::Event, &utc());
+        assert_eq!((j.time, j.fell_back), (own, false));
+        let j = judge_time(&ev, arrival, TimeSource::Arrival, &utc());
+        assert_eq!((j.time, j.fell_back), (arrival, false));
+        let bare = predecode(b"no time here at all", "/var/log/x", "m");
+        let j = judge_time(&bare, arrival, TimeSource::Event, &utc());
+        assert_eq!((j.time, j.fell_back), (arrival, true));
     }
 }
