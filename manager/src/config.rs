@@ -31,6 +31,30 @@ struct RawConfig {
     storage: RawStorage,
     #[serde(default)]
     global: RawGlobal,
+    #[serde(default)]
+    ruleset: RawRuleset,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuleset {
+    /// Use an OSSEC etc directory instead of the embedded ruleset.
+    ossec_etc: Option<PathBuf>,
+    /// Local rule directories loaded after the base set.
+    #[serde(default)]
+    dirs: Vec<PathBuf>,
+    /// "arrival" (OSSEC) or "event".
+    time_source: Option<String>,
+}
+
+/// Which clock correlation uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimeSource {
+    /// The time the manager received the event, as OSSEC does.
+    #[default]
+    Arrival,
+    /// The line's own timestamp, falling back to arrival time (counted).
+    Event,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +153,10 @@ pub struct ManagerConfig {
     pub logall: bool,
     /// Addresses and networks never to block.
     pub white_list: Vec<ipnet::IpNet>,
+    /// Where decoders and rules come from.
+    pub ruleset: crate::ruleset::RulesetSource,
+    /// Which clock correlation uses.
+    pub time_source: TimeSource,
 }
 
 impl ManagerConfig {
@@ -182,6 +210,36 @@ impl ManagerConfig {
             errors.push("server.server_name: must not be empty".into());
         }
         let white_list = parse_networks("global.white_list", &raw.global.white_list, &mut errors);
+        let time_source = match raw.ruleset.time_source.as_deref() {
+            None | Some("arrival") => TimeSource::Arrival,
+            Some("event") => TimeSource::Event,
+            Some(other) => {
+                errors.push(format!(
+                    "ruleset.time_source: {other:?} is not \"arrival\" or \"event\""
+                ));
+                TimeSource::Arrival
+            }
+        };
+        let ruleset = crate::ruleset::RulesetSource {
+            ossec_etc: raw.ruleset.ossec_etc.map(|p| base.join(p)),
+            dirs: raw.ruleset.dirs.iter().map(|p| base.join(p)).collect(),
+        };
+        if let Some(dir) = &ruleset.ossec_etc
+            && !dir.is_dir()
+        {
+            errors.push(format!(
+                "ruleset.ossec_etc: {} is not a directory",
+                dir.display()
+            ));
+        }
+        for (i, dir) in ruleset.dirs.iter().enumerate() {
+            if !dir.is_dir() {
+                errors.push(format!(
+                    "ruleset.dirs[{i}]: {} is not a directory",
+                    dir.display()
+                ));
+            }
+        }
         if !errors.is_empty() {
             return Err(ConfigError {
                 file: path.display().to_string(),
@@ -206,6 +264,8 @@ impl ManagerConfig {
             database: base.join(raw.storage.database),
             logall: raw.storage.logall,
             white_list,
+            ruleset,
+            time_source,
         })
     }
 }
@@ -270,6 +330,16 @@ logall = true
 [global]
 # Addresses and networks that are never blocked.
 white_list = ["127.0.0.1", "::1"]
+
+[ruleset]
+# Palisade's own ruleset is built in. To judge with an existing OSSEC
+# installation's decoders and rules instead:
+# ossec_etc = "/var/ossec/etc"
+# Local directories with decoders/*.xml and rules/*.xml, loaded after:
+# dirs = ["/etc/palisade/local"]
+# "arrival" correlates on the time events arrive (OSSEC); "event" on each
+# line's own timestamp (for replaying old logs).
+time_source = "arrival"
 "#
     )
 }

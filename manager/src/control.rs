@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use tracing::warn;
 
 use crate::sessions::Sessions;
-use crate::store::{AgentRecord, Store};
+use crate::store::{AgentRecord, AlertFilter, Store};
 
 /// The control service.
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::analysis::{Analyzer, Input, Origin};
 use crate::sessions::{AgentSender, EndReason, SessionGuard, Sessions};
 use crate::store::{AgentHello, IncomingEvent, Store};
 
@@ -25,15 +26,26 @@ use crate::store::{AgentHello, IncomingEvent, Store};
 pub struct Ingest {
     store: Store,
     sessions: Sessions,
+    analyzer: Analyzer,
+    archive: bool,
     shutdown: CancellationToken,
 }
 
 impl Ingest {
-    /// A service over `store`, registering streams in `sessions`.
-    pub fn new(store: Store, sessions: Sessions, shutdown: CancellationToken) -> Self {
+    /// A service over `store`, registering streams in `sessions` and
+    /// judging events with `analyzer`; `archive` keeps every event.
+    pub fn new(
+        store: Store,
+        sessions: Sessions,
+        analyzer: Analyzer,
+        archive: bool,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             store,
             sessions,
+            analyzer,
+            archive,
             shutdown,
         }
     }
@@ -133,6 +145,14 @@ impl AgentService for Ingest {
         let task = SessionTask {
             store: self.store.clone(),
             sessions: self.sessions.clone(),
+            analyzer: self.analyzer.clone(),
+            archive: self.archive,
+            origin: Origin {
+                agent_id: Some(agent_id.clone()),
+                name,
+                ip: record.registered_ip.clone(),
+            },
+            stored_upto: std::sync::atomic::AtomicU64::new(record.last_sequence),
             agent_id,
             address,
             tx,
@@ -146,6 +166,12 @@ impl AgentService for Ingest {
 struct SessionTask {
     store: Store,
     sessions: Sessions,
+    analyzer: Analyzer,
+    archive: bool,
+    origin: Origin,
+    /// The highest sequence stored for this agent, so only new events are
+    /// judged when a batch is resent.
+    stored_upto: std::sync::atomic::AtomicU64,
     agent_id: String,
     address: Option<String>,
     tx: AgentSender,
@@ -223,7 +249,7 @@ impl SessionTask {
                     .map_err(internal)?;
             }
             Some(AgentKind::Events(batch)) => {
-                let highest = self.store_batch(&batch).await.map_err(internal)?;
+                let highest = self.store_batch(&batch).await?;
                 let ack = ManagerMessage {
                     kind: Some(ManagerKind::Ack(Ack { sequence: highest })),
                 };
@@ -257,7 +283,29 @@ impl SessionTask {
         Ok(())
     }
 
-    async fn store_batch(&self, batch: &EventBatch) -> Result<u64, crate::store::StoreError> {
+    /// Judges the batch's new events, then stores events and alerts in one
+    /// transaction; returns the highest stored sequence to acknowledge.
+    async fn store_batch(&self, batch: &EventBatch) -> Result<u64, Status> {
+        use std::sync::atomic::Ordering;
+        let upto = self.stored_upto.load(Ordering::Relaxed);
+        let inputs: Vec<Input> = batch
+            .events
+            .iter()
+            .filter(|e| e.sequence > upto)
+            .map(|e| Input {
+                sequence: e.sequence,
+                path: e.location.clone(),
+                line: e.line.clone(),
+            })
+            .collect();
+        let alerts = if inputs.is_empty() {
+            Vec::new()
+        } else {
+            self.analyzer
+                .analyze(self.origin.clone(), inputs)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?
+        };
         let events: Vec<IncomingEvent<'_>> = batch
             .events
             .iter()
@@ -274,6 +322,23 @@ impl SessionTask {
                 line: &e.line,
             })
             .collect();
-        self.store.store_events(&self.agent_id, &events).await
+        let stored = self
+            .store
+            .store_events(&self.agent_id, &events, &alerts, self.archive)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        for (id, alert) in stored.alert_ids.iter().zip(&alerts) {
+            info!(
+                alert = id,
+                agent = %self.agent_id,
+                rule = alert.rule_id,
+                level = alert.level,
+                srcip = alert.srcip.as_deref().unwrap_or("-"),
+                description = %alert.description,
+                "Alert."
+            );
+        }
+        self.stored_upto.store(stored.highest, Ordering::Relaxed);
+        Ok(stored.highest)
     }
 }

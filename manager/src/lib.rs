@@ -8,6 +8,8 @@
 //! - [`pki`]: the private CA and the certificates it issues.
 //! - [`setup`]: `init`, `agent add`, `agent remove`.
 //! - [`store`]: the SQLite database.
+//! - [`ruleset`]: the embedded default ruleset, or an OSSEC `etc`.
+//! - [`analysis`]: the engine thread that judges every event.
 //! - [`tls`]: the mutual-TLS endpoint that logs every refused handshake.
 //! - [`sessions`]: open agent streams.
 //! - [`ingest`]: `AgentService`, the agents' stream.
@@ -18,10 +20,12 @@
 //! `127.0.0.1:0`.
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod config;
 pub mod control;
 pub mod ingest;
 pub mod pki;
+pub mod ruleset;
 pub mod sessions;
 pub mod setup;
 pub mod store;
@@ -54,6 +58,12 @@ pub enum RunError {
     /// The gRPC server failed.
     #[error("server: {0}")]
     Server(#[from] tonic::transport::Error),
+    /// The decoders or rules cannot be loaded.
+    #[error("ruleset:\n{0}")]
+    Ruleset(#[from] palisade_engine::error::LoadErrors),
+    /// The engine thread could not start.
+    #[error("cannot start the analysis thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 /// Runs the manager on `listener` until `shutdown` is cancelled.
@@ -63,6 +73,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let tls = tls::server_config(&config.ca_cert, &config.cert, &config.key)?;
+    let ruleset = std::sync::Arc::new(ruleset::load(&config.ruleset)?);
+    let zone = jiff::tz::TimeZone::system();
+    let analyzer =
+        analysis::Analyzer::start(ruleset, zone, config.time_source, setup::host_name())?;
     let store = store::Store::open(&config.database).await?;
     let sessions = sessions::Sessions::default();
     let hostname = setup::host_name();
@@ -74,7 +88,13 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let ingest = ingest::Ingest::new(store.clone(), sessions.clone(), shutdown.clone());
+    let ingest = ingest::Ingest::new(
+        store.clone(),
+        sessions.clone(),
+        analyzer,
+        config.logall,
+        shutdown.clone(),
+    );
     let control = control::Control::new(store.clone(), sessions.clone(), hostname);
     let incoming = tls::incoming(listener, tls, shutdown.clone());
     info!(listen = ?local, database = %config.database.display(), "Manager started.");

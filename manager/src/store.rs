@@ -13,6 +13,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlSafeStr, SqlitePool};
 
+use crate::analysis::NewAlert;
+
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -40,11 +42,18 @@ fn migrator() -> Migrator {
             false,
         )
     };
-    Migrator::with_migrations(vec![m(
-        1,
-        "agents and archive",
-        include_str!("../../migrations/manager/0001_agents_and_archive.sql"),
-    )])
+    Migrator::with_migrations(vec![
+        m(
+            1,
+            "agents and archive",
+            include_str!("../../migrations/manager/0001_agents_and_archive.sql"),
+        ),
+        m(
+            2,
+            "alerts",
+            include_str!("../../migrations/manager/0002_alerts.sql"),
+        ),
+    ])
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -104,6 +113,57 @@ pub struct IncomingEvent<'a> {
     pub truncated: bool,
     /// The raw line.
     pub line: &'a [u8],
+}
+
+/// What storing a batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    /// The agent's highest stored sequence.
+    pub highest: u64,
+    /// Ids of the stored alerts, in order.
+    pub alert_ids: Vec<i64>,
+}
+
+/// Which alerts to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertFilter {
+    /// Not before this time (ms).
+    pub since: Option<i64>,
+    /// At least this level.
+    pub min_level: u32,
+    /// Only this rule.
+    pub rule_id: Option<u32>,
+    /// Only this agent.
+    pub agent_id: Option<String>,
+    /// Only this source address.
+    pub srcip: Option<String>,
+    /// Only alerts with a larger id (for following).
+    pub after_id: i64,
+    /// At most this many.
+    pub limit: u32,
+}
+
+impl Default for AlertFilter {
+    fn default() -> Self {
+        Self {
+            since: None,
+            min_level: 0,
+            rule_id: None,
+            agent_id: None,
+            srcip: None,
+            after_id: 0,
+            limit: 100,
+        }
+    }
+}
+
+/// A stored alert with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAlert {
+    /// Its id.
+    pub id: i64,
+    /// The alert.
+    pub alert: NewAlert,
 }
 
 /// An archived event, as read back.
@@ -330,15 +390,19 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a batch of an agent's events in one transaction, skipping
-    /// those at or below the agent's stored sequence (a batch resent after a
-    /// lost acknowledgement), and advances that sequence in the same
-    /// transaction. Returns the new highest stored sequence.
+    /// Stores a batch of an agent's events and the alerts they raised in
+    /// one transaction, skipping events at or below the agent's stored
+    /// sequence (a batch resent after a lost acknowledgement), and advances
+    /// that sequence in the same transaction. With `archive` false only the
+    /// sequence and the alerts are kept. Returns the new highest stored
+    /// sequence and the ids given to the alerts.
     pub async fn store_events(
         &self,
         agent_id: &str,
         events: &[IncomingEvent<'_>],
-    ) -> Result<u64, StoreError> {
+        alerts: &[NewAlert],
+        archive: bool,
+    ) -> Result<StoredBatch, StoreError> {
         let received_at = now_ms();
         let mut tx = self.pool.begin().await?;
         let last: i64 = sqlx::query_scalar("SELECT last_sequence FROM agents WHERE id = $1")
@@ -350,6 +414,10 @@ impl Store {
         for event in events {
             let seq = to_i64(event.sequence);
             if seq <= highest {
+                continue;
+            }
+            highest = seq;
+            if !archive {
                 continue;
             }
             sqlx::query(
@@ -366,7 +434,32 @@ impl Store {
             .bind(event.line)
             .execute(&mut *tx)
             .await?;
-            highest = seq;
+        }
+        let mut alert_ids = Vec::with_capacity(alerts.len());
+        for a in alerts {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO alerts (time, rule_id, level, description, groups, agent_id, location, decoder,
+                     srcip, dstip, srcuser, dstuser, url, event_sequence, log)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+            )
+            .bind(a.time)
+            .bind(i64::from(a.rule_id))
+            .bind(i64::from(a.level))
+            .bind(&a.description)
+            .bind(&a.groups)
+            .bind(a.agent_id.as_deref())
+            .bind(&a.location)
+            .bind(a.decoder.as_deref())
+            .bind(a.srcip.as_deref())
+            .bind(a.dstip.as_deref())
+            .bind(a.srcuser.as_deref())
+            .bind(a.dstuser.as_deref())
+            .bind(a.url.as_deref())
+            .bind(a.event_sequence.map(to_i64))
+            .bind(&a.log)
+            .fetch_one(&mut *tx)
+            .await?;
+            alert_ids.push(id);
         }
         if highest != last {
             sqlx::query("UPDATE agents SET last_sequence = $1, last_seen = $2 WHERE id = $3")
@@ -377,7 +470,53 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        Ok(u64::try_from(highest).unwrap_or(0))
+        Ok(StoredBatch {
+            highest: to_u64(highest),
+            alert_ids,
+        })
+    }
+
+    /// Alerts matching `filter`, newest first.
+    pub async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM alerts
+             WHERE ($1 IS NULL OR time >= $1) AND level >= $2 AND ($3 IS NULL OR rule_id = $3)
+               AND ($4 IS NULL OR agent_id = $4) AND ($5 IS NULL OR srcip = $5) AND id > $6
+             ORDER BY id DESC LIMIT $7",
+        )
+        .bind(filter.since)
+        .bind(i64::from(filter.min_level))
+        .bind(filter.rule_id.map(i64::from))
+        .bind(filter.agent_id.as_deref())
+        .bind(filter.srcip.as_deref())
+        .bind(filter.after_id)
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredAlert {
+                id: r.get("id"),
+                alert: NewAlert {
+                    time: r.get("time"),
+                    rule_id: u32::try_from(r.get::<i64, _>("rule_id")).unwrap_or(0),
+                    level: u32::try_from(r.get::<i64, _>("level")).unwrap_or(0),
+                    description: r.get("description"),
+                    groups: r.get("groups"),
+                    agent_id: r.get("agent_id"),
+                    location: r.get("location"),
+                    decoder: r.get("decoder"),
+                    srcip: r.get("srcip"),
+                    dstip: r.get("dstip"),
+                    srcuser: r.get("srcuser"),
+                    dstuser: r.get("dstuser"),
+                    url: r.get("url"),
+                    event_sequence: r.get::<Option<i64>, _>("event_sequence").map(to_u64),
+                    log: r.get("log"),
+                    log_it: true,
+                },
+            })
+            .collect())
     }
 
     /// Archived events of one agent (or all), in arrival order.
@@ -478,9 +617,18 @@ mod tests {
             truncated: false,
             line: b"line",
         };
-        assert_eq!(s.store_events(&id, &[ev(1), ev(2)]).await.unwrap(), 2);
         assert_eq!(
-            s.store_events(&id, &[ev(1), ev(2), ev(3)]).await.unwrap(),
+            s.store_events(&id, &[ev(1), ev(2)], &[], true)
+                .await
+                .unwrap()
+                .highest,
+            2
+        );
+        assert_eq!(
+            s.store_events(&id, &[ev(1), ev(2), ev(3)], &[], true)
+                .await
+                .unwrap()
+                .highest,
             3
         );
         let seqs: Vec<u64> = s

@@ -1,0 +1,139 @@
+//! Which decoders and rules the manager judges with: Palisade's own
+//! ruleset, embedded in the binary, or an OSSEC `etc` directory in its
+//! place; then any local files (`[ruleset] dirs`), loaded after the base so
+//! that local rules can refer to and overwrite it, as OSSEC's
+//! `local_rules.xml` does.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use palisade_engine::decoder::DecoderSet;
+use palisade_engine::default_ruleset;
+use palisade_engine::engine::{BUILTIN_DECODERS, Ruleset, ossec_etc_files};
+use palisade_engine::error::{LoadError, LoadErrors};
+use palisade_engine::rule::{LoadOptions, RuleSet};
+
+/// Where the ruleset comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RulesetSource {
+    /// Replace the embedded set with an OSSEC `etc` directory.
+    pub ossec_etc: Option<PathBuf>,
+    /// Local directories, each with `decoders/*.xml` and `rules/*.xml`
+    /// (loaded in file-name order after the base set).
+    pub dirs: Vec<PathBuf>,
+}
+
+type Sources = Vec<(String, String)>;
+
+fn read_all(paths: &[PathBuf], out: &mut Sources, errors: &mut Vec<LoadError>) {
+    for p in paths {
+        match std::fs::read(p) {
+            Ok(bytes) => out.push((
+                p.display().to_string(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )),
+            Err(e) => errors.push(LoadError::new(
+                p.display().to_string(),
+                0,
+                format!("cannot read: {e}"),
+            )),
+        }
+    }
+}
+
+fn xml_files(dir: &Path, errors: &mut Vec<LoadError>) -> Vec<PathBuf> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+                .collect();
+            files.sort();
+            files
+        }
+        Err(e) => {
+            errors.push(LoadError::new(
+                dir.display().to_string(),
+                0,
+                format!("cannot list: {e}"),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// The embedded default ruleset's files: (name, text), decoders then rules.
+pub fn embedded() -> (Sources, Sources) {
+    let own = |list: &[(&str, &str)]| {
+        list.iter()
+            .map(|(n, t)| (format!("ruleset/{n}"), t.to_string()))
+            .collect()
+    };
+    (own(default_ruleset::DECODERS), own(default_ruleset::RULES))
+}
+
+/// Loads the ruleset; every problem in every file is reported at once.
+pub fn load(source: &RulesetSource) -> Result<Ruleset, LoadErrors> {
+    let mut errors = Vec::new();
+    let (mut decoders, mut rules, list_dir) = match &source.ossec_etc {
+        Some(dir) => {
+            let (d, r) = ossec_etc_files(dir)?;
+            let (mut ds, mut rs) = (Vec::new(), Vec::new());
+            read_all(&d, &mut ds, &mut errors);
+            read_all(&r, &mut rs, &mut errors);
+            (ds, rs, Some(dir.clone()))
+        }
+        None => {
+            let (d, r) = embedded();
+            (d, r, None)
+        }
+    };
+    for dir in &source.dirs {
+        let d = xml_files(&dir.join("decoders"), &mut errors);
+        let r = xml_files(&dir.join("rules"), &mut errors);
+        if d.is_empty() && r.is_empty() {
+            errors.push(LoadError::new(
+                dir.display().to_string(),
+                0,
+                "no decoders/*.xml or rules/*.xml here",
+            ));
+        }
+        read_all(&d, &mut decoders, &mut errors);
+        read_all(&r, &mut rules, &mut errors);
+    }
+    let list_dir = list_dir.or_else(|| source.dirs.first().cloned());
+    let decoder_set = match DecoderSet::load(&decoders) {
+        Ok(d) => Some(d),
+        Err(LoadErrors(mut e)) => {
+            errors.append(&mut e);
+            None
+        }
+    };
+    let decoder_names: Option<HashSet<String>> = decoder_set.as_ref().map(|d| {
+        d.decoders()
+            .iter()
+            .map(|x| x.name.clone())
+            .chain(BUILTIN_DECODERS.iter().map(|s| s.to_string()))
+            .collect()
+    });
+    let options = LoadOptions {
+        decoder_names,
+        list_dir,
+        ..LoadOptions::default()
+    };
+    let rule_set = match RuleSet::load(&rules, &options) {
+        Ok(r) => Some(r),
+        Err(LoadErrors(mut e)) => {
+            errors.append(&mut e);
+            None
+        }
+    };
+    match (decoder_set, rule_set) {
+        (Some(d), Some(r)) if errors.is_empty() => Ok(Ruleset::new(d, r)),
+        _ => Err(LoadErrors(errors)),
+    }
+}
