@@ -177,6 +177,53 @@ impl ControlService for Control {
         request: Request<ListAlertsRequest>,
     ) -> Result<Response<ListAlertsResponse>, Status> {
         require_operator(&request)?;
-        Err(not_yet("alert queries", "issue #4"))
+        let req = request.into_inner();
+        let filter = AlertFilter {
+            since: req
+                .since
+                .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000)),
+            min_level: req.min_level,
+            rule_id: (req.rule_id != 0).then_some(req.rule_id),
+            agent_id: (!req.agent_id.is_empty()).then_some(req.agent_id),
+            srcip: (!req.srcip.is_empty()).then_some(req.srcip),
+            after_id: 0,
+            limit: if req.limit == 0 {
+                100
+            } else {
+                req.limit.min(10_000)
+            },
+        };
+        let alerts = self
+            .store
+            .alerts(&filter)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|a| Alert {
+                id: a.id.to_string(),
+                time: Some(timestamp(a.alert.time)),
+                rule_id: a.alert.rule_id,
+                level: a.alert.level,
+                description: a.alert.description,
+                groups: a
+                    .alert
+                    .groups
+                    .split(',')
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                agent_id: a.alert.agent_id.unwrap_or_default(),
+                location: a.alert.location,
+                srcip: a.alert.srcip.unwrap_or_default(),
+                user: a.alert.dstuser.or(a.alert.srcuser).unwrap_or_default(),
+                log: a
+                    .alert
+                    .log
+                    .split(|b| *b == b'\n')
+                    .map(<[u8]>::to_vec)
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(ListAlertsResponse { alerts }))
     }
 }
