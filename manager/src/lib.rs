@@ -14,6 +14,7 @@
 //! - [`sessions`]: open agent streams.
 //! - [`ingest`]: `AgentService`, the agents' stream.
 //! - [`control`]: `ControlService`, the operators' API.
+//! - [`quickstart`]: the ten-minute demonstration.
 //!
 //! [`run`] is the daemon; `main.rs` only parses the command line, binds the
 //! listener and installs signal handlers, so tests run the same code on
@@ -25,6 +26,7 @@ pub mod config;
 pub mod control;
 pub mod ingest;
 pub mod pki;
+pub mod quickstart;
 pub mod ruleset;
 pub mod sessions;
 pub mod setup;

@@ -57,6 +57,8 @@ enum Command {
     },
     /// Run the manager.
     Run(ConfigArg),
+    /// Watch Palisade catch a scanner: a manager and an agent on loopback in a temporary directory.
+    Quickstart,
     /// Check the configuration and report every problem.
     CheckConfig(ConfigArg),
     /// Register or remove agents.
@@ -99,7 +101,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_tracing();
+    init_tracing(if matches!(cli.command, Command::Quickstart) {
+        "warn"
+    } else {
+        "info"
+    });
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -114,10 +120,10 @@ fn main() -> ExitCode {
     runtime.block_on(dispatch(cli.command))
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -172,6 +178,15 @@ async fn dispatch(command: Command) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => setup_failed(e),
+            }
+        }
+        Command::Quickstart => {
+            match palisade_manager::quickstart::run(&mut std::io::stdout()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("palisade-manager: quickstart failed: {e:#}");
+                    ExitCode::from(1)
+                }
             }
         }
         Command::CheckConfig(arg) => match load_config(&arg.config) {
