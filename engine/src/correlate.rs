@@ -50,6 +50,28 @@ impl Default for CorrelateLimits {
     }
 }
 
+/// How far a frequency rule's firing resets counting (OSSEC's "barrier").
+///
+/// OSSEC tests the barrier before the `same_*` filters and, on a firing,
+/// marks the newest event of the list whoever sent it; so when many
+/// sources interleave (a busy web server under several scans at once), one
+/// address's firing restarts the count of every other address, and a
+/// scanner whose burst straddles another's firing can go unflagged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Barrier {
+    /// OSSEC 3.x: barrier tested before the filters; a firing marks the
+    /// current event, the oldest counted event and the newest event of the
+    /// list.
+    #[default]
+    Global,
+    /// Palisade option (`barrier = "per-source"`): the barrier is tested
+    /// after the `same_*` filters and a firing marks only events it
+    /// counted (the oldest and the newest), so it restarts the count for
+    /// the address (user, ...) it fired about and for no other. With one
+    /// source the behaviour is OSSEC's: fires on events f+2, 2(f+2), ...
+    PerSource,
+}
+
 /// What a context search needs from an earlier alert.
 #[derive(Debug, Clone)]
 struct Stored {
@@ -105,6 +127,7 @@ impl BoundedSet {
 #[derive(Debug, Default)]
 pub struct Correlator {
     limits: CorrelateLimits,
+    barrier: Barrier,
     events: HashMap<u64, Stored>,
     history: VecDeque<u64>,
     lists: HashMap<ListKey, VecDeque<u64>>,
@@ -133,6 +156,15 @@ impl Correlator {
         }
     }
 
+    /// Empty state with these limits and barrier semantics.
+    pub fn with_barrier(limits: CorrelateLimits, barrier: Barrier) -> Self {
+        Self {
+            limits,
+            barrier,
+            ..Self::default()
+        }
+    }
+
     /// Number of events held (for tests and metrics).
     pub fn stored_events(&self) -> usize {
         self.events.len()
@@ -145,7 +177,8 @@ impl Correlator {
 
     /// Runs rule `r`'s context search for the current event. On a match,
     /// sets the barrier marks (`matched` of the current event, the oldest
-    /// counted event and the newest event of the list) and returns the
+    /// counted event and the newest event of the list, or with
+    /// [`Barrier::PerSource`] the newest counted one) and returns the
     /// counted events' lines.
     pub fn search(
         &mut self,
@@ -171,13 +204,14 @@ impl Correlator {
             let Some(p) = self.events.get(&pid) else {
                 continue;
             };
-            if newest.is_none() {
+            let global = self.barrier == Barrier::Global;
+            if global && newest.is_none() {
                 newest = Some(pid);
             }
             if now - p.time > i64::from(rule.timeframe) {
                 return None;
             }
-            if p.matched >= rule.level {
+            if global && p.matched >= rule.level {
                 return None;
             }
             if s.id && !same(&f.id, &p.id) {
@@ -217,6 +251,14 @@ impl Correlator {
                 }
                 if s.location && !same(&ev.hostname, &p.hostname) {
                     continue;
+                }
+            }
+            if !global {
+                if p.matched >= rule.level {
+                    return None;
+                }
+                if newest.is_none() {
+                    newest = Some(pid);
                 }
             }
             lines.push(p.full_log.clone());

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use crate::correlate::{CorrelateLimits, Correlator};
+use crate::correlate::{Barrier, CorrelateLimits, Correlator};
 use crate::decoder::DecoderSet;
 use crate::error::{LoadError, LoadErrors};
 use crate::event::Event;
@@ -314,6 +314,8 @@ pub struct EngineConfig {
     pub zone: TimeZone,
     /// Memory bounds.
     pub limits: CorrelateLimits,
+    /// Barrier semantics of frequency rules (OSSEC's by default).
+    pub barrier: Barrier,
 }
 
 impl Default for EngineConfig {
@@ -321,6 +323,7 @@ impl Default for EngineConfig {
         Self {
             zone: TimeZone::UTC,
             limits: CorrelateLimits::default(),
+            barrier: Barrier::default(),
         }
     }
 }
@@ -351,7 +354,7 @@ impl Engine {
         Self {
             ruleset,
             zone: config.zone,
-            state: Correlator::new(config.limits),
+            state: Correlator::with_barrier(config.limits, config.barrier),
         }
     }
 
