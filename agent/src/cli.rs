@@ -1,10 +1,11 @@
-//! `palisade-agent`: the command line around [`palisade_agent`].
+//! The `palisade-agent` command line; `main.rs` only calls [`main`], so tests
+//! can build the same program under another name and kill it for real.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::AgentConfig;
 use clap::{Parser, Subcommand};
-use palisade_agent::AgentConfig;
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for usage and configuration errors (BSD `EX_USAGE`).
@@ -47,7 +48,8 @@ enum Command {
     CheckConfig(ConfigArg),
 }
 
-fn main() -> ExitCode {
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -87,7 +89,7 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        match palisade_agent::run(config, shutdown).await {
+        match crate::run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("palisade-agent: {e}");

@@ -13,6 +13,7 @@
 //! installs signal handlers, so tests run the same code in-process.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod spool;
 pub mod tail;

@@ -1,12 +1,13 @@
-//! `palisade-manager`: the command line around [`palisade_manager`].
+//! The `palisade-manager` command line; `main.rs` only calls [`main`], so tests
+//! can build the same program under another name and kill it for real.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::config::{DEFAULT_PORT, ManagerConfig};
+use crate::setup::{self, InitOptions, SetupError};
 use clap::{Parser, Subcommand};
-use palisade_manager::config::{DEFAULT_PORT, ManagerConfig};
-use palisade_manager::setup::{self, InitOptions, SetupError};
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for usage and configuration errors (BSD `EX_USAGE`).
@@ -92,7 +93,8 @@ enum AgentCommand {
     },
 }
 
-fn main() -> ExitCode {
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -180,15 +182,13 @@ async fn dispatch(command: Command) -> ExitCode {
                 Err(e) => setup_failed(e),
             }
         }
-        Command::Quickstart => {
-            match palisade_manager::quickstart::run(&mut std::io::stdout()).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("palisade-manager: quickstart failed: {e:#}");
-                    ExitCode::from(1)
-                }
+        Command::Quickstart => match crate::quickstart::run(&mut std::io::stdout()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("palisade-manager: quickstart failed: {e:#}");
+                ExitCode::from(1)
             }
-        }
+        },
         Command::CheckConfig(arg) => match load_config(&arg.config) {
             Ok(config) => {
                 let mut problems = Vec::new();
@@ -227,7 +227,7 @@ async fn dispatch(command: Command) -> ExitCode {
             };
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
-            match palisade_manager::run(config, listener, shutdown).await {
+            match crate::run(config, listener, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("palisade-manager: {e}");

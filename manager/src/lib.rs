@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod ingest;

@@ -1,0 +1,5 @@
+//! `palisade-agent`.
+
+fn main() -> std::process::ExitCode {
+    palisade_agent::cli::main()
+}

@@ -1,0 +1,5 @@
+//! `palisade-manager`.
+
+fn main() -> std::process::ExitCode {
+    palisade_manager::cli::main()
+}
