@@ -156,6 +156,12 @@ pub struct Command {
     pub alert_id: ::prost::alloc::string::String,
     #[prost(uint32, tag = "8")]
     pub rule_id: u32,
+    /// The agent the alert came from and its OSSEC location, for scripts'
+    /// arguments.
+    #[prost(string, tag = "9")]
+    pub agent_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "10")]
+    pub location: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -229,6 +235,11 @@ pub struct ResponseInfo {
     pub command: ::prost::alloc::string::String,
     #[prost(uint32, tag = "3")]
     pub timeout_seconds: u32,
+    /// The executable: a built-in name or a script path on the agents.
+    #[prost(string, tag = "4")]
+    pub executable: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub location: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -257,6 +268,9 @@ pub struct RunResponseResponse {
     /// Agents that are offline: the command waits for them.
     #[prost(string, repeated, tag = "2")]
     pub queued_for: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Agents the command was sent to now.
+    #[prost(string, repeated, tag = "3")]
+    pub sent_to: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -271,8 +285,12 @@ pub struct UnblockRequest {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct UnblockResponse {
+    /// Agents the undo was sent to now.
     #[prost(string, repeated, tag = "1")]
     pub agent_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Agents that are offline: the undo waits for them.
+    #[prost(string, repeated, tag = "2")]
+    pub queued_for: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -288,8 +306,16 @@ pub struct Block {
     pub response: ::prost::alloc::string::String,
     #[prost(uint32, tag = "4")]
     pub rule_id: u32,
+    /// Unset: no timeout.
     #[prost(message, optional, tag = "5")]
     pub expires_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(message, optional, tag = "6")]
+    pub added_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(string, tag = "7")]
+    pub alert_id: ::prost::alloc::string::String,
+    /// pending (not yet confirmed by the agent) or active.
+    #[prost(string, tag = "8")]
+    pub state: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
