@@ -91,6 +91,8 @@ pub struct NewAlert {
     pub log: Vec<u8>,
     /// Whether the rule wants it written to alert logs (`no_log` unset).
     pub log_it: bool,
+    /// The rule forbids active responses (`<options>no_ar</options>`).
+    pub no_ar: bool,
 }
 
 impl NewAlert {
@@ -118,6 +120,7 @@ impl NewAlert {
             event_sequence: Some(sequence),
             log,
             log_it: alert.log_it(),
+            no_ar: alert.options.no_ar,
         }
     }
 }

@@ -33,6 +33,105 @@ struct RawConfig {
     global: RawGlobal,
     #[serde(default)]
     ruleset: RawRuleset,
+    #[serde(default)]
+    command: Vec<RawCommand>,
+    #[serde(default)]
+    active_response: Vec<RawActiveResponse>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommand {
+    name: String,
+    /// A built-in (`route-null`, `firewall-drop`, `host-deny`) or a script
+    /// path on the agents; defaults to the name.
+    executable: Option<String>,
+    #[serde(default)]
+    expect: Vec<String>,
+    #[serde(default)]
+    timeout_allowed: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActiveResponse {
+    command: String,
+    location: String,
+    agent_id: Option<String>,
+    #[serde(default)]
+    rules_id: Vec<u32>,
+    rules_group: Option<String>,
+    level: Option<u32>,
+    timeout: Option<String>,
+    #[serde(default)]
+    repeated_offenders: Vec<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+/// The built-in commands every agent carries out without a script; they
+/// need the source address and allow a timeout.
+pub const BUILTIN_COMMANDS: [&str; 3] = ["route-null", "firewall-drop", "host-deny"];
+
+/// A `[[command]]`: what an active response runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Its name, referred to by `[[active_response]] command`.
+    pub name: String,
+    /// A built-in name or a script path on the agents.
+    pub executable: String,
+    /// The alert must carry a source address that parses as an IP.
+    pub expect_srcip: bool,
+    /// The alert must carry a user name.
+    pub expect_user: bool,
+    /// A timeout (automatic undo) may be set.
+    pub timeout_allowed: bool,
+}
+
+/// Where an active response runs (OSSEC's `location`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseLocation {
+    /// On the agent that saw the event.
+    Local,
+    /// On the manager's host.
+    Server,
+    /// On one named agent.
+    DefinedAgent(String),
+    /// On every agent.
+    All,
+}
+
+impl ResponseLocation {
+    /// OSSEC's word for it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Local => "local",
+            Self::Server => "server",
+            Self::DefinedAgent(_) => "defined-agent",
+            Self::All => "all",
+        }
+    }
+}
+
+/// An enabled `[[active_response]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseSpec {
+    /// OSSEC's name: the command plus the timeout in seconds (`route-null600`).
+    pub name: String,
+    /// The command it runs.
+    pub command: CommandSpec,
+    /// Where.
+    pub location: ResponseLocation,
+    /// Rules that trigger it.
+    pub rules_id: Vec<u32>,
+    /// OS_Regex against the alert's group string.
+    pub rules_group: Option<String>,
+    /// Alerts at or above this level trigger it (0: none by level).
+    pub level: u32,
+    /// Undo after this long; `None` never undoes.
+    pub timeout: Option<std::time::Duration>,
+    /// Longer timeouts for the second, third ... block of one address.
+    pub repeated_offenders: Vec<std::time::Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +256,8 @@ pub struct ManagerConfig {
     pub ruleset: crate::ruleset::RulesetSource,
     /// Which clock correlation uses.
     pub time_source: TimeSource,
+    /// The enabled active responses.
+    pub responses: Vec<ResponseSpec>,
 }
 
 impl ManagerConfig {
@@ -240,6 +341,7 @@ impl ManagerConfig {
                 ));
             }
         }
+        let responses = compile_responses(&raw.command, &raw.active_response, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigError {
                 file: path.display().to_string(),
@@ -266,8 +368,200 @@ impl ManagerConfig {
             white_list,
             ruleset,
             time_source,
+            responses,
         })
     }
+}
+
+fn compile_commands(raw: &[RawCommand], errors: &mut Vec<String>) -> Vec<CommandSpec> {
+    let mut commands: Vec<CommandSpec> = BUILTIN_COMMANDS
+        .iter()
+        .map(|name| CommandSpec {
+            name: name.to_string(),
+            executable: name.to_string(),
+            expect_srcip: true,
+            expect_user: false,
+            timeout_allowed: true,
+        })
+        .collect();
+    for (i, c) in raw.iter().enumerate() {
+        let key = format!("command[{i}]");
+        if !palisade_proto::identity::is_valid_name(&c.name) {
+            errors.push(format!(
+                "{key}.name: {:?} is not a valid name (A-Z a-z 0-9 . _ -)",
+                c.name
+            ));
+        }
+        let mut spec = CommandSpec {
+            name: c.name.clone(),
+            executable: c.executable.clone().unwrap_or_else(|| c.name.clone()),
+            expect_srcip: false,
+            expect_user: false,
+            timeout_allowed: c.timeout_allowed,
+        };
+        for (j, e) in c.expect.iter().enumerate() {
+            match e.as_str() {
+                "srcip" => spec.expect_srcip = true,
+                "user" => spec.expect_user = true,
+                other => errors.push(format!(
+                    "{key}.expect[{j}]: {other:?} is not \"srcip\" or \"user\""
+                )),
+            }
+        }
+        let builtin = BUILTIN_COMMANDS.contains(&spec.executable.as_str());
+        if !builtin && !spec.executable.starts_with('/') {
+            errors.push(format!(
+                "{key}.executable: {:?} is neither a built-in ({}) nor an absolute script path",
+                spec.executable,
+                BUILTIN_COMMANDS.join(", ")
+            ));
+        }
+        if builtin && !spec.expect_srcip {
+            errors.push(format!(
+                "{key}.expect: the built-in {} needs \"srcip\"",
+                spec.executable
+            ));
+        }
+        match commands.iter_mut().find(|x| x.name == spec.name) {
+            Some(existing) if BUILTIN_COMMANDS.contains(&existing.name.as_str()) => {
+                *existing = spec
+            }
+            Some(_) => errors.push(format!("{key}.name: {:?} is defined twice", c.name)),
+            None => commands.push(spec),
+        }
+    }
+    commands
+}
+
+fn duration(key: &str, value: &str, errors: &mut Vec<String>) -> Option<std::time::Duration> {
+    match palisade_agent::config::parse_duration(value) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            errors.push(format!("{key}: {e}"));
+            None
+        }
+    }
+}
+
+fn compile_responses(
+    raw_commands: &[RawCommand],
+    raw: &[RawActiveResponse],
+    errors: &mut Vec<String>,
+) -> Vec<ResponseSpec> {
+    let commands = compile_commands(raw_commands, errors);
+    let mut out: Vec<ResponseSpec> = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let key = format!("active_response[{i}]");
+        let Some(command) = commands.iter().find(|c| c.name == r.command) else {
+            errors.push(format!("{key}.command: no command named {:?}", r.command));
+            continue;
+        };
+        let location = match r.location.as_str() {
+            "local" => Some(ResponseLocation::Local),
+            "server" => Some(ResponseLocation::Server),
+            "all" | "any" => Some(ResponseLocation::All),
+            "defined-agent" => match &r.agent_id {
+                Some(id) if palisade_proto::identity::is_valid_agent_id(id) => {
+                    Some(ResponseLocation::DefinedAgent(id.clone()))
+                }
+                Some(id) => {
+                    errors.push(format!(
+                        "{key}.agent_id: {id:?} is not an agent id like \"001\""
+                    ));
+                    None
+                }
+                None => {
+                    errors.push(format!(
+                        "{key}.agent_id: location \"defined-agent\" needs an agent_id"
+                    ));
+                    None
+                }
+            },
+            other => {
+                errors.push(format!(
+                    "{key}.location: {other:?} is not local, server, defined-agent or all"
+                ));
+                None
+            }
+        };
+        if r.agent_id.is_some() && r.location != "defined-agent" {
+            errors.push(format!(
+                "{key}.agent_id: only used with location \"defined-agent\""
+            ));
+        }
+        let timeout = r
+            .timeout
+            .as_deref()
+            .and_then(|t| duration(&format!("{key}.timeout"), t, errors))
+            .filter(|d| !d.is_zero());
+        if timeout.is_some() && !command.timeout_allowed {
+            errors.push(format!(
+                "{key}.timeout: command {:?} does not allow a timeout (timeout_allowed = false)",
+                command.name
+            ));
+        }
+        let repeated_offenders: Vec<_> = r
+            .repeated_offenders
+            .iter()
+            .enumerate()
+            .filter_map(|(j, d)| duration(&format!("{key}.repeated_offenders[{j}]"), d, errors))
+            .collect();
+        if !repeated_offenders.is_empty() && timeout.is_none() {
+            errors.push(format!(
+                "{key}.repeated_offenders: needs a timeout to escalate from"
+            ));
+        }
+        if repeated_offenders.len() > 5 {
+            errors.push(format!(
+                "{key}.repeated_offenders: at most 5 values, as OSSEC"
+            ));
+        }
+        if let Some(group) = &r.rules_group
+            && let Err(e) = palisade_engine::pattern::Pattern::new(
+                palisade_engine::pattern::Dialect::OsRegex,
+                group,
+            )
+        {
+            errors.push(format!("{key}.rules_group: {e}"));
+        }
+        let level = r.level.unwrap_or(0);
+        if level > 16 {
+            errors.push(format!(
+                "{key}.level: {level} is above the highest rule level 16"
+            ));
+        }
+        if r.rules_id.is_empty() && r.rules_group.is_none() && level == 0 {
+            errors.push(format!(
+                "{key}: binds to no rule; give rules_id, rules_group or level"
+            ));
+        }
+        let name = format!(
+            "{}{}",
+            command.name,
+            timeout.map(|t| t.as_secs()).unwrap_or(0)
+        );
+        if r.disabled {
+            continue;
+        }
+        if out.iter().any(|o| o.name == name) {
+            errors.push(format!(
+                "{key}: another active response is already named {name}"
+            ));
+        }
+        if let Some(location) = location {
+            out.push(ResponseSpec {
+                name,
+                command: command.clone(),
+                location,
+                rules_id: r.rules_id.clone(),
+                rules_group: r.rules_group.clone(),
+                level,
+                timeout,
+                repeated_offenders,
+            });
+        }
+    }
+    out
 }
 
 /// Parses addresses and CIDRs, a plain address meaning one host.
@@ -340,6 +634,23 @@ white_list = ["127.0.0.1", "::1"]
 # "arrival" correlates on the time events arrive (OSSEC); "event" on each
 # line's own timestamp (for replaying old logs).
 time_source = "arrival"
+
+# Active responses, with OSSEC's concepts and names. Built-in commands:
+# route-null (an unreachable route, through netlink), firewall-drop (an
+# nftables set whose elements expire in the kernel), host-deny
+# (/etc/hosts.deny). A script: [[command]] name = "...", executable =
+# "/path/on/agents", expect = ["srcip"], timeout_allowed = true.
+# Each response is named command + timeout, e.g. route-null600; that is the
+# name palisadectl -L lists and -f takes.
+[[active_response]]
+command = "route-null"
+# local: the agent that saw the event; server; defined-agent (+ agent_id); all
+location = "local"
+# Many 4xx from one address (web scan), sshd brute force.
+rules_id = [31151, 5712, 5720]
+timeout = "600s"
+# The second and third block of the same address last longer.
+repeated_offenders = ["30m", "2h"]
 "#
     )
 }

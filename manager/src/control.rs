@@ -7,6 +7,7 @@ use palisade_proto::v1::*;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
+use crate::responder::{Outcome, Responder, ResponseError, Targets};
 use crate::sessions::Sessions;
 use crate::store::{AgentRecord, AlertFilter, Store};
 
@@ -15,15 +16,17 @@ use crate::store::{AgentRecord, AlertFilter, Store};
 pub struct Control {
     store: Store,
     sessions: Sessions,
+    responder: Responder,
     hostname: String,
 }
 
 impl Control {
     /// A control service over the manager's store and open sessions.
-    pub fn new(store: Store, sessions: Sessions, hostname: String) -> Self {
+    pub fn new(store: Store, sessions: Sessions, responder: Responder, hostname: String) -> Self {
         Self {
             store,
             sessions,
+            responder,
             hostname,
         }
     }
@@ -94,10 +97,12 @@ fn internal(e: crate::store::StoreError) -> Status {
     Status::internal(e.to_string())
 }
 
-fn not_yet(what: &str, issue: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} is not available in this manager yet ({issue})"
-    ))
+fn response_status(e: ResponseError) -> Status {
+    match e {
+        ResponseError::Invalid(m) => Status::invalid_argument(m),
+        ResponseError::Refused(m) => Status::failed_precondition(m),
+        ResponseError::Store(e) => Status::internal(e.to_string()),
+    }
 }
 
 #[tonic::async_trait]
@@ -145,7 +150,22 @@ impl ControlService for Control {
         request: Request<ListResponsesRequest>,
     ) -> Result<Response<ListResponsesResponse>, Status> {
         require_operator(&request)?;
-        Err(not_yet("active response", "issue #6"))
+        let responses = self
+            .responder
+            .specs()
+            .iter()
+            .map(|r| ResponseInfo {
+                name: r.name.clone(),
+                command: r.command.name.clone(),
+                timeout_seconds: r
+                    .timeout
+                    .map(|t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX))
+                    .unwrap_or(0),
+                executable: r.command.executable.clone(),
+                location: r.location.as_str().to_string(),
+            })
+            .collect();
+        Ok(Response::new(ListResponsesResponse { responses }))
     }
 
     async fn run_response(
@@ -153,7 +173,27 @@ impl ControlService for Control {
         request: Request<RunResponseRequest>,
     ) -> Result<Response<RunResponseResponse>, Status> {
         require_operator(&request)?;
-        Err(not_yet("active response", "issue #6"))
+        let req = request.into_inner();
+        let targets = if req.all_agents {
+            Targets::All
+        } else {
+            Targets::Agents(req.agent_ids)
+        };
+        let outcome = self
+            .responder
+            .run(&req.srcip, &req.response, targets)
+            .await
+            .map_err(response_status)?;
+        let Outcome {
+            command_ids,
+            sent_to,
+            queued_for,
+        } = outcome;
+        Ok(Response::new(RunResponseResponse {
+            command_ids: command_ids.iter().map(i64::to_string).collect(),
+            queued_for,
+            sent_to,
+        }))
     }
 
     async fn unblock(
@@ -161,7 +201,21 @@ impl ControlService for Control {
         request: Request<UnblockRequest>,
     ) -> Result<Response<UnblockResponse>, Status> {
         require_operator(&request)?;
-        Err(not_yet("unblock", "issue #6"))
+        let req = request.into_inner();
+        let targets = if req.all_agents || req.agent_ids.is_empty() {
+            Targets::All
+        } else {
+            Targets::Agents(req.agent_ids)
+        };
+        let outcome = self
+            .responder
+            .unblock(&req.srcip, targets)
+            .await
+            .map_err(response_status)?;
+        Ok(Response::new(UnblockResponse {
+            agent_ids: outcome.sent_to,
+            queued_for: outcome.queued_for,
+        }))
     }
 
     async fn list_blocks(
@@ -169,7 +223,24 @@ impl ControlService for Control {
         request: Request<ListBlocksRequest>,
     ) -> Result<Response<ListBlocksResponse>, Status> {
         require_operator(&request)?;
-        Err(not_yet("the block list", "issue #6"))
+        let blocks = self
+            .store
+            .blocks(None, None)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|b| Block {
+                srcip: b.srcip,
+                agent_id: b.agent_id,
+                response: b.response,
+                rule_id: b.rule_id.unwrap_or(0),
+                expires_at: b.expires_at.map(timestamp),
+                added_at: Some(timestamp(b.issued_at)),
+                alert_id: b.alert_id.map(|a| a.to_string()).unwrap_or_default(),
+                state: b.state.to_string(),
+            })
+            .collect();
+        Ok(Response::new(ListBlocksResponse { blocks }))
     }
 
     async fn list_alerts(

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::analysis::{Analyzer, Input, Origin};
+use crate::responder::Responder;
 use crate::sessions::{AgentSender, EndReason, SessionGuard, Sessions};
 use crate::store::{AgentHello, IncomingEvent, Store};
 
@@ -27,6 +28,7 @@ pub struct Ingest {
     store: Store,
     sessions: Sessions,
     analyzer: Analyzer,
+    responder: Responder,
     archive: bool,
     shutdown: CancellationToken,
 }
@@ -38,6 +40,7 @@ impl Ingest {
         store: Store,
         sessions: Sessions,
         analyzer: Analyzer,
+        responder: Responder,
         archive: bool,
         shutdown: CancellationToken,
     ) -> Self {
@@ -45,6 +48,7 @@ impl Ingest {
             store,
             sessions,
             analyzer,
+            responder,
             archive,
             shutdown,
         }
@@ -146,6 +150,7 @@ impl AgentService for Ingest {
             store: self.store.clone(),
             sessions: self.sessions.clone(),
             analyzer: self.analyzer.clone(),
+            responder: self.responder.clone(),
             archive: self.archive,
             origin: Origin {
                 agent_id: Some(agent_id.clone()),
@@ -167,6 +172,7 @@ struct SessionTask {
     store: Store,
     sessions: Sessions,
     analyzer: Analyzer,
+    responder: Responder,
     archive: bool,
     origin: Origin,
     /// The highest sequence stored for this agent, so only new events are
@@ -181,6 +187,9 @@ struct SessionTask {
 impl SessionTask {
     async fn run(self, mut inbound: Streaming<AgentMessage>) {
         let agent = self.agent_id.clone();
+        if let Err(error) = self.responder.deliver_pending(&agent).await {
+            warn!(%agent, %error, "Cannot deliver queued active responses.");
+        }
         loop {
             let message = tokio::select! {
                 biased;
@@ -270,13 +279,10 @@ impl SessionTask {
                     .map_err(internal)?;
             }
             Some(AgentKind::CommandResult(result)) => {
-                info!(
-                    agent = %self.agent_id,
-                    command = %result.command_id,
-                    ok = result.ok,
-                    message = %result.message,
-                    "Agent reported a command result."
-                );
+                self.responder
+                    .on_result(&self.agent_id, &result)
+                    .await
+                    .map_err(internal)?;
             }
             None => return Err(Status::invalid_argument("empty message")),
         }
@@ -339,6 +345,11 @@ impl SessionTask {
             );
         }
         self.stored_upto.store(stored.highest, Ordering::Relaxed);
+        let stored_alerts: Vec<_> = stored.alert_ids.iter().copied().zip(alerts).collect();
+        self.responder
+            .on_alerts(&stored_alerts)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(stored.highest)
     }
 }

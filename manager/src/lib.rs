@@ -10,6 +10,7 @@
 //! - [`store`]: the SQLite database.
 //! - [`ruleset`]: the embedded default ruleset, or an OSSEC `etc`.
 //! - [`analysis`]: the engine thread that judges every event.
+//! - [`responder`]: active-response decisions, delivery and results.
 //! - [`tls`]: the mutual-TLS endpoint that logs every refused handshake.
 //! - [`sessions`]: open agent streams.
 //! - [`ingest`]: `AgentService`, the agents' stream.
@@ -28,6 +29,7 @@ pub mod control;
 pub mod ingest;
 pub mod pki;
 pub mod quickstart;
+pub mod responder;
 pub mod ruleset;
 pub mod sessions;
 pub mod setup;
@@ -91,14 +93,26 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let mut own = responder::host_addresses();
+    if !config.listen.ip().is_unspecified() {
+        own.push(config.listen.ip());
+    }
+    let responder = responder::Responder::new(
+        config.responses.clone(),
+        config.white_list.clone(),
+        own,
+        store.clone(),
+        sessions.clone(),
+    );
     let ingest = ingest::Ingest::new(
         store.clone(),
         sessions.clone(),
         analyzer,
+        responder.clone(),
         config.logall,
         shutdown.clone(),
     );
-    let control = control::Control::new(store.clone(), sessions.clone(), hostname);
+    let control = control::Control::new(store.clone(), sessions.clone(), responder, hostname);
     let incoming = tls::incoming(listener, tls, shutdown.clone());
     info!(listen = ?local, database = %config.database.display(), "Manager started.");
     let server = tonic::transport::Server::builder()

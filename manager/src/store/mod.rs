@@ -1,5 +1,5 @@
-//! The manager's SQLite database: agents, revoked certificates and the
-//! event archive (alerts and responses join later).
+//! The manager's SQLite database: agents, revoked certificates, the event
+//! archive, alerts and active responses.
 //!
 //! One file in WAL mode, opened by the daemon and, briefly, by the
 //! `agent add`/`agent remove` commands while the daemon runs; SQLite's
@@ -14,6 +14,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlSafeStr, SqlitePool};
 
 use crate::analysis::NewAlert;
+
+mod responses;
+pub use responses::{BlockRow, NewResponse, ResponseRow};
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +49,17 @@ fn migrator() -> Migrator {
         m(
             1,
             "agents and archive",
-            include_str!("../../migrations/manager/0001_agents_and_archive.sql"),
+            include_str!("../../../migrations/manager/0001_agents_and_archive.sql"),
         ),
         m(
             2,
             "alerts",
-            include_str!("../../migrations/manager/0002_alerts.sql"),
+            include_str!("../../../migrations/manager/0002_alerts.sql"),
+        ),
+        m(
+            3,
+            "active responses",
+            include_str!("../../../migrations/manager/0003_responses.sql"),
         ),
     ])
 }
@@ -514,6 +522,7 @@ impl Store {
                     event_sequence: r.get::<Option<i64>, _>("event_sequence").map(to_u64),
                     log: r.get("log"),
                     log_it: true,
+                    no_ar: false,
                 },
             })
             .collect())

@@ -1,0 +1,526 @@
+//! Active-response decisions on the manager.
+//!
+//! Each stored alert is matched against the enabled responses (by rule id,
+//! group or level, OR-ed as in OSSEC). A match becomes one recorded command
+//! per target agent, sent down that agent's stream at once or, for an agent
+//! that is offline, when it reconnects (unless the block would already have
+//! ended). A repeat trigger for an address already blocked supersedes the
+//! earlier command and the agent extends the block; repeated offenders get
+//! the escalating timeouts, counted per agent, response and address.
+//!
+//! Addresses are parsed as IPs before anything is recorded; white-listed
+//! addresses, the manager's own addresses, loopback, unspecified and
+//! multicast addresses are refused, and so is a field that is not an IP.
+//! Refusals are logged and kept in the database.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use palisade_engine::pattern::{Dialect, Pattern};
+use palisade_proto::v1::manager_message::Kind as ManagerKind;
+use palisade_proto::v1::{Command, CommandAction, CommandResult, ManagerMessage};
+use tracing::{info, warn};
+
+use crate::analysis::NewAlert;
+use crate::config::{ResponseLocation, ResponseSpec};
+use crate::sessions::Sessions;
+use crate::store::{NewResponse, ResponseRow, Store, StoreError};
+
+/// Why a response cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    /// The operator named something unknown or gave bad input.
+    #[error("{0}")]
+    Invalid(String),
+    /// The address must never be blocked.
+    #[error("{0}")]
+    Refused(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which agents an operator's request targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// These agents.
+    Agents(Vec<String>),
+    /// Every registered agent.
+    All,
+}
+
+/// What a run or unblock did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Command ids recorded.
+    pub command_ids: Vec<i64>,
+    /// Agents the command went to now.
+    pub sent_to: Vec<String>,
+    /// Agents that are offline; the command waits.
+    pub queued_for: Vec<String>,
+}
+
+/// The responder.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    specs: Vec<ResponseSpec>,
+    groups: Vec<Option<Pattern>>,
+    white_list: Vec<IpNet>,
+    own_addresses: Vec<IpAddr>,
+    store: Store,
+    sessions: Sessions,
+}
+
+/// The addresses of this host's interfaces.
+pub fn host_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|s| {
+            s.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect()
+}
+
+impl Responder {
+    /// A responder for the configured responses. `own_addresses` are the
+    /// manager's addresses, never blocked.
+    pub fn new(
+        specs: Vec<ResponseSpec>,
+        white_list: Vec<IpNet>,
+        own_addresses: Vec<IpAddr>,
+        store: Store,
+        sessions: Sessions,
+    ) -> Self {
+        let groups = specs
+            .iter()
+            .map(|s| {
+                s.rules_group
+                    .as_deref()
+                    .and_then(|g| Pattern::new(Dialect::OsRegex, g).ok())
+            })
+            .collect();
+        Self {
+            specs,
+            groups,
+            white_list,
+            own_addresses,
+            store,
+            sessions,
+        }
+    }
+
+    /// The enabled responses.
+    pub fn specs(&self) -> &[ResponseSpec] {
+        &self.specs
+    }
+
+    /// Parses and vets an address: the reason when it must not be blocked.
+    pub fn vet_address(&self, text: &str) -> Result<IpAddr, String> {
+        let trimmed = text
+            .strip_prefix("::ffff:")
+            .filter(|s| s.contains('.'))
+            .unwrap_or(text);
+        let ip: IpAddr = trimmed
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address"))?;
+        let ip = ip.to_canonical();
+        if ip.is_loopback() {
+            return Err(format!("{ip} is a loopback address"));
+        }
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(format!("{ip} is not a host address"));
+        }
+        if let Some(net) = self.white_list.iter().find(|n| n.contains(&ip)) {
+            return Err(format!("{ip} is on the white list ({net})"));
+        }
+        if self.own_addresses.iter().any(|a| a.to_canonical() == ip) {
+            return Err(format!("{ip} is an address of the manager"));
+        }
+        Ok(ip)
+    }
+
+    fn triggers(&self, i: usize, alert: &NewAlert) -> bool {
+        let spec = &self.specs[i];
+        spec.rules_id.contains(&alert.rule_id)
+            || (spec.level > 0 && alert.level >= spec.level)
+            || self.groups[i]
+                .as_ref()
+                .is_some_and(|g| g.is_match(alert.groups.as_bytes()))
+    }
+
+    /// Decides and sends the responses for freshly stored alerts.
+    pub async fn on_alerts(&self, alerts: &[(i64, NewAlert)]) -> Result<(), StoreError> {
+        for (alert_id, alert) in alerts {
+            if alert.no_ar {
+                continue;
+            }
+            for i in 0..self.specs.len() {
+                if self.triggers(i, alert) {
+                    self.respond(&self.specs[i], *alert_id, alert).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn refuse(
+        &self,
+        spec: &ResponseSpec,
+        alert_id: i64,
+        alert: &NewAlert,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        warn!(
+            response = %spec.name,
+            alert = alert_id,
+            rule = alert.rule_id,
+            srcip = alert.srcip.as_deref().unwrap_or("-"),
+            %reason,
+            "Active response refused."
+        );
+        self.store
+            .insert_refusal(
+                &spec.name,
+                alert.agent_id.as_deref(),
+                Some(alert_id),
+                Some(alert.rule_id),
+                alert.srcip.as_deref(),
+                reason,
+            )
+            .await
+    }
+
+    async fn respond(
+        &self,
+        spec: &ResponseSpec,
+        alert_id: i64,
+        alert: &NewAlert,
+    ) -> Result<(), StoreError> {
+        let srcip = match (&alert.srcip, spec.command.expect_srcip) {
+            (Some(s), _) => match self.vet_address(s) {
+                Ok(ip) => Some(ip),
+                Err(reason) if spec.command.expect_srcip => {
+                    return self.refuse(spec, alert_id, alert, &reason).await;
+                }
+                Err(_) => None,
+            },
+            (None, true) => {
+                return self
+                    .refuse(spec, alert_id, alert, "the alert has no source address")
+                    .await;
+            }
+            (None, false) => None,
+        };
+        let user = alert.dstuser.clone().or_else(|| alert.srcuser.clone());
+        if spec.command.expect_user {
+            let valid = user.as_deref().is_some_and(|u| {
+                !u.is_empty()
+                    && u.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._@?-".contains(&b))
+            });
+            if !valid {
+                return self
+                    .refuse(spec, alert_id, alert, "the alert has no valid user name")
+                    .await;
+            }
+        }
+        let targets: Vec<String> = match &spec.location {
+            ResponseLocation::Local => match &alert.agent_id {
+                Some(id) => vec![id.clone()],
+                None => {
+                    return self
+                        .refuse(
+                            spec,
+                            alert_id,
+                            alert,
+                            "the event came from the manager itself, which runs no responses",
+                        )
+                        .await;
+                }
+            },
+            ResponseLocation::DefinedAgent(id) => vec![id.clone()],
+            ResponseLocation::All => self.live_agents().await?,
+            ResponseLocation::Server => {
+                return self
+                    .refuse(spec, alert_id, alert, "location \"server\": this manager runs no responses on its own host; use an agent on it")
+                    .await;
+            }
+        };
+        for agent in targets {
+            let srcip_text = srcip.map(|ip| ip.to_string());
+            let timeout_s = match (&srcip_text, spec.timeout) {
+                (Some(ip), Some(base)) if !spec.repeated_offenders.is_empty() => {
+                    let n = self.store.offences(&agent, &spec.name, ip).await?;
+                    let d = match usize::try_from(n).unwrap_or(usize::MAX) {
+                        0 => base,
+                        k => {
+                            spec.repeated_offenders[(k - 1).min(spec.repeated_offenders.len() - 1)]
+                        }
+                    };
+                    Some(d.as_secs())
+                }
+                (_, t) => t.map(|d| d.as_secs()),
+            };
+            let row = self
+                .store
+                .insert_response(&NewResponse {
+                    agent_id: agent.clone(),
+                    response: spec.name.clone(),
+                    command: spec.command.name.clone(),
+                    executable: spec.command.executable.clone(),
+                    action: "add",
+                    srcip: srcip_text,
+                    user: user.clone(),
+                    alert_id: Some(alert_id),
+                    rule_id: Some(alert.rule_id),
+                    location: Some(alert.location.clone()),
+                    timeout_s,
+                    undoes: None,
+                })
+                .await?;
+            info!(
+                command = row.id,
+                %agent,
+                response = %spec.name,
+                srcip = row.request.srcip.as_deref().unwrap_or("-"),
+                timeout_s = timeout_s.unwrap_or(0),
+                rule = alert.rule_id,
+                "Active response issued."
+            );
+            self.deliver(&row).await?;
+        }
+        Ok(())
+    }
+
+    async fn live_agents(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .store
+            .agents()
+            .await?
+            .into_iter()
+            .filter(|a| a.removed_at.is_none())
+            .map(|a| a.id)
+            .collect())
+    }
+
+    /// Sends a recorded command if its agent is connected; returns whether
+    /// it went out now.
+    pub async fn deliver(&self, row: &ResponseRow) -> Result<bool, StoreError> {
+        let Some(sender) = self.sessions.sender(&row.request.agent_id) else {
+            return Ok(false);
+        };
+        let r = &row.request;
+        let command = Command {
+            id: row.id.to_string(),
+            response: r.command.clone(),
+            action: if r.action == "delete" {
+                CommandAction::Delete
+            } else {
+                CommandAction::Add
+            } as i32,
+            srcip: r.srcip.clone().unwrap_or_default(),
+            user: r.user.clone().unwrap_or_default(),
+            timeout_seconds: r.timeout_s.and_then(|t| u32::try_from(t).ok()).unwrap_or(0),
+            alert_id: r.alert_id.map(|a| a.to_string()).unwrap_or_default(),
+            rule_id: r.rule_id.unwrap_or(0),
+            agent_id: r.agent_id.clone(),
+            location: r.location.clone().unwrap_or_default(),
+        };
+        let message = ManagerMessage {
+            kind: Some(ManagerKind::Command(command)),
+        };
+        if sender.send(Ok(message)).await.is_err() {
+            return Ok(false);
+        }
+        self.store.response_sent(row.id).await?;
+        Ok(true)
+    }
+
+    /// Sends what waited for an agent that just connected.
+    pub async fn deliver_pending(&self, agent_id: &str) -> Result<(), StoreError> {
+        for row in self.store.pending_responses(agent_id).await? {
+            if self.deliver(&row).await? {
+                info!(command = row.id, agent = %agent_id, response = %row.request.response, "Queued active response delivered.");
+            }
+        }
+        Ok(())
+    }
+
+    /// Records an agent's report on a command.
+    pub async fn on_result(
+        &self,
+        agent_id: &str,
+        result: &CommandResult,
+    ) -> Result<(), StoreError> {
+        let Ok(id) = result.command_id.parse::<i64>() else {
+            warn!(agent = %agent_id, command = %result.command_id, "Result for an unknown command.");
+            return Ok(());
+        };
+        let action = match CommandAction::try_from(result.action) {
+            Ok(CommandAction::Delete) => "delete",
+            _ => "add",
+        };
+        let executed_at = result
+            .executed_at
+            .as_ref()
+            .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
+            .unwrap_or_else(crate::store::now_ms);
+        match self
+            .store
+            .response_result(
+                agent_id,
+                id,
+                action,
+                result.ok,
+                &result.message,
+                executed_at,
+            )
+            .await?
+        {
+            Some(row) if result.ok => info!(
+                command = id,
+                agent = %agent_id,
+                %action,
+                response = %row.request.response,
+                srcip = row.request.srcip.as_deref().unwrap_or("-"),
+                message = %result.message,
+                "Active response carried out."
+            ),
+            Some(row) => warn!(
+                command = id,
+                agent = %agent_id,
+                %action,
+                response = %row.request.response,
+                srcip = row.request.srcip.as_deref().unwrap_or("-"),
+                message = %result.message,
+                "Active response failed on the agent."
+            ),
+            None => {
+                warn!(agent = %agent_id, command = id, "Result for a command this agent was not sent.")
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a response by name on agents, as `agent_control -b IP -f NAME -u ID` does.
+    pub async fn run(
+        &self,
+        srcip: &str,
+        name: &str,
+        targets: Targets,
+    ) -> Result<Outcome, ResponseError> {
+        let spec = self.specs.iter().find(|s| s.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
+            ResponseError::Invalid(format!(
+                "unknown response {name:?}; available: {}",
+                known.join(", ")
+            ))
+        })?;
+        let ip = self.vet_address(srcip).map_err(ResponseError::Refused)?;
+        let agents = self.resolve(targets).await?;
+        let mut outcome = Outcome::default();
+        for agent in agents {
+            let row = self
+                .store
+                .insert_response(&NewResponse {
+                    agent_id: agent.clone(),
+                    response: spec.name.clone(),
+                    command: spec.command.name.clone(),
+                    executable: spec.command.executable.clone(),
+                    action: "add",
+                    srcip: Some(ip.to_string()),
+                    user: None,
+                    alert_id: None,
+                    rule_id: None,
+                    location: Some("(from_the_server)".into()),
+                    timeout_s: spec.timeout.map(|d| d.as_secs()),
+                    undoes: None,
+                })
+                .await?;
+            info!(command = row.id, %agent, response = %spec.name, srcip = %ip, "Active response run by an operator.");
+            outcome.command_ids.push(row.id);
+            if self.deliver(&row).await? {
+                outcome.sent_to.push(agent);
+            } else {
+                outcome.queued_for.push(agent);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Lifts every block of `srcip` on the targeted agents now.
+    pub async fn unblock(&self, srcip: &str, targets: Targets) -> Result<Outcome, ResponseError> {
+        let ip: IpAddr = srcip
+            .parse::<IpAddr>()
+            .map_err(|_| ResponseError::Invalid(format!("{srcip:?} is not an IP address")))?
+            .to_canonical();
+        let agents = match targets {
+            Targets::All => None,
+            t => Some(self.resolve(t).await?),
+        };
+        let blocks = self.store.blocks(Some(&ip.to_string()), None).await?;
+        let mut outcome = Outcome::default();
+        for block in blocks {
+            if agents
+                .as_ref()
+                .is_some_and(|a| !a.contains(&block.agent_id))
+            {
+                continue;
+            }
+            let Some(add) = self.store.response(block.id).await? else {
+                continue;
+            };
+            let row = self
+                .store
+                .insert_response(&NewResponse {
+                    action: "delete",
+                    undoes: Some(block.id),
+                    alert_id: None,
+                    timeout_s: None,
+                    ..add.request
+                })
+                .await?;
+            info!(command = row.id, agent = %block.agent_id, srcip = %ip, response = %block.response, "Unblock issued.");
+            outcome.command_ids.push(row.id);
+            if self.deliver(&row).await? {
+                outcome.sent_to.push(block.agent_id);
+            } else {
+                outcome.queued_for.push(block.agent_id);
+            }
+        }
+        if outcome.command_ids.is_empty() {
+            return Err(ResponseError::Invalid(format!(
+                "{ip} is not blocked on the agents named"
+            )));
+        }
+        Ok(outcome)
+    }
+
+    async fn resolve(&self, targets: Targets) -> Result<Vec<String>, ResponseError> {
+        match targets {
+            Targets::All => Ok(self.live_agents().await?),
+            Targets::Agents(ids) => {
+                if ids.is_empty() {
+                    return Err(ResponseError::Invalid(
+                        "name an agent (-u ID) or all agents (-a)".into(),
+                    ));
+                }
+                for id in &ids {
+                    match self.store.agent(id).await? {
+                        Some(a) if a.removed_at.is_none() => {}
+                        Some(_) => {
+                            return Err(ResponseError::Invalid(format!("agent {id} was removed")));
+                        }
+                        None => return Err(ResponseError::Invalid(format!("unknown agent {id}"))),
+                    }
+                }
+                Ok(ids)
+            }
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! Active responses in the database: commands with their delivery and
+//! results, the blocks in force, and the decisions refused.
+
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms, to_i64, to_u64};
+
+/// A command to record before it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewResponse {
+    /// Target agent.
+    pub agent_id: String,
+    /// OSSEC name, e.g. `route-null600`.
+    pub response: String,
+    /// Command name.
+    pub command: String,
+    /// Built-in name or script path.
+    pub executable: String,
+    /// `add` or `delete`.
+    pub action: &'static str,
+    /// Address.
+    pub srcip: Option<String>,
+    /// User.
+    pub user: Option<String>,
+    /// The alert that caused it.
+    pub alert_id: Option<i64>,
+    /// The rule that caused it.
+    pub rule_id: Option<u32>,
+    /// The alert's location.
+    pub location: Option<String>,
+    /// Seconds until undone; `None` never.
+    pub timeout_s: Option<u64>,
+    /// For a delete: the add it lifts.
+    pub undoes: Option<i64>,
+}
+
+/// A recorded command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseRow {
+    /// Id, also the command id the agent sees.
+    pub id: i64,
+    /// The request as recorded.
+    pub request: NewResponse,
+    /// When decided (ms).
+    pub issued_at: i64,
+    /// When sent down the agent's stream (ms).
+    pub sent_at: Option<i64>,
+    /// When the agent carried it out (ms).
+    pub executed_at: Option<i64>,
+    /// When a block ends (ms).
+    pub expires_at: Option<i64>,
+    /// When a block was lifted (ms).
+    pub undone_at: Option<i64>,
+    /// pending, sent, done, failed, superseded, expired.
+    pub status: String,
+    /// The agent's message or the reason.
+    pub message: Option<String>,
+}
+
+/// A block in force on one agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRow {
+    /// The add command's id.
+    pub id: i64,
+    /// Agent.
+    pub agent_id: String,
+    /// Address.
+    pub srcip: String,
+    /// OSSEC name.
+    pub response: String,
+    /// Rule, if a rule caused it.
+    pub rule_id: Option<u32>,
+    /// Alert, if an alert caused it.
+    pub alert_id: Option<i64>,
+    /// When it was decided (ms).
+    pub issued_at: i64,
+    /// When it ends (ms), if ever.
+    pub expires_at: Option<i64>,
+    /// `pending` until the agent confirms, then `active`.
+    pub state: &'static str,
+}
+
+fn row_to_response(r: &sqlx::sqlite::SqliteRow) -> ResponseRow {
+    let action: String = r.get("action");
+    ResponseRow {
+        id: r.get("id"),
+        request: NewResponse {
+            agent_id: r.get("agent_id"),
+            response: r.get("response"),
+            command: r.get("command"),
+            executable: r.get("executable"),
+            action: if action == "delete" { "delete" } else { "add" },
+            srcip: r.get("srcip"),
+            user: r.get("user"),
+            alert_id: r.get("alert_id"),
+            rule_id: r
+                .get::<Option<i64>, _>("rule_id")
+                .and_then(|v| u32::try_from(v).ok()),
+            location: r.get("location"),
+            timeout_s: r.get::<Option<i64>, _>("timeout_s").map(to_u64),
+            undoes: r.get("undoes"),
+        },
+        issued_at: r.get("issued_at"),
+        sent_at: r.get("sent_at"),
+        executed_at: r.get("executed_at"),
+        expires_at: r.get("expires_at"),
+        undone_at: r.get("undone_at"),
+        status: r.get("status"),
+        message: r.get("message"),
+    }
+}
+
+impl Store {
+    /// Records a command as pending. An add for an address that already has
+    /// a block of the same response on the same agent supersedes it (the
+    /// agent extends the block). Returns the new row.
+    pub async fn insert_response(&self, new: &NewResponse) -> Result<ResponseRow, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        if new.action == "add" {
+            sqlx::query(
+                "UPDATE responses SET status = 'superseded', undone_at = $1
+                 WHERE agent_id = $2 AND response = $3 AND srcip IS $4 AND action = 'add'
+                   AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL",
+            )
+            .bind(now)
+            .bind(&new.agent_id)
+            .bind(&new.response)
+            .bind(new.srcip.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let expires_at = new.timeout_s.map(|t| now + to_i64(t) * 1000);
+        let row = sqlx::query(
+            "INSERT INTO responses (agent_id, response, command, executable, action, srcip, user, alert_id,
+                 rule_id, location, timeout_s, issued_at, expires_at, undoes, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'pending') RETURNING *",
+        )
+        .bind(&new.agent_id)
+        .bind(&new.response)
+        .bind(&new.command)
+        .bind(&new.executable)
+        .bind(new.action)
+        .bind(new.srcip.as_deref())
+        .bind(new.user.as_deref())
+        .bind(new.alert_id)
+        .bind(new.rule_id.map(i64::from))
+        .bind(new.location.as_deref())
+        .bind(new.timeout_s.map(to_i64))
+        .bind(now)
+        .bind(expires_at)
+        .bind(new.undoes)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row_to_response(&row))
+    }
+
+    /// How many adds of `response` for `srcip` on `agent_id` were ever
+    /// issued (for repeated offenders).
+    pub async fn offences(
+        &self,
+        agent_id: &str,
+        response: &str,
+        srcip: &str,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM responses WHERE agent_id = $1 AND response = $2 AND srcip = $3
+               AND action = 'add' AND status IN ('pending', 'sent', 'done', 'superseded')",
+        )
+        .bind(agent_id)
+        .bind(response)
+        .bind(srcip)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(to_u64(n))
+    }
+
+    /// Marks a command as sent down the agent's stream.
+    pub async fn response_sent(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE responses SET status = 'sent', sent_at = $1 WHERE id = $2 AND status = 'pending'")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Commands waiting for an agent, oldest first; those whose block
+    /// would already have ended are marked expired and left out.
+    pub async fn pending_responses(&self, agent_id: &str) -> Result<Vec<ResponseRow>, StoreError> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE responses SET status = 'expired', message = 'expired before the agent came back'
+             WHERE agent_id = $1 AND status = 'pending' AND action = 'add' AND expires_at IS NOT NULL AND expires_at <= $2",
+        )
+        .bind(agent_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM responses WHERE agent_id = $1 AND status = 'pending' ORDER BY id",
+        )
+        .bind(agent_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(row_to_response).collect())
+    }
+
+    /// One command.
+    pub async fn response(&self, id: i64) -> Result<Option<ResponseRow>, StoreError> {
+        let row = sqlx::query("SELECT * FROM responses WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(row_to_response))
+    }
+
+    /// Records what an agent reported for command `id`: `action` is what
+    /// it executed (an agent's own undo at the timeout reports the add's id
+    /// with `delete`). Only the reporting agent's commands are touched.
+    pub async fn response_result(
+        &self,
+        agent_id: &str,
+        id: i64,
+        action: &str,
+        ok: bool,
+        message: &str,
+        executed_at: i64,
+    ) -> Result<Option<ResponseRow>, StoreError> {
+        let Some(row) = self.response(id).await? else {
+            return Ok(None);
+        };
+        if row.request.agent_id != agent_id {
+            return Ok(None);
+        }
+        let mut tx = self.pool.begin().await?;
+        match (row.request.action, action) {
+            ("add", "add") => {
+                let expires_at = row
+                    .request
+                    .timeout_s
+                    .map(|t| executed_at + to_i64(t) * 1000);
+                sqlx::query(
+                    "UPDATE responses SET status = CASE WHEN status = 'superseded' THEN status WHEN $1 THEN 'done' ELSE 'failed' END,
+                         executed_at = $2, expires_at = COALESCE($3, expires_at), message = $4,
+                         undone_at = CASE WHEN $1 THEN undone_at ELSE $2 END
+                     WHERE id = $5",
+                )
+                .bind(ok)
+                .bind(executed_at)
+                .bind(expires_at)
+                .bind(message)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            ("add", _) => {
+                // The agent lifted the block itself (timeout).
+                sqlx::query("UPDATE responses SET undone_at = COALESCE(undone_at, $1), message = $2 WHERE id = $3")
+                    .bind(executed_at)
+                    .bind(message)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            _ => {
+                sqlx::query(
+                    "UPDATE responses SET status = CASE WHEN $1 THEN 'done' ELSE 'failed' END, executed_at = $2, message = $3 WHERE id = $4",
+                )
+                .bind(ok)
+                .bind(executed_at)
+                .bind(message)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                if ok && let Some(undoes) = row.request.undoes {
+                    sqlx::query(
+                        "UPDATE responses SET undone_at = COALESCE(undone_at, $1) WHERE id = $2",
+                    )
+                    .bind(executed_at)
+                    .bind(undoes)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        self.response(id).await
+    }
+
+    /// Blocks in force (or waiting for their agent), newest first.
+    pub async fn blocks(
+        &self,
+        srcip: Option<&str>,
+        agent_id: Option<&str>,
+    ) -> Result<Vec<BlockRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM responses
+             WHERE action = 'add' AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL
+               AND (expires_at IS NULL OR expires_at > $1) AND srcip IS NOT NULL
+               AND ($2 IS NULL OR srcip = $2) AND ($3 IS NULL OR agent_id = $3)
+             ORDER BY id DESC",
+        )
+        .bind(now_ms())
+        .bind(srcip)
+        .bind(agent_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let row = row_to_response(r);
+                BlockRow {
+                    id: row.id,
+                    agent_id: row.request.agent_id,
+                    srcip: row.request.srcip.unwrap_or_default(),
+                    response: row.request.response,
+                    rule_id: row.request.rule_id,
+                    alert_id: row.request.alert_id,
+                    issued_at: row.issued_at,
+                    expires_at: row.expires_at,
+                    state: if row.status == "done" {
+                        "active"
+                    } else {
+                        "pending"
+                    },
+                }
+            })
+            .collect())
+    }
+
+    /// Records a decision that was not carried out, and why.
+    pub async fn insert_refusal(
+        &self,
+        response: &str,
+        agent_id: Option<&str>,
+        alert_id: Option<i64>,
+        rule_id: Option<u32>,
+        srcip: Option<&str>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO response_refusals (time, response, agent_id, alert_id, rule_id, srcip, reason)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(now_ms())
+        .bind(response)
+        .bind(agent_id)
+        .bind(alert_id)
+        .bind(rule_id.map(i64::from))
+        .bind(srcip)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Refused decisions, newest first.
+    pub async fn refusals(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(String, Option<String>, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT response, srcip, reason FROM response_refusals ORDER BY id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("response"), r.get("srcip"), r.get("reason")))
+            .collect())
+    }
+}
