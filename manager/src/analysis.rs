@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use palisade_engine::engine::{Alert, Engine, EngineConfig, Ruleset};
 use palisade_engine::predecode::predecode_checked;
-use palisade_engine::timestamp::event_time;
+use palisade_engine::timestamp::judge_time;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
@@ -237,13 +237,11 @@ fn judge(
                 continue;
             }
         };
-        let now = match time_source {
-            TimeSource::Arrival => arrival,
-            TimeSource::Event => event_time(&input.line, arrival, zone).unwrap_or_else(|| {
-                stats.time_fallbacks.fetch_add(1, Ordering::Relaxed);
-                arrival
-            }),
-        };
+        let judged = judge_time(&event, arrival, time_source, zone);
+        if judged.fell_back {
+            stats.time_fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = judged.time;
         stats.events.fetch_add(1, Ordering::Relaxed);
         if let Some(alert) = engine.process(&mut event, now) {
             stats.alerts.fetch_add(1, Ordering::Relaxed);

@@ -36,6 +36,23 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+/// Which decoders and rules `logtest` and `ruletest` judge with.
+#[derive(Debug, Clone, clap::Args)]
+struct RulesetArgs {
+    /// An OSSEC etc directory: decoder.xml, and rules/ in the <include> order of ossec.conf.
+    #[arg(long, value_name = "DIR")]
+    ossec_etc: Option<PathBuf>,
+    /// Decoder files to use instead of the built-in decoders (repeatable).
+    #[arg(long = "decoders", value_name = "FILE")]
+    decoders: Vec<PathBuf>,
+    /// A directory of rule files (*.xml, in file-name order) instead of the built-in rules.
+    #[arg(long, value_name = "DIR")]
+    rules_dir: Option<PathBuf>,
+    /// Use the [ruleset] of this manager.toml.
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a CA, the server certificate, an operator bundle, manager.toml and the database.
@@ -62,6 +79,36 @@ enum Command {
     Quickstart,
     /// Check the configuration and report every problem.
     CheckConfig(ConfigArg),
+    /// Judge log lines from stdin as ossec-logtest does: pre-decoding, decoding, rules.
+    Logtest {
+        #[command(flatten)]
+        ruleset: RulesetArgs,
+        /// Print only alerts, in alerts.log layout, for the whole stream.
+        #[arg(short = 'a')]
+        alerts_only: bool,
+        /// No banner.
+        #[arg(short = 'q')]
+        quiet: bool,
+        /// Exit code from the last line: rule:level:decoder (0 all equal, 3 decoder, 2 rule, 1 level differs, 255 no rule).
+        #[arg(short = 'U', value_name = "RULE:LEVEL:DECODER")]
+        unit_test: Option<String>,
+        /// Pin the clock <time>, <weekday> and timeframes see (e.g. 2026-11-25T10:00:00, local time).
+        #[arg(long, value_name = "TIME")]
+        now: Option<String>,
+        /// Correlate on each line's own timestamp instead of the arrival time.
+        #[arg(long)]
+        event_time: bool,
+    },
+    /// Run OSSEC ruleset test files (INI); ends with 'N passed, M failed'.
+    Ruletest {
+        #[command(flatten)]
+        ruleset: RulesetArgs,
+        /// The clock (default: a weekday at 10:00 local, as OSSEC's corpus assumes).
+        #[arg(long, value_name = "TIME")]
+        now: Option<String>,
+        /// Test files; without any, the built-in ruleset's own tests.
+        files: Vec<PathBuf>,
+    },
     /// Register or remove agents.
     Agent {
         #[command(subcommand)]
@@ -140,6 +187,21 @@ fn load_config(path: &std::path::Path) -> Result<ManagerConfig, ExitCode> {
     })
 }
 
+fn load_ruleset(args: &RulesetArgs) -> Result<palisade_engine::engine::Ruleset, ExitCode> {
+    let source = match &args.config {
+        Some(path) => load_config(path)?.ruleset,
+        None => crate::ruleset::RulesetSource::default(),
+    };
+    let source = crate::ruleset::RulesetSource {
+        ossec_etc: args.ossec_etc.clone().or(source.ossec_etc),
+        ..source
+    };
+    crate::ruleset::load_with(&source, &args.decoders, args.rules_dir.as_deref()).map_err(|e| {
+        eprintln!("palisade-manager: the ruleset has errors:\n{e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
 fn setup_failed(e: SetupError) -> ExitCode {
     eprintln!("palisade-manager: {e}");
     match e {
@@ -188,6 +250,34 @@ async fn dispatch(command: Command) -> ExitCode {
                 eprintln!("palisade-manager: quickstart failed: {e:#}");
                 ExitCode::from(1)
             }
+        },
+        Command::Logtest {
+            ruleset,
+            alerts_only,
+            quiet,
+            unit_test,
+            now,
+            event_time,
+        } => {
+            let options = crate::logtest_cli::LogtestOptions {
+                alerts_only,
+                quiet,
+                unit_test,
+                now,
+                event_time,
+            };
+            match load_ruleset(&ruleset) {
+                Ok(rs) => crate::logtest_cli::logtest(rs, &options),
+                Err(code) => code,
+            }
+        }
+        Command::Ruletest {
+            ruleset,
+            now,
+            files,
+        } => match load_ruleset(&ruleset) {
+            Ok(rs) => crate::logtest_cli::ruletest(rs, now.as_deref(), &files),
+            Err(code) => code,
         },
         Command::CheckConfig(arg) => match load_config(&arg.config) {
             Ok(config) => {

@@ -146,15 +146,7 @@ struct RawRuleset {
     time_source: Option<String>,
 }
 
-/// Which clock correlation uses.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum TimeSource {
-    /// The time the manager received the event, as OSSEC does.
-    #[default]
-    Arrival,
-    /// The line's own timestamp, falling back to arrival time (counted).
-    Event,
-}
+pub use palisade_engine::timestamp::TimeSource;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

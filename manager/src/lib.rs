@@ -16,6 +16,7 @@
 //! - [`ingest`]: `AgentService`, the agents' stream.
 //! - [`control`]: `ControlService`, the operators' API.
 //! - [`quickstart`]: the ten-minute demonstration.
+//! - [`logtest_cli`]: `logtest` and `ruletest`.
 //!
 //! [`run`] is the daemon; `main.rs` only parses the command line, binds the
 //! listener and installs signal handlers, so tests run the same code on
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod ingest;
+pub mod logtest_cli;
 pub mod pki;
 pub mod quickstart;
 pub mod responder;

@@ -4,14 +4,11 @@
 //! that local rules can refer to and overwrite it, as OSSEC's
 //! `local_rules.xml` does.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use palisade_engine::decoder::DecoderSet;
 use palisade_engine::default_ruleset;
-use palisade_engine::engine::{BUILTIN_DECODERS, Ruleset, ossec_etc_files};
+use palisade_engine::engine::{Ruleset, ossec_etc_files};
 use palisade_engine::error::{LoadError, LoadErrors};
-use palisade_engine::rule::{LoadOptions, RuleSet};
 
 /// Where the ruleset comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,6 +75,17 @@ pub fn embedded() -> (Sources, Sources) {
 
 /// Loads the ruleset; every problem in every file is reported at once.
 pub fn load(source: &RulesetSource) -> Result<Ruleset, LoadErrors> {
+    load_with(source, &[], None)
+}
+
+/// Like [`load`], but `decoder_files` and the rule files of `rules_dir`
+/// (file-name order) replace the base set's decoders and rules when given
+/// (`logtest --decoders --rules-dir`).
+pub fn load_with(
+    source: &RulesetSource,
+    decoder_files: &[PathBuf],
+    rules_dir: Option<&Path>,
+) -> Result<Ruleset, LoadErrors> {
     let mut errors = Vec::new();
     let (mut decoders, mut rules, list_dir) = match &source.ossec_etc {
         Some(dir) => {
@@ -92,6 +100,22 @@ pub fn load(source: &RulesetSource) -> Result<Ruleset, LoadErrors> {
             (d, r, None)
         }
     };
+    if !decoder_files.is_empty() {
+        decoders.clear();
+        read_all(decoder_files, &mut decoders, &mut errors);
+    }
+    if let Some(dir) = rules_dir {
+        rules.clear();
+        let files = xml_files(dir, &mut errors);
+        if files.is_empty() {
+            errors.push(LoadError::new(
+                dir.display().to_string(),
+                0,
+                "no *.xml rule files here",
+            ));
+        }
+        read_all(&files, &mut rules, &mut errors);
+    }
     for dir in &source.dirs {
         let d = xml_files(&dir.join("decoders"), &mut errors);
         let r = xml_files(&dir.join("rules"), &mut errors);
@@ -106,34 +130,8 @@ pub fn load(source: &RulesetSource) -> Result<Ruleset, LoadErrors> {
         read_all(&r, &mut rules, &mut errors);
     }
     let list_dir = list_dir.or_else(|| source.dirs.first().cloned());
-    let decoder_set = match DecoderSet::load(&decoders) {
-        Ok(d) => Some(d),
-        Err(LoadErrors(mut e)) => {
-            errors.append(&mut e);
-            None
-        }
-    };
-    let decoder_names: Option<HashSet<String>> = decoder_set.as_ref().map(|d| {
-        d.decoders()
-            .iter()
-            .map(|x| x.name.clone())
-            .chain(BUILTIN_DECODERS.iter().map(|s| s.to_string()))
-            .collect()
-    });
-    let options = LoadOptions {
-        decoder_names,
-        list_dir,
-        ..LoadOptions::default()
-    };
-    let rule_set = match RuleSet::load(&rules, &options) {
-        Ok(r) => Some(r),
-        Err(LoadErrors(mut e)) => {
-            errors.append(&mut e);
-            None
-        }
-    };
-    match (decoder_set, rule_set) {
-        (Some(d), Some(r)) if errors.is_empty() => Ok(Ruleset::new(d, r)),
-        _ => Err(LoadErrors(errors)),
+    if !errors.is_empty() {
+        return Err(LoadErrors(errors));
     }
+    Ruleset::load_sources(&decoders, &rules, list_dir.as_deref())
 }
