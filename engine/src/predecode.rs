@@ -71,10 +71,21 @@ pub fn predecode_checked(
 /// Deletes every byte 0x00-0x1F and 0x7F (OSSEC 3.8
 /// `remove_control_characters`): tabs and carriage returns disappear too.
 pub fn remove_control_characters(line: &[u8]) -> Vec<u8> {
-    line.iter()
-        .copied()
-        .filter(|&c| c >= 0x20 && c != 0x7f)
-        .collect()
+    let is_control = |c: u8| c < 0x20 || c == 0x7f;
+    // Almost every line has none: one scan and one copy, instead of a
+    // byte-by-byte filtered collect (which showed as a quarter of the
+    // engine's time per event in a profile).
+    // A branch-free fold vectorises; `position` would not.
+    if !line.iter().fold(false, |acc, &c| acc | is_control(c)) {
+        return line.to_vec();
+    }
+    let Some(first) = line.iter().position(|&c| is_control(c)) else {
+        return line.to_vec();
+    };
+    let mut out = Vec::with_capacity(line.len());
+    out.extend_from_slice(&line[..first]);
+    out.extend(line[first..].iter().copied().filter(|&c| !is_control(c)));
+    out
 }
 
 /// OSSEC's `hostname_map`: the bytes allowed in a host or program name.

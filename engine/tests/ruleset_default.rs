@@ -77,3 +77,28 @@ fn own_ini_tests_pass_from_disk_too() {
         .unwrap();
     assert_eq!(s.failed, 0, "{}", String::from_utf8_lossy(&out));
 }
+
+/// 31170 is a speed gate in front of the URL attack rules: it must search
+/// for exactly their patterns, or an attack would slip past it.
+#[test]
+fn the_url_gate_lists_exactly_the_attack_patterns() {
+    let rs = load();
+    let patterns = |id: u32| -> Vec<String> {
+        let rule = rs.rules.rule(id).unwrap();
+        let mut v: Vec<String> = rule
+            .cond
+            .url
+            .as_ref()
+            .unwrap()
+            .source()
+            .split('|')
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let mut attacks: Vec<String> = [31103, 31104, 31105].into_iter().flat_map(patterns).collect();
+    attacks.sort();
+    assert_eq!(patterns(31170), attacks);
+    assert_eq!(rs.rules.child_ids(31170), vec![31103, 31104, 31105]);
+}
