@@ -49,14 +49,30 @@ struct RawManager {
 struct RawSpool {
     #[serde(default = "default_database")]
     database: PathBuf,
+    /// Bound on disk: `"256MiB"`, `"1GiB"` or a number of bytes.
+    max_size: Option<RawSize>,
+    /// Most events sent in one batch.
+    batch_events: Option<u32>,
+    /// How long a batch that is not full may wait for more events.
+    batch_age: Option<String>,
 }
 
 impl Default for RawSpool {
     fn default() -> Self {
         Self {
             database: default_database(),
+            max_size: None,
+            batch_events: None,
+            batch_age: None,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,14 +87,24 @@ struct RawAgent {
     read_from_start: bool,
     /// Longer lines are cut and flagged.
     max_line_length: Option<usize>,
+    /// How long a rotated or deleted file is still read after it last grew.
+    rotate_wait: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLocalfile {
-    location: String,
+    /// A file or a glob pattern (file formats).
+    location: Option<String>,
     #[serde(default = "default_format")]
     log_format: String,
+    /// The command to run (`command` and `full_command`), split into
+    /// arguments like a shell would but never run by one.
+    command: Option<String>,
+    /// The name its output is reported under (default: the command).
+    alias: Option<String>,
+    /// How often the command runs.
+    frequency: Option<String>,
 }
 
 fn default_server_name() -> String {
@@ -112,6 +138,128 @@ pub const LINE_FORMATS: &[&str] = &[
     "postgresql_log",
     "djb-multilog",
 ];
+
+/// The formats that run a command instead of reading a file.
+pub const COMMAND_FORMATS: &[&str] = &["command", "full_command"];
+
+/// Whether `format` is `multi-line:N` (OSSEC also writes `multi-line: N`)
+/// with a usable N.
+fn multi_line_count(format: &str) -> Option<Result<usize, String>> {
+    let rest = format.strip_prefix("multi-line")?;
+    let n = rest.trim_start().strip_prefix(':').map(str::trim);
+    Some(match n.and_then(|n| n.parse::<usize>().ok()) {
+        Some(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{format:?} needs a line count from 1 to 1024, like \"multi-line:3\""
+        )),
+    })
+}
+
+/// A command whose output is shipped (OSSEC's `command`/`full_command`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSource {
+    /// The command line as written.
+    pub command: String,
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Reported as the events' location (the alias, else the command).
+    pub location: String,
+    /// `full_command`: the whole output is one event; `command`: each
+    /// line is one.
+    pub full: bool,
+    /// How often it runs.
+    pub frequency: Duration,
+}
+
+/// Splits a command line into arguments with shell quoting rules (single
+/// and double quotes, backslash escapes) but no expansion of any kind.
+pub fn split_command(line: &str) -> Result<Vec<String>, String> {
+    let mut args = Vec::new();
+    let mut current = String::new();
+    let mut in_arg = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_arg = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => current.push(c),
+                        None => return Err("unterminated single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_arg = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => current.push(c),
+                            Some(c) => {
+                                current.push('\\');
+                                current.push(c);
+                            }
+                            None => return Err("unterminated double quote".into()),
+                        },
+                        Some(c) => current.push(c),
+                        None => return Err("unterminated double quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_arg = true;
+                match chars.next() {
+                    Some(c) => current.push(c),
+                    None => return Err("trailing backslash".into()),
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_arg {
+                    args.push(std::mem::take(&mut current));
+                    in_arg = false;
+                }
+            }
+            c => {
+                in_arg = true;
+                current.push(c);
+            }
+        }
+    }
+    if in_arg {
+        args.push(current);
+    }
+    if args.is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(args)
+}
+
+/// Parses a size such as `"256MiB"`, `"512KiB"`, `"1GiB"`, `"10MB"` or
+/// `"1000"` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit_size: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("{s:?} is not a size like \"256MiB\"")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_size))
+        .ok_or_else(|| format!("{s:?} is not a size like \"256MiB\""))
+}
 
 /// One watched file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,8 +295,18 @@ pub struct AgentConfig {
     pub read_from_start: bool,
     /// Longer lines are cut and flagged.
     pub max_line_length: usize,
-    /// The files to watch.
+    /// The files to watch (paths or glob patterns).
     pub localfiles: Vec<Localfile>,
+    /// The commands to run.
+    pub commands: Vec<CommandSource>,
+    /// How long a rotated or deleted file is still read after it last grew.
+    pub rotate_wait: Duration,
+    /// Bound of the spool on disk, in bytes.
+    pub spool_max_size: u64,
+    /// Most events sent in one batch.
+    pub batch_events: u32,
+    /// How long a batch that is not full may wait for more events.
+    pub batch_age: Duration,
 }
 
 /// Parses a duration written as `"600s"`, `"10m"`, `"250ms"` or `"1h30m"`.
@@ -209,6 +367,18 @@ impl AgentConfig {
             Duration::from_secs(30),
             Duration::from_millis(100),
         );
+        let rotate_wait = duration(
+            "agent.rotate_wait",
+            raw.agent.rotate_wait.as_deref(),
+            Duration::from_secs(5),
+            Duration::ZERO,
+        );
+        let batch_age = duration(
+            "spool.batch_age",
+            raw.spool.batch_age.as_deref(),
+            Duration::from_millis(200),
+            Duration::ZERO,
+        );
         match raw.manager.address.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
             _ => errors.push(format!(
@@ -224,23 +394,114 @@ impl AgentConfig {
             errors.push(format!(
                 "agent.max_line_length: {max_line_length} is below the minimum 256"
             ));
+        } else if max_line_length > 16 << 20 {
+            errors.push(format!(
+                "agent.max_line_length: {max_line_length} is above the maximum 16777216"
+            ));
+        }
+        let spool_max_size = match &raw.spool.max_size {
+            None => crate::spool::DEFAULT_MAX_SIZE,
+            Some(size) => {
+                let parsed = match size {
+                    RawSize::Bytes(n) => Ok(*n),
+                    RawSize::Text(t) => parse_size(t),
+                };
+                match parsed {
+                    Ok(n) if n >= 1 << 20 => n,
+                    Ok(n) => {
+                        errors.push(format!(
+                            "spool.max_size: {n} bytes is below the minimum \"1MiB\""
+                        ));
+                        crate::spool::DEFAULT_MAX_SIZE
+                    }
+                    Err(e) => {
+                        errors.push(format!("spool.max_size: {e}"));
+                        crate::spool::DEFAULT_MAX_SIZE
+                    }
+                }
+            }
+        };
+        let batch_events = raw.spool.batch_events.unwrap_or(500);
+        if !(1..=10_000).contains(&batch_events) {
+            errors.push(format!(
+                "spool.batch_events: {batch_events} is not between 1 and 10000"
+            ));
         }
         let mut localfiles = Vec::new();
+        let mut commands = Vec::new();
         for (i, lf) in raw.localfile.iter().enumerate() {
-            if lf.location.is_empty() {
-                errors.push(format!("localfile[{i}].location: must not be empty"));
+            let format = lf.log_format.trim();
+            if COMMAND_FORMATS.contains(&format) {
+                if lf.location.is_some() {
+                    errors.push(format!(
+                        "localfile[{i}].location: a {format} source runs `command` and reads no file"
+                    ));
+                }
+                let frequency = match lf.frequency.as_deref() {
+                    None => Duration::from_secs(60),
+                    Some(v) => match parse_duration(v) {
+                        Ok(d) if d >= Duration::from_secs(1) => d,
+                        Ok(_) => {
+                            errors.push(format!(
+                                "localfile[{i}].frequency: {v:?} is below the minimum 1s"
+                            ));
+                            Duration::from_secs(60)
+                        }
+                        Err(e) => {
+                            errors.push(format!("localfile[{i}].frequency: {e}"));
+                            Duration::from_secs(60)
+                        }
+                    },
+                };
+                match lf.command.as_deref().map(split_command) {
+                    None => errors.push(format!(
+                        "localfile[{i}].command: a {format} source needs the command to run"
+                    )),
+                    Some(Err(e)) => errors.push(format!("localfile[{i}].command: {e}")),
+                    Some(Ok(argv)) => {
+                        let command = lf.command.clone().unwrap_or_default();
+                        commands.push(CommandSource {
+                            location: lf.alias.clone().unwrap_or_else(|| command.clone()),
+                            command,
+                            argv,
+                            full: format == "full_command",
+                            frequency,
+                        });
+                    }
+                }
+                continue;
             }
-            if !LINE_FORMATS.contains(&lf.log_format.as_str()) {
-                errors.push(format!(
-                    "localfile[{i}].log_format: {:?} is not supported (one of: {})",
+            for (key, set) in [
+                ("command", lf.command.is_some()),
+                ("alias", lf.alias.is_some()),
+                ("frequency", lf.frequency.is_some()),
+            ] {
+                if set {
+                    errors.push(format!(
+                        "localfile[{i}].{key}: only for the command and full_command formats"
+                    ));
+                }
+            }
+            match multi_line_count(format) {
+                Some(Err(e)) => errors.push(format!("localfile[{i}].log_format: {e}")),
+                Some(Ok(_)) => {}
+                None if LINE_FORMATS.contains(&format) => {}
+                None => errors.push(format!(
+                    "localfile[{i}].log_format: {:?} is not supported (one of: {}, {}, multi-line:N)",
                     lf.log_format,
-                    LINE_FORMATS.join(", ")
-                ));
+                    LINE_FORMATS.join(", "),
+                    COMMAND_FORMATS.join(", ")
+                )),
             }
-            localfiles.push(Localfile {
-                location: base.join(&lf.location),
-                log_format: lf.log_format.clone(),
-            });
+            match lf.location.as_deref() {
+                None | Some("") => {
+                    errors.push(format!("localfile[{i}].location: must not be empty"));
+                }
+                Some(location) => localfiles.push(Localfile {
+                    location: base.join(location),
+                    log_format: format.to_string(),
+                }),
+            }
         }
         if !errors.is_empty() {
             return Err(ConfigError { file, errors });
@@ -258,6 +519,11 @@ impl AgentConfig {
             read_from_start: raw.agent.read_from_start,
             max_line_length,
             localfiles,
+            commands,
+            rotate_wait,
+            spool_max_size,
+            batch_events,
+            batch_age,
         })
     }
 }
@@ -291,6 +557,88 @@ mod tests {
         assert!(
             err.errors[2].starts_with("localfile[0].log_format"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn spool_commands_and_multi_line() {
+        let c = AgentConfig::parse(
+            r#"
+[manager]
+address = "m:1514"
+[spool]
+max_size = "8MiB"
+batch_age = "50ms"
+[[localfile]]
+location = "/var/log/nginx/*.log"
+log_format = "nginx"
+[[localfile]]
+location = "/var/log/app.log"
+log_format = "multi-line: 3"
+[[localfile]]
+log_format = "full_command"
+command = "netstat -tan 'a b'"
+alias = "netstat"
+frequency = "360s"
+"#,
+            Path::new("/etc/palisade/agent.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.spool_max_size, 8 << 20);
+        assert_eq!(c.batch_age, Duration::from_millis(50));
+        assert_eq!(c.batch_events, 500);
+        assert_eq!(c.localfiles.len(), 2);
+        assert_eq!(c.localfiles[1].log_format, "multi-line: 3");
+        assert_eq!(c.commands.len(), 1);
+        assert_eq!(c.commands[0].argv, vec!["netstat", "-tan", "a b"]);
+        assert_eq!(c.commands[0].location, "netstat");
+        assert!(c.commands[0].full);
+        assert_eq!(c.commands[0].frequency, Duration::from_secs(360));
+    }
+
+    #[test]
+    fn source_problems_are_named() {
+        let err = AgentConfig::parse(
+            r#"
+[manager]
+address = "m:1514"
+[spool]
+max_size = "12 parsecs"
+[[localfile]]
+log_format = "command"
+[[localfile]]
+location = "/x"
+log_format = "multi-line:0"
+[[localfile]]
+location = "/y"
+command = "ls"
+"#,
+            Path::new("a.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(err.errors.len(), 4, "{err}");
+        assert!(err.errors[0].starts_with("spool.max_size"), "{err}");
+        assert!(err.errors[1].starts_with("localfile[0].command"), "{err}");
+        assert!(err.errors[2].starts_with("localfile[1].log_format"), "{err}");
+        assert!(err.errors[3].starts_with("localfile[2].command"), "{err}");
+    }
+
+    #[test]
+    fn sizes_and_command_lines() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
+        assert!(parse_size("MiB").is_err());
+        assert_eq!(
+            split_command(r#"grep -c "a \"b\"" 'c d' e\ f"#).unwrap(),
+            vec!["grep", "-c", "a \"b\"", "c d", "e f"]
+        );
+        assert!(split_command("echo 'open").is_err());
+        assert!(split_command("  ").is_err());
+        // No shell: operators are plain arguments.
+        assert_eq!(
+            split_command("echo a; rm -rf /").unwrap(),
+            vec!["echo", "a;", "rm", "-rf", "/"]
         );
     }
 

@@ -5,8 +5,9 @@
 //! # Layout
 //!
 //! - [`config`]: `agent.toml`, validated in one pass.
-//! - [`spool`]: the SQLite spool and file checkpoints.
-//! - [`tail`]: polling file follower.
+//! - [`spool`]: the SQLite spool and file checkpoints, bounded on disk.
+//! - [`tail`]: polling file follower (globs, rotation, fingerprints).
+//! - [`command`]: OSSEC's `command`/`full_command` sources.
 //! - [`uplink`]: the mutual-TLS stream to the manager.
 //!
 //! [`run`] is the daemon; `main.rs` only parses the command line and
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod command;
 pub mod config;
 pub mod spool;
 pub mod tail;
@@ -40,7 +42,13 @@ pub enum RunError {
 
 /// Runs the agent until `shutdown` is cancelled.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), RunError> {
-    let spool = spool::Spool::open(&config.spool_database).await?;
+    let spool = spool::Spool::open_with(
+        &config.spool_database,
+        spool::SpoolOptions {
+            max_size: config.spool_max_size,
+        },
+    )
+    .await?;
     let spooled = Arc::new(Notify::new());
     let stats = uplink::AgentStats::default();
     let tailer = tail::Tailer::new(
@@ -50,15 +58,36 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             poll_interval: config.poll_interval,
             read_from_start: config.read_from_start,
             max_line_length: config.max_line_length,
+            batch_lines: config.batch_events as usize,
+            rotate_wait: config.rotate_wait,
+            ..tail::TailOptions::default()
         },
         spooled.clone(),
         stats.read_lag.clone(),
     );
+    let runners: Vec<command::CommandRunner> = config
+        .commands
+        .iter()
+        .map(|c| {
+            command::CommandRunner::new(
+                c.clone(),
+                spool.clone(),
+                spooled.clone(),
+                config.max_line_length,
+            )
+        })
+        .collect();
     let uplink = uplink::Uplink::new(config.clone(), spool.clone(), spooled, stats);
-    info!(manager = %config.manager_address, files = config.localfiles.len(), "Agent started.");
-    // Either task failing stops the agent; the other is told to stop.
+    info!(
+        manager = %config.manager_address,
+        files = config.localfiles.len(),
+        commands = config.commands.len(),
+        "Agent started."
+    );
+    // Any task failing stops the agent; the others are told to stop.
     let stop = shutdown.child_token();
-    let tail_task = tokio::spawn({
+    let mut collectors = tokio::task::JoinSet::new();
+    collectors.spawn({
         let stop = stop.clone();
         async move {
             let r = tailer.run(stop.clone()).await;
@@ -66,9 +95,22 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             r
         }
     });
+    for runner in runners {
+        let stop = stop.clone();
+        collectors.spawn(async move {
+            let r = runner.run(stop.clone()).await;
+            stop.cancel();
+            r
+        });
+    }
     let uplink_result = uplink.run(stop.clone()).await;
     stop.cancel();
-    let tail_result = tail_task.await.unwrap_or(Ok(()));
+    let mut tail_result = Ok(());
+    while let Some(r) = collectors.join_next().await {
+        if let Ok(Err(e)) = r {
+            tail_result = Err(e);
+        }
+    }
     spool.close().await;
     info!("Agent stopped.");
     uplink_result?;

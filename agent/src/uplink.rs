@@ -6,7 +6,14 @@
 //! jitter (0.5 s doubling to 60 s), so a fleet does not reconnect in
 //! lockstep after a manager restart. After each (re)connection the manager's
 //! Welcome says which sequence it already has; everything after it in the
-//! spool is sent again.
+//! spool is sent again, and a heartbeat goes out at once so the manager
+//! learns the spool depth and the dropped count as soon as it is back.
+//!
+//! Events go out in batches of `batch_events`; a batch that is not full is
+//! held until its oldest event is `batch_age` old, so a busy agent sends
+//! few large batches and a quiet one still sends within that delay. At
+//! most [`WINDOW`] batches are unacknowledged; the spool, not memory, holds
+//! everything else.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,12 +31,10 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tracing::{info, warn};
 
 use crate::config::AgentConfig;
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{DROPPED_EVENTS, Spool, SpoolError};
 
-/// Events per batch sent.
-const BATCH_EVENTS: u32 = 500;
 /// Batches sent but not yet acknowledged.
-const WINDOW: usize = 8;
+pub const WINDOW: usize = 8;
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
@@ -61,7 +66,7 @@ pub enum UplinkError {
 /// Shared counters the uplink reports.
 #[derive(Debug, Clone, Default)]
 pub struct AgentStats {
-    /// Bytes not yet read over all files.
+    /// Bytes not yet read of the file furthest behind.
     pub read_lag: Arc<AtomicU64>,
 }
 
@@ -112,6 +117,16 @@ impl Uplink {
                 }
             }
         }
+    }
+
+    /// The agent's status now.
+    async fn heartbeat(&self) -> Result<Heartbeat, UplinkError> {
+        Ok(Heartbeat {
+            sent_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+            spool_depth: self.spool.depth().await?,
+            dropped_events: self.spool.counter(DROPPED_EVENTS).await?,
+            read_lag_bytes: self.stats.read_lag.load(Ordering::Relaxed),
+        })
     }
 
     fn tls(&self) -> Result<ClientTlsConfig, UplinkError> {
@@ -196,13 +211,29 @@ impl Uplink {
         let mut acked = welcome.last_sequence;
         let mut sent = welcome.last_sequence;
         let mut in_flight: VecDeque<u64> = VecDeque::new();
+        // Status right after Welcome, then every interval.
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let batch_age = i64::try_from(self.config.batch_age.as_millis()).unwrap_or(i64::MAX);
+        heartbeat.tick().await;
+        send(AgentKind::Heartbeat(self.heartbeat().await?)).await?;
         loop {
-            while in_flight.len() < WINDOW {
-                let batch = self.spool.pending(sent, BATCH_EVENTS).await?;
-                let Some(last) = batch.last().map(|e| e.sequence) else {
+            // Re-decided on every wake-up: a partial batch waits for more
+            // events or for its age.
+            let mut hold_until: Option<tokio::time::Instant> = None;
+            while in_flight.len() < WINDOW && hold_until.is_none() {
+                let batch = self.spool.pending(sent, self.config.batch_events).await?;
+                let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
                     break;
                 };
+                let last = last.sequence;
+                let age = jiff::Timestamp::now().as_millisecond() - first.event.read_at;
+                if batch.len() < self.config.batch_events as usize && age < batch_age {
+                    let wait = u64::try_from(batch_age - age.max(0)).unwrap_or(0);
+                    hold_until =
+                        Some(tokio::time::Instant::now() + Duration::from_millis(wait.max(1)));
+                    break;
+                }
                 let events = batch
                     .into_iter()
                     .map(|e| Event {
@@ -245,16 +276,20 @@ impl Uplink {
                     }
                 }
                 _ = self.spooled.notified(), if in_flight.len() < WINDOW => {}
+                _ = sleep_until_some(hold_until) => {}
                 _ = heartbeat.tick() => {
-                    send(AgentKind::Heartbeat(Heartbeat {
-                        sent_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
-                        spool_depth: self.spool.depth().await?,
-                        dropped_events: self.spool.counter("dropped_events").await?,
-                        read_lag_bytes: self.stats.read_lag.load(Ordering::Relaxed),
-                    })).await?;
+                    send(AgentKind::Heartbeat(self.heartbeat().await?)).await?;
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `t`, or forever without one.
+async fn sleep_until_some(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 
