@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use palisade_proto::v1::control_service_client::ControlServiceClient;
-use palisade_proto::v1::{ListAgentsRequest, ListAgentsResponse};
+use palisade_proto::v1::{
+    ListAgentsRequest, ListAgentsResponse, RunResponseRequest, RunResponseResponse,
+};
 use serde::Deserialize;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -132,6 +134,7 @@ fn code_name(code: tonic::Code) -> &'static str {
         tonic::Code::Unauthenticated => "not authenticated",
         tonic::Code::NotFound => "not found",
         tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::FailedPrecondition => "refused",
         tonic::Code::Unimplemented => "not available",
         tonic::Code::Unavailable => "manager unavailable",
         _ => "error",
@@ -151,6 +154,18 @@ pub async fn list_agents(
             disconnected_only,
             include_removed,
         })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(call_failed)
+}
+
+/// Runs a response on agents.
+pub async fn run_response(
+    client: &mut ControlServiceClient<Channel>,
+    request: RunResponseRequest,
+) -> Result<RunResponseResponse, Failure> {
+    client
+        .run_response(request)
         .await
         .map(tonic::Response::into_inner)
         .map_err(call_failed)

@@ -201,3 +201,116 @@ async fn errors_are_one_clear_line() {
     assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("absent.toml"), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_can_be_listed_run_and_lifted() {
+    let m = start().await;
+    setup::add_agent(&m.config, "web01", None, None)
+        .await
+        .unwrap();
+
+    let out = ctl(&m.ctl, &["-L"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "\nPalisade agent_control. Available active responses:\n\n   Response name: route-null600, command: route-null\n\n"
+    );
+    let out = ctl(&m.ctl, &["responses", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json[0]["name"], "route-null600");
+    assert_eq!(json[0]["timeout_seconds"], 600);
+
+    // The agent is offline: the command is queued and said so.
+    let out = ctl(
+        &m.ctl,
+        &["-b", "198.51.100.7", "-f", "route-null600", "-u", "001"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(""));
+    assert_eq!(
+        lines.next(),
+        Some("Palisade agent_control: Running active response 'route-null600' on: 001")
+    );
+    assert_eq!(
+        lines.next(),
+        Some("   Agent 001 is not connected: queued, it runs when the agent reconnects.")
+    );
+
+    let out = ctl(&m.ctl, &["blocks", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json[0]["srcip"], "198.51.100.7");
+    assert_eq!(json[0]["agent"], "001");
+    assert_eq!(json[0]["response"], "route-null600");
+    assert_eq!(json[0]["state"], "pending");
+    let out = ctl(&m.ctl, &["blocks"]).await;
+    assert!(
+        stdout(&out)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("198.51.100.7  001    route-null600"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = ctl(&m.ctl, &["unblock", "198.51.100.7"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "unblock 198.51.100.7: agent 001 is not connected; queued until it reconnects\n"
+    );
+    let out = ctl(&m.ctl, &["unblock", "198.51.100.8"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not blocked"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_errors_are_one_clear_line() {
+    let m = start().await;
+    setup::add_agent(&m.config, "web01", None, None)
+        .await
+        .unwrap();
+    let cases: [(&[&str], i32, &str); 6] = [
+        (
+            &["-b", "198.51.100.7", "-f", "route-null600", "-u", "042"],
+            1,
+            "unknown agent 042",
+        ),
+        (
+            &["-b", "198.51.100.7", "-f", "firewall-drop0", "-u", "001"],
+            1,
+            "unknown response \"firewall-drop0\"",
+        ),
+        (
+            &["-b", "127.0.0.1", "-f", "route-null600", "-u", "001"],
+            1,
+            "loopback",
+        ),
+        (
+            &["block", "::1", "-f", "route-null600", "-u", "001"],
+            1,
+            "loopback",
+        ),
+        (
+            &["-b", "999.1.2.3", "-f", "route-null600", "-u", "001"],
+            64,
+            "invalid value '999.1.2.3'",
+        ),
+        (
+            &["-b", "198.51.100.7", "-f", "route-null600"],
+            64,
+            "-b needs -u ID or -a",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let out = ctl(&m.ctl, args).await;
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+        if code == 1 {
+            assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+        }
+    }
+}
