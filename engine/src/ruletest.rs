@@ -135,12 +135,7 @@ impl Actual {
 }
 
 fn truthy(v: Option<&str>) -> bool {
-    v.is_some_and(|v| {
-        matches!(
-            v.to_ascii_lowercase().as_str(),
-            "yes" | "true" | "1" | "on"
-        )
-    })
+    v.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "yes" | "true" | "1" | "on"))
 }
 
 fn run_one(
@@ -153,7 +148,10 @@ fn run_one(
 ) -> io::Result<Summary> {
     let parsed = ini::parse(text);
     for e in &parsed.errors {
-        writeln!(out, "warning: {name}:{e} (ignored, as configparser would keep going)")?;
+        writeln!(
+            out,
+            "warning: {name}:{e} (ignored, as configparser would keep going)"
+        )?;
     }
     let mut s = Summary::default();
     let sequences: Vec<&Section> = parsed

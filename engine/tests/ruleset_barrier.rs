@@ -5,6 +5,9 @@
 //! still fires on events 14 and 28, as in OSSEC. Checked with OSSEC's
 //! 3.8.0 rules and with Palisade's.
 
+// Test and measurement code: a failed setup step should stop it loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 

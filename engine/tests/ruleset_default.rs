@@ -2,6 +2,9 @@
 //! the embedded load order, and its INI tests (one-line cases and the
 //! multi-line `sequence` cases) all pass through `ruletest`.
 
+// Test and measurement code: a failed setup step should stop it loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -36,7 +39,10 @@ fn every_file_on_disk_is_embedded_in_load_order() {
         assert_eq!(on_disk, names, "{dir}");
         // The embedded copy is the file on disk.
         for (n, text) in listed {
-            assert_eq!(std::fs::read_to_string(Path::new(RULESET).join(n)).unwrap(), *text);
+            assert_eq!(
+                std::fs::read_to_string(Path::new(RULESET).join(n)).unwrap(),
+                *text
+            );
         }
     }
     // The same files load from disk in the same order.
@@ -73,8 +79,8 @@ fn own_ini_tests_pass_from_disk_too() {
         .collect();
     let mut out = Vec::new();
     let zone = TimeZone::UTC;
-    let s = ruletest::run_files(&rs, &files, ruletest::business_hours(&zone), zone, &mut out)
-        .unwrap();
+    let s =
+        ruletest::run_files(&rs, &files, ruletest::business_hours(&zone), zone, &mut out).unwrap();
     assert_eq!(s.failed, 0, "{}", String::from_utf8_lossy(&out));
 }
 
@@ -97,7 +103,10 @@ fn the_url_gate_lists_exactly_the_attack_patterns() {
         v.sort();
         v
     };
-    let mut attacks: Vec<String> = [31103, 31104, 31105].into_iter().flat_map(patterns).collect();
+    let mut attacks: Vec<String> = [31103, 31104, 31105]
+        .into_iter()
+        .flat_map(patterns)
+        .collect();
     attacks.sort();
     assert_eq!(patterns(31170), attacks);
     assert_eq!(rs.rules.child_ids(31170), vec![31103, 31104, 31105]);

@@ -2,6 +2,9 @@
 //! ossec-logtest prints it, `-U` exit codes, and `-a` (alerts only, state
 //! kept, alerts.log layout).
 
+// Test and measurement code: a failed setup step should stop it loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
@@ -45,7 +48,10 @@ fn phase_3_text_and_unit_test_exit_code() {
     let r = lt
         .line(br#"203.0.113.7 - - [10/Mar/2024:13:55:36 +0000] "GET / HTTP/1.1" 200 5 "-" "x""#)
         .unwrap();
-    assert!(r.text.contains("       Rule id: '31100'\n       Level: '0'\n"));
+    assert!(
+        r.text
+            .contains("       Rule id: '31100'\n       Level: '0'\n")
+    );
     assert!(!r.text.contains("**Alert to be generated."));
     assert_eq!(lt.exit_code(), 3, "decoder differs from the -U expectation");
 }
@@ -60,7 +66,10 @@ fn logtest_keeps_state_across_lines() {
         let line = format!(
             "Nov 14 22:13:2{i} web01 sshd[2232]: Failed password for root from 203.0.113.99 port 4002{i} ssh2"
         );
-        last = lt.line(line.as_bytes()).and_then(|r| r.outcome).map(|o| o.id);
+        last = lt
+            .line(line.as_bytes())
+            .and_then(|r| r.outcome)
+            .map(|o| o.id);
     }
     assert_eq!(last, Some(5720));
 }
@@ -100,7 +109,11 @@ fn alerts_only_mode_prints_alerts_log_entries() {
     let lines: Vec<&str> = last.lines().collect();
     assert_eq!(
         lines[0],
-        format!("** Alert {}.{}: mail  - web,accesslog,web_scan,recon,", t.as_second(), text.rfind("** Alert").unwrap())
+        format!(
+            "** Alert {}.{}: mail  - web,accesslog,web_scan,recon,",
+            t.as_second(),
+            text.rfind("** Alert").unwrap()
+        )
     );
     assert_eq!(lines[1], "2024 Mar 13 10:00:28 manager->stdin");
     assert_eq!(

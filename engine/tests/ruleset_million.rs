@@ -10,6 +10,9 @@
 //! `PALISADE_BENCH_SET=palisade|ossec` to one ruleset (for profiling under
 //! callgrind).
 
+// Test and measurement code: a failed setup step should stop it loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -24,7 +27,11 @@ const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
 
 fn log_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().and_then(Path::parent).and_then(Path::parent).unwrap();
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .unwrap();
     let dir = target.join("palisade-bench");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("access-1000000-seed42.log");
@@ -48,7 +55,11 @@ fn measure(name: &str, rs: &Arc<Ruleset>, text: &[u8], limit: usize) {
     let step = SignedDuration::from_millis(25);
     let (mut n, mut alerts) = (0usize, 0usize);
     let t0 = Instant::now();
-    for l in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).take(limit) {
+    for l in text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .take(limit)
+    {
         now += step;
         let mut ev = predecode(l, "/var/log/apache2/access.log", "manager");
         alerts += usize::from(engine.process(&mut ev, now).is_some());

@@ -10,6 +10,9 @@
 //! That is where OSSEC's barrier (a firing for one address stops the count
 //! for every other address) loses scanners; the larger run spreads them.
 
+// Test and measurement code: a failed setup step should stop it loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,7 +54,11 @@ fn generate(lines: usize, seed: u32) -> (PathBuf, Vec<Burst>) {
         .arg(&truth)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let bursts = std::fs::read_to_string(&truth)
         .unwrap()
         .lines()
@@ -110,7 +117,10 @@ struct Outcome {
 }
 
 fn score(bursts: &[Burst], fired: &HashMap<String, usize>) -> Outcome {
-    let scanners: Vec<&Burst> = bursts.iter().filter(|b| b.max_404_in_window >= 14).collect();
+    let scanners: Vec<&Burst> = bursts
+        .iter()
+        .filter(|b| b.max_404_in_window >= 14)
+        .collect();
     let known: HashSet<&str> = scanners.iter().map(|b| b.ip.as_str()).collect();
     Outcome {
         scanners: scanners.len(),
@@ -156,8 +166,16 @@ fn check(lines: usize, seed: u32) {
     assert!(ours.scanners >= 10, "the log has scanners to find");
     assert!(slow > 0, "the log has slow probers to ignore");
     assert!(ours.missed.is_empty(), "missed: {:?}", ours.missed);
-    assert!(ours.false_positives.is_empty(), "{:?}", ours.false_positives);
-    assert!(ossec.false_positives.is_empty(), "{:?}", ossec.false_positives);
+    assert!(
+        ours.false_positives.is_empty(),
+        "{:?}",
+        ours.false_positives
+    );
+    assert!(
+        ossec.false_positives.is_empty(),
+        "{:?}",
+        ossec.false_positives
+    );
 }
 
 /// All bursts in the same minute (the generator's short-log case).

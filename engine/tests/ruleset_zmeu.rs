@@ -3,6 +3,9 @@
 //! 14th 4xx and not before, for an IPv4 and an IPv6 client. With OSSEC's
 //! rules these lines end as the user-agent rule and are never counted.
 
+// Test and measurement code: a failed setup step should stop it loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
@@ -95,11 +98,7 @@ fn two_scanners_do_not_add_up() {
         e.ruleset().decoders.decode(&mut ev);
         rules.push(e.judge(&ev, start() + SignedDuration::from_secs(i as i64)));
     }
-    assert!(
-        rules
-            .iter()
-            .all(|v| v.rule_and_level() == Some((31184, 6)))
-    );
+    assert!(rules.iter().all(|v| v.rule_and_level() == Some((31184, 6))));
 }
 
 #[test]

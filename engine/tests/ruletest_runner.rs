@@ -3,6 +3,9 @@
 //! expectation reported with both triples, `fail` keys, sequences, and an
 //! unreadable file counted as a failure.
 
+// Test and measurement code: a failed setup step should stop it loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,8 +30,8 @@ fn ossec_files() -> Vec<PathBuf> {
 fn run_files(rs: &Arc<Ruleset>, files: &[PathBuf]) -> (Summary, String) {
     let zone = TimeZone::UTC;
     let mut out = Vec::new();
-    let s = ruletest::run_files(rs, files, ruletest::business_hours(&zone), zone, &mut out)
-        .unwrap();
+    let s =
+        ruletest::run_files(rs, files, ruletest::business_hours(&zone), zone, &mut out).unwrap();
     (s, String::from_utf8(out).unwrap())
 }
 
@@ -37,7 +40,14 @@ fn ossec_corpus_passes_against_both_ossec_sets() {
     for rel in ["etc", "legacy-3.3.0/etc"] {
         let rs = Arc::new(Ruleset::load_ossec_etc(&Path::new(CORPUS).join(rel)).unwrap());
         let (s, text) = run_files(&rs, &ossec_files());
-        assert_eq!(s, Summary { passed: 236, failed: 0 }, "{rel}:\n{text}");
+        assert_eq!(
+            s,
+            Summary {
+                passed: 236,
+                failed: 0
+            },
+            "{rel}:\n{text}"
+        );
         assert!(text.ends_with("236 passed, 0 failed\n"), "{text}");
     }
 }
@@ -76,7 +86,14 @@ fn a_wrong_expectation_is_reported_with_both_triples() {
          log 1 pass = Nov 14 22:13:20 web01 sshd[2232]: Failed password for root from 203.0.113.99 port 40022 ssh2\n\
          rule = 5716\nalert = 5\ndecoder = sshd\n",
     );
-    assert_eq!(s, Summary { passed: 1, failed: 1 }, "{text}");
+    assert_eq!(
+        s,
+        Summary {
+            passed: 1,
+            failed: 1
+        },
+        "{text}"
+    );
     assert_eq!(
         text,
         "FAIL neg.ini:2 [wrong level and rule] log 1 pass\n\
@@ -100,7 +117,14 @@ fn fail_keys_decoders_and_no_match_are_judged() {
          log 1 pass = just some words\n\
          rule = 1002\nalert = 2\ndecoder = sshd\n",
     );
-    assert_eq!(s, Summary { passed: 0, failed: 3 }, "{text}");
+    assert_eq!(
+        s,
+        Summary {
+            passed: 0,
+            failed: 3
+        },
+        "{text}"
+    );
     assert!(text.contains("    expected: NOT rule 5716, level 5, decoder sshd\n"));
     assert!(text.contains("    expected: rule 5716, level 5, decoder sshd-failed\n"));
     assert!(text.contains("    actual:   rule none, level none, decoder none\n"));
@@ -118,10 +142,25 @@ fn a_sequence_keeps_state_and_judges_the_last_line() {
         t.push_str(&format!("{expect}\ndecoder = web-accesslog\n"));
         run_text(&t)
     };
-    assert_eq!(burst(14, 2, "rule = 31151\nalert = 10").0, Summary { passed: 1, failed: 0 });
+    assert_eq!(
+        burst(14, 2, "rule = 31151\nalert = 10").0,
+        Summary {
+            passed: 1,
+            failed: 0
+        }
+    );
     let (s, text) = burst(13, 2, "rule = 31151\nalert = 10");
-    assert_eq!(s, Summary { passed: 0, failed: 1 });
-    assert!(text.contains("log 13 pass (line 13 of the sequence)"), "{text}");
+    assert_eq!(
+        s,
+        Summary {
+            passed: 0,
+            failed: 1
+        }
+    );
+    assert!(
+        text.contains("log 13 pass (line 13 of the sequence)"),
+        "{text}"
+    );
     assert!(text.contains("actual:   rule 31101, level 5, decoder web-accesslog"));
     // 14 lines 8 s apart span more than the 90 s window.
     assert_eq!(burst(14, 8, "rule = 31101\nalert = 5").0.failed, 0);
@@ -133,14 +172,26 @@ fn a_sequence_keeps_state_and_judges_the_last_line() {
         ));
     }
     plain.push_str("rule = 31101\nalert = 5\ndecoder = web-accesslog\n");
-    assert_eq!(run_text(&plain).0, Summary { passed: 14, failed: 0 });
+    assert_eq!(
+        run_text(&plain).0,
+        Summary {
+            passed: 14,
+            failed: 0
+        }
+    );
 }
 
 #[test]
 fn an_unreadable_file_counts_as_a_failure() {
     let rs = Arc::new(default_ruleset::load().unwrap());
     let (s, text) = run_files(&rs, &[PathBuf::from("/nonexistent/palisade.ini")]);
-    assert_eq!(s, Summary { passed: 0, failed: 1 });
+    assert_eq!(
+        s,
+        Summary {
+            passed: 0,
+            failed: 1
+        }
+    );
     assert!(text.starts_with("FAIL /nonexistent/palisade.ini: cannot read"));
     assert!(text.ends_with("0 passed, 1 failed\n"));
 }
