@@ -109,6 +109,11 @@ enum Command {
         /// Test files; without any, the built-in ruleset's own tests.
         files: Vec<PathBuf>,
     },
+    /// Print the TOML equivalent of an ossec.conf's <command>, <active-response> and white_list blocks.
+    ImportOssec {
+        /// The OSSEC configuration file.
+        file: PathBuf,
+    },
     /// Register or remove agents.
     Agent {
         #[command(subcommand)]
@@ -279,6 +284,25 @@ async fn dispatch(command: Command) -> ExitCode {
             Ok(rs) => crate::logtest_cli::ruletest(rs, now.as_deref(), &files),
             Err(code) => code,
         },
+        Command::ImportOssec { file } => {
+            let text = match std::fs::read(&file) {
+                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                Err(e) => {
+                    eprintln!("palisade-manager: {}: {e}", file.display());
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            match crate::import_ossec::convert(&file.display().to_string(), &text) {
+                Ok(toml) => {
+                    print!("{toml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("palisade-manager: {e}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
         Command::CheckConfig(arg) => match load_config(&arg.config) {
             Ok(config) => {
                 let mut problems = Vec::new();

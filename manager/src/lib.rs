@@ -17,6 +17,7 @@
 //! - [`control`]: `ControlService`, the operators' API.
 //! - [`quickstart`]: the ten-minute demonstration.
 //! - [`logtest_cli`]: `logtest` and `ruletest`.
+//! - [`import_ossec`]: an OSSEC configuration's responses as TOML.
 //!
 //! [`run`] is the daemon; `main.rs` only parses the command line, binds the
 //! listener and installs signal handlers, so tests run the same code on
@@ -27,6 +28,7 @@ pub mod analysis;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod import_ossec;
 pub mod ingest;
 pub mod logtest_cli;
 pub mod pki;

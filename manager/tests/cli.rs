@@ -190,3 +190,27 @@ fn a_garbage_config_names_the_field_and_exits_64() {
     let usage = manager(&["frobnicate"]);
     assert_eq!(usage.status.code(), Some(64));
 }
+
+#[test]
+fn import_ossec_converts_ossecs_own_server_config_into_a_valid_one() {
+    let conf = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/corpus/ossec/etc/ossec-server.conf"
+    );
+    let out = manager(&["import-ossec", conf]);
+    assert!(out.status.success(), "{}", text(&out));
+    let toml = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        toml.contains("white_list = [\"127.0.0.1\", \"::1\""),
+        "{toml}"
+    );
+    let full = format!("[server]\nlisten = \"127.0.0.1:1514\"\n{toml}");
+    let config =
+        palisade_manager::ManagerConfig::parse(&full, Path::new("/etc/palisade/manager.toml"))
+            .unwrap();
+    let names: Vec<&str> = config.responses.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["host-deny600", "firewall-drop600"]);
+    assert!(config.responses.iter().all(|r| r.level == 7));
+    let missing = manager(&["import-ossec", "/nonexistent/ossec.conf"]);
+    assert_eq!(missing.status.code(), Some(64));
+}

@@ -15,12 +15,20 @@ fn manager(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("runs");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
 fn corpus() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/ossec"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/corpus/ossec"
+    ))
 }
 
 const SCAN_404: &str = "198.51.100.23 - - [10/Mar/2024:13:55:36 +0000] \"GET /phpmyadmin/scripts/setup.php HTTP/1.1\" 404 303 \"-\" \"ZmEu\"\n";
@@ -38,7 +46,13 @@ fn the_builtin_ruleset_passes_its_own_tests() {
 fn a_wrong_expectation_fails_with_both_triples() {
     let dir = tempfile::tempdir().unwrap();
     let ini = dir.path().join("wrong.ini");
-    std::fs::write(&ini, format!("[scanner]\nlog 1 pass = {SCAN_404}rule = 31101\nalert = 5\ndecoder = web-accesslog\n")).unwrap();
+    std::fs::write(
+        &ini,
+        format!(
+            "[scanner]\nlog 1 pass = {SCAN_404}rule = 31101\nalert = 5\ndecoder = web-accesslog\n"
+        ),
+    )
+    .unwrap();
     let out = manager(&["ruletest", ini.to_str().unwrap()], "");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
@@ -68,10 +82,19 @@ fn ossec_corpus_passes_against_both_ossec_sets() {
 fn logtest_shows_three_phases_and_sets_the_exit_code() {
     let out = manager(&["logtest", "-q", "-U", "31101:5:web-accesslog"], SCAN_404);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("**Phase 1: Completed pre-decoding."), "{stdout}");
-    assert!(stdout.contains("       decoder: 'web-accesslog'"), "{stdout}");
+    assert!(
+        stdout.contains("**Phase 1: Completed pre-decoding."),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("       decoder: 'web-accesslog'"),
+        "{stdout}"
+    );
     assert!(stdout.contains("       srcip: '198.51.100.23'"), "{stdout}");
-    assert!(stdout.contains("**Phase 3: Completed filtering (rules)."), "{stdout}");
+    assert!(
+        stdout.contains("**Phase 3: Completed filtering (rules)."),
+        "{stdout}"
+    );
     let rule = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("Rule id: '"))
@@ -85,13 +108,30 @@ fn logtest_shows_three_phases_and_sets_the_exit_code() {
         .trim_end_matches('\'')
         .to_string();
     // Exactly what it printed: exit 0.
-    let ok = manager(&["logtest", "-q", "-U", &format!("{rule}:{level}:web-accesslog")], SCAN_404);
+    let ok = manager(
+        &[
+            "logtest",
+            "-q",
+            "-U",
+            &format!("{rule}:{level}:web-accesslog"),
+        ],
+        SCAN_404,
+    );
     assert_eq!(ok.status.code(), Some(0));
-    let wrong_decoder = manager(&["logtest", "-q", "-U", &format!("{rule}:{level}:sshd")], SCAN_404);
+    let wrong_decoder = manager(
+        &["logtest", "-q", "-U", &format!("{rule}:{level}:sshd")],
+        SCAN_404,
+    );
     assert_eq!(wrong_decoder.status.code(), Some(3));
-    let wrong_rule = manager(&["logtest", "-q", "-U", &format!("1:{level}:web-accesslog")], SCAN_404);
+    let wrong_rule = manager(
+        &["logtest", "-q", "-U", &format!("1:{level}:web-accesslog")],
+        SCAN_404,
+    );
     assert_eq!(wrong_rule.status.code(), Some(2));
-    let wrong_level = manager(&["logtest", "-q", "-U", &format!("{rule}:15:web-accesslog")], SCAN_404);
+    let wrong_level = manager(
+        &["logtest", "-q", "-U", &format!("{rule}:15:web-accesslog")],
+        SCAN_404,
+    );
     assert_eq!(wrong_level.status.code(), Some(1));
 }
 
@@ -101,9 +141,15 @@ fn logtest_a_prints_31151_on_the_fourteenth_404_only() {
         .map(|i| format!("198.51.100.23 - - [10/Mar/2024:13:55:{i:02} +0000] \"GET /probe{i}.php HTTP/1.1\" 404 303 \"-\" \"ZmEu\"\n"))
         .collect();
     let thirteen: String = lines.lines().take(13).map(|l| format!("{l}\n")).collect();
-    let out = manager(&["logtest", "-q", "-a", "--now", "2026-11-25T10:00:00"], &thirteen);
+    let out = manager(
+        &["logtest", "-q", "-a", "--now", "2026-11-25T10:00:00"],
+        &thirteen,
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains("Rule: 31151"));
-    let out = manager(&["logtest", "-q", "-a", "--now", "2026-11-25T10:00:00"], &lines);
+    let out = manager(
+        &["logtest", "-q", "-a", "--now", "2026-11-25T10:00:00"],
+        &lines,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Rule: 31151 (level 10) -> "), "{stdout}");
     assert!(stdout.contains("Src IP: 198.51.100.23"), "{stdout}");
@@ -118,10 +164,16 @@ fn a_broken_rule_file_is_reported_with_file_line_and_reason() {
         "<group name=\"local,\">\n  <rule id=\"100001\" level=\"5\">\n    <if_sid>31100</if_sid>\n    <regex>(unclosed</regex>\n  </rule>\n  <rule id=\"100002\" level=\"99\">\n    <match>x</match>\n  </rule>\n</group>\n",
     )
     .unwrap();
-    let out = manager(&["logtest", "--rules-dir", dir.path().to_str().unwrap()], "");
+    let out = manager(
+        &["logtest", "--rules-dir", dir.path().to_str().unwrap()],
+        "",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     // Both problems at once: the rule with the bad pattern, and the second rule.
-    assert!(stderr.contains("local.xml:2: invalid <regex> pattern '(unclosed'"), "{stderr}");
+    assert!(
+        stderr.contains("local.xml:2: invalid <regex> pattern '(unclosed'"),
+        "{stderr}"
+    );
     assert!(stderr.contains("local.xml:6: rule 100002"), "{stderr}");
 }

@@ -1,0 +1,265 @@
+//! `palisade-manager import-ossec ossec.conf`: the `[global] white_list`,
+//! `[[command]]` and `[[active_response]]` sections equivalent to an OSSEC
+//! configuration's `<global><white_list>`, `<command>` and
+//! `<active-response>` blocks, printed as TOML to paste into manager.toml.
+//!
+//! OSSEC's stock scripts (`route-null.sh`, `firewall-drop.sh`,
+//! `host-deny.sh`) become Palisade's built-ins; any other executable stays a
+//! script under `/var/ossec/active-response/bin/`. What cannot be carried
+//! over is said in a comment, never dropped silently.
+
+use std::fmt::Write as _;
+
+use palisade_engine::xml::{self, Element};
+
+use crate::config::BUILTIN_COMMANDS;
+
+/// Where OSSEC keeps its response scripts.
+const OSSEC_AR_BIN: &str = "/var/ossec/active-response/bin";
+
+fn child_text<'a>(e: &'a Element, name: &str) -> Option<&'a str> {
+    e.children
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| c.text.trim())
+}
+
+fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn list(items: &[String]) -> String {
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|s| quote(s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn elements<'a>(roots: &'a [Element], name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+    roots.iter().flat_map(move |root| {
+        let top = (root.name == name).then_some(root);
+        top.into_iter()
+            .chain(root.children.iter().filter(move |c| c.name == name))
+    })
+}
+
+/// Converts the text of an ossec.conf; `Err` when it is not readable XML.
+pub fn convert(source_name: &str, text: &str) -> Result<String, String> {
+    let roots = xml::parse(text).map_err(|e| format!("{source_name}: {e}"))?;
+    let mut out = format!("# Converted from {source_name} by palisade-manager import-ossec.\n");
+
+    let white: Vec<String> = elements(&roots, "global")
+        .flat_map(|g| {
+            g.children
+                .iter()
+                .filter(|c| c.name == "white_list" || c.name == "allow_list")
+        })
+        .map(|w| w.text.trim().to_string())
+        .filter(|w| !w.is_empty())
+        .collect();
+    out.push_str("\n[global]\n");
+    for w in &white {
+        if crate::config::parse_network(w).is_none() {
+            let _ = writeln!(
+                out,
+                "# {w:?} is not an address or CIDR (OSSEC would treat it as a host name); left out."
+            );
+        }
+    }
+    let valid: Vec<String> = white
+        .into_iter()
+        .filter(|w| crate::config::parse_network(w).is_some())
+        .collect();
+    let _ = writeln!(out, "white_list = {}", list(&valid));
+
+    let mut names = Vec::new();
+    for c in elements(&roots, "command") {
+        let Some(name) = child_text(c, "name") else {
+            out.push_str("\n# A <command> without <name> was left out.\n");
+            continue;
+        };
+        let exe = child_text(c, "executable").unwrap_or(name);
+        let stem = exe
+            .strip_suffix(".sh")
+            .or_else(|| exe.strip_suffix(".cmd"))
+            .unwrap_or(exe);
+        let executable = if BUILTIN_COMMANDS.contains(&stem) {
+            stem.to_string()
+        } else if exe.starts_with('/') {
+            exe.to_string()
+        } else {
+            format!("{OSSEC_AR_BIN}/{exe}")
+        };
+        let expect: Vec<String> = child_text(c, "expect")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect();
+        let timeout_allowed =
+            child_text(c, "timeout_allowed").is_some_and(|t| t.eq_ignore_ascii_case("yes"));
+        let _ = writeln!(
+            out,
+            "\n[[command]]\nname = {}\nexecutable = {}",
+            quote(name),
+            quote(&executable)
+        );
+        let _ = writeln!(
+            out,
+            "expect = {}\ntimeout_allowed = {timeout_allowed}",
+            list(&expect)
+        );
+        names.push(name.to_string());
+    }
+
+    for ar in elements(&roots, "active-response") {
+        let Some(command) = child_text(ar, "command") else {
+            // Agent-side blocks (repeated_offenders alone) carry no command.
+            if let Some(ro) = child_text(ar, "repeated_offenders") {
+                let _ = writeln!(
+                    out,
+                    "\n# An agent-side <repeated_offenders>{ro}</repeated_offenders>: set repeated_offenders on the [[active_response]] blocks above."
+                );
+            }
+            continue;
+        };
+        out.push_str("\n[[active_response]]\n");
+        let _ = writeln!(out, "command = {}", quote(command));
+        if !names.iter().any(|n| n == command) && !BUILTIN_COMMANDS.contains(&command) {
+            let _ = writeln!(
+                out,
+                "# No <command> named {command:?} was found in this file."
+            );
+        }
+        let location = child_text(ar, "location")
+            .unwrap_or("local")
+            .to_ascii_lowercase();
+        let location = if location.contains("defined-agent") {
+            "defined-agent"
+        } else if location.contains("all") || location.contains("any") {
+            "all"
+        } else if location.contains("local") {
+            "local"
+        } else {
+            "server"
+        };
+        let _ = writeln!(out, "location = {}", quote(location));
+        if let Some(id) = child_text(ar, "agent_id") {
+            let _ = writeln!(out, "agent_id = {}", quote(id));
+        }
+        if let Some(ids) = child_text(ar, "rules_id") {
+            let ids: Vec<&str> = ids
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            let _ = writeln!(out, "rules_id = [{}]", ids.join(", "));
+        }
+        if let Some(group) = child_text(ar, "rules_group") {
+            let _ = writeln!(out, "rules_group = {}", quote(group));
+        }
+        if let Some(level) = child_text(ar, "level") {
+            let _ = writeln!(out, "level = {level}");
+        }
+        match child_text(ar, "timeout").map(str::parse::<u64>) {
+            Some(Ok(0)) | None => {}
+            Some(Ok(s)) => {
+                let _ = writeln!(out, "timeout = \"{s}s\"");
+            }
+            Some(Err(_)) => {
+                let _ = writeln!(out, "# <timeout> is not a number of seconds; left out.");
+            }
+        }
+        if let Some(ro) = child_text(ar, "repeated_offenders") {
+            let minutes: Vec<String> = ro
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|m| format!("{m}m"))
+                .collect();
+            let _ = writeln!(out, "repeated_offenders = {}", list(&minutes));
+        }
+        if child_text(ar, "disabled").is_some_and(|d| d.eq_ignore_ascii_case("yes")) {
+            out.push_str("disabled = true\n");
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_blocks_become_builtins_and_the_result_is_valid() {
+        let conf = r#"<ossec_config>
+  <global>
+    <white_list>127.0.0.1</white_list>
+    <white_list>10.0.0.0/8</white_list>
+  </global>
+  <command>
+    <name>route-null</name>
+    <executable>route-null.sh</executable>
+    <expect>srcip</expect>
+    <timeout_allowed>yes</timeout_allowed>
+  </command>
+  <command>
+    <name>notify</name>
+    <executable>notify.sh</executable>
+    <expect>srcip,user</expect>
+  </command>
+  <active-response>
+    <command>route-null</command>
+    <location>local</location>
+    <rules_id>31151, 5712</rules_id>
+    <timeout>600</timeout>
+    <repeated_offenders>30,120</repeated_offenders>
+  </active-response>
+  <active-response>
+    <disabled>yes</disabled>
+    <command>notify</command>
+    <location>defined-agent</location>
+    <agent_id>083</agent_id>
+    <level>10</level>
+  </active-response>
+</ossec_config>"#;
+        let toml = convert("ossec.conf", conf).unwrap();
+        assert!(toml.contains("executable = \"route-null\""), "{toml}");
+        assert!(
+            toml.contains("executable = \"/var/ossec/active-response/bin/notify.sh\""),
+            "{toml}"
+        );
+        assert!(toml.contains("rules_id = [31151, 5712]"), "{toml}");
+        assert!(
+            toml.contains("repeated_offenders = [\"30m\", \"120m\"]"),
+            "{toml}"
+        );
+        let full = format!("[server]\nlisten = \"127.0.0.1:1514\"\n{toml}");
+        let config =
+            crate::config::ManagerConfig::parse(&full, std::path::Path::new("m.toml")).unwrap();
+        assert_eq!(
+            config.responses.len(),
+            1,
+            "the disabled block is not enabled"
+        );
+        assert_eq!(config.responses[0].name, "route-null600");
+        assert_eq!(config.white_list.len(), 2);
+    }
+}
