@@ -10,7 +10,7 @@ use palisade_proto::v1::{
 use serde::Deserialize;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::Failure;
+use crate::cli::Failure;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
