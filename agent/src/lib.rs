@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod respond;
 pub mod spool;
 pub mod tail;
 pub mod uplink;

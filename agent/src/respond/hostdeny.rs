@@ -1,0 +1,185 @@
+//! `host-deny`: tcp-wrappers' `/etc/hosts.deny`, edited the way OSSEC's
+//! `host-deny.sh` does (`ALL:<ip>`, `ALL:[<ip>]` for IPv6), but without
+//! duplicates and with the delete written atomically (a temporary file in
+//! the same directory, then rename) so a crash never leaves a half file.
+//! Lines Palisade did not write are kept as they are.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// A hosts.deny failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct HostDenyError {
+    /// The file.
+    pub path: String,
+    /// The error.
+    pub source: std::io::Error,
+}
+
+/// The line OSSEC writes for `ip`.
+pub fn deny_line(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("ALL:{v4}"),
+        IpAddr::V6(v6) => format!("ALL:[{v6}]"),
+    }
+}
+
+/// Whether `line` denies exactly `ip` to every service (`ALL:ip`, with or
+/// without spaces around the colon).
+fn denies(line: &str, ip: IpAddr) -> bool {
+    let compact: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+    compact == deny_line(ip)
+}
+
+/// A hosts.deny file.
+#[derive(Debug, Clone)]
+pub struct HostsDeny {
+    path: PathBuf,
+}
+
+impl HostsDeny {
+    /// The file at `path`.
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn err(&self, source: std::io::Error) -> HostDenyError {
+        HostDenyError {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn read(&self) -> Result<String, HostDenyError> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(t) => Ok(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Whether the file denies `ip`.
+    pub fn contains(&self, ip: IpAddr) -> Result<bool, HostDenyError> {
+        Ok(self.read()?.lines().any(|l| denies(l, ip)))
+    }
+
+    /// Appends `ALL:ip` unless the file already has it. Returns whether a
+    /// line was added.
+    pub fn add(&self, ip: IpAddr) -> Result<bool, HostDenyError> {
+        let text = self.read()?;
+        if text.lines().any(|l| denies(l, ip)) {
+            return Ok(false);
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| self.err(e))?;
+        let sep = if text.is_empty() || text.ends_with('\n') { "" } else { "\n" };
+        f.write_all(format!("{sep}{}\n", deny_line(ip)).as_bytes())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// Rewrites the file without the lines denying `ip`. Returns whether
+    /// any was removed; a missing line (or file) is success.
+    pub fn delete(&self, ip: IpAddr) -> Result<bool, HostDenyError> {
+        let text = self.read()?;
+        if !text.lines().any(|l| denies(l, ip)) {
+            return Ok(false);
+        }
+        let mut kept = String::with_capacity(text.len());
+        for line in text.lines().filter(|l| !denies(l, ip)) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "hosts.deny".into());
+        let tmp = dir.join(format!(".{name}.palisade-{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            if let Ok(meta) = std::fs::metadata(&self.path) {
+                f.set_permissions(meta.permissions())?;
+                let owner = nix::unistd::Uid::from_raw(std::os::unix::fs::MetadataExt::uid(&meta));
+                let group = nix::unistd::Gid::from_raw(std::os::unix::fs::MetadataExt::gid(&meta));
+                // Only root can give a file away; keeping root's own is enough then.
+                let _ = nix::unistd::fchown(&f, Some(owner), Some(group));
+            }
+            f.write_all(kept.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(self.err(e));
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn lines_follow_ossec() {
+        assert_eq!(deny_line("198.51.100.7".parse().unwrap()), "ALL:198.51.100.7");
+        assert_eq!(deny_line("2001:db8::7".parse().unwrap()), "ALL:[2001:db8::7]");
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        assert!(denies("ALL: 198.51.100.7", ip));
+        assert!(denies("ALL:198.51.100.7", ip));
+        assert!(!denies("ALL:198.51.100.70", ip));
+        assert!(!denies("sshd:198.51.100.7", ip));
+    }
+
+    #[test]
+    fn add_delete_without_duplicates_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts.deny");
+        std::fs::write(&path, "# comment\nsshd: 203.0.113.5\nALL:198.51.100.70").unwrap();
+        let h = HostsDeny::new(&path);
+        let a: IpAddr = "198.51.100.7".parse().unwrap();
+        let b: IpAddr = "2001:db8::7".parse().unwrap();
+        assert!(h.add(a).unwrap());
+        assert!(!h.add(a).unwrap());
+        assert!(h.add(b).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "# comment\nsshd: 203.0.113.5\nALL:198.51.100.70\nALL:198.51.100.7\nALL:[2001:db8::7]\n"
+        );
+        assert!(h.contains(a).unwrap());
+        assert!(h.delete(a).unwrap());
+        assert!(!h.delete(a).unwrap());
+        assert!(!h.contains(a).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "# comment\nsshd: 203.0.113.5\nALL:198.51.100.70\nALL:[2001:db8::7]\n"
+        );
+        // Nothing but the file itself is left in the directory.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_missing_file_is_created_on_add_and_fine_on_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = HostsDeny::new(&dir.path().join("hosts.deny"));
+        let a: IpAddr = "198.51.100.7".parse().unwrap();
+        assert!(!h.delete(a).unwrap());
+        assert!(h.add(a).unwrap());
+        assert!(h.contains(a).unwrap());
+    }
+}
