@@ -157,26 +157,22 @@ pub struct Analyzer {
 pub struct AnalysisStopped;
 
 impl Analyzer {
-    /// Starts the engine thread.
+    /// Starts the engine thread (`config.zone` is the zone for `<time>`,
+    /// `<weekday>` and event times).
     pub fn start(
         ruleset: Arc<Ruleset>,
-        zone: TimeZone,
+        config: EngineConfig,
         time_source: TimeSource,
         manager_host: String,
     ) -> std::io::Result<Self> {
+        let zone = config.zone.clone();
         let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
         let stats = Arc::new(AnalysisStats::default());
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("palisade-analysis".into())
             .spawn(move || {
-                let mut engine = Engine::new(
-                    ruleset,
-                    EngineConfig {
-                        zone: zone.clone(),
-                        ..EngineConfig::default()
-                    },
-                );
+                let mut engine = Engine::new(ruleset, config);
                 while let Some(job) = rx.blocking_recv() {
                     let alerts = judge(
                         &mut engine,

@@ -144,8 +144,11 @@ struct RawRuleset {
     dirs: Vec<PathBuf>,
     /// "arrival" (OSSEC) or "event".
     time_source: Option<String>,
+    /// "global" (OSSEC) or "per-source".
+    barrier: Option<String>,
 }
 
+pub use palisade_engine::correlate::Barrier;
 pub use palisade_engine::timestamp::TimeSource;
 
 #[derive(Debug, Deserialize)]
@@ -248,6 +251,8 @@ pub struct ManagerConfig {
     pub ruleset: crate::ruleset::RulesetSource,
     /// Which clock correlation uses.
     pub time_source: TimeSource,
+    /// How a frequency rule's firing restarts its count.
+    pub barrier: Barrier,
     /// The enabled active responses.
     pub responses: Vec<ResponseSpec>,
 }
@@ -313,6 +318,16 @@ impl ManagerConfig {
                 TimeSource::Arrival
             }
         };
+        let barrier = match raw.ruleset.barrier.as_deref() {
+            None | Some("global") => Barrier::Global,
+            Some("per-source") => Barrier::PerSource,
+            Some(other) => {
+                errors.push(format!(
+                    "ruleset.barrier: {other:?} is not \"global\" or \"per-source\""
+                ));
+                Barrier::Global
+            }
+        };
         let ruleset = crate::ruleset::RulesetSource {
             ossec_etc: raw.ruleset.ossec_etc.map(|p| base.join(p)),
             dirs: raw.ruleset.dirs.iter().map(|p| base.join(p)).collect(),
@@ -360,6 +375,7 @@ impl ManagerConfig {
             white_list,
             ruleset,
             time_source,
+            barrier,
             responses,
         })
     }
@@ -626,6 +642,11 @@ white_list = ["127.0.0.1", "::1"]
 # "arrival" correlates on the time events arrive (OSSEC); "event" on each
 # line's own timestamp (for replaying old logs).
 time_source = "arrival"
+# How a frequency rule (e.g. 31151, many 4xx from one address) restarts its
+# count after firing. OSSEC ("global") restarts it for every address, so a
+# scanner whose burst overlaps another's firing can go unflagged;
+# "per-source" restarts it only for the address it fired about.
+barrier = "per-source"
 
 # Active responses, with OSSEC's concepts and names. Built-in commands:
 # route-null (an unreachable route, through netlink), firewall-drop (an

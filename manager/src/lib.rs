@@ -83,9 +83,17 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let tls = tls::server_config(&config.ca_cert, &config.cert, &config.key)?;
     let ruleset = std::sync::Arc::new(ruleset::load(&config.ruleset)?);
-    let zone = jiff::tz::TimeZone::system();
-    let analyzer =
-        analysis::Analyzer::start(ruleset, zone, config.time_source, setup::host_name())?;
+    let engine_config = palisade_engine::engine::EngineConfig {
+        zone: jiff::tz::TimeZone::system(),
+        barrier: config.barrier,
+        ..Default::default()
+    };
+    let analyzer = analysis::Analyzer::start(
+        ruleset,
+        engine_config,
+        config.time_source,
+        setup::host_name(),
+    )?;
     let store = store::Store::open(&config.database).await?;
     let sessions = sessions::Sessions::default();
     let hostname = setup::host_name();

@@ -10,7 +10,10 @@
 //!   its bundle.
 //! - [`LogCapture`]: the tracing output of the process, to assert on the
 //!   reasons the daemons log.
+//! - [`netns`]: test hosts in network namespaces, nginx, curl.
 #![forbid(unsafe_code)]
+
+pub mod netns;
 
 use std::io::Write;
 use std::net::SocketAddr;
