@@ -226,6 +226,15 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`).
+    /// A deferred transaction that reads and then writes fails at once with
+    /// SQLITE_BUSY when another connection (the daemon, or `agent add` in
+    /// another process) wrote in between; an immediate one waits its turn
+    /// under the busy timeout instead.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -243,7 +252,7 @@ impl Store {
     where
         F: FnOnce(&str) -> Result<(String, E), String>,
     {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let live: Option<String> =
             sqlx::query_scalar("SELECT id FROM agents WHERE name = $1 AND removed_at IS NULL")
                 .bind(name)
@@ -275,7 +284,7 @@ impl Store {
 
     /// Removes an agent: its certificate is revoked and refused from then on.
     pub async fn remove_agent(&self, id: &str, reason: &str) -> Result<AgentRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query("SELECT cert_serial, removed_at FROM agents WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -412,7 +421,7 @@ impl Store {
         archive: bool,
     ) -> Result<StoredBatch, StoreError> {
         let received_at = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let last: i64 = sqlx::query_scalar("SELECT last_sequence FROM agents WHERE id = $1")
             .bind(agent_id)
             .fetch_optional(&mut *tx)

@@ -116,7 +116,7 @@ impl Store {
     /// agent extends the block). Returns the new row.
     pub async fn insert_response(&self, new: &NewResponse) -> Result<ResponseRow, StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if new.action == "add" {
             sqlx::query(
                 "UPDATE responses SET status = 'superseded', undone_at = $1
@@ -234,7 +234,7 @@ impl Store {
         if row.request.agent_id != agent_id {
             return Ok(None);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         match (row.request.action, action) {
             ("add", "add") => {
                 let expires_at = row
