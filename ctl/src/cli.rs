@@ -13,7 +13,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{client, output};
 use palisade_proto::v1::{
-    ListBlocksRequest, ListResponsesRequest, RunResponseRequest, UnblockRequest,
+    ListBlocksRequest, ListRefusalsRequest, ListResponsesRequest, RunResponseRequest,
+    UnblockRequest,
 };
 
 /// Exit code for usage and configuration errors.
@@ -129,6 +130,15 @@ enum Command {
     },
     /// The blocks in force: address, agent, response, rule, expiry.
     Blocks {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Active responses that were refused (white-listed or protected address ...), newest first.
+    Refusals {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -277,6 +287,18 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 output::print_json(&output::blocks_json(&list));
             } else {
                 print!("{}", output::blocks_table(&list));
+            }
+        }
+        Some(Command::Refusals { limit, json }) => {
+            let list = control
+                .list_refusals(ListRefusalsRequest { limit })
+                .await
+                .map_err(client::call_failed)?
+                .into_inner();
+            if json {
+                output::print_json(&output::refusals_json(&list));
+            } else {
+                print!("{}", output::refusals_table(&list));
             }
         }
         None if l.list_responses => {

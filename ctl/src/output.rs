@@ -2,8 +2,8 @@
 //! prints "OSSEC HIDS") and the subcommands' tables and JSON.
 
 use palisade_proto::v1::{
-    AgentInfo, AgentStatus, ListAgentsResponse, ListBlocksResponse, ListResponsesResponse,
-    RunResponseResponse, UnblockResponse,
+    AgentInfo, AgentStatus, ListAgentsResponse, ListBlocksResponse, ListRefusalsResponse,
+    ListResponsesResponse, RunResponseResponse, UnblockResponse,
 };
 use serde_json::{Value, json};
 
@@ -329,6 +329,59 @@ pub fn blocks_json(list: &ListBlocksResponse) -> Value {
                        "alert": if b.alert_id.is_empty() { Value::Null } else { json!(b.alert_id) },
                        "added_at": ts(b.added_at.as_ref()), "expires_at": ts(b.expires_at.as_ref()),
                        "state": b.state})
+            })
+            .collect(),
+    )
+}
+
+/// `refusals`: a table.
+pub fn refusals_table(list: &ListRefusalsResponse) -> String {
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let rows: Vec<Vec<String>> = list
+        .refusals
+        .iter()
+        .map(|r| {
+            vec![
+                time_text(r.time.as_ref()),
+                r.response.clone(),
+                dash(&r.agent_id),
+                if r.rule_id == 0 {
+                    "-".into()
+                } else {
+                    r.rule_id.to_string()
+                },
+                dash(&r.srcip),
+                r.reason.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["TIME", "RESPONSE", "AGENT", "RULE", "SRCIP", "REASON"],
+        &rows,
+        "(no refused responses)",
+    )
+}
+
+/// `refusals --json`.
+pub fn refusals_json(list: &ListRefusalsResponse) -> Value {
+    Value::Array(
+        list.refusals
+            .iter()
+            .map(|r| {
+                let time = r
+                    .time
+                    .as_ref()
+                    .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+                    .map(|t| Value::String(t.to_string()))
+                    .unwrap_or(Value::Null);
+                json!({"time": time, "response": r.response, "agent": r.agent_id,
+                       "rule": r.rule_id, "srcip": r.srcip, "reason": r.reason})
             })
             .collect(),
     )

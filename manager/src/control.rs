@@ -297,4 +297,31 @@ impl ControlService for Control {
             .collect();
         Ok(Response::new(ListAlertsResponse { alerts }))
     }
+
+    async fn list_refusals(
+        &self,
+        request: Request<ListRefusalsRequest>,
+    ) -> Result<Response<ListRefusalsResponse>, Status> {
+        require_operator(&request)?;
+        let limit = match request.into_inner().limit {
+            0 => 100,
+            n => n.min(10_000),
+        };
+        let refusals = self
+            .store
+            .refusals(limit)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|r| Refusal {
+                time: Some(timestamp(r.time)),
+                response: r.response,
+                agent_id: r.agent_id.unwrap_or_default(),
+                rule_id: r.rule_id.unwrap_or(0),
+                srcip: r.srcip.unwrap_or_default(),
+                reason: r.reason,
+            })
+            .collect();
+        Ok(Response::new(ListRefusalsResponse { refusals }))
+    }
 }

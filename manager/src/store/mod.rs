@@ -16,7 +16,7 @@ use sqlx::{Row, SqlSafeStr, SqlitePool};
 use crate::analysis::NewAlert;
 
 mod responses;
-pub use responses::{BlockRow, NewResponse, ResponseRow};
+pub use responses::{BlockRow, NewResponse, RefusalRow, ResponseRow};
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]

@@ -80,6 +80,23 @@ pub struct BlockRow {
     pub state: &'static str,
 }
 
+/// A response that was decided but not carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalRow {
+    /// When (ms).
+    pub time: i64,
+    /// OSSEC name.
+    pub response: String,
+    /// The agent it was meant for.
+    pub agent_id: Option<String>,
+    /// The rule that triggered it.
+    pub rule_id: Option<u32>,
+    /// The address as the alert had it.
+    pub srcip: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
 fn row_to_response(r: &sqlx::sqlite::SqliteRow) -> ResponseRow {
     let action: String = r.get("action");
     ResponseRow {
@@ -357,19 +374,23 @@ impl Store {
     }
 
     /// Refused decisions, newest first.
-    pub async fn refusals(
-        &self,
-        limit: u32,
-    ) -> Result<Vec<(String, Option<String>, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT response, srcip, reason FROM response_refusals ORDER BY id DESC LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+    pub async fn refusals(&self, limit: u32) -> Result<Vec<RefusalRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM response_refusals ORDER BY id DESC LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
-            .map(|r| (r.get("response"), r.get("srcip"), r.get("reason")))
+            .map(|r| RefusalRow {
+                time: r.get("time"),
+                response: r.get("response"),
+                agent_id: r.get("agent_id"),
+                rule_id: r
+                    .get::<Option<i64>, _>("rule_id")
+                    .and_then(|v| u32::try_from(v).ok()),
+                srcip: r.get("srcip"),
+                reason: r.get("reason"),
+            })
             .collect())
     }
 }

@@ -372,6 +372,34 @@ pub struct ListAlertsResponse {
     pub alerts: ::prost::alloc::vec::Vec<Alert>,
 }
 #[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListRefusalsRequest {
+    #[prost(uint32, tag = "1")]
+    pub limit: u32,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Refusal {
+    #[prost(message, optional, tag = "1")]
+    pub time: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(string, tag = "2")]
+    pub response: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub agent_id: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "4")]
+    pub rule_id: u32,
+    #[prost(string, tag = "5")]
+    pub srcip: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub reason: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListRefusalsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub refusals: ::prost::alloc::vec::Vec<Refusal>,
+}
+#[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum CommandAction {
@@ -1002,6 +1030,32 @@ pub mod control_service_client {
                 .insert(GrpcMethod::new("palisade.v1.ControlService", "ListAlerts"));
             self.inner.unary(req, path, codec).await
         }
+        /// Active responses that were decided but refused (white-listed or
+        /// protected address, no usable field), newest first.
+        pub async fn list_refusals(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListRefusalsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRefusalsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/palisade.v1.ControlService/ListRefusals",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("palisade.v1.ControlService", "ListRefusals"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1058,6 +1112,15 @@ pub mod control_service_server {
             request: tonic::Request<super::ListAlertsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListAlertsResponse>,
+            tonic::Status,
+        >;
+        /// Active responses that were decided but refused (white-listed or
+        /// protected address, no usable field), newest first.
+        async fn list_refusals(
+            &self,
+            request: tonic::Request<super::ListRefusalsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRefusalsResponse>,
             tonic::Status,
         >;
     }
@@ -1437,6 +1500,51 @@ pub mod control_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListAlertsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/palisade.v1.ControlService/ListRefusals" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListRefusalsSvc<T: ControlService>(pub Arc<T>);
+                    impl<
+                        T: ControlService,
+                    > tonic::server::UnaryService<super::ListRefusalsRequest>
+                    for ListRefusalsSvc<T> {
+                        type Response = super::ListRefusalsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListRefusalsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlService>::list_refusals(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListRefusalsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
