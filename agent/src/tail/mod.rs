@@ -149,15 +149,35 @@ struct Watcher {
     offset: u64,
     skipping: bool,
     size: u64,
+    /// Modification time at the latest look (ms).
+    mtime: i64,
     /// At its path in the latest look.
     live: bool,
     /// Last time it grew or was at its path.
     active_at: Instant,
     /// Reading order among rotated files: older generations first.
     order: u64,
+    /// `N` of its rotated name `.N` when last seen in a sibling search.
+    rotation: Option<u64>,
 }
 
 impl Watcher {
+    /// Rotated files before the live one, older generations first: by
+    /// modification time, then `.2` before `.1`, then as found.
+    fn read_order(&self) -> (bool, i64, std::cmp::Reverse<u64>, u64) {
+        let mtime = self
+            .file
+            .metadata()
+            .map(|m| mtime_ms(&m))
+            .unwrap_or(self.mtime);
+        (
+            self.live,
+            mtime,
+            std::cmp::Reverse(self.rotation.unwrap_or(0)),
+            self.order,
+        )
+    }
+
     fn checkpoint(&self, id: FileId) -> FileCheckpoint {
         FileCheckpoint {
             device: id.0,
@@ -208,6 +228,8 @@ pub struct Tailer {
     first_round: bool,
     loaded: bool,
     last_forget: Option<Instant>,
+    /// When the previous poll looked at the files (ms).
+    last_poll_ms: i64,
 }
 
 fn now_ms() -> i64 {
@@ -255,6 +277,7 @@ impl Tailer {
             first_round: true,
             loaded: false,
             last_forget: None,
+            last_poll_ms: now_ms(),
             options,
         }
     }
@@ -282,14 +305,15 @@ impl Tailer {
             self.load().await?;
         }
         let first_round = std::mem::replace(&mut self.first_round, false);
+        let started = now_ms();
         self.discover(first_round).await?;
-        let mut order: Vec<(bool, u64, FileId)> = self
+        let mut order: Vec<_> = self
             .watchers
             .iter()
-            .map(|(id, w)| (w.live, w.order, *id))
+            .map(|(id, w)| (w.read_order(), *id))
             .collect();
         order.sort();
-        for (_, _, id) in order {
+        for (_, id) in order {
             self.read(id).await?;
         }
         flush(&self.spool, &mut self.batch, &mut self.known, &self.spooled).await?;
@@ -308,29 +332,25 @@ impl Tailer {
             .max()
             .unwrap_or(0);
         self.lag.store(lag, Ordering::Relaxed);
+        self.last_poll_ms = started;
         Ok(())
     }
 
     async fn load(&mut self) -> Result<(), SpoolError> {
+        // Which file each path last had: the one still there when the
+        // agent stopped, else the latest one rotated or deleted from it.
+        let mut latest: HashMap<PathBuf, (bool, i64, FileId)> = HashMap::new();
         for cp in self.spool.file_checkpoints().await? {
             let id = (cp.device, cp.inode);
-            if cp.live {
-                let path = PathBuf::from(&cp.location);
-                let newer = self
-                    .at_path
-                    .get(&path)
-                    .is_none_or(|s| s.seen_at_ms <= cp.updated_at);
-                if newer {
-                    self.at_path.insert(
-                        path,
-                        PathState {
-                            id,
-                            seen_at_ms: cp.updated_at,
-                        },
-                    );
-                }
+            let key = (cp.live, cp.updated_at, id);
+            let entry = latest.entry(PathBuf::from(&cp.location)).or_insert(key);
+            if key > *entry {
+                *entry = key;
             }
             self.known.insert(id, cp);
+        }
+        for (path, (_, seen_at_ms, id)) in latest {
+            self.at_path.insert(path, PathState { id, seen_at_ms });
         }
         self.loaded = true;
         Ok(())
@@ -382,7 +402,7 @@ impl Tailer {
                     Some(state) if Some(state.id) != current => state.seen_at_ms - MTIME_SLACK_MS,
                     _ => i64::MAX,
                 };
-                self.adopt_siblings(&location, source, since, None);
+                self.adopt_siblings(&location, source, since, None, true);
             }
         }
         let mut found: Vec<(usize, PathBuf, FileId)> = Vec::new();
@@ -426,15 +446,39 @@ impl Tailer {
                 continue;
             }
             let before = self.at_path.get(&path).copied();
-            if let Some(prev) = before
-                && prev.id != id
-            {
-                info!(file = %path.display(), "File was rotated or replaced; reading the new one from its start.");
-                self.adopt_siblings(&path, source, prev.seen_at_ms - MTIME_SLACK_MS, None);
+            match before {
+                Some(prev) if prev.id != id => {
+                    info!(file = %path.display(), "File was rotated or replaced; reading the new one from its start.");
+                    self.adopt_siblings(&path, source, prev.seen_at_ms - MTIME_SLACK_MS, None, true);
+                }
+                // A new file may have been rotated already before this
+                // first look (created, written and rotated in one interval).
+                None if !first_round => {
+                    self.adopt_siblings(&path, source, self.last_poll_ms - MTIME_SLACK_MS, None, true);
+                }
+                _ => {}
             }
             let from_end = first_round && !self.options.read_from_start && before.is_none();
             self.follow_at_path(source, &path, from_end);
             self.at_path.insert(path, PathState { id, seen_at_ms: now });
+        }
+        // A watched path with no file now may have had one between two
+        // polls that was rotated away already: look when its directory
+        // changed lately.
+        let present: HashSet<&PathBuf> = self.watchers.values().filter(|w| w.live).map(|w| &w.path).collect();
+        let missing: Vec<(PathBuf, PathState)> = self
+            .at_path
+            .iter()
+            .filter(|(path, _)| !present.contains(path))
+            .map(|(path, state)| (path.clone(), *state))
+            .collect();
+        for (path, state) in missing {
+            let Some(source) = self.source_of(&path) else {
+                continue;
+            };
+            if dir_changed_since(&path, self.last_poll_ms - MTIME_SLACK_MS) {
+                self.adopt_siblings(&path, source, state.seen_at_ms - MTIME_SLACK_MS, None, true);
+            }
         }
         // Files no longer at their path are rotated or deleted: remember
         // that, so a restart looks for them by identity.
@@ -483,11 +527,27 @@ impl Tailer {
                 if let Some(cp) = self.known.get(&id) {
                     let since = cp.updated_at - MTIME_SLACK_MS;
                     let old_offset = cp.offset;
-                    self.adopt_siblings(path, source, since, Some((old_fp, old_offset)));
+                    self.adopt_siblings(path, source, since, Some((old_fp, old_offset)), true);
                 }
                 (0, false)
             }
-            Some((offset, skipping, _)) => (offset, skipping),
+            Some((offset, skipping, _)) => {
+                // Changed without growing while not watched, or the first
+                // bytes of a file that was empty: a copy may hold lines.
+                if let Some(cp) = self.known.get(&id) {
+                    let since = cp.updated_at - MTIME_SLACK_MS;
+                    let old_fp = Fingerprint {
+                        len: cp.fingerprint_len,
+                        sum: cp.fingerprint,
+                    };
+                    let changed = mtime_ms(&meta) >= since && size <= offset;
+                    if changed || (old_fp.len == 0 && size > 0) {
+                        let unknown = old_fp.len == 0;
+                        self.adopt_siblings(path, source, since, Some((old_fp, offset)), unknown);
+                    }
+                }
+                (offset, skipping)
+            }
             None if from_end => (size, false),
             None => (0, false),
         };
@@ -516,6 +576,9 @@ impl Tailer {
         size: u64,
         live: bool,
     ) {
+        let Ok(file_meta) = file.metadata() else {
+            return;
+        };
         let w = Watcher {
             file,
             source,
@@ -525,25 +588,28 @@ impl Tailer {
             offset,
             skipping,
             size,
+            mtime: mtime_ms(&file_meta),
             live,
             active_at: Instant::now(),
             order: self.next_order,
+            rotation: rotation_number(path),
         };
         self.next_order += 1;
         self.batch.checkpoints.insert(id, w.checkpoint(id));
         self.watchers.insert(id, w);
     }
 
-    /// Follows rotated siblings of `path` (see the module docs): files with
-    /// a checkpoint from it, unknown files changed since `since_ms` from
-    /// their start, and with `copy_of`, the copy of a truncated file from
-    /// the old offset.
+    /// Follows rotated siblings of `path` (see the module docs): with
+    /// `copy_of`, first the copy of a truncated file from the old offset;
+    /// then files with an unfinished checkpoint; with `unknown`, files
+    /// never seen and changed since `since_ms`, from their start.
     fn adopt_siblings(
         &mut self,
         path: &Path,
         source: usize,
         since_ms: i64,
         copy_of: Option<(Fingerprint, u64)>,
+        unknown: bool,
     ) {
         let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
             return;
@@ -569,11 +635,20 @@ impl Tailer {
             .filter_map(|e| {
                 let meta = std::fs::metadata(e.path()).ok()?;
                 let id = (meta.dev(), meta.ino());
-                (meta.is_file() && !self.watchers.contains_key(&id))
-                    .then(|| (mtime_ms(&meta), e.path(), id))
+                if let Some(w) = self.watchers.get_mut(&id) {
+                    // Its generation, for the reading order.
+                    w.rotation = rotation_number(&e.path());
+                    return None;
+                }
+                meta.is_file().then(|| (mtime_ms(&meta), e.path(), id))
             })
             .collect();
-        candidates.sort();
+        // Oldest first; equal times (coarse clocks) put `.2` before `.1`.
+        candidates.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| rotation_number(&b.1).cmp(&rotation_number(&a.1)))
+                .then_with(|| a.1.cmp(&b.1))
+        });
         let adopt = |this: &mut Self, candidate: &Path, start: Option<(u64, bool)>, id: FileId| {
             let Ok(file) = File::open(candidate) else { return };
             let Ok(meta) = file.metadata() else { return };
@@ -585,10 +660,13 @@ impl Tailer {
             let (offset, skipping) = start.unwrap_or((0, false));
             info!(file = %candidate.display(), location = %location, offset, "Reading a rotated file to its end.");
             this.insert_watcher(id, file, source, path, location.clone(), fp, offset.min(size), skipping, size, false);
+            if let Some(w) = this.watchers.get_mut(&id) {
+                w.rotation = rotation_number(candidate);
+            }
         };
         if let Some((old_fp, old_offset)) = copy_of {
-            for (_, candidate, id) in candidates.iter().rev() {
-                if self.known.contains_key(id) {
+            for (mtime, candidate, id) in candidates.iter().rev() {
+                if *mtime < since_ms || self.stored_position(*id, candidate).is_some() {
                     continue;
                 }
                 let Ok(file) = File::open(candidate) else { continue };
@@ -603,23 +681,74 @@ impl Tailer {
             if self.watchers.contains_key(id) {
                 continue;
             }
-            match self.known.get(id) {
-                Some(cp) => {
-                    let fp = Fingerprint {
-                        len: cp.fingerprint_len,
-                        sum: cp.fingerprint,
-                    };
-                    let start = (cp.offset, cp.skipping);
-                    let Ok(file) = File::open(candidate) else { continue };
-                    let Ok(size) = file.metadata().map(|m| m.len()) else { continue };
-                    if start.0 < size && matches!(fp.recheck(&file, size), Ok(Some(_))) {
-                        adopt(self, candidate, Some(start), *id);
+            // A file with a checkpoint continues from it, if it is still
+            // the file the checkpoint was for.
+            let resume = self.stored_position(*id, candidate);
+            match resume {
+                Some((offset, skipping, size)) => {
+                    if offset < size {
+                        adopt(self, candidate, Some((offset, skipping)), *id);
                     }
                 }
-                None if *mtime >= since_ms => adopt(self, candidate, None, *id),
+                None if unknown && *mtime >= since_ms => {
+                    let start = self.copied_from(candidate, &location);
+                    adopt(self, candidate, start, *id);
+                }
                 None => {}
             }
         }
+    }
+
+    /// The stored position of the file at `candidate`, if it is still the
+    /// file it was stored for: same fingerprint (a stored empty one proves
+    /// nothing about a file that is not empty), not shorter than it.
+    /// Returns the offset, the skipping state and the file's size.
+    fn stored_position(&self, id: FileId, candidate: &Path) -> Option<(u64, bool, u64)> {
+        let cp = self.known.get(&id)?;
+        let fp = Fingerprint {
+            len: cp.fingerprint_len,
+            sum: cp.fingerprint,
+        };
+        let file = File::open(candidate).ok()?;
+        let size = file.metadata().ok()?.len();
+        ((fp.len > 0 || size == 0)
+            && cp.offset <= size
+            && matches!(fp.recheck(&file, size), Ok(Some(_))))
+        .then_some((cp.offset, cp.skipping, size))
+    }
+
+    /// Where to start in a file never seen that may be a copy of one that
+    /// was (copy-and-truncate): the read position of the followed or
+    /// remembered file of the same location whose first bytes it starts
+    /// with, the longest match first, then the earliest position.
+    fn copied_from(&self, candidate: &Path, location: &str) -> Option<(u64, bool)> {
+        let file = File::open(candidate).ok()?;
+        let size = file.metadata().ok()?.len();
+        let watched = self
+            .watchers
+            .values()
+            .map(|w| (w.fp, w.offset, w.skipping, w.location.as_str()));
+        let remembered = self.known.values().map(|cp| {
+            (
+                Fingerprint {
+                    len: cp.fingerprint_len,
+                    sum: cp.fingerprint,
+                },
+                cp.offset,
+                cp.skipping,
+                cp.location.as_str(),
+            )
+        });
+        watched
+            .chain(remembered)
+            .filter(|(fp, offset, _, loc)| {
+                *loc == location
+                    && fp.len > 0
+                    && size >= *offset
+                    && matches!(fp.recheck(&file, size), Ok(Some(_)))
+            })
+            .min_by(|a, b| b.0.len.cmp(&a.0.len).then(a.1.cmp(&b.1)))
+            .map(|(_, offset, skipping, _)| (offset, skipping))
     }
 
     /// Reads a file's new records into the batch, spooling full batches.
@@ -627,54 +756,69 @@ impl Tailer {
         let Some(w) = self.watchers.get_mut(&id) else {
             return Ok(());
         };
-        let size = match w.file.metadata() {
-            Ok(m) => m.len(),
+        let (size, mtime) = match w.file.metadata() {
+            Ok(m) => (m.len(), mtime_ms(&m)),
             Err(error) => {
                 warn!(file = %w.location, %error, "Cannot read file status.");
                 return Ok(());
             }
         };
-        let recheck = if w.live {
-            w.fp.recheck(&w.file, size)
-        } else {
-            Ok(Some(w.fp))
-        };
-        match recheck {
+        let recheck = w.fp.recheck(&w.file, size);
+        let modified = std::mem::replace(&mut w.mtime, mtime) != mtime;
+        let copy_of = match recheck {
             Ok(Some(fp)) if size >= w.offset => {
+                let first_bytes = w.fp.len == 0 && size > 0;
+                // Still empty, but a file appeared beside it lately: it may
+                // have been written, copied and truncated within one tick
+                // of the clock that stamps modification times.
+                let still_empty = w.fp.len == 0
+                    && size == 0
+                    && dir_changed_since(&w.path, self.last_poll_ms - MTIME_SLACK_MS);
+                let old = (w.fp, w.offset);
                 if fp != w.fp {
                     w.fp = fp;
                     self.batch.checkpoints.insert(id, w.checkpoint(id));
                 }
+                // Changed without growing, or the first bytes of a file
+                // that was empty: it may have been written, copied and
+                // truncated between two polls.
+                ((modified && size <= w.offset) || first_bytes || still_empty)
+                    .then_some((old, false))
             }
             Ok(_) => {
                 info!(file = %w.location, "File was truncated; reading it again from its start.");
                 let old = (w.fp, w.offset);
-                let (path, source) = (w.path.clone(), w.source);
                 w.offset = 0;
                 w.skipping = false;
                 w.fp = Fingerprint::of(&w.file, size).unwrap_or_default();
                 self.batch.checkpoints.insert(id, w.checkpoint(id));
-                let since = self
-                    .at_path
-                    .get(&path)
-                    .map(|s| s.seen_at_ms - MTIME_SLACK_MS)
-                    .unwrap_or(i64::MAX);
-                let before: HashSet<FileId> = self.watchers.keys().copied().collect();
-                self.adopt_siblings(&path, source, since, Some(old));
-                let mut copies: Vec<(u64, FileId)> = self
-                    .watchers
-                    .iter()
-                    .filter(|(k, _)| !before.contains(k))
-                    .map(|(k, w)| (w.order, *k))
-                    .collect();
-                copies.sort();
-                for (_, copy) in copies {
-                    Box::pin(self.read(copy)).await?;
-                }
+                Some((old, true))
             }
             Err(error) => {
                 warn!(file = %w.location, %error, "Cannot read file.");
                 return Ok(());
+            }
+        };
+        if let Some((old, truncated)) = copy_of {
+            let (path, source) = (w.path.clone(), w.source);
+            let since = self
+                .at_path
+                .get(&path)
+                .map(|s| s.seen_at_ms - MTIME_SLACK_MS)
+                .unwrap_or(i64::MAX);
+            let before: HashSet<FileId> = self.watchers.keys().copied().collect();
+            // After an empty file, any recent sibling may be a copy.
+            let unknown = truncated || old.0.len == 0;
+            self.adopt_siblings(&path, source, since, Some(old), unknown);
+            let mut copies: Vec<_> = self
+                .watchers
+                .iter()
+                .filter(|(k, _)| !before.contains(k))
+                .map(|(k, w)| (w.read_order(), *k))
+                .collect();
+            copies.sort();
+            for (_, copy) in copies {
+                Box::pin(self.read(copy)).await?;
             }
         }
         let Some(w) = self.watchers.get_mut(&id) else {
@@ -736,6 +880,19 @@ impl Tailer {
     }
 }
 
+/// Whether the directory holding `path` changed at or after `since_ms`.
+fn dir_changed_since(path: &Path, since_ms: i64) -> bool {
+    path.parent()
+        .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
+        .and_then(|d| std::fs::metadata(d).ok())
+        .is_some_and(|m| mtime_ms(&m) >= since_ms)
+}
+
+/// The `N` of a rotated name ending in `.N`, for ordering.
+fn rotation_number(path: &Path) -> Option<u64> {
+    path.extension()?.to_str()?.parse().ok()
+}
+
 /// Spools the batch's events with the positions they were read up to.
 async fn flush(
     spool: &Spool,
@@ -759,4 +916,316 @@ async fn flush(
     batch.events.clear();
     batch.bytes = 0;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    struct Rig {
+        dir: tempfile::TempDir,
+        spool: Spool,
+        tailer: Option<Tailer>,
+        files: Vec<Localfile>,
+        options: TailOptions,
+    }
+
+    impl Rig {
+        async fn new(files: &[(&str, &str)], read_from_start: bool) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let spool = Spool::open(&dir.path().join("spool.db")).await.unwrap();
+            let files: Vec<Localfile> = files
+                .iter()
+                .map(|(name, format)| Localfile {
+                    location: dir.path().join(name),
+                    log_format: format.to_string(),
+                })
+                .collect();
+            let options = TailOptions {
+                read_from_start,
+                max_line_length: 300,
+                rotate_wait: Duration::ZERO,
+                ..TailOptions::default()
+            };
+            let mut rig = Self {
+                dir,
+                spool,
+                tailer: None,
+                files,
+                options,
+            };
+            rig.start();
+            rig
+        }
+
+        fn start(&mut self) {
+            self.tailer = Some(Tailer::new(
+                &self.files,
+                self.spool.clone(),
+                self.options.clone(),
+                Arc::new(Notify::new()),
+                Arc::new(AtomicU64::new(0)),
+            ));
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        fn write(&self, name: &str, text: &[u8]) {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.path(name))
+                .unwrap();
+            f.write_all(text).unwrap();
+        }
+
+        async fn poll(&mut self) {
+            self.tailer.as_mut().unwrap().poll_once().await.unwrap();
+        }
+
+        async fn lines(&self) -> Vec<String> {
+            self.spool
+                .pending(0, u32::MAX)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| String::from_utf8_lossy(&e.event.line).into_owned())
+                .collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn first_seen_files_start_at_their_end_unless_asked() {
+        let mut rig = Rig::new(&[("a.log", "syslog")], false).await;
+        rig.write("a.log", b"old\n");
+        rig.start();
+        rig.poll().await;
+        rig.write("a.log", b"new\n");
+        rig.poll().await;
+        assert_eq!(rig.lines().await, vec!["new"]);
+
+        let mut rig = Rig::new(&[("a.log", "syslog")], true).await;
+        rig.write("a.log", b"old\n");
+        rig.poll().await;
+        assert_eq!(rig.lines().await, vec!["old"]);
+    }
+
+    #[tokio::test]
+    async fn globs_pick_up_files_that_appear_later_from_their_start() {
+        let mut rig = Rig::new(&[("*.log", "nginx")], false).await;
+        rig.write("a.log", b"before start\n");
+        rig.start();
+        rig.poll().await;
+        rig.write("b.log", b"b1\n");
+        rig.write("a.log", b"a1\n");
+        rig.write("c.txt", b"not matched\n");
+        rig.poll().await;
+        let events = rig.spool.pending(0, 100).await.unwrap();
+        let mut got: Vec<(String, String, String)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.event.location.clone(),
+                    String::from_utf8_lossy(&e.event.line).into_owned(),
+                    e.event.log_format.clone(),
+                )
+            })
+            .collect();
+        got.sort();
+        let a = rig.path("a.log").display().to_string();
+        let b = rig.path("b.log").display().to_string();
+        assert_eq!(
+            got,
+            vec![
+                (a, "a1".into(), "nginx".into()),
+                (b, "b1".into(), "nginx".into())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn rename_rotation_finishes_the_old_file_first() {
+        let mut rig = Rig::new(&[("a.log", "syslog")], true).await;
+        rig.write("a.log", b"1\n");
+        rig.poll().await;
+        rig.write("a.log", b"2\n");
+        std::fs::rename(rig.path("a.log"), rig.path("a.log.1")).unwrap();
+        rig.write("a.log.1", b"3\n"); // the writer has not reopened yet
+        rig.write("a.log", b"4\n");
+        rig.poll().await;
+        assert_eq!(rig.lines().await, vec!["1", "2", "3", "4"]);
+        let location = rig.path("a.log").display().to_string();
+        for e in rig.spool.pending(0, 100).await.unwrap() {
+            assert_eq!(e.event.location, location);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_restart_finishes_a_file_rotated_while_down() {
+        let mut rig = Rig::new(&[("a.log", "syslog")], false).await;
+        rig.write("a.log", b"seen before start\n");
+        rig.poll().await;
+        rig.write("a.log", b"1\n");
+        rig.poll().await;
+        rig.tailer = None; // down
+        rig.write("a.log", b"2\n");
+        std::fs::rename(rig.path("a.log"), rig.path("a.log.1")).unwrap();
+        rig.write("a.log", b"3\n");
+        rig.start();
+        rig.poll().await;
+        assert_eq!(rig.lines().await, vec!["1", "2", "3"]);
+    }
+
+    #[tokio::test]
+    async fn over_long_and_odd_lines_pass_and_do_not_stall() {
+        let mut rig = Rig::new(&[("a.log", "syslog")], true).await;
+        let mut text = vec![b'x'; 5000];
+        text.push(b'\n');
+        text.extend_from_slice(&[0, 0, 0, b'\n']);
+        text.extend_from_slice(b"\xff\xfe\n");
+        text.extend_from_slice(b"after\n");
+        rig.write("a.log", &text);
+        rig.poll().await;
+        let events = rig.spool.pending(0, 100).await.unwrap();
+        let got: Vec<(Vec<u8>, bool)> = events
+            .into_iter()
+            .map(|e| (e.event.line, e.event.truncated))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (vec![b'x'; 300], true),
+                (vec![0, 0, 0], false),
+                (b"\xff\xfe".to_vec(), false),
+                (b"after".to_vec(), false)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn multi_line_groups_survive_a_restart() {
+        let mut rig = Rig::new(&[("a.log", "multi-line:2")], true).await;
+        rig.write("a.log", b"a\nb\nc\n");
+        rig.poll().await;
+        rig.start();
+        rig.write("a.log", b"d\n");
+        rig.poll().await;
+        assert_eq!(rig.lines().await, vec!["a b", "c d"]);
+        let events = rig.spool.pending(0, 100).await.unwrap();
+        assert_eq!(events[0].event.log_format, "multi-line");
+    }
+
+    #[tokio::test]
+    async fn a_reused_inode_is_a_new_file() {
+        let mut rig = Rig::new(&[("a.log", "syslog")], true).await;
+        rig.write("a.log", b"first file, long enough\n");
+        rig.poll().await;
+        rig.tailer = None;
+        // Same size, other content, very likely the same inode.
+        std::fs::remove_file(rig.path("a.log")).unwrap();
+        rig.write("a.log", b"other file, long enough\n");
+        rig.start();
+        rig.poll().await;
+        assert_eq!(
+            rig.lines().await,
+            vec!["first file, long enough", "other file, long enough"]
+        );
+    }
+
+    // The state machine: every line written arrives exactly once, in
+    // order, whatever rotations, truncations, deletions and restarts
+    // happen between polls (vector's FileWatcherAction, as a proptest).
+    #[derive(Debug, Clone)]
+    enum Action {
+        Write(u8),
+        RenameRotate,
+        CopyTruncate,
+        /// Truncate in place once everything was read.
+        ReadThenTruncate,
+        /// Delete once everything was read.
+        ReadThenDelete,
+        Read,
+        Restart,
+    }
+
+    fn action() -> impl proptest::strategy::Strategy<Value = Action> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (1u8..4).prop_map(Action::Write),
+            1 => Just(Action::RenameRotate),
+            1 => Just(Action::CopyTruncate),
+            1 => Just(Action::ReadThenTruncate),
+            1 => Just(Action::ReadThenDelete),
+            3 => Just(Action::Read),
+            1 => Just(Action::Restart),
+        ]
+    }
+
+    fn shift(rig: &Rig) {
+        for n in (1..=6).rev() {
+            let from = rig.path(&format!("a.log.{n}"));
+            if from.exists() {
+                std::fs::rename(&from, rig.path(&format!("a.log.{}", n + 1))).unwrap();
+            }
+        }
+    }
+
+    async fn play(actions: Vec<Action>) {
+        let mut rig = Rig::new(&[("a.log", "syslog")], true).await;
+        // The agent knew the file before anything happened to it.
+        rig.write("a.log", b"");
+        rig.poll().await;
+        let mut written = Vec::new();
+        for a in actions {
+            match a {
+                Action::Write(n) => {
+                    for _ in 0..n {
+                        let line = format!("line {:04} {}", written.len(), "p".repeat(written.len() % 7));
+                        rig.write("a.log", format!("{line}\n").as_bytes());
+                        written.push(line);
+                    }
+                }
+                Action::RenameRotate => {
+                    if rig.path("a.log").exists() {
+                        shift(&rig);
+                        std::fs::rename(rig.path("a.log"), rig.path("a.log.1")).unwrap();
+                    }
+                }
+                Action::CopyTruncate => {
+                    if rig.path("a.log").exists() {
+                        shift(&rig);
+                        std::fs::copy(rig.path("a.log"), rig.path("a.log.1")).unwrap();
+                        std::fs::File::create(rig.path("a.log")).unwrap();
+                    }
+                }
+                Action::ReadThenTruncate => {
+                    rig.poll().await;
+                    if rig.path("a.log").exists() {
+                        std::fs::File::create(rig.path("a.log")).unwrap();
+                    }
+                }
+                Action::ReadThenDelete => {
+                    rig.poll().await;
+                    let _ = std::fs::remove_file(rig.path("a.log"));
+                }
+                Action::Read => rig.poll().await,
+                Action::Restart => rig.start(),
+            }
+        }
+        rig.poll().await;
+        rig.poll().await;
+        assert_eq!(rig.lines().await, written);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 96, ..Default::default() })]
+        #[test]
+        fn every_line_arrives_once_in_order(actions in proptest::collection::vec(action(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(play(actions));
+        }
+    }
 }
