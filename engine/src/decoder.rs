@@ -569,54 +569,84 @@ impl DecoderSet {
         }
     }
 
-    /// Decodes `event` in place: decoder names, category and fields.
+    /// Decodes `event` in place: decoder names, category and fields. The
+    /// hot path: captured values go straight into `event.fields`, nothing
+    /// is recorded for logtest.
     pub fn decode(&self, event: &mut Event) {
-        self.decode_traced(event);
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.decode_with(event, &mut scratch, None),
+            Err(_) => self.decode_with(event, &mut Scratch::default(), None),
+        });
     }
 
     /// Decodes `event` and reports what logtest prints for Phase 2.
     pub fn decode_traced(&self, event: &mut Event) -> DecodeTrace {
         let mut trace = DecodeTrace::default();
+        self.decode_with(event, &mut Scratch::default(), Some(&mut trace));
+        trace
+    }
+
+    fn decode_with(
+        &self,
+        event: &mut Event,
+        scratch: &mut Scratch,
+        trace: Option<&mut DecodeTrace>,
+    ) {
         event.decoder_name = None;
         event.decoder_own_name = None;
         event.category = Category::Syslog;
-        let (info, assigned, plugin) = {
+        scratch.assigned.clear();
+        let outcome = {
             let log = event.log();
             let list = if event.program_name.is_some() {
                 &self.with_pname
             } else {
                 &self.without_pname
             };
-            match self.run(list, event.program_name.as_deref(), log) {
-                None => return trace,
-                Some(r) => r,
-            }
+            self.run(list, event.program_name.as_deref(), log, scratch)
         };
-        trace.parent_name = Some(self.decoders[info.0].own_name.clone());
-        let d = &self.decoders[info.1];
+        let Some((parent, info, plugin)) = outcome else {
+            return;
+        };
+        let d = &self.decoders[info];
         event.decoder_name = Some(d.name.clone());
         event.decoder_own_name = Some(d.own_name.clone());
         event.category = d.category;
-        for (field, value) in assigned {
-            trace.assigned.push((label(&field), value.clone()));
-            event.fields.set(&field, value);
+        let log_start = event.log_range().start;
+        let mut trace = trace;
+        if let Some(t) = trace.as_deref_mut() {
+            t.parent_name = Some(self.decoders[parent].own_name.clone());
+        }
+        for &(dec, k, s, e) in &scratch.assigned {
+            let Some(field) = self.decoders[dec].order.get(k) else {
+                continue;
+            };
+            let bytes = event
+                .full_log
+                .get(log_start + s..log_start + e)
+                .unwrap_or_default();
+            let value = bytes_to_string(bytes);
+            if let Some(t) = trace.as_deref_mut() {
+                t.assigned.push((label(field), value.clone()));
+            }
+            event.fields.set(field, value);
         }
         if let Some(p) = plugin {
             // Plugins print nothing in logtest.
             plugins::run(p, event);
         }
-        trace
     }
 
-    /// The matching walk of `DecodeEvent`. Returns ((parent, decoder_info),
-    /// field assignments, plugin to run).
-    #[allow(clippy::type_complexity)]
+    /// The matching walk of `DecodeEvent`. Returns (parent, decoder_info,
+    /// plugin to run) and leaves the field assignments, as (decoder,
+    /// `order` index, byte range in `log`), in `scratch.assigned`.
     fn run(
         &self,
         list: &[Node],
         program_name: Option<&str>,
         log: &[u8],
-    ) -> Option<((usize, usize), Vec<(FieldName, String)>, Option<Plugin>)> {
+        scratch: &mut Scratch,
+    ) -> Option<(usize, usize, Option<Plugin>)> {
         for node in list {
             let p = &self.decoders[node.dec];
             let mut pmatch = 0;
@@ -627,13 +657,12 @@ impl DecoderSet {
                 }
             }
             if let Some(pre) = &p.prematch {
-                match pre.find(log) {
-                    Some(m) => pmatch = m.end,
+                match pre.find_span(log) {
+                    Some((_, end)) => pmatch = end,
                     None => continue,
                 }
             }
             let mut info = node.dec;
-            let mut assigned = Vec::new();
             // The decoder whose regex runs first, its index in the child
             // list (None for a childless parent), and the prematch end.
             let (first, mut pos, cmatch) = if node.children.is_empty() {
@@ -647,9 +676,9 @@ impl DecoderSet {
                     match &cd.prematch {
                         Some(pre) => {
                             let base = if cd.prematch_after_parent { pmatch } else { 0 };
-                            if let Some(m) = pre.find(&log[base..]) {
+                            if let Some((_, end)) = pre.find_span(&log[base..]) {
                                 info = c;
-                                picked = Some((i, base + m.end));
+                                picked = Some((i, base + end));
                                 break;
                             }
                         }
@@ -668,12 +697,12 @@ impl DecoderSet {
                 }
                 match picked {
                     Some((i, cm)) => (node.children[i], Some(i), cm),
-                    None => return Some(((node.dec, info), assigned, None)),
+                    None => return Some((node.dec, info, None)),
                 }
             };
             let mut cur = first;
             if let Some(plugin) = self.decoders[cur].plugin {
-                return Some(((node.dec, info), assigned, Some(plugin)));
+                return Some((node.dec, info, Some(plugin)));
             }
             let mut regex_prev: Option<usize> = None;
             loop {
@@ -686,17 +715,17 @@ impl DecoderSet {
                     RegexOffset::AfterRegex => regex_prev.unwrap_or(cmatch),
                 };
                 let hay = &log[base..];
-                match re.find(hay) {
+                match re.find_into(hay, &mut scratch.groups) {
                     None => regex_prev = None,
-                    Some(m) => {
+                    Some((_, end)) => {
                         info = cur;
-                        regex_prev = Some(base + m.end);
-                        let mut fields = d.order.iter();
-                        for r in m.captures.iter().flatten() {
-                            // Extra captures beyond `order` are dropped.
-                            let Some(f) = fields.next() else { break };
-                            let v = String::from_utf8_lossy(&hay[r.clone()]).into_owned();
-                            assigned.push((f.clone(), v));
+                        regex_prev = Some(base + end);
+                        // Extra captures beyond `order` are dropped.
+                        let n = d.order.len();
+                        for (k, r) in scratch.groups.iter().flatten().take(n).enumerate() {
+                            scratch
+                                .assigned
+                                .push((cur, k, base + r.start, base + r.end));
                         }
                     }
                 }
@@ -708,9 +737,30 @@ impl DecoderSet {
                     _ => break,
                 }
             }
-            return Some(((node.dec, info), assigned, None));
+            return Some((node.dec, info, None));
         }
         None
+    }
+}
+
+/// Per-thread buffers of the decoding walk, reused from event to event.
+#[derive(Default)]
+struct Scratch {
+    /// Capture groups of the last regex.
+    groups: Vec<Option<std::ops::Range<usize>>>,
+    /// (decoder, `order` index, start, end in `log`).
+    assigned: Vec<(usize, usize, usize, usize)>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// A decoded value: the bytes as text, invalid UTF-8 replaced.
+fn bytes_to_string(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
     }
 }
 

@@ -33,7 +33,10 @@ pub struct Event {
     /// Name of the decoder that matched (the parent's name unless the child
     /// has `use_own_name`); `None` when no decoder matched.
     pub decoder_name: Option<String>,
-    /// The child decoder's own name (what `ossec-logtest -U` compares).
+    /// The own name (as written in its file) of the decoder that matched,
+    /// child or parent. Not what `ossec-logtest -U` compares: `-U` compares
+    /// [`decoder_name`](Self::decoder_name), i.e. the parent's name unless
+    /// the child has `use_own_name`. Used for the decoder's `<fts>` fields.
     pub decoder_own_name: Option<String>,
     /// Decoder `type`, OSSEC's event category (`syslog` by default).
     pub category: Category,
@@ -44,11 +47,16 @@ pub struct Event {
 impl Event {
     /// The text decoders and rules match against (OSSEC `lf->log`).
     pub fn log(&self) -> &[u8] {
+        &self.full_log[self.log_range()]
+    }
+
+    /// Where `log` lies in `full_log`.
+    pub fn log_range(&self) -> std::ops::Range<usize> {
         let end = self
             .log_end
             .unwrap_or(self.full_log.len())
             .min(self.full_log.len());
-        &self.full_log[self.log_offset.min(end)..end]
+        self.log_offset.min(end)..end
     }
 }
 

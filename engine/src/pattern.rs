@@ -79,8 +79,182 @@ pub struct Pattern {
 #[derive(Clone, Debug)]
 enum Imp {
     Literal(Literal),
-    Regex(regex::bytes::Regex),
-    Pcre(pcre2::bytes::Regex),
+    Regex(Box<OsRegex>),
+    Pcre(Box<Pcre>),
+}
+
+/// A translated OS_Regex. The `regex` crate decides whether and where it
+/// matches (linear time, literal prefilters, lazy DFA); capture groups are
+/// then extracted by a PCRE2 JIT twin anchored (`\G`) at the match start.
+/// Why: OS_Regex quantifiers are lazy, which makes many decoder patterns
+/// ambiguous (`HTTP\S+" ` — `\S` also matches `"`), and for those the
+/// `regex` crate falls back from its one-pass DFA to a bounded
+/// backtracker that costs ~100 instructions per byte; PCRE2's JIT runs
+/// the same leftmost-first search about ten times faster. Both engines
+/// give Perl's leftmost-first semantics, so the groups are the same; the
+/// single anchored attempt keeps PCRE2's backtracking bounded, and a PCRE2
+/// error (match limit) falls back to the `regex` crate's own captures.
+#[derive(Debug)]
+struct OsRegex {
+    re: regex::bytes::Regex,
+    /// `\G(?:...)` twin for capture extraction; `None` when the pattern has
+    /// no group or PCRE2 refused it.
+    caps: Option<pcre2::bytes::Regex>,
+    pcre_locs: Pool<pcre2::bytes::CaptureLocations>,
+    locs: Pool<regex::bytes::CaptureLocations>,
+}
+
+impl Clone for OsRegex {
+    fn clone(&self) -> Self {
+        Self {
+            re: self.re.clone(),
+            caps: self.caps.clone(),
+            pcre_locs: Pool::default(),
+            locs: Pool::default(),
+        }
+    }
+}
+
+/// A `*_pcre2` pattern with its reusable capture locations.
+#[derive(Debug)]
+struct Pcre {
+    re: pcre2::bytes::Regex,
+    locs: Pool<pcre2::bytes::CaptureLocations>,
+}
+
+impl Clone for Pcre {
+    fn clone(&self) -> Self {
+        Self {
+            re: self.re.clone(),
+            locs: Pool::default(),
+        }
+    }
+}
+
+/// A few reusable capture-location buffers: allocating them costs more
+/// than a short match. Patterns are shared between threads, so the pool
+/// is a mutex that is only ever `try_lock`ed: a contended caller simply
+/// allocates a fresh buffer instead of waiting.
+struct Pool<T>(std::sync::Mutex<Vec<T>>);
+
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Pool(std::sync::Mutex::new(Vec::new()))
+    }
+}
+
+impl<T> fmt::Debug for Pool<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pool")
+    }
+}
+
+impl<T> Pool<T> {
+    fn take(&self) -> Option<T> {
+        self.0.try_lock().ok()?.pop()
+    }
+
+    fn give(&self, t: T) {
+        if let Ok(mut v) = self.0.try_lock()
+            && v.len() < 4
+        {
+            v.push(t);
+        }
+    }
+}
+
+/// Capture slots 1..n as byte ranges, written into `out` (cleared first).
+fn push_groups(
+    out: &mut Vec<Option<Range<usize>>>,
+    n: usize,
+    get: impl Fn(usize) -> Option<(usize, usize)>,
+) {
+    out.clear();
+    out.extend((1..n).map(|i| get(i).map(|(s, e)| s..e)));
+}
+
+impl OsRegex {
+    fn new(re: regex::bytes::Regex, translated: &str) -> Self {
+        let caps = if re.captures_len() > 1 {
+            let body = translated.strip_prefix("(?i-u)").unwrap_or(translated);
+            pcre2::bytes::RegexBuilder::new()
+                .caseless(true)
+                .dotall(false)
+                .jit_if_available(true)
+                .build(&format!("\\G(?:{body})"))
+                .ok()
+                .filter(|p| p.captures_len() == re.captures_len())
+        } else {
+            None
+        };
+        OsRegex {
+            re,
+            caps,
+            pcre_locs: Pool::default(),
+            locs: Pool::default(),
+        }
+    }
+
+    fn find_into(&self, h: &[u8], out: &mut Vec<Option<Range<usize>>>) -> Option<(usize, usize)> {
+        let n = self.re.captures_len();
+        if n == 1 {
+            out.clear();
+            let m = self.re.find(h)?;
+            return Some((m.start(), m.end()));
+        }
+        if let Some(p) = &self.caps {
+            let m = self.re.find(h)?;
+            let mut locs = self
+                .pcre_locs
+                .take()
+                .unwrap_or_else(|| p.capture_locations());
+            let got = match p.captures_read_at(&mut locs, h, m.start()) {
+                Ok(Some(pm)) if pm.start() == m.start() && pm.end() == m.end() => {
+                    push_groups(out, n, |i| locs.get(i));
+                    true
+                }
+                _ => false,
+            };
+            self.pcre_locs.give(locs);
+            if got {
+                return Some((m.start(), m.end()));
+            }
+        }
+        let mut locs = self
+            .locs
+            .take()
+            .unwrap_or_else(|| self.re.capture_locations());
+        let r = self.re.captures_read(&mut locs, h).map(|m| {
+            push_groups(out, n, |i| locs.get(i));
+            (m.start(), m.end())
+        });
+        self.locs.give(locs);
+        r
+    }
+}
+
+impl Pcre {
+    fn find_into(&self, h: &[u8], out: &mut Vec<Option<Range<usize>>>) -> Option<(usize, usize)> {
+        let n = self.re.captures_len();
+        if n == 1 {
+            out.clear();
+            let m = self.re.find(h).ok()??;
+            return Some((m.start(), m.end()));
+        }
+        let mut locs = self
+            .locs
+            .take()
+            .unwrap_or_else(|| self.re.capture_locations());
+        let r = match self.re.captures_read(&mut locs, h) {
+            Ok(Some(m)) => {
+                push_groups(out, n, |i| locs.get(i));
+                Some((m.start(), m.end()))
+            }
+            _ => None,
+        };
+        self.locs.give(locs);
+        r
+    }
 }
 
 impl Pattern {
@@ -99,7 +273,7 @@ impl Pattern {
                                 "invalid OS_Regex `{source}` (translated to `{translated}`): {e}"
                             ))
                         })?;
-                    Imp::Regex(re)
+                    Imp::Regex(Box::new(OsRegex::new(re, &translated)))
                 }
             },
             Dialect::Pcre2 => {
@@ -116,7 +290,10 @@ impl Pattern {
                             .map_err(|e| {
                                 PatternError(format!("invalid PCRE2 pattern `{source}`: {e}"))
                             })?;
-                        Imp::Pcre(re)
+                        Imp::Pcre(Box::new(Pcre {
+                            re,
+                            locs: Pool::default(),
+                        }))
                     }
                 }
             }
@@ -142,62 +319,70 @@ impl Pattern {
     pub fn is_match(&self, haystack: &[u8]) -> bool {
         match &self.imp {
             Imp::Literal(l) => l.is_match(haystack),
-            Imp::Regex(re) => re.is_match(haystack),
+            Imp::Regex(r) => r.re.is_match(haystack),
             // A PCRE2 run-time error (match limit) counts as no match, as
             // in OSSEC.
-            Imp::Pcre(re) => re.is_match(haystack).unwrap_or(false),
+            Imp::Pcre(p) => p.re.is_match(haystack).unwrap_or(false),
+        }
+    }
+
+    /// The leftmost match's span, without capture groups (decoder
+    /// prematches only need where it ends).
+    pub fn find_span(&self, haystack: &[u8]) -> Option<(usize, usize)> {
+        match &self.imp {
+            Imp::Literal(l) => l.find(haystack),
+            Imp::Regex(r) => r.re.find(haystack).map(|m| (m.start(), m.end())),
+            Imp::Pcre(p) => p.re.find(haystack).ok()?.map(|m| (m.start(), m.end())),
+        }
+    }
+
+    /// The leftmost match's span; its capture groups 1..n are written into
+    /// `groups` (cleared first, left empty for a pattern without groups).
+    /// The buffer is the caller's so that a hot loop allocates nothing.
+    pub fn find_into(
+        &self,
+        haystack: &[u8],
+        groups: &mut Vec<Option<Range<usize>>>,
+    ) -> Option<(usize, usize)> {
+        match &self.imp {
+            Imp::Literal(l) => {
+                groups.clear();
+                l.find(haystack)
+            }
+            Imp::Regex(r) => r.find_into(haystack, groups),
+            Imp::Pcre(p) => p.find_into(haystack, groups),
+        }
+    }
+
+    /// [`find_into`](Self::find_into) computed by the `regex` crate alone
+    /// for OS_Regex patterns, never by the PCRE2 twin: the reference that
+    /// the engines-agree test compares against.
+    #[doc(hidden)]
+    pub fn find_into_reference(
+        &self,
+        haystack: &[u8],
+        groups: &mut Vec<Option<Range<usize>>>,
+    ) -> Option<(usize, usize)> {
+        match &self.imp {
+            Imp::Regex(r) => {
+                let mut locs = r.re.capture_locations();
+                let m = r.re.captures_read(&mut locs, haystack)?;
+                push_groups(groups, r.re.captures_len(), |i| locs.get(i));
+                Some((m.start(), m.end()))
+            }
+            _ => self.find_into(haystack, groups),
         }
     }
 
     /// The leftmost match with its capture groups.
     pub fn find(&self, haystack: &[u8]) -> Option<PatternMatch> {
-        match &self.imp {
-            Imp::Literal(l) => l.find(haystack).map(|(start, end)| PatternMatch {
-                start,
-                end,
-                captures: Vec::new(),
-            }),
-            Imp::Regex(re) => {
-                if re.captures_len() == 1 {
-                    let m = re.find(haystack)?;
-                    return Some(PatternMatch {
-                        start: m.start(),
-                        end: m.end(),
-                        captures: Vec::new(),
-                    });
-                }
-                let mut locs = re.capture_locations();
-                let m = re.captures_read(&mut locs, haystack)?;
-                let captures = (1..locs.len())
-                    .map(|i| locs.get(i).map(|(s, e)| s..e))
-                    .collect();
-                Some(PatternMatch {
-                    start: m.start(),
-                    end: m.end(),
-                    captures,
-                })
-            }
-            Imp::Pcre(re) => {
-                if re.captures_len() == 1 {
-                    let m = re.find(haystack).ok()??;
-                    return Some(PatternMatch {
-                        start: m.start(),
-                        end: m.end(),
-                        captures: Vec::new(),
-                    });
-                }
-                let mut locs = re.capture_locations();
-                let m = re.captures_read(&mut locs, haystack).ok()??;
-                let captures = (1..locs.len())
-                    .map(|i| locs.get(i).map(|(s, e)| s..e))
-                    .collect();
-                Some(PatternMatch {
-                    start: m.start(),
-                    end: m.end(),
-                    captures,
-                })
-            }
-        }
+        let mut captures = Vec::new();
+        let (start, end) = self.find_into(haystack, &mut captures)?;
+        Some(PatternMatch {
+            start,
+            end,
+            captures,
+        })
     }
 
     /// Whether this pattern runs on the literal fast path (for tests and
