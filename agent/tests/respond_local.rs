@@ -83,11 +83,17 @@ fn order(response: &str, action: Action, ip: &str, timeout: Option<u64>) -> Orde
 #[tokio::test]
 async fn host_deny_adds_once_and_removes() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hosts.deny"), "# local policy\nsshd: 203.0.113.5\n").unwrap();
+    std::fs::write(
+        dir.path().join("hosts.deny"),
+        "# local policy\nsshd: 203.0.113.5\n",
+    )
+    .unwrap();
     let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
     let r = Responder::new(config(dir.path(), &[], "5s"), ledger.clone(), vec![]).unwrap();
     for ip in ["198.51.100.7", "2001:db8::7", "198.51.100.7"] {
-        let out = r.execute(order("host-deny", Action::Add, ip, Some(600))).await;
+        let out = r
+            .execute(order("host-deny", Action::Add, ip, Some(600)))
+            .await;
         assert!(out.ok, "{out:?}");
     }
     let deny = dir.path().join("hosts.deny");
@@ -95,7 +101,9 @@ async fn host_deny_adds_once_and_removes() {
         std::fs::read_to_string(&deny).unwrap(),
         "# local policy\nsshd: 203.0.113.5\nALL:198.51.100.7\nALL:[2001:db8::7]\n"
     );
-    let out = r.execute(order("host-deny", Action::Delete, "198.51.100.7", None)).await;
+    let out = r
+        .execute(order("host-deny", Action::Delete, "198.51.100.7", None))
+        .await;
     assert!(out.ok, "{out:?}");
     assert_eq!(
         std::fs::read_to_string(&deny).unwrap(),
@@ -151,18 +159,35 @@ async fn scripts_get_ossec_arguments_and_run_once_per_block() {
     };
     assert!(r.execute(manual).await.ok);
     let expected = |action: &str, user: &str, ip: &str| -> Vec<String> {
-        [action, user, ip, "1700000000.12345", "31151", "(web01)", "10.0.0.5->/var/log/nginx/access.log", "-"]
-            .map(String::from)
-            .to_vec()
+        [
+            action,
+            user,
+            ip,
+            "1700000000.12345",
+            "31151",
+            "(web01)",
+            "10.0.0.5->/var/log/nginx/access.log",
+            "-",
+        ]
+        .map(String::from)
+        .to_vec()
     };
     assert_eq!(
         invocations(&record),
         [
             expected("add", "www-data", "198.51.100.7"),
             expected("delete", "www-data", "198.51.100.7"),
-            ["add", "-", "2001:db8::7", "(from_the_server)", "(no_rule_id)", "-", "-"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "add",
+                "-",
+                "2001:db8::7",
+                "(from_the_server)",
+                "(no_rule_id)",
+                "-",
+                "-"
+            ]
+            .map(String::from)
+            .to_vec(),
         ]
     );
     let log = std::fs::read_to_string(dir.path().join("active-responses.log")).unwrap();
@@ -182,7 +207,12 @@ async fn an_agent_id_without_a_parenthesised_location_is_ossecs_first_location_a
     let record = dir.path().join("argv");
     let script = recorder(dir.path(), "notify.sh", &record, "");
     let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
-    let r = Responder::new(config(dir.path(), &[("notify", &script)], "5s"), ledger, vec![]).unwrap();
+    let r = Responder::new(
+        config(dir.path(), &[("notify", &script)], "5s"),
+        ledger,
+        vec![],
+    )
+    .unwrap();
     let o = Order {
         agent_id: "083".into(),
         location: "/var/log/nginx/access.log".into(),
@@ -201,7 +231,12 @@ async fn a_crafted_address_is_refused_before_any_script_runs() {
     let record = dir.path().join("argv");
     let script = recorder(dir.path(), "notify.sh", &record, "");
     let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
-    let r = Responder::new(config(dir.path(), &[("notify", &script)], "5s"), ledger.clone(), vec![]).unwrap();
+    let r = Responder::new(
+        config(dir.path(), &[("notify", &script)], "5s"),
+        ledger.clone(),
+        vec![],
+    )
+    .unwrap();
     for (ip, action) in [
         (";rm -rf /", Action::Add),
         ("198.51.100.7;rm -rf /", Action::Add),
@@ -230,36 +265,72 @@ async fn a_hung_script_is_killed_at_the_time_limit() {
     // It also leaves a child behind holding its output.
     let script = recorder(dir.path(), "hang.sh", &record, "sleep 300 &\nsleep 300");
     let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
-    let r = Responder::new(config(dir.path(), &[("hang", &script)], "500ms"), ledger.clone(), vec![]).unwrap();
+    let r = Responder::new(
+        config(dir.path(), &[("hang", &script)], "500ms"),
+        ledger.clone(),
+        vec![],
+    )
+    .unwrap();
     let started = Instant::now();
-    let out = r.execute(order("hang", Action::Add, "198.51.100.7", Some(60))).await;
+    let out = r
+        .execute(order("hang", Action::Add, "198.51.100.7", Some(60)))
+        .await;
     assert!(!out.ok, "{out:?}");
-    assert!(out.message.contains("killed at the time limit"), "{}", out.message);
+    assert!(
+        out.message.contains("killed at the time limit"),
+        "{}",
+        out.message
+    );
     // Well short of the script's own 300 s.
     assert!(started.elapsed() < Duration::from_secs(60));
     assert_eq!(invocations(&record).len(), 1, "it did start");
-    assert!(ledger.list().await.unwrap().is_empty(), "a failed add is not recorded");
+    assert!(
+        ledger.list().await.unwrap().is_empty(),
+        "a failed add is not recorded"
+    );
 }
 
 #[tokio::test]
 async fn a_failing_script_reports_its_status_and_output() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("argv");
-    let script = recorder(dir.path(), "fail.sh", &record, "echo 'no firewall here' >&2\nexit 3");
+    let script = recorder(
+        dir.path(),
+        "fail.sh",
+        &record,
+        "echo 'no firewall here' >&2\nexit 3",
+    );
     let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
-    let r = Responder::new(config(dir.path(), &[("fail", &script)], "5s"), ledger.clone(), vec![]).unwrap();
-    let out = r.execute(order("fail", Action::Add, "198.51.100.7", Some(60))).await;
+    let r = Responder::new(
+        config(dir.path(), &[("fail", &script)], "5s"),
+        ledger.clone(),
+        vec![],
+    )
+    .unwrap();
+    let out = r
+        .execute(order("fail", Action::Add, "198.51.100.7", Some(60)))
+        .await;
     assert!(!out.ok);
-    assert!(out.message.contains("exit status 3: no firewall here"), "{}", out.message);
+    assert!(
+        out.message.contains("exit status 3: no firewall here"),
+        "{}",
+        out.message
+    );
     assert!(ledger.list().await.unwrap().is_empty());
     // A configured script that does not exist.
     let r = Responder::new(
-        config(dir.path(), &[("gone", &dir.path().join("missing.sh"))], "5s"),
+        config(
+            dir.path(),
+            &[("gone", &dir.path().join("missing.sh"))],
+            "5s",
+        ),
         ledger,
         vec![],
     )
     .unwrap();
-    let out = r.execute(order("gone", Action::Add, "198.51.100.7", Some(60))).await;
+    let out = r
+        .execute(order("gone", Action::Add, "198.51.100.7", Some(60)))
+        .await;
     assert!(!out.ok && out.message.contains("missing.sh"), "{out:?}");
 }
 
@@ -268,21 +339,31 @@ async fn unknown_responses_missing_actions_and_a_disabled_agent_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
     let r = Responder::new(config(dir.path(), &[], "5s"), ledger.clone(), vec![]).unwrap();
-    let out = r.execute(order("route-nul", Action::Add, "198.51.100.7", None)).await;
-    assert!(!out.ok && out.message.contains("unknown response \"route-nul\""), "{out:?}");
+    let out = r
+        .execute(order("route-nul", Action::Add, "198.51.100.7", None))
+        .await;
+    assert!(
+        !out.ok && out.message.contains("unknown response \"route-nul\""),
+        "{out:?}"
+    );
     let out = r
         .execute(Order {
             action: None,
             ..order("host-deny", Action::Add, "198.51.100.7", None)
         })
         .await;
-    assert!(!out.ok && out.message.contains("no valid action"), "{out:?}");
+    assert!(
+        !out.ok && out.message.contains("no valid action"),
+        "{out:?}"
+    );
     let disabled = RespondConfig {
         disabled: true,
         ..config(dir.path(), &[], "5s")
     };
     let r = Responder::new(disabled, ledger.clone(), vec![]).unwrap();
-    let out = r.execute(order("host-deny", Action::Add, "198.51.100.7", None)).await;
+    let out = r
+        .execute(order("host-deny", Action::Add, "198.51.100.7", None))
+        .await;
     assert!(!out.ok && out.message.contains("disabled"), "{out:?}");
     assert!(!dir.path().join("hosts.deny").exists());
     // The result for the manager carries the id, the action and the message.
@@ -307,19 +388,40 @@ async fn the_ledger_survives_reopening_and_extends_instead_of_duplicating() {
         location: String::new(),
         expires_at,
     };
-    let (b, existed) = ledger.record_add(&new("198.51.100.7", Some(5_000)), 1_000).await.unwrap();
+    let (b, existed) = ledger
+        .record_add(&new("198.51.100.7", Some(5_000)), 1_000)
+        .await
+        .unwrap();
     assert!(!existed);
-    assert_eq!((b.offences, b.expires_at, b.added_at), (1, Some(5_000), 1_000));
+    assert_eq!(
+        (b.offences, b.expires_at, b.added_at),
+        (1, Some(5_000), 1_000)
+    );
     // A later, longer block extends; a shorter one never shortens.
-    let (b, existed) = ledger.record_add(&new("198.51.100.7", Some(9_000)), 2_000).await.unwrap();
+    let (b, existed) = ledger
+        .record_add(&new("198.51.100.7", Some(9_000)), 2_000)
+        .await
+        .unwrap();
     assert!(existed);
-    assert_eq!((b.offences, b.expires_at, b.added_at, b.updated_at), (2, Some(9_000), 1_000, 2_000));
-    let (b, _) = ledger.record_add(&new("198.51.100.7", Some(3_000)), 2_500).await.unwrap();
+    assert_eq!(
+        (b.offences, b.expires_at, b.added_at, b.updated_at),
+        (2, Some(9_000), 1_000, 2_000)
+    );
+    let (b, _) = ledger
+        .record_add(&new("198.51.100.7", Some(3_000)), 2_500)
+        .await
+        .unwrap();
     assert_eq!((b.offences, b.expires_at), (3, Some(9_000)));
     // No timeout wins.
-    let (b, _) = ledger.record_add(&new("198.51.100.7", None), 2_600).await.unwrap();
+    let (b, _) = ledger
+        .record_add(&new("198.51.100.7", None), 2_600)
+        .await
+        .unwrap();
     assert_eq!(b.expires_at, None);
-    ledger.record_add(&new("2001:db8::7", Some(4_000)), 1_000).await.unwrap();
+    ledger
+        .record_add(&new("2001:db8::7", Some(4_000)), 1_000)
+        .await
+        .unwrap();
     ledger.pool().close().await;
 
     let ledger = ledger_at(&db, false).await;
@@ -329,8 +431,18 @@ async fn the_ledger_survives_reopening_and_extends_instead_of_duplicating() {
     assert_eq!(ledger.next_expiry().await.unwrap(), Some(4_000));
     assert_eq!(ledger.due(4_000).await.unwrap().len(), 1);
     assert!(ledger.due(3_999).await.unwrap().is_empty());
-    assert!(ledger.remove("route-null", "2001:db8::7".parse().unwrap()).await.unwrap());
-    assert!(!ledger.remove("route-null", "2001:db8::7".parse().unwrap()).await.unwrap());
+    assert!(
+        ledger
+            .remove("route-null", "2001:db8::7".parse().unwrap())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !ledger
+            .remove("route-null", "2001:db8::7".parse().unwrap())
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -339,8 +451,16 @@ async fn a_block_that_expired_while_the_agent_was_down_is_lifted_at_start() {
     let db = dir.path().join("agent.db");
     let ledger = ledger_at(&db, true).await;
     let r = Responder::new(config(dir.path(), &[], "5s"), ledger.clone(), vec![]).unwrap();
-    assert!(r.execute(order("host-deny", Action::Add, "198.51.100.7", Some(1))).await.ok);
-    assert!(r.execute(order("host-deny", Action::Add, "198.51.100.8", Some(3600))).await.ok);
+    assert!(
+        r.execute(order("host-deny", Action::Add, "198.51.100.7", Some(1)))
+            .await
+            .ok
+    );
+    assert!(
+        r.execute(order("host-deny", Action::Add, "198.51.100.8", Some(3600)))
+            .await
+            .ok
+    );
     drop(r);
     ledger.pool().close().await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -354,7 +474,10 @@ async fn a_block_that_expired_while_the_agent_was_down_is_lifted_at_start() {
     let (report, timer) = r.start(stop.clone()).await;
     assert_eq!(report.expired_undone, 1, "{report:?}");
     assert_eq!(report.hosts_deny_readded, 1, "{report:?}");
-    assert_eq!(std::fs::read_to_string(&deny).unwrap(), "ALL:198.51.100.8\n");
+    assert_eq!(
+        std::fs::read_to_string(&deny).unwrap(),
+        "ALL:198.51.100.8\n"
+    );
     let left = ledger.list().await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].srcip.to_string(), "198.51.100.8");
@@ -368,9 +491,64 @@ async fn undo_all_lifts_everything() {
     let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
     let r = Responder::new(config(dir.path(), &[], "5s"), ledger.clone(), vec![]).unwrap();
     for ip in ["198.51.100.7", "198.51.100.8"] {
-        assert!(r.execute(order("host-deny", Action::Add, ip, None)).await.ok);
+        assert!(
+            r.execute(order("host-deny", Action::Add, ip, None))
+                .await
+                .ok
+        );
     }
     assert_eq!(r.undo_all().await.unwrap(), 2);
-    assert_eq!(std::fs::read_to_string(dir.path().join("hosts.deny")).unwrap(), "");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("hosts.deny")).unwrap(),
+        ""
+    );
     assert!(ledger.list().await.unwrap().is_empty());
+}
+
+/// The uplink runs commands on a multi-threaded runtime: the futures must
+/// be `Send`, and concurrent commands must not trip over each other (one
+/// netlink dump at a time per socket; a hosts.deny rewrite racing an add).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commands_do_not_interfere() {
+    fn send<T: Send>(t: T) -> T {
+        t
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
+    let r = Responder::new(config(dir.path(), &[], "5s"), ledger.clone(), vec![]).unwrap();
+    let run_all = |jobs: Vec<(Action, String)>| {
+        let r = r.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for (action, ip) in jobs {
+                let r = r.clone();
+                tasks.push(tokio::spawn(send(async move {
+                    r.execute(order("host-deny", action, &ip, None)).await
+                })));
+            }
+            for t in tasks {
+                let out = t.await.unwrap();
+                assert!(out.ok, "{out:?}");
+            }
+        }
+    };
+    run_all(
+        (1..=8)
+            .map(|i| (Action::Add, format!("198.51.100.{i}")))
+            .collect(),
+    )
+    .await;
+    let mut mixed: Vec<(Action, String)> = Vec::new();
+    for i in 1..=8 {
+        mixed.push((Action::Delete, format!("198.51.100.{i}")));
+        mixed.push((Action::Add, format!("203.0.113.{i}")));
+    }
+    run_all(mixed).await;
+    let text = std::fs::read_to_string(dir.path().join("hosts.deny")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    let mut expected: Vec<String> = (1..=8).map(|i| format!("ALL:203.0.113.{i}")).collect();
+    expected.sort_unstable();
+    assert_eq!(lines, expected);
+    assert_eq!(ledger.list().await.unwrap().len(), 8);
 }

@@ -147,54 +147,75 @@ fn order(response: &str, action: Action, ip: &str, timeout: Option<u64>) -> Orde
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(15), "never happened: {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "never happened: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 #[test]
 fn route_null_adds_and_deletes_ipv4_and_ipv6_idempotently() {
-    in_netns("route_null_adds_and_deletes_ipv4_and_ipv6_idempotently", || async {
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
-        let r = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
-        for ip in ["198.51.100.7", "2001:db8::7"] {
-            let out = r.execute(order("route-null", Action::Add, ip, Some(600))).await;
-            assert!(out.ok, "{out:?}");
-            assert_eq!(
-                route_of(ip),
-                Some(("unreachable".into(), "173".into())),
-                "{:?}",
-                routes()
+    in_netns(
+        "route_null_adds_and_deletes_ipv4_and_ipv6_idempotently",
+        || async {
+            let dir = tempfile::tempdir().unwrap();
+            let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
+            let r = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
+            for ip in ["198.51.100.7", "2001:db8::7"] {
+                let out = r
+                    .execute(order("route-null", Action::Add, ip, Some(600)))
+                    .await;
+                assert!(out.ok, "{out:?}");
+                assert_eq!(
+                    route_of(ip),
+                    Some(("unreachable".into(), "173".into())),
+                    "{:?}",
+                    routes()
+                );
+                // Again: extended, still exactly one route.
+                let again = r
+                    .execute(order("route-null", Action::Add, ip, Some(600)))
+                    .await;
+                assert!(again.ok, "{again:?}");
+                assert!(again.message.contains("extended"), "{}", again.message);
+                assert_eq!(routes().iter().filter(|(d, _, _)| d == ip).count(), 1);
+            }
+            let blocks = ledger.list().await.unwrap();
+            assert_eq!(blocks.len(), 2);
+            assert!(
+                blocks
+                    .iter()
+                    .all(|b| b.offences == 2 && b.expires_at.is_some())
             );
-            // Again: extended, still exactly one route.
-            let again = r.execute(order("route-null", Action::Add, ip, Some(600))).await;
-            assert!(again.ok, "{again:?}");
-            assert!(again.message.contains("extended"), "{}", again.message);
-            assert_eq!(routes().iter().filter(|(d, _, _)| d == ip).count(), 1);
-        }
-        let blocks = ledger.list().await.unwrap();
-        assert_eq!(blocks.len(), 2);
-        assert!(blocks.iter().all(|b| b.offences == 2 && b.expires_at.is_some()));
-        for ip in ["198.51.100.7", "2001:db8::7"] {
-            let out = r.execute(order("route-null", Action::Delete, ip, None)).await;
-            assert!(out.ok, "{out:?}");
-            assert_eq!(route_of(ip), None);
-            // Deleting what is not there is success.
-            let out = r.execute(order("route-null", Action::Delete, ip, None)).await;
-            assert!(out.ok, "{out:?}");
-        }
-        assert!(ledger.list().await.unwrap().is_empty());
-        let log = std::fs::read_to_string(dir.path().join("active-responses.log")).unwrap();
-        let lines: Vec<&str> = log.lines().collect();
-        // One add per address (extensions are not re-logged, as in OSSEC) and
-        // one delete per delete command.
-        assert_eq!(lines.len(), 6, "{log}");
-        assert!(lines[0].ends_with(
+            for ip in ["198.51.100.7", "2001:db8::7"] {
+                let out = r
+                    .execute(order("route-null", Action::Delete, ip, None))
+                    .await;
+                assert!(out.ok, "{out:?}");
+                assert_eq!(route_of(ip), None);
+                // Deleting what is not there is success.
+                let out = r
+                    .execute(order("route-null", Action::Delete, ip, None))
+                    .await;
+                assert!(out.ok, "{out:?}");
+            }
+            assert!(ledger.list().await.unwrap().is_empty());
+            let log = std::fs::read_to_string(dir.path().join("active-responses.log")).unwrap();
+            let lines: Vec<&str> = log.lines().collect();
+            // One add per address (extensions are not re-logged, as in OSSEC) and
+            // one delete per delete command.
+            assert_eq!(lines.len(), 6, "{log}");
+            assert!(lines[0].ends_with(
             " /palisade/active-response/bin/route-null.sh add - 198.51.100.7 1700000000.4242 31151"
         ), "{log}");
-        assert!(lines[2].ends_with(" delete - 198.51.100.7 1700000000.4242 31151"), "{log}");
-    });
+            assert!(
+                lines[2].ends_with(" delete - 198.51.100.7 1700000000.4242 31151"),
+                "{log}"
+            );
+        },
+    );
 }
 
 #[test]
@@ -203,10 +224,23 @@ fn mapped_ipv6_is_blocked_as_ipv4() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
         let r = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
-        let out = r.execute(order("route-null", Action::Add, "::ffff:198.51.100.9", Some(60))).await;
+        let out = r
+            .execute(order(
+                "route-null",
+                Action::Add,
+                "::ffff:198.51.100.9",
+                Some(60),
+            ))
+            .await;
         assert!(out.ok, "{out:?}");
-        assert_eq!(route_of("198.51.100.9"), Some(("unreachable".into(), "173".into())));
-        assert_eq!(ledger.list().await.unwrap()[0].srcip, "198.51.100.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            route_of("198.51.100.9"),
+            Some(("unreachable".into(), "173".into()))
+        );
+        assert_eq!(
+            ledger.list().await.unwrap()[0].srcip,
+            "198.51.100.9".parse::<IpAddr>().unwrap()
+        );
     });
 }
 
@@ -221,17 +255,30 @@ fn blackhole_is_an_option_and_a_type_change_replaces_our_route() {
         };
         let r = Responder::new(cfg, ledger.clone(), vec![]).unwrap();
         for ip in ["198.51.100.7", "2001:db8::7"] {
-            assert!(r.execute(order("route-null", Action::Add, ip, None)).await.ok);
+            assert!(
+                r.execute(order("route-null", Action::Add, ip, None))
+                    .await
+                    .ok
+            );
             assert_eq!(route_of(ip), Some(("blackhole".into(), "173".into())));
         }
         // The configuration goes back to unreachable: a new add replaces our route.
         let r2 = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
-        let out = r2.execute(order("route-null", Action::Add, "198.51.100.7", None)).await;
+        let out = r2
+            .execute(order("route-null", Action::Add, "198.51.100.7", None))
+            .await;
         assert!(out.ok, "{out:?}");
-        assert_eq!(route_of("198.51.100.7"), Some(("unreachable".into(), "173".into())));
+        assert_eq!(
+            route_of("198.51.100.7"),
+            Some(("unreachable".into(), "173".into()))
+        );
         // Delete removes either type.
         for ip in ["198.51.100.7", "2001:db8::7"] {
-            assert!(r2.execute(order("route-null", Action::Delete, ip, None)).await.ok);
+            assert!(
+                r2.execute(order("route-null", Action::Delete, ip, None))
+                    .await
+                    .ok
+            );
             assert_eq!(route_of(ip), None, "{:?}", routes());
         }
     });
@@ -242,19 +289,48 @@ fn a_foreign_route_is_never_replaced_nor_deleted() {
     in_netns("a_foreign_route_is_never_replaced_nor_deleted", || async {
         let dir = tempfile::tempdir().unwrap();
         let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
-        run(&["ip", "route", "add", "unreachable", "198.51.100.30", "proto", "static"]);
-        run(&["ip", "-6", "route", "add", "blackhole", "2001:db8::30", "proto", "static"]);
+        run(&[
+            "ip",
+            "route",
+            "add",
+            "unreachable",
+            "198.51.100.30",
+            "proto",
+            "static",
+        ]);
+        run(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "blackhole",
+            "2001:db8::30",
+            "proto",
+            "static",
+        ]);
         let r = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
-        let out = r.execute(order("route-null", Action::Add, "198.51.100.30", Some(60))).await;
+        let out = r
+            .execute(order("route-null", Action::Add, "198.51.100.30", Some(60)))
+            .await;
         assert!(!out.ok, "{out:?}");
         assert!(out.message.contains("did not install"), "{}", out.message);
         assert!(ledger.list().await.unwrap().is_empty());
         // Deletes carry Palisade's protocol: the foreign routes stay.
         for ip in ["198.51.100.30", "2001:db8::30"] {
-            assert!(r.execute(order("route-null", Action::Delete, ip, None)).await.ok);
+            assert!(
+                r.execute(order("route-null", Action::Delete, ip, None))
+                    .await
+                    .ok
+            );
         }
-        assert_eq!(route_of("198.51.100.30"), Some(("unreachable".into(), "static".into())));
-        assert_eq!(route_of("2001:db8::30"), Some(("blackhole".into(), "static".into())));
+        assert_eq!(
+            route_of("198.51.100.30"),
+            Some(("unreachable".into(), "static".into()))
+        );
+        assert_eq!(
+            route_of("2001:db8::30"),
+            Some(("blackhole".into(), "static".into()))
+        );
     });
 }
 
@@ -266,18 +342,72 @@ fn start_reconciles_the_ledger_with_the_kernel() {
         let ledger = ledger_at(&db, true).await;
         let r = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
         for ip in ["198.51.100.10", "2001:db8::10", "198.51.100.11"] {
-            assert!(r.execute(order("route-null", Action::Add, ip, Some(600))).await.ok);
+            assert!(
+                r.execute(order("route-null", Action::Add, ip, Some(600)))
+                    .await
+                    .ok
+            );
         }
         drop(r);
         ledger.pool().close().await;
         // While the agent is down: someone removes two of our routes, leaves
         // an orphan of ours, and has routes of their own.
-        run(&["ip", "route", "del", "unreachable", "198.51.100.10", "proto", "173"]);
-        run(&["ip", "-6", "route", "del", "unreachable", "2001:db8::10", "proto", "173"]);
-        run(&["ip", "route", "add", "unreachable", "198.51.100.20", "proto", "173"]);
-        run(&["ip", "-6", "route", "add", "blackhole", "2001:db8::20", "proto", "173"]);
-        run(&["ip", "route", "add", "blackhole", "198.51.100.21", "proto", "static"]);
-        run(&["ip", "route", "add", "unreachable", "198.51.100.22", "proto", "dhcp"]);
+        run(&[
+            "ip",
+            "route",
+            "del",
+            "unreachable",
+            "198.51.100.10",
+            "proto",
+            "173",
+        ]);
+        run(&[
+            "ip",
+            "-6",
+            "route",
+            "del",
+            "unreachable",
+            "2001:db8::10",
+            "proto",
+            "173",
+        ]);
+        run(&[
+            "ip",
+            "route",
+            "add",
+            "unreachable",
+            "198.51.100.20",
+            "proto",
+            "173",
+        ]);
+        run(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "blackhole",
+            "2001:db8::20",
+            "proto",
+            "173",
+        ]);
+        run(&[
+            "ip",
+            "route",
+            "add",
+            "blackhole",
+            "198.51.100.21",
+            "proto",
+            "static",
+        ]);
+        run(&[
+            "ip",
+            "route",
+            "add",
+            "unreachable",
+            "198.51.100.22",
+            "proto",
+            "dhcp",
+        ]);
 
         let ledger = ledger_at(&db, false).await;
         let r = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
@@ -288,12 +418,22 @@ fn start_reconciles_the_ledger_with_the_kernel() {
         assert_eq!(report.routes_removed, 2, "{report:?}");
         assert_eq!(report.expired_undone, 0, "{report:?}");
         for ip in ["198.51.100.10", "2001:db8::10", "198.51.100.11"] {
-            assert_eq!(route_of(ip), Some(("unreachable".into(), "173".into())), "{ip}");
+            assert_eq!(
+                route_of(ip),
+                Some(("unreachable".into(), "173".into())),
+                "{ip}"
+            );
         }
         assert_eq!(route_of("198.51.100.20"), None);
         assert_eq!(route_of("2001:db8::20"), None);
-        assert_eq!(route_of("198.51.100.21"), Some(("blackhole".into(), "static".into())));
-        assert_eq!(route_of("198.51.100.22"), Some(("unreachable".into(), "dhcp".into())));
+        assert_eq!(
+            route_of("198.51.100.21"),
+            Some(("blackhole".into(), "static".into()))
+        );
+        assert_eq!(
+            route_of("198.51.100.22"),
+            Some(("unreachable".into(), "dhcp".into()))
+        );
         stop.cancel();
         timer.await.unwrap();
         // Stopping leaves blocks in force.
@@ -309,14 +449,32 @@ fn blocks_are_lifted_at_expiry_and_extensions_postpone_it() {
         let r = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
         let stop = CancellationToken::new();
         let (_, timer) = r.start(stop.clone()).await;
-        assert!(r.execute(order("route-null", Action::Add, "198.51.100.40", Some(1))).await.ok);
-        assert!(r.execute(order("route-null", Action::Add, "2001:db8::40", Some(1))).await.ok);
+        assert!(
+            r.execute(order("route-null", Action::Add, "198.51.100.40", Some(1)))
+                .await
+                .ok
+        );
+        assert!(
+            r.execute(order("route-null", Action::Add, "2001:db8::40", Some(1)))
+                .await
+                .ok
+        );
         // A repeat offender: extended to 600 s before the first timeout runs out.
-        assert!(r.execute(order("route-null", Action::Add, "198.51.100.41", Some(1))).await.ok);
-        let ext = r.execute(order("route-null", Action::Add, "198.51.100.41", Some(600))).await;
+        assert!(
+            r.execute(order("route-null", Action::Add, "198.51.100.41", Some(1)))
+                .await
+                .ok
+        );
+        let ext = r
+            .execute(order("route-null", Action::Add, "198.51.100.41", Some(600)))
+            .await;
         assert!(ext.ok && ext.message.contains("extended"), "{ext:?}");
         // A block with no timeout.
-        assert!(r.execute(order("route-null", Action::Add, "198.51.100.42", None)).await.ok);
+        assert!(
+            r.execute(order("route-null", Action::Add, "198.51.100.42", None))
+                .await
+                .ok
+        );
         eventually("both 1 s blocks lifted", || {
             route_of("198.51.100.40").is_none() && route_of("2001:db8::40").is_none()
         })
@@ -335,8 +493,14 @@ fn blocks_are_lifted_at_expiry_and_extensions_postpone_it() {
             .collect();
         assert_eq!(left, ["198.51.100.41", "198.51.100.42"]);
         let log = std::fs::read_to_string(dir.path().join("active-responses.log")).unwrap();
-        assert!(log.contains(" delete - 198.51.100.40 1700000000.4242 31151\n"), "{log}");
-        assert!(log.contains(" delete - 2001:db8::40 1700000000.4242 31151\n"), "{log}");
+        assert!(
+            log.contains(" delete - 198.51.100.40 1700000000.4242 31151\n"),
+            "{log}"
+        );
+        assert!(
+            log.contains(" delete - 2001:db8::40 1700000000.4242 31151\n"),
+            "{log}"
+        );
         stop.cancel();
         timer.await.unwrap();
     });
@@ -351,8 +515,16 @@ fn a_restart_still_lifts_blocks_on_time_and_at_start_if_overdue() {
         let r = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
         let stop = CancellationToken::new();
         let (_, timer) = r.start(stop.clone()).await;
-        assert!(r.execute(order("route-null", Action::Add, "198.51.100.50", Some(1))).await.ok);
-        assert!(r.execute(order("route-null", Action::Add, "198.51.100.51", Some(3))).await.ok);
+        assert!(
+            r.execute(order("route-null", Action::Add, "198.51.100.50", Some(1)))
+                .await
+                .ok
+        );
+        assert!(
+            r.execute(order("route-null", Action::Add, "198.51.100.51", Some(3)))
+                .await
+                .ok
+        );
         // The agent stops at once: nothing is undone by stopping.
         stop.cancel();
         timer.await.unwrap();
@@ -361,7 +533,10 @@ fn a_restart_still_lifts_blocks_on_time_and_at_start_if_overdue() {
         assert!(route_of("198.51.100.50").is_some());
         // Down long enough for the first block to expire.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(route_of("198.51.100.50").is_some(), "nothing lifts it while the agent is down");
+        assert!(
+            route_of("198.51.100.50").is_some(),
+            "nothing lifts it while the agent is down"
+        );
 
         let ledger = ledger_at(&db, false).await;
         let r = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
@@ -388,7 +563,10 @@ fn refusals_add_nothing() {
         run(&["ip", "addr", "add", "192.0.2.10/24", "dev", "lo"]);
         run(&["ip", "addr", "add", "2001:db8:aa::10/64", "dev", "lo"]);
         let cfg = RespondConfig {
-            white_list: vec!["203.0.113.0/24".parse().unwrap(), "2001:db8:bb::/48".parse().unwrap()],
+            white_list: vec![
+                "203.0.113.0/24".parse().unwrap(),
+                "2001:db8:bb::/48".parse().unwrap(),
+            ],
             ..config(dir.path())
         };
         let manager: IpAddr = "198.51.100.1".parse().unwrap();
@@ -396,8 +574,16 @@ fn refusals_add_nothing() {
         let before = routes();
         let cases = [
             ("192.0.2.10", "own address", "is an address of this agent"),
-            ("2001:db8:aa::10", "own address", "is an address of this agent"),
-            ("::ffff:192.0.2.10", "own address", "is an address of this agent"),
+            (
+                "2001:db8:aa::10",
+                "own address",
+                "is an address of this agent",
+            ),
+            (
+                "::ffff:192.0.2.10",
+                "own address",
+                "is an address of this agent",
+            ),
             ("198.51.100.1", "manager", "is the manager's address"),
             ("::ffff:198.51.100.1", "manager", "is the manager's address"),
             ("127.0.0.1", "loopback", "loopback"),
@@ -407,16 +593,31 @@ fn refusals_add_nothing() {
             ("224.0.0.251", "multicast", "multicast"),
             ("ff02::1", "multicast", "multicast"),
             ("255.255.255.255", "multicast", "broadcast"),
-            ("203.0.113.99", "white-listed", "white-listed (203.0.113.0/24)"),
-            ("2001:db8:bb::1", "white-listed", "white-listed (2001:db8:bb::/48)"),
-            ("198.51.100.7;rm -rf /", "not an address", "is not an IP address"),
+            (
+                "203.0.113.99",
+                "white-listed",
+                "white-listed (203.0.113.0/24)",
+            ),
+            (
+                "2001:db8:bb::1",
+                "white-listed",
+                "white-listed (2001:db8:bb::/48)",
+            ),
+            (
+                "198.51.100.7;rm -rf /",
+                "not an address",
+                "is not an IP address",
+            ),
             ("", "not an address", "is not an IP address"),
         ];
         for (ip, reason, text) in cases {
             for response in ["route-null", "firewall-drop", "host-deny"] {
                 let out = r.execute(order(response, Action::Add, ip, Some(600))).await;
                 assert!(!out.ok, "{ip} {response}: {out:?}");
-                let refusal = out.refusal.as_ref().unwrap_or_else(|| panic!("{ip}: {out:?}"));
+                let refusal = out
+                    .refusal
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{ip}: {out:?}"));
                 assert_eq!(refusal.reason(), reason, "{ip}");
                 assert!(out.message.starts_with("refused: "), "{}", out.message);
                 assert!(out.message.contains(text), "{ip}: {}", out.message);
@@ -428,9 +629,15 @@ fn refusals_add_nothing() {
         assert!(!dir.path().join("active-responses.log").exists());
         // The manager's address can change at run time.
         r.set_manager_addresses(vec!["198.51.100.2".parse().unwrap()]);
-        let out = r.execute(order("route-null", Action::Add, "198.51.100.2", None)).await;
+        let out = r
+            .execute(order("route-null", Action::Add, "198.51.100.2", None))
+            .await;
         assert_eq!(out.refusal.unwrap().reason(), "manager");
-        assert!(r.execute(order("route-null", Action::Add, "198.51.100.1", None)).await.ok);
+        assert!(
+            r.execute(order("route-null", Action::Add, "198.51.100.1", None))
+                .await
+                .ok
+        );
     });
 }
 
@@ -444,32 +651,89 @@ fn firewall_drop_uses_an_nft_set_with_timeouts() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
         let r = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
-        let out = r.execute(order("firewall-drop", Action::Add, "198.51.100.60", Some(600))).await;
+        let out = r
+            .execute(order(
+                "firewall-drop",
+                Action::Add,
+                "198.51.100.60",
+                Some(600),
+            ))
+            .await;
         assert!(out.ok, "{out:?}");
-        assert!(r.execute(order("firewall-drop", Action::Add, "2001:db8::60", None)).await.ok);
-        assert_eq!(nft_elements("blocked4"), [("198.51.100.60".to_owned(), Some(600))]);
-        assert_eq!(nft_elements("blocked6"), [("2001:db8::60".to_owned(), None)]);
+        assert!(
+            r.execute(order("firewall-drop", Action::Add, "2001:db8::60", None))
+                .await
+                .ok
+        );
+        assert_eq!(
+            nft_elements("blocked4"),
+            [("198.51.100.60".to_owned(), Some(600))]
+        );
+        assert_eq!(
+            nft_elements("blocked6"),
+            [("2001:db8::60".to_owned(), None)]
+        );
         let ruleset = run(&["nft", "list", "table", "inet", "palisade"]);
-        for rule in ["ip saddr @blocked4 drop", "ip6 saddr @blocked6 drop", "hook input", "hook forward"] {
+        for rule in [
+            "ip saddr @blocked4 drop",
+            "ip6 saddr @blocked6 drop",
+            "hook input",
+            "hook forward",
+        ] {
             assert!(ruleset.contains(rule), "{rule} missing:\n{ruleset}");
         }
         // Extension: the element gets the new, longer timeout.
-        assert!(r.execute(order("firewall-drop", Action::Add, "198.51.100.60", Some(1200))).await.ok);
-        assert_eq!(nft_elements("blocked4"), [("198.51.100.60".to_owned(), Some(1200))]);
+        assert!(
+            r.execute(order(
+                "firewall-drop",
+                Action::Add,
+                "198.51.100.60",
+                Some(1200)
+            ))
+            .await
+            .ok
+        );
+        assert_eq!(
+            nft_elements("blocked4"),
+            [("198.51.100.60".to_owned(), Some(1200))]
+        );
         // Delete, and delete again.
         for _ in 0..2 {
-            let out = r.execute(order("firewall-drop", Action::Delete, "198.51.100.60", None)).await;
+            let out = r
+                .execute(order(
+                    "firewall-drop",
+                    Action::Delete,
+                    "198.51.100.60",
+                    None,
+                ))
+                .await;
             assert!(out.ok, "{out:?}");
             assert!(nft_elements("blocked4").is_empty());
         }
         // The kernel lifts a ban by itself: no timer runs here.
-        assert!(r.execute(order("firewall-drop", Action::Add, "198.51.100.61", Some(1))).await.ok);
+        assert!(
+            r.execute(order(
+                "firewall-drop",
+                Action::Add,
+                "198.51.100.61",
+                Some(1)
+            ))
+            .await
+            .ok
+        );
         assert_eq!(nft_elements("blocked4").len(), 1);
-        eventually("the kernel expires the element", || nft_elements("blocked4").is_empty()).await;
+        eventually("the kernel expires the element", || {
+            nft_elements("blocked4").is_empty()
+        })
+        .await;
         // The ledger still holds it; the undo at expiry succeeds although
         // the element is already gone.
         assert_eq!(r.undo_expired().await.unwrap(), 1);
-        assert_eq!(ledger.list().await.unwrap().len(), 1, "only the IPv6 block is left");
+        assert_eq!(
+            ledger.list().await.unwrap().len(),
+            1,
+            "only the IPv6 block is left"
+        );
     });
 }
 
@@ -484,19 +748,57 @@ fn firewall_drop_reconciles_its_set() {
         let db = dir.path().join("agent.db");
         let ledger = ledger_at(&db, true).await;
         let r = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
-        assert!(r.execute(order("firewall-drop", Action::Add, "198.51.100.70", Some(600))).await.ok);
-        assert!(r.execute(order("firewall-drop", Action::Add, "2001:db8::70", Some(600))).await.ok);
+        assert!(
+            r.execute(order(
+                "firewall-drop",
+                Action::Add,
+                "198.51.100.70",
+                Some(600)
+            ))
+            .await
+            .ok
+        );
+        assert!(
+            r.execute(order(
+                "firewall-drop",
+                Action::Add,
+                "2001:db8::70",
+                Some(600)
+            ))
+            .await
+            .ok
+        );
         drop(r);
         ledger.pool().close().await;
         // While down: one element flushed, an orphan element added.
-        run(&["nft", "delete", "element", "inet", "palisade", "blocked4", "{ 198.51.100.70 }"]);
-        run(&["nft", "add", "element", "inet", "palisade", "blocked4", "{ 198.51.100.71 }"]);
+        run(&[
+            "nft",
+            "delete",
+            "element",
+            "inet",
+            "palisade",
+            "blocked4",
+            "{ 198.51.100.70 }",
+        ]);
+        run(&[
+            "nft",
+            "add",
+            "element",
+            "inet",
+            "palisade",
+            "blocked4",
+            "{ 198.51.100.71 }",
+        ]);
         let ledger = ledger_at(&db, false).await;
         let r = Responder::new(config(dir.path()), ledger, vec![]).unwrap();
         let stop = CancellationToken::new();
         let (report, timer) = r.start(stop.clone()).await;
         assert!(report.errors.is_empty(), "{report:?}");
-        assert_eq!((report.elements_readded, report.elements_removed), (1, 1), "{report:?}");
+        assert_eq!(
+            (report.elements_readded, report.elements_removed),
+            (1, 1),
+            "{report:?}"
+        );
         let v4 = nft_elements("blocked4");
         assert_eq!(v4.len(), 1, "{v4:?}");
         assert_eq!(v4[0].0, "198.51.100.70");
@@ -506,4 +808,71 @@ fn firewall_drop_reconciles_its_set() {
         stop.cancel();
         timer.await.unwrap();
     });
+}
+
+#[test]
+fn concurrent_route_commands_on_a_multi_threaded_runtime() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping concurrent_route_commands_on_a_multi_threaded_runtime: needs root");
+        return;
+    }
+    std::thread::spawn(|| {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).unwrap();
+        run(&["ip", "link", "set", "lo", "up"]);
+        // Worker threads inherit the namespace of the thread that builds them.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
+            let r = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
+            let ips: Vec<String> = (1..=12)
+                .flat_map(|i| [format!("198.51.100.{i}"), format!("2001:db8::{i:x}")])
+                .collect();
+            let mut tasks = Vec::new();
+            for ip in &ips {
+                for _ in 0..2 {
+                    let (r, ip) = (r.clone(), ip.clone());
+                    tasks.push(tokio::spawn(async move {
+                        r.execute(order("route-null", Action::Add, &ip, Some(600)))
+                            .await
+                    }));
+                }
+            }
+            for t in tasks {
+                let out = t.await.unwrap();
+                assert!(out.ok, "{out:?}");
+            }
+            let ours: Vec<_> = routes()
+                .into_iter()
+                .filter(|(_, _, p)| p == "173")
+                .collect();
+            assert_eq!(ours.len(), ips.len(), "{ours:?}");
+            let blocks = ledger.list().await.unwrap();
+            assert_eq!(blocks.len(), ips.len());
+            assert!(blocks.iter().all(|b| b.offences == 2));
+            let mut tasks = Vec::new();
+            for ip in &ips {
+                let (r, ip) = (r.clone(), ip.clone());
+                tasks.push(tokio::spawn(async move {
+                    r.execute(order("route-null", Action::Delete, &ip, None))
+                        .await
+                }));
+            }
+            for t in tasks {
+                assert!(t.await.unwrap().ok);
+            }
+            assert!(
+                routes().iter().all(|(_, _, p)| p != "173"),
+                "{:?}",
+                routes()
+            );
+            assert!(ledger.list().await.unwrap().is_empty());
+        });
+    })
+    .join()
+    .expect("test thread panicked");
 }

@@ -77,7 +77,9 @@ mod tests {
 
     #[test]
     fn lines_match_ossec_and_its_decoder() {
-        let at: jiff::ZonedDateTime = "2011-05-07T03:17:27-05:00[America/Chicago]".parse().unwrap();
+        let at: jiff::ZonedDateTime = "2011-05-07T03:17:27-05:00[America/Chicago]"
+            .parse()
+            .unwrap();
         let l = line(
             &at,
             &builtin_program("firewall-drop"),
@@ -91,28 +93,19 @@ mod tests {
             l,
             "Sat May  7 03:17:27 CDT 2011 /palisade/active-response/bin/firewall-drop.sh add - 172.16.0.1 1304756247.60385 31151"
         );
-        // OSSEC's ar_log decoder (decoder.xml), in regex form.
-        let prematch = regex_lite(&l);
-        assert!(prematch, "{l}");
+        // OSSEC's ar_log decoder (etc/decoder.xml, 3.8), prematch then pcre2.
+        let decoder = regex::Regex::new(concat!(
+            r"^[A-Za-z0-9@_-]{3} [A-Za-z0-9@_-]+?[ ]+?\d+? \d{2}:\d{2}:\d{2} [A-Za-z0-9@_-]+? \d+? /\S+/active-response",
+            r"/bin/(\S+) (\S+) - (\S+) (\d+?\.\d+?) (\d+)",
+        ))
+        .unwrap();
+        let c = decoder.captures(&l).unwrap();
+        assert_eq!(&c[1], "firewall-drop.sh");
+        assert_eq!(&c[2], "add");
+        assert_eq!(&c[3], "172.16.0.1");
+        assert_eq!(&c[4], "1304756247.60385");
+        assert_eq!(&c[5], "31151");
         let at: jiff::ZonedDateTime = "2024-11-17T13:05:09+00:00[UTC]".parse().unwrap();
         assert!(date_text(&at).starts_with("Sun Nov 17 13:05:09 UTC 2024"));
-    }
-
-    /// `^\w{3} \w+ +\d+ \d\d:\d\d:\d\d \w+ \d+ /\S+/active-response/bin/(\S+) (\S+) - (\S+) (\d+\.\d+) (\d+)`
-    /// checked by hand (no regex crate in the agent).
-    fn regex_lite(l: &str) -> bool {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() == 11
-            && f[0].len() == 3
-            && f[2].chars().all(|c| c.is_ascii_digit())
-            && f[3].len() == 8
-            && f[5].chars().all(|c| c.is_ascii_digit())
-            && f[6].starts_with('/')
-            && f[6].contains("/active-response/bin/")
-            && f[8] == "-"
-            && f[9].split_once('.').is_some_and(|(a, b)| {
-                a.chars().all(|c| c.is_ascii_digit()) && b.chars().all(|c| c.is_ascii_digit())
-            })
-            && f[10].chars().all(|c| c.is_ascii_digit())
     }
 }

@@ -202,7 +202,9 @@ impl RespondConfig {
                     "{SECTION}.commands.{name:?}: a command name is letters, digits, '-', '_' or '.'"
                 ));
             } else if path.as_os_str().is_empty() {
-                errors.push(format!("{SECTION}.commands.{name}: the executable must not be empty"));
+                errors.push(format!(
+                    "{SECTION}.commands.{name}: the executable must not be empty"
+                ));
             } else {
                 commands.insert(name, base.join(path));
             }
@@ -241,7 +243,10 @@ mod tests {
         assert_eq!(c.route_type, NullRouteType::Unreachable);
         assert_eq!(c.hosts_deny_path, Path::new("/etc/hosts.deny"));
         assert_eq!(c.nft_table, "palisade");
-        assert_eq!(c.ar_log_path, Path::new("/etc/palisade/active-responses.log"));
+        assert_eq!(
+            c.ar_log_path,
+            Path::new("/etc/palisade/active-responses.log")
+        );
         assert_eq!(c.script_timeout, Duration::from_secs(30));
     }
 
@@ -265,12 +270,21 @@ notify-edge = "bin/notify.sh"
         let wl: Vec<String> = c.white_list.iter().map(ToString::to_string).collect();
         assert_eq!(
             wl,
-            ["192.0.2.1/32", "10.0.0.0/8", "2001:db8::/32", "198.51.100.1/32", "10.1.0.0/16"]
+            [
+                "192.0.2.1/32",
+                "10.0.0.0/8",
+                "2001:db8::/32",
+                "198.51.100.1/32",
+                "10.1.0.0/16"
+            ]
         );
         assert_eq!(c.route_type, NullRouteType::Blackhole);
         assert_eq!(c.hosts_deny_path, Path::new("/etc/palisade/deny"));
         assert_eq!(c.nft_table, "ar_table");
-        assert_eq!(c.ar_log_path, Path::new("/var/log/palisade/active-responses.log"));
+        assert_eq!(
+            c.ar_log_path,
+            Path::new("/var/log/palisade/active-responses.log")
+        );
         assert_eq!(c.script_timeout, Duration::from_secs(5));
         assert_eq!(
             c.commands.get("notify-edge").unwrap(),
@@ -293,13 +307,36 @@ route-null = "/bin/true"
         )
         .unwrap_err();
         assert_eq!(errors.len(), 7, "{errors:#?}");
-        assert!(errors[0].starts_with("active_response.white_list[2]: \"not-an-ip\""), "{errors:#?}");
-        assert!(errors[1].starts_with("active_response.white_list[3]: "), "{errors:#?}");
-        assert!(errors[2].starts_with("active_response.route_type: \"prohibit\""), "{errors:#?}");
-        assert!(errors[3].starts_with("active_response.nft_table: "), "{errors:#?}");
-        assert!(errors[4].starts_with("active_response.script_timeout: "), "{errors:#?}");
-        assert!(errors.iter().any(|e| e.starts_with("active_response.commands.route-null: ")));
-        assert!(errors.iter().any(|e| e.starts_with("active_response.commands.\"bad name\": ")));
+        assert!(
+            errors[0].starts_with("active_response.white_list[2]: \"not-an-ip\""),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].starts_with("active_response.white_list[3]: "),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[2].starts_with("active_response.route_type: \"prohibit\""),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[3].starts_with("active_response.nft_table: "),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[4].starts_with("active_response.script_timeout: "),
+            "{errors:#?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("active_response.commands.route-null: "))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("active_response.commands.\"bad name\": "))
+        );
     }
 
     #[test]
@@ -311,6 +348,9 @@ route-null = "/bin/true"
     #[test]
     fn a_too_short_script_timeout_is_refused() {
         let errors = parse("script_timeout = \"10ms\"\n").unwrap_err();
-        assert_eq!(errors, ["active_response.script_timeout: \"10ms\" is below the minimum 100ms"]);
+        assert_eq!(
+            errors,
+            ["active_response.script_timeout: \"10ms\" is below the minimum 100ms"]
+        );
     }
 }

@@ -2,11 +2,14 @@
 //! `host-deny.sh` does (`ALL:<ip>`, `ALL:[<ip>]` for IPv6), but without
 //! duplicates and with the delete written atomically (a temporary file in
 //! the same directory, then rename) so a crash never leaves a half file.
-//! Lines Palisade did not write are kept as they are.
+//! Lines Palisade did not write are kept as they are. Edits are
+//! serialised within the agent: an add racing a delete's rewrite would
+//! otherwise lose its line.
 
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// A hosts.deny failure.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,7 @@ fn denies(line: &str, ip: IpAddr) -> bool {
 #[derive(Debug, Clone)]
 pub struct HostsDeny {
     path: PathBuf,
+    lock: Arc<Mutex<()>>,
 }
 
 impl HostsDeny {
@@ -44,6 +48,7 @@ impl HostsDeny {
     pub fn new(path: &Path) -> Self {
         Self {
             path: path.to_path_buf(),
+            lock: Arc::default(),
         }
     }
 
@@ -70,6 +75,7 @@ impl HostsDeny {
     /// Appends `ALL:ip` unless the file already has it. Returns whether a
     /// line was added.
     pub fn add(&self, ip: IpAddr) -> Result<bool, HostDenyError> {
+        let _editing = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let text = self.read()?;
         if text.lines().any(|l| denies(l, ip)) {
             return Ok(false);
@@ -79,7 +85,11 @@ impl HostsDeny {
             .append(true)
             .open(&self.path)
             .map_err(|e| self.err(e))?;
-        let sep = if text.is_empty() || text.ends_with('\n') { "" } else { "\n" };
+        let sep = if text.is_empty() || text.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
         f.write_all(format!("{sep}{}\n", deny_line(ip)).as_bytes())
             .and_then(|()| f.sync_data())
             .map_err(|e| self.err(e))?;
@@ -89,6 +99,7 @@ impl HostsDeny {
     /// Rewrites the file without the lines denying `ip`. Returns whether
     /// any was removed; a missing line (or file) is success.
     pub fn delete(&self, ip: IpAddr) -> Result<bool, HostDenyError> {
+        let _editing = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let text = self.read()?;
         if !text.lines().any(|l| denies(l, ip)) {
             return Ok(false);
@@ -137,8 +148,14 @@ mod tests {
 
     #[test]
     fn lines_follow_ossec() {
-        assert_eq!(deny_line("198.51.100.7".parse().unwrap()), "ALL:198.51.100.7");
-        assert_eq!(deny_line("2001:db8::7".parse().unwrap()), "ALL:[2001:db8::7]");
+        assert_eq!(
+            deny_line("198.51.100.7".parse().unwrap()),
+            "ALL:198.51.100.7"
+        );
+        assert_eq!(
+            deny_line("2001:db8::7".parse().unwrap()),
+            "ALL:[2001:db8::7]"
+        );
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         assert!(denies("ALL: 198.51.100.7", ip));
         assert!(denies("ALL:198.51.100.7", ip));

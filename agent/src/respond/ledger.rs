@@ -37,7 +37,11 @@ impl BlockState {
         }
     }
     fn parse(s: &str) -> Self {
-        if s == "undo_failed" { Self::UndoFailed } else { Self::Active }
+        if s == "undo_failed" {
+            Self::UndoFailed
+        } else {
+            Self::Active
+        }
     }
 }
 
@@ -123,14 +127,6 @@ fn block_of(r: &sqlx::sqlite::SqliteRow) -> Option<Block> {
     })
 }
 
-/// Later of two expiries, None being "never".
-fn later(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        _ => None,
-    }
-}
-
 impl Ledger {
     /// The ledger in `pool`, whose schema must include [`MIGRATION_SQL`].
     pub fn new(pool: SqlitePool) -> Self {
@@ -144,7 +140,8 @@ impl Ledger {
 
     /// The block for `response` and `ip`, if any.
     pub async fn get(&self, response: &str, ip: IpAddr) -> Result<Option<Block>, LedgerError> {
-        let sql = format!("SELECT {COLUMNS} FROM active_responses WHERE response = $1 AND srcip = $2");
+        let sql =
+            format!("SELECT {COLUMNS} FROM active_responses WHERE response = $1 AND srcip = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(response)
             .bind(ip.to_string())
@@ -159,63 +156,39 @@ impl Ledger {
     /// offence count goes up, and its state returns to active. Returns the
     /// stored block and whether it existed before.
     pub async fn record_add(&self, new: &NewBlock, now: i64) -> Result<(Block, bool), LedgerError> {
-        let mut tx = self.pool.begin().await?;
-        let sql = format!("SELECT {COLUMNS} FROM active_responses WHERE response = $1 AND srcip = $2");
-        let existing = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&new.response)
-            .bind(new.srcip.to_string())
-            .fetch_optional(&mut *tx)
-            .await?
-            .as_ref()
-            .and_then(block_of);
-        let extended = existing.is_some();
-        match existing {
-            Some(old) => {
-                sqlx::query(
-                    "UPDATE active_responses SET user = $1, alert_id = $2, rule_id = $3, command_id = $4,
-                     location = $5, updated_at = $6, expires_at = $7, offences = offences + 1,
-                     state = 'active', last_error = NULL WHERE id = $8",
-                )
-                .bind(&new.user)
-                .bind(&new.alert_id)
-                .bind(i64::from(new.rule_id))
-                .bind(&new.command_id)
-                .bind(&new.location)
-                .bind(now)
-                .bind(later(old.expires_at, new.expires_at))
-                .bind(old.id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO active_responses (response, srcip, user, alert_id, rule_id, command_id,
-                     location, added_at, updated_at, expires_at, offences, state)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, 1, 'active')",
-                )
-                .bind(&new.response)
-                .bind(new.srcip.to_string())
-                .bind(&new.user)
-                .bind(&new.alert_id)
-                .bind(i64::from(new.rule_id))
-                .bind(&new.command_id)
-                .bind(&new.location)
-                .bind(now)
-                .bind(new.expires_at)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        let sql = format!("SELECT {COLUMNS} FROM active_responses WHERE response = $1 AND srcip = $2");
+        // One statement: concurrent adds never deadlock upgrading a read
+        // transaction, and the extension is atomic.
+        let sql = format!(
+            "INSERT INTO active_responses (response, srcip, user, alert_id, rule_id, command_id,
+             location, added_at, updated_at, expires_at, offences, state)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, 1, 'active')
+             ON CONFLICT (response, srcip) DO UPDATE SET
+                user = excluded.user, alert_id = excluded.alert_id, rule_id = excluded.rule_id,
+                command_id = excluded.command_id, location = excluded.location,
+                updated_at = excluded.updated_at,
+                expires_at = CASE
+                    WHEN active_responses.expires_at IS NULL OR excluded.expires_at IS NULL THEN NULL
+                    ELSE MAX(active_responses.expires_at, excluded.expires_at) END,
+                offences = active_responses.offences + 1,
+                state = 'active', last_error = NULL
+             RETURNING {COLUMNS}"
+        );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&new.response)
             .bind(new.srcip.to_string())
-            .fetch_one(&mut *tx)
+            .bind(&new.user)
+            .bind(&new.alert_id)
+            .bind(i64::from(new.rule_id))
+            .bind(&new.command_id)
+            .bind(&new.location)
+            .bind(now)
+            .bind(new.expires_at)
+            .fetch_one(&self.pool)
             .await?;
-        tx.commit().await?;
         let block = block_of(&row).ok_or_else(|| {
             LedgerError(sqlx::Error::Decode("stored address does not parse".into()))
         })?;
+        let extended = block.offences > 1;
         Ok((block, extended))
     }
 
@@ -254,7 +227,9 @@ impl Ledger {
     /// Every block, oldest first.
     pub async fn list(&self) -> Result<Vec<Block>, LedgerError> {
         let sql = format!("SELECT {COLUMNS} FROM active_responses ORDER BY id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().filter_map(block_of).collect())
     }
 

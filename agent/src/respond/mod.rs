@@ -146,7 +146,8 @@ impl From<&Command> for Order {
             action,
             srcip: c.srcip.clone(),
             user: c.user.clone(),
-            timeout: (c.timeout_seconds > 0).then(|| Duration::from_secs(u64::from(c.timeout_seconds))),
+            timeout: (c.timeout_seconds > 0)
+                .then(|| Duration::from_secs(u64::from(c.timeout_seconds))),
             alert_id: c.alert_id.clone(),
             rule_id: c.rule_id,
             agent_id: c.agent_id.clone(),
@@ -329,7 +330,11 @@ impl Responder {
     /// Replaces the manager's addresses (e.g. after the uplink resolved or
     /// connected to a new one).
     pub fn set_manager_addresses(&self, managers: Vec<IpAddr>) {
-        *self.inner.managers.write().unwrap_or_else(|e| e.into_inner()) = managers;
+        *self
+            .inner
+            .managers
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = managers;
     }
 
     /// The ledger.
@@ -379,7 +384,13 @@ impl Responder {
             ROUTE_NULL => Some(Kind::RouteNull),
             FIREWALL_DROP => Some(Kind::FirewallDrop),
             HOST_DENY => Some(Kind::HostDeny),
-            other => self.inner.config.commands.get(other).cloned().map(Kind::Script),
+            other => self
+                .inner
+                .config
+                .commands
+                .get(other)
+                .cloned()
+                .map(Kind::Script),
         }
     }
 
@@ -387,11 +398,15 @@ impl Responder {
         let response = order.response.as_str();
         let Some(action) = order.action else {
             warn!(command_id = %order.command_id, response, "Command without a valid action.");
-            return Err(Failure::Failed("the command has no valid action (add or delete)".into()));
+            return Err(Failure::Failed(
+                "the command has no valid action (add or delete)".into(),
+            ));
         };
         if self.inner.config.disabled {
             warn!(command_id = %order.command_id, response, "Active response is disabled; command refused.");
-            return Err(Failure::Failed("active response is disabled on this agent".into()));
+            return Err(Failure::Failed(
+                "active response is disabled on this agent".into(),
+            ));
         }
         let ip = safety::parse_ip(&order.srcip).inspect_err(|r| {
             warn!(command_id = %order.command_id, response, reason = r.reason(), "Refused: not an address.");
@@ -416,7 +431,11 @@ impl Responder {
     }
 
     fn fields(&self, order: &Order) -> Result<Fields, Failure> {
-        let user = if order.user.is_empty() { "-".to_owned() } else { order.user.clone() };
+        let user = if order.user.is_empty() {
+            "-".to_owned()
+        } else {
+            order.user.clone()
+        };
         if !valid_user(&user) {
             warn!(command_id = %order.command_id, "Refused: the user name has characters OSSEC does not allow.");
             return Err(Failure::Failed(
@@ -439,7 +458,9 @@ impl Responder {
         };
         if !valid_location(&order.location) || !valid_alert_id(&order.agent_id) {
             warn!(command_id = %order.command_id, "Refused: malformed location or agent id.");
-            return Err(Failure::Failed("refused: the location or agent id is malformed".into()));
+            return Err(Failure::Failed(
+                "refused: the location or agent id is malformed".into(),
+            ));
         }
         let location = if order.location.starts_with('(') || order.agent_id.is_empty() {
             order.location.clone()
@@ -535,7 +556,13 @@ impl Responder {
                 .inner
                 .hosts
                 .add(ip)
-                .map(|_| format!("{} in {}", hostdeny::deny_line(ip), self.inner.config.hosts_deny_path.display()))
+                .map(|_| {
+                    format!(
+                        "{} in {}",
+                        hostdeny::deny_line(ip),
+                        self.inner.config.hosts_deny_path.display()
+                    )
+                })
                 .map_err(|e| e.to_string()),
             Kind::Script(path) => {
                 let run = script::run_script(
@@ -555,7 +582,12 @@ impl Responder {
         }
     }
 
-    async fn apply_delete(&self, kind: &Kind, ip: IpAddr, fields: &Fields) -> Result<String, String> {
+    async fn apply_delete(
+        &self,
+        kind: &Kind,
+        ip: IpAddr,
+        fields: &Fields,
+    ) -> Result<String, String> {
         match kind {
             Kind::RouteNull => self
                 .inner
@@ -566,17 +598,31 @@ impl Responder {
                 .map_err(|e| e.to_string()),
             Kind::FirewallDrop => {
                 // No table: nothing of ours can be in force.
-                let exists = self.inner.nft.table_exists().await.map_err(|e| e.to_string())?;
+                let exists = self
+                    .inner
+                    .nft
+                    .table_exists()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if exists {
                     self.inner.nft.delete(ip).await.map_err(|e| e.to_string())?;
                 }
-                Ok(format!("removed from nftables set inet {}", self.inner.config.nft_table))
+                Ok(format!(
+                    "removed from nftables set inet {}",
+                    self.inner.config.nft_table
+                ))
             }
             Kind::HostDeny => self
                 .inner
                 .hosts
                 .delete(ip)
-                .map(|_| format!("{} removed from {}", hostdeny::deny_line(ip), self.inner.config.hosts_deny_path.display()))
+                .map(|_| {
+                    format!(
+                        "{} removed from {}",
+                        hostdeny::deny_line(ip),
+                        self.inner.config.hosts_deny_path.display()
+                    )
+                })
                 .map_err(|e| e.to_string()),
             Kind::Script(path) => {
                 let run = script::run_script(
@@ -618,7 +664,13 @@ impl Responder {
         }
     }
 
-    async fn add(&self, order: &Order, ip: IpAddr, kind: &Kind, fields: &Fields) -> Result<String, Failure> {
+    async fn add(
+        &self,
+        order: &Order,
+        ip: IpAddr,
+        kind: &Kind,
+        fields: &Fields,
+    ) -> Result<String, Failure> {
         let response = order.response.as_str();
         let _guard = self.inner.locks.lock(response, ip).await;
         let ledger = &self.inner.ledger;
@@ -685,16 +737,31 @@ impl Responder {
         }
     }
 
-    async fn delete(&self, order: &Order, ip: IpAddr, kind: &Kind, fields: &Fields) -> Result<String, Failure> {
+    async fn delete(
+        &self,
+        order: &Order,
+        ip: IpAddr,
+        kind: &Kind,
+        fields: &Fields,
+    ) -> Result<String, Failure> {
         let response = order.response.as_str();
         let _guard = self.inner.locks.lock(response, ip).await;
-        let existing = self.inner.ledger.get(response, ip).await.map_err(Failure::ledger)?;
+        let existing = self
+            .inner
+            .ledger
+            .get(response, ip)
+            .await
+            .map_err(Failure::ledger)?;
         // A script's delete gets the arguments its add got.
         let fields = match &existing {
             Some(b) => Fields {
                 user: b.user.clone(),
                 alert_id: b.alert_id.clone(),
-                rule_id: if b.rule_id == 0 { "(no_rule_id)".into() } else { b.rule_id.to_string() },
+                rule_id: if b.rule_id == 0 {
+                    "(no_rule_id)".into()
+                } else {
+                    b.rule_id.to_string()
+                },
                 location: b.location.clone(),
             },
             None => fields.clone(),
@@ -706,9 +773,14 @@ impl Responder {
                 return Err(Failure::Failed(format!("{response} {ip}: {e}")));
             }
         };
-        self.inner.ledger.remove(response, ip).await.map_err(Failure::ledger)?;
+        self.inner
+            .ledger
+            .remove(response, ip)
+            .await
+            .map_err(Failure::ledger)?;
         self.inner.wake.notify_one();
-        self.log_line(response, kind, Action::Delete, ip, &fields).await;
+        self.log_line(response, kind, Action::Delete, ip, &fields)
+            .await;
         info!(%ip, command_id = %order.command_id, response, was_blocked = existing.is_some(), "Unblocked.");
         Ok(match existing {
             Some(_) => format!("{response} {ip}: unblocked ({did})"),
@@ -737,29 +809,54 @@ impl Responder {
         let fields = Fields {
             user: current.user.clone(),
             alert_id: current.alert_id.clone(),
-            rule_id: if current.rule_id == 0 { "(no_rule_id)".into() } else { current.rule_id.to_string() },
+            rule_id: if current.rule_id == 0 {
+                "(no_rule_id)".into()
+            } else {
+                current.rule_id.to_string()
+            },
             location: current.location.clone(),
         };
         let Some(kind) = self.kind_of(&current.response) else {
             // The command was removed from the configuration: nothing can
             // undo it, so say so once and forget it.
             error!(ip = %current.srcip, response = %current.response, "Cannot undo: the response is no longer configured; forgetting the block.");
-            let _ = self.inner.ledger.remove(&current.response, current.srcip).await;
+            let _ = self
+                .inner
+                .ledger
+                .remove(&current.response, current.srcip)
+                .await;
             return false;
         };
         match self.apply_delete(&kind, current.srcip, &fields).await {
             Ok(_) => {
-                if let Err(e) = self.inner.ledger.remove(&current.response, current.srcip).await {
+                if let Err(e) = self
+                    .inner
+                    .ledger
+                    .remove(&current.response, current.srcip)
+                    .await
+                {
                     warn!(ip = %current.srcip, response = %current.response, error = %e, "Undone, but not removed from the ledger.");
                 }
-                self.log_line(&current.response, &kind, Action::Delete, current.srcip, &fields).await;
+                self.log_line(
+                    &current.response,
+                    &kind,
+                    Action::Delete,
+                    current.srcip,
+                    &fields,
+                )
+                .await;
                 info!(ip = %current.srcip, response = %current.response, "Block lifted.");
                 true
             }
             Err(e) => {
                 let retry = now_ms().saturating_add(ms_of(UNDO_RETRY));
                 error!(ip = %current.srcip, response = %current.response, error = %e, "Undo failed; retrying later.");
-                if let Err(le) = self.inner.ledger.undo_failed(&current.response, current.srcip, retry, &e).await {
+                if let Err(le) = self
+                    .inner
+                    .ledger
+                    .undo_failed(&current.response, current.srcip, retry, &e)
+                    .await
+                {
                     warn!(error = %le, "Cannot record the failed undo.");
                 }
                 false
@@ -855,7 +952,12 @@ impl Responder {
         }
         for ip in wanted.difference(&in_kernel) {
             let _guard = self.inner.locks.lock(ROUTE_NULL, *ip).await;
-            match self.inner.netlink.add_null_route(*ip, self.inner.config.route_type).await {
+            match self
+                .inner
+                .netlink
+                .add_null_route(*ip, self.inner.config.route_type)
+                .await
+            {
                 Ok(()) => {
                     info!(%ip, "Route of a block still due had vanished; added again.");
                     report.routes_readded += 1;
@@ -866,7 +968,10 @@ impl Responder {
     }
 
     async fn reconcile_nft(&self, live: &[&Block], now: i64, report: &mut StartReport) {
-        let wanted: Vec<&&Block> = live.iter().filter(|b| b.response == FIREWALL_DROP).collect();
+        let wanted: Vec<&&Block> = live
+            .iter()
+            .filter(|b| b.response == FIREWALL_DROP)
+            .collect();
         let elements = match self.inner.nft.elements().await {
             Ok(e) => e,
             Err(e) => {
@@ -945,7 +1050,9 @@ impl Responder {
         tokio::spawn(async move {
             loop {
                 let wait = match this.inner.ledger.next_expiry().await {
-                    Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
+                    Ok(Some(at)) => {
+                        Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0))
+                    }
                     Ok(None) => TIMER_MAX_SLEEP,
                     Err(e) => {
                         warn!(error = %e, "Cannot read the ledger; timer retries.");
@@ -1021,7 +1128,11 @@ mod tests {
         let o = Order::from(&c);
         assert_eq!(o.action, Some(Action::Add));
         assert_eq!(o.timeout, Some(Duration::from_secs(600)));
-        let o = Order::from(&Command { timeout_seconds: 0, action: 7, ..c });
+        let o = Order::from(&Command {
+            timeout_seconds: 0,
+            action: 7,
+            ..c
+        });
         assert_eq!(o.timeout, None);
         assert_eq!(o.action, None);
     }

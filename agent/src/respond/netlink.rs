@@ -76,9 +76,13 @@ pub struct NullRoute {
 }
 
 /// An rtnetlink connection in the network namespace it was opened in.
+///
+/// The kernel runs one dump at a time per socket (a second one gets
+/// EBUSY), so dumps are serialised; adds and deletes are not.
 #[derive(Debug, Clone)]
 pub struct Netlink {
     handle: Handle,
+    dump_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 fn kind_of(t: NullRouteType) -> RouteType {
@@ -130,7 +134,10 @@ impl Netlink {
     pub fn open() -> Result<Self, NetlinkError> {
         let (conn, handle, _) = rtnetlink::new_connection()?;
         tokio::spawn(conn);
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            dump_lock: std::sync::Arc::default(),
+        })
     }
 
     /// Host routes in the main table for `ip` (every protocol), as
@@ -154,6 +161,7 @@ impl Netlink {
         } else {
             RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
         };
+        let _dumping = self.dump_lock.lock().await;
         self.handle
             .route()
             .get(filter)
@@ -270,6 +278,7 @@ impl Netlink {
 
     /// Every address configured on this host's interfaces.
     pub async fn own_addresses(&self) -> Result<Vec<IpAddr>, NetlinkError> {
+        let dumping = self.dump_lock.lock().await;
         let msgs: Vec<_> = self
             .handle
             .address()
@@ -281,6 +290,7 @@ impl Netlink {
                 what: "listing this host's addresses".into(),
                 source,
             })?;
+        drop(dumping);
         let mut out = Vec::new();
         for m in msgs {
             if !matches!(m.header.family, AddressFamily::Inet | AddressFamily::Inet6) {

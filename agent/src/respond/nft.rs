@@ -75,8 +75,14 @@ impl Nft {
         let t = &self.table;
         let mut s = String::new();
         let _ = writeln!(s, "add table inet {t}");
-        let _ = writeln!(s, "add set inet {t} {SET4} {{ type ipv4_addr; flags timeout; }}");
-        let _ = writeln!(s, "add set inet {t} {SET6} {{ type ipv6_addr; flags timeout; }}");
+        let _ = writeln!(
+            s,
+            "add set inet {t} {SET4} {{ type ipv4_addr; flags timeout; }}"
+        );
+        let _ = writeln!(
+            s,
+            "add set inet {t} {SET6} {{ type ipv6_addr; flags timeout; }}"
+        );
         for chain in ["input", "forward"] {
             let _ = writeln!(
                 s,
@@ -93,7 +99,9 @@ impl Nft {
     /// timeout), replacing any element already there.
     pub fn add_script(&self, ip: IpAddr, timeout: Option<Duration>) -> String {
         let (t, set) = (&self.table, set_of(ip));
-        let tail = timeout.map(|d| format!(" timeout {}", timeout_text(d))).unwrap_or_default();
+        let tail = timeout
+            .map(|d| format!(" timeout {}", timeout_text(d)))
+            .unwrap_or_default();
         format!(
             "add element inet {t} {set} {{ {ip} }}\ndelete element inet {t} {set} {{ {ip} }}\nadd element inet {t} {set} {{ {ip}{tail} }}\n"
         )
@@ -108,21 +116,29 @@ impl Nft {
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
         let mut child = Command::new(&self.program)
             .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(NftError::Spawn)?;
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).await.map_err(NftError::Spawn)?;
+            pipe.write_all(text.as_bytes())
+                .await
+                .map_err(NftError::Spawn)?;
             drop(pipe);
         }
         let out = child.wait_with_output().await.map_err(NftError::Spawn)?;
         if !out.status.success() {
             return Err(NftError::Failed {
                 status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().replace('\n', " | "),
+                stderr: String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .replace('\n', " | "),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -223,7 +239,10 @@ mod tests {
              delete element inet palisade blocked4 { 198.51.100.7 }\n\
              add element inet palisade blocked4 { 198.51.100.7 timeout 2s }\n"
         );
-        assert!(n.add_script(v6, None).ends_with("add element inet palisade blocked6 { 2001:db8::7 }\n"));
+        assert!(
+            n.add_script(v6, None)
+                .ends_with("add element inet palisade blocked6 { 2001:db8::7 }\n")
+        );
         assert_eq!(
             n.delete_script(v6),
             "add element inet palisade blocked6 { 2001:db8::7 }\ndelete element inet palisade blocked6 { 2001:db8::7 }\n"
@@ -239,7 +258,10 @@ mod tests {
         let text = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "blocked4", "table": "palisade", "type": "ipv4_addr", "handle": 3, "flags": ["timeout"], "elem": [{"elem": {"val": "198.51.100.7", "timeout": 5, "expires": 4}}, "198.51.100.8"]}}]}"#;
         let m = parse_set_listing(text).unwrap();
         assert_eq!(m.len(), 2);
-        assert_eq!(m[&"198.51.100.7".parse::<IpAddr>().unwrap()], Some(Duration::from_secs(4)));
+        assert_eq!(
+            m[&"198.51.100.7".parse::<IpAddr>().unwrap()],
+            Some(Duration::from_secs(4))
+        );
         assert_eq!(m[&"198.51.100.8".parse::<IpAddr>().unwrap()], None);
         let empty = r#"{"nftables": [{"metainfo": {}}, {"set": {"name": "blocked6", "flags": ["timeout"]}}]}"#;
         assert!(parse_set_listing(empty).unwrap().is_empty());

@@ -174,7 +174,10 @@ mod tests {
     #[test]
     fn messages_say_what_and_why() {
         let r = check(ip("10.1.1.1"), &[], &[], &["10.0.0.0/8".parse().unwrap()]).unwrap_err();
-        assert_eq!(r.to_string(), "refused: 10.1.1.1 is white-listed (10.0.0.0/8)");
+        assert_eq!(
+            r.to_string(),
+            "refused: 10.1.1.1 is white-listed (10.0.0.0/8)"
+        );
         assert_eq!(
             parse_ip(";rm -rf /").unwrap_err().to_string(),
             "refused: \";rm -rf /\" is not an IP address"

@@ -89,7 +89,13 @@ impl ScriptRun {
         if err.is_empty() {
             status
         } else {
-            let first: String = err.lines().next().unwrap_or_default().chars().take(200).collect();
+            let first: String = err
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect();
             format!("{status}: {first}")
         }
     }
