@@ -78,7 +78,7 @@ pub struct Pattern {
 
 #[derive(Clone, Debug)]
 enum Imp {
-    Literal(Literal),
+    Literal(Box<Literal>),
     Regex(Box<OsRegex>),
     Pcre(Box<Pcre>),
 }
@@ -396,9 +396,9 @@ impl Pattern {
     /// Compiles `source` in `dialect`.
     pub fn new(dialect: Dialect, source: &str) -> Result<Pattern, PatternError> {
         let imp = match dialect {
-            Dialect::OsMatch => Imp::Literal(Literal::os_match(source)),
+            Dialect::OsMatch => Imp::Literal(Box::new(Literal::os_match(source))),
             Dialect::OsRegex => match os_regex_literal(source) {
-                Some(lit) => Imp::Literal(lit),
+                Some(lit) => Imp::Literal(Box::new(lit)),
                 None => {
                     let translated = translate_os_regex(source)?;
                     let re = regex::bytes::RegexBuilder::new(&translated)
@@ -416,7 +416,7 @@ impl Pattern {
                     return Err(PatternError("empty PCRE2 pattern".into()));
                 }
                 match pcre2_literal(source) {
-                    Some(lit) => Imp::Literal(lit),
+                    Some(lit) => Imp::Literal(Box::new(lit)),
                     None => {
                         let re = pcre2::bytes::RegexBuilder::new()
                             .caseless(true)
@@ -708,7 +708,7 @@ impl Literal {
 /// Aho-Corasick searcher.
 #[derive(Clone, Debug)]
 enum Anywhere {
-    One(memchr::memmem::Finder<'static>),
+    One(Box<memchr::memmem::Finder<'static>>),
     Many(AhoCorasick),
 }
 
@@ -722,9 +722,9 @@ impl Anywhere {
         let lower: Vec<Vec<u8>> = needles.iter().map(|n| n.to_ascii_lowercase()).collect();
         Some(match lower.as_slice() {
             [] => None,
-            [one] => Some(Anywhere::One(
+            [one] => Some(Anywhere::One(Box::new(
                 memchr::memmem::Finder::new(one.as_slice()).into_owned(),
-            )),
+            ))),
             _ => Some(Anywhere::Many(
                 AhoCorasickBuilder::new()
                     .match_kind(MatchKind::LeftmostFirst)
