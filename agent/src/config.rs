@@ -240,9 +240,7 @@ pub fn split_command(line: &str) -> Result<Vec<String>, String> {
 /// `"1000"` (bytes).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let unit_size: u64 = match unit.trim() {
         "" | "B" => 1,
@@ -619,7 +617,10 @@ command = "ls"
         assert_eq!(err.errors.len(), 4, "{err}");
         assert!(err.errors[0].starts_with("spool.max_size"), "{err}");
         assert!(err.errors[1].starts_with("localfile[0].command"), "{err}");
-        assert!(err.errors[2].starts_with("localfile[1].log_format"), "{err}");
+        assert!(
+            err.errors[2].starts_with("localfile[1].log_format"),
+            "{err}"
+        );
         assert!(err.errors[3].starts_with("localfile[2].command"), "{err}");
     }
 

@@ -164,7 +164,10 @@ impl Spool {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .pragma("journal_size_limit", (wal_budget / 2).to_string())
-            .pragma("wal_autocheckpoint", (wal_budget / 2 / 4096).max(16).to_string());
+            .pragma(
+                "wal_autocheckpoint",
+                (wal_budget / 2 / 4096).max(16).to_string(),
+            );
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(sqlite_options)
@@ -340,23 +343,23 @@ impl Spool {
         before: i64,
         keep: &[(u64, u64)],
     ) -> Result<u64, SpoolError> {
-        let stale: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT device, inode FROM file_checkpoints WHERE updated_at < $1",
-        )
-        .bind(before)
-        .fetch_all(&self.pool)
-        .await?;
+        let stale: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT device, inode FROM file_checkpoints WHERE updated_at < $1")
+                .bind(before)
+                .fetch_all(&self.pool)
+                .await?;
         let mut forgotten = 0;
         for (device, inode) in stale {
             if keep.contains(&(u64_of(device), u64_of(inode))) {
                 continue;
             }
-            forgotten += sqlx::query("DELETE FROM file_checkpoints WHERE device = $1 AND inode = $2")
-                .bind(device)
-                .bind(inode)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+            forgotten +=
+                sqlx::query("DELETE FROM file_checkpoints WHERE device = $1 AND inode = $2")
+                    .bind(device)
+                    .bind(inode)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
         }
         Ok(forgotten)
     }
@@ -524,14 +527,14 @@ mod tests {
     async fn stale_checkpoints_are_forgotten_unless_kept() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(&dir.path().join("a.db")).await.unwrap();
-        let other = FileCheckpoint {
-            inode: 3,
-            ..cp(5)
-        };
+        let other = FileCheckpoint { inode: 3, ..cp(5) };
         spool.append(&[], &[cp(1), other]).await.unwrap();
         let far_future = i64::MAX;
         assert_eq!(
-            spool.forget_checkpoints(far_future, &[(1, 2)]).await.unwrap(),
+            spool
+                .forget_checkpoints(far_future, &[(1, 2)])
+                .await
+                .unwrap(),
             1
         );
         let left = spool.file_checkpoints().await.unwrap();

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod netns;
+pub mod process;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -8,9 +8,7 @@ use std::path::{Component, Path, PathBuf};
 
 /// Whether `pattern` has wildcards.
 pub fn is_pattern(pattern: &Path) -> bool {
-    pattern
-        .to_string_lossy()
-        .contains(['*', '?', '['])
+    pattern.to_string_lossy().contains(['*', '?', '['])
 }
 
 /// The existing paths that match `pattern`, sorted.

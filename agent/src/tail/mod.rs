@@ -286,10 +286,7 @@ impl Tailer {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SpoolError> {
         loop {
             self.poll_once().await?;
-            if self
-                .last_forget
-                .is_none_or(|t| t.elapsed() >= FORGET_EVERY)
-            {
+            if self.last_forget.is_none_or(|t| t.elapsed() >= FORGET_EVERY) {
                 self.forget_old().await?;
             }
             tokio::select! {
@@ -397,7 +394,9 @@ impl Tailer {
                 let Some(source) = self.source_of(&location) else {
                     continue;
                 };
-                let current = std::fs::metadata(&location).ok().map(|m| (m.dev(), m.ino()));
+                let current = std::fs::metadata(&location)
+                    .ok()
+                    .map(|m| (m.dev(), m.ino()));
                 let since = match self.at_path.get(&location) {
                     Some(state) if Some(state.id) != current => state.seen_at_ms - MTIME_SLACK_MS,
                     _ => i64::MAX,
@@ -437,7 +436,13 @@ impl Tailer {
                 if w.path == path {
                     w.live = true;
                     w.active_at = Instant::now();
-                    self.at_path.insert(path, PathState { id, seen_at_ms: now });
+                    self.at_path.insert(
+                        path,
+                        PathState {
+                            id,
+                            seen_at_ms: now,
+                        },
+                    );
                     continue;
                 }
                 // A followed file renamed onto another watched name (a
@@ -449,23 +454,46 @@ impl Tailer {
             match before {
                 Some(prev) if prev.id != id => {
                     info!(file = %path.display(), "File was rotated or replaced; reading the new one from its start.");
-                    self.adopt_siblings(&path, source, prev.seen_at_ms - MTIME_SLACK_MS, None, true);
+                    self.adopt_siblings(
+                        &path,
+                        source,
+                        prev.seen_at_ms - MTIME_SLACK_MS,
+                        None,
+                        true,
+                    );
                 }
                 // A new file may have been rotated already before this
                 // first look (created, written and rotated in one interval).
                 None if !first_round => {
-                    self.adopt_siblings(&path, source, self.last_poll_ms - MTIME_SLACK_MS, None, true);
+                    self.adopt_siblings(
+                        &path,
+                        source,
+                        self.last_poll_ms - MTIME_SLACK_MS,
+                        None,
+                        true,
+                    );
                 }
                 _ => {}
             }
             let from_end = first_round && !self.options.read_from_start && before.is_none();
             self.follow_at_path(source, &path, from_end);
-            self.at_path.insert(path, PathState { id, seen_at_ms: now });
+            self.at_path.insert(
+                path,
+                PathState {
+                    id,
+                    seen_at_ms: now,
+                },
+            );
         }
         // A watched path with no file now may have had one between two
         // polls that was rotated away already: look when its directory
         // changed lately.
-        let present: HashSet<&PathBuf> = self.watchers.values().filter(|w| w.live).map(|w| &w.path).collect();
+        let present: HashSet<&PathBuf> = self
+            .watchers
+            .values()
+            .filter(|w| w.live)
+            .map(|w| &w.path)
+            .collect();
         let missing: Vec<(PathBuf, PathState)> = self
             .at_path
             .iter()
@@ -559,7 +587,9 @@ impl Tailer {
             }
         };
         debug!(file = %location, offset, "Following file.");
-        self.insert_watcher(id, file, source, path, location, fp, offset, skipping, size, true);
+        self.insert_watcher(
+            id, file, source, path, location, fp, offset, skipping, size, true,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -650,16 +680,31 @@ impl Tailer {
                 .then_with(|| a.1.cmp(&b.1))
         });
         let adopt = |this: &mut Self, candidate: &Path, start: Option<(u64, bool)>, id: FileId| {
-            let Ok(file) = File::open(candidate) else { return };
+            let Ok(file) = File::open(candidate) else {
+                return;
+            };
             let Ok(meta) = file.metadata() else { return };
             if (meta.dev(), meta.ino()) != id || this.watchers.contains_key(&id) {
                 return;
             }
             let size = meta.len();
-            let Ok(fp) = Fingerprint::of(&file, size) else { return };
+            let Ok(fp) = Fingerprint::of(&file, size) else {
+                return;
+            };
             let (offset, skipping) = start.unwrap_or((0, false));
             info!(file = %candidate.display(), location = %location, offset, "Reading a rotated file to its end.");
-            this.insert_watcher(id, file, source, path, location.clone(), fp, offset.min(size), skipping, size, false);
+            this.insert_watcher(
+                id,
+                file,
+                source,
+                path,
+                location.clone(),
+                fp,
+                offset.min(size),
+                skipping,
+                size,
+                false,
+            );
             if let Some(w) = this.watchers.get_mut(&id) {
                 w.rotation = rotation_number(candidate);
             }
@@ -669,8 +714,12 @@ impl Tailer {
                 if *mtime < since_ms || self.stored_position(*id, candidate).is_some() {
                     continue;
                 }
-                let Ok(file) = File::open(candidate) else { continue };
-                let Ok(size) = file.metadata().map(|m| m.len()) else { continue };
+                let Ok(file) = File::open(candidate) else {
+                    continue;
+                };
+                let Ok(size) = file.metadata().map(|m| m.len()) else {
+                    continue;
+                };
                 if size >= old_offset && matches!(old_fp.recheck(&file, size), Ok(Some(_))) {
                     adopt(self, candidate, Some((old_offset, false)), *id);
                     break;
@@ -685,11 +734,10 @@ impl Tailer {
             // the file the checkpoint was for.
             let resume = self.stored_position(*id, candidate);
             match resume {
-                Some((offset, skipping, size)) => {
-                    if offset < size {
-                        adopt(self, candidate, Some((offset, skipping)), *id);
-                    }
+                Some((offset, skipping, size)) if offset < size => {
+                    adopt(self, candidate, Some((offset, skipping)), *id);
                 }
+                Some(_) => {}
                 None if unknown && *mtime >= since_ms => {
                     let start = self.copied_from(candidate, &location);
                     adopt(self, candidate, start, *id);
@@ -883,7 +931,13 @@ impl Tailer {
 /// Whether the directory holding `path` changed at or after `since_ms`.
 fn dir_changed_since(path: &Path, since_ms: i64) -> bool {
     path.parent()
-        .map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d })
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        })
         .and_then(|d| std::fs::metadata(d).ok())
         .is_some_and(|m| mtime_ms(&m) >= since_ms)
 }
@@ -1135,6 +1189,43 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn two_copy_truncates_between_polls() {
+        let mut rig = Rig::new(&[("a.log", "syslog")], true).await;
+        let block = |tag: &str| -> Vec<u8> {
+            (0..300)
+                .flat_map(|i| format!("{tag} {i:05} GET /index.html 200\n").into_bytes())
+                .collect()
+        };
+        rig.write("a.log", &block("c"));
+        rig.poll().await;
+        rig.write("a.log", &block("d"));
+        let truncate = |p: PathBuf| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_len(0)
+                .unwrap()
+        };
+        std::fs::copy(rig.path("a.log"), rig.path("a.log.1")).unwrap();
+        truncate(rig.path("a.log"));
+        rig.write("a.log", &block("e"));
+        std::fs::rename(rig.path("a.log.1"), rig.path("a.log.2")).unwrap();
+        std::fs::copy(rig.path("a.log"), rig.path("a.log.1")).unwrap();
+        truncate(rig.path("a.log"));
+        rig.write("a.log", &block("f"));
+        rig.poll().await;
+        let lines = rig.lines().await;
+        let count = |tag: &str| lines.iter().filter(|l| l.starts_with(tag)).count();
+        assert_eq!(
+            (count("c "), count("d "), count("e "), count("f ")),
+            (300, 300, 300, 300)
+        );
+        assert!(lines[300].starts_with("d 00000"), "{}", lines[300]);
+        assert!(lines[600].starts_with("e 00000"), "{}", lines[600]);
+    }
+
     // The state machine: every line written arrives exactly once, in
     // order, whatever rotations, truncations, deletions and restarts
     // happen between polls (vector's FileWatcherAction, as a proptest).
@@ -1183,7 +1274,11 @@ mod tests {
             match a {
                 Action::Write(n) => {
                     for _ in 0..n {
-                        let line = format!("line {:04} {}", written.len(), "p".repeat(written.len() % 7));
+                        let line = format!(
+                            "line {:04} {}",
+                            written.len(),
+                            "p".repeat(written.len() % 7)
+                        );
                         rig.write("a.log", format!("{line}\n").as_bytes());
                         written.push(line);
                     }
