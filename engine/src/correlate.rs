@@ -13,7 +13,9 @@
 //! `Search_LastEvents` in `src/analysisd/eventinfo.c`).
 //!
 //! Memory bound (why a flood of distinct source IPs cannot exhaust memory):
-//! there is no per-source state at all. Every stored event lives in one
+//! the only per-source state is the lists' address index, whose entries
+//! are the list's own ids (an address key disappears with its last entry),
+//! so it is bounded like the lists. Every stored event lives in one
 //! arena whose size is capped by the global history (`memory_size`, OSSEC's
 //! `<global><memory_size>`, default 8192): when the history is full the
 //! oldest event is evicted from the arena and from the front of every list
@@ -123,14 +125,101 @@ impl BoundedSet {
     }
 }
 
+/// One `if_matched_*` search list: event ids, oldest first, plus an index
+/// of the same ids by source address.
+///
+/// Why the index: a frequency rule with `same_source_ip` (sshd brute force,
+/// web scans) used to walk the whole list, newest to oldest, on every
+/// event that reached it, i.e. thousands of entries for a busy list. The
+/// index walks only that address's entries. It gives the same answer as the
+/// full walk because, while arrival times in the list never go backwards,
+/// the full walk's two early stops can be found without it: the first
+/// event older than the timeframe cuts off only older entries (which are
+/// too old themselves), and the barrier is the newest list event whose
+/// mark reaches the rule's level, found from the few marked events
+/// (`List::marks`). A list whose times went backwards (event-time
+/// replay of unordered lines) is walked in full, as before.
+#[derive(Debug, Default)]
+struct List {
+    ids: VecDeque<u64>,
+    by_src: HashMap<String, VecDeque<u64>>,
+    /// The ids in this list that carry a barrier mark.
+    marks: std::collections::BTreeSet<u64>,
+    last_time: i64,
+    monotonic: bool,
+}
+
+impl List {
+    fn push(&mut self, id: u64, e: &Stored) {
+        if self.ids.is_empty() {
+            self.monotonic = true;
+        } else if e.time < self.last_time {
+            self.monotonic = false;
+        }
+        self.last_time = e.time;
+        self.ids.push_back(id);
+        if e.matched > 0 {
+            self.marks.insert(id);
+        }
+        if let Some(src) = &e.srcip {
+            self.by_src.entry(src.clone()).or_default().push_back(id);
+        }
+    }
+
+    /// Drops the oldest id (which must be `id`) from the list and index.
+    fn pop_front(&mut self, e: Option<&Stored>) {
+        let Some(id) = self.ids.pop_front() else {
+            return;
+        };
+        self.marks.remove(&id);
+        if let Some(src) = e.and_then(|e| e.srcip.as_ref())
+            && let Some(q) = self.by_src.get_mut(src)
+        {
+            if q.front() == Some(&id) {
+                q.pop_front();
+            }
+            if q.is_empty() {
+                self.by_src.remove(src);
+            }
+        }
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.ids.binary_search(&id).is_ok()
+    }
+}
+
+/// The stored events, oldest first: ids are handed out in order and the
+/// oldest is always the one evicted (the global history is FIFO), so an
+/// id's slot is `id - base` and no hashing is needed.
+#[derive(Debug, Default)]
+struct Arena {
+    base: u64,
+    events: VecDeque<Stored>,
+}
+
+impl Arena {
+    fn get(&self, id: u64) -> Option<&Stored> {
+        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        self.events.get(i)
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut Stored> {
+        let i = usize::try_from(id.checked_sub(self.base)?).ok()?;
+        self.events.get_mut(i)
+    }
+}
+
 /// All correlation state of one engine.
 #[derive(Debug, Default)]
 pub struct Correlator {
     limits: CorrelateLimits,
     barrier: Barrier,
-    events: HashMap<u64, Stored>,
+    /// Walk every list in full (the reference for the index; tests only).
+    full_walk: bool,
+    events: Arena,
     history: VecDeque<u64>,
-    lists: HashMap<ListKey, VecDeque<u64>>,
+    lists: HashMap<ListKey, List>,
     next_id: u64,
     time_ignored: HashMap<RuleIdx, i64>,
     ignore_list: BoundedSet,
@@ -165,14 +254,21 @@ impl Correlator {
         }
     }
 
+    /// Turns the per-address index off: every search walks its whole
+    /// list, as OSSEC does. The reference the index is tested against.
+    #[doc(hidden)]
+    pub fn set_full_walk(&mut self, on: bool) {
+        self.full_walk = on;
+    }
+
     /// Number of events held (for tests and metrics).
     pub fn stored_events(&self) -> usize {
-        self.events.len()
+        self.events.events.len()
     }
 
     /// Total list entries held (for tests and metrics).
     pub fn list_entries(&self) -> usize {
-        self.lists.values().map(VecDeque::len).sum::<usize>() + self.history.len()
+        self.lists.values().map(|l| l.ids.len()).sum::<usize>() + self.history.len()
     }
 
     /// Runs rule `r`'s context search for the current event. On a match,
@@ -189,22 +285,98 @@ impl Correlator {
         cur_matched: &mut u32,
     ) -> Option<ContextLines> {
         let rule = &rs.rules[r];
-        let (list, events_search): (&VecDeque<u64>, bool) = match rs.search[r] {
+        let empty = VecDeque::new();
+        let (list, events_search): (Option<&List>, bool) = match rs.search[r] {
             Search::None => return None,
-            Search::Sids(t) => (self.lists.get(&ListKey::Sid(t))?, false),
-            Search::Groups => (self.lists.get(&ListKey::Group(r))?, false),
-            Search::Events => (&self.history, true),
+            Search::Sids(t) => (Some(self.lists.get(&ListKey::Sid(t))?), false),
+            Search::Groups => (Some(self.lists.get(&ListKey::Group(r))?), false),
+            Search::Events => (None, true),
         };
-        let f = &ev.fields;
         let s = rule.ctx.same;
-        let mut newest: Option<u64> = None;
-        let mut count = 0u32;
-        let mut lines = Vec::new();
-        for &pid in list.iter().rev() {
-            let Some(p) = self.events.get(&pid) else {
+        let global = self.barrier == Barrier::Global;
+        // The indexed walk: only this address's entries.
+        if let Some(list) = list
+            && s.source_ip
+            && list.monotonic
+            && !self.full_walk
+        {
+            let Some(src) = ev.fields.srcip.as_deref() else {
+                // `same_source_ip` never holds without an address.
+                return None;
+            };
+            let ids = list.by_src.get(src).unwrap_or(&empty);
+            let (stop_at, newest) = if global {
+                (
+                    self.newest_barrier(list, rule.level, rule.timeframe, now),
+                    list.ids.back().copied(),
+                )
+            } else {
+                (None, None)
+            };
+            let walk = ids
+                .iter()
+                .rev()
+                .copied()
+                .take_while(|&id| stop_at.is_none_or(|b| id > b));
+            let hit = self.walk(rule, ev, now, walk, false, global, newest);
+            return self.fire(rule, hit, cur_matched);
+        }
+        let ids = match list {
+            Some(l) => &l.ids,
+            None => &self.history,
+        };
+        let hit = self.walk(
+            rule,
+            ev,
+            now,
+            ids.iter().rev().copied(),
+            events_search,
+            global,
+            None,
+        );
+        self.fire(rule, hit, cur_matched)
+    }
+
+    /// The newest event of `list` whose barrier mark reaches `level`,
+    /// among those not older than the timeframe (an older one is never
+    /// reached: the walk stops at the first too-old event).
+    fn newest_barrier(&self, list: &List, level: u32, timeframe: u32, now: i64) -> Option<u64> {
+        for &id in list.marks.iter().rev() {
+            let Some(e) = self.events.get(id) else {
                 continue;
             };
-            let global = self.barrier == Barrier::Global;
+            if now - e.time > i64::from(timeframe) {
+                return None;
+            }
+            if e.matched >= level {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// OSSEC's search loop over `ids` (newest first). Returns the counted
+    /// events' ids, the id that completed the count and the id to mark as the
+    /// list's newest, or `None`.
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &self,
+        rule: &crate::rule::Rule,
+        ev: &Event,
+        now: i64,
+        ids: impl Iterator<Item = u64>,
+        events_search: bool,
+        global: bool,
+        mut newest: Option<u64>,
+    ) -> Option<(Vec<u64>, u64, Option<u64>)> {
+        let f = &ev.fields;
+        let s = rule.ctx.same;
+        let mut count = 0u32;
+        let mut lines = Vec::new();
+        for pid in ids {
+            let Some(p) = self.events.get(pid) else {
+                continue;
+            };
             if global && newest.is_none() {
                 newest = Some(pid);
             }
@@ -261,22 +433,44 @@ impl Correlator {
                     newest = Some(pid);
                 }
             }
-            lines.push(p.full_log.clone());
+            lines.push(pid);
             if count < rule.frequency {
                 count += 1;
                 continue;
             }
-            let level = rule.level;
-            *cur_matched = level;
-            if let Some(e) = self.events.get_mut(&pid) {
-                e.matched = level;
-            }
-            if let Some(e) = newest.and_then(|n| self.events.get_mut(&n)) {
-                e.matched = level;
-            }
-            return Some(lines);
+            return Some((lines, pid, newest));
         }
         None
+    }
+
+    /// A firing: the barrier marks on the current event, the event that
+    /// completed the count and the list's newest.
+    fn fire(
+        &mut self,
+        rule: &crate::rule::Rule,
+        hit: Option<(Vec<u64>, u64, Option<u64>)>,
+        cur_matched: &mut u32,
+    ) -> Option<ContextLines> {
+        let (lines, pid, newest) = hit?;
+        let level = rule.level;
+        *cur_matched = level;
+        for id in std::iter::once(pid).chain(newest) {
+            if let Some(e) = self.events.get_mut(id) {
+                e.matched = level;
+                // The event may sit in several (group) lists.
+                for list in self.lists.values_mut() {
+                    if list.contains(id) {
+                        list.marks.insert(id);
+                    }
+                }
+            }
+        }
+        Some(
+            lines
+                .into_iter()
+                .filter_map(|id| self.events.get(id).map(|e| e.full_log.clone()))
+                .collect(),
+        )
     }
 
     /// Stores an event that finally alerted as rule `r`: in `r`'s sid list
@@ -286,23 +480,20 @@ impl Correlator {
         let id = self.next_id;
         self.next_id += 1;
         let f = &ev.fields;
-        self.events.insert(
-            id,
-            Stored {
-                time: now,
-                matched,
-                srcip: f.srcip.clone(),
-                srcport: f.srcport.clone(),
-                dstport: f.dstport.clone(),
-                dstuser: f.dstuser.clone(),
-                id: f.id.clone(),
-                hostname: ev.hostname.clone(),
-                url: f.url.clone(),
-                category: ev.category,
-                log: ev.log().to_vec(),
-                full_log: String::from_utf8_lossy(&ev.full_log).into_owned(),
-            },
-        );
+        let stored = Stored {
+            time: now,
+            matched,
+            srcip: f.srcip.clone(),
+            srcport: f.srcport.clone(),
+            dstport: f.dstport.clone(),
+            dstuser: f.dstuser.clone(),
+            id: f.id.clone(),
+            hostname: ev.hostname.clone(),
+            url: f.url.clone(),
+            category: ev.category,
+            log: ev.log().to_vec(),
+            full_log: String::from_utf8_lossy(&ev.full_log).into_owned(),
+        };
         let mut keys = Vec::new();
         if rs.has_sid_list.get(r).copied().unwrap_or(false) {
             keys.push((ListKey::Sid(r), rs.list_horizon[r]));
@@ -314,18 +505,20 @@ impl Correlator {
         for (k, horizon) in keys {
             let events = &self.events;
             let list = self.lists.entry(k).or_default();
-            while let Some(&front) = list.front() {
-                let stale = events
-                    .get(&front)
-                    .is_none_or(|e| now - e.time > i64::from(horizon));
-                if stale {
-                    list.pop_front();
+            while let Some(&front) = list.ids.front() {
+                let e = events.get(front);
+                if e.is_none_or(|e| now - e.time > i64::from(horizon)) {
+                    list.pop_front(e);
                 } else {
                     break;
                 }
             }
-            list.push_back(id);
+            list.push(id, &stored);
         }
+        if self.events.events.is_empty() {
+            self.events.base = id;
+        }
+        self.events.events.push_back(stored);
         self.history.push_back(id);
         while self.history.len() > self.limits.memory_size.max(1) {
             if let Some(old) = self.history.pop_front() {
@@ -335,15 +528,21 @@ impl Correlator {
     }
 
     fn evict(&mut self, old: u64) {
-        self.events.remove(&old);
         // Ids grow with time and lists are FIFO: the evicted event is at the
         // front of any list that still holds it.
+        let events = &self.events;
         self.lists.retain(|_, list| {
-            while list.front().is_some_and(|&f| f <= old) {
-                list.pop_front();
+            while let Some(&f) = list.ids.front()
+                && f <= old
+            {
+                list.pop_front(events.get(f));
             }
-            !list.is_empty()
+            !list.ids.is_empty()
         });
+        // The arena's front is the oldest stored event, `old` itself.
+        while self.events.base <= old && self.events.events.pop_front().is_some() {
+            self.events.base += 1;
+        }
     }
 
     /// The `ignore="N"` attribute: true if this firing of rule `r` must be

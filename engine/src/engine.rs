@@ -368,6 +368,12 @@ impl Engine {
         &self.state
     }
 
+    /// The correlation state, mutable (tests switch its index off).
+    #[doc(hidden)]
+    pub fn state_mut(&mut self) -> &mut Correlator {
+        &mut self.state
+    }
+
     /// Decodes a pre-decoded event in place, then runs the rules; returns
     /// the alert if one is due.
     pub fn process(&mut self, event: &mut Event, now: Timestamp) -> Option<Alert> {
