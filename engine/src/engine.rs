@@ -384,6 +384,20 @@ impl Engine {
     /// Runs only the rules on an already decoded event (`ossec-logtest`'s
     /// Phase 3, and tests that build events by hand).
     pub fn judge(&mut self, event: &Event, now: Timestamp) -> Verdict {
+        self.judge_with(event, now, &mut NoTrace)
+    }
+
+    /// [`judge`](Self::judge), also reporting every rule tried, as
+    /// `ossec-logtest -v` prints it under `**Rule debugging:`. The walk and
+    /// the verdict are exactly `judge`'s (state changes included); only
+    /// this entry point pays for recording.
+    pub fn judge_traced(&mut self, event: &Event, now: Timestamp) -> (Verdict, Vec<TraceLine>) {
+        let mut trace = Vec::new();
+        let verdict = self.judge_with(event, now, &mut trace);
+        (verdict, trace)
+    }
+
+    fn judge_with<T: Tracer>(&mut self, event: &Event, now: Timestamp, tr: &mut T) -> Verdict {
         let rs = Arc::clone(&self.ruleset);
         let local = self.zone.to_datetime(now);
         let mut ctx = Ctx {
@@ -402,7 +416,7 @@ impl Engine {
             if rules.rules[r].category != event.category {
                 continue;
             }
-            let Some(fin) = self.check(&rs, top, &mut ctx) else {
+            let Some(fin) = self.check(&rs, top, &mut ctx, tr) else {
                 continue;
             };
             return self.finish(&rs, fin, &mut ctx, now);
@@ -453,13 +467,25 @@ impl Engine {
     }
 
     /// OSSEC's recursive `OS_CheckIfRuleMatch` + child walk.
-    fn check(&mut self, rs: &Ruleset, node: usize, ctx: &mut Ctx<'_>) -> Option<RuleIdx> {
+    fn check<T: Tracer>(
+        &mut self,
+        rs: &Ruleset,
+        node: usize,
+        ctx: &mut Ctx<'_>,
+        tr: &mut T,
+    ) -> Option<RuleIdx> {
         let r = rs.rules.nodes[node].rule;
+        tr.trying(&rs.rules.rules[r]);
         if !self.conditions(rs, r, ctx) {
             return None;
         }
-        for &c in &rs.rules.nodes[node].children {
-            if let Some(hit) = self.check(rs, c, ctx) {
+        tr.matched(rs.rules.rules[r].id);
+        let children = &rs.rules.nodes[node].children;
+        if !children.is_empty() {
+            tr.trying_children();
+        }
+        for &c in children {
+            if let Some(hit) = self.check(rs, c, ctx, tr) {
                 return Some(hit);
             }
         }
@@ -638,6 +664,75 @@ impl Engine {
         let first = self.state.first_time_seen(key);
         ctx.fts = Some(first);
         first
+    }
+}
+
+/// One line of `ossec-logtest -v`'s rule debugging (`rules.c`,
+/// `OS_CheckIfRuleMatch` under `TESTRULE`). `Display` gives OSSEC's text,
+/// indentation included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceLine {
+    /// `    Trying rule: <id> - <description>`: the rule's conditions are
+    /// about to be checked.
+    Trying {
+        /// Rule id.
+        id: u32,
+        /// Rule description.
+        description: String,
+    },
+    /// `       *Rule <id> matched.`: every condition held (context search
+    /// included).
+    Matched {
+        /// Rule id.
+        id: u32,
+    },
+    /// `       *Trying child rules.`: the matched rule has children.
+    TryingChildren,
+}
+
+impl std::fmt::Display for TraceLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TraceLine::Trying { id, description } => {
+                write!(f, "    Trying rule: {id} - {description}")
+            }
+            TraceLine::Matched { id } => write!(f, "       *Rule {id} matched."),
+            TraceLine::TryingChildren => f.write_str("       *Trying child rules."),
+        }
+    }
+}
+
+/// What the rule walk reports; the untraced walk is monomorphised with
+/// [`NoTrace`], whose calls compile to nothing.
+trait Tracer {
+    fn trying(&mut self, rule: &crate::rule::Rule);
+    fn matched(&mut self, id: u32);
+    fn trying_children(&mut self);
+}
+
+struct NoTrace;
+
+impl Tracer for NoTrace {
+    #[inline(always)]
+    fn trying(&mut self, _: &crate::rule::Rule) {}
+    #[inline(always)]
+    fn matched(&mut self, _: u32) {}
+    #[inline(always)]
+    fn trying_children(&mut self) {}
+}
+
+impl Tracer for Vec<TraceLine> {
+    fn trying(&mut self, rule: &crate::rule::Rule) {
+        self.push(TraceLine::Trying {
+            id: rule.id,
+            description: rule.description.clone(),
+        });
+    }
+    fn matched(&mut self, id: u32) {
+        self.push(TraceLine::Matched { id });
+    }
+    fn trying_children(&mut self) {
+        self.push(TraceLine::TryingChildren);
     }
 }
 

@@ -49,6 +49,13 @@ pub struct RuleOutcome {
 pub trait RulePhase {
     /// The final rule for a decoded event, or `None` when no rule matched.
     fn evaluate(&mut self, event: &Event) -> Option<RuleOutcome>;
+
+    /// [`evaluate`](Self::evaluate) plus the rule-debugging lines that
+    /// `ossec-logtest -v` prints (one `String` per line, without newline).
+    /// The default records none.
+    fn evaluate_traced(&mut self, event: &Event) -> (Option<RuleOutcome>, Vec<String>) {
+        (self.evaluate(event), Vec::new())
+    }
 }
 
 /// The `-U rule:alert:decoder` expectation.
@@ -123,6 +130,7 @@ pub struct Logtest<'a> {
     rules: Option<&'a mut dyn RulePhase>,
     unit_test: Option<UnitTest>,
     exit_code: i32,
+    verbose: bool,
 }
 
 impl<'a> Logtest<'a> {
@@ -135,7 +143,15 @@ impl<'a> Logtest<'a> {
             rules: None,
             unit_test: None,
             exit_code: 0,
+            verbose: false,
         }
+    }
+
+    /// `-v`: print, after Phase 2, `**Rule debugging:` and every rule
+    /// tried, as `ossec-logtest -v` does (needs a rule phase).
+    pub fn with_verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
     }
 
     /// Adds the rule phase (Phase 3).
@@ -178,6 +194,17 @@ impl<'a> Logtest<'a> {
             }
         }
         let outcome = match self.rules.as_deref_mut() {
+            Some(r) if self.verbose => {
+                // testrule.c: `print_out("\n**Rule debugging:")`, then
+                // one line per rule tried.
+                let (outcome, lines) = r.evaluate_traced(&event);
+                text.push_str("\n**Rule debugging:\n");
+                for l in lines {
+                    text.push_str(&l);
+                    text.push('\n');
+                }
+                outcome
+            }
             Some(r) => r.evaluate(&event),
             None => None,
         };

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::alert_format::{DEFAULT_EMAIL_ALERT_LEVEL, alerts_log_entry, mail_flag};
-use crate::engine::{Alert, Engine, EngineConfig, Ruleset, Verdict};
+use crate::engine::{Alert, Engine, EngineConfig, Ruleset, TraceLine, Verdict};
 use crate::event::Event;
 use crate::logtest::{LOCATION, RuleOutcome, RulePhase};
 use crate::predecode::predecode;
@@ -90,11 +90,25 @@ impl EngineRulePhase {
     }
 }
 
-impl RulePhase for EngineRulePhase {
-    fn evaluate(&mut self, event: &Event) -> Option<RuleOutcome> {
-        let verdict = self.judge(event);
+impl EngineRulePhase {
+    /// [`judge`](Self::judge), also returning the rules tried, as
+    /// `ossec-logtest -v` prints them.
+    pub fn judge_traced(&mut self, event: &Event) -> (Verdict, Vec<TraceLine>) {
+        let t = judge_time(event, self.now, self.time_source, &self.zone);
+        if t.fell_back {
+            self.fell_back += 1;
+        }
+        let (verdict, trace) = self.engine.judge_traced(event, t.time);
+        self.last_alert = match &verdict {
+            Verdict::Alert(a) => Some((**a).clone()),
+            _ => None,
+        };
+        (verdict, trace)
+    }
+
+    fn outcome(&self, verdict: &Verdict) -> Option<RuleOutcome> {
         let rules = &self.engine.ruleset().rules;
-        let (id, level, alert) = match &verdict {
+        let (id, level, alert) = match verdict {
             Verdict::NoMatch => return None,
             Verdict::Silent { rule_id } => (*rule_id, 0, false),
             Verdict::Suppressed { rule_id, level } => (*rule_id, *level, false),
@@ -115,6 +129,19 @@ impl RulePhase for EngineRulePhase {
                 .unwrap_or_default(),
             alert,
         })
+    }
+}
+
+impl RulePhase for EngineRulePhase {
+    fn evaluate(&mut self, event: &Event) -> Option<RuleOutcome> {
+        let verdict = self.judge(event);
+        self.outcome(&verdict)
+    }
+
+    fn evaluate_traced(&mut self, event: &Event) -> (Option<RuleOutcome>, Vec<String>) {
+        let (verdict, trace) = self.judge_traced(event);
+        let lines = trace.iter().map(ToString::to_string).collect();
+        (self.outcome(&verdict), lines)
     }
 }
 
