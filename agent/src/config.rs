@@ -28,6 +28,8 @@ struct RawConfig {
     agent: RawAgent,
     #[serde(default)]
     localfile: Vec<RawLocalfile>,
+    #[serde(default)]
+    active_response: crate::respond::config::RawRespondConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +307,8 @@ pub struct AgentConfig {
     pub batch_events: u32,
     /// How long a batch that is not full may wait for more events.
     pub batch_age: Duration,
+    /// How active responses are carried out here (`[active_response]`).
+    pub respond: crate::respond::config::RespondConfig,
 }
 
 /// Parses a duration written as `"600s"`, `"10m"`, `"250ms"` or `"1h30m"`.
@@ -501,9 +505,17 @@ impl AgentConfig {
                 }),
             }
         }
-        if !errors.is_empty() {
+        let respond =
+            match crate::respond::config::RespondConfig::from_raw(raw.active_response, base) {
+                Ok(r) => Some(r),
+                Err(mut e) => {
+                    errors.append(&mut e);
+                    None
+                }
+            };
+        let Some(respond) = respond.filter(|_| errors.is_empty()) else {
             return Err(ConfigError { file, errors });
-        }
+        };
         Ok(Self {
             source: path.to_path_buf(),
             manager_address: raw.manager.address,
@@ -522,6 +534,7 @@ impl AgentConfig {
             spool_max_size,
             batch_events,
             batch_age,
+            respond,
         })
     }
 }

@@ -9,6 +9,8 @@
 //! - [`tail`]: polling file follower (globs, rotation, fingerprints).
 //! - [`command`]: OSSEC's `command`/`full_command` sources.
 //! - [`uplink`]: the mutual-TLS stream to the manager.
+//! - [`respond`]: active responses (route-null, firewall-drop, host-deny,
+//!   scripts), their ledger, timeouts and safety checks.
 //!
 //! [`run`] is the daemon; `main.rs` only parses the command line and
 //! installs signal handlers, so tests run the same code in-process.
@@ -39,6 +41,9 @@ pub enum RunError {
     /// The uplink cannot work at all (bad TLS files).
     #[error(transparent)]
     Uplink(#[from] uplink::UplinkError),
+    /// Active responses cannot be carried out (no netlink).
+    #[error(transparent)]
+    Respond(#[from] respond::RespondError),
 }
 
 /// Runs the agent until `shutdown` is cancelled.
@@ -78,7 +83,18 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             )
         })
         .collect();
-    let uplink = uplink::Uplink::new(config.clone(), spool.clone(), spooled, stats);
+    let managers: Vec<std::net::IpAddr> = tokio::net::lookup_host(&config.manager_address)
+        .await
+        .map(|addrs| addrs.map(|a| a.ip()).collect())
+        .unwrap_or_default();
+    let responder = respond::Responder::new(
+        config.respond.clone(),
+        respond::ledger::Ledger::new(spool.pool()),
+        managers,
+    )?;
+    let stop = shutdown.child_token();
+    let (_report, timer) = responder.start(stop.clone()).await;
+    let uplink = uplink::Uplink::new(config.clone(), spool.clone(), spooled, stats, responder);
     info!(
         manager = %config.manager_address,
         files = config.localfiles.len(),
@@ -86,7 +102,6 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         "Agent started."
     );
     // Any task failing stops the agent; the others are told to stop.
-    let stop = shutdown.child_token();
     let mut collectors = tokio::task::JoinSet::new();
     collectors.spawn({
         let stop = stop.clone();
@@ -112,6 +127,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             tail_result = Err(e);
         }
     }
+    let _ = timer.await;
     spool.close().await;
     info!("Agent stopped.");
     uplink_result?;

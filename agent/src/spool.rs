@@ -63,6 +63,11 @@ fn migrator() -> Migrator {
             "file identity",
             include_str!("../../migrations/agent/0002_file_identity.sql"),
         ),
+        migration(
+            crate::respond::ledger::MIGRATION_VERSION,
+            crate::respond::ledger::MIGRATION_DESCRIPTION,
+            crate::respond::ledger::MIGRATION_SQL,
+        ),
     ])
 }
 
@@ -149,6 +154,12 @@ fn u64_of(v: i64) -> u64 {
 }
 
 impl Spool {
+    /// The database pool, shared with the active-response ledger (one file
+    /// holds the agent's whole durable state).
+    pub fn pool(&self) -> SqlitePool {
+        self.pool.clone()
+    }
+
     /// Opens (creating if needed) the spool with the default bound.
     pub async fn open(path: &Path) -> Result<Self, SpoolError> {
         Self::open_with(path, SpoolOptions::default()).await

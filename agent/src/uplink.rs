@@ -23,7 +23,9 @@ use std::time::Duration;
 use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::agent_service_client::AgentServiceClient;
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
-use palisade_proto::v1::{AgentMessage, Event, EventBatch, Heartbeat, Hello};
+use palisade_proto::v1::{
+    AgentMessage, Command, CommandResult, Event, EventBatch, Heartbeat, Hello,
+};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +33,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tracing::{info, warn};
 
 use crate::config::AgentConfig;
+use crate::respond::Responder;
 use crate::spool::{DROPPED_EVENTS, Spool, SpoolError};
 
 /// Batches sent but not yet acknowledged.
@@ -77,17 +80,66 @@ pub struct Uplink {
     spool: Spool,
     spooled: Arc<Notify>,
     stats: AgentStats,
+    responder: Responder,
+    /// Where results of commands, and of blocks the agent lifted itself,
+    /// are queued in the order they happened.
+    results_tx: mpsc::UnboundedSender<CommandResult>,
+    /// The queue, kept across reconnections; one session holds it.
+    results: tokio::sync::Mutex<ResultQueue>,
+}
+
+/// Command results waiting to be reported.
+#[derive(Debug)]
+struct ResultQueue {
+    rx: mpsc::UnboundedReceiver<CommandResult>,
+    /// Taken from `rx` but not sent because the stream broke.
+    unsent: std::collections::VecDeque<CommandResult>,
 }
 
 impl Uplink {
-    /// An uplink sending from `spool`, woken by `spooled`.
-    pub fn new(config: AgentConfig, spool: Spool, spooled: Arc<Notify>, stats: AgentStats) -> Self {
+    /// An uplink sending from `spool`, woken by `spooled`, carrying out
+    /// commands with `responder`.
+    pub fn new(
+        config: AgentConfig,
+        spool: Spool,
+        spooled: Arc<Notify>,
+        stats: AgentStats,
+        responder: Responder,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // Blocks lifted at their timeout are reported like command results.
+        let mut lifted = responder.subscribe_reports();
+        let forward = tx.clone();
+        tokio::spawn(async move {
+            while let Some(report) = lifted.recv().await {
+                if forward.send(report).is_err() {
+                    break;
+                }
+            }
+        });
         Self {
             config,
             spool,
             spooled,
             stats,
+            responder,
+            results_tx: tx,
+            results: tokio::sync::Mutex::new(ResultQueue {
+                rx,
+                unsent: std::collections::VecDeque::new(),
+            }),
         }
+    }
+
+    /// Carries out a command in the background; its result joins the queue.
+    async fn execute(&self, command: Command) {
+        info!(id = %command.id, response = %command.response, srcip = %command.srcip, "Received a command.");
+        let responder = self.responder.clone();
+        let tx = self.results_tx.clone();
+        tokio::spawn(async move {
+            let result = responder.execute_command(&command).await;
+            let _ = tx.send(result);
+        });
     }
 
     /// Keeps a stream to the manager open until `shutdown`.
@@ -217,10 +269,21 @@ impl Uplink {
         let batch_age = i64::try_from(self.config.batch_age.as_millis()).unwrap_or(i64::MAX);
         heartbeat.tick().await;
         send(AgentKind::Heartbeat(self.heartbeat().await?)).await?;
+        let mut results = self.results.lock().await;
+        while let Some(r) = results.unsent.pop_front() {
+            if send(AgentKind::CommandResult(r.clone())).await.is_err() {
+                results.unsent.push_front(r);
+                return Err(UplinkError::Protocol("stream closed".into()));
+            }
+        }
         loop {
             // Re-decided on every wake-up: a partial batch waits for more
             // events or for its age.
             let mut hold_until: Option<tokio::time::Instant> = None;
+            // Nothing in flight: send what there is at once, so a quiet
+            // agent adds no delay to detection. Under load, acknowledgements
+            // take a moment and batches fill up meanwhile (up to
+            // `batch_events`, held at most `batch_age`).
             while in_flight.len() < WINDOW && hold_until.is_none() {
                 let batch = self.spool.pending(sent, self.config.batch_events).await?;
                 let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
@@ -228,7 +291,10 @@ impl Uplink {
                 };
                 let last = last.sequence;
                 let age = jiff::Timestamp::now().as_millisecond() - first.event.read_at;
-                if batch.len() < self.config.batch_events as usize && age < batch_age {
+                if !in_flight.is_empty()
+                    && batch.len() < self.config.batch_events as usize
+                    && age < batch_age
+                {
                     let wait = u64::try_from(batch_age - age.max(0)).unwrap_or(0);
                     hold_until =
                         Some(tokio::time::Instant::now() + Duration::from_millis(wait.max(1)));
@@ -254,6 +320,12 @@ impl Uplink {
                 in_flight.push_back(last);
             }
             tokio::select! {
+                Some(result) = results.rx.recv() => {
+                    if send(AgentKind::CommandResult(result.clone())).await.is_err() {
+                        results.unsent.push_back(result);
+                        return Err(UplinkError::Protocol("stream closed".into()));
+                    }
+                }
                 _ = shutdown.cancelled() => return Ok(()),
                 m = inbound.message() => {
                     let Some(m) = m.map_err(explain_status)? else {
@@ -269,9 +341,7 @@ impl Uplink {
                                 in_flight.pop_front();
                             }
                         }
-                        Some(ManagerKind::Command(command)) => {
-                            info!(id = %command.id, response = %command.response, srcip = %command.srcip, "Received a command.");
-                        }
+                        Some(ManagerKind::Command(command)) => self.execute(command).await,
                         Some(ManagerKind::Welcome(_)) | None => {}
                     }
                 }

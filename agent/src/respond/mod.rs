@@ -293,6 +293,9 @@ struct Inner {
     managers: RwLock<Vec<IpAddr>>,
     wake: Notify,
     locks: KeyedLocks,
+    /// Where blocks the agent lifts by itself (timeout, flush) are reported,
+    /// so the manager learns of them too.
+    reports: Mutex<Option<tokio::sync::mpsc::UnboundedSender<CommandResult>>>,
 }
 
 /// Carries out active responses; cheap to clone (shared state).
@@ -323,8 +326,38 @@ impl Responder {
                 managers: RwLock::new(managers),
                 wake: Notify::new(),
                 locks: KeyedLocks::default(),
+                reports: Mutex::new(None),
             }),
         })
+    }
+
+    /// Reports of blocks this responder lifts by itself (at their timeout,
+    /// or by [`Responder::undo_all`]), as `CommandResult`s with the add's
+    /// command id and action `DELETE`. A later call replaces the earlier
+    /// receiver.
+    pub fn subscribe_reports(&self) -> tokio::sync::mpsc::UnboundedReceiver<CommandResult> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.inner.reports.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
+    fn report_lifted(&self, command_id: &str, message: &str) {
+        let report = CommandResult {
+            command_id: command_id.to_string(),
+            ok: true,
+            message: message.to_string(),
+            action: CommandAction::Delete as i32,
+            executed_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+        };
+        if let Some(tx) = self
+            .inner
+            .reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = tx.send(report);
+        }
     }
 
     /// Replaces the manager's addresses (e.g. after the uplink resolved or
@@ -846,6 +879,12 @@ impl Responder {
                 )
                 .await;
                 info!(ip = %current.srcip, response = %current.response, "Block lifted.");
+                let why = if only_if_due.is_some() {
+                    "block lifted at its timeout"
+                } else {
+                    "block lifted by the agent"
+                };
+                self.report_lifted(&current.command_id, why);
                 true
             }
             Err(e) => {
