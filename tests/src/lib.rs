@@ -11,10 +11,12 @@
 //! - [`LogCapture`]: the tracing output of the process, to assert on the
 //!   reasons the daemons log.
 //! - [`netns`]: test hosts in network namespaces, nginx, curl.
+//! - [`site`]: a web server with nginx, manager and agent, and an attacker.
 #![forbid(unsafe_code)]
 
 pub mod netns;
 pub mod process;
+pub mod site;
 
 use std::io::Write;
 use std::net::SocketAddr;
