@@ -335,6 +335,7 @@ pub struct Engine {
     ruleset: Arc<Ruleset>,
     zone: TimeZone,
     state: Correlator,
+    lower_buf: Vec<u8>,
 }
 
 /// Per-event evaluation scratch.
@@ -346,6 +347,23 @@ struct Ctx<'e> {
     matched: u32,
     fts: Option<bool>,
     lines: HashMap<RuleIdx, Vec<String>>,
+    /// `log` lower-cased, made on first use and shared by every `<match>`
+    /// and `<regex>` of the walk (the literal matchers search lower-cased
+    /// text; see `pattern.rs`). The buffer is the engine's, reused.
+    lower: Vec<u8>,
+    lower_ready: bool,
+}
+
+impl Ctx<'_> {
+    fn lower_log(&mut self) -> &[u8] {
+        if !self.lower_ready {
+            self.lower.clear();
+            self.lower
+                .extend(self.ev.log().iter().map(u8::to_ascii_lowercase));
+            self.lower_ready = true;
+        }
+        &self.lower
+    }
 }
 
 impl Engine {
@@ -355,6 +373,7 @@ impl Engine {
             ruleset,
             zone: config.zone,
             state: Correlator::with_barrier(config.limits, config.barrier),
+            lower_buf: Vec::new(),
         }
     }
 
@@ -409,8 +428,11 @@ impl Engine {
             matched: 0,
             fts: None,
             lines: HashMap::new(),
+            lower: std::mem::take(&mut self.lower_buf),
+            lower_ready: false,
         };
         let rules = &rs.rules;
+        let mut verdict = Verdict::NoMatch;
         for &top in &rules.top {
             let r = rules.nodes[top].rule;
             if rules.rules[r].category != event.category {
@@ -419,9 +441,11 @@ impl Engine {
             let Some(fin) = self.check(&rs, top, &mut ctx, tr) else {
                 continue;
             };
-            return self.finish(&rs, fin, &mut ctx, now);
+            verdict = self.finish(&rs, fin, &mut ctx, now);
+            break;
         }
-        Verdict::NoMatch
+        self.lower_buf = ctx.lower;
+        verdict
     }
 
     fn finish(&mut self, rs: &Ruleset, fin: RuleIdx, ctx: &mut Ctx<'_>, now: Timestamp) -> Verdict {
@@ -527,12 +551,12 @@ impl Engine {
             return false;
         }
         if let Some(m) = c.matches.as_ref().or(c.pcre2.matches.as_ref())
-            && !m.is_match(log)
+            && !m.is_match_lowered(log, || ctx.lower_log())
         {
             return false;
         }
         if let Some(m) = c.regex.as_ref().or(c.pcre2.regex.as_ref())
-            && !m.is_match(log)
+            && !m.is_match_lowered(log, || ctx.lower_log())
         {
             return false;
         }

@@ -104,20 +104,21 @@ struct OsRegex {
     /// 0, so PCRE2 makes its single attempt without asking the `regex`
     /// crate first.
     start_anchored: bool,
-    /// For a pattern that can only match at 0 and consumes a byte there:
-    /// the bytes it can start with. Rejecting on the first byte costs a
-    /// load instead of a `regex` search (~200 instructions), which matters
-    /// when an event is tried against a list of prematch-only parent
+    /// For a pattern that can only match at 0: the bytes allowed at each of
+    /// its first fixed-width positions (`^\w\w\w ` gives four). Rejecting
+    /// on them costs a few loads instead of a `regex` search (~200
+    /// instructions), which matters when an event is tried against a list of prematch-only parent
     /// decoders (an access-log line meets 15 of OSSEC 3.3.0's before
     /// `web-accesslog`).
-    first: Option<Box<[bool; 256]>>,
+    prefix: Option<Vec<[bool; 256]>>,
     pcre_locs: Pool<pcre2::bytes::CaptureLocations>,
     locs: Pool<regex::bytes::CaptureLocations>,
 }
 
-/// The first-byte table of a pattern whose every match starts at 0 with a
-/// consumed byte; `None` when that cannot be shown.
-fn first_byte_filter(translated: &str) -> Option<Box<[bool; 256]>> {
+/// The leading fixed-width part of a pattern whose every match starts at
+/// 0: for each of its first positions, the bytes allowed there; `None`
+/// when that cannot be shown (not anchored, or a possibly empty start).
+fn prefix_filter(translated: &str) -> Option<Vec<[bool; 256]>> {
     use regex_syntax::hir::Look;
     let hir = regex_syntax::ParserBuilder::new()
         .utf8(false)
@@ -127,34 +128,44 @@ fn first_byte_filter(translated: &str) -> Option<Box<[bool; 256]>> {
     if !hir.properties().look_set_prefix().contains(Look::Start) {
         return None;
     }
-    let mut set = Box::new([false; 256]);
-    first_bytes(&hir, &mut set)?;
-    Some(set)
+    let (sets, _) = prefix_sets(&hir)?;
+    (!sets.is_empty()).then_some(sets)
 }
 
-/// Adds the bytes a non-empty match of `h` can start with to `set`;
-/// `None` when `h` may match the empty string or is not understood.
-fn first_bytes(h: &regex_syntax::hir::Hir, set: &mut [bool; 256]) -> Option<()> {
+/// At most this many positions are checked.
+const PREFIX_MAX: usize = 8;
+
+/// The byte sets of the first positions of any match of `h`, and whether
+/// `h` is entirely that fixed-width prefix (so that what follows it in a
+/// concatenation continues the prefix). `None`: not understood.
+fn prefix_sets(h: &regex_syntax::hir::Hir) -> Option<(Vec<[bool; 256]>, bool)> {
     use regex_syntax::hir::{Class, HirKind};
+    let one = |set: [bool; 256]| Some((vec![set], true));
     match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some((Vec::new(), true)),
         HirKind::Literal(l) => {
-            let b = *l.0.first()?;
-            set[usize::from(b)] = true;
+            let sets =
+                l.0.iter()
+                    .take(PREFIX_MAX)
+                    .map(|&b| {
+                        let mut set = [false; 256];
+                        set[usize::from(b)] = true;
+                        set
+                    })
+                    .collect();
+            Some((sets, l.0.len() <= PREFIX_MAX))
         }
         HirKind::Class(Class::Bytes(c)) => {
-            if c.ranges().is_empty() {
-                return None;
-            }
+            let mut set = [false; 256];
             for r in c.ranges() {
                 for b in r.start()..=r.end() {
                     set[usize::from(b)] = true;
                 }
             }
+            one(set)
         }
         HirKind::Class(Class::Unicode(c)) => {
-            if c.ranges().is_empty() {
-                return None;
-            }
+            let mut set = [false; 256];
             for r in c.ranges() {
                 let (lo, hi) = (u32::from(r.start()), u32::from(r.end()));
                 if hi > 0x7f {
@@ -164,28 +175,46 @@ fn first_bytes(h: &regex_syntax::hir::Hir, set: &mut [bool; 256]) -> Option<()> 
                     set[usize::try_from(b).ok()?] = true;
                 }
             }
+            one(set)
         }
-        HirKind::Repetition(r) if r.min >= 1 => first_bytes(&r.sub, set)?,
-        HirKind::Capture(c) => first_bytes(&c.sub, set)?,
-        HirKind::Concat(items) => {
-            // Zero-width assertions first, then the first consuming item,
-            // which must not be able to match empty.
-            let item = items
-                .iter()
-                .find(|i| !matches!(i.kind(), HirKind::Look(_)))?;
-            if item.properties().minimum_len().is_none_or(|n| n == 0) {
-                return None;
+        HirKind::Repetition(r) => {
+            if r.min == 0 {
+                return Some((Vec::new(), false));
             }
-            first_bytes(item, set)?;
+            let (sets, complete) = prefix_sets(&r.sub)?;
+            Some((sets, complete && r.min == 1 && r.max == Some(1)))
+        }
+        HirKind::Capture(c) => prefix_sets(&c.sub),
+        HirKind::Concat(items) => {
+            let mut out = Vec::new();
+            for item in items {
+                let (sets, complete) = prefix_sets(item)?;
+                out.extend(sets);
+                if !complete || out.len() >= PREFIX_MAX {
+                    out.truncate(PREFIX_MAX);
+                    return Some((out, false));
+                }
+            }
+            Some((out, true))
         }
         HirKind::Alternation(alts) => {
+            let mut all = Vec::new();
             for a in alts {
-                first_bytes(a, set)?;
+                all.push(prefix_sets(a)?);
             }
+            let len = all.iter().map(|(s, _)| s.len()).min().unwrap_or(0);
+            let same = all.iter().all(|(s, c)| *c && s.len() == len);
+            let mut out = vec![[false; 256]; len];
+            for (sets, _) in &all {
+                for (o, set) in out.iter_mut().zip(sets) {
+                    for (x, y) in o.iter_mut().zip(set) {
+                        *x |= *y;
+                    }
+                }
+            }
+            Some((out, same))
         }
-        _ => return None,
     }
-    Some(())
 }
 
 /// Whether a translated OS_Regex starts with `^` and has no `|`.
@@ -211,7 +240,7 @@ impl Clone for OsRegex {
             re: self.re.clone(),
             caps: self.caps.clone(),
             start_anchored: self.start_anchored,
-            first: self.first.clone(),
+            prefix: self.prefix.clone(),
             pcre_locs: Pool::default(),
             locs: Pool::default(),
         }
@@ -292,7 +321,7 @@ impl OsRegex {
         };
         let body = translated.strip_prefix("(?i-u)").unwrap_or(translated);
         OsRegex {
-            first: first_byte_filter(translated),
+            prefix: prefix_filter(translated),
             re,
             caps,
             start_anchored: start_anchored(body),
@@ -303,9 +332,9 @@ impl OsRegex {
 
     /// Whether the first-byte table rules a match out.
     fn rejects(&self, h: &[u8]) -> bool {
-        self.first
-            .as_ref()
-            .is_some_and(|f| h.first().is_none_or(|&b| !f[usize::from(b)]))
+        self.prefix.as_ref().is_some_and(|p| {
+            h.len() < p.len() || p.iter().zip(h).any(|(set, &b)| !set[usize::from(b)])
+        })
     }
 
     fn find_into(&self, h: &[u8], out: &mut Vec<Option<Range<usize>>>) -> Option<(usize, usize)> {
@@ -458,6 +487,21 @@ impl Pattern {
             // A PCRE2 run-time error (match limit) counts as no match, as
             // in OSSEC.
             Imp::Pcre(p) => p.re.is_match(haystack).unwrap_or(false),
+        }
+    }
+
+    /// [`is_match`](Self::is_match) for a caller that can supply the
+    /// haystack lower-cased (ASCII) once for many patterns: `lowered` is
+    /// only called, and must return `haystack.to_ascii_lowercase()`, when
+    /// a literal search needs it.
+    pub fn is_match_lowered<'l>(
+        &self,
+        haystack: &[u8],
+        lowered: impl FnOnce() -> &'l [u8],
+    ) -> bool {
+        match &self.imp {
+            Imp::Literal(l) => l.is_match_with(haystack, lowered),
+            _ => self.is_match(haystack),
         }
     }
 
@@ -655,6 +699,18 @@ impl Literal {
         self.anywhere.as_ref().is_some_and(|a| a.find(h).is_some())
     }
 
+    fn is_match_with<'l>(&self, h: &[u8], lowered: impl FnOnce() -> &'l [u8]) -> bool {
+        if self.empty.is_some() {
+            return true;
+        }
+        if self.anchored.iter().any(|a| self.alt_match(a, h).is_some()) {
+            return true;
+        }
+        self.anywhere
+            .as_ref()
+            .is_some_and(|a| a.find_lowered(lowered()).is_some())
+    }
+
     fn alt_match(&self, a: &LitAlt, h: &[u8]) -> Option<(usize, usize)> {
         let n = &a.needle;
         match a.anchor {
@@ -736,20 +792,24 @@ impl Anywhere {
 
     /// Leftmost match: (start, end, index of the needle).
     fn find(&self, h: &[u8]) -> Option<(usize, usize, usize)> {
-        let run = |low: &[u8]| match self {
-            Anywhere::One(f) => f.find(low).map(|s| (s, s + f.needle().len(), 0)),
-            Anywhere::Many(ac) => ac
-                .find(low)
-                .map(|m| (m.start(), m.end(), m.pattern().as_usize())),
-        };
         LOWER.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buf) => {
                 buf.clear();
                 buf.extend(h.iter().map(u8::to_ascii_lowercase));
-                run(&buf)
+                self.find_lowered(&buf)
             }
-            Err(_) => run(&h.to_ascii_lowercase()),
+            Err(_) => self.find_lowered(&h.to_ascii_lowercase()),
         })
+    }
+
+    /// `find` on a haystack already lower-cased.
+    fn find_lowered(&self, low: &[u8]) -> Option<(usize, usize, usize)> {
+        match self {
+            Anywhere::One(f) => f.find(low).map(|s| (s, s + f.needle().len(), 0)),
+            Anywhere::Many(ac) => ac
+                .find(low)
+                .map(|m| (m.start(), m.end(), m.pattern().as_usize())),
+        }
     }
 }
 
@@ -1263,16 +1323,27 @@ mod tests {
 
     #[test]
     fn first_byte_filter_and_lowercased_literals() {
-        assert!(first_byte_filter(&translate_os_regex(r"^\d+ x").unwrap()).is_some());
+        assert!(prefix_filter(&translate_os_regex(r"^\d+ x").unwrap()).is_some());
         assert!(m(Dialect::OsRegex, r"^\d+ x", "12 x"));
         assert!(!m(Dialect::OsRegex, r"^\d+ x", "a12 x"));
         assert!(!m(Dialect::OsRegex, r"^\d+ x", ""));
         assert!(m(Dialect::OsRegex, r"^A\d|^b", "B"));
+        let p = prefix_filter(&translate_os_regex(r"^\w\w\w \d+ ").unwrap()).unwrap();
+        assert_eq!(p.len(), 5);
+        assert!(m(Dialect::OsRegex, r"^\w\w\w \d+ ", "Mar 10 x"));
+        assert!(!m(Dialect::OsRegex, r"^\w\w\w \d+ ", "187.1.2.3 x"));
+        assert!(!m(Dialect::OsRegex, r"^\w\w\w \d+ ", "Mar"));
+        // Alternatives: position-wise union, up to the shortest.
+        let p = prefix_filter(&translate_os_regex(r"^%PIX-|^\w\w\w \d\d").unwrap()).unwrap();
+        assert_eq!(p.len(), 5);
+        assert!(m(Dialect::OsRegex, r"^%PIX-|^\w\w\w \d\d", "%PIX-4"));
+        assert!(m(Dialect::OsRegex, r"^%PIX-|^\w\w\w \d\d", "Jan 01"));
+        assert!(!m(Dialect::OsRegex, r"^%PIX-|^\w\w\w \d\d", "%ASA-4"));
         // Not every alternative anchored, or a possibly empty start: no
         // filter, and the regex decides.
-        assert!(first_byte_filter(&translate_os_regex(r"^a\d|b").unwrap()).is_none());
+        assert!(prefix_filter(&translate_os_regex(r"^a\d|b").unwrap()).is_none());
         assert!(m(Dialect::OsRegex, r"^a\d|b", "xb"));
-        assert!(first_byte_filter(&translate_os_regex(r"^\d*x").unwrap()).is_none());
+        assert!(prefix_filter(&translate_os_regex(r"^\d*x").unwrap()).is_none());
         assert!(m(Dialect::OsRegex, r"^\d*x", "x"));
         assert!(m(Dialect::OsRegex, r"^(\w+) (\d+)", "Ab 12"));
         assert!(!m(Dialect::OsRegex, r"^(\w+) (\d+)", " Ab 12"));
