@@ -10,6 +10,8 @@
 //! Needs root (network namespaces); otherwise it says so and measures
 //! nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
