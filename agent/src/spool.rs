@@ -210,7 +210,11 @@ impl Spool {
         checkpoints: &[FileCheckpoint],
     ) -> Result<u64, SpoolError> {
         let now = jiff::Timestamp::now().as_millisecond();
-        let mut tx = self.pool.begin().await?;
+        // It reads (the size, the row count) and then writes: a deferred
+        // transaction would fail at once with SQLITE_BUSY when the other
+        // connection (acknowledgements, the active-response ledger) wrote
+        // in between; IMMEDIATE takes the write lock first and waits.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in events.chunks(INSERT_CHUNK) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO spool (location, log_format, read_at, truncated, line) ",
@@ -354,10 +358,11 @@ impl Spool {
         before: i64,
         keep: &[(u64, u64)],
     ) -> Result<u64, SpoolError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let stale: Vec<(i64, i64)> =
             sqlx::query_as("SELECT device, inode FROM file_checkpoints WHERE updated_at < $1")
                 .bind(before)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?;
         let mut forgotten = 0;
         for (device, inode) in stale {
@@ -368,10 +373,11 @@ impl Spool {
                 sqlx::query("DELETE FROM file_checkpoints WHERE device = $1 AND inode = $2")
                     .bind(device)
                     .bind(inode)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?
                     .rows_affected();
         }
+        tx.commit().await?;
         Ok(forgotten)
     }
 

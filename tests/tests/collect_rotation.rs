@@ -50,13 +50,15 @@ async fn assert_delivered(
             repeated.first(),
             repeated.last()
         );
+        let first_difference = got.iter().zip(expected).position(|(g, e)| g != e);
         panic!(
-            "{} of {} lines arrived ({waited:?}); {} missing (first: {:?}, last: {:?}); {extra} repeated or unexpected",
+            "{} of {} lines arrived ({waited:?}); {} missing (first: {:?}, last: {:?}); {extra} repeated or unexpected; first difference at {first_difference:?}: {:?}",
             got.len(),
             n,
             missing.len(),
             missing.first(),
-            missing.last()
+            missing.last(),
+            first_difference.map(|i| &got[i.saturating_sub(1)..(i + 2).min(got.len())]),
         );
     }
     for e in &events {
@@ -83,8 +85,21 @@ async fn start(poll: Duration) -> (ManagerHandle, String, AgentHandle, std::path
     config.poll_interval = poll;
     config.rotate_wait = Duration::from_millis(200);
     let agent = AgentHandle::start(config);
+    // The agent must know the file before it is rotated: a file rotated
+    // before the agent first looked is an old rotated file to it.
+    append_lines(&log, [MARKER.to_string()]).unwrap();
+    let store = manager.store().await.unwrap();
+    eventually(Duration::from_secs(30), "the first line", || async {
+        Ok((!store.archived_events(Some(&id)).await?.is_empty()).then_some(()))
+    })
+    .await
+    .unwrap();
+    store.close().await;
     (manager, id, agent, log)
 }
+
+/// The line written before anything else.
+const MARKER: &str = "the agent follows this file";
 
 fn rotated(log: &Path, n: usize) -> std::path::PathBuf {
     log.with_file_name(format!("access.log.{n}"))
@@ -93,7 +108,7 @@ fn rotated(log: &Path, n: usize) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rename_and_create() {
     let (manager, id, mut agent, log) = start(Duration::from_millis(20)).await;
-    let mut expected = Vec::new();
+    let mut expected = vec![MARKER.to_string()];
     for (round, tag) in ["first", "second", "third"].iter().enumerate() {
         let batch = lines(tag, 0..3000);
         for chunk in batch.chunks(500) {
@@ -121,7 +136,7 @@ async fn rename_and_create() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_and_truncate() {
     let (manager, id, mut agent, log) = start(Duration::from_millis(20)).await;
-    let mut expected = Vec::new();
+    let mut expected = vec![MARKER.to_string()];
     for (round, tag) in ["first", "second", "third"].iter().enumerate() {
         let batch = lines(tag, 0..3000);
         for chunk in batch.chunks(500) {
@@ -154,12 +169,13 @@ async fn copy_and_truncate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twice_within_one_poll_interval() {
     let (manager, id, mut agent, log) = start(Duration::from_secs(3)).await;
-    let mut expected = lines("before", 0..1000);
-    append_lines(&log, expected.iter().cloned()).unwrap();
+    let before = lines("before", 0..1000);
+    append_lines(&log, before.iter().cloned()).unwrap();
+    let mut expected: Vec<String> = std::iter::once(MARKER.to_string()).chain(before).collect();
     // Let one poll read them, so the rotations below fall in one interval.
     let store = manager.store().await.unwrap();
     eventually(Duration::from_secs(30), "the first lines", || async {
-        Ok((store.archived_events(Some(&id)).await?.len() == 1000).then_some(()))
+        Ok((store.archived_events(Some(&id)).await?.len() == 1001).then_some(()))
     })
     .await
     .unwrap();

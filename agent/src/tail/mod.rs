@@ -159,6 +159,9 @@ struct Watcher {
     order: u64,
     /// `N` of its rotated name `.N` when last seen in a sibling search.
     rotation: Option<u64>,
+    /// Wall time (ms) its size was last taken: a copy made after it may
+    /// hold lines it has not read.
+    checked_ms: i64,
 }
 
 impl Watcher {
@@ -198,6 +201,16 @@ impl Watcher {
 struct PathState {
     id: FileId,
     seen_at_ms: i64,
+}
+
+/// A rotated sibling found in a directory, opened once.
+#[derive(Debug)]
+struct Candidate {
+    mtime: i64,
+    size: u64,
+    path: PathBuf,
+    id: FileId,
+    file: File,
 }
 
 /// Lines and positions not yet spooled.
@@ -623,6 +636,7 @@ impl Tailer {
             active_at: Instant::now(),
             order: self.next_order,
             rotation: rotation_number(path),
+            checked_ms: now_ms(),
         };
         self.next_order += 1;
         self.batch.checkpoints.insert(id, w.checkpoint(id));
@@ -653,7 +667,10 @@ impl Tailer {
         }) else {
             return;
         };
-        let mut candidates: Vec<(i64, PathBuf, FileId)> = entries
+        // Each candidate is opened once and then only used through its
+        // handle: rotations go on while this runs, and a name looked up
+        // twice may be another file the second time.
+        let mut candidates: Vec<Candidate> = entries
             .filter_map(|e| e.ok())
             .filter(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -663,115 +680,112 @@ impl Tailer {
                     && !COMPRESSED.iter().any(|ext| name.ends_with(ext))
             })
             .filter_map(|e| {
-                let meta = std::fs::metadata(e.path()).ok()?;
+                let path = e.path();
+                let file = File::open(&path).ok()?;
+                let meta = file.metadata().ok()?;
                 let id = (meta.dev(), meta.ino());
                 if let Some(w) = self.watchers.get_mut(&id) {
                     // Its generation, for the reading order.
-                    w.rotation = rotation_number(&e.path());
+                    w.rotation = rotation_number(&path);
                     return None;
                 }
-                meta.is_file().then(|| (mtime_ms(&meta), e.path(), id))
+                meta.is_file().then(|| Candidate {
+                    mtime: mtime_ms(&meta),
+                    size: meta.len(),
+                    path,
+                    id,
+                    file,
+                })
             })
             .collect();
         // Oldest first; equal times (coarse clocks) put `.2` before `.1`.
         candidates.sort_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| rotation_number(&b.1).cmp(&rotation_number(&a.1)))
-                .then_with(|| a.1.cmp(&b.1))
+            a.mtime
+                .cmp(&b.mtime)
+                .then_with(|| rotation_number(&b.path).cmp(&rotation_number(&a.path)))
+                .then_with(|| a.path.cmp(&b.path))
         });
-        let adopt = |this: &mut Self, candidate: &Path, start: Option<(u64, bool)>, id: FileId| {
-            let Ok(file) = File::open(candidate) else {
-                return;
-            };
-            let Ok(meta) = file.metadata() else { return };
-            if (meta.dev(), meta.ino()) != id || this.watchers.contains_key(&id) {
+        let adopt = |this: &mut Self, c: &Candidate, start: Option<(u64, bool)>| {
+            if this.watchers.contains_key(&c.id) {
                 return;
             }
-            let size = meta.len();
-            let Ok(fp) = Fingerprint::of(&file, size) else {
+            let Ok(file) = c.file.try_clone() else {
+                return;
+            };
+            let Ok(fp) = Fingerprint::of(&file, c.size) else {
                 return;
             };
             let (offset, skipping) = start.unwrap_or((0, false));
-            info!(file = %candidate.display(), location = %location, offset, "Reading a rotated file to its end.");
+            info!(file = %c.path.display(), location = %location, offset, size = c.size, "Reading a rotated file to its end.");
             this.insert_watcher(
-                id,
+                c.id,
                 file,
                 source,
                 path,
                 location.clone(),
                 fp,
-                offset.min(size),
+                offset.min(c.size),
                 skipping,
-                size,
+                c.size,
                 false,
             );
-            if let Some(w) = this.watchers.get_mut(&id) {
-                w.rotation = rotation_number(candidate);
+            if let Some(w) = this.watchers.get_mut(&c.id) {
+                w.rotation = rotation_number(&c.path);
             }
         };
         if let Some((old_fp, old_offset)) = copy_of {
-            for (mtime, candidate, id) in candidates.iter().rev() {
-                if *mtime < since_ms || self.stored_position(*id, candidate).is_some() {
+            for c in candidates.iter().rev() {
+                if c.mtime < since_ms || self.stored_position(c).is_some() {
                     continue;
                 }
-                let Ok(file) = File::open(candidate) else {
-                    continue;
-                };
-                let Ok(size) = file.metadata().map(|m| m.len()) else {
-                    continue;
-                };
-                if size >= old_offset && matches!(old_fp.recheck(&file, size), Ok(Some(_))) {
-                    adopt(self, candidate, Some((old_offset, false)), *id);
+                if c.size >= old_offset && matches!(old_fp.recheck(&c.file, c.size), Ok(Some(_))) {
+                    adopt(self, c, Some((old_offset, false)));
                     break;
                 }
             }
         }
-        for (mtime, candidate, id) in &candidates {
-            if self.watchers.contains_key(id) {
+        for c in &candidates {
+            if self.watchers.contains_key(&c.id) {
                 continue;
             }
             // A file with a checkpoint continues from it, if it is still
             // the file the checkpoint was for.
-            let resume = self.stored_position(*id, candidate);
-            match resume {
-                Some((offset, skipping, size)) if offset < size => {
-                    adopt(self, candidate, Some((offset, skipping)), *id);
+            match self.stored_position(c) {
+                Some((offset, skipping)) if offset < c.size => {
+                    adopt(self, c, Some((offset, skipping)));
                 }
                 Some(_) => {}
-                None if unknown && *mtime >= since_ms => {
-                    let start = self.copied_from(candidate, &location);
-                    adopt(self, candidate, start, *id);
+                None if unknown && c.mtime >= since_ms => {
+                    let start = self.copied_from(c, &location);
+                    adopt(self, c, start);
                 }
                 None => {}
             }
         }
     }
 
-    /// The stored position of the file at `candidate`, if it is still the
-    /// file it was stored for: same fingerprint (a stored empty one proves
-    /// nothing about a file that is not empty), not shorter than it.
-    /// Returns the offset, the skipping state and the file's size.
-    fn stored_position(&self, id: FileId, candidate: &Path) -> Option<(u64, bool, u64)> {
-        let cp = self.known.get(&id)?;
+    /// The stored position of a candidate, if it is still the file it was
+    /// stored for: same fingerprint (a stored empty one proves nothing
+    /// about a file that is not empty), not shorter than it. Returns the
+    /// offset and the skipping state.
+    fn stored_position(&self, c: &Candidate) -> Option<(u64, bool)> {
+        let cp = self.known.get(&c.id)?;
         let fp = Fingerprint {
             len: cp.fingerprint_len,
             sum: cp.fingerprint,
         };
-        let file = File::open(candidate).ok()?;
-        let size = file.metadata().ok()?.len();
-        ((fp.len > 0 || size == 0)
-            && cp.offset <= size
-            && matches!(fp.recheck(&file, size), Ok(Some(_))))
-        .then_some((cp.offset, cp.skipping, size))
+        ((fp.len > 0 || c.size == 0)
+            && cp.offset <= c.size
+            && matches!(fp.recheck(&c.file, c.size), Ok(Some(_))))
+        .then_some((cp.offset, cp.skipping))
     }
 
     /// Where to start in a file never seen that may be a copy of one that
     /// was (copy-and-truncate): the read position of the followed or
     /// remembered file of the same location whose first bytes it starts
     /// with, the longest match first, then the earliest position.
-    fn copied_from(&self, candidate: &Path, location: &str) -> Option<(u64, bool)> {
-        let file = File::open(candidate).ok()?;
-        let size = file.metadata().ok()?.len();
+    fn copied_from(&self, c: &Candidate, location: &str) -> Option<(u64, bool)> {
+        let (file, size) = (&c.file, c.size);
         let watched = self
             .watchers
             .values()
@@ -793,7 +807,7 @@ impl Tailer {
                 *loc == location
                     && fp.len > 0
                     && size >= *offset
-                    && matches!(fp.recheck(&file, size), Ok(Some(_)))
+                    && matches!(fp.recheck(file, size), Ok(Some(_)))
             })
             .min_by(|a, b| b.0.len.cmp(&a.0.len).then(a.1.cmp(&b.1)))
             .map(|(_, offset, skipping, _)| (offset, skipping))
@@ -804,6 +818,10 @@ impl Tailer {
         let Some(w) = self.watchers.get_mut(&id) else {
             return Ok(());
         };
+        // Taken before the size: whatever changed after the previous
+        // check (a copy, a truncation) is newer than this.
+        let checked_ms = now_ms();
+        let previous_check = std::mem::replace(&mut w.checked_ms, checked_ms);
         let (size, mtime) = match w.file.metadata() {
             Ok(m) => (m.len(), mtime_ms(&m)),
             Err(error) => {
@@ -834,7 +852,7 @@ impl Tailer {
                     .then_some((old, false))
             }
             Ok(_) => {
-                info!(file = %w.location, "File was truncated; reading it again from its start.");
+                info!(file = %w.location, offset = w.offset, size, "File was truncated; reading it again from its start.");
                 let old = (w.fp, w.offset);
                 w.offset = 0;
                 w.skipping = false;
@@ -849,11 +867,9 @@ impl Tailer {
         };
         if let Some((old, truncated)) = copy_of {
             let (path, source) = (w.path.clone(), w.source);
-            let since = self
-                .at_path
-                .get(&path)
-                .map(|s| s.seen_at_ms - MTIME_SLACK_MS)
-                .unwrap_or(i64::MAX);
+            // The copy was made after this file was last looked at (the
+            // path's own `seen_at_ms` is already this poll's).
+            let since = previous_check - MTIME_SLACK_MS;
             let before: HashSet<FileId> = self.watchers.keys().copied().collect();
             // After an empty file, any recent sibling may be a copy.
             let unknown = truncated || old.0.len == 0;
@@ -899,6 +915,21 @@ impl Tailer {
                 .batch_lines
                 .saturating_sub(self.batch.events.len())
                 .max(1);
+            // The file may have been truncated (and written again) since
+            // its size was taken: then the bytes read are the new file's,
+            // at the old file's offsets. They are the old file's only if
+            // it still starts as it did and is not shorter than what was
+            // read; otherwise they are dropped and the next look finds
+            // the truncation (and the copy, from this offset).
+            let intact = w.file.metadata().is_ok_and(|m| {
+                m.len() >= w.offset + n as u64
+                    && matches!(w.fp.recheck(&w.file, m.len()), Ok(Some(_)))
+            });
+            if !intact {
+                debug!(file = %w.location, offset = w.offset, "File changed under a read; looking again.");
+                w.checked_ms = previous_check;
+                break;
+            }
             let framed = frame::frame(&self.buf[..n], w.skipping, max, group, room);
             if framed.consumed == 0 {
                 break; // only part of a record so far
@@ -1224,6 +1255,95 @@ mod tests {
         );
         assert!(lines[300].starts_with("d 00000"), "{}", lines[300]);
         assert!(lines[600].starts_with("e 00000"), "{}", lines[600]);
+    }
+
+    /// Rotations racing the polls (a writer thread, polls back to back):
+    /// a truncation that lands between taking a file's size and reading
+    /// it must not pass the new file's bytes off as the old file's.
+    #[tokio::test]
+    async fn rotations_racing_the_polls_lose_and_repeat_nothing() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("palisade_agent=debug")
+            .with_test_writer()
+            .try_init();
+        for copy in [true, false] {
+            let mut rig = Rig::new(&[("a.log", "syslog")], true).await;
+            rig.write("a.log", b"");
+            rig.poll().await;
+            let path = rig.path("a.log");
+            let writer = std::thread::spawn(move || {
+                let rotated = |n: usize| path.with_file_name(format!("a.log.{n}"));
+                let mut written = Vec::new();
+                for round in 0..12 {
+                    for _ in 0..6 {
+                        let mut text = String::new();
+                        for _ in 0..150 {
+                            let line =
+                                format!("r{round:02} {:06} GET /index.html 200", written.len());
+                            text.push_str(&line);
+                            text.push('\n');
+                            written.push(line);
+                        }
+                        let mut f = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&path)
+                            .unwrap();
+                        f.write_all(text.as_bytes()).unwrap();
+                        std::thread::sleep(Duration::from_micros(300));
+                    }
+                    // Every generation is kept (none is overwritten).
+                    for n in (1..=round).rev() {
+                        if rotated(n).exists() {
+                            std::fs::rename(rotated(n), rotated(n + 1)).unwrap();
+                        }
+                    }
+                    if copy {
+                        std::fs::copy(&path, rotated(1)).unwrap();
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&path)
+                            .unwrap()
+                            .set_len(0)
+                            .unwrap();
+                    } else {
+                        std::fs::rename(&path, rotated(1)).unwrap();
+                        std::fs::write(&path, b"").unwrap();
+                    }
+                }
+                written
+            });
+            while !writer.is_finished() {
+                rig.poll().await;
+                tokio::task::yield_now().await;
+            }
+            let written = writer.join().unwrap();
+            rig.poll().await;
+            rig.poll().await;
+            let lines = rig.lines().await;
+            let mut seen = HashSet::new();
+            let repeated = lines.iter().filter(|l| !seen.insert(*l)).count();
+            let missing = written.iter().filter(|l| !seen.contains(l)).count();
+            let mut seen2 = HashSet::new();
+            let reps: Vec<&String> = lines.iter().filter(|l| !seen2.insert(*l)).collect();
+            assert_eq!(
+                (missing, repeated),
+                (0, 0),
+                "copy: {copy} {:?} {:?}",
+                reps.first(),
+                reps.last()
+            );
+            // Within a file, lines keep their order; which of two files
+            // rotated within one clock tick goes first is not known.
+            let mut last: HashMap<&str, &str> = HashMap::new();
+            for l in &lines {
+                let previous = last.insert(&l[..3], l.as_str());
+                assert!(
+                    previous < Some(l.as_str()),
+                    "copy: {copy}: {l} after {previous:?}"
+                );
+            }
+        }
     }
 
     // The state machine: every line written arrives exactly once, in
