@@ -342,6 +342,26 @@ impl OsRegex {
             out.clear();
             return None;
         }
+        self.find_into_engines(h, out)
+    }
+
+    fn is_match(&self, h: &[u8]) -> bool {
+        !self.rejects(h) && self.re.is_match(h)
+    }
+
+    fn find_span(&self, h: &[u8]) -> Option<(usize, usize)> {
+        if self.rejects(h) {
+            return None;
+        }
+        self.re.find(h).map(|m| (m.start(), m.end()))
+    }
+
+    /// `find_into` by the `regex` crate and the PCRE2 twin.
+    fn find_into_engines(
+        &self,
+        h: &[u8],
+        out: &mut Vec<Option<Range<usize>>>,
+    ) -> Option<(usize, usize)> {
         let n = self.re.captures_len();
         if n == 1 {
             out.clear();
@@ -483,7 +503,7 @@ impl Pattern {
     pub fn is_match(&self, haystack: &[u8]) -> bool {
         match &self.imp {
             Imp::Literal(l) => l.is_match(haystack),
-            Imp::Regex(r) => !r.rejects(haystack) && r.re.is_match(haystack),
+            Imp::Regex(r) => r.is_match(haystack),
             // A PCRE2 run-time error (match limit) counts as no match, as
             // in OSSEC.
             Imp::Pcre(p) => p.re.is_match(haystack).unwrap_or(false),
@@ -510,12 +530,7 @@ impl Pattern {
     pub fn find_span(&self, haystack: &[u8]) -> Option<(usize, usize)> {
         match &self.imp {
             Imp::Literal(l) => l.find(haystack),
-            Imp::Regex(r) => {
-                if r.rejects(haystack) {
-                    return None;
-                }
-                r.re.find(haystack).map(|m| (m.start(), m.end()))
-            }
+            Imp::Regex(r) => r.find_span(haystack),
             Imp::Pcre(p) => p.re.find(haystack).ok()?.map(|m| (m.start(), m.end())),
         }
     }
@@ -1353,6 +1368,41 @@ mod tests {
         assert!(m(Dialect::OsMatch, "NIKTO", "ua: nikto/2"));
         let p = Pattern::new(Dialect::OsMatch, "b|ab|B").unwrap();
         assert_eq!(p.find(b"xAB").map(|f| (f.start, f.end)), Some((1, 3)));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+        /// The first-positions filter and the PCRE2 twin against the
+        /// `regex` crate alone, on random start-anchored OS_Regex patterns
+        /// over a small alphabet (so that runs, lazy quantifiers and
+        /// backtracking all happen).
+        #[test]
+        fn fast_paths_agree_with_the_regex_crate(
+            toks in proptest::collection::vec(0usize..14, 1..9),
+            groups in proptest::collection::vec(proptest::bool::ANY, 9),
+            dollar in proptest::bool::ANY,
+            hay in proptest::collection::vec(proptest::sample::select(b"ab1 \".-:".to_vec()), 0..24),
+        ) {
+            const T: [&str; 14] = [
+                r"\S+", r"\d+", r"\w+", r"\s", r"\S*", "a", " ", "\"", ".", r"\.+",
+                r"\p", r"\d*", r"\w", r"\.",
+            ];
+            let mut src = String::from("^");
+            for (i, &t) in toks.iter().enumerate() {
+                if groups[i] { src.push('('); src.push_str(T[t]); src.push(')'); } else { src.push_str(T[t]); }
+            }
+            if dollar { src.push('$'); }
+            let p = Pattern::new(Dialect::OsRegex, &src).unwrap();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let x = p.find_into(&hay, &mut a);
+            let y = p.find_into_reference(&hay, &mut b);
+            proptest::prop_assert_eq!(x, y, "{} on {:?}", src, String::from_utf8_lossy(&hay));
+            if x.is_some() {
+                proptest::prop_assert_eq!(&a, &b, "{} on {:?}", src, String::from_utf8_lossy(&hay));
+            }
+            proptest::prop_assert_eq!(p.find_span(&hay), y);
+            proptest::prop_assert_eq!(p.is_match(&hay), y.is_some());
+        }
     }
 
     #[test]

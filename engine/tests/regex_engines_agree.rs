@@ -1,6 +1,8 @@
-//! OS_Regex capture groups are extracted by a PCRE2 JIT twin of the
-//! translated pattern (see `pattern.rs`), for speed. This checks that the
-//! twin gives exactly what the `regex` crate gives, group by group, for
+//! OS_Regex capture groups are extracted, for speed, by a PCRE2 JIT twin of
+//! the translated pattern, and start-anchored patterns are first screened
+//! by their leading fixed-width positions (see `pattern.rs`). This checks
+//! that the result (match, span and every group) is exactly what the
+//! `regex` crate alone gives, for
 //! every OS_Regex `<regex>` and `<prematch>` of OSSEC 3.3.0's and 3.8.0's
 //! decoders and of our own, on every log line of OSSEC's test corpus (and
 //! on each line's tail after every space, since decoders match at offsets).
@@ -90,6 +92,8 @@ fn pcre2_twin_gives_the_regex_crate_groups() {
                     p.source(),
                     String::from_utf8_lossy(hay)
                 );
+                assert_eq!(p.find_span(hay), y, "find_span {:?}", p.source());
+                assert_eq!(p.is_match(hay), y.is_some(), "is_match {:?}", p.source());
                 checked += usize::from(x.is_some());
             }
         }
