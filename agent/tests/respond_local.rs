@@ -552,3 +552,26 @@ async fn concurrent_commands_do_not_interfere() {
     assert_eq!(lines, expected);
     assert_eq!(ledger.list().await.unwrap().len(), 8);
 }
+
+#[tokio::test]
+async fn dry_run_changes_nothing_and_says_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &[], "5s");
+    cfg.dry_run = true;
+    let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
+    let responder = Responder::new(cfg, ledger, vec![]).unwrap();
+    let add = responder
+        .execute(order("host-deny", Action::Add, "198.51.100.7", Some(60)))
+        .await;
+    assert!(add.ok, "{}", add.message);
+    assert!(
+        add.message.contains("would add it to hosts.deny"),
+        "{}",
+        add.message
+    );
+    let hosts = std::fs::read_to_string(dir.path().join("hosts.deny")).unwrap_or_default();
+    assert!(
+        !hosts.contains("198.51.100.7"),
+        "dry run wrote hosts.deny: {hosts}"
+    );
+}

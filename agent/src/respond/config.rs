@@ -21,6 +21,10 @@ pub struct RawRespondConfig {
     /// Refuse every command (OSSEC's `<active-response><disabled>yes`).
     #[serde(default)]
     pub disabled: bool,
+    /// Decide, log and report as usual, but change nothing on the host:
+    /// results say "would block" (for trying Palisade out without root).
+    #[serde(default)]
+    pub dry_run: bool,
     /// Addresses and CIDRs this agent never blocks.
     #[serde(default)]
     pub white_list: Vec<String>,
@@ -68,6 +72,8 @@ pub const BUILTIN_RESPONSES: &[&str] = &["route-null", "firewall-drop", "host-de
 pub struct RespondConfig {
     /// Refuse every command.
     pub disabled: bool,
+    /// Change nothing on the host; say what would be done.
+    pub dry_run: bool,
     /// Never blocked.
     pub white_list: Vec<IpNet>,
     /// What `route-null` installs.
@@ -88,6 +94,7 @@ impl Default for RespondConfig {
     fn default() -> Self {
         Self {
             disabled: false,
+            dry_run: false,
             white_list: Vec::new(),
             route_type: NullRouteType::Unreachable,
             hosts_deny_path: PathBuf::from("/etc/hosts.deny"),
@@ -214,6 +221,7 @@ impl RespondConfig {
         }
         Ok(Self {
             disabled: raw.disabled,
+            dry_run: raw.dry_run,
             white_list,
             route_type,
             hosts_deny_path,

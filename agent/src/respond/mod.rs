@@ -566,6 +566,12 @@ impl Responder {
         remaining: Option<Duration>,
         fields: &Fields,
     ) -> Result<String, String> {
+        if self.inner.config.dry_run {
+            return Ok(format!(
+                "would {} (dry run: nothing changed)",
+                Self::describe(kind, "add")
+            ));
+        }
         match kind {
             Kind::RouteNull => {
                 let t = self.inner.config.route_type;
@@ -621,6 +627,12 @@ impl Responder {
         ip: IpAddr,
         fields: &Fields,
     ) -> Result<String, String> {
+        if self.inner.config.dry_run {
+            return Ok(format!(
+                "would {} (dry run: nothing changed)",
+                Self::describe(kind, "delete")
+            ));
+        }
         match kind {
             Kind::RouteNull => self
                 .inner
@@ -672,6 +684,19 @@ impl Responder {
                     Err(format!("{} failed: {}", path.display(), run.summary()))
                 }
             }
+        }
+    }
+
+    /// What an action does, in words, for dry-run results.
+    fn describe(kind: &Kind, action: &str) -> String {
+        match (kind, action) {
+            (Kind::RouteNull, "add") => "add a null route".into(),
+            (Kind::RouteNull, _) => "remove the null route".into(),
+            (Kind::FirewallDrop, "add") => "add it to the nftables drop set".into(),
+            (Kind::FirewallDrop, _) => "remove it from the nftables drop set".into(),
+            (Kind::HostDeny, "add") => "add it to hosts.deny".into(),
+            (Kind::HostDeny, _) => "remove it from hosts.deny".into(),
+            (Kind::Script(path), a) => format!("run {} {a}", path.display()),
         }
     }
 
@@ -934,6 +959,10 @@ impl Responder {
     /// install. Call after [`Responder::undo_expired`].
     pub async fn reconcile(&self) -> StartReport {
         let mut report = StartReport::default();
+        if self.inner.config.dry_run {
+            // Nothing was ever installed.
+            return report;
+        }
         let blocks = match self.inner.ledger.list().await {
             Ok(b) => b,
             Err(e) => {
