@@ -75,8 +75,15 @@ enum Command {
     },
     /// Run the manager.
     Run(ConfigArg),
-    /// Watch Palisade catch a scanner: a manager and an agent on loopback in a temporary directory.
-    Quickstart,
+    /// Watch Palisade catch and block a scanner: a manager and an agent on loopback in a temporary directory.
+    Quickstart {
+        /// Do not ask before creating the network namespace (as root).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// How long the demonstration block lasts, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = crate::cli::duration)]
+        block_for: std::time::Duration,
+    },
     /// Check the configuration and report every problem.
     CheckConfig(ConfigArg),
     /// Judge log lines from stdin as ossec-logtest does: pre-decoding, decoding, rules.
@@ -155,12 +162,19 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_tracing(if matches!(cli.command, Command::Quickstart) {
-        "warn"
-    } else {
-        "info"
-    });
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Command::Quickstart { yes, block_for } = cli.command {
+        init_tracing("warn");
+        let options = crate::quickstart::QuickstartOptions { yes, block_for };
+        return match crate::quickstart::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("palisade-manager: quickstart failed: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    init_tracing("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -249,13 +263,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 Err(e) => setup_failed(e),
             }
         }
-        Command::Quickstart => match crate::quickstart::run(&mut std::io::stdout()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("palisade-manager: quickstart failed: {e:#}");
-                ExitCode::from(1)
-            }
-        },
+        Command::Quickstart { .. } => ExitCode::SUCCESS,
         Command::Logtest {
             ruleset,
             alerts_only,
@@ -390,6 +398,11 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         },
     }
+}
+
+/// Parses a duration argument like `10s`.
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    palisade_agent::config::parse_duration(s)
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -16,6 +16,7 @@
 //! - [`ingest`]: `AgentService`, the agents' stream.
 //! - [`control`]: `ControlService`, the operators' API.
 //! - [`quickstart`]: the ten-minute demonstration.
+//! - [`format`]: alerts.log and e-mail notification layouts.
 //! - [`logtest_cli`]: `logtest` and `ruletest`.
 //! - [`import_ossec`]: an OSSEC configuration's responses as TOML.
 //!
@@ -28,6 +29,7 @@ pub mod analysis;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod format;
 pub mod import_ossec;
 pub mod ingest;
 pub mod logtest_cli;

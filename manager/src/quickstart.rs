@@ -1,24 +1,33 @@
-//! `palisade-manager quickstart`: a newcomer's first look. In a temporary
-//! directory it creates the PKI and database, runs a manager and one agent
-//! on loopback, replays a scanner's burst of 404s into a web access log and
-//! shows the alert it raises, then stops everything and removes the
-//! directory (also on Ctrl-C).
+//! `palisade-manager quickstart`: a newcomer's first ten minutes. In a
+//! temporary directory it creates the PKI and database, runs a manager and
+//! one agent on loopback, replays a scanner's burst of 404s into a web
+//! access log and shows, as it happens, the alert (in OSSEC's notification
+//! layout), the active response sent, the null route installed and the
+//! block lifted at its timeout. Then it says where to look next, and
+//! removes everything (also on Ctrl-C).
+//!
+//! As root, everything runs inside a private network namespace made for
+//! the occasion (`unshare`), so the route is real but touches nothing of
+//! the host, and vanishes with the namespace. As another user the agent
+//! runs its responses in dry-run mode and says what it would have done.
 
-use std::io::Write;
-use std::time::Duration;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use palisade_agent::AgentConfig;
-use palisade_agent::config::Localfile;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ManagerConfig;
+use crate::format;
 use crate::setup::{self, InitOptions};
-use crate::store::{AlertFilter, Store, StoredAlert};
+use crate::store::{AlertFilter, Store};
 
 /// The address the replayed scanner comes from (TEST-NET-3, never routed).
 const SCANNER: &str = "203.0.113.7";
 
-/// The paths a ZmEu scan asks for, as OSSEC reported one.
+/// The paths a ZmEu scan asks for, as OSSEC reported one, and three more.
 const SCAN: [&str; 14] = [
     "/phpadmin/scripts/setup.php",
     "/typo3/phpmyadmin/scripts/setup.php",
@@ -36,14 +45,86 @@ const SCAN: [&str; 14] = [
     "/sqladmin/scripts/setup.php",
 ];
 
-/// Runs the demonstration; returns an error message on failure.
-pub async fn run(out: &mut dyn Write) -> anyhow::Result<()> {
+/// How the quickstart runs.
+#[derive(Debug, Clone)]
+pub struct QuickstartOptions {
+    /// Do not ask before creating the namespace.
+    pub yes: bool,
+    /// How long the demonstration block lasts.
+    pub block_for: Duration,
+}
+
+impl Default for QuickstartOptions {
+    fn default() -> Self {
+        Self {
+            yes: false,
+            block_for: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the demonstration (blocking: it makes its own runtime, in its own
+/// network namespace when root).
+pub fn run(options: &QuickstartOptions) -> anyhow::Result<()> {
+    let root = nix::unistd::geteuid().is_root();
+    let mut out = std::io::stdout();
+    if root && !options.yes && std::io::stdin().is_terminal() {
+        write!(
+            out,
+            "The quickstart runs as root: it creates a private network namespace for a real null route, and removes it afterwards. Continue? [Y/n] "
+        )?;
+        out.flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if answer.trim().eq_ignore_ascii_case("n") || answer.trim().eq_ignore_ascii_case("no") {
+            writeln!(out, "Nothing was done.")?;
+            return Ok(());
+        }
+    }
     let dir = tempfile::Builder::new()
         .prefix("palisade-quickstart-")
         .tempdir()?;
+    let path = dir.path().to_path_buf();
+    let options = options.clone();
+    let worker = std::thread::Builder::new()
+        .name("palisade-quickstart".into())
+        .spawn(move || -> anyhow::Result<()> {
+            if root {
+                // This thread, its children and their threads only.
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+                let up = std::process::Command::new("ip")
+                    .args(["link", "set", "lo", "up"])
+                    .status();
+                anyhow::ensure!(
+                    up.is_ok_and(|s| s.success()),
+                    "cannot bring up the namespace's loopback (is iproute2 installed?)"
+                );
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(interruptible(&path, &options, root))
+        })?;
+    let result = worker
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the quickstart thread panicked")));
+    let shown = dir.path().display().to_string();
+    dir.close()?;
+    println!(
+        "Removed {shown}{}.",
+        if root {
+            " and the network namespace"
+        } else {
+            ""
+        }
+    );
+    result
+}
+
+async fn interruptible(dir: &Path, options: &QuickstartOptions, root: bool) -> anyhow::Result<()> {
     let interrupt = CancellationToken::new();
     let shutdown = interrupt.child_token();
-    let interrupted = {
+    let signal = {
         let interrupt = interrupt.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -52,28 +133,72 @@ pub async fn run(out: &mut dyn Write) -> anyhow::Result<()> {
         })
     };
     let result = tokio::select! {
-        r = demo(dir.path(), &shutdown, out) => r,
+        r = demo(dir, options, root, &shutdown) => r,
         _ = interrupt.cancelled() => {
-            writeln!(out, "\nInterrupted: stopping and cleaning up.")?;
+            println!("\nInterrupted: stopping and cleaning up.");
             Ok(())
         }
     };
     shutdown.cancel();
-    interrupted.abort();
-    // Give the daemons a moment to close their databases before removal.
+    signal.abort();
+    // Let the daemons close their databases before the directory goes.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let path = dir.path().display().to_string();
-    dir.close()?;
-    writeln!(out, "Removed {path}.")?;
     result
 }
 
+fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("  {spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+async fn wait_until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn unreachable_routes() -> String {
+    std::process::Command::new("ip")
+        .args(["route", "show", "type", "unreachable"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
 async fn demo(
-    dir: &std::path::Path,
+    dir: &Path,
+    options: &QuickstartOptions,
+    root: bool,
     shutdown: &CancellationToken,
-    out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    writeln!(out, "Palisade quickstart in {}", dir.display())?;
+    println!("Palisade quickstart in {}", dir.display());
+    if root {
+        println!(
+            "  running as root, inside a private network namespace: blocks are real routes there"
+        );
+    } else {
+        println!(
+            "  not running as root: the agent runs its responses as a dry run and says what it would do"
+        );
+    }
     let report = setup::init(&InitOptions {
         dir: dir.to_path_buf(),
         sans: vec![],
@@ -82,109 +207,164 @@ async fn demo(
         force: false,
     })
     .await?;
-    writeln!(
-        out,
+    println!(
         "  created a CA, the manager's certificate, an operator certificate and {}",
         report.database.display()
-    )?;
+    );
 
-    let mut config = ManagerConfig::load(&report.config)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    config.listen = listener.local_addr()?;
-    config.advertise = config.listen.to_string();
+    let addr = listener.local_addr()?;
+    let block_secs = options.block_for.as_secs().max(1);
+    std::fs::write(
+        &report.config,
+        format!(
+            "[server]\nlisten = \"{addr}\"\nadvertise = \"{addr}\"\n[global]\nwhite_list = [\"127.0.0.1\", \"::1\"]\n\
+             [ruleset]\nbarrier = \"per-source\"\n\
+             [[active_response]]\ncommand = \"route-null\"\nlocation = \"local\"\nrules_id = [31151]\ntimeout = \"{block_secs}s\"\n"
+        ),
+    )?;
+    let config = ManagerConfig::load(&report.config)?;
     let manager = tokio::spawn(crate::run(config.clone(), listener, shutdown.clone()));
-    writeln!(out, "  manager listening on {} (mutual TLS)", config.listen)?;
+    println!("  manager listening on {addr} (mutual TLS)");
 
     let bundle = setup::add_agent(&config, "web01", None, None).await?;
-    let mut agent_config = AgentConfig::load(&bundle.config)?;
     let access_log = dir.join("access.log");
     std::fs::write(&access_log, "")?;
-    agent_config.localfiles = vec![Localfile {
-        location: access_log.clone(),
-        log_format: "apache".into(),
-    }];
-    agent_config.read_from_start = true;
-    agent_config.poll_interval = Duration::from_millis(50);
+    std::fs::write(
+        &bundle.config,
+        format!(
+            "[manager]\naddress = \"{addr}\"\n[spool]\ndatabase = \"agent.db\"\n\
+             [agent]\npoll_interval = \"50ms\"\nread_from_start = true\n\
+             [[localfile]]\nlocation = \"{}\"\nlog_format = \"apache\"\n\
+             [active_response]\ndry_run = {}\nlog_file = \"active-responses.log\"\nhosts_deny = \"hosts.deny\"\n",
+            access_log.display(),
+            !root
+        ),
+    )?;
+    let agent_config = AgentConfig::load(&bundle.config)?;
     let agent = tokio::spawn(palisade_agent::run(agent_config, shutdown.clone()));
-    writeln!(
-        out,
+    println!(
         "  agent {} ({}) registered; it follows {}",
         bundle.id,
         bundle.name,
         access_log.display()
-    )?;
+    );
 
     let store = Store::open(&config.database).await?;
-    wait_for(Duration::from_secs(15), || async {
-        Ok(store
-            .agent(&bundle.id)
-            .await?
-            .and_then(|a| a.first_seen)
-            .is_some())
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("the agent did not connect within 15 s"))?;
-    writeln!(out, "  agent {} connected\n", bundle.id)?;
+    let waiting = spinner("waiting for the agent to connect");
+    wait_until(
+        Duration::from_secs(15),
+        "the agent's connection",
+        || async {
+            Ok(store
+                .agent(&bundle.id)
+                .await?
+                .and_then(|a| a.first_seen)
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    waiting.finish_and_clear();
+    println!("  agent {} connected\n", bundle.id);
 
-    writeln!(out, "Replaying a scan from {SCANNER} into the access log:")?;
+    println!("Replaying a scan from {SCANNER} into the access log:");
     let mut file = std::fs::OpenOptions::new().append(true).open(&access_log)?;
     writeln!(
         file,
         "192.0.2.10 - - [{}] \"GET / HTTP/1.1\" 200 5120 \"-\" \"Mozilla/5.0\"",
         apache_now()
     )?;
+    let started = Instant::now();
     for (i, path) in SCAN.iter().enumerate() {
-        let line = format!(
+        writeln!(
+            file,
             "{SCANNER} - - [{}] \"GET {path} HTTP/1.1\" 404 303 \"-\" \"ZmEu\"",
             apache_now()
-        );
-        writeln!(file, "{line}")?;
-        writeln!(out, "  {:>2}  GET {path} -> 404", i + 1)?;
-        tokio::time::sleep(Duration::from_millis(120)).await;
+        )?;
+        println!("  {:>2}  GET {path} -> 404", i + 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let filter = AlertFilter {
         rule_id: Some(31151),
         ..AlertFilter::default()
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let found = loop {
-        let found = store.alerts(&filter).await?;
-        if !found.is_empty() {
-            break found;
-        }
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("no alert for the scan within 15 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    writeln!(
-        out,
-        "\nThe manager raised this alert (alerts.log layout):\n"
-    )?;
-    for alert in &found {
-        write!(out, "{}", alerts_log_text(alert))?;
+    let alert = wait_until(
+        Duration::from_secs(15),
+        "the alert for the scan",
+        || async { Ok(store.alerts(&filter).await?.into_iter().next()) },
+    )
+    .await?;
+    println!("\nThe manager raised this alert (as OSSEC would mail it):\n");
+    println!("Subject: {}", format::notification_subject(&alert));
+    print!("{}", format::notification_body(&alert));
+
+    let response = wait_until(Duration::from_secs(15), "the active response", || async {
+        Ok(store
+            .responses_for_alert(alert.id)
+            .await?
+            .into_iter()
+            .find(|r| r.executed_at.is_some() || r.status == "failed"))
+    })
+    .await?;
+    println!(
+        "Active response {} sent to agent {} for {}; the agent answered: {}",
+        response.request.response,
+        response.request.agent_id,
+        response.request.srcip.as_deref().unwrap_or("-"),
+        response.message.as_deref().unwrap_or("-")
+    );
+    println!(
+        "  {:.1} s from the first 404 written to the block in force",
+        started.elapsed().as_secs_f64()
+    );
+    if root {
+        println!(
+            "  route table of the quickstart namespace: {}",
+            unreachable_routes()
+        );
+    } else {
+        println!(
+            "  (dry run: nothing was changed on this host; as root the agent installs an unreachable route)"
+        );
     }
-    writeln!(
-        out,
-        "Active responses (a null route for {SCANNER}, lifted after its timeout) are not in this build yet."
-    )?;
-    writeln!(out, "\nWhere to look next:")?;
-    writeln!(
-        out,
-        "  palisade-manager init --dir /etc/palisade           # a real manager"
-    )?;
-    writeln!(
-        out,
-        "  palisade-manager agent add web01 -c /etc/palisade/manager.toml"
-    )?;
-    writeln!(
-        out,
-        "  palisade-manager logtest                            # try log lines against the rules"
-    )?;
-    writeln!(
-        out,
-        "  palisadectl --config /etc/palisade/operator/ctl.toml -l"
-    )?;
+
+    let holding = spinner(&format!(
+        "block in force; it is lifted at its timeout ({block_secs} s)"
+    ));
+    let lifted = wait_until(
+        Duration::from_secs(block_secs + 30),
+        "the block's end",
+        || async { Ok(store.response(response.id).await?.and_then(|r| r.undone_at)) },
+    )
+    .await?;
+    holding.finish_and_clear();
+    let executed = response.executed_at.unwrap_or(lifted);
+    println!(
+        "Block lifted at its timeout, {:.1} s after it was installed.",
+        (lifted - executed) as f64 / 1000.0
+    );
+    if root {
+        let left = unreachable_routes();
+        println!(
+            "  route table of the quickstart namespace: {}",
+            if left.is_empty() {
+                "(no unreachable routes)"
+            } else {
+                &left
+            }
+        );
+    }
+
+    println!("\nWhere to look next:");
+    println!(
+        "  palisade-manager init --dir /etc/palisade             # a real manager: CA, certificates, manager.toml"
+    );
+    println!("  palisade-manager agent add web01 -c /etc/palisade/manager.toml");
+    println!(
+        "  palisade-manager logtest                              # try log lines against the rules"
+    );
+    println!("  palisadectl --config /etc/palisade/operator/ctl.toml -l   # agent_control's -l");
+    println!("  docs/migrating-from-ossec.md, docs/rules.md, docs/operations.md, deploy/");
     store.close().await;
     shutdown.cancel();
     let _ = manager.await;
@@ -192,53 +372,8 @@ async fn demo(
     Ok(())
 }
 
-async fn wait_for<F, Fut>(limit: Duration, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await? {
-        if tokio::time::Instant::now() > deadline {
-            anyhow::bail!("timed out");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 fn apache_now() -> String {
     jiff::ZonedDateTime::now()
         .strftime("%d/%b/%Y:%H:%M:%S %z")
         .to_string()
-}
-
-/// An alert in OSSEC's alerts.log layout.
-pub fn alerts_log_text(stored: &StoredAlert) -> String {
-    let a = &stored.alert;
-    let time = jiff::Timestamp::from_millisecond(a.time).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    let local = time.to_zoned_datetime(jiff::tz::TimeZone::system());
-    let mut s = format!(
-        "** Alert {}.{}: - {},\n{} {}\nRule: {} (level {}) -> '{}'\n",
-        time.as_second(),
-        stored.id,
-        a.groups,
-        local.strftime("%Y %b %d %H:%M:%S"),
-        a.location,
-        a.rule_id,
-        a.level,
-        a.description
-    );
-    if let Some(ip) = &a.srcip {
-        s.push_str(&format!("Src IP: {ip}\n"));
-    }
-    if let Some(user) = &a.dstuser {
-        s.push_str(&format!("User: {user}\n"));
-    }
-    for line in a.log.split(|b| *b == b'\n') {
-        s.push_str(&String::from_utf8_lossy(line));
-        s.push('\n');
-    }
-    s.push('\n');
-    s
 }

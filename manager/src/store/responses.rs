@@ -203,6 +203,15 @@ impl Store {
         Ok(())
     }
 
+    /// The commands an alert caused, in order.
+    pub async fn responses_for_alert(&self, alert_id: i64) -> Result<Vec<ResponseRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM responses WHERE alert_id = $1 ORDER BY id")
+            .bind(alert_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(row_to_response).collect())
+    }
+
     /// Commands waiting for an agent, oldest first; those whose block
     /// would already have ended are marked expired and left out.
     pub async fn pending_responses(&self, agent_id: &str) -> Result<Vec<ResponseRow>, StoreError> {

@@ -1,0 +1,161 @@
+//! Alerts as people read them: OSSEC's alerts.log entry and its e-mail
+//! notification layout (with "Palisade" where OSSEC prints "OSSEC HIDS"),
+//! from a stored alert.
+
+use crate::store::StoredAlert;
+
+fn local_time(ms: i64) -> jiff::ZonedDateTime {
+    jiff::Timestamp::from_millisecond(ms)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_zoned_datetime(jiff::tz::TimeZone::system())
+}
+
+fn log_lines(alert: &StoredAlert) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
+    alert
+        .alert
+        .log
+        .split(|b| *b == b'\n')
+        .map(String::from_utf8_lossy)
+}
+
+/// An alert in OSSEC's alerts.log layout.
+pub fn alerts_log_entry(stored: &StoredAlert) -> String {
+    let a = &stored.alert;
+    let mut s = format!(
+        "** Alert {}.{}: - {},\n{} {}\nRule: {} (level {}) -> '{}'\n",
+        a.time.div_euclid(1000),
+        stored.id,
+        a.groups,
+        local_time(a.time).strftime("%Y %b %d %H:%M:%S"),
+        a.location,
+        a.rule_id,
+        a.level,
+        a.description
+    );
+    if let Some(ip) = &a.srcip {
+        s.push_str(&format!("Src IP: {ip}\n"));
+    }
+    if let Some(user) = &a.dstuser {
+        s.push_str(&format!("User: {user}\n"));
+    }
+    for line in log_lines(stored) {
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s.push('\n');
+    s
+}
+
+/// The body of OSSEC's e-mail notification (`\n` line ends; a mailer
+/// turns them into CRLF).
+pub fn notification_body(stored: &StoredAlert) -> String {
+    let a = &stored.alert;
+    let mut s = format!(
+        "\nPalisade Notification.\n{}\n\nReceived From: {}\nRule: {} fired (level {}) -> \"{}\"\n",
+        local_time(a.time).strftime("%Y %b %d %H:%M:%S"),
+        a.location,
+        a.rule_id,
+        a.level,
+        a.description
+    );
+    if let Some(ip) = &a.srcip {
+        s.push_str(&format!("Src IP: {ip}\n"));
+    }
+    if let Some(user) = &a.dstuser {
+        s.push_str(&format!("User: {user}\n"));
+    }
+    s.push_str("Portion of the log(s):\n\n");
+    for line in log_lines(stored) {
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s.push_str("\n\n --END OF NOTIFICATION\n\n\n");
+    s
+}
+
+/// The notification's subject: `Palisade Alert - <location before "->"> - Level <L> - <description>`, at most 127 characters.
+pub fn notification_subject(stored: &StoredAlert) -> String {
+    let a = &stored.alert;
+    let location = a.location.split("->").next().unwrap_or(&a.location);
+    let mut s = format!(
+        "Palisade Alert - {location} - Level {} - {}",
+        a.level, a.description
+    );
+    if s.len() > 127 {
+        let mut cut = 127;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::NewAlert;
+
+    fn alert() -> StoredAlert {
+        StoredAlert {
+            id: 7,
+            alert: NewAlert {
+                time: 1_764_324_001_000,
+                rule_id: 31151,
+                level: 10,
+                description: "Many 4xx answers to one address in 90 seconds (web scan).".into(),
+                groups: "web,accesslog,web_scan,recon".into(),
+                agent_id: Some("001".into()),
+                location: "(web01) any->/var/log/nginx/access.log".into(),
+                decoder: Some("web-accesslog".into()),
+                srcip: Some("203.0.113.7".into()),
+                dstip: None,
+                srcuser: None,
+                dstuser: None,
+                url: None,
+                event_sequence: Some(14),
+                log: b"line 14\nline 13".to_vec(),
+                log_it: true,
+                no_ar: false,
+            },
+        }
+    }
+
+    #[test]
+    fn notification_follows_ossecs_layout() {
+        let body = notification_body(&alert());
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines[0], "");
+        assert_eq!(lines[1], "Palisade Notification.");
+        assert_eq!(lines[3], "");
+        assert_eq!(
+            lines[4],
+            "Received From: (web01) any->/var/log/nginx/access.log"
+        );
+        assert_eq!(
+            lines[5],
+            "Rule: 31151 fired (level 10) -> \"Many 4xx answers to one address in 90 seconds (web scan).\""
+        );
+        assert_eq!(lines[6], "Src IP: 203.0.113.7");
+        assert_eq!(lines[7], "Portion of the log(s):");
+        assert_eq!(&lines[9..11], ["line 14", "line 13"]);
+        assert!(body.ends_with("\n\n --END OF NOTIFICATION\n\n\n"));
+        assert_eq!(
+            notification_subject(&alert()),
+            "Palisade Alert - (web01) any - Level 10 - Many 4xx answers to one address in 90 seconds (web scan)."
+        );
+    }
+
+    #[test]
+    fn alerts_log_entry_has_ossecs_header() {
+        let entry = alerts_log_entry(&alert());
+        assert!(
+            entry.starts_with("** Alert 1764324001.7: - web,accesslog,web_scan,recon,\n"),
+            "{entry}"
+        );
+        assert!(
+            entry.contains("\nRule: 31151 (level 10) -> 'Many 4xx"),
+            "{entry}"
+        );
+    }
+}
