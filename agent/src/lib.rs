@@ -9,6 +9,7 @@
 //! - [`tail`]: polling file follower (globs, rotation, fingerprints).
 //! - [`command`]: OSSEC's `command`/`full_command` sources.
 //! - [`uplink`]: the mutual-TLS stream to the manager.
+//! - [`systemd`]: readiness and watchdog for `Type=notify` units.
 //! - [`respond`]: active responses (route-null, firewall-drop, host-deny,
 //!   scripts), their ledger, timeouts and safety checks.
 //!
@@ -21,6 +22,7 @@ pub mod command;
 pub mod config;
 pub mod respond;
 pub mod spool;
+pub mod systemd;
 pub mod tail;
 pub mod uplink;
 
@@ -95,6 +97,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     let stop = shutdown.child_token();
     let (_report, timer) = responder.start(stop.clone()).await;
     let uplink = uplink::Uplink::new(config.clone(), spool.clone(), spooled, stats, responder);
+    systemd::ready();
+    systemd::spawn_watchdog(stop.clone());
     info!(
         manager = %config.manager_address,
         files = config.localfiles.len(),
@@ -127,6 +131,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             tail_result = Err(e);
         }
     }
+    systemd::stopping();
     let _ = timer.await;
     spool.close().await;
     info!("Agent stopped.");

@@ -129,6 +129,8 @@ pub async fn run(
     let control = control::Control::new(store.clone(), sessions.clone(), responder, hostname);
     let incoming = tls::incoming(listener, tls, shutdown.clone());
     info!(listen = ?local, database = %config.database.display(), "Manager started.");
+    palisade_agent::systemd::ready();
+    palisade_agent::systemd::spawn_watchdog(shutdown.clone());
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(AgentServiceServer::new(ingest))
@@ -141,6 +143,7 @@ pub async fn run(
             Ok(())
         }
     };
+    palisade_agent::systemd::stopping();
     revocations.abort();
     store.close().await;
     info!("Manager stopped.");

@@ -214,3 +214,41 @@ fn import_ossec_converts_ossecs_own_server_config_into_a_valid_one() {
     let missing = manager(&["import-ossec", "/nonexistent/ossec.conf"]);
     assert_eq!(missing.status.code(), Some(64));
 }
+
+#[test]
+fn run_tells_systemd_when_it_is_ready_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert!(
+        manager(&["init", "--dir", d, "--listen", "127.0.0.1:0"])
+            .status
+            .success()
+    );
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade-manager"))
+        .args([
+            "run",
+            "-c",
+            dir.path().join("manager.toml").to_str().unwrap(),
+        ])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("a notification within 20 s");
+    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(message.contains("READY=1"), "{message}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let n = socket.recv(&mut buf).expect("STOPPING=1");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert!(child.wait().unwrap().success());
+}
