@@ -492,7 +492,11 @@ impl Correlator {
             url: f.url.clone(),
             category: ev.category,
             log: ev.log().to_vec(),
-            full_log: String::from_utf8_lossy(&ev.full_log).into_owned(),
+            // `from_utf8` has an ASCII fast path that the lossy decoder lacks.
+            full_log: std::str::from_utf8(&ev.full_log).map_or_else(
+                |_| String::from_utf8_lossy(&ev.full_log).into_owned(),
+                str::to_owned,
+            ),
         };
         let mut keys = Vec::new();
         if rs.has_sid_list.get(r).copied().unwrap_or(false) {

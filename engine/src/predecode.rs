@@ -114,7 +114,8 @@ fn at(s: &[u8], i: usize) -> u8 {
 }
 
 fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    // `from_utf8` has an ASCII fast path that the lossy decoder lacks.
+    std::str::from_utf8(b).map_or_else(|_| String::from_utf8_lossy(b).into_owned(), str::to_owned)
 }
 
 /// Length of the syslog-style timestamp prefixes that are followed by a host
