@@ -48,6 +48,18 @@ enum Command {
     CheckConfig(ConfigArg),
 }
 
+/// Whether `args` (program name first) is a valid command line; the error
+/// as clap words it. For checking documented commands without running them.
+pub fn check_args<I, T>(args: I) -> Result<(), String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    Cli::try_parse_from(args)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -572,6 +572,20 @@ fn compile_responses(
     out
 }
 
+/// Checks that a manager.toml fragment uses only known sections and keys
+/// with the right types (no meaning checks: paths need not exist). A
+/// fragment without `[server]` is checked as if it had the default one.
+pub fn check_keys(fragment: &str) -> Result<(), String> {
+    let text = if fragment.lines().any(|l| l.trim() == "[server]") {
+        fragment.to_string()
+    } else {
+        format!("[server]\n{fragment}")
+    };
+    toml::from_str::<RawConfig>(&text)
+        .map(|_| ())
+        .map_err(|e| toml_error(&e))
+}
+
 /// Parses addresses and CIDRs, a plain address meaning one host.
 pub fn parse_networks(key: &str, values: &[String], errors: &mut Vec<String>) -> Vec<ipnet::IpNet> {
     let mut out = Vec::new();

@@ -1,0 +1,106 @@
+//! The documentation shows only what exists: every `palisade-manager`,
+//! `palisade-agent` and `palisadectl` command line in a shell block of the
+//! README and `docs/` parses with the real command-line definitions, and
+//! every TOML block uses only known sections and keys.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+fn documents() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut docs = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "md") {
+            docs.push(p);
+        }
+    }
+    docs
+}
+
+/// (language, first line number, text) of every fenced block; indented
+/// blocks count as shell.
+fn blocks(text: &str) -> Vec<(String, usize, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<(String, usize, String)> = None;
+    for (i, line) in text.lines().enumerate() {
+        if let Some(rest) = line.trim_start().strip_prefix("```") {
+            match current.take() {
+                Some(block) => out.push(block),
+                None => current = Some((rest.trim().to_string(), i + 2, String::new())),
+            }
+            continue;
+        }
+        if let Some((_, _, body)) = current.as_mut() {
+            body.push_str(line);
+            body.push('\n');
+        } else if let Some(cmd) = line.strip_prefix("    ") {
+            out.push(("sh".into(), i + 1, format!("{cmd}\n")));
+        }
+    }
+    out
+}
+
+/// The argv of a documented command: shell words up to a comment, pipe or
+/// redirection.
+fn argv(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    for w in line.split_whitespace() {
+        if w.starts_with('#') || w == "|" || w == ">>" || w == ">" || w == "&&" {
+            break;
+        }
+        words.push(w.trim_matches('\'').to_string());
+    }
+    words
+}
+
+#[test]
+fn documented_commands_parse() {
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for doc in documents() {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        for (lang, line_no, body) in blocks(&text) {
+            if !(lang.is_empty() || lang == "sh") {
+                continue;
+            }
+            for (k, line) in body.lines().enumerate() {
+                let words = argv(line.trim());
+                let Some(program) = words.first() else {
+                    continue;
+                };
+                let result = match program.as_str() {
+                    "palisade-manager" => palisade_manager::cli::check_args(&words),
+                    "palisade-agent" => palisade_agent::cli::check_args(&words),
+                    "palisadectl" => palisadectl::cli::check_args(&words),
+                    _ => continue,
+                };
+                checked += 1;
+                if let Err(e) = result {
+                    failures.push(format!("{}:{}: {line}\n{e}", doc.display(), line_no + k));
+                }
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} documented commands found");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn documented_manager_toml_uses_known_keys() {
+    let mut checked = 0;
+    for doc in documents() {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        for (lang, line_no, body) in blocks(&text) {
+            if lang != "toml" {
+                continue;
+            }
+            checked += 1;
+            if let Err(e) = palisade_manager::config::check_keys(&body) {
+                panic!("{}:{line_no}: {e}\n{body}", doc.display());
+            }
+        }
+    }
+    assert!(checked >= 2, "only {checked} TOML blocks found");
+}
