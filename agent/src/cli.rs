@@ -84,6 +84,28 @@ pub fn main() -> ExitCode {
         }
     };
     if check_only {
+        let missing: Vec<String> = [
+            ("manager.ca_cert", &config.ca_cert),
+            ("manager.cert", &config.cert),
+            ("manager.key", &config.key),
+        ]
+        .iter()
+        .filter(|(_, p)| !p.exists())
+        .map(|(key, p)| {
+            format!(
+                "{}: {key}: {} does not exist (copy the bundle from `palisade-manager agent add`)",
+                path.display(),
+                p.display()
+            )
+        })
+        .collect();
+        if !missing.is_empty() {
+            eprintln!(
+                "palisade-agent: invalid configuration\n{}",
+                missing.join("\n")
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
         println!("{}: configuration is valid", path.display());
         return ExitCode::SUCCESS;
     }

@@ -8,14 +8,122 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// A configuration that cannot be used, with every reason.
+/// A configuration that cannot be used, with every reason. Shared by the
+/// agent's and the manager's configuration files.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {}", .errors.join(&format!("\n{}: ", .file)))]
 pub struct ConfigError {
     /// The file.
     pub file: String,
     /// One line per problem, each naming the key.
     pub errors: Vec<String>,
+    /// The line of each problem's key in the file, where it was found.
+    pub lines: Vec<Option<usize>>,
+}
+
+impl ConfigError {
+    /// Problems with no line to point at (the file cannot be read or parsed).
+    pub fn new(file: impl Into<String>, errors: Vec<String>) -> Self {
+        let lines = vec![None; errors.len()];
+        Self {
+            file: file.into(),
+            errors,
+            lines,
+        }
+    }
+
+    /// A file TOML cannot read (bad syntax, unknown key, wrong type), with
+    /// the line TOML points at.
+    pub fn from_toml(file: impl Into<String>, text: &str, error: &toml::de::Error) -> Self {
+        let line = error
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        Self {
+            file: file.into(),
+            errors: vec![error.message().trim().replace('\n', " ")],
+            lines: vec![line],
+        }
+    }
+
+    /// Problems found in `text`, each starting with its key path
+    /// (`localfile[1].log_format: ...`), located in the text.
+    pub fn located(file: impl Into<String>, text: &str, errors: Vec<String>) -> Self {
+        let lines = errors
+            .iter()
+            .map(|e| {
+                e.split_once(": ")
+                    .and_then(|(key, _)| locate_key(text, key))
+            })
+            .collect();
+        Self {
+            file: file.into(),
+            errors,
+            lines,
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match self.lines.get(i).copied().flatten() {
+                Some(line) => write!(f, "{}:{line}: {e}", self.file)?,
+                None => write!(f, "{}: {e}", self.file)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The 1-based line where a key path (`server.listen`,
+/// `localfile[1].log_format`, `global.white_list[2]`, `active_response[0]`)
+/// is written in a TOML text, if it is.
+pub fn locate_key(text: &str, path: &str) -> Option<usize> {
+    // The index of an array value (`global.white_list[2]`) points at its
+    // key; an array table's index (`localfile[1]`) names the table.
+    let path = match path.rsplit_once('.') {
+        Some((_, last)) if last.ends_with(']') => {
+            path.rsplit_once('[').map_or(path, |(head, _)| head)
+        }
+        _ => path,
+    };
+    let mut table = String::new();
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut header_hit = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            let name = name.trim().to_string();
+            let n = counts.entry(name.clone()).or_insert(0);
+            table = format!("{name}[{n}]");
+            *n += 1;
+            if table == path {
+                header_hit = Some(i + 1);
+            }
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            table = name.trim().to_string();
+            if table == path {
+                header_hit = Some(i + 1);
+            }
+            continue;
+        }
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim().trim_matches('"');
+            let full = if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            };
+            if full == path {
+                return Some(i + 1);
+            }
+        }
+    }
+    header_hit
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,9 +430,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 impl AgentConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            errors: vec![format!("cannot read: {e}")],
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                path.display().to_string(),
+                vec![format!("cannot read: {e}")],
+            )
         })?;
         Self::parse(&text, path)
     }
@@ -332,15 +442,8 @@ impl AgentConfig {
     /// Validates configuration text as if read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-            file: file.clone(),
-            errors: vec![
-                e.to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ],
-        })?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(file.clone(), text, &e))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut errors = Vec::new();
         let mut duration = |key: &str, v: Option<&str>, default: Duration, min: Duration| match v {
@@ -514,7 +617,7 @@ impl AgentConfig {
                 }
             };
         let Some(respond) = respond.filter(|_| errors.is_empty()) else {
-            return Err(ConfigError { file, errors });
+            return Err(ConfigError::located(file, text, errors));
         };
         Ok(Self {
             source: path.to_path_buf(),
@@ -542,6 +645,25 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_paths_are_located_in_the_text() {
+        let text = "[manager]\naddress = \"m:1\"\n\n[[localfile]]\nlocation = \"/a\"\n[[localfile]]\nlocation = \"/b\"\nlog_format = \"x\"\n[active_response]\nwhite_list = [\"a\", \"b\"]\n";
+        assert_eq!(locate_key(text, "manager.address"), Some(2));
+        assert_eq!(locate_key(text, "localfile[1].log_format"), Some(8));
+        assert_eq!(locate_key(text, "localfile[1]"), Some(6));
+        assert_eq!(locate_key(text, "active_response.white_list[1]"), Some(10));
+        assert_eq!(locate_key(text, "agent.poll_interval"), None);
+        let e = ConfigError::located(
+            "a.toml",
+            text,
+            vec!["localfile[1].log_format: bad".into(), "spool: x".into()],
+        );
+        assert_eq!(
+            e.to_string(),
+            "a.toml:8: localfile[1].log_format: bad\na.toml: spool: x"
+        );
+    }
 
     #[test]
     fn a_minimal_file_gets_defaults() {

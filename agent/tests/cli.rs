@@ -56,6 +56,16 @@ fn a_garbage_config_names_the_field_and_exits_64() {
     std::fs::write(&path, [0xff, 0xfe, 0x00, 0x41]).unwrap();
     assert_eq!(agent(&["run", "-c", p]).status.code(), Some(64));
     std::fs::write(&path, "[manager]\naddress = \"m.example.net:1514\"\n").unwrap();
+    let missing = agent(&["check-config", "-c", p]);
+    assert_eq!(missing.status.code(), Some(64));
+    assert!(
+        text(&missing).contains("manager.ca_cert"),
+        "{}",
+        text(&missing)
+    );
+    for f in ["ca.pem", "agent.pem", "agent.key"] {
+        std::fs::write(dir.path().join(f), "").unwrap();
+    }
     let ok = agent(&["check-config", "-c", p]);
     assert!(ok.status.success(), "{}", text(&ok));
 }

@@ -13,15 +13,7 @@ use serde::Deserialize;
 /// The default port, as OSSEC's.
 pub const DEFAULT_PORT: u16 = 1514;
 
-/// A configuration that cannot be used, with every reason.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: {}", .errors.join(&format!("\n{}: ", .file)))]
-pub struct ConfigError {
-    /// The file.
-    pub file: String,
-    /// One line per problem, each naming the key.
-    pub errors: Vec<String>,
-}
+pub use palisade_agent::config::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -260,9 +252,11 @@ pub struct ManagerConfig {
 impl ManagerConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            errors: vec![format!("cannot read: {e}")],
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                path.display().to_string(),
+                vec![format!("cannot read: {e}")],
+            )
         })?;
         Self::parse(&text, path)
     }
@@ -270,14 +264,12 @@ impl ManagerConfig {
     /// Validates configuration text as if read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
-            file: file.clone(),
-            errors: vec![toml_error(&e)],
-        })?;
-        Self::from_raw(raw, path)
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(file.clone(), text, &e))?;
+        Self::from_raw(raw, path, text)
     }
 
-    fn from_raw(raw: RawConfig, path: &Path) -> Result<Self, ConfigError> {
+    fn from_raw(raw: RawConfig, path: &Path, text: &str) -> Result<Self, ConfigError> {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut errors = Vec::new();
         let listen = raw
@@ -350,16 +342,18 @@ impl ManagerConfig {
         }
         let responses = compile_responses(&raw.command, &raw.active_response, &mut errors);
         if !errors.is_empty() {
-            return Err(ConfigError {
-                file: path.display().to_string(),
+            return Err(ConfigError::located(
+                path.display().to_string(),
+                text,
                 errors,
-            });
+            ));
         }
         let Some(listen) = listen else {
-            return Err(ConfigError {
-                file: path.display().to_string(),
+            return Err(ConfigError::located(
+                path.display().to_string(),
+                text,
                 errors,
-            });
+            ));
         };
         Ok(Self {
             source: path.to_path_buf(),
@@ -703,7 +697,7 @@ mod tests {
         .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("listen_port"), "{msg}");
-        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("m.toml:3: "), "{msg}");
     }
 
     #[test]

@@ -163,7 +163,7 @@ fn a_garbage_config_names_the_field_and_exits_64() {
             "{}",
             text(&out)
         );
-        assert!(text(&out).contains("line 3"), "{}", text(&out));
+        assert!(text(&out).contains("manager.toml:3: "), "{}", text(&out));
     }
     std::fs::write(
         &path,
