@@ -27,8 +27,9 @@ use crate::store::{AlertFilter, Store};
 /// The address the replayed scanner comes from (TEST-NET-3, never routed).
 const SCANNER: &str = "203.0.113.7";
 
-/// The paths a ZmEu scan asks for, as OSSEC reported one, and three more.
-const SCAN: [&str; 14] = [
+/// The paths a ZmEu scan asks for, as OSSEC reported one, and three more:
+/// fourteen 404s, enough for rule 31151. Tests replay the same scan.
+pub const SCAN: [&str; 14] = [
     "/phpadmin/scripts/setup.php",
     "/typo3/phpmyadmin/scripts/setup.php",
     "/mysqladmin/scripts/setup.php",

@@ -9,22 +9,7 @@ use std::time::Duration;
 use palisade_manager::store::AlertFilter;
 use palisade_tests::{AgentHandle, ManagerHandle, append_lines, eventually};
 
-const SCAN: [&str; 14] = [
-    "/phpadmin/scripts/setup.php",
-    "/typo3/phpmyadmin/scripts/setup.php",
-    "/mysqladmin/scripts/setup.php",
-    "/mysql/scripts/setup.php",
-    "/myadmin/scripts/setup.php",
-    "/dbadmin/scripts/setup.php",
-    "/db/scripts/setup.php",
-    "/admin/phpmyadmin/scripts/setup.php",
-    "/admin/pma/scripts/setup.php",
-    "/admin/scripts/setup.php",
-    "/scripts/setup.php",
-    "/pma/scripts/setup.php",
-    "/phpMyAdmin/scripts/setup.php",
-    "/sqladmin/scripts/setup.php",
-];
+use palisade_tests::site::SCAN;
 
 fn scan_lines(ip: &str) -> Vec<String> {
     SCAN.iter()
