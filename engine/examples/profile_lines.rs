@@ -101,6 +101,19 @@ fn main() {
             (lines, "/var/log/apache2/access.log")
         }
     };
+    if std::env::var_os("PROFILE_TRACE").is_some() {
+        // Which rules one line walks through (`logtest -v`'s view).
+        let mut engine = Engine::new(Arc::clone(&rs), EngineConfig::default());
+        for l in lines.iter().take(2) {
+            let mut ev = predecode(l, location, "manager");
+            rs.decoders.decode(&mut ev);
+            let (v, trace) = engine.judge_traced(&ev, "2024-03-10T00:00:00Z".parse().unwrap());
+            println!("{} -> {:?}", String::from_utf8_lossy(l), v.rule_and_level());
+            for t in trace {
+                println!("{t}");
+            }
+        }
+    }
     let mut engine = Engine::new(Arc::clone(&rs), EngineConfig::default());
     let mut now: Timestamp = "2024-03-10T00:00:00Z".parse().unwrap();
     let step = SignedDuration::from_millis(25);

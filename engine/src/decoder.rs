@@ -127,6 +127,12 @@ pub struct DecoderSet {
     decoders: Vec<Decoder>,
     with_pname: Vec<Node>,
     without_pname: Vec<Node>,
+    /// For each first byte of `log`: the positions in `without_pname` of
+    /// the parents whose prematch can match a log starting with it (or
+    /// that have no such bound), in file order. An access-log line is
+    /// otherwise tried against every prematch-only parent before its own
+    /// (15 in OSSEC 3.3.0); here most are skipped on one table lookup.
+    without_by_first: Vec<Vec<usize>>,
 }
 
 fn elem_text(e: &Element) -> &str {
@@ -202,6 +208,7 @@ impl DecoderSet {
             return Err(LoadErrors(errors));
         }
         set.set_names();
+        set.index_first_bytes();
         Ok(set)
     }
 
@@ -552,6 +559,28 @@ impl DecoderSet {
         Ok(())
     }
 
+    fn index_first_bytes(&mut self) {
+        let sets: Vec<Option<[bool; 256]>> = self
+            .without_pname
+            .iter()
+            .map(|n| {
+                let d = &self.decoders[n.dec];
+                // A parent with a program name never sits in this list; one
+                // without a prematch matches everything.
+                d.prematch.as_ref().and_then(Pattern::first_bytes)
+            })
+            .collect();
+        self.without_by_first = (0..256)
+            .map(|b| {
+                sets.iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.is_none_or(|s| s[b]))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .collect();
+    }
+
     /// `os_setdecoderids`: children report their parent's name unless
     /// `use_own_name`.
     fn set_names(&mut self) {
@@ -598,12 +627,27 @@ impl DecoderSet {
         scratch.assigned.clear();
         let outcome = {
             let log = event.log();
-            let list = if event.program_name.is_some() {
-                &self.with_pname
+            if event.program_name.is_some() {
+                self.run(
+                    self.with_pname.iter(),
+                    event.program_name.as_deref(),
+                    log,
+                    scratch,
+                )
             } else {
-                &self.without_pname
-            };
-            self.run(list, event.program_name.as_deref(), log, scratch)
+                match log
+                    .first()
+                    .and_then(|&b| self.without_by_first.get(usize::from(b)))
+                {
+                    Some(candidates) => self.run(
+                        candidates.iter().filter_map(|&i| self.without_pname.get(i)),
+                        None,
+                        log,
+                        scratch,
+                    ),
+                    None => self.run(self.without_pname.iter(), None, log, scratch),
+                }
+            }
         };
         let Some((parent, info, plugin)) = outcome else {
             return;
@@ -640,9 +684,9 @@ impl DecoderSet {
     /// The matching walk of `DecodeEvent`. Returns (parent, decoder_info,
     /// plugin to run) and leaves the field assignments, as (decoder,
     /// `order` index, byte range in `log`), in `scratch.assigned`.
-    fn run(
+    fn run<'n>(
         &self,
-        list: &[Node],
+        list: impl Iterator<Item = &'n Node>,
         program_name: Option<&str>,
         log: &[u8],
         scratch: &mut Scratch,

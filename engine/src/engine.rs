@@ -550,16 +550,6 @@ impl Engine {
         if !twin(&c.id, &c.pcre2.id, f.id.as_deref()) {
             return false;
         }
-        if let Some(m) = c.matches.as_ref().or(c.pcre2.matches.as_ref())
-            && !m.is_match_lowered(log, || ctx.lower_log())
-        {
-            return false;
-        }
-        if let Some(m) = c.regex.as_ref().or(c.pcre2.regex.as_ref())
-            && !m.is_match_lowered(log, || ctx.lower_log())
-        {
-            return false;
-        }
         if let Some(a) = &c.action
             && f.action.as_deref() != Some(a.as_str())
         {
@@ -616,6 +606,21 @@ impl Engine {
         if !twin(&c.extra_data, &c.pcre2.extra_data, f.data.as_deref())
             || !twin(&c.hostname, &c.pcre2.hostname, ev.hostname.as_deref())
             || !twin(&c.status, &c.pcre2.status, f.status.as_deref())
+        {
+            return false;
+        }
+        // The searches of the whole `log` come after every check of a
+        // decoded field, being the dearest; all checks so far are pure, so
+        // the order does not change the outcome (OSSEC checks `match` and
+        // `regex` right after `id`). What follows has side effects and
+        // keeps OSSEC's order.
+        if let Some(m) = c.matches.as_ref().or(c.pcre2.matches.as_ref())
+            && !m.is_match_lowered(log, || ctx.lower_log())
+        {
+            return false;
+        }
+        if let Some(m) = c.regex.as_ref().or(c.pcre2.regex.as_ref())
+            && !m.is_match_lowered(log, || ctx.lower_log())
         {
             return false;
         }

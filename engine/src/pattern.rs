@@ -642,6 +642,31 @@ impl Pattern {
         })
     }
 
+    /// The bytes a match at offset 0 can start with, when every match must
+    /// start at 0 and that is known; `None` otherwise. Lets a caller skip
+    /// the pattern on the first byte of the haystack.
+    pub fn first_bytes(&self) -> Option<[bool; 256]> {
+        match &self.imp {
+            Imp::Regex(r) => r.prefix.as_ref().and_then(|p| p.first().copied()),
+            Imp::Literal(l) => {
+                if l.anywhere.is_some() || l.empty.is_some() {
+                    return None;
+                }
+                let mut set = [false; 256];
+                for a in &l.anchored {
+                    if matches!(a.anchor, Anchor::Suffix) {
+                        return None;
+                    }
+                    let b = *a.needle.first()?;
+                    set[usize::from(b.to_ascii_lowercase())] = true;
+                    set[usize::from(b.to_ascii_uppercase())] = true;
+                }
+                Some(set)
+            }
+            Imp::Pcre(_) => None,
+        }
+    }
+
     /// Whether this pattern runs on the literal fast path (for tests and
     /// benchmarks).
     pub fn is_literal(&self) -> bool {
