@@ -849,6 +849,31 @@ mod tests {
     }
 
     #[test]
+    fn first_byte_index_keeps_file_order() {
+        let xml = r#"
+<decoder name="digits"><prematch>^\d+ x</prematch></decoder>
+<decoder name="lit"><prematch>^Abc|^zz</prematch></decoder>
+<decoder name="anywhere"><prematch>needle</prematch></decoder>
+<decoder name="suffix"><prematch>end$</prematch></decoder>
+<decoder name="late-digits"><prematch>^\d</prematch></decoder>
+"#;
+        let set = load(xml).unwrap();
+        let name = |log: &str| {
+            let mut e = ev(log, None);
+            set.decode(&mut e);
+            e.decoder_name
+        };
+        assert_eq!(name("12 x").as_deref(), Some("digits"));
+        assert_eq!(name("12 y").as_deref(), Some("late-digits"));
+        assert_eq!(name("abcd").as_deref(), Some("lit"));
+        assert_eq!(name("ZZ top").as_deref(), Some("lit"));
+        assert_eq!(name("1 needle").as_deref(), Some("anywhere"));
+        assert_eq!(name("q the end").as_deref(), Some("suffix"));
+        assert_eq!(name("q"), None);
+        assert_eq!(name(""), None);
+    }
+
+    #[test]
     fn every_validation_error_with_line() {
         let xml = "<decoder name=\"a\">\n  <order>x</order>\n</decoder>\n\
                    <decoder name=\"b\"><parent>nope</parent><regex>(x)</regex><order>id</order></decoder>\n\
