@@ -96,6 +96,9 @@ enum Command {
         /// No banner.
         #[arg(short = 'q')]
         quiet: bool,
+        /// Show every rule tried, as ossec-logtest -v does.
+        #[arg(short = 'v')]
+        verbose: bool,
         /// Exit code from the last line: rule:level:decoder (0 all equal, 3 decoder, 2 rule, 1 level differs, 255 no rule).
         #[arg(short = 'U', value_name = "RULE:LEVEL:DECODER")]
         unit_test: Option<String>,
@@ -280,6 +283,7 @@ async fn dispatch(command: Command) -> ExitCode {
             ruleset,
             alerts_only,
             quiet,
+            verbose,
             unit_test,
             now,
             event_time,
@@ -287,6 +291,7 @@ async fn dispatch(command: Command) -> ExitCode {
             let options = crate::logtest_cli::LogtestOptions {
                 alerts_only,
                 quiet,
+                verbose,
                 unit_test,
                 now,
                 event_time,

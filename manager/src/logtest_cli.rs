@@ -24,6 +24,8 @@ pub struct LogtestOptions {
     pub alerts_only: bool,
     /// `-q`.
     pub quiet: bool,
+    /// `-v`.
+    pub verbose: bool,
     /// `-U rule:level:decoder`.
     pub unit_test: Option<String>,
     /// `--now`.
@@ -108,7 +110,7 @@ pub fn logtest(ruleset: Ruleset, options: &LogtestOptions) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let decoders = &ruleset.decoders;
-    let mut session = Logtest::new(decoders, &host);
+    let mut session = Logtest::new(decoders, &host).with_verbose(options.verbose);
     if let Some(ut) = unit_test {
         session = session.with_unit_test(ut);
     }

@@ -177,3 +177,15 @@ fn a_broken_rule_file_is_reported_with_file_line_and_reason() {
     );
     assert!(stderr.contains("local.xml:6: rule 100002"), "{stderr}");
 }
+
+#[test]
+fn logtest_v_shows_the_rules_tried() {
+    let out = manager(&["logtest", "-q", "-v"], SCAN_404);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("**Rule debugging:"), "{stdout}");
+    assert!(stdout.contains("    Trying rule: 31100 - "), "{stdout}");
+    assert!(stdout.contains("       *Rule 31100 matched."), "{stdout}");
+    assert!(stdout.contains("       *Trying child rules."), "{stdout}");
+    let quiet = manager(&["logtest", "-q"], SCAN_404);
+    assert!(!String::from_utf8_lossy(&quiet.stdout).contains("Rule debugging"));
+}
