@@ -25,6 +25,20 @@
 //!   that starts with the old fingerprint is the copy and is read from the
 //!   old offset.
 //!
+//! Bytes read are checked against the file after the read (it still
+//! starts with its fingerprint and is not shorter than what was read), so
+//! a truncation between taking a file's size and reading it never passes
+//! the new file's bytes off as the old file's; the copy supplies the rest.
+//! Siblings are opened once and judged through that handle, since names
+//! move while the directory is searched.
+//!
+//! Guarantee: with rename-and-create, and with copy-and-truncate where
+//! nothing is written between the copy and the truncation, every line
+//! written is delivered exactly once, also when several rotations fall
+//! into one poll interval (as long as the generations stay in the
+//! directory). Lines written between the copy and the truncation are in
+//! neither file and are lost, as with logrotate itself.
+//!
 //! Limits: rotated files moved to another directory are not searched (an
 //! open handle still finishes a file renamed away while the agent runs);
 //! a copy-and-truncate that rewrites the file past its old size with the
