@@ -331,3 +331,52 @@ fn repeated_offenders_get_longer_blocks() {
     assert!((3..=5).contains(&timeouts[1]), "{timeouts:?}");
     assert!((5..=7).contains(&timeouts[2]), "{timeouts:?}");
 }
+
+#[test]
+fn a_command_for_an_offline_agent_runs_when_it_reconnects() {
+    if skip_unless_root("a_command_for_an_offline_agent_runs_when_it_reconnects") {
+        return;
+    }
+    let mut site = Site::start(programs!(), &policy("route-null", "60s")).unwrap();
+    let ip = "198.51.100.77";
+    site.agent.kill();
+    wait(
+        Duration::from_secs(5),
+        "the manager to see the agent gone",
+        || {
+            let out = site.ctl(&["agents", "--json"])?;
+            Ok(String::from_utf8_lossy(&out.stdout).contains("Disconnected"))
+        },
+    )
+    .unwrap();
+    let out = site
+        .ctl(&["-b", ip, "-f", "route-null60", "-u", "001"])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("is not connected: queued"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!site.is_blocked("route-null", ip).unwrap());
+
+    site.kill_and_restart_agent().unwrap();
+    wait(
+        Duration::from_secs(10),
+        "the queued block after the reconnection",
+        || site.is_blocked("route-null", ip),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", site.logs()))
+    .unwrap();
+    let blocks = blocks_json(&site);
+    assert_eq!(blocks[0]["srcip"], ip);
+    wait(Duration::from_secs(5), "the block confirmed", || {
+        Ok(blocks_json(&site)[0]["state"] == "active")
+    })
+    .unwrap();
+}
