@@ -1,6 +1,6 @@
 //! The documentation shows only what exists: every `palisade-manager`,
 //! `palisade-agent` and `palisadectl` command line in a shell block of the
-//! README and `docs/` parses with the real command-line definitions, and
+//! READMEs and `docs/` parses with the real command-line definitions, and
 //! every TOML block uses only known sections and keys.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 fn documents() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut docs = vec![root.join("README.md")];
+    let mut docs = vec![root.join("README.md"), root.join("deploy/README.md")];
     for e in std::fs::read_dir(root.join("docs")).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "md") {
