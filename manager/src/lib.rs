@@ -90,15 +90,15 @@ pub async fn run(
         barrier: config.barrier,
         ..Default::default()
     };
+    let hostname = setup::host_name();
     let analyzer = analysis::Analyzer::start(
         ruleset,
         engine_config,
         config.time_source,
-        setup::host_name(),
+        hostname.clone(),
     )?;
     let store = store::Store::open(&config.database).await?;
     let sessions = sessions::Sessions::default();
-    let hostname = setup::host_name();
     let local = listener.local_addr().ok();
 
     let revocations = tokio::spawn(watch_revocations(
