@@ -64,6 +64,9 @@ fn migrator() -> Migrator {
     ])
 }
 
+/// Rows per archive INSERT (8 parameters each, far below SQLite's limit).
+const ARCHIVE_ROWS_PER_INSERT: usize = 250;
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
@@ -428,29 +431,34 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))?;
         let mut highest = last;
-        for event in events {
-            let seq = to_i64(event.sequence);
-            if seq <= highest {
-                continue;
+        // New events only; one multi-row INSERT per chunk: a statement per
+        // row costs more in sqlx than SQLite's own work.
+        let fresh: Vec<&IncomingEvent<'_>> = events
+            .iter()
+            .filter(|e| {
+                let seq = to_i64(e.sequence);
+                let new = seq > highest;
+                highest = highest.max(seq);
+                new
+            })
+            .collect();
+        if archive {
+            for chunk in fresh.chunks(ARCHIVE_ROWS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "INSERT INTO archive (agent_id, sequence, location, log_format, read_at, received_at, truncated, line) ",
+                );
+                insert.push_values(chunk, |mut row, event| {
+                    row.push_bind(agent_id)
+                        .push_bind(to_i64(event.sequence))
+                        .push_bind(event.location)
+                        .push_bind(event.log_format)
+                        .push_bind(event.read_at)
+                        .push_bind(received_at)
+                        .push_bind(event.truncated)
+                        .push_bind(event.line);
+                });
+                insert.build().execute(&mut *tx).await?;
             }
-            highest = seq;
-            if !archive {
-                continue;
-            }
-            sqlx::query(
-                "INSERT INTO archive (agent_id, sequence, location, log_format, read_at, received_at, truncated, line)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(agent_id)
-            .bind(seq)
-            .bind(event.location)
-            .bind(event.log_format)
-            .bind(event.read_at)
-            .bind(received_at)
-            .bind(event.truncated)
-            .bind(event.line)
-            .execute(&mut *tx)
-            .await?;
         }
         let mut alert_ids = Vec::with_capacity(alerts.len());
         for a in alerts {
