@@ -91,12 +91,8 @@ pub async fn run(
         ..Default::default()
     };
     let hostname = setup::host_name();
-    let analyzer = analysis::Analyzer::start(
-        ruleset,
-        engine_config,
-        config.time_source,
-        hostname.clone(),
-    )?;
+    let analyzer =
+        analysis::Analyzer::start(ruleset, engine_config, config.time_source, hostname.clone())?;
     let store = store::Store::open(&config.database).await?;
     let sessions = sessions::Sessions::default();
     let local = listener.local_addr().ok();
