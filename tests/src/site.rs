@@ -132,7 +132,7 @@ impl Site {
         write(
             &manager_toml,
             &format!(
-                "[server]\nlisten = \"127.0.0.1:1514\"\nadvertise = \"127.0.0.1:1514\"\n\
+                "[server]\nlisten = \"0.0.0.0:1514\"\nadvertise = \"127.0.0.1:1514\"\n\
                  [global]\nwhite_list = [{}]\n\
                  [ruleset]\nbarrier = \"per-source\"\n\
                  [[active_response]]\ncommand = \"{}\"\nlocation = \"local\"\nrules_id = [31151]\ntimeout = \"{}\"\nrepeated_offenders = [{}]\n",
@@ -217,6 +217,55 @@ impl Site {
             store.close().await;
             r
         })
+    }
+
+    /// Registers a second agent, `web02`, and runs it in the attacker's
+    /// namespace (a second host), connected to the manager over the veth
+    /// link; waits until it is connected and returns its id and process.
+    pub fn start_second_agent(&self) -> anyhow::Result<(String, NsChild)> {
+        let bundle = self
+            .runtime
+            .block_on(setup::add_agent(&self.config, "web02", None, None))?;
+        write(
+            &bundle.config,
+            &format!(
+                "[manager]\naddress = \"{}:1514\"\nserver_name = \"localhost\"\n\
+                 [spool]\ndatabase = \"agent.db\"\n\
+                 [active_response]\nlog_file = \"active-responses.log\"\nhosts_deny = \"hosts.deny\"\n",
+                WEB.0
+            ),
+        )?;
+        let child = self.attacker.spawn(
+            &self.programs.agent,
+            &["run", "-c", &bundle.config.display().to_string()],
+            &self.dir.path().join("agent-web02.log"),
+        )?;
+        let id = bundle.id;
+        wait(
+            Duration::from_secs(20),
+            "the second agent to connect",
+            || {
+                Ok(self
+                    .with_store(async |store| {
+                        Ok(store.agent(&id).await?.and_then(|a| a.first_seen))
+                    })?
+                    .is_some())
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", child.output()))?;
+        Ok((id, child))
+    }
+
+    /// Whether `ip` has an unreachable route in the attacker's namespace
+    /// (where the second agent runs).
+    pub fn is_null_routed_on_second_host(&self, ip: &str) -> anyhow::Result<bool> {
+        let family = if ip.contains(':') { "-6" } else { "-4" };
+        let routes = self
+            .attacker
+            .ip(&[family, "route", "show", "type", "unreachable"])?;
+        Ok(routes
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(ip)))
     }
 
     /// Restarts the agent process after killing it with SIGKILL.

@@ -380,3 +380,56 @@ fn a_command_for_an_offline_agent_runs_when_it_reconnects() {
     })
     .unwrap();
 }
+
+#[test]
+fn unblock_lifts_a_block_on_every_agent_that_has_it() {
+    if skip_unless_root("unblock_lifts_a_block_on_every_agent_that_has_it") {
+        return;
+    }
+    let site = Site::start(programs!(), &policy("route-null", "600s")).unwrap();
+    let (second, _web02) = site.start_second_agent().unwrap();
+    let ip = "198.51.100.50";
+    let out = site.ctl(&["-b", ip, "-f", "route-null600", "-a"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait(Duration::from_secs(5), "the block on both hosts", || {
+        Ok(site.is_blocked("route-null", ip)? && site.is_null_routed_on_second_host(ip)?)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", site.logs()))
+    .unwrap();
+    let agents: Vec<String> = blocks_json(&site)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["agent"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        agents.contains(&site.agent_id) && agents.contains(&second),
+        "{agents:?}"
+    );
+
+    let out = site.ctl(&["unblock", ip]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("sent to agent 001") && text.contains(&format!("sent to agent {second}")),
+        "{text}"
+    );
+    wait(
+        Duration::from_secs(5),
+        "the route gone on both hosts",
+        || Ok(!site.is_blocked("route-null", ip)? && !site.is_null_routed_on_second_host(ip)?),
+    )
+    .unwrap();
+    wait(Duration::from_secs(5), "blocks to be empty", || {
+        Ok(blocks_json(&site).as_array().unwrap().is_empty())
+    })
+    .unwrap();
+}
