@@ -31,6 +31,17 @@ impl ConfigError {
         }
     }
 
+    /// Reads a configuration file; a file that cannot be read is an error
+    /// of its own.
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                path.display().to_string(),
+                vec![format!("cannot read: {e}")],
+            )
+        })
+    }
+
     /// A file TOML cannot read (bad syntax, unknown key, wrong type), with
     /// the line TOML points at.
     pub fn from_toml(file: impl Into<String>, text: &str, error: &toml::de::Error) -> Self {
@@ -430,13 +441,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 impl AgentConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(
-                path.display().to_string(),
-                vec![format!("cannot read: {e}")],
-            )
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&ConfigError::read(path)?, path)
     }
 
     /// Validates configuration text as if read from `path`.

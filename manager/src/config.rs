@@ -252,13 +252,7 @@ pub struct ManagerConfig {
 impl ManagerConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(
-                path.display().to_string(),
-                vec![format!("cannot read: {e}")],
-            )
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&ConfigError::read(path)?, path)
     }
 
     /// Validates configuration text as if read from `path`.

@@ -603,21 +603,7 @@ impl Responder {
                     )
                 })
                 .map_err(|e| e.to_string()),
-            Kind::Script(path) => {
-                let run = script::run_script(
-                    path,
-                    "add",
-                    &Self::script_args(ip, fields),
-                    self.inner.config.script_timeout,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                if run.success() {
-                    Ok(format!("{} ran: {}", path.display(), run.summary()))
-                } else {
-                    Err(format!("{} failed: {}", path.display(), run.summary()))
-                }
-            }
+            Kind::Script(path) => self.run_script(path, "add", ip, fields).await,
         }
     }
 
@@ -669,21 +655,30 @@ impl Responder {
                     )
                 })
                 .map_err(|e| e.to_string()),
-            Kind::Script(path) => {
-                let run = script::run_script(
-                    path,
-                    "delete",
-                    &Self::script_args(ip, fields),
-                    self.inner.config.script_timeout,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                if run.success() {
-                    Ok(format!("{} ran: {}", path.display(), run.summary()))
-                } else {
-                    Err(format!("{} failed: {}", path.display(), run.summary()))
-                }
-            }
+            Kind::Script(path) => self.run_script(path, "delete", ip, fields).await,
+        }
+    }
+
+    /// Runs a custom script with OSSEC's arguments; its summary either way.
+    async fn run_script(
+        &self,
+        path: &std::path::Path,
+        action: &str,
+        ip: IpAddr,
+        fields: &Fields,
+    ) -> Result<String, String> {
+        let run = script::run_script(
+            path,
+            action,
+            &Self::script_args(ip, fields),
+            self.inner.config.script_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if run.success() {
+            Ok(format!("{} ran: {}", path.display(), run.summary()))
+        } else {
+            Err(format!("{} failed: {}", path.display(), run.summary()))
         }
     }
 
