@@ -236,6 +236,7 @@ impl Uplink {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_default(),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            started_at: None,
         }))
         .await?;
         let mut inbound = client
@@ -342,7 +343,7 @@ impl Uplink {
                             }
                         }
                         Some(ManagerKind::Command(command)) => self.execute(command).await,
-                        Some(ManagerKind::Welcome(_)) | None => {}
+                        Some(ManagerKind::Welcome(_) | ManagerKind::Restart(_)) | None => {}
                     }
                 }
                 _ = self.spooled.notified(), if in_flight.len() < WINDOW => {}

@@ -29,6 +29,16 @@ struct RawConfig {
     command: Vec<RawCommand>,
     #[serde(default)]
     active_response: Vec<RawActiveResponse>,
+    #[serde(default)]
+    alerts: crate::alert_files::RawAlertFiles,
+    #[serde(default)]
+    email: crate::mail::RawEmail,
+    #[serde(default)]
+    retention: crate::retention::RawRetention,
+    #[serde(default)]
+    metrics: crate::metrics::RawMetrics,
+    #[serde(default)]
+    enrollment: crate::enroll::RawEnrollment,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +171,8 @@ struct RawServer {
     cert: PathBuf,
     #[serde(default = "default_key")]
     key: PathBuf,
+    /// An agent silent this long is disconnected (OSSEC: 3 keepalives + 30 s).
+    agent_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,7 +259,23 @@ pub struct ManagerConfig {
     pub barrier: Barrier,
     /// The enabled active responses.
     pub responses: Vec<ResponseSpec>,
+    /// An agent without a heartbeat for this long counts as disconnected.
+    pub agent_timeout: std::time::Duration,
+    /// `alerts.log` and `alerts.json`.
+    pub alert_files: crate::alert_files::AlertFilesConfig,
+    /// E-mail notifications.
+    pub email: crate::mail::EmailConfig,
+    /// Pruning of old alerts and events.
+    pub retention: crate::retention::RetentionConfig,
+    /// The Prometheus endpoint.
+    pub metrics: crate::metrics::MetricsConfig,
+    /// Agent enrollment with tokens.
+    pub enrollment: crate::enroll::EnrollmentConfig,
 }
+
+/// Three missed heartbeats (30 s each, the agent's default) plus 30 s, as
+/// OSSEC computes its threshold from `notify_time`.
+pub const DEFAULT_AGENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl ManagerConfig {
     /// Reads and validates a configuration file.
@@ -335,6 +363,16 @@ impl ManagerConfig {
             }
         }
         let responses = compile_responses(&raw.command, &raw.active_response, &mut errors);
+        let agent_timeout = match raw.server.agent_timeout.as_deref() {
+            Some(t) => duration("server.agent_timeout", t, &mut errors),
+            None => Some(DEFAULT_AGENT_TIMEOUT),
+        }
+        .unwrap_or(DEFAULT_AGENT_TIMEOUT);
+        let alert_files = crate::alert_files::compile(raw.alerts, base, &mut errors);
+        let email = crate::mail::compile(raw.email, base, &mut errors);
+        let retention = crate::retention::compile(raw.retention, base, &mut errors);
+        let metrics = crate::metrics::compile(raw.metrics, base, &mut errors);
+        let enrollment = crate::enroll::compile(raw.enrollment, base, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigError::located(
                 path.display().to_string(),
@@ -365,6 +403,12 @@ impl ManagerConfig {
             time_source,
             barrier,
             responses,
+            agent_timeout,
+            alert_files,
+            email,
+            retention,
+            metrics,
+            enrollment,
         })
     }
 }

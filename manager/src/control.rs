@@ -7,6 +7,7 @@ use palisade_proto::v1::*;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
+use crate::outputs::Outputs;
 use crate::responder::{Outcome, Responder, ResponseError, Targets};
 use crate::sessions::Sessions;
 use crate::store::{AgentRecord, AlertFilter, Store};
@@ -17,16 +18,24 @@ pub struct Control {
     store: Store,
     sessions: Sessions,
     responder: Responder,
+    outputs: Outputs,
     hostname: String,
 }
 
 impl Control {
     /// A control service over the manager's store and open sessions.
-    pub fn new(store: Store, sessions: Sessions, responder: Responder, hostname: String) -> Self {
+    pub fn new(
+        store: Store,
+        sessions: Sessions,
+        responder: Responder,
+        outputs: Outputs,
+        hostname: String,
+    ) -> Self {
         Self {
             store,
             sessions,
             responder,
+            outputs,
             hostname,
         }
     }
@@ -287,6 +296,11 @@ impl ControlService for Control {
                 location: a.alert.location,
                 srcip: a.alert.srcip.unwrap_or_default(),
                 user: a.alert.dstuser.or(a.alert.srcuser).unwrap_or_default(),
+                dstip: a.alert.dstip.unwrap_or_default(),
+                url: a.alert.url.unwrap_or_default(),
+                decoder: a.alert.decoder.unwrap_or_default(),
+                agent_name: String::new(),
+                responses: Vec::new(),
                 log: a
                     .alert
                     .log
@@ -323,5 +337,40 @@ impl ControlService for Control {
             })
             .collect();
         Ok(Response::new(ListRefusalsResponse { refusals }))
+    }
+
+    type FollowAlertsStream = tokio_stream::wrappers::ReceiverStream<Result<Alert, Status>>;
+
+    async fn follow_alerts(
+        &self,
+        request: Request<ListAlertsRequest>,
+    ) -> Result<Response<Self::FollowAlertsStream>, Status> {
+        require_operator(&request)?;
+        let _ = &self.outputs;
+        Err(Status::unimplemented("follow_alerts"))
+    }
+
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        require_operator(&request)?;
+        Err(Status::unimplemented("status"))
+    }
+
+    async fn restart_agent(
+        &self,
+        request: Request<RestartAgentRequest>,
+    ) -> Result<Response<RestartAgentResponse>, Status> {
+        require_operator(&request)?;
+        Err(Status::unimplemented("restart_agent"))
+    }
+
+    async fn remove_agent(
+        &self,
+        request: Request<RemoveAgentRequest>,
+    ) -> Result<Response<AgentInfo>, Status> {
+        require_operator(&request)?;
+        Err(Status::unimplemented("remove_agent"))
     }
 }

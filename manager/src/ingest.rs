@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::analysis::{Analyzer, Input, Origin};
+use crate::outputs::{Outputs, PublishedAlert};
 use crate::responder::Responder;
 use crate::sessions::{AgentSender, EndReason, SessionGuard, Sessions};
 use crate::store::{AgentHello, IncomingEvent, Store};
@@ -29,6 +30,7 @@ pub struct Ingest {
     sessions: Sessions,
     analyzer: Analyzer,
     responder: Responder,
+    outputs: Outputs,
     archive: bool,
     shutdown: CancellationToken,
 }
@@ -41,6 +43,7 @@ impl Ingest {
         sessions: Sessions,
         analyzer: Analyzer,
         responder: Responder,
+        outputs: Outputs,
         archive: bool,
         shutdown: CancellationToken,
     ) -> Self {
@@ -49,6 +52,7 @@ impl Ingest {
             sessions,
             analyzer,
             responder,
+            outputs,
             archive,
             shutdown,
         }
@@ -151,6 +155,7 @@ impl AgentService for Ingest {
             sessions: self.sessions.clone(),
             analyzer: self.analyzer.clone(),
             responder: self.responder.clone(),
+            outputs: self.outputs.clone(),
             archive: self.archive,
             origin: Origin {
                 agent_id: Some(agent_id.clone()),
@@ -173,6 +178,7 @@ struct SessionTask {
     sessions: Sessions,
     analyzer: Analyzer,
     responder: Responder,
+    outputs: Outputs,
     archive: bool,
     origin: Origin,
     /// The highest sequence stored for this agent, so only new events are
@@ -304,6 +310,7 @@ impl SessionTask {
                 line: e.line.clone(),
             })
             .collect();
+        self.outputs.stats().events(inputs.len() as u64);
         let alerts = if inputs.is_empty() {
             Vec::new()
         } else {
@@ -346,6 +353,16 @@ impl SessionTask {
         }
         self.stored_upto.store(stored.highest, Ordering::Relaxed);
         let stored_alerts: Vec<_> = stored.alert_ids.iter().copied().zip(alerts).collect();
+        self.outputs.publish(
+            stored_alerts
+                .iter()
+                .map(|(id, alert)| PublishedAlert {
+                    id: *id,
+                    alert: alert.clone(),
+                    origin: self.origin.clone(),
+                })
+                .collect(),
+        );
         self.responder
             .on_alerts(&stored_alerts)
             .await

@@ -17,6 +17,13 @@
 //! - [`control`]: `ControlService`, the operators' API.
 //! - [`quickstart`]: the ten-minute demonstration.
 //! - [`format`]: alerts.log and e-mail notification layouts.
+//! - [`outputs`]: where committed alerts go (files, mail, followers).
+//! - [`alert_files`]: `alerts.log` and `alerts.json`, rotated daily.
+//! - [`mail`]: e-mail notifications.
+//! - [`retention`]: pruning old alerts and events.
+//! - [`metrics`]: the Prometheus endpoint.
+//! - [`stats`]: the running counters status and metrics read.
+//! - [`enroll`]: agent enrollment with one-time tokens.
 //! - [`logtest_cli`]: `logtest` and `ruletest`.
 //! - [`import_ossec`]: an OSSEC configuration's responses as TOML.
 //!
@@ -25,20 +32,27 @@
 //! `127.0.0.1:0`.
 #![forbid(unsafe_code)]
 
+pub mod alert_files;
 pub mod analysis;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod enroll;
 pub mod format;
 pub mod import_ossec;
 pub mod ingest;
 pub mod logtest_cli;
+pub mod mail;
+pub mod metrics;
+pub mod outputs;
 pub mod pki;
 pub mod quickstart;
 pub mod responder;
+pub mod retention;
 pub mod ruleset;
 pub mod sessions;
 pub mod setup;
+pub mod stats;
 pub mod store;
 pub mod tls;
 
@@ -95,6 +109,9 @@ pub async fn run(
         analysis::Analyzer::start(ruleset, engine_config, config.time_source, hostname.clone())?;
     let store = store::Store::open(&config.database).await?;
     let sessions = sessions::Sessions::default();
+    let stats = std::sync::Arc::new(stats::Stats::default());
+    let sinks: Vec<Box<dyn outputs::AlertSink>> = Vec::new();
+    let outputs = outputs::Outputs::new(sinks, stats.clone());
     let local = listener.local_addr().ok();
 
     let revocations = tokio::spawn(watch_revocations(
@@ -119,10 +136,17 @@ pub async fn run(
         sessions.clone(),
         analyzer,
         responder.clone(),
+        outputs.clone(),
         config.logall,
         shutdown.clone(),
     );
-    let control = control::Control::new(store.clone(), sessions.clone(), responder, hostname);
+    let control = control::Control::new(
+        store.clone(),
+        sessions.clone(),
+        responder,
+        outputs,
+        hostname,
+    );
     let incoming = tls::incoming(listener, tls, shutdown.clone());
     info!(listen = ?local, database = %config.database.display(), "Manager started.");
     palisade_agent::systemd::ready();

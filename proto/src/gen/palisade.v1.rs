@@ -31,6 +31,9 @@ pub struct Hello {
     pub hostname: ::prost::alloc::string::String,
     #[prost(string, tag = "4")]
     pub os: ::prost::alloc::string::String,
+    /// When this agent process started (a restart shows as a newer time).
+    #[prost(message, optional, tag = "5")]
+    pub started_at: ::core::option::Option<::prost_types::Timestamp>,
 }
 /// Events in sequence order. Sequence numbers are per agent, strictly
 /// increasing and never reused, so the manager can drop a batch it already
@@ -96,7 +99,7 @@ pub struct Heartbeat {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ManagerMessage {
-    #[prost(oneof = "manager_message::Kind", tags = "1, 2, 3")]
+    #[prost(oneof = "manager_message::Kind", tags = "1, 2, 3, 4")]
     pub kind: ::core::option::Option<manager_message::Kind>,
 }
 /// Nested message and enum types in `ManagerMessage`.
@@ -110,7 +113,18 @@ pub mod manager_message {
         Ack(super::Ack),
         #[prost(message, tag = "3")]
         Command(super::Command),
+        #[prost(message, tag = "4")]
+        Restart(super::Restart),
     }
+}
+/// Restart the agent process (agent_control -R): it stops reading, keeps
+/// its spool and starts again, reconnecting with a new Hello.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Restart {
+    /// Who asked, for the agent's log.
+    #[prost(string, tag = "1")]
+    pub requested_by: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -162,6 +176,39 @@ pub struct Command {
     pub agent_id: ::prost::alloc::string::String,
     #[prost(string, tag = "10")]
     pub location: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EnrollRequest {
+    /// The one-time token printed by `palisade-manager token create`.
+    #[prost(string, tag = "1")]
+    pub token: ::prost::alloc::string::String,
+    /// The agent name wanted; empty takes the token's name, else the host name.
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// A PKCS#10 certificate request (DER); only its public key is used.
+    #[prost(bytes = "vec", tag = "3")]
+    pub csr_der: ::prost::alloc::vec::Vec<u8>,
+    #[prost(string, tag = "4")]
+    pub hostname: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EnrollResponse {
+    #[prost(string, tag = "1")]
+    pub agent_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub agent_name: ::prost::alloc::string::String,
+    /// The agent's certificate and the manager's CA, PEM.
+    #[prost(string, tag = "3")]
+    pub certificate_pem: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub ca_pem: ::prost::alloc::string::String,
+    /// host:port of the agent endpoint (mutual TLS) and the name to verify.
+    #[prost(string, tag = "5")]
+    pub manager_address: ::prost::alloc::string::String,
+    #[prost(string, tag = "6")]
+    pub server_name: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -338,9 +385,12 @@ pub struct ListAlertsRequest {
     pub srcip: ::prost::alloc::string::String,
     #[prost(uint32, tag = "6")]
     pub limit: u32,
+    /// Only alerts with a larger id (FollowAlerts: where to resume).
+    #[prost(int64, tag = "7")]
+    pub after_id: i64,
 }
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Alert {
     #[prost(string, tag = "1")]
     pub id: ::prost::alloc::string::String,
@@ -364,6 +414,30 @@ pub struct Alert {
     pub user: ::prost::alloc::string::String,
     #[prost(bytes = "vec", repeated, tag = "11")]
     pub log: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    #[prost(string, tag = "12")]
+    pub dstip: ::prost::alloc::string::String,
+    #[prost(string, tag = "13")]
+    pub url: ::prost::alloc::string::String,
+    #[prost(string, tag = "14")]
+    pub decoder: ::prost::alloc::string::String,
+    #[prost(string, tag = "15")]
+    pub agent_name: ::prost::alloc::string::String,
+    /// The active responses this alert caused.
+    #[prost(message, repeated, tag = "16")]
+    pub responses: ::prost::alloc::vec::Vec<AlertResponse>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AlertResponse {
+    #[prost(string, tag = "1")]
+    pub command_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub response: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub agent_id: ::prost::alloc::string::String,
+    /// issued, sent, executed, failed, undone ...
+    #[prost(string, tag = "4")]
+    pub status: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -398,6 +472,64 @@ pub struct Refusal {
 pub struct ListRefusalsResponse {
     #[prost(message, repeated, tag = "1")]
     pub refusals: ::prost::alloc::vec::Vec<Refusal>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StatusRequest {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct StatusResponse {
+    #[prost(string, tag = "1")]
+    pub version: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub hostname: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "3")]
+    pub started_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(uint64, tag = "4")]
+    pub uptime_seconds: u64,
+    /// Events received per second over the last minute.
+    #[prost(double, tag = "5")]
+    pub events_per_second: f64,
+    #[prost(uint64, tag = "6")]
+    pub events_received: u64,
+    #[prost(uint64, tag = "7")]
+    pub alerts: u64,
+    #[prost(uint32, tag = "8")]
+    pub agents: u32,
+    #[prost(uint32, tag = "9")]
+    pub connected_agents: u32,
+    #[prost(uint64, tag = "10")]
+    pub responses_issued: u64,
+    /// Mails waiting to be sent.
+    #[prost(uint64, tag = "11")]
+    pub mail_queue: u64,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RestartAgentRequest {
+    #[prost(string, repeated, tag = "1")]
+    pub agent_ids: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(bool, tag = "2")]
+    pub all_agents: bool,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RestartAgentResponse {
+    /// Agents the restart was sent to.
+    #[prost(string, repeated, tag = "1")]
+    pub sent_to: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Agents that are not connected (nothing was sent).
+    #[prost(string, repeated, tag = "2")]
+    pub not_connected: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveAgentRequest {
+    #[prost(string, tag = "1")]
+    pub agent_id: ::prost::alloc::string::String,
+    /// Why, for the log.
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -1056,6 +1188,101 @@ pub mod control_service_client {
                 .insert(GrpcMethod::new("palisade.v1.ControlService", "ListRefusals"));
             self.inner.unary(req, path, codec).await
         }
+        /// Alerts as they are stored: first those matching the request that are
+        /// newer than `after_id`, then every new one, until the client hangs up.
+        pub async fn follow_alerts(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListAlertsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::Alert>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/palisade.v1.ControlService/FollowAlerts",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("palisade.v1.ControlService", "FollowAlerts"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+        /// The manager's version, uptime, rates and agent counts.
+        pub async fn status(
+            &mut self,
+            request: impl tonic::IntoRequest<super::StatusRequest>,
+        ) -> std::result::Result<tonic::Response<super::StatusResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/palisade.v1.ControlService/Status",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("palisade.v1.ControlService", "Status"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Ask connected agents to restart themselves (agent_control -R).
+        pub async fn restart_agent(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RestartAgentRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RestartAgentResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/palisade.v1.ControlService/RestartAgent",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("palisade.v1.ControlService", "RestartAgent"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Remove an agent: revoke its certificate and end its stream.
+        pub async fn remove_agent(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RemoveAgentRequest>,
+        ) -> std::result::Result<tonic::Response<super::AgentInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/palisade.v1.ControlService/RemoveAgent",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("palisade.v1.ControlService", "RemoveAgent"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1123,6 +1350,39 @@ pub mod control_service_server {
             tonic::Response<super::ListRefusalsResponse>,
             tonic::Status,
         >;
+        /// Server streaming response type for the FollowAlerts method.
+        type FollowAlertsStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::Alert, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Alerts as they are stored: first those matching the request that are
+        /// newer than `after_id`, then every new one, until the client hangs up.
+        async fn follow_alerts(
+            &self,
+            request: tonic::Request<super::ListAlertsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::FollowAlertsStream>,
+            tonic::Status,
+        >;
+        /// The manager's version, uptime, rates and agent counts.
+        async fn status(
+            &self,
+            request: tonic::Request<super::StatusRequest>,
+        ) -> std::result::Result<tonic::Response<super::StatusResponse>, tonic::Status>;
+        /// Ask connected agents to restart themselves (agent_control -R).
+        async fn restart_agent(
+            &self,
+            request: tonic::Request<super::RestartAgentRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RestartAgentResponse>,
+            tonic::Status,
+        >;
+        /// Remove an agent: revoke its certificate and end its stream.
+        async fn remove_agent(
+            &self,
+            request: tonic::Request<super::RemoveAgentRequest>,
+        ) -> std::result::Result<tonic::Response<super::AgentInfo>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct ControlServiceServer<T> {
@@ -1560,6 +1820,187 @@ pub mod control_service_server {
                     };
                     Box::pin(fut)
                 }
+                "/palisade.v1.ControlService/FollowAlerts" => {
+                    #[allow(non_camel_case_types)]
+                    struct FollowAlertsSvc<T: ControlService>(pub Arc<T>);
+                    impl<
+                        T: ControlService,
+                    > tonic::server::ServerStreamingService<super::ListAlertsRequest>
+                    for FollowAlertsSvc<T> {
+                        type Response = super::Alert;
+                        type ResponseStream = T::FollowAlertsStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListAlertsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlService>::follow_alerts(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = FollowAlertsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/palisade.v1.ControlService/Status" => {
+                    #[allow(non_camel_case_types)]
+                    struct StatusSvc<T: ControlService>(pub Arc<T>);
+                    impl<
+                        T: ControlService,
+                    > tonic::server::UnaryService<super::StatusRequest>
+                    for StatusSvc<T> {
+                        type Response = super::StatusResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::StatusRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlService>::status(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = StatusSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/palisade.v1.ControlService/RestartAgent" => {
+                    #[allow(non_camel_case_types)]
+                    struct RestartAgentSvc<T: ControlService>(pub Arc<T>);
+                    impl<
+                        T: ControlService,
+                    > tonic::server::UnaryService<super::RestartAgentRequest>
+                    for RestartAgentSvc<T> {
+                        type Response = super::RestartAgentResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RestartAgentRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlService>::restart_agent(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RestartAgentSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/palisade.v1.ControlService/RemoveAgent" => {
+                    #[allow(non_camel_case_types)]
+                    struct RemoveAgentSvc<T: ControlService>(pub Arc<T>);
+                    impl<
+                        T: ControlService,
+                    > tonic::server::UnaryService<super::RemoveAgentRequest>
+                    for RemoveAgentSvc<T> {
+                        type Response = super::AgentInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RemoveAgentRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlService>::remove_agent(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RemoveAgentSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 _ => {
                     Box::pin(async move {
                         let mut response = http::Response::new(
@@ -1597,6 +2038,305 @@ pub mod control_service_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "palisade.v1.ControlService";
     impl<T> tonic::server::NamedService for ControlServiceServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Generated client implementations.
+pub mod enrollment_service_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    /// Enrollment: served on its own port with server-authenticated TLS only,
+    /// since the agent has no certificate yet. A one-time token authorises the
+    /// request; the agent's private key never leaves the agent.
+    #[derive(Debug, Clone)]
+    pub struct EnrollmentServiceClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl EnrollmentServiceClient<tonic::transport::Channel> {
+        /// Attempt to create a new client by connecting to a given endpoint.
+        pub async fn connect<D>(dst: D) -> Result<Self, tonic::transport::Error>
+        where
+            D: TryInto<tonic::transport::Endpoint>,
+            D::Error: Into<StdError>,
+        {
+            let conn = tonic::transport::Endpoint::new(dst)?.connect().await?;
+            Ok(Self::new(conn))
+        }
+    }
+    impl<T> EnrollmentServiceClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> EnrollmentServiceClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            EnrollmentServiceClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        pub async fn enroll(
+            &mut self,
+            request: impl tonic::IntoRequest<super::EnrollRequest>,
+        ) -> std::result::Result<tonic::Response<super::EnrollResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/palisade.v1.EnrollmentService/Enroll",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("palisade.v1.EnrollmentService", "Enroll"));
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod enrollment_service_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with EnrollmentServiceServer.
+    #[async_trait]
+    pub trait EnrollmentService: std::marker::Send + std::marker::Sync + 'static {
+        async fn enroll(
+            &self,
+            request: tonic::Request<super::EnrollRequest>,
+        ) -> std::result::Result<tonic::Response<super::EnrollResponse>, tonic::Status>;
+    }
+    /// Enrollment: served on its own port with server-authenticated TLS only,
+    /// since the agent has no certificate yet. A one-time token authorises the
+    /// request; the agent's private key never leaves the agent.
+    #[derive(Debug)]
+    pub struct EnrollmentServiceServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> EnrollmentServiceServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for EnrollmentServiceServer<T>
+    where
+        T: EnrollmentService,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/palisade.v1.EnrollmentService/Enroll" => {
+                    #[allow(non_camel_case_types)]
+                    struct EnrollSvc<T: EnrollmentService>(pub Arc<T>);
+                    impl<
+                        T: EnrollmentService,
+                    > tonic::server::UnaryService<super::EnrollRequest>
+                    for EnrollSvc<T> {
+                        type Response = super::EnrollResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::EnrollRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as EnrollmentService>::enroll(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = EnrollSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for EnrollmentServiceServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "palisade.v1.EnrollmentService";
+    impl<T> tonic::server::NamedService for EnrollmentServiceServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }
