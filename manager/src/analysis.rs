@@ -93,6 +93,11 @@ pub struct NewAlert {
     pub log_it: bool,
     /// The rule forbids active responses (`<options>no_ar</options>`).
     pub no_ar: bool,
+    /// `<options>alert_by_email</options>`: mail even below
+    /// `email_alert_level`.
+    pub alert_by_email: bool,
+    /// `<options>no_email_alert</options>`: never mail.
+    pub no_email_alert: bool,
 }
 
 impl NewAlert {
@@ -121,6 +126,8 @@ impl NewAlert {
             log,
             log_it: alert.log_it(),
             no_ar: alert.options.no_ar,
+            alert_by_email: alert.options.alert_by_email,
+            no_email_alert: alert.options.no_email_alert,
         }
     }
 }

@@ -117,6 +117,8 @@ mod tests {
                 log: b"line 14\nline 13".to_vec(),
                 log_it: true,
                 no_ar: false,
+                alert_by_email: false,
+                no_email_alert: false,
             },
         }
     }

@@ -538,8 +538,12 @@ impl Store {
                     url: r.get("url"),
                     event_sequence: r.get::<Option<i64>, _>("event_sequence").map(to_u64),
                     log: r.get("log"),
+                    // Rule options act when the alert is judged and
+                    // published; the store does not keep them.
                     log_it: true,
                     no_ar: false,
+                    alert_by_email: false,
+                    no_email_alert: false,
                 },
             })
             .collect())
