@@ -2,7 +2,7 @@
 //! can build the same program under another name and kill it for real.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::config::{DEFAULT_PORT, ManagerConfig};
@@ -123,6 +123,10 @@ enum Command {
     ImportOssec {
         /// The OSSEC configuration file.
         file: PathBuf,
+        /// Merge into this manager.toml (checked before it is written; the
+        /// previous version is kept as FILE.bak) instead of printing.
+        #[arg(long, value_name = "MANAGER_TOML")]
+        into: Option<PathBuf>,
     },
     /// Register or remove agents.
     Agent {
@@ -309,7 +313,7 @@ async fn dispatch(command: Command) -> ExitCode {
             Ok(rs) => crate::logtest_cli::ruletest(rs, now.as_deref(), &files),
             Err(code) => code,
         },
-        Command::ImportOssec { file } => {
+        Command::ImportOssec { file, into } => {
             let text = match std::fs::read(&file) {
                 Ok(b) => String::from_utf8_lossy(&b).into_owned(),
                 Err(e) => {
@@ -318,10 +322,13 @@ async fn dispatch(command: Command) -> ExitCode {
                 }
             };
             match crate::import_ossec::convert(&file.display().to_string(), &text) {
-                Ok(toml) => {
-                    print!("{toml}");
-                    ExitCode::SUCCESS
-                }
+                Ok(toml) => match into {
+                    None => {
+                        print!("{toml}");
+                        ExitCode::SUCCESS
+                    }
+                    Some(target) => import_into(&target, &toml),
+                },
                 Err(e) => {
                     eprintln!("palisade-manager: {e}");
                     ExitCode::from(EXIT_USAGE)
@@ -436,4 +443,57 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     }
     tracing::info!("Shutting down.");
     shutdown.cancel();
+}
+
+/// `import-ossec --into`: merges, checks the result as `check-config`
+/// would, keeps the old file as `.bak`, then replaces it.
+fn import_into(target: &Path, imported: &str) -> ExitCode {
+    let existing = match std::fs::read_to_string(target) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("palisade-manager: {}: {e}", target.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let (merged, added) = match crate::import_ossec::merge_into(&existing, imported) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("palisade-manager: {}: {e}", target.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(e) = ManagerConfig::parse(&merged, target) {
+        eprintln!(
+            "palisade-manager: the merged configuration would be invalid; {} is unchanged\n{e}",
+            target.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if added.is_empty() {
+        println!("Nothing to add: {} already has it all.", target.display());
+        return ExitCode::SUCCESS;
+    }
+    let mut backup = target.as_os_str().to_owned();
+    backup.push(".bak");
+    let mut temp = target.as_os_str().to_owned();
+    temp.push(".new");
+    // The copy keeps the file's permissions; the new file gets them too.
+    let written = std::fs::copy(target, &backup)
+        .and_then(|_| std::fs::write(&temp, &merged))
+        .and_then(|()| std::fs::metadata(target))
+        .and_then(|m| std::fs::set_permissions(&temp, m.permissions()))
+        .and_then(|()| std::fs::rename(&temp, target));
+    if let Err(e) = written {
+        eprintln!("palisade-manager: {}: {e}", target.display());
+        return ExitCode::from(1);
+    }
+    println!(
+        "Merged into {} (previous version: {}):",
+        target.display(),
+        Path::new(&backup).display()
+    );
+    for a in added {
+        println!("  added {a}");
+    }
+    ExitCode::SUCCESS
 }

@@ -1,7 +1,8 @@
 //! `palisade-manager import-ossec ossec.conf`: the `[global] white_list`,
 //! `[[command]]` and `[[active_response]]` sections equivalent to an OSSEC
 //! configuration's `<global><white_list>`, `<command>` and
-//! `<active-response>` blocks, printed as TOML to paste into manager.toml.
+//! `<active-response>` blocks, printed as TOML, or merged into an existing
+//! manager.toml with `--into` ([`merge_into`]).
 //!
 //! OSSEC's stock scripts (`route-null.sh`, `firewall-drop.sh`,
 //! `host-deny.sh`) become Palisade's built-ins; any other executable stays a
@@ -203,9 +204,111 @@ pub fn convert(source_name: &str, text: &str) -> Result<String, String> {
     Ok(out)
 }
 
+/// Merges converted TOML into an existing manager.toml's text, keeping its
+/// comments and layout: white-list entries are added to `[global]` (each
+/// once), `[[command]]` blocks whose name is already defined and
+/// `[[active_response]]` blocks identical to an existing one are left out.
+/// Returns the new text and what was added.
+pub fn merge_into(existing: &str, imported: &str) -> Result<(String, Vec<String>), String> {
+    use toml_edit::{Array, DocumentMut, Item, Value};
+    let mut doc: DocumentMut = existing
+        .parse()
+        .map_err(|e: toml_edit::TomlError| format!("the existing file: {e}"))?;
+    let new: DocumentMut = imported
+        .parse()
+        .map_err(|e: toml_edit::TomlError| format!("the converted text: {e}"))?;
+    let mut added = Vec::new();
+
+    if let Some(list) = new
+        .get("global")
+        .and_then(|g| g.get("white_list"))
+        .and_then(Item::as_array)
+    {
+        let global = doc
+            .entry("global")
+            .or_insert_with(toml_edit::table)
+            .as_table_like_mut()
+            .ok_or("the existing [global] is not a table")?;
+        let current = global
+            .entry("white_list")
+            .or_insert(Item::Value(Value::Array(Array::new())))
+            .as_array_mut()
+            .ok_or("the existing global.white_list is not a list")?;
+        for v in list.iter() {
+            let Some(s) = v.as_str() else { continue };
+            if !current.iter().any(|c| c.as_str() == Some(s)) {
+                current.push(s);
+                added.push(format!("white_list {s}"));
+            }
+        }
+    }
+
+    for (key, what) in [
+        ("command", "command"),
+        ("active_response", "active response"),
+    ] {
+        let Some(tables) = new.get(key).and_then(Item::as_array_of_tables) else {
+            continue;
+        };
+        let existing_tables = doc
+            .entry(key)
+            .or_insert(Item::ArrayOfTables(toml_edit::ArrayOfTables::new()))
+            .as_array_of_tables_mut()
+            .ok_or_else(|| format!("the existing {key} is not a list of [[{key}]] blocks"))?;
+        for table in tables.iter() {
+            let same_name = |t: &toml_edit::Table| {
+                key == "command"
+                    && t.get("name").and_then(Item::as_str)
+                        == table.get("name").and_then(Item::as_str)
+            };
+            let identical = |t: &toml_edit::Table| t.to_string() == table.to_string();
+            if existing_tables.iter().any(|t| same_name(t) || identical(t)) {
+                continue;
+            }
+            let label = table
+                .get(if key == "command" { "name" } else { "command" })
+                .and_then(Item::as_str)
+                .unwrap_or("?");
+            added.push(format!("{what} {label}"));
+            existing_tables.push(table.clone());
+        }
+    }
+    Ok((doc.to_string(), added))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merging_keeps_the_file_and_adds_each_thing_once() {
+        let existing = "# mine\n[server]\nlisten = \"127.0.0.1:1514\"\n\n[global]\n# keep\nwhite_list = [\"127.0.0.1\"]\n\n[[active_response]]\ncommand = \"route-null\"\nlocation = \"local\"\nrules_id = [31151]\ntimeout = \"600s\"\n";
+        let conf = r#"<ossec_config>
+  <global><white_list>127.0.0.1</white_list><white_list>10.0.0.0/8</white_list></global>
+  <command><name>firewall-drop</name><executable>firewall-drop.sh</executable><expect>srcip</expect><timeout_allowed>yes</timeout_allowed></command>
+  <active-response><command>firewall-drop</command><location>local</location><level>7</level><timeout>600</timeout></active-response>
+</ossec_config>"#;
+        let imported = convert("ossec.conf", conf).unwrap();
+        let (merged, added) = merge_into(existing, &imported).unwrap();
+        assert!(merged.starts_with("# mine\n"), "{merged}");
+        assert!(merged.contains("# keep"), "{merged}");
+        assert_eq!(
+            added,
+            [
+                "white_list 10.0.0.0/8",
+                "command firewall-drop",
+                "active response firewall-drop"
+            ]
+        );
+        let config =
+            crate::config::ManagerConfig::parse(&merged, std::path::Path::new("m.toml")).unwrap();
+        assert_eq!(config.white_list.len(), 2);
+        assert_eq!(config.responses.len(), 2);
+        // Merging the same file again adds nothing.
+        let (again, added) = merge_into(&merged, &imported).unwrap();
+        assert!(added.is_empty(), "{added:?}");
+        assert_eq!(again, merged);
+    }
 
     #[test]
     fn stock_blocks_become_builtins_and_the_result_is_valid() {
