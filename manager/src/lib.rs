@@ -114,6 +114,11 @@ pub async fn run(
     let outputs = outputs::Outputs::new(sinks, stats.clone());
     let local = listener.local_addr().ok();
 
+    let retention = tokio::spawn(retention::run(
+        store.clone(),
+        config.retention.clone(),
+        shutdown.clone(),
+    ));
     let revocations = tokio::spawn(watch_revocations(
         store.clone(),
         sessions.clone(),
@@ -165,6 +170,8 @@ pub async fn run(
     };
     palisade_agent::systemd::stopping();
     revocations.abort();
+    // Cancelled with the rest: it stops after the batch in hand.
+    let _ = retention.await;
     store.close().await;
     info!("Manager stopped.");
     Ok(result?)
