@@ -89,6 +89,9 @@ pub enum RunError {
     /// The engine thread could not start.
     #[error("cannot start the analysis thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// alerts.log or alerts.json cannot be opened.
+    #[error("alert files: {0}")]
+    AlertFiles(std::io::Error),
 }
 
 /// Runs the manager on `listener` until `shutdown` is cancelled.
@@ -110,7 +113,20 @@ pub async fn run(
     let store = store::Store::open(&config.database).await?;
     let sessions = sessions::Sessions::default();
     let stats = std::sync::Arc::new(stats::Stats::default());
-    let sinks: Vec<Box<dyn outputs::AlertSink>> = Vec::new();
+    let mut sinks: Vec<Box<dyn outputs::AlertSink>> = Vec::new();
+    let alert_files = alert_files::AlertFiles::start(
+        &config.alert_files,
+        alert_files::Rendering {
+            // The `[email]` section's email_alert_level, once it has one.
+            email_alert_level: format::DEFAULT_EMAIL_ALERT_LEVEL,
+            manager: hostname.clone(),
+        },
+        alert_files::system_clock(),
+    )
+    .map_err(RunError::AlertFiles)?;
+    if let Some(files) = &alert_files {
+        sinks.push(Box::new(files.clone()));
+    }
     let outputs = outputs::Outputs::new(sinks, stats.clone());
     let local = listener.local_addr().ok();
 
@@ -172,6 +188,10 @@ pub async fn run(
     revocations.abort();
     // Cancelled with the rest: it stops after the batch in hand.
     let _ = retention.await;
+    if let Some(files) = alert_files {
+        // Streams have ended: write out what is queued.
+        let _ = tokio::task::spawn_blocking(move || files.close()).await;
+    }
     store.close().await;
     info!("Manager stopped.");
     Ok(result?)
