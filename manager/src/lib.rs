@@ -92,6 +92,9 @@ pub enum RunError {
     /// alerts.log or alerts.json cannot be opened.
     #[error("alert files: {0}")]
     AlertFiles(std::io::Error),
+    /// The metrics address cannot be bound.
+    #[error("metrics.listen {0}: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
 }
 
 /// Runs the manager on `listener` until `shutdown` is cancelled.
@@ -151,7 +154,27 @@ pub async fn run(
         own,
         store.clone(),
         sessions.clone(),
-    );
+    )
+    .with_stats(stats.clone());
+    let metrics = match config.metrics.listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| RunError::Metrics(addr, e))?;
+            let sources = metrics::Sources {
+                stats: stats.clone(),
+                analyzer: analyzer.clone(),
+                sessions: sessions.clone(),
+                store: store.clone(),
+            };
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                sources,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let ingest = ingest::Ingest::new(
         store.clone(),
         sessions.clone(),
@@ -188,6 +211,9 @@ pub async fn run(
     revocations.abort();
     // Cancelled with the rest: it stops after the batch in hand.
     let _ = retention.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     if let Some(files) = alert_files {
         // Streams have ended: write out what is queued.
         let _ = tokio::task::spawn_blocking(move || files.close()).await;
