@@ -694,6 +694,22 @@ time_source = "arrival"
 # "per-source" restarts it only for the address it fired about.
 barrier = "per-source"
 
+[alerts]
+# OSSEC's alerts.log; earlier days move to logs/alerts/YYYY/Mon/alerts-DD.log.
+log_file = "logs/alerts/alerts.log"
+# Wazuh-style JSON, one alert per line:
+# json_file = "logs/alerts/alerts.json"
+log_alert_level = 1
+
+[retention]
+# Prune old alerts and archived events in the background.
+alerts_max_age = "90d"
+archive_max_age = "30d"
+
+[metrics]
+# Prometheus /metrics over plain HTTP; off unless set.
+# listen = "127.0.0.1:9514"
+
 # Active responses, with OSSEC's concepts and names. Built-in commands:
 # route-null (an unreachable route, through netlink), firewall-drop (an
 # nftables set whose elements expire in the kernel), host-deny
@@ -724,6 +740,12 @@ mod tests {
         let c = ManagerConfig::parse(&text, Path::new("/etc/palisade/manager.toml")).unwrap();
         assert_eq!(c.database, Path::new("/etc/palisade/palisade.db"));
         assert_eq!(c.white_list.len(), 2);
+        assert_eq!(
+            c.alert_files.log_file.as_deref(),
+            Some(Path::new("/etc/palisade/logs/alerts/alerts.log"))
+        );
+        assert!(c.retention.enabled());
+        assert_eq!(c.metrics.listen, None);
     }
 
     #[test]

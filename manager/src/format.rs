@@ -1,8 +1,32 @@
-//! Alerts as people read them: OSSEC's alerts.log entry and its e-mail
-//! notification layout (with "Palisade" where OSSEC prints "OSSEC HIDS"),
-//! from a stored alert.
+//! Alerts as people read them: OSSEC's alerts.log entry, Wazuh's
+//! alerts.json object and OSSEC's e-mail notification layout (with
+//! "Palisade" where OSSEC prints "OSSEC HIDS"), from a stored alert.
 
+use palisade_engine::alert_format::{CONTEXT_LINES, FULL_LOG_LIMIT};
+
+use crate::analysis::{NewAlert, Origin};
 use crate::store::StoredAlert;
+
+/// OSSEC's default `email_alert_level`.
+pub const DEFAULT_EMAIL_ALERT_LEVEL: u32 = 7;
+
+/// Whether an alert carries OSSEC's mail flag: level at or above
+/// `email_alert_level` or the rule's `alert_by_email`, and not its
+/// `no_email_alert`.
+pub fn mail_flag(alert: &NewAlert, email_alert_level: u32) -> bool {
+    (alert.level >= email_alert_level || alert.alert_by_email) && !alert.no_email_alert
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 fn local_time(ms: i64) -> jiff::ZonedDateTime {
     jiff::Timestamp::from_millisecond(ms)
@@ -18,13 +42,17 @@ fn log_lines(alert: &StoredAlert) -> impl Iterator<Item = std::borrow::Cow<'_, s
         .map(String::from_utf8_lossy)
 }
 
-/// An alert in OSSEC's alerts.log layout.
-pub fn alerts_log_entry(stored: &StoredAlert) -> String {
+/// An alert in OSSEC's alerts.log layout, ending with the empty line that
+/// separates entries. `mail` is OSSEC's mail flag (see [`mail_flag`]). The
+/// alert id is `<epoch seconds>.<store id>` where OSSEC has the byte offset.
+/// Lines are cut at OSSEC's 1256 bytes, correlated lines at its 11.
+pub fn alerts_log_entry(stored: &StoredAlert, mail: bool) -> String {
     let a = &stored.alert;
     let mut s = format!(
-        "** Alert {}.{}: - {},\n{} {}\nRule: {} (level {}) -> '{}'\n",
+        "** Alert {}.{}:{} - {},\n{} {}\nRule: {} (level {}) -> '{}'\n",
         a.time.div_euclid(1000),
         stored.id,
+        if mail { " mail " } else { "" },
         a.groups,
         local_time(a.time).strftime("%Y %b %d %H:%M:%S"),
         a.location,
@@ -35,15 +63,80 @@ pub fn alerts_log_entry(stored: &StoredAlert) -> String {
     if let Some(ip) = &a.srcip {
         s.push_str(&format!("Src IP: {ip}\n"));
     }
+    if let Some(ip) = &a.dstip {
+        s.push_str(&format!("Dst IP: {ip}\n"));
+    }
     if let Some(user) = &a.dstuser {
         s.push_str(&format!("User: {user}\n"));
     }
-    for line in log_lines(stored) {
-        s.push_str(&line);
+    for line in log_lines(stored).take(1 + CONTEXT_LINES) {
+        s.push_str(truncate(&line, FULL_LOG_LIMIT));
         s.push('\n');
     }
     s.push('\n');
     s
+}
+
+/// An alert as one line of Wazuh's alerts.json (no line end): `timestamp`
+/// (`%FT%T.mmm%z`), `rule{level, description, id, mail, groups}`,
+/// `agent{id, name, ip}` (`000` and the manager's name for its own events;
+/// no `ip` when registered as `any`), `manager{name}`, `id`, `full_log`,
+/// `previous_output` (the correlated lines, when there are),
+/// `decoder{name}`, `data{srcip, dstip, srcuser, dstuser, url}` (the
+/// decoded ones) and `location` (the file path only).
+pub fn alert_json(stored: &StoredAlert, origin: &Origin, mail: bool, manager: &str) -> String {
+    use serde_json::{Map, Value, json};
+    let a = &stored.alert;
+    let mut lines = log_lines(stored);
+    let full_log = lines.next().unwrap_or_default();
+    let previous: Vec<_> = lines.collect();
+    let agent = match &origin.agent_id {
+        Some(id) => {
+            let mut agent = json!({ "id": id, "name": origin.name });
+            if origin.ip != "any" {
+                agent["ip"] = json!(origin.ip);
+            }
+            agent
+        }
+        None => json!({ "id": "000", "name": manager }),
+    };
+    let mut data = Map::new();
+    for (key, value) in [
+        ("srcip", &a.srcip),
+        ("dstip", &a.dstip),
+        ("srcuser", &a.srcuser),
+        ("dstuser", &a.dstuser),
+        ("url", &a.url),
+    ] {
+        if let Some(v) = value {
+            data.insert(key.into(), json!(v));
+        }
+    }
+    let mut o = json!({
+        "timestamp": local_time(a.time).strftime("%Y-%m-%dT%H:%M:%S%.3f%z").to_string(),
+        "rule": {
+            "level": a.level,
+            "description": a.description,
+            "id": a.rule_id.to_string(),
+            "mail": mail,
+            "groups": a.groups.split(',').filter(|g| !g.is_empty()).collect::<Vec<_>>(),
+        },
+        "agent": agent,
+        "manager": { "name": manager },
+        "id": format!("{}.{}", a.time.div_euclid(1000), stored.id),
+        "full_log": full_log,
+        "location": a.location.split_once("->").map_or(a.location.as_str(), |(_, path)| path),
+    });
+    if !previous.is_empty() {
+        o["previous_output"] = json!(previous.join("\n"));
+    }
+    if let Some(decoder) = &a.decoder {
+        o["decoder"] = json!({ "name": decoder });
+    }
+    if !data.is_empty() {
+        o["data"] = Value::Object(data);
+    }
+    o.to_string()
 }
 
 /// The body of OSSEC's e-mail notification (`\n` line ends; a mailer
@@ -94,7 +187,6 @@ pub fn notification_subject(stored: &StoredAlert) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::NewAlert;
 
     fn alert() -> StoredAlert {
         StoredAlert {
@@ -150,14 +242,126 @@ mod tests {
 
     #[test]
     fn alerts_log_entry_has_ossecs_header() {
-        let entry = alerts_log_entry(&alert());
-        assert!(
-            entry.starts_with("** Alert 1764324001.7: - web,accesslog,web_scan,recon,\n"),
-            "{entry}"
+        let stored = alert();
+        let entry = alerts_log_entry(&stored, false);
+        let lines: Vec<&str> = entry.split('\n').collect();
+        assert_eq!(
+            lines[0],
+            "** Alert 1764324001.7: - web,accesslog,web_scan,recon,"
         );
-        assert!(
-            entry.contains("\nRule: 31151 (level 10) -> 'Many 4xx"),
-            "{entry}"
+        let date = local_time(stored.alert.time)
+            .strftime("%Y %b %d %H:%M:%S")
+            .to_string();
+        assert_eq!(
+            lines[1],
+            format!("{date} (web01) any->/var/log/nginx/access.log")
         );
+        assert_eq!(
+            lines[2],
+            "Rule: 31151 (level 10) -> 'Many 4xx answers to one address in 90 seconds (web scan).'"
+        );
+        assert_eq!(
+            &lines[3..],
+            ["Src IP: 203.0.113.7", "line 14", "line 13", "", ""]
+        );
+        let mailed = alerts_log_entry(&stored, true);
+        assert!(
+            mailed.starts_with("** Alert 1764324001.7: mail  - web,accesslog,web_scan,recon,\n"),
+            "{mailed}"
+        );
+    }
+
+    #[test]
+    fn alerts_log_entry_cuts_long_lines_and_context_as_ossec() {
+        let mut stored = alert();
+        stored.alert.dstip = Some("192.0.2.1".into());
+        stored.alert.dstuser = Some("root".into());
+        let mut log = vec![b'x'; 2000];
+        for i in 0..20 {
+            log.extend_from_slice(format!("\ncontext {i}").as_bytes());
+        }
+        stored.alert.log = log;
+        let entry = alerts_log_entry(&stored, false);
+        let lines: Vec<&str> = entry.lines().collect();
+        assert_eq!(
+            &lines[3..6],
+            ["Src IP: 203.0.113.7", "Dst IP: 192.0.2.1", "User: root"]
+        );
+        assert_eq!(lines[6].len(), FULL_LOG_LIMIT);
+        assert_eq!(lines[7], "context 0");
+        // Header, date, rule, three fields, the line, the context, the empty line.
+        assert_eq!(lines.len(), 7 + CONTEXT_LINES + 1);
+        assert!(entry.ends_with("context 10\n\n"));
+    }
+
+    #[test]
+    fn the_mail_flag_follows_level_and_rule_options() {
+        let mut a = alert().alert;
+        assert!(mail_flag(&a, 7));
+        assert!(!mail_flag(&a, 11));
+        a.alert_by_email = true;
+        assert!(mail_flag(&a, 11));
+        a.no_email_alert = true;
+        assert!(!mail_flag(&a, 7));
+    }
+
+    #[test]
+    fn the_json_line_has_wazuhs_field_names() {
+        let mut stored = alert();
+        stored.alert.url = Some("/wp-login.php".into());
+        let origin = Origin {
+            agent_id: Some("001".into()),
+            name: "web01".into(),
+            ip: "10.0.0.5".into(),
+        };
+        let line = alert_json(&stored, &origin, true, "central");
+        assert!(!line.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let ts = v["timestamp"].as_str().unwrap();
+        let parsed = jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%.f%z", ts).unwrap();
+        assert_eq!(parsed.as_millisecond(), stored.alert.time);
+        assert_eq!(ts.len(), "2025-11-28T10:00:01.000+0000".len(), "{ts}");
+        assert_eq!(v["rule"]["level"], 10);
+        assert_eq!(v["rule"]["id"], "31151");
+        assert_eq!(v["rule"]["mail"], true);
+        assert_eq!(
+            v["rule"]["groups"],
+            serde_json::json!(["web", "accesslog", "web_scan", "recon"])
+        );
+        assert_eq!(
+            v["agent"],
+            serde_json::json!({"id": "001", "name": "web01", "ip": "10.0.0.5"})
+        );
+        assert_eq!(v["manager"]["name"], "central");
+        assert_eq!(v["id"], "1764324001.7");
+        assert_eq!(v["full_log"], "line 14");
+        assert_eq!(v["previous_output"], "line 13");
+        assert_eq!(v["decoder"]["name"], "web-accesslog");
+        assert_eq!(
+            v["data"],
+            serde_json::json!({"srcip": "203.0.113.7", "url": "/wp-login.php"})
+        );
+        assert_eq!(v["location"], "/var/log/nginx/access.log");
+        // The manager's own events, a single line, nothing decoded.
+        stored.alert.log = b"only".to_vec();
+        stored.alert.srcip = None;
+        stored.alert.url = None;
+        stored.alert.decoder = None;
+        stored.alert.location = "/var/log/auth.log".into();
+        let own = Origin {
+            agent_id: None,
+            name: "central".into(),
+            ip: "any".into(),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&alert_json(&stored, &own, false, "central")).unwrap();
+        assert_eq!(
+            v["agent"],
+            serde_json::json!({"id": "000", "name": "central"})
+        );
+        assert!(v.get("previous_output").is_none());
+        assert!(v.get("data").is_none());
+        assert!(v.get("decoder").is_none());
+        assert_eq!(v["location"], "/var/log/auth.log");
     }
 }

@@ -89,6 +89,12 @@ pub enum RunError {
     /// The engine thread could not start.
     #[error("cannot start the analysis thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// alerts.log or alerts.json cannot be opened.
+    #[error("alert files: {0}")]
+    AlertFiles(std::io::Error),
+    /// The metrics address cannot be bound.
+    #[error("metrics.listen {0}: {1}")]
+    Metrics(std::net::SocketAddr, std::io::Error),
 }
 
 /// Runs the manager on `listener` until `shutdown` is cancelled.
@@ -110,10 +116,28 @@ pub async fn run(
     let store = store::Store::open(&config.database).await?;
     let sessions = sessions::Sessions::default();
     let stats = std::sync::Arc::new(stats::Stats::default());
-    let sinks: Vec<Box<dyn outputs::AlertSink>> = Vec::new();
+    let mut sinks: Vec<Box<dyn outputs::AlertSink>> = Vec::new();
+    let alert_files = alert_files::AlertFiles::start(
+        &config.alert_files,
+        alert_files::Rendering {
+            // The `[email]` section's email_alert_level, once it has one.
+            email_alert_level: format::DEFAULT_EMAIL_ALERT_LEVEL,
+            manager: hostname.clone(),
+        },
+        alert_files::system_clock(),
+    )
+    .map_err(RunError::AlertFiles)?;
+    if let Some(files) = &alert_files {
+        sinks.push(Box::new(files.clone()));
+    }
     let outputs = outputs::Outputs::new(sinks, stats.clone());
     let local = listener.local_addr().ok();
 
+    let retention = tokio::spawn(retention::run(
+        store.clone(),
+        config.retention.clone(),
+        shutdown.clone(),
+    ));
     let revocations = tokio::spawn(watch_revocations(
         store.clone(),
         sessions.clone(),
@@ -130,7 +154,27 @@ pub async fn run(
         own,
         store.clone(),
         sessions.clone(),
-    );
+    )
+    .with_stats(stats.clone());
+    let metrics = match config.metrics.listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| RunError::Metrics(addr, e))?;
+            let sources = metrics::Sources {
+                stats: stats.clone(),
+                analyzer: analyzer.clone(),
+                sessions: sessions.clone(),
+                store: store.clone(),
+            };
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                sources,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let ingest = ingest::Ingest::new(
         store.clone(),
         sessions.clone(),
@@ -165,6 +209,15 @@ pub async fn run(
     };
     palisade_agent::systemd::stopping();
     revocations.abort();
+    // Cancelled with the rest: it stops after the batch in hand.
+    let _ = retention.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
+    if let Some(files) = alert_files {
+        // Streams have ended: write out what is queued.
+        let _ = tokio::task::spawn_blocking(move || files.close()).await;
+    }
     store.close().await;
     info!("Manager stopped.");
     Ok(result?)

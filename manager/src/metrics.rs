@@ -1,19 +1,330 @@
 //! The Prometheus endpoint: `[metrics]` in manager.toml (off by default).
+//!
+//! ```toml
+//! [metrics]
+//! listen = "127.0.0.1:9514"
+//! ```
+//!
+//! A plain-HTTP listener of its own (not the agents' mutual-TLS port)
+//! answers `GET /metrics` in Prometheus' text exposition format 0.0.4,
+//! rendered from the running counters at each scrape:
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `palisade_events_received_total` | counter | |
+//! | `palisade_events_per_second` | gauge (last minute) | |
+//! | `palisade_events_decoded_total` | counter | |
+//! | `palisade_events_rejected_total` | counter | |
+//! | `palisade_alerts_total` | counter | `level` |
+//! | `palisade_responses_issued_total`, `_delivered_total`, `_failed_total` | counter | |
+//! | `palisade_agents_connected` | gauge | |
+//! | `palisade_agent_spool_depth` | gauge (last heartbeat) | `agent` (id) |
+//! | `palisade_mail_queue_depth` | gauge | |
+//! | `palisade_mails_sent_total`, `palisade_mails_dropped_total` | counter | |
+//! | `process_start_time_seconds` | gauge | |
+//!
+//! Labels stay few and bounded: a level, an agent id, never an address.
 
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::analysis::Analyzer;
+use crate::sessions::Sessions;
+use crate::stats::Stats;
+use crate::store::Store;
 
 /// `[metrics]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawMetrics {}
+pub struct RawMetrics {
+    /// address:port to serve /metrics on; off unless set.
+    pub listen: Option<String>,
+}
 
 /// The validated `[metrics]` section.
-#[derive(Debug, Clone, Default)]
-pub struct MetricsConfig {}
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where to serve /metrics; `None`: no endpoint.
+    pub listen: Option<SocketAddr>,
+}
 
 /// Checks `[metrics]`; problems go to `errors`, each naming its key.
-pub fn compile(_raw: RawMetrics, _base: &Path, _errors: &mut Vec<String>) -> MetricsConfig {
-    MetricsConfig {}
+pub fn compile(raw: RawMetrics, _base: &Path, errors: &mut Vec<String>) -> MetricsConfig {
+    let listen = raw.listen.and_then(|l| match l.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            errors.push(format!(
+                "metrics.listen: {l:?} is not an address:port ({e})"
+            ));
+            None
+        }
+    });
+    MetricsConfig { listen }
+}
+
+/// What a scrape reads.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The manager's counters.
+    pub stats: Arc<Stats>,
+    /// The engine thread (its counters).
+    pub analyzer: Analyzer,
+    /// Open agent streams.
+    pub sessions: Sessions,
+    /// The database (agents' last reported spool depths).
+    pub store: Store,
+}
+
+/// The exposition text: every family with its HELP and TYPE.
+pub async fn render(sources: &Sources) -> String {
+    let s = &sources.stats;
+    let a = sources.analyzer.stats();
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+    let mut out = String::with_capacity(4096);
+    let mut one = |name: &str, kind: &str, help: &str, value: f64| {
+        family(&mut out, name, kind, help, &[(String::new(), value)]);
+    };
+    one(
+        "palisade_events_received_total",
+        "counter",
+        "Events received from agents (resent ones excluded).",
+        load(&s.events_received),
+    );
+    one(
+        "palisade_events_per_second",
+        "gauge",
+        "Events received per second over the last minute.",
+        s.events_per_second(),
+    );
+    one(
+        "palisade_events_decoded_total",
+        "counter",
+        "Events pre-decoded, decoded and judged by the rules.",
+        load(&a.events),
+    );
+    one(
+        "palisade_events_rejected_total",
+        "counter",
+        "Events dropped before decoding for an invalid location.",
+        load(&a.rejected),
+    );
+    one(
+        "palisade_responses_issued_total",
+        "counter",
+        "Active-response commands decided, by rules or operators.",
+        load(&s.responses_issued),
+    );
+    one(
+        "palisade_responses_delivered_total",
+        "counter",
+        "Active-response commands handed to a connected agent.",
+        load(&s.responses_delivered),
+    );
+    one(
+        "palisade_responses_failed_total",
+        "counter",
+        "Active-response commands an agent reported as failed.",
+        load(&s.responses_failed),
+    );
+    one(
+        "palisade_agents_connected",
+        "gauge",
+        "Agents with an open stream.",
+        sources.sessions.connected_count() as f64,
+    );
+    one(
+        "palisade_mail_queue_depth",
+        "gauge",
+        "Mails waiting to be sent.",
+        load(&s.mail_queue),
+    );
+    one(
+        "palisade_mails_sent_total",
+        "counter",
+        "Mails sent.",
+        load(&s.mails_sent),
+    );
+    one(
+        "palisade_mails_dropped_total",
+        "counter",
+        "Mails given up on (queue full, or rejected by the server).",
+        load(&s.mails_dropped),
+    );
+    one(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch in seconds.",
+        s.started_at as f64 / 1000.0,
+    );
+    let by_level: Vec<(String, f64)> = s
+        .alerts_by_level
+        .iter()
+        .enumerate()
+        .map(|(level, c)| (format!("level=\"{level}\""), load(c)))
+        .collect();
+    family(
+        &mut out,
+        "palisade_alerts_total",
+        "counter",
+        "Alerts stored, by rule level (15 includes higher levels).",
+        &by_level,
+    );
+    match sources.store.agents().await {
+        Ok(agents) => {
+            let spools: Vec<(String, f64)> = agents
+                .iter()
+                .filter(|a| a.removed_at.is_none())
+                .map(|a| (format!("agent=\"{}\"", escape(&a.id)), a.spool_depth as f64))
+                .collect();
+            family(
+                &mut out,
+                "palisade_agent_spool_depth",
+                "gauge",
+                "Events waiting in an agent's spool, as its last heartbeat reported.",
+                &spools,
+            );
+        }
+        Err(error) => debug!(%error, "Cannot read agents for the spool depths."),
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// A label value as the text format wants it.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves /metrics on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, sources: Sources, shutdown: CancellationToken) {
+    info!(listen = ?listener.local_addr().ok(), "Metrics endpoint started.");
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    warn!(%error, "Metrics endpoint: accept failed.");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let sources = sources.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let sources = sources.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &sources).await) }
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = &mut conn => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(error) = result {
+                debug!(%error, "Metrics connection ended with an error.");
+            }
+        });
+    }
+}
+
+async fn answer(req: &Request<Incoming>, sources: &Sources) -> Response<Full<Bytes>> {
+    let (status, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => (StatusCode::OK, render(sources).await),
+        (_, "/metrics") => (StatusCode::METHOD_NOT_ALLOWED, "Use GET.\n".into()),
+        _ => (StatusCode::NOT_FOUND, "Metrics are at /metrics.\n".into()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let kind = if status == StatusCode::OK {
+        "text/plain; version=0.0.4; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_is_checked() {
+        let mut errors = Vec::new();
+        let c = compile(
+            RawMetrics {
+                listen: Some("127.0.0.1:9514".into()),
+            },
+            Path::new("."),
+            &mut errors,
+        );
+        assert_eq!(c.listen, Some("127.0.0.1:9514".parse().unwrap()));
+        assert_eq!(
+            compile(RawMetrics::default(), Path::new("."), &mut errors).listen,
+            None
+        );
+        compile(
+            RawMetrics {
+                listen: Some("localhost".into()),
+            },
+            Path::new("."),
+            &mut errors,
+        );
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("metrics.listen: "), "{errors:?}");
+    }
+
+    #[test]
+    fn families_are_written_in_the_text_format() {
+        let mut out = String::new();
+        family(
+            &mut out,
+            "x_total",
+            "counter",
+            "Things.",
+            &[("level=\"3\"".into(), 2.0), ("level=\"4\"".into(), 0.5)],
+        );
+        assert_eq!(
+            out,
+            "# HELP x_total Things.\n# TYPE x_total counter\nx_total{level=\"3\"} 2\nx_total{level=\"4\"} 0.5\n"
+        );
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

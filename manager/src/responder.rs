@@ -69,6 +69,7 @@ pub struct Responder {
     own_addresses: Vec<IpAddr>,
     store: Store,
     sessions: Sessions,
+    stats: std::sync::Arc<crate::stats::Stats>,
 }
 
 /// The addresses of this host's interfaces.
@@ -111,7 +112,18 @@ impl Responder {
             own_addresses,
             store,
             sessions,
+            stats: Default::default(),
         }
+    }
+
+    /// Counts issued, delivered and failed commands in `stats`.
+    pub fn with_stats(mut self, stats: std::sync::Arc<crate::stats::Stats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    fn count(&self, counter: fn(&crate::stats::Stats) -> &std::sync::atomic::AtomicU64) {
+        counter(&self.stats).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The enabled responses.
@@ -283,6 +295,7 @@ impl Responder {
                     undoes: None,
                 })
                 .await?;
+            self.count(|s| &s.responses_issued);
             info!(
                 command = row.id,
                 %agent,
@@ -337,6 +350,7 @@ impl Responder {
         if sender.send(Ok(message)).await.is_err() {
             return Ok(false);
         }
+        self.count(|s| &s.responses_delivered);
         self.store.response_sent(row.id).await?;
         Ok(true)
     }
@@ -391,15 +405,18 @@ impl Responder {
                 message = %result.message,
                 "Active response carried out."
             ),
-            Some(row) => warn!(
-                command = id,
-                agent = %agent_id,
-                %action,
-                response = %row.request.response,
-                srcip = row.request.srcip.as_deref().unwrap_or("-"),
-                message = %result.message,
-                "Active response failed on the agent."
-            ),
+            Some(row) => {
+                self.count(|s| &s.responses_failed);
+                warn!(
+                    command = id,
+                    agent = %agent_id,
+                    %action,
+                    response = %row.request.response,
+                    srcip = row.request.srcip.as_deref().unwrap_or("-"),
+                    message = %result.message,
+                    "Active response failed on the agent."
+                )
+            }
             None => {
                 warn!(agent = %agent_id, command = id, "Result for a command this agent was not sent.")
             }
@@ -442,6 +459,7 @@ impl Responder {
                     undoes: None,
                 })
                 .await?;
+            self.count(|s| &s.responses_issued);
             info!(command = row.id, %agent, response = %spec.name, srcip = %ip, "Active response run by an operator.");
             outcome.command_ids.push(row.id);
             if self.deliver(&row).await? {
@@ -485,6 +503,7 @@ impl Responder {
                     ..add.request
                 })
                 .await?;
+            self.count(|s| &s.responses_issued);
             info!(command = row.id, agent = %block.agent_id, srcip = %ip, response = %block.response, "Unblock issued.");
             outcome.command_ids.push(row.id);
             if self.deliver(&row).await? {

@@ -1,19 +1,529 @@
 //! Pruning old alerts and archived events: `[retention]` in manager.toml.
+//!
+//! ```toml
+//! [retention]
+//! alerts_max_age = "90d"      # alerts judged longer ago are deleted
+//! alerts_max_count = 1000000  # only the newest this many alerts are kept
+//! archive_max_age = "30d"     # archived events (logall) received longer ago
+//! interval = "10m"            # how often to look
+//! ```
+//!
+//! Every limit is off unless set: nothing is deleted by default. A prune
+//! runs in the background in batches of [`BATCH`] rows, each its own short
+//! write transaction with a pause after it, so sessions storing events get
+//! the write lock between batches and ingestion never waits for a whole
+//! prune. What happens to responses and refusals of a pruned alert is
+//! described in `store::prune`: responses are kept, their `alert_id`
+//! cleared.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::store::{Pruned, Store, StoreError, now_ms};
+
+/// Rows per prune transaction.
+pub const BATCH: u32 = 500;
+/// The pause after each batch, in which writers take the lock.
+const PAUSE: Duration = Duration::from_millis(20);
+/// How often to prune when `interval` is not set.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 
 /// `[retention]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRetention {}
+pub struct RawRetention {
+    /// Alerts older than this are deleted ("90d").
+    pub alerts_max_age: Option<String>,
+    /// Only the newest this many alerts are kept.
+    pub alerts_max_count: Option<u64>,
+    /// Archived events older than this are deleted ("30d").
+    pub archive_max_age: Option<String>,
+    /// How often to prune ("10m").
+    pub interval: Option<String>,
+}
 
 /// The validated `[retention]` section.
-#[derive(Debug, Clone, Default)]
-pub struct RetentionConfig {}
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Alerts older than this are deleted.
+    pub alerts_max_age: Option<Duration>,
+    /// Only the newest this many alerts are kept.
+    pub alerts_max_count: Option<u64>,
+    /// Archived events older than this are deleted.
+    pub archive_max_age: Option<Duration>,
+    /// How often to prune.
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            alerts_max_age: None,
+            alerts_max_count: None,
+            archive_max_age: None,
+            interval: DEFAULT_INTERVAL,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Whether any limit is set.
+    pub fn enabled(&self) -> bool {
+        self.alerts_max_age.is_some()
+            || self.alerts_max_count.is_some()
+            || self.archive_max_age.is_some()
+    }
+}
+
+/// A duration as the rest of the file writes them, plus whole days ("90d"),
+/// which retention periods are usually given in.
+fn parse_age(s: &str) -> Result<Duration, String> {
+    if let Some(days) = s.trim().strip_suffix('d')
+        && let Ok(n) = days.trim().parse::<u64>()
+    {
+        return Ok(Duration::from_secs(n.saturating_mul(86_400)));
+    }
+    palisade_agent::config::parse_duration(s)
+}
 
 /// Checks `[retention]`; problems go to `errors`, each naming its key.
-pub fn compile(_raw: RawRetention, _base: &Path, _errors: &mut Vec<String>) -> RetentionConfig {
-    RetentionConfig {}
+pub fn compile(raw: RawRetention, _base: &Path, errors: &mut Vec<String>) -> RetentionConfig {
+    let mut age = |key: &str, v: Option<&str>| -> Option<Duration> {
+        let v = v?;
+        match parse_age(v) {
+            Ok(d) if d.is_zero() => {
+                errors.push(format!("retention.{key}: must be above zero"));
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.push(format!("retention.{key}: {e}"));
+                None
+            }
+        }
+    };
+    let alerts_max_age = age("alerts_max_age", raw.alerts_max_age.as_deref());
+    let archive_max_age = age("archive_max_age", raw.archive_max_age.as_deref());
+    let interval = age("interval", raw.interval.as_deref()).unwrap_or(DEFAULT_INTERVAL);
+    if raw.alerts_max_count == Some(0) {
+        errors.push("retention.alerts_max_count: must be above zero".into());
+    }
+    RetentionConfig {
+        alerts_max_age,
+        alerts_max_count: raw.alerts_max_count.filter(|n| *n > 0),
+        archive_max_age,
+        interval,
+    }
+}
+
+/// What one prune pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Alerts deleted for their age.
+    pub alerts_aged: u64,
+    /// Alerts deleted beyond the count.
+    pub alerts_counted: u64,
+    /// Archived events deleted.
+    pub archive: u64,
+}
+
+/// One pass: every limit, batch after batch until nothing more is due or
+/// `shutdown` is cancelled. `now` is epoch ms.
+pub async fn prune_once(
+    store: &Store,
+    config: &RetentionConfig,
+    now: i64,
+    shutdown: &CancellationToken,
+) -> Result<PruneReport, StoreError> {
+    let mut report = PruneReport::default();
+    let before =
+        |age: Duration| now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+    if let Some(age) = config.archive_max_age {
+        let cutoff = before(age);
+        report.archive = drain(shutdown, || store.prune_archive_older_than(cutoff, BATCH)).await?;
+    }
+    if let Some(age) = config.alerts_max_age {
+        let cutoff = before(age);
+        report.alerts_aged =
+            drain(shutdown, || store.prune_alerts_older_than(cutoff, BATCH)).await?;
+    }
+    if let Some(keep) = config.alerts_max_count {
+        report.alerts_counted = drain(shutdown, || store.prune_alerts_beyond(keep, BATCH)).await?;
+    }
+    Ok(report)
+}
+
+async fn drain<F, Fut>(shutdown: &CancellationToken, mut batch: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Pruned, StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let pruned = batch().await?;
+        total += pruned.rows;
+        if !pruned.more || shutdown.is_cancelled() {
+            return Ok(total);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(total),
+            _ = tokio::time::sleep(PAUSE) => {}
+        }
+    }
+}
+
+/// Prunes every `config.interval` (the first pass at once) until `shutdown`.
+pub async fn run(store: Store, config: RetentionConfig, shutdown: CancellationToken) {
+    if !config.enabled() {
+        return;
+    }
+    let mut tick = tokio::time::interval(config.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match prune_once(&store, &config, now_ms(), &shutdown).await {
+            Ok(r) if r != PruneReport::default() => info!(
+                alerts_aged = r.alerts_aged,
+                alerts_over_count = r.alerts_counted,
+                archived_events = r.archive,
+                "Pruned old records."
+            ),
+            Ok(_) => {}
+            Err(error) => warn!(%error, "Pruning failed; trying again next interval."),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::NewAlert;
+    use crate::store::{AlertFilter, IncomingEvent, NewResponse};
+
+    const DAY: i64 = 86_400_000;
+
+    async fn store() -> (tempfile::TempDir, Store, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).await.unwrap();
+        let (id, _) = store
+            .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
+            .await
+            .unwrap();
+        (dir, store, id)
+    }
+
+    /// A second connection, to age rows as if they had been stored long ago.
+    async fn raw(dir: &tempfile::TempDir) -> sqlx::SqlitePool {
+        let url = format!("sqlite://{}", dir.path().join("m.db").display());
+        sqlx::SqlitePool::connect(&url).await.unwrap()
+    }
+
+    fn alert(time: i64, agent: &str) -> NewAlert {
+        NewAlert {
+            time,
+            rule_id: 31151,
+            level: 10,
+            description: "scan".into(),
+            groups: "web".into(),
+            agent_id: Some(agent.into()),
+            location: "(web01) any->/var/log/x".into(),
+            decoder: None,
+            srcip: Some("203.0.113.7".into()),
+            dstip: None,
+            srcuser: None,
+            dstuser: None,
+            url: None,
+            event_sequence: None,
+            log: b"line".to_vec(),
+            log_it: true,
+            no_ar: false,
+            alert_by_email: false,
+            no_email_alert: false,
+        }
+    }
+
+    /// Stores `n` events after `from` (sequence numbers `from+1..=from+n`).
+    async fn events(
+        store: &Store,
+        agent: &str,
+        from: u64,
+        n: u64,
+        alerts: &[NewAlert],
+    ) -> Vec<i64> {
+        let seqs: Vec<u64> = (from + 1..=from + n).collect();
+        let evs: Vec<IncomingEvent<'_>> = seqs
+            .iter()
+            .map(|s| IncomingEvent {
+                sequence: *s,
+                location: "/var/log/x",
+                log_format: "syslog",
+                read_at: 1,
+                truncated: false,
+                line: b"GET / 404",
+            })
+            .collect();
+        store
+            .store_events(agent, &evs, alerts, true)
+            .await
+            .unwrap()
+            .alert_ids
+    }
+
+    fn config() -> RetentionConfig {
+        RetentionConfig::default()
+    }
+
+    #[test]
+    fn the_section_is_read_and_checked() {
+        let mut errors = Vec::new();
+        let c = compile(
+            RawRetention {
+                alerts_max_age: Some("90d".into()),
+                alerts_max_count: Some(1000),
+                archive_max_age: Some("36h".into()),
+                interval: None,
+            },
+            Path::new("."),
+            &mut errors,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(c.alerts_max_age, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(c.archive_max_age, Some(Duration::from_secs(36 * 3600)));
+        assert_eq!(c.interval, DEFAULT_INTERVAL);
+        assert!(c.enabled());
+        let c = compile(
+            RawRetention {
+                alerts_max_age: Some("ninety days".into()),
+                alerts_max_count: Some(0),
+                archive_max_age: Some("0s".into()),
+                interval: Some("5m".into()),
+            },
+            Path::new("."),
+            &mut errors,
+        );
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("retention.alerts_max_age: "));
+        assert!(errors[1].starts_with("retention.archive_max_age: "));
+        assert!(errors[2].starts_with("retention.alerts_max_count: "));
+        assert_eq!(c.interval, Duration::from_secs(300));
+        assert!(!RetentionConfig::default().enabled());
+    }
+
+    #[tokio::test]
+    async fn alerts_and_events_older_than_the_limits_go() {
+        let (dir, s, agent) = store().await;
+        let now = now_ms();
+        // 1200 alerts, one per hour going back 50 days.
+        let alerts: Vec<NewAlert> = (0..1200)
+            .map(|h| alert(now - h * 3_600_000, &agent))
+            .collect();
+        events(&s, &agent, 0, 1200, &alerts).await;
+        // The first 700 archived events were received 40 days ago.
+        sqlx::query("UPDATE archive SET received_at = received_at - $1 WHERE sequence <= 700")
+            .bind(40 * DAY)
+            .execute(&raw(&dir).await)
+            .await
+            .unwrap();
+        let c = RetentionConfig {
+            alerts_max_age: Some(Duration::from_secs(10 * 86_400)),
+            archive_max_age: Some(Duration::from_secs(30 * 86_400)),
+            ..config()
+        };
+        let report = prune_once(&s, &c, now, &CancellationToken::new())
+            .await
+            .unwrap();
+        // Hours 0..240 are within ten days; 240 itself is exactly ten days old and stays.
+        assert_eq!(report.alerts_aged, 1200 - 241);
+        assert_eq!(report.archive, 700);
+        assert_eq!(s.alert_count().await.unwrap(), 241);
+        let left = s
+            .alerts(&AlertFilter {
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(left.iter().all(|a| a.alert.time >= now - 10 * DAY));
+        let seqs: Vec<u64> = s
+            .archived_events(None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(seqs, (701..=1200).collect::<Vec<_>>());
+        // A second pass finds nothing.
+        let again = prune_once(&s, &c, now, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(again, PruneReport::default());
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_alerts_are_kept_by_count() {
+        let (_dir, s, agent) = store().await;
+        let now = now_ms();
+        let alerts: Vec<NewAlert> = (0..1234).map(|i| alert(now + i, &agent)).collect();
+        let ids = events(&s, &agent, 0, 10, &alerts).await;
+        let c = RetentionConfig {
+            alerts_max_count: Some(100),
+            ..config()
+        };
+        let report = prune_once(&s, &c, now, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.alerts_counted, 1134);
+        let mut left: Vec<i64> = s
+            .alerts(&AlertFilter {
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| a.id)
+            .collect();
+        left.sort();
+        assert_eq!(left, ids[1134..].to_vec());
+        // Nothing is due while at or below the count.
+        let again = prune_once(&s, &c, now, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(again.alerts_counted, 0);
+    }
+
+    #[tokio::test]
+    async fn responses_outlive_their_pruned_alerts() {
+        let (dir, s, agent) = store().await;
+        let now = now_ms();
+        let ids = events(
+            &s,
+            &agent,
+            0,
+            2,
+            &[alert(now - 20 * DAY, &agent), alert(now, &agent)],
+        )
+        .await;
+        let respond = |alert_id: i64| NewResponse {
+            agent_id: agent.clone(),
+            response: "route-null600".into(),
+            command: "route-null".into(),
+            executable: "route-null".into(),
+            action: "add",
+            srcip: Some("203.0.113.7".into()),
+            user: None,
+            alert_id: Some(alert_id),
+            rule_id: Some(31151),
+            location: Some("local".into()),
+            timeout_s: Some(600),
+            undoes: None,
+        };
+        let old = s.insert_response(&respond(ids[0])).await.unwrap();
+        let new = s.insert_response(&respond(ids[1])).await.unwrap();
+        s.insert_refusal(
+            "route-null600",
+            Some(&agent),
+            Some(ids[0]),
+            Some(31151),
+            Some("10.0.0.1"),
+            "white-listed",
+        )
+        .await
+        .unwrap();
+        let c = RetentionConfig {
+            alerts_max_age: Some(Duration::from_secs(10 * 86_400)),
+            ..config()
+        };
+        let report = prune_once(&s, &c, now, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.alerts_aged, 1);
+        let old = s.response(old.id).await.unwrap().unwrap();
+        assert_eq!(old.request.alert_id, None);
+        assert_eq!(old.request.rule_id, Some(31151));
+        assert_eq!(old.request.srcip.as_deref(), Some("203.0.113.7"));
+        let new = s.response(new.id).await.unwrap().unwrap();
+        assert_eq!(new.request.alert_id, Some(ids[1]));
+        // The refusal is recent, so it stays, without its alert.
+        assert_eq!(s.refusals(10).await.unwrap().len(), 1);
+        let pool = raw(&dir).await;
+        let dangling: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert!(dangling.is_empty());
+        let refusal_alert: Option<i64> =
+            sqlx::query_scalar("SELECT alert_id FROM response_refusals")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(refusal_alert, None);
+    }
+
+    #[tokio::test]
+    async fn ingestion_goes_on_while_a_big_archive_is_pruned() {
+        let (dir, s, agent) = store().await;
+        const OLD: u64 = 60_000;
+        for chunk in 0..OLD / 5000 {
+            events(&s, &agent, chunk * 5000, 5000, &[]).await;
+        }
+        sqlx::query("UPDATE archive SET received_at = received_at - $1")
+            .bind(40 * DAY)
+            .execute(&raw(&dir).await)
+            .await
+            .unwrap();
+        let c = RetentionConfig {
+            archive_max_age: Some(Duration::from_secs(30 * 86_400)),
+            ..config()
+        };
+        let now = now_ms();
+        let prune = {
+            let s = s.clone();
+            tokio::spawn(async move { prune_once(&s, &c, now, &CancellationToken::new()).await })
+        };
+        // Store batches until the prune is over; some must land while it runs.
+        let mut next = OLD;
+        let mut during = 0;
+        while !prune.is_finished() {
+            let alerts = [alert(now_ms(), &agent)];
+            events(&s, &agent, next, 10, &alerts).await;
+            next += 10;
+            if !prune.is_finished() {
+                during += 1;
+            }
+        }
+        let report = prune.await.unwrap().unwrap();
+        assert!(during > 0, "no batch was stored while the prune ran");
+        assert_eq!(report.archive, OLD);
+        let left = s.archived_events(Some(&agent)).await.unwrap();
+        assert_eq!(left.len() as u64, next - OLD);
+        assert!(left.iter().all(|e| e.sequence > OLD));
+        assert_eq!(s.alert_count().await.unwrap(), (next - OLD) / 10);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_prune_stops_between_batches() {
+        let (dir, s, agent) = store().await;
+        events(&s, &agent, 0, 3 * u64::from(BATCH), &[]).await;
+        sqlx::query("UPDATE archive SET received_at = received_at - $1")
+            .bind(40 * DAY)
+            .execute(&raw(&dir).await)
+            .await
+            .unwrap();
+        let c = RetentionConfig {
+            archive_max_age: Some(Duration::from_secs(30 * 86_400)),
+            ..config()
+        };
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let report = prune_once(&s, &c, now_ms(), &stop).await.unwrap();
+        assert_eq!(report.archive, u64::from(BATCH));
+    }
 }

@@ -15,7 +15,9 @@ use sqlx::{Row, SqlSafeStr, SqlitePool};
 
 use crate::analysis::NewAlert;
 
+mod prune;
 mod responses;
+pub use prune::Pruned;
 pub use responses::{BlockRow, NewResponse, RefusalRow, ResponseRow};
 
 /// A database failure.
@@ -60,6 +62,11 @@ fn migrator() -> Migrator {
             3,
             "active responses",
             include_str!("../../../migrations/manager/0003_responses.sql"),
+        ),
+        m(
+            5,
+            "retention",
+            include_str!("../../../migrations/manager/0005_retention.sql"),
         ),
     ])
 }

@@ -1,0 +1,175 @@
+//! Retention: deleting old alerts and archived events in small batches.
+//!
+//! Each batch is its own short `BEGIN IMMEDIATE` transaction, so a session
+//! storing a batch of events waits at most for one prune batch, never for a
+//! whole prune. [`crate::retention`] runs these in the background.
+//!
+//! Alerts are referenced by `responses.alert_id` and
+//! `response_refusals.alert_id`. Responses are kept: they are the record of
+//! every block (and what repeated-offender escalation and `palisadectl
+//! blocks` read); when their alert is pruned their `alert_id` becomes NULL
+//! and the rule id, address and location they carry themselves remain.
+//! Refusals explain why an alert caused no block; their `alert_id` is
+//! cleared the same way, and refusals older than the alert age limit go too.
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// What one prune batch removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Rows deleted.
+    pub rows: u64,
+    /// Whether more rows may be due (the batch was full).
+    pub more: bool,
+}
+
+impl Store {
+    /// Deletes up to `batch` alerts judged before `before` (ms), oldest
+    /// first, clearing the references responses and refusals hold.
+    pub async fn prune_alerts_older_than(
+        &self,
+        before: i64,
+        batch: u32,
+    ) -> Result<Pruned, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM alerts WHERE time < $1 ORDER BY time LIMIT $2")
+                .bind(before)
+                .bind(i64::from(batch))
+                .fetch_all(&mut *tx)
+                .await?;
+        delete_alerts(&mut tx, &ids).await?;
+        sqlx::query(
+            "DELETE FROM response_refusals WHERE id IN
+               (SELECT id FROM response_refusals WHERE time < $1 ORDER BY id LIMIT $2)",
+        )
+        .bind(before)
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Pruned {
+            rows: ids.len() as u64,
+            more: ids.len() as u64 == u64::from(batch),
+        })
+    }
+
+    /// Deletes up to `batch` of the oldest alerts beyond the newest `keep`.
+    pub async fn prune_alerts_beyond(&self, keep: u64, batch: u32) -> Result<Pruned, StoreError> {
+        let mut tx = self.write_tx().await?;
+        // Ids grow with time: the newest `keep` alerts are the highest ids.
+        let boundary: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM alerts ORDER BY id DESC LIMIT 1 OFFSET $1")
+                .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(boundary) = boundary else {
+            return Ok(Pruned::default());
+        };
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM alerts WHERE id <= $1 ORDER BY id LIMIT $2")
+                .bind(boundary)
+                .bind(i64::from(batch))
+                .fetch_all(&mut *tx)
+                .await?;
+        delete_alerts(&mut tx, &ids).await?;
+        tx.commit().await?;
+        Ok(Pruned {
+            rows: ids.len() as u64,
+            more: ids.len() as u64 == u64::from(batch),
+        })
+    }
+
+    /// Deletes up to `batch` archived events received before `before` (ms),
+    /// oldest first.
+    ///
+    /// The archive has no index on its time (it is the hottest insert
+    /// path); rows are in arrival order, so the batch looks only at the
+    /// first `batch` rows by id and stops at the first one that is still
+    /// young. A clock stepped backwards can hold older rows behind a newer
+    /// one until that one ages too.
+    pub async fn prune_archive_older_than(
+        &self,
+        before: i64,
+        batch: u32,
+    ) -> Result<Pruned, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query("SELECT id, received_at FROM archive ORDER BY id LIMIT $1")
+            .bind(i64::from(batch))
+            .fetch_all(&mut *tx)
+            .await?;
+        let last_old = rows
+            .iter()
+            .take_while(|r| r.get::<i64, _>("received_at") < before)
+            .last()
+            .map(|r| r.get::<i64, _>("id"));
+        let Some(last_old) = last_old else {
+            return Ok(Pruned::default());
+        };
+        let deleted = sqlx::query("DELETE FROM archive WHERE id <= $1")
+            .bind(last_old)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Pruned {
+            rows: deleted,
+            more: deleted == u64::from(batch),
+        })
+    }
+
+    /// Alerts stored.
+    pub async fn alert_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Archived events stored.
+    pub async fn archive_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM archive")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// Deletes `ids` from alerts after clearing the references to them.
+async fn delete_alerts(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    ids: &[i64],
+) -> Result<(), StoreError> {
+    let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+        return Ok(());
+    };
+    // One statement per table over a range when the ids are contiguous
+    // (the usual case), else per id.
+    let contiguous = ids.windows(2).all(|w| w[1] == w[0] + 1);
+    if contiguous {
+        for sql in [
+            "UPDATE responses SET alert_id = NULL WHERE alert_id BETWEEN $1 AND $2",
+            "UPDATE response_refusals SET alert_id = NULL WHERE alert_id BETWEEN $1 AND $2",
+            "DELETE FROM alerts WHERE id BETWEEN $1 AND $2",
+        ] {
+            sqlx::query(sql)
+                .bind(first)
+                .bind(last)
+                .execute(&mut **tx)
+                .await?;
+        }
+    } else {
+        for id in ids {
+            for sql in [
+                "UPDATE responses SET alert_id = NULL WHERE alert_id = $1",
+                "UPDATE response_refusals SET alert_id = NULL WHERE alert_id = $1",
+                "DELETE FROM alerts WHERE id = $1",
+            ] {
+                sqlx::query(sql).bind(id).execute(&mut **tx).await?;
+            }
+        }
+    }
+    Ok(())
+}
