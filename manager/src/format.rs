@@ -77,12 +77,101 @@ pub fn notification_body(stored: &StoredAlert) -> String {
 pub fn notification_subject(stored: &StoredAlert) -> String {
     let a = &stored.alert;
     let location = a.location.split("->").next().unwrap_or(&a.location);
-    let mut s = format!(
-        "Palisade Alert - {location} - Level {} - {}",
-        a.level, a.description
-    );
-    if s.len() > 127 {
-        let mut cut = 127;
+    truncate(
+        format!(
+            "Palisade Alert - {location} - Level {} - {}",
+            a.level, a.description
+        ),
+        127,
+    )
+}
+
+/// The subject of OSSEC's SMS layout: `Palisade <L> - <rule> - <description>`,
+/// at most 127 characters.
+pub fn sms_subject(stored: &StoredAlert) -> String {
+    let a = &stored.alert;
+    truncate(
+        format!("Palisade {} - {} - {}", a.level, a.rule_id, a.description),
+        127,
+    )
+}
+
+/// The body of OSSEC's SMS layout: the first 127 characters of the log.
+pub fn sms_body(stored: &StoredAlert) -> String {
+    truncate(String::from_utf8_lossy(&stored.alert.log).into_owned(), 127)
+}
+
+/// Notifications that waited for the end of an `email_maxperhour` period,
+/// sent as one mail: the bodies one after the other, as OSSEC's maild
+/// joins grouped messages.
+pub fn digest_body<'a>(bodies: impl IntoIterator<Item = &'a str>) -> String {
+    bodies.into_iter().collect()
+}
+
+/// An agent's report on an active response, for "E-mail alerts on active
+/// responses".
+#[derive(Debug, Clone)]
+pub struct ResponseReport<'a> {
+    /// When the agent carried it out (epoch ms).
+    pub time: i64,
+    /// The agent.
+    pub agent_id: &'a str,
+    /// The response's name (`route-null600`).
+    pub response: &'a str,
+    /// `add` or `delete`.
+    pub action: &'a str,
+    /// The address it was about.
+    pub srcip: Option<&'a str>,
+    /// The rule that caused it (none for an operator's).
+    pub rule_id: Option<u32>,
+    /// It worked.
+    pub ok: bool,
+    /// What the agent said.
+    pub message: &'a str,
+}
+
+/// The subject of an active-response mail.
+pub fn response_subject(r: &ResponseReport<'_>) -> String {
+    truncate(
+        format!(
+            "Palisade Active Response - ({}) - {} {} {} - {}",
+            r.agent_id,
+            r.response,
+            r.action,
+            r.srcip.unwrap_or("-"),
+            if r.ok { "executed" } else { "failed" }
+        ),
+        127,
+    )
+}
+
+/// The body of an active-response mail, in the notification layout; the
+/// log line is the one OSSEC writes to active-responses.log.
+pub fn response_body(r: &ResponseReport<'_>) -> String {
+    let t = local_time(r.time);
+    format!(
+        "\nPalisade Notification.\n{}\n\nReceived From: ({}) active-response\nActive response: {} {} {}\nSrc IP: {}\nAgent said: {}\nPortion of the log(s):\n\n{} {} {} - {} {} {}\n\n\n --END OF NOTIFICATION\n\n\n",
+        t.strftime("%Y %b %d %H:%M:%S"),
+        r.agent_id,
+        r.response,
+        r.action,
+        if r.ok { "executed" } else { "failed" },
+        r.srcip.unwrap_or("-"),
+        if r.message.is_empty() { "-" } else { r.message },
+        t.strftime("%a %b %e %H:%M:%S %Z %Y"),
+        r.response,
+        r.action,
+        r.srcip.unwrap_or("-"),
+        r.time.div_euclid(1000),
+        r.rule_id
+            .map(|id| id.to_string())
+            .unwrap_or_else(|| "-".into()),
+    )
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
         while !s.is_char_boundary(cut) {
             cut -= 1;
         }

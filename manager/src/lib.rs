@@ -86,6 +86,9 @@ pub enum RunError {
     /// The decoders or rules cannot be loaded.
     #[error("ruleset:\n{0}")]
     Ruleset(#[from] palisade_engine::error::LoadErrors),
+    /// The mailer could not be set up.
+    #[error(transparent)]
+    Mail(#[from] mail::MailError),
     /// The engine thread could not start.
     #[error("cannot start the analysis thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -110,7 +113,18 @@ pub async fn run(
     let store = store::Store::open(&config.database).await?;
     let sessions = sessions::Sessions::default();
     let stats = std::sync::Arc::new(stats::Stats::default());
-    let sinks: Vec<Box<dyn outputs::AlertSink>> = Vec::new();
+    let mut sinks: Vec<Box<dyn outputs::AlertSink>> = Vec::new();
+    let mailer = match config.email.enabled {
+        true => Some(mail::Mailer::start(
+            config.email.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        )?),
+        false => None,
+    };
+    if let Some(mailer) = &mailer {
+        sinks.push(Box::new(mailer.clone()));
+    }
     let outputs = outputs::Outputs::new(sinks, stats.clone());
     let local = listener.local_addr().ok();
 
@@ -130,7 +144,8 @@ pub async fn run(
         own,
         store.clone(),
         sessions.clone(),
-    );
+    )
+    .with_mailer(mailer);
     let ingest = ingest::Ingest::new(
         store.clone(),
         sessions.clone(),

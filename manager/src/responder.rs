@@ -69,6 +69,7 @@ pub struct Responder {
     own_addresses: Vec<IpAddr>,
     store: Store,
     sessions: Sessions,
+    mailer: Option<crate::mail::Mailer>,
 }
 
 /// The addresses of this host's interfaces.
@@ -111,7 +112,14 @@ impl Responder {
             own_addresses,
             store,
             sessions,
+            mailer: None,
         }
+    }
+
+    /// Mails agents' results ("E-mail alerts on active responses").
+    pub fn with_mailer(mut self, mailer: Option<crate::mail::Mailer>) -> Self {
+        self.mailer = mailer;
+        self
     }
 
     /// The enabled responses.
@@ -370,7 +378,7 @@ impl Responder {
             .as_ref()
             .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
             .unwrap_or_else(crate::store::now_ms);
-        match self
+        let row = self
             .store
             .response_result(
                 agent_id,
@@ -380,8 +388,8 @@ impl Responder {
                 &result.message,
                 executed_at,
             )
-            .await?
-        {
+            .await?;
+        match &row {
             Some(row) if result.ok => info!(
                 command = id,
                 agent = %agent_id,
@@ -403,6 +411,18 @@ impl Responder {
             None => {
                 warn!(agent = %agent_id, command = id, "Result for a command this agent was not sent.")
             }
+        }
+        if let (Some(mailer), Some(row)) = (&self.mailer, &row) {
+            mailer.response(&crate::format::ResponseReport {
+                time: executed_at,
+                agent_id,
+                response: &row.request.response,
+                action,
+                srcip: row.request.srcip.as_deref(),
+                rule_id: row.request.rule_id,
+                ok: result.ok,
+                message: &result.message,
+            });
         }
         Ok(())
     }
