@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, Message};
+use lettre::message::header::{
+    ContentTransferEncoding, ContentType, Header, HeaderName, HeaderValue,
+};
+use lettre::message::{Body, Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
@@ -270,8 +272,23 @@ impl Sender {
         if let Some(ids) = &self.idsname {
             b = b.header(XIds(ids.clone()));
         }
-        b.body(mail.body.clone()).map_err(|e| e.to_string())
+        b.body(body(&mail.body)).map_err(|e| e.to_string())
     }
+}
+
+/// The body as OSSEC sends it, plain text with CRLF line ends: 7bit, or
+/// 8bit when a log line is not ASCII. Only a body SMTP cannot carry as is
+/// (a line over 998 bytes, a stray CR or NUL) is left to lettre to encode
+/// (quoted-printable).
+fn body(text: &str) -> Body {
+    if text.contains(['\r', '\0']) || text.split('\n').any(|l| l.len() > 998) {
+        return Body::new(text.to_string());
+    }
+    let encoding = match text.is_ascii() {
+        true => ContentTransferEncoding::SevenBit,
+        false => ContentTransferEncoding::EightBit,
+    };
+    Body::dangerous_pre_encoded(text.replace('\n', "\r\n").into_bytes(), encoding)
 }
 
 /// Outcome of one delivery.
