@@ -238,6 +238,43 @@ mod tests {
     }
 
     #[test]
+    fn sms_and_response_layouts() {
+        assert_eq!(
+            sms_subject(&alert()),
+            "Palisade 10 - 31151 - Many 4xx answers to one address in 90 seconds (web scan)."
+        );
+        assert_eq!(sms_body(&alert()), "line 14\nline 13");
+        let report = ResponseReport {
+            time: 1_764_324_001_000,
+            agent_id: "001",
+            response: "route-null600",
+            action: "add",
+            srcip: Some("203.0.113.7"),
+            rule_id: Some(31151),
+            ok: false,
+            message: "netlink: permission denied",
+        };
+        assert_eq!(
+            response_subject(&report),
+            "Palisade Active Response - (001) - route-null600 add 203.0.113.7 - failed"
+        );
+        let body = response_body(&report);
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines[1], "Palisade Notification.");
+        assert_eq!(lines[4], "Received From: (001) active-response");
+        assert_eq!(lines[5], "Active response: route-null600 add failed");
+        assert_eq!(lines[6], "Src IP: 203.0.113.7");
+        assert_eq!(lines[7], "Agent said: netlink: permission denied");
+        assert_eq!(lines[8], "Portion of the log(s):");
+        assert!(
+            lines[10].ends_with(" route-null600 add - 203.0.113.7 1764324001 31151"),
+            "{}",
+            lines[10]
+        );
+        assert!(body.ends_with("\n\n --END OF NOTIFICATION\n\n\n"));
+    }
+
+    #[test]
     fn alerts_log_entry_has_ossecs_header() {
         let entry = alerts_log_entry(&alert());
         assert!(

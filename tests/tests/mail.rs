@@ -277,3 +277,57 @@ async fn mails_wait_for_a_server_that_is_down_and_ingestion_goes_on() -> anyhow:
     s.agent.stop().await?;
     Ok(())
 }
+
+/// A measurement run by hand, not a check: the ingestion rate (lines
+/// written until all are archived) with the mail server up, then down,
+/// every line raising a mailed alert. Prints the two rates and their
+/// ratio.
+/// `cargo test -p palisade-tests --test mail -- --ignored --nocapture ingestion_rate`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn ingestion_rate_with_the_mail_server_up_and_down() -> anyhow::Result<()> {
+    const LINES: usize = 3000;
+    let tmp = tempfile::tempdir()?;
+    let mut smtp = SmtpServer::start(tmp.path())?;
+    let mut config = email(&smtp);
+    config.max_per_period = 9999;
+    let mut s = setup(config).await?;
+    let store = s.manager.store().await?;
+    let mut written = 0usize;
+    let mut rates = Vec::new();
+    for phase in ["up", "down"] {
+        if phase == "down" {
+            smtp.stop()?;
+        }
+        let lines: Vec<String> = (0..LINES)
+            .map(|n| {
+                traversal_line(&format!(
+                    "10.{}.{}.{}",
+                    n / 65536 % 256,
+                    n / 256 % 256,
+                    n % 256
+                ))
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        append_lines(&s.log, lines)?;
+        written += LINES;
+        let id = s.agent_id.clone();
+        eventually(Duration::from_secs(300), "every line archived", || async {
+            Ok((store.archived_events(Some(&id)).await?.len() >= written).then_some(()))
+        })
+        .await?;
+        let rate = LINES as f64 / started.elapsed().as_secs_f64();
+        println!(
+            "mail server {phase}: {LINES} lines in {:?}, {rate:.0} lines/s",
+            started.elapsed()
+        );
+        rates.push(rate);
+    }
+    println!(
+        "ingestion rate, server down / server up: {:.2}",
+        rates[1] / rates[0]
+    );
+    s.agent.stop().await?;
+    Ok(())
+}
