@@ -94,12 +94,12 @@ impl Shared {
     fn push(&self, mail: Outgoing) {
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         q.push_back(mail);
-        if q.len() > self.config.queue_size {
-            if let Some(old) = q.pop_front() {
-                self.stats.mails_dropped.fetch_add(1, Ordering::Relaxed);
-                if !self.overflowing.swap(true, Ordering::Relaxed) {
-                    warn!(queue_size = self.config.queue_size, dropped = %old.subject, "Mail queue full; dropping the oldest mail.");
-                }
+        if q.len() > self.config.queue_size
+            && let Some(old) = q.pop_front()
+        {
+            self.stats.mails_dropped.fetch_add(1, Ordering::Relaxed);
+            if !self.overflowing.swap(true, Ordering::Relaxed) {
+                warn!(queue_size = self.config.queue_size, dropped = %old.subject, "Mail queue full; dropping the oldest mail.");
             }
         }
         self.gauge(q.len());
