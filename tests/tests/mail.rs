@@ -58,6 +58,8 @@ async fn setup(email: EmailConfig) -> anyhow::Result<Setup> {
         log_format: "apache".into(),
     });
     config.read_from_start = true;
+    // Responses are decided and reported, but the host is left alone.
+    config.respond.dry_run = true;
     let agent = AgentHandle::start(config);
     Ok(Setup {
         manager,
@@ -274,6 +276,51 @@ async fn mails_wait_for_a_server_that_is_down_and_ingestion_goes_on() -> anyhow:
             "round {round}"
         );
     }
+    s.agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_response_carried_out_is_mailed() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let smtp = SmtpServer::start(tmp.path())?;
+    let mut config = email(&smtp);
+    config.active_responses = true;
+    let mut s = setup(config).await?;
+    // The default manager.toml answers 31151 with route-null600.
+    append_lines(&s.log, scan_lines("198.51.100.77"))?;
+    let mails = smtp.wait_for(2, Duration::from_secs(30)).await?;
+    let ar = mails
+        .iter()
+        .find(|m| {
+            m.header("Subject")
+                .is_some_and(|s| s.contains("Active Response"))
+        })
+        .expect("an active-response mail");
+    assert_eq!(
+        ar.header("Subject"),
+        Some(
+            format!(
+                "Palisade Active Response - ({}) - route-null600 add 198.51.100.77 - executed",
+                s.agent_id
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(ar.header("To"), Some("ops@example.net"));
+    let lines: Vec<&str> = ar.body.split('\n').collect();
+    assert_eq!(lines[1], "Palisade Notification.");
+    assert_eq!(
+        lines[4],
+        format!("Received From: ({}) active-response", s.agent_id)
+    );
+    assert_eq!(lines[5], "Active response: route-null600 add executed");
+    assert_eq!(lines[6], "Src IP: 198.51.100.77");
+    assert!(
+        lines[10].contains(" route-null600 add - 198.51.100.77 ") && lines[10].ends_with(" 31151"),
+        "{}",
+        lines[10]
+    );
     s.agent.stop().await?;
     Ok(())
 }
