@@ -726,6 +726,16 @@ rules_id = [31151, 5712, 5720]
 timeout = "600s"
 # The second and third block of the same address last longer.
 repeated_offenders = ["30m", "2h"]
+
+# E-mail notifications in OSSEC's layout (every key: deploy/manager.toml).
+# [email]
+# enabled = true
+# smtp_server = "mail.example.net"
+# tls = "starttls"                 # or "tls", or "none" for a local relay
+# from = "palisade@example.net"
+# to = ["ops@example.net"]
+# email_alert_level = 7
+# email_maxperhour = 12            # the rest go out as one digest per hour
 "#
     )
 }

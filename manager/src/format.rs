@@ -170,17 +170,101 @@ pub fn notification_body(stored: &StoredAlert) -> String {
 pub fn notification_subject(stored: &StoredAlert) -> String {
     let a = &stored.alert;
     let location = a.location.split("->").next().unwrap_or(&a.location);
-    let mut s = format!(
-        "Palisade Alert - {location} - Level {} - {}",
-        a.level, a.description
-    );
-    if s.len() > 127 {
-        let mut cut = 127;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
+    truncate_owned(
+        format!(
+            "Palisade Alert - {location} - Level {} - {}",
+            a.level, a.description
+        ),
+        127,
+    )
+}
+
+/// The subject of OSSEC's SMS layout: `Palisade <L> - <rule> - <description>`,
+/// at most 127 characters.
+pub fn sms_subject(stored: &StoredAlert) -> String {
+    let a = &stored.alert;
+    truncate_owned(
+        format!("Palisade {} - {} - {}", a.level, a.rule_id, a.description),
+        127,
+    )
+}
+
+/// The body of OSSEC's SMS layout: the first 127 characters of the log.
+pub fn sms_body(stored: &StoredAlert) -> String {
+    truncate_owned(String::from_utf8_lossy(&stored.alert.log).into_owned(), 127)
+}
+
+/// Notifications that waited for the end of an `email_maxperhour` period,
+/// sent as one mail: the bodies one after the other, as OSSEC's maild
+/// joins grouped messages.
+pub fn digest_body<'a>(bodies: impl IntoIterator<Item = &'a str>) -> String {
+    bodies.into_iter().collect()
+}
+
+/// An agent's report on an active response, for "E-mail alerts on active
+/// responses".
+#[derive(Debug, Clone)]
+pub struct ResponseReport<'a> {
+    /// When the agent carried it out (epoch ms).
+    pub time: i64,
+    /// The agent.
+    pub agent_id: &'a str,
+    /// The response's name (`route-null600`).
+    pub response: &'a str,
+    /// `add` or `delete`.
+    pub action: &'a str,
+    /// The address it was about.
+    pub srcip: Option<&'a str>,
+    /// The rule that caused it (none for an operator's).
+    pub rule_id: Option<u32>,
+    /// It worked.
+    pub ok: bool,
+    /// What the agent said.
+    pub message: &'a str,
+}
+
+/// The subject of an active-response mail.
+pub fn response_subject(r: &ResponseReport<'_>) -> String {
+    truncate_owned(
+        format!(
+            "Palisade Active Response - ({}) - {} {} {} - {}",
+            r.agent_id,
+            r.response,
+            r.action,
+            r.srcip.unwrap_or("-"),
+            if r.ok { "executed" } else { "failed" }
+        ),
+        127,
+    )
+}
+
+/// The body of an active-response mail, in the notification layout; the
+/// log line is the one OSSEC writes to active-responses.log.
+pub fn response_body(r: &ResponseReport<'_>) -> String {
+    let t = local_time(r.time);
+    format!(
+        "\nPalisade Notification.\n{}\n\nReceived From: ({}) active-response\nActive response: {} {} {}\nSrc IP: {}\nAgent said: {}\nPortion of the log(s):\n\n{} {} {} - {} {} {}\n\n\n --END OF NOTIFICATION\n\n\n",
+        t.strftime("%Y %b %d %H:%M:%S"),
+        r.agent_id,
+        r.response,
+        r.action,
+        if r.ok { "executed" } else { "failed" },
+        r.srcip.unwrap_or("-"),
+        if r.message.is_empty() { "-" } else { r.message },
+        t.strftime("%a %b %e %H:%M:%S %Z %Y"),
+        r.response,
+        r.action,
+        r.srcip.unwrap_or("-"),
+        r.time.div_euclid(1000),
+        r.rule_id
+            .map(|id| id.to_string())
+            .unwrap_or_else(|| "-".into()),
+    )
+}
+
+fn truncate_owned(mut s: String, max: usize) -> String {
+    let keep = truncate(&s, max).len();
+    s.truncate(keep);
     s
 }
 
@@ -238,6 +322,43 @@ mod tests {
             notification_subject(&alert()),
             "Palisade Alert - (web01) any - Level 10 - Many 4xx answers to one address in 90 seconds (web scan)."
         );
+    }
+
+    #[test]
+    fn sms_and_response_layouts() {
+        assert_eq!(
+            sms_subject(&alert()),
+            "Palisade 10 - 31151 - Many 4xx answers to one address in 90 seconds (web scan)."
+        );
+        assert_eq!(sms_body(&alert()), "line 14\nline 13");
+        let report = ResponseReport {
+            time: 1_764_324_001_000,
+            agent_id: "001",
+            response: "route-null600",
+            action: "add",
+            srcip: Some("203.0.113.7"),
+            rule_id: Some(31151),
+            ok: false,
+            message: "netlink: permission denied",
+        };
+        assert_eq!(
+            response_subject(&report),
+            "Palisade Active Response - (001) - route-null600 add 203.0.113.7 - failed"
+        );
+        let body = response_body(&report);
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines[1], "Palisade Notification.");
+        assert_eq!(lines[4], "Received From: (001) active-response");
+        assert_eq!(lines[5], "Active response: route-null600 add failed");
+        assert_eq!(lines[6], "Src IP: 203.0.113.7");
+        assert_eq!(lines[7], "Agent said: netlink: permission denied");
+        assert_eq!(lines[8], "Portion of the log(s):");
+        assert!(
+            lines[10].ends_with(" route-null600 add - 203.0.113.7 1764324001 31151"),
+            "{}",
+            lines[10]
+        );
+        assert!(body.ends_with("\n\n --END OF NOTIFICATION\n\n\n"));
     }
 
     #[test]

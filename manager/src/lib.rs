@@ -86,6 +86,9 @@ pub enum RunError {
     /// The decoders or rules cannot be loaded.
     #[error("ruleset:\n{0}")]
     Ruleset(#[from] palisade_engine::error::LoadErrors),
+    /// The mailer could not be set up.
+    #[error(transparent)]
+    Mail(#[from] mail::MailError),
     /// The engine thread could not start.
     #[error("cannot start the analysis thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -120,8 +123,7 @@ pub async fn run(
     let alert_files = alert_files::AlertFiles::start(
         &config.alert_files,
         alert_files::Rendering {
-            // The `[email]` section's email_alert_level, once it has one.
-            email_alert_level: format::DEFAULT_EMAIL_ALERT_LEVEL,
+            email_alert_level: config.email.alert_level,
             manager: hostname.clone(),
         },
         alert_files::system_clock(),
@@ -129,6 +131,17 @@ pub async fn run(
     .map_err(RunError::AlertFiles)?;
     if let Some(files) = &alert_files {
         sinks.push(Box::new(files.clone()));
+    }
+    let mailer = match config.email.enabled {
+        true => Some(mail::Mailer::start(
+            config.email.clone(),
+            stats.clone(),
+            shutdown.clone(),
+        )?),
+        false => None,
+    };
+    if let Some(mailer) = &mailer {
+        sinks.push(Box::new(mailer.clone()));
     }
     let outputs = outputs::Outputs::new(sinks, stats.clone());
     let local = listener.local_addr().ok();
@@ -155,7 +168,8 @@ pub async fn run(
         store.clone(),
         sessions.clone(),
     )
-    .with_stats(stats.clone());
+    .with_stats(stats.clone())
+    .with_mailer(mailer);
     let metrics = match config.metrics.listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr)

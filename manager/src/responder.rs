@@ -70,6 +70,7 @@ pub struct Responder {
     store: Store,
     sessions: Sessions,
     stats: std::sync::Arc<crate::stats::Stats>,
+    mailer: Option<crate::mail::Mailer>,
 }
 
 /// The addresses of this host's interfaces.
@@ -113,6 +114,7 @@ impl Responder {
             store,
             sessions,
             stats: Default::default(),
+            mailer: None,
         }
     }
 
@@ -124,6 +126,12 @@ impl Responder {
 
     fn count(&self, counter: fn(&crate::stats::Stats) -> &std::sync::atomic::AtomicU64) {
         counter(&self.stats).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Mails agents' results ("E-mail alerts on active responses").
+    pub fn with_mailer(mut self, mailer: Option<crate::mail::Mailer>) -> Self {
+        self.mailer = mailer;
+        self
     }
 
     /// The enabled responses.
@@ -384,7 +392,7 @@ impl Responder {
             .as_ref()
             .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
             .unwrap_or_else(crate::store::now_ms);
-        match self
+        let row = self
             .store
             .response_result(
                 agent_id,
@@ -394,8 +402,8 @@ impl Responder {
                 &result.message,
                 executed_at,
             )
-            .await?
-        {
+            .await?;
+        match &row {
             Some(row) if result.ok => info!(
                 command = id,
                 agent = %agent_id,
@@ -420,6 +428,18 @@ impl Responder {
             None => {
                 warn!(agent = %agent_id, command = id, "Result for a command this agent was not sent.")
             }
+        }
+        if let (Some(mailer), Some(row)) = (&self.mailer, &row) {
+            mailer.response(&crate::format::ResponseReport {
+                time: executed_at,
+                agent_id,
+                response: &row.request.response,
+                action,
+                srcip: row.request.srcip.as_deref(),
+                rule_id: row.request.rule_id,
+                ok: result.ok,
+                message: &result.message,
+            });
         }
         Ok(())
     }

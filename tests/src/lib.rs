@@ -12,11 +12,13 @@
 //!   reasons the daemons log.
 //! - [`netns`]: test hosts in network namespaces, nginx, curl.
 //! - [`site`]: a web server with nginx, manager and agent, and an attacker.
+//! - [`smtp`]: a real SMTP server (aiosmtpd) on loopback.
 #![forbid(unsafe_code)]
 
 pub mod netns;
 pub mod process;
 pub mod site;
+pub mod smtp;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -48,6 +50,11 @@ pub struct ManagerHandle {
 impl ManagerHandle {
     /// `init` in a fresh temp dir and start the manager on loopback.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// As [`Self::start`], with `adjust` applied to the configuration first.
+    pub async fn start_with(adjust: impl FnOnce(&mut ManagerConfig)) -> anyhow::Result<Self> {
         install_crypto();
         let dir = tempfile::tempdir()?;
         let report = setup::init(&InitOptions {
@@ -63,6 +70,7 @@ impl ManagerHandle {
         let addr = listener.local_addr()?;
         config.listen = addr;
         config.advertise = addr.to_string();
+        adjust(&mut config);
         let mut handle = Self {
             dir,
             config,
