@@ -86,6 +86,9 @@ pub enum RunError {
     /// The decoders or rules cannot be loaded.
     #[error("ruleset:\n{0}")]
     Ruleset(#[from] palisade_engine::error::LoadErrors),
+    /// The enrollment endpoint could not start.
+    #[error(transparent)]
+    Enroll(#[from] enroll::EnrollError),
     /// The engine thread could not start.
     #[error("cannot start the analysis thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -148,6 +151,7 @@ pub async fn run(
         hostname,
     );
     let incoming = tls::incoming(listener, tls, shutdown.clone());
+    let enrollment = enroll::start(&config, store.clone(), shutdown.clone()).await?;
     info!(listen = ?local, database = %config.database.display(), "Manager started.");
     palisade_agent::systemd::ready();
     palisade_agent::systemd::spawn_watchdog(shutdown.clone());
@@ -164,6 +168,9 @@ pub async fn run(
         }
     };
     palisade_agent::systemd::stopping();
+    if let Some(enrollment) = enrollment {
+        enrollment.stopped().await;
+    }
     revocations.abort();
     store.close().await;
     info!("Manager stopped.");
