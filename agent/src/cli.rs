@@ -51,7 +51,7 @@ enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group = clap::ArgGroup::new("pin").required(true).args(["ca_fingerprint", "ca_file"]))]
+#[command(group = clap::ArgGroup::new("pin").args(["ca_fingerprint", "ca_file"]))]
 struct EnrollArgs {
     /// The manager's enrollment endpoint, HOST:PORT (port 1515 by default in manager.toml).
     #[arg(long, value_name = "HOST:PORT")]

@@ -545,7 +545,9 @@ impl ServerCertVerifier for PinnedCa {
                     None => {
                         let presented = match intermediates.last() {
                             Some(ca) => format!("its CA has fingerprint {}", fingerprint(ca)),
-                            None => "it presented no CA certificate".to_string(),
+                            None => format!(
+                                "it presented no CA certificate: is this the enrollment port ({DEFAULT_ENROLL_PORT} by default) and not the agents' port?"
+                            ),
                         };
                         return Err(self.refuse(
                             format!(

@@ -710,6 +710,15 @@ rules_id = [31151, 5712, 5720]
 timeout = "600s"
 # The second and third block of the same address last longer.
 repeated_offenders = ["30m", "2h"]
+
+[enrollment]
+# Agents enroll with one-time tokens (palisade-manager token create;
+# palisade-agent enroll) on a port of its own with server-authenticated TLS;
+# the port above stays mutual TLS only. Off unless you turn it on.
+enabled = false
+listen = "0.0.0.0:1515"
+# How long a new token is good for unless token create --ttl says.
+token_ttl = "1h"
 "#
     )
 }

@@ -39,6 +39,9 @@ pub struct ManagerHandle {
     pub config: ManagerConfig,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its enrollment endpoint listens, when started with one.
+    pub enroll_addr: Option<SocketAddr>,
+    enroll_listener: Option<std::net::TcpListener>,
     running: Option<(
         CancellationToken,
         JoinHandle<Result<(), palisade_manager::RunError>>,
@@ -48,6 +51,16 @@ pub struct ManagerHandle {
 impl ManagerHandle {
     /// `init` in a fresh temp dir and start the manager on loopback.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(false).await
+    }
+
+    /// [`Self::start`], with the enrollment endpoint on its own loopback
+    /// port ([`Self::enroll_addr`]).
+    pub async fn start_enrolling() -> anyhow::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(enrollment: bool) -> anyhow::Result<Self> {
         install_crypto();
         let dir = tempfile::tempdir()?;
         let report = setup::init(&InitOptions {
@@ -63,10 +76,20 @@ impl ManagerHandle {
         let addr = listener.local_addr()?;
         config.listen = addr;
         config.advertise = addr.to_string();
+        let (enroll_addr, enroll_listener) = if enrollment {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            config.enrollment.enabled = true;
+            config.enrollment.listen = l.local_addr()?;
+            (Some(l.local_addr()?), Some(l))
+        } else {
+            (None, None)
+        };
         let mut handle = Self {
             dir,
             config,
             addr,
+            enroll_addr,
+            enroll_listener,
             running: None,
         };
         handle.spawn(listener);
@@ -75,11 +98,11 @@ impl ManagerHandle {
 
     fn spawn(&mut self, listener: tokio::net::TcpListener) {
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(palisade_manager::run(
-            self.config.clone(),
-            listener,
-            shutdown.clone(),
-        ));
+        let mut config = self.config.clone();
+        if let Some(l) = self.enroll_listener.take() {
+            config.enrollment.listener = palisade_manager::enroll::PreboundListener::new(l);
+        }
+        let task = tokio::spawn(palisade_manager::run(config, listener, shutdown.clone()));
         self.running = Some((shutdown, task));
     }
 
@@ -96,6 +119,9 @@ impl ManagerHandle {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await?;
         let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        if let Some(addr) = self.enroll_addr {
+            self.enroll_listener = Some(std::net::TcpListener::bind(addr)?);
+        }
         self.spawn(listener);
         Ok(())
     }

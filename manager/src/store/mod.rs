@@ -18,7 +18,7 @@ use crate::analysis::NewAlert;
 mod responses;
 mod tokens;
 pub use responses::{BlockRow, NewResponse, RefusalRow, ResponseRow};
-pub use tokens::{Redeemed, TokenRow};
+pub use tokens::{Redeemed, TokenRow, show_time};
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
