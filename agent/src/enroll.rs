@@ -65,10 +65,10 @@ pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
         )
     };
     let mut t = s.trim();
-    if let Some((head, rest)) = t.split_once('=') {
-        if head.to_ascii_lowercase().contains("sha256") {
-            t = rest;
-        }
+    if let Some((head, rest)) = t.split_once('=')
+        && head.to_ascii_lowercase().contains("sha256")
+    {
+        t = rest;
     }
     if t.len() > 7 && t[..7].eq_ignore_ascii_case("sha256:") {
         t = &t[7..];

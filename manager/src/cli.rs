@@ -528,7 +528,7 @@ async fn token_command(command: TokenCommand) -> ExitCode {
                 Err(e) => return setup_failed(e.into()),
             };
             let now = crate::store::now_ms();
-            println!("{:<5} {:<20} {:<21} {}", "ID", "NAME", "EXPIRES", "STATUS");
+            println!("{:<5} {:<20} {:<21} STATUS", "ID", "NAME", "EXPIRES");
             for t in tokens {
                 let status = match (&t.used_at, &t.used_by) {
                     (Some(at), by) => format!(
