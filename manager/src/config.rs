@@ -655,6 +655,7 @@ pub fn toml_error(e: &toml::de::Error) -> String {
 
 /// The manager.toml that `init` writes, every option shown.
 pub fn render_default(listen: SocketAddr, advertise: &str) -> String {
+    let enroll_listen = SocketAddr::new(listen.ip(), crate::enroll::DEFAULT_PORT);
     format!(
         r#"# Palisade manager configuration. Relative paths are relative to this file.
 
@@ -716,7 +717,7 @@ repeated_offenders = ["30m", "2h"]
 # palisade-agent enroll) on a port of its own with server-authenticated TLS;
 # the port above stays mutual TLS only. Off unless you turn it on.
 enabled = false
-listen = "0.0.0.0:1515"
+listen = "{enroll_listen}"
 # How long a new token is good for unless token create --ttl says.
 token_ttl = "1h"
 "#
