@@ -46,6 +46,34 @@ enum Command {
     },
     /// Check the configuration and report every problem.
     CheckConfig(ConfigArg),
+    /// Get this agent's identity from the manager with a one-time token (the key stays here).
+    Enroll(EnrollArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("pin").args(["ca_fingerprint", "ca_file"]))]
+struct EnrollArgs {
+    /// The manager's enrollment endpoint, HOST:PORT (port 1515 by default in manager.toml).
+    #[arg(long, value_name = "HOST:PORT")]
+    manager: String,
+    /// The one-time token from `palisade-manager token create`.
+    #[arg(long, env = "PALISADE_ENROLL_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The agent name to register (default: the token's name, else this host's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// SHA-256 fingerprint of the manager's CA (`palisade-manager ca fingerprint`).
+    #[arg(long, value_name = "SHA256")]
+    ca_fingerprint: Option<String>,
+    /// A copy of the manager's CA certificate (its pki/ca.pem), instead of a fingerprint.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Where to write agent.toml, agent.pem, agent.key and ca.pem.
+    #[arg(long, default_value = "/etc/palisade")]
+    dir: PathBuf,
+    /// Replace an identity already in --dir.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Whether `args` (program name first) is a valid command line; the error
@@ -70,12 +98,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_tracing();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (path, from_start, check_only) = match &cli.command {
-        Command::Run { config, from_start } => (config.config.clone(), *from_start, false),
-        Command::CheckConfig(config) => (config.config.clone(), false, true),
+    let (path, from_start, check_only) = match cli.command {
+        Command::Run { config, from_start } => (config.config, from_start, false),
+        Command::CheckConfig(config) => (config.config, false, true),
+        Command::Enroll(args) => return enroll(args),
     };
+    init_tracing();
     let mut config = match AgentConfig::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -131,6 +160,58 @@ pub fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `enroll`: one line on success or on failure, nothing else.
+fn enroll(args: EnrollArgs) -> ExitCode {
+    use crate::enroll::{CaPin, EnrollOptions};
+    let fail = |e: crate::enroll::EnrollError| {
+        eprintln!("palisade-agent: {e}");
+        ExitCode::from(if e.is_usage() { EXIT_USAGE } else { 1 })
+    };
+    let pin = match (args.ca_fingerprint, args.ca_file) {
+        (Some(f), _) => match crate::enroll::parse_fingerprint(&f) {
+            Ok(f) => CaPin::Fingerprint(f),
+            Err(e) => return fail(crate::enroll::EnrollError::Usage(e)),
+        },
+        (None, Some(file)) => CaPin::File(file),
+        (None, None) => {
+            return fail(crate::enroll::EnrollError::Usage(
+                "give --ca-fingerprint or --ca-file".into(),
+            ));
+        }
+    };
+    let options = EnrollOptions {
+        manager: args.manager,
+        token: args.token,
+        name: args.name,
+        pin,
+        dir: args.dir,
+        force: args.force,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("palisade-agent: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(crate::enroll::enroll(&options)) {
+        Ok(done) => {
+            println!(
+                "Enrolled: ID: {}, Name: {}, manager {}. Start the agent: palisade-agent run -c {}",
+                done.id,
+                done.name,
+                done.manager_address,
+                done.config.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 fn init_tracing() {

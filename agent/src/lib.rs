@@ -9,6 +9,7 @@
 //! - [`tail`]: polling file follower (globs, rotation, fingerprints).
 //! - [`command`]: OSSEC's `command`/`full_command` sources.
 //! - [`uplink`]: the mutual-TLS stream to the manager.
+//! - [`enroll`]: `palisade-agent enroll`, an identity from a one-time token.
 //! - [`systemd`]: readiness and watchdog for `Type=notify` units.
 //! - [`respond`]: active responses (route-null, firewall-drop, host-deny,
 //!   scripts), their ledger, timeouts and safety checks.
@@ -20,6 +21,7 @@
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod enroll;
 pub mod respond;
 pub mod spool;
 pub mod systemd;

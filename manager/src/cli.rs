@@ -133,6 +133,45 @@ enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// One-time enrollment tokens for `palisade-agent enroll`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The manager's CA.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a new single-use token (shown once; only its hash is stored).
+    Create {
+        /// How long the token is good for (default: [enrollment] token_ttl, 1h).
+        #[arg(long, value_parser = crate::cli::token_ttl)]
+        ttl: Option<std::time::Duration>,
+        /// The agent name it registers (default: what the agent asks, else its host name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List tokens: unused, used (by which agent) or expired.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Print the CA certificate's SHA-256 fingerprint, for `palisade-agent enroll --ca-fingerprint`.
+    Fingerprint {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -273,6 +312,11 @@ async fn dispatch(command: Command) -> ExitCode {
                         "  operator:      {} (for palisadectl --config)",
                         report.ctl_config.display()
                     );
+                    if let Ok(f) =
+                        crate::enroll::ca_fingerprint(&options.dir.join("pki").join("ca.pem"))
+                    {
+                        println!("  CA fingerprint (SHA-256): {f}");
+                    }
                     println!(
                         "Next: palisade-manager agent add NAME -c {}",
                         report.config.display()
@@ -381,6 +425,22 @@ async fn dispatch(command: Command) -> ExitCode {
                 }
             }
         }
+        Command::Token { command } => token_command(command).await,
+        Command::Ca {
+            command: CaCommand::Fingerprint { config },
+        } => {
+            let config = match load_config(&config.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match crate::enroll::ca_fingerprint(&config.ca_cert) {
+                Ok(f) => {
+                    println!("{f}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => setup_failed(e),
+            }
+        }
         Command::Agent { command } => match command {
             AgentCommand::Add {
                 name,
@@ -422,6 +482,85 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         },
     }
+}
+
+async fn token_command(command: TokenCommand) -> ExitCode {
+    match command {
+        TokenCommand::Create { ttl, name, config } => {
+            let config = match load_config(&config.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match crate::enroll::create_token(&config, ttl, name.as_deref()).await {
+                Ok(t) => {
+                    println!("{}", t.token);
+                    let only = t
+                        .name
+                        .as_deref()
+                        .map(|n| format!(", for agent {n}"))
+                        .unwrap_or_default();
+                    eprintln!(
+                        "Single use, expires {}{only}.",
+                        crate::store::show_time(t.expires_at)
+                    );
+                    eprintln!("CA fingerprint (SHA-256): {}", t.ca_fingerprint);
+                    eprintln!(
+                        "On the agent: palisade-agent enroll --manager {} --token {} --ca-fingerprint {}",
+                        t.enroll_address, t.token, t.ca_fingerprint
+                    );
+                    if !config.enrollment.enabled {
+                        eprintln!(
+                            "Note: enrollment is off; set [enrollment] enabled = true in {} and restart the manager.",
+                            config.source.display()
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => setup_failed(e),
+            }
+        }
+        TokenCommand::List { config } => {
+            let config = match load_config(&config.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let store = match crate::store::Store::open(&config.database).await {
+                Ok(s) => s,
+                Err(e) => return setup_failed(e.into()),
+            };
+            let tokens = store.tokens().await;
+            store.close().await;
+            let tokens = match tokens {
+                Ok(t) => t,
+                Err(e) => return setup_failed(e.into()),
+            };
+            let now = crate::store::now_ms();
+            println!("{:<5} {:<20} {:<21} STATUS", "ID", "NAME", "EXPIRES");
+            for t in tokens {
+                let status = match (&t.used_at, &t.used_by) {
+                    (Some(at), by) => format!(
+                        "used by agent {} at {}",
+                        by.as_deref().unwrap_or("?"),
+                        crate::store::show_time(*at)
+                    ),
+                    (None, _) if t.expires_at <= now => "expired".to_string(),
+                    (None, _) => "unused".to_string(),
+                };
+                println!(
+                    "{:<5} {:<20} {:<21} {status}",
+                    t.id,
+                    t.name.as_deref().unwrap_or("-"),
+                    crate::store::show_time(t.expires_at)
+                );
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Parses `--ttl`: from 1s to 30d.
+pub fn token_ttl(s: &str) -> Result<std::time::Duration, String> {
+    crate::enroll::check_ttl(s)
 }
 
 /// Parses a duration argument like `10s`.

@@ -655,6 +655,7 @@ pub fn toml_error(e: &toml::de::Error) -> String {
 
 /// The manager.toml that `init` writes, every option shown.
 pub fn render_default(listen: SocketAddr, advertise: &str) -> String {
+    let enroll_listen = SocketAddr::new(listen.ip(), crate::enroll::DEFAULT_PORT);
     format!(
         r#"# Palisade manager configuration. Relative paths are relative to this file.
 
@@ -736,6 +737,15 @@ repeated_offenders = ["30m", "2h"]
 # to = ["ops@example.net"]
 # email_alert_level = 7
 # email_maxperhour = 12            # the rest go out as one digest per hour
+
+[enrollment]
+# Agents enroll with one-time tokens (palisade-manager token create;
+# palisade-agent enroll) on a port of its own with server-authenticated TLS;
+# the port above stays mutual TLS only. Off unless you turn it on.
+enabled = false
+listen = "{enroll_listen}"
+# How long a new token is good for unless token create --ttl says.
+token_ttl = "1h"
 "#
     )
 }

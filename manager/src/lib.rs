@@ -89,6 +89,9 @@ pub enum RunError {
     /// The mailer could not be set up.
     #[error(transparent)]
     Mail(#[from] mail::MailError),
+    /// The enrollment endpoint could not start.
+    #[error(transparent)]
+    Enroll(#[from] enroll::EnrollError),
     /// The engine thread could not start.
     #[error("cannot start the analysis thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -206,6 +209,7 @@ pub async fn run(
         hostname,
     );
     let incoming = tls::incoming(listener, tls, shutdown.clone());
+    let enrollment = enroll::start(&config, store.clone(), shutdown.clone()).await?;
     info!(listen = ?local, database = %config.database.display(), "Manager started.");
     palisade_agent::systemd::ready();
     palisade_agent::systemd::spawn_watchdog(shutdown.clone());
@@ -222,6 +226,9 @@ pub async fn run(
         }
     };
     palisade_agent::systemd::stopping();
+    if let Some(enrollment) = enrollment {
+        enrollment.stopped().await;
+    }
     revocations.abort();
     // Cancelled with the rest: it stops after the batch in hand.
     let _ = retention.await;

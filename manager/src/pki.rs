@@ -38,6 +38,9 @@ pub enum PkiError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A certificate request cannot be read or its signature is wrong.
+    #[error("the certificate request is unusable: {0}")]
+    Request(String),
     /// A certificate we issued does not read back as the identity we meant.
     #[error("issued certificate does not carry the expected identity: {0}")]
     Identity(String),
@@ -127,23 +130,35 @@ impl CertificateAuthority {
 
     /// An agent's client certificate: its id and name as URI SANs.
     pub fn issue_agent(&self, id: &str, name: &str) -> Result<IssuedCert, PkiError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        for uri in identity::agent_uris(id, name) {
-            params.subject_alt_names.push(SanType::URI(uri.try_into()?));
-        }
-        params.distinguished_name.push(DnType::CommonName, id);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationalUnitName, name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let issued = self.sign(params)?;
-        check_role(
-            &issued,
-            &identity::Role::Agent {
-                id: id.to_string(),
-                name: name.to_string(),
-            },
-        )?;
+        let issued = self.sign(agent_params(id, name)?)?;
+        check_agent(&issued, id, name)?;
+        Ok(issued)
+    }
+
+    /// An agent's client certificate for the key of an enrolling agent's
+    /// certificate request (PKCS#10, DER). The request's signature is
+    /// verified (the agent holds the key); its names and extensions are
+    /// ignored: the certificate is the same as [`Self::issue_agent`]'s.
+    /// `key_pem` is empty, since the key never left the agent.
+    pub fn issue_agent_for_request(
+        &self,
+        id: &str,
+        name: &str,
+        csr_der: &[u8],
+    ) -> Result<IssuedCert, PkiError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_der(
+            &rustls_pki_types::CertificateSigningRequestDer::from(csr_der),
+        )
+        .map_err(|e| PkiError::Request(e.to_string()))?;
+        let mut params = agent_params(id, name)?;
+        leaf_defaults(&mut params);
+        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        let issued = IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: String::new(),
+            serial: serial_of(cert.der()),
+        };
+        check_agent(&issued, id, name)?;
         Ok(issued)
     }
 
@@ -169,24 +184,54 @@ impl CertificateAuthority {
     }
 
     fn sign(&self, mut params: CertificateParams) -> Result<IssuedCert, PkiError> {
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyAgreement,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(random_serial());
-        set_validity(&mut params, LEAF_VALIDITY);
+        leaf_defaults(&mut params);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        let serial = identity::identity_from_der(cert.der())
-            .map(|id| id.serial)
-            .unwrap_or_default();
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
-            serial,
+            serial: serial_of(cert.der()),
         })
     }
+}
+
+fn agent_params(id: &str, name: &str) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    for uri in identity::agent_uris(id, name) {
+        params.subject_alt_names.push(SanType::URI(uri.try_into()?));
+    }
+    params.distinguished_name.push(DnType::CommonName, id);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
+}
+
+fn leaf_defaults(params: &mut CertificateParams) {
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyAgreement,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
+    set_validity(params, LEAF_VALIDITY);
+}
+
+fn serial_of(der: &[u8]) -> String {
+    identity::identity_from_der(der)
+        .map(|id| id.serial)
+        .unwrap_or_default()
+}
+
+fn check_agent(issued: &IssuedCert, id: &str, name: &str) -> Result<(), PkiError> {
+    check_role(
+        issued,
+        &identity::Role::Agent {
+            id: id.to_string(),
+            name: name.to_string(),
+        },
+    )
 }
 
 fn check_role(issued: &IssuedCert, expected: &identity::Role) -> Result<(), PkiError> {
@@ -272,6 +317,49 @@ mod tests {
         ca.issue_operator("alice").unwrap();
         ca.issue_server(&["localhost".into(), "127.0.0.1".into()])
             .unwrap();
+    }
+
+    #[test]
+    fn a_request_gets_an_agent_certificate_for_its_own_key_only() {
+        let (ca, _key) = CertificateAuthority::generate("test CA").unwrap();
+        let key = KeyPair::generate().unwrap();
+        // The request asks for an operator role and a server name; both
+        // are ignored.
+        let mut asked = CertificateParams::new(vec!["evil.example".to_string()]).unwrap();
+        asked.subject_alt_names.push(SanType::URI(
+            identity::operator_uri("root").try_into().unwrap(),
+        ));
+        let csr = asked.serialize_request(&key).unwrap();
+        let issued = ca
+            .issue_agent_for_request("007", "web07", csr.der())
+            .unwrap();
+        assert!(issued.key_pem.is_empty());
+        let der =
+            rustls_pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        let id = identity::identity_from_der(der.as_ref()).unwrap();
+        assert_eq!(
+            id.role,
+            identity::Role::Agent {
+                id: "007".into(),
+                name: "web07".into()
+            }
+        );
+        use x509_parser::prelude::FromDer;
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der.as_ref()).unwrap();
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+        assert!(!issued.cert_pem.contains("evil"));
+
+        // A request whose signature does not verify is refused.
+        let mut tampered = csr.der().to_vec();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        let err = ca
+            .issue_agent_for_request("008", "web08", &tampered)
+            .unwrap_err();
+        assert!(matches!(err, PkiError::Request(_)), "{err}");
     }
 
     #[test]

@@ -215,7 +215,7 @@ pub async fn add_agent(
     let agent_toml = dir.join("agent.toml");
     pki::write_public(
         &agent_toml,
-        &render_agent_config(&config.advertise, &config.server_name),
+        &palisade_agent::enroll::render_agent_config(&config.advertise, &config.server_name),
     )?;
     Ok(AgentBundle {
         id,
@@ -223,30 +223,6 @@ pub async fn add_agent(
         dir,
         config: agent_toml,
     })
-}
-
-fn render_agent_config(address: &str, server_name: &str) -> String {
-    format!(
-        r#"# Palisade agent configuration. Relative paths are relative to this file.
-
-[manager]
-address = "{address}"
-# The name verified in the manager's certificate.
-server_name = "{server_name}"
-ca_cert = "ca.pem"
-cert = "agent.pem"
-key = "agent.key"
-
-[spool]
-# Events not yet acknowledged by the manager, and file read positions.
-database = "agent.db"
-
-# One block per log to watch (OSSEC's <localfile>).
-[[localfile]]
-location = "/var/log/apache2/access.log"
-log_format = "apache"
-"#
-    )
 }
 
 /// Removes an agent; its certificate is refused from then on, also on a

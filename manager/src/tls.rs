@@ -89,6 +89,26 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The enrollment endpoint's rustls configuration: our certificate
+/// followed by the CA's (agents that pin the CA by fingerprint find it in
+/// the chain), no client certificates (enrolling agents have none yet),
+/// HTTP/2 only.
+pub fn enrollment_server_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut chain = load_certs(cert)?;
+    chain.extend(load_certs(ca)?);
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, load_key(key)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Accepted, verified TLS connections for tonic's `serve_with_incoming`.
 pub type Incoming = ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>;
 
@@ -98,6 +118,17 @@ pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
+) -> Incoming {
+    incoming_with(listener, config, shutdown, explain_handshake_error)
+}
+
+/// [`incoming`], with `explain` turning handshake errors into the reasons
+/// logged.
+pub fn incoming_with(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+    explain: fn(&str) -> &'static str,
 ) -> Incoming {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
@@ -127,10 +158,10 @@ pub fn incoming(
                         let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err((error, tcp))) => {
-                        log_refusal(peer, &error.to_string());
+                        log_refusal(peer, &error.to_string(), explain);
                         linger(tcp).await;
                     }
-                    Err(_) => log_refusal(peer, "handshake timed out"),
+                    Err(_) => log_refusal(peer, "handshake timed out", explain),
                 }
             });
         }
@@ -152,8 +183,8 @@ async fn linger(mut tcp: TcpStream) {
     .await;
 }
 
-fn log_refusal(peer: SocketAddr, error: &str) {
-    let reason = explain_handshake_error(error);
+fn log_refusal(peer: SocketAddr, error: &str, explain: fn(&str) -> &'static str) {
+    let reason = explain(error);
     warn!(%peer, %reason, %error, "Refused TLS connection.");
 }
 

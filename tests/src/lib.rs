@@ -41,6 +41,9 @@ pub struct ManagerHandle {
     pub config: ManagerConfig,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its enrollment endpoint listens, when started with one.
+    pub enroll_addr: Option<SocketAddr>,
+    enroll_listener: Option<std::net::TcpListener>,
     running: Option<(
         CancellationToken,
         JoinHandle<Result<(), palisade_manager::RunError>>,
@@ -50,11 +53,24 @@ pub struct ManagerHandle {
 impl ManagerHandle {
     /// `init` in a fresh temp dir and start the manager on loopback.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with(|_| {}).await
+        Self::start_inner(false, |_| {}).await
     }
 
     /// As [`Self::start`], with `adjust` applied to the configuration first.
     pub async fn start_with(adjust: impl FnOnce(&mut ManagerConfig)) -> anyhow::Result<Self> {
+        Self::start_inner(false, adjust).await
+    }
+
+    /// [`Self::start`], with the enrollment endpoint on its own loopback
+    /// port ([`Self::enroll_addr`]).
+    pub async fn start_enrolling() -> anyhow::Result<Self> {
+        Self::start_inner(true, |_| {}).await
+    }
+
+    async fn start_inner(
+        enrollment: bool,
+        adjust: impl FnOnce(&mut ManagerConfig),
+    ) -> anyhow::Result<Self> {
         install_crypto();
         let dir = tempfile::tempdir()?;
         let report = setup::init(&InitOptions {
@@ -71,10 +87,20 @@ impl ManagerHandle {
         config.listen = addr;
         config.advertise = addr.to_string();
         adjust(&mut config);
+        let (enroll_addr, enroll_listener) = if enrollment {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            config.enrollment.enabled = true;
+            config.enrollment.listen = l.local_addr()?;
+            (Some(l.local_addr()?), Some(l))
+        } else {
+            (None, None)
+        };
         let mut handle = Self {
             dir,
             config,
             addr,
+            enroll_addr,
+            enroll_listener,
             running: None,
         };
         handle.spawn(listener);
@@ -83,11 +109,11 @@ impl ManagerHandle {
 
     fn spawn(&mut self, listener: tokio::net::TcpListener) {
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(palisade_manager::run(
-            self.config.clone(),
-            listener,
-            shutdown.clone(),
-        ));
+        let mut config = self.config.clone();
+        if let Some(l) = self.enroll_listener.take() {
+            config.enrollment.listener = palisade_manager::enroll::PreboundListener::new(l);
+        }
+        let task = tokio::spawn(palisade_manager::run(config, listener, shutdown.clone()));
         self.running = Some((shutdown, task));
     }
 
@@ -104,6 +130,9 @@ impl ManagerHandle {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await?;
         let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        if let Some(addr) = self.enroll_addr {
+            self.enroll_listener = Some(std::net::TcpListener::bind(addr)?);
+        }
         self.spawn(listener);
         Ok(())
     }

@@ -17,8 +17,10 @@ use crate::analysis::NewAlert;
 
 mod prune;
 mod responses;
+mod tokens;
 pub use prune::Pruned;
 pub use responses::{BlockRow, NewResponse, RefusalRow, ResponseRow};
+pub use tokens::{Redeemed, TokenRow, show_time};
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,11 @@ fn migrator() -> Migrator {
             3,
             "active responses",
             include_str!("../../../migrations/manager/0003_responses.sql"),
+        ),
+        m(
+            4,
+            "enrollment tokens",
+            include_str!("../../../migrations/manager/0004_enrollment_tokens.sql"),
         ),
         m(
             5,
@@ -263,31 +270,7 @@ impl Store {
         F: FnOnce(&str) -> Result<(String, E), String>,
     {
         let mut tx = self.write_tx().await?;
-        let live: Option<String> =
-            sqlx::query_scalar("SELECT id FROM agents WHERE name = $1 AND removed_at IS NULL")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(id) = live {
-            return Err(StoreError::Conflict(format!(
-                "an agent named {name:?} already exists (id {id})"
-            )));
-        }
-        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(CAST(id AS INTEGER)) FROM agents")
-            .fetch_one(&mut *tx)
-            .await?;
-        let id = format!("{:03}", max.unwrap_or(0) + 1);
-        let (serial, extra) = issue(&id).map_err(StoreError::Conflict)?;
-        sqlx::query(
-            "INSERT INTO agents (id, name, registered_ip, cert_serial, registered_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&id)
-        .bind(name)
-        .bind(ip)
-        .bind(&serial)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        let (id, extra) = register(&mut tx, name, ip, issue).await?;
         tx.commit().await?;
         Ok((id, extra))
     }
@@ -579,6 +562,45 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// Registers an agent under the next free id inside `tx` (which holds
+/// the write lock); `issue` makes its certificate once the id is known.
+async fn register<F, E>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    name: &str,
+    ip: &str,
+    issue: F,
+) -> Result<(String, E), StoreError>
+where
+    F: FnOnce(&str) -> Result<(String, E), String>,
+{
+    let live: Option<String> =
+        sqlx::query_scalar("SELECT id FROM agents WHERE name = $1 AND removed_at IS NULL")
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if let Some(id) = live {
+        return Err(StoreError::Conflict(format!(
+            "an agent named {name:?} already exists (id {id})"
+        )));
+    }
+    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(CAST(id AS INTEGER)) FROM agents")
+        .fetch_one(&mut **tx)
+        .await?;
+    let id = format!("{:03}", max.unwrap_or(0) + 1);
+    let (serial, extra) = issue(&id).map_err(StoreError::Conflict)?;
+    sqlx::query(
+        "INSERT INTO agents (id, name, registered_ip, cert_serial, registered_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&id)
+    .bind(name)
+    .bind(ip)
+    .bind(&serial)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok((id, extra))
 }
 
 fn to_i64(v: u64) -> i64 {
