@@ -146,6 +146,8 @@ pub async fn run(
         responder,
         outputs,
         hostname,
+        config.agent_timeout,
+        shutdown.clone(),
     );
     let incoming = tls::incoming(listener, tls, shutdown.clone());
     info!(listen = ?local, database = %config.database.display(), "Manager started.");
