@@ -15,8 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{client, output};
 use palisade_proto::v1::{
     GetAgentRequest, ListAlertsRequest, ListBlocksRequest, ListRefusalsRequest,
-    ListResponsesRequest, RemoveAgentRequest, RunResponseRequest,
-    StatusRequest, UnblockRequest,
+    ListResponsesRequest, RemoveAgentRequest, RunResponseRequest, StatusRequest, UnblockRequest,
 };
 
 /// Exit code for usage and configuration errors.
@@ -317,7 +316,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             return Err(Failure::Usage("-b needs -u ID or -a".into()));
         }
         if l.restart.as_deref() == Some("") && l.agent.is_none() && !l.all_agents {
-            return Err(Failure::Usage("-R needs an agent: -R ID, -u ID -R or -R -a".into()));
+            return Err(Failure::Usage(
+                "-R needs an agent: -R ID, -u ID -R or -R -a".into(),
+            ));
         }
         if l.block.is_none()
             && !l.list
@@ -611,9 +612,7 @@ fn parse_since(text: &str) -> Result<prost_types::Timestamp, Failure> {
             _ => return Err(bad()),
         };
         let age = jiff::SignedDuration::from_secs(n.checked_mul(seconds).ok_or_else(bad)?);
-        jiff::Timestamp::now()
-            .checked_sub(age)
-            .map_err(|_| bad())?
+        jiff::Timestamp::now().checked_sub(age).map_err(|_| bad())?
     };
     Ok(prost_types::Timestamp {
         seconds: at.as_second(),
@@ -632,7 +631,10 @@ mod tests {
         assert!((now - 3600 - t.seconds).abs() <= 2);
         let t = parse_since("2d").unwrap();
         assert!((now - 172_800 - t.seconds).abs() <= 2);
-        assert_eq!(parse_since("2026-01-02T03:04:05Z").unwrap().seconds, 1_767_323_045);
+        assert_eq!(
+            parse_since("2026-01-02T03:04:05Z").unwrap().seconds,
+            1_767_323_045
+        );
         assert!(parse_since("1y").is_err());
         assert!(parse_since("h").is_err());
     }
@@ -651,7 +653,15 @@ mod tests {
             &["palisadectl", "-R", "-a"],
             &["palisadectl", "agent", "001"],
             &["palisadectl", "agent", "remove", "001"],
-            &["palisadectl", "alerts", "--since", "1h", "--level", "10", "--follow"],
+            &[
+                "palisadectl",
+                "alerts",
+                "--since",
+                "1h",
+                "--level",
+                "10",
+                "--follow",
+            ],
         ] {
             check_args(args.iter().copied()).unwrap();
         }
@@ -666,7 +676,9 @@ mod tests {
             Some(Command::Agent { action: Some(AgentAction::Remove { ref id, .. }), .. }) if id == "003"
         ));
         let cli = Cli::try_parse_from(["palisadectl", "agent", "004"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Agent { id: Some(ref id), action: None, .. }) if id == "004"));
+        assert!(
+            matches!(cli.command, Some(Command::Agent { id: Some(ref id), action: None, .. }) if id == "004")
+        );
         assert!(check_args(["palisadectl", "agent"]).is_err());
     }
 }

@@ -83,7 +83,7 @@ pub async fn connect(config: &CtlConfig) -> Result<ControlServiceClient<Channel>
         .domain_name(config.server_name.clone());
     let unreachable = |e: &dyn std::error::Error| {
         let text = chain(e);
-        if text.contains("InvalidCertificate") {
+        if text.contains("InvalidCertificate") || text.contains("invalid peer certificate") {
             return Failure::Runtime(format!(
                 "the manager at {} presented a certificate that {} does not vouch for ({text})",
                 config.manager,
@@ -111,8 +111,12 @@ fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
+        let text = cause.to_string();
+        // tonic and hyper often repeat their cause in their own text.
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         source = cause.source();
     }
     s
@@ -120,14 +124,21 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// Turns a refused call into one clear line.
 pub fn call_failed(status: tonic::Status) -> Failure {
-    let text = chain(&status);
-    if text.contains("CertificateRequired")
-        || text.contains("UnknownCA")
-        || text.contains("BadCertificate")
-    {
-        return Failure::Runtime(format!(
-            "the manager refused this operator certificate ({text})"
-        ));
+    // The TLS alert is only in the debug form of a transport error.
+    let text = format!("{} {status:?}", chain(&status));
+    for alert in [
+        "CertificateRequired",
+        "UnknownCA",
+        "BadCertificate",
+        "CertificateRevoked",
+        "CertificateExpired",
+        "DecryptError",
+    ] {
+        if text.contains(alert) {
+            return Failure::Runtime(format!(
+                "the manager refused this operator certificate (TLS alert {alert})"
+            ));
+        }
     }
     Failure::Runtime(format!(
         "{}: {}",

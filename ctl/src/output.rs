@@ -451,7 +451,10 @@ pub fn agent_control_info(a: &AgentInfo) -> String {
 /// syscheck/rootcheck.
 pub fn agent_control_info_csv(a: &AgentInfo) -> String {
     let (ip, status) = if is_manager(a) {
-        ("127.0.0.1".to_string(), format!("{}/Local", status_text(a.status)))
+        (
+            "127.0.0.1".to_string(),
+            format!("{}/Local", status_text(a.status)),
+        )
     } else {
         (a.registered_ip.clone(), status_text(a.status).to_string())
     };
@@ -510,7 +513,13 @@ pub fn restart_json(r: &RestartAgentResponse) -> Value {
 
 /// `agent ID`: one field a line.
 pub fn agent_detail(a: &AgentInfo) -> String {
-    let dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
     let rows: Vec<(&str, String)> = vec![
         ("ID", a.id.clone()),
         ("Name", a.name.clone()),
@@ -569,7 +578,11 @@ fn responses_text(a: &Alert) -> String {
 }
 
 fn agent_text(a: &Alert) -> String {
-    let id = if a.agent_id.is_empty() { "000" } else { a.agent_id.as_str() };
+    let id = if a.agent_id.is_empty() {
+        "000"
+    } else {
+        a.agent_id.as_str()
+    };
     if a.agent_name.is_empty() {
         id.to_string()
     } else {
@@ -595,7 +608,11 @@ fn alert_row(a: &Alert) -> Vec<String> {
         agent_text(a),
         a.rule_id.to_string(),
         a.level.to_string(),
-        if a.srcip.is_empty() { "-".into() } else { a.srcip.clone() },
+        if a.srcip.is_empty() {
+            "-".into()
+        } else {
+            a.srcip.clone()
+        },
         a.description.clone(),
         responses_text(a),
     ]
