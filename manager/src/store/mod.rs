@@ -554,14 +554,6 @@ impl Store {
         Ok(rows.iter().map(alert_from_row).collect())
     }
 
-    /// The highest alert id stored (0 when there is none).
-    pub async fn last_alert_id(&self) -> Result<i64, StoreError> {
-        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM alerts")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(id.unwrap_or(0))
-    }
-
     /// Archived events of one agent (or all), in arrival order.
     pub async fn archived_events(
         &self,
