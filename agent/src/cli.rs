@@ -149,17 +149,48 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(async {
+    let stop = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        match crate::run(config, shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("palisade-agent: {e}");
-                ExitCode::from(1)
+        crate::run_until(config, shutdown).await
+    });
+    // Every task and the spool are closed before the process is replaced.
+    drop(runtime);
+    match stop {
+        Ok(crate::uplink::Stop::Shutdown) => ExitCode::SUCCESS,
+        Ok(crate::uplink::Stop::Restart) => {
+            let error = reexec();
+            eprintln!("palisade-agent: cannot restart: {error}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("palisade-agent: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Replaces this process with the same binary and arguments (a restart
+/// asked by the manager): the process id stays, so it works the same under
+/// systemd and without it. Returns only on failure.
+fn reexec() -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let program = match std::env::current_exe() {
+        Ok(p) => {
+            // A binary replaced by an upgrade shows as "path (deleted)":
+            // start the new one at the same path.
+            let text = p.to_string_lossy();
+            match text.strip_suffix(" (deleted)") {
+                Some(path) => PathBuf::from(path),
+                None => p,
             }
         }
-    })
+        Err(e) => return e,
+    };
+    tracing::info!(program = %program.display(), "Restarting.");
+    std::process::Command::new(program)
+        .args(std::env::args_os().skip(1))
+        .exec()
 }
 
 /// `enroll`: one line on success or on failure, nothing else.

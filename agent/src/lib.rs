@@ -50,8 +50,22 @@ pub enum RunError {
     Respond(#[from] respond::RespondError),
 }
 
-/// Runs the agent until `shutdown` is cancelled.
+/// Runs the agent until `shutdown` is cancelled (or the manager asks it
+/// to restart: it then stops as on shutdown).
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), RunError> {
+    run_until(config, shutdown).await.map(|_| ())
+}
+
+/// Runs the agent until `shutdown` is cancelled or the manager asks it to
+/// restart; says which. Everything is stopped cleanly either way: the
+/// spool keeps what the manager has not acknowledged, the ledger keeps the
+/// blocks in force, so the caller can start the agent again (`main`
+/// re-executes the binary).
+pub async fn run_until(
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<uplink::Stop, RunError> {
+    let started_at = std::time::SystemTime::now();
     let spool = spool::Spool::open_with(
         &config.spool_database,
         spool::SpoolOptions {
@@ -98,7 +112,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
     )?;
     let stop = shutdown.child_token();
     let (_report, timer) = responder.start(stop.clone()).await;
-    let uplink = uplink::Uplink::new(config.clone(), spool.clone(), spooled, stats, responder);
+    let uplink = uplink::Uplink::new(
+        config.clone(),
+        spool.clone(),
+        spooled,
+        stats,
+        responder,
+        started_at,
+    );
     systemd::ready();
     systemd::spawn_watchdog(stop.clone());
     info!(
@@ -133,11 +154,16 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
             tail_result = Err(e);
         }
     }
-    systemd::stopping();
+    let restart = matches!(uplink_result, Ok(uplink::Stop::Restart));
+    if restart {
+        systemd::reloading();
+    } else {
+        systemd::stopping();
+    }
     let _ = timer.await;
     spool.close().await;
-    info!("Agent stopped.");
-    uplink_result?;
+    info!(restart, "Agent stopped.");
+    let stop = uplink_result?;
     tail_result?;
-    Ok(())
+    Ok(stop)
 }

@@ -15,6 +15,12 @@ pub fn ready() {
     }
 }
 
+/// Tells systemd the daemon is restarting itself (it re-executes and then
+/// says it is ready again, under the same process id).
+pub fn reloading() {
+    let _ = sd_notify::notify(&[NotifyState::Reloading]);
+}
+
 /// Tells systemd the daemon is stopping.
 pub fn stopping() {
     let _ = sd_notify::notify(&[NotifyState::Stopping]);

@@ -66,6 +66,15 @@ pub enum UplinkError {
     Protocol(String),
 }
 
+/// How the uplink ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The agent is shutting down.
+    Shutdown,
+    /// The manager asked the agent to restart itself (`palisadectl -R`).
+    Restart,
+}
+
 /// Shared counters the uplink reports.
 #[derive(Debug, Clone, Default)]
 pub struct AgentStats {
@@ -81,6 +90,8 @@ pub struct Uplink {
     spooled: Arc<Notify>,
     stats: AgentStats,
     responder: Responder,
+    /// When this agent started, sent in every Hello.
+    started_at: prost_types::Timestamp,
     /// Where results of commands, and of blocks the agent lifted itself,
     /// are queued in the order they happened.
     results_tx: mpsc::UnboundedSender<CommandResult>,
@@ -105,6 +116,7 @@ impl Uplink {
         spooled: Arc<Notify>,
         stats: AgentStats,
         responder: Responder,
+        started_at: std::time::SystemTime,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         // Blocks lifted at their timeout are reported like command results.
@@ -123,6 +135,7 @@ impl Uplink {
             spooled,
             stats,
             responder,
+            started_at: prost_types::Timestamp::from(started_at),
             results_tx: tx,
             results: tokio::sync::Mutex::new(ResultQueue {
                 rx,
@@ -142,18 +155,19 @@ impl Uplink {
         });
     }
 
-    /// Keeps a stream to the manager open until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), UplinkError> {
+    /// Keeps a stream to the manager open until `shutdown`, or until the
+    /// manager asks for a restart.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<Stop, UplinkError> {
         let tls = self.tls()?;
         let mut backoff = BACKOFF_MIN;
         loop {
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return Ok(Stop::Shutdown),
                 r = self.session(tls.clone(), &shutdown) => r,
             };
             match result {
-                Ok(()) => return Ok(()),
+                Ok(stop) => return Ok(stop),
                 Err(UplinkError::Spool(e)) => return Err(UplinkError::Spool(e)),
                 Err(error) => {
                     if started.elapsed() > Duration::from_secs(30) {
@@ -162,7 +176,7 @@ impl Uplink {
                     let wait = jitter(backoff);
                     warn!(%error, retry_in_ms = wait.as_millis() as u64, "Manager stream ended.");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = shutdown.cancelled() => return Ok(Stop::Shutdown),
                         _ = tokio::time::sleep(wait) => {}
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -216,7 +230,7 @@ impl Uplink {
         &self,
         tls: ClientTlsConfig,
         shutdown: &CancellationToken,
-    ) -> Result<(), UplinkError> {
+    ) -> Result<Stop, UplinkError> {
         let channel = self.connect(tls).await?;
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel::<AgentMessage>(WINDOW + 4);
@@ -236,7 +250,7 @@ impl Uplink {
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_default(),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-            started_at: None,
+            started_at: Some(self.started_at),
         }))
         .await?;
         let mut inbound = client
@@ -327,7 +341,7 @@ impl Uplink {
                         return Err(UplinkError::Protocol("stream closed".into()));
                     }
                 }
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => return Ok(Stop::Shutdown),
                 m = inbound.message() => {
                     let Some(m) = m.map_err(explain_status)? else {
                         return Err(UplinkError::Protocol("the manager closed the stream".into()));
@@ -343,7 +357,11 @@ impl Uplink {
                             }
                         }
                         Some(ManagerKind::Command(command)) => self.execute(command).await,
-                        Some(ManagerKind::Welcome(_) | ManagerKind::Restart(_)) | None => {}
+                        Some(ManagerKind::Restart(restart)) => {
+                            info!(requested_by = %restart.requested_by, "The manager asked this agent to restart.");
+                            return Ok(Stop::Restart);
+                        }
+                        Some(ManagerKind::Welcome(_)) | None => {}
                     }
                 }
                 _ = self.spooled.notified(), if in_flight.len() < WINDOW => {}

@@ -1,5 +1,6 @@
 //! The `palisadectl` command line: the operator's tool. It speaks OSSEC `agent_control`'s
-//! flags (`-l`, `-lc`, `-L`, `-b IP -f RESPONSE -u ID`, `-s`, `-j`) and
+//! flags (`-l`, `-lc`, `-ln`, `-i ID`, `-R ID`, `-u ID -R`, `-L`,
+//! `-b IP -f RESPONSE -u ID`, `-s`, `-j`) and
 //! offers the same operations, and more (unblock), as subcommands with
 //! tables and `--json`. Everything goes through the manager's control API
 //! with the operator certificate named in `ctl.toml` (`--config`, else
@@ -13,8 +14,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{client, output};
 use palisade_proto::v1::{
-    ListBlocksRequest, ListRefusalsRequest, ListResponsesRequest, RunResponseRequest,
-    UnblockRequest,
+    GetAgentRequest, ListAlertsRequest, ListBlocksRequest, ListRefusalsRequest,
+    ListResponsesRequest, RemoveAgentRequest, RunResponseRequest, StatusRequest, UnblockRequest,
 };
 
 /// Exit code for usage and configuration errors.
@@ -55,6 +56,12 @@ struct Legacy {
     /// With -l: only agents that are not connected.
     #[arg(short = 'n', requires = "list", conflicts_with = "connected")]
     not_connected: bool,
+    /// Information on one agent (000: the manager).
+    #[arg(short = 'i', value_name = "ID")]
+    info: Option<String>,
+    /// Ask an agent to restart itself (-R ID, or -u ID -R, or -R -a).
+    #[arg(short = 'R', value_name = "ID", num_args = 0..=1, default_missing_value = "")]
+    restart: Option<String>,
     /// List the available active responses.
     #[arg(short = 'L')]
     list_responses: bool,
@@ -64,10 +71,10 @@ struct Legacy {
     /// The response to run, as -L names it (e.g. route-null600).
     #[arg(short = 'f', value_name = "RESPONSE", requires = "block")]
     response: Option<String>,
-    /// The agent (-b).
+    /// The agent (-b, -R).
     #[arg(short = 'u', value_name = "ID")]
     agent: Option<String>,
-    /// Every agent (-b).
+    /// Every agent (-b, -R).
     #[arg(short = 'a', conflicts_with = "agent")]
     all_agents: bool,
     /// Plain, script-friendly output (CSV).
@@ -91,6 +98,61 @@ enum Command {
         /// JSON output.
         #[arg(long)]
         json: bool,
+    },
+    /// One agent in detail, or `agent remove ID`.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Agent {
+        /// The agent's id (000: the manager).
+        #[arg(required = true)]
+        id: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<AgentAction>,
+    },
+    /// Alerts, newest last: the latest `--limit`, then with `--follow` every
+    /// new one as it is stored.
+    Alerts {
+        /// Only alerts this recent: 90s, 30m, 1h, 2d, 1w, or an RFC 3339 time.
+        #[arg(long, value_name = "AGE|TIME")]
+        since: Option<String>,
+        /// Only alerts of this level or higher.
+        #[arg(long, value_name = "LEVEL")]
+        level: Option<u32>,
+        /// Only alerts of this rule.
+        #[arg(long, value_name = "ID")]
+        rule: Option<u32>,
+        /// Only alerts from this agent (000: the manager).
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+        /// Only alerts with this source address.
+        #[arg(long, value_name = "IP")]
+        srcip: Option<IpAddr>,
+        /// At most this many (the newest); with --follow, of the backlog.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Keep going: print each new alert as it is stored.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// JSON output (with --follow: one object a line).
+        #[arg(long)]
+        json: bool,
+    },
+    /// The manager: version, uptime, events per second, agents, alerts.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask agents to restart themselves (spool and blocks are kept).
+    Restart {
+        /// The agents.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Every connected agent.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
     },
     /// List the available active responses.
     Responses {
@@ -145,6 +207,22 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum AgentAction {
+    /// Remove an agent: revoke its certificate and end its stream (as
+    /// `palisade-manager agent remove`).
+    Remove {
+        /// The agent's id.
+        id: String,
+        /// Why, for the manager's log.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Whether `args` (program name first) is a valid command line; the error
 /// as clap words it. For checking documented commands without running them.
 pub fn check_args<I, T>(args: I) -> Result<(), String>
@@ -161,10 +239,19 @@ where
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, as every other error.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!(
+                "palisadectl: {} (see --help)",
+                first.strip_prefix("error: ").unwrap_or(first)
+            );
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -203,6 +290,8 @@ pub enum Failure {
 impl Legacy {
     fn any(&self) -> bool {
         self.list
+            || self.info.is_some()
+            || self.restart.is_some()
             || self.connected
             || self.not_connected
             || self.list_responses
@@ -226,15 +315,121 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         if l.block.is_some() && l.agent.is_none() && !l.all_agents {
             return Err(Failure::Usage("-b needs -u ID or -a".into()));
         }
-        if l.block.is_none() && !l.list && !l.list_responses {
+        if l.restart.as_deref() == Some("") && l.agent.is_none() && !l.all_agents {
             return Err(Failure::Usage(
-                "nothing to do: give -l, -L, -b or a subcommand (see --help)".into(),
+                "-R needs an agent: -R ID, -u ID -R or -R -a".into(),
+            ));
+        }
+        if l.block.is_none()
+            && !l.list
+            && !l.list_responses
+            && l.info.is_none()
+            && l.restart.is_none()
+        {
+            return Err(Failure::Usage(
+                "nothing to do: give -l, -i, -R, -L, -b or a subcommand (see --help)".into(),
             ));
         }
     }
+    let since = match &cli.command {
+        Some(Command::Alerts {
+            since: Some(since), ..
+        }) => Some(parse_since(since)?),
+        _ => None,
+    };
     let config = client::CtlConfig::load(&cli.config)?;
     let mut control = client::connect(&config).await?;
     match cli.command {
+        Some(Command::Agent {
+            action: Some(AgentAction::Remove { id, reason, json }),
+            ..
+        }) => {
+            let agent = control
+                .remove_agent(RemoveAgentRequest {
+                    agent_id: id,
+                    reason,
+                })
+                .await
+                .map_err(client::call_failed)?
+                .into_inner();
+            if json {
+                output::print_json(&output::agent_detail_json(&agent));
+            } else {
+                print!("{}", output::removed_text(&agent));
+            }
+        }
+        Some(Command::Agent { id, json, .. }) => {
+            let agent = control
+                .get_agent(GetAgentRequest {
+                    agent_id: id.unwrap_or_default(),
+                })
+                .await
+                .map_err(client::call_failed)?
+                .into_inner();
+            if json {
+                output::print_json(&output::agent_detail_json(&agent));
+            } else {
+                print!("{}", output::agent_detail(&agent));
+            }
+        }
+        Some(Command::Alerts {
+            level,
+            rule,
+            agent,
+            srcip,
+            limit,
+            follow,
+            json,
+            ..
+        }) => {
+            let request = ListAlertsRequest {
+                since,
+                min_level: level.unwrap_or(0),
+                rule_id: rule.unwrap_or(0),
+                agent_id: agent.unwrap_or_default(),
+                srcip: srcip.map(|ip| ip.to_string()).unwrap_or_default(),
+                limit,
+                after_id: 0,
+            };
+            if follow {
+                return client::follow_alerts(&mut control, request, json).await;
+            }
+            let mut alerts = control
+                .list_alerts(request)
+                .await
+                .map_err(client::call_failed)?
+                .into_inner()
+                .alerts;
+            alerts.reverse();
+            if json {
+                output::print_json(&serde_json::Value::Array(
+                    alerts.iter().map(output::alert_json).collect(),
+                ));
+            } else {
+                print!("{}", output::alerts_table(&alerts));
+            }
+        }
+        Some(Command::Status { json }) => {
+            let status = control
+                .status(StatusRequest {})
+                .await
+                .map_err(client::call_failed)?
+                .into_inner();
+            if json {
+                output::print_json(&output::status_json(&status));
+            } else {
+                print!("{}", output::status_text_block(&status));
+            }
+        }
+        Some(Command::Restart { ids, all }) => {
+            let r = client::restart(&mut control, ids, all).await?;
+            for id in &r.sent_to {
+                println!("agent {id}: asked to restart");
+            }
+            for id in &r.not_connected {
+                println!("agent {id}: not connected, not restarted");
+            }
+        }
         Some(Command::Agents {
             connected,
             all,
@@ -313,6 +508,38 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 print!("{}", output::refusals_table(&list));
             }
         }
+        None if l.info.is_some() => {
+            let agent = control
+                .get_agent(GetAgentRequest {
+                    agent_id: l.info.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(client::call_failed)?
+                .into_inner();
+            if l.json {
+                output::print_json(&output::agent_control_info_json(&agent));
+            } else if l.plain {
+                print!("{}", output::agent_control_info_csv(&agent));
+            } else {
+                print!("{}", output::agent_control_info(&agent));
+            }
+        }
+        None if l.restart.is_some() => {
+            let named = l
+                .restart
+                .clone()
+                .filter(|id| !id.is_empty())
+                .or_else(|| l.agent.clone());
+            let ids: Vec<String> = named.iter().cloned().collect();
+            let r = client::restart(&mut control, ids, l.all_agents && named.is_none()).await?;
+            if l.json {
+                output::print_json(&output::restart_json(&r));
+            } else if let Some(id) = named {
+                print!("{}", output::agent_control_restart(&id));
+            } else {
+                print!("{}", output::agent_control_restart_all(&r));
+            }
+        }
         None if l.list_responses => {
             let list = control
                 .list_responses(ListResponsesRequest {})
@@ -360,4 +587,98 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// `--since`: an age (`90s`, `30m`, `1h`, `2d`, `1w`) back from now, or an
+/// RFC 3339 time.
+fn parse_since(text: &str) -> Result<prost_types::Timestamp, Failure> {
+    let bad = || {
+        Failure::Usage(format!(
+            "invalid --since {text:?}: give an age such as 30m, 1h, 2d, or an RFC 3339 time"
+        ))
+    };
+    let at = if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        t
+    } else {
+        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (n, unit) = text.split_at(split);
+        let n: i64 = n.parse().map_err(|_| bad())?;
+        let seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 604_800,
+            _ => return Err(bad()),
+        };
+        let age = jiff::SignedDuration::from_secs(n.checked_mul(seconds).ok_or_else(bad)?);
+        jiff::Timestamp::now().checked_sub(age).map_err(|_| bad())?
+    };
+    Ok(prost_types::Timestamp {
+        seconds: at.as_second(),
+        nanos: at.subsec_nanosecond(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_ages_and_times() {
+        let now = jiff::Timestamp::now().as_second();
+        let t = parse_since("1h").unwrap();
+        assert!((now - 3600 - t.seconds).abs() <= 2);
+        let t = parse_since("2d").unwrap();
+        assert!((now - 172_800 - t.seconds).abs() <= 2);
+        assert_eq!(
+            parse_since("2026-01-02T03:04:05Z").unwrap().seconds,
+            1_767_323_045
+        );
+        assert!(parse_since("1y").is_err());
+        assert!(parse_since("h").is_err());
+    }
+
+    #[test]
+    fn agent_control_flags_parse_as_typed() {
+        for args in [
+            &["palisadectl", "-lc"][..],
+            &["palisadectl", "-ln"],
+            &["palisadectl", "-ls"],
+            &["palisadectl", "-lj"],
+            &["palisadectl", "-i", "001"],
+            &["palisadectl", "-i", "001", "-s"],
+            &["palisadectl", "-R", "001"],
+            &["palisadectl", "-u", "001", "-R"],
+            &["palisadectl", "-R", "-a"],
+            &["palisadectl", "agent", "001"],
+            &["palisadectl", "agent", "remove", "001"],
+            &[
+                "palisadectl",
+                "alerts",
+                "--since",
+                "1h",
+                "--level",
+                "10",
+                "--follow",
+            ],
+        ] {
+            check_args(args.iter().copied()).unwrap();
+        }
+        let cli = Cli::try_parse_from(["palisadectl", "-u", "001", "-R"]).unwrap();
+        assert_eq!(cli.legacy.restart.as_deref(), Some(""));
+        assert_eq!(cli.legacy.agent.as_deref(), Some("001"));
+        let cli = Cli::try_parse_from(["palisadectl", "-R", "002"]).unwrap();
+        assert_eq!(cli.legacy.restart.as_deref(), Some("002"));
+        let cli = Cli::try_parse_from(["palisadectl", "agent", "remove", "003"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Agent { action: Some(AgentAction::Remove { ref id, .. }), .. }) if id == "003"
+        ));
+        let cli = Cli::try_parse_from(["palisadectl", "agent", "004"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Agent { id: Some(ref id), action: None, .. }) if id == "004")
+        );
+        assert!(check_args(["palisadectl", "agent"]).is_err());
+    }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use palisade_proto::v1::control_service_client::ControlServiceClient;
 use palisade_proto::v1::{
-    ListAgentsRequest, ListAgentsResponse, RunResponseRequest, RunResponseResponse,
+    ListAgentsRequest, ListAgentsResponse, ListAlertsRequest, RestartAgentRequest,
+    RestartAgentResponse, RunResponseRequest, RunResponseResponse,
 };
 use serde::Deserialize;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -81,10 +82,17 @@ pub async fn connect(config: &CtlConfig) -> Result<ControlServiceClient<Channel>
         .identity(Identity::from_pem(read(&config.cert)?, read(&config.key)?))
         .domain_name(config.server_name.clone());
     let unreachable = |e: &dyn std::error::Error| {
+        let text = chain(e);
+        if text.contains("InvalidCertificate") || text.contains("invalid peer certificate") {
+            return Failure::Runtime(format!(
+                "the manager at {} presented a certificate that {} does not vouch for ({text})",
+                config.manager,
+                config.ca_cert.display()
+            ));
+        }
         Failure::Runtime(format!(
-            "cannot reach the manager at {}: {}",
-            config.manager,
-            chain(e)
+            "cannot reach the manager at {}: {text}",
+            config.manager
         ))
     };
     let channel = Channel::from_shared(format!("https://{}", config.manager))
@@ -103,8 +111,12 @@ fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
+        let text = cause.to_string();
+        // tonic and hyper often repeat their cause in their own text.
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         source = cause.source();
     }
     s
@@ -112,14 +124,21 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// Turns a refused call into one clear line.
 pub fn call_failed(status: tonic::Status) -> Failure {
-    let text = chain(&status);
-    if text.contains("CertificateRequired")
-        || text.contains("UnknownCA")
-        || text.contains("BadCertificate")
-    {
-        return Failure::Runtime(format!(
-            "the manager refused this operator certificate ({text})"
-        ));
+    // The TLS alert is only in the debug form of a transport error.
+    let text = format!("{} {status:?}", chain(&status));
+    for alert in [
+        "CertificateRequired",
+        "UnknownCA",
+        "BadCertificate",
+        "CertificateRevoked",
+        "CertificateExpired",
+        "DecryptError",
+    ] {
+        if text.contains(alert) {
+            return Failure::Runtime(format!(
+                "the manager refused this operator certificate (TLS alert {alert})"
+            ));
+        }
     }
     Failure::Runtime(format!(
         "{}: {}",
@@ -169,4 +188,74 @@ pub async fn run_response(
         .await
         .map(tonic::Response::into_inner)
         .map_err(call_failed)
+}
+
+/// Asks agents to restart; an agent named but not connected is an error
+/// (nothing was sent to it).
+pub async fn restart(
+    client: &mut ControlServiceClient<Channel>,
+    agent_ids: Vec<String>,
+    all_agents: bool,
+) -> Result<RestartAgentResponse, Failure> {
+    let r = client
+        .restart_agent(RestartAgentRequest {
+            agent_ids,
+            all_agents,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(call_failed)?;
+    if !all_agents && !r.not_connected.is_empty() {
+        return Err(Failure::Runtime(format!(
+            "agent {} is not connected: it cannot be asked to restart",
+            r.not_connected.join(", ")
+        )));
+    }
+    Ok(r)
+}
+
+/// `alerts --follow`: prints each alert as the manager stores it, until
+/// the manager ends the stream or the operator interrupts.
+pub async fn follow_alerts(
+    client: &mut ControlServiceClient<Channel>,
+    request: ListAlertsRequest,
+    json: bool,
+) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut stream = client
+        .follow_alerts(request)
+        .await
+        .map_err(call_failed)?
+        .into_inner();
+    let mut stdout = std::io::stdout();
+    let print = |stdout: &mut std::io::Stdout, text: String| {
+        // A closed pipe (`| head`) ends the command quietly.
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .is_ok()
+    };
+    if !json && !print(&mut stdout, crate::output::alert_header_line()) {
+        return Ok(());
+    }
+    loop {
+        match stream.message().await {
+            Ok(Some(alert)) => {
+                let text = if json {
+                    format!("{}\n", crate::output::alert_json(&alert))
+                } else {
+                    crate::output::alert_line(&alert)
+                };
+                if !print(&mut stdout, text) {
+                    return Ok(());
+                }
+            }
+            Ok(None) => {
+                return Err(Failure::Runtime(
+                    "the manager ended the alert stream".into(),
+                ));
+            }
+            Err(status) => return Err(call_failed(status)),
+        }
+    }
 }

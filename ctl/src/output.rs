@@ -2,8 +2,9 @@
 //! prints "OSSEC HIDS") and the subcommands' tables and JSON.
 
 use palisade_proto::v1::{
-    AgentInfo, AgentStatus, ListAgentsResponse, ListBlocksResponse, ListRefusalsResponse,
-    ListResponsesResponse, RunResponseResponse, UnblockResponse,
+    AgentInfo, AgentStatus, Alert, ListAgentsResponse, ListBlocksResponse, ListRefusalsResponse,
+    ListResponsesResponse, RestartAgentResponse, RunResponseResponse, StatusResponse,
+    UnblockResponse,
 };
 use serde_json::{Value, json};
 
@@ -385,6 +386,331 @@ pub fn refusals_json(list: &ListRefusalsResponse) -> Value {
             })
             .collect(),
     )
+}
+
+/// agent_control's time layout (C `ctime`, local time, no newline), or
+/// `Unknown` as agent_control prints for an agent never heard from.
+pub fn ctime_text(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+        .map(|t| {
+            t.to_zoned_datetime(jiff::tz::TimeZone::system())
+                .strftime("%a %b %e %H:%M:%S %Y")
+                .to_string()
+        })
+        .unwrap_or_else(|| "Unknown".into())
+}
+
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() { "Unknown" } else { s }
+}
+
+fn is_manager(a: &AgentInfo) -> bool {
+    a.id == "000"
+}
+
+/// `-i ID`, as agent_control prints it; Palisade's own figures (when the
+/// agent started, spool depth, dropped events) take the place of the
+/// syscheck/rootcheck lines.
+pub fn agent_control_info(a: &AgentInfo) -> String {
+    let mut out = String::from("\nPalisade agent_control. Agent information:");
+    if is_manager(a) {
+        out.push_str(&format!(
+            "\n   Agent ID:   000 (local instance)\n   Agent Name: {}\n   IP address: 127.0.0.1\n   Status:     {}/Local\n\n",
+            a.name,
+            status_text(a.status)
+        ));
+    } else {
+        out.push_str(&format!(
+            "\n   Agent ID:   {}\n   Agent Name: {}\n   IP address: {}\n   Status:     {}\n\n",
+            a.id,
+            a.name,
+            a.registered_ip,
+            status_text(a.status)
+        ));
+    }
+    out.push_str(&format!(
+        "   Operating system:    {}\n   Client version:      {}\n   Last keep alive:     {}\n\n",
+        or_unknown(&a.os),
+        or_unknown(&a.version),
+        ctime_text(a.last_seen.as_ref())
+    ));
+    out.push_str(&format!(
+        "   Agent started at:    {}\n",
+        ctime_text(a.started_at.as_ref())
+    ));
+    if !is_manager(a) {
+        out.push_str(&format!(
+            "   Spool depth:         {}\n   Dropped events:      {}\n",
+            a.spool_depth, a.dropped_events
+        ));
+    }
+    out
+}
+
+/// `-i ID -s`: agent_control's CSV line, Palisade's figures in place of
+/// syscheck/rootcheck.
+pub fn agent_control_info_csv(a: &AgentInfo) -> String {
+    let (ip, status) = if is_manager(a) {
+        (
+            "127.0.0.1".to_string(),
+            format!("{}/Local", status_text(a.status)),
+        )
+    } else {
+        (a.registered_ip.clone(), status_text(a.status).to_string())
+    };
+    format!(
+        "{},{},{},{},{},{},{},{},{},{},\n",
+        a.id,
+        a.name,
+        ip,
+        status,
+        or_unknown(&a.os),
+        or_unknown(&a.version),
+        ctime_text(a.last_seen.as_ref()),
+        ctime_text(a.started_at.as_ref()),
+        a.spool_depth,
+        a.dropped_events
+    )
+}
+
+/// `-i ID -j`: agent_control's JSON envelope.
+pub fn agent_control_info_json(a: &AgentInfo) -> Value {
+    json!({"error": 0, "response": {
+        "id": if is_manager(a) { "000 (local instance)".to_string() } else { a.id.clone() },
+        "name": a.name,
+        "ip": if is_manager(a) { "127.0.0.1" } else { a.registered_ip.as_str() },
+        "status": status_text(a.status),
+        "operating_system": or_unknown(&a.os),
+        "client_version": or_unknown(&a.version),
+        "last_keepalive": ctime_text(a.last_seen.as_ref()),
+        "started_at": ctime_text(a.started_at.as_ref()),
+        "spool_depth": a.spool_depth,
+        "dropped_events": a.dropped_events,
+    }})
+}
+
+/// `-R ID`, as agent_control prints it.
+pub fn agent_control_restart(id: &str) -> String {
+    format!("\nPalisade agent_control: Restarting agent: {id}\n")
+}
+
+/// `-R -a`: the agents asked, and those that could not be.
+pub fn agent_control_restart_all(r: &RestartAgentResponse) -> String {
+    let mut out = String::from("\nPalisade agent_control: Restarting all agents.\n");
+    for id in &r.sent_to {
+        out.push_str(&format!("   Agent {id}: restarting.\n"));
+    }
+    for id in &r.not_connected {
+        out.push_str(&format!("   Agent {id} is not connected: not restarted.\n"));
+    }
+    out
+}
+
+/// `-R ID -j` / `-R -a -j`.
+pub fn restart_json(r: &RestartAgentResponse) -> Value {
+    json!({"error": 0, "response": {"restarting": r.sent_to, "not_connected": r.not_connected}})
+}
+
+/// `agent ID`: one field a line.
+pub fn agent_detail(a: &AgentInfo) -> String {
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let rows: Vec<(&str, String)> = vec![
+        ("ID", a.id.clone()),
+        ("Name", a.name.clone()),
+        ("IP", a.registered_ip.clone()),
+        ("Status", status_text(a.status).to_string()),
+        ("Address", dash(&a.last_address)),
+        ("Hostname", dash(&a.hostname)),
+        ("OS", dash(&a.os)),
+        ("Version", dash(&a.version)),
+        ("Started at", time_text(a.started_at.as_ref())),
+        ("Last seen", time_text(a.last_seen.as_ref())),
+        ("Registered at", time_text(a.registered_at.as_ref())),
+        ("Last sequence", a.last_sequence.to_string()),
+        ("Spool depth", a.spool_depth.to_string()),
+        ("Dropped events", a.dropped_events.to_string()),
+        ("Read lag", format!("{} bytes", a.read_lag_bytes)),
+    ];
+    rows.iter()
+        .map(|(k, v)| format!("{:<15} {v}\n", format!("{k}:")))
+        .collect()
+}
+
+/// `agent ID --json`: every field.
+pub fn agent_detail_json(a: &AgentInfo) -> Value {
+    let mut v = agent_json(a);
+    if let Value::Object(map) = &mut v {
+        map.insert("started_at".into(), ts_json(a.started_at.as_ref()));
+        map.insert("last_sequence".into(), json!(a.last_sequence));
+    }
+    v
+}
+
+fn ts_json(t: Option<&prost_types::Timestamp>) -> Value {
+    t.and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+        .map(|t| Value::String(t.to_string()))
+        .unwrap_or(Value::Null)
+}
+
+/// `agent remove ID`.
+pub fn removed_text(a: &AgentInfo) -> String {
+    format!(
+        "Agent {} ({}) removed: its certificate is revoked and its stream ended.\n",
+        a.id, a.name
+    )
+}
+
+fn responses_text(a: &Alert) -> String {
+    if a.responses.is_empty() {
+        return "-".into();
+    }
+    a.responses
+        .iter()
+        .map(|r| format!("{}@{}:{}", r.response, r.agent_id, r.status))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn agent_text(a: &Alert) -> String {
+    let id = if a.agent_id.is_empty() {
+        "000"
+    } else {
+        a.agent_id.as_str()
+    };
+    if a.agent_name.is_empty() {
+        id.to_string()
+    } else {
+        format!("{id} ({})", a.agent_name)
+    }
+}
+
+const ALERT_HEADER: [&str; 8] = [
+    "TIME",
+    "ID",
+    "AGENT",
+    "RULE",
+    "LEVEL",
+    "SRCIP",
+    "DESCRIPTION",
+    "RESPONSES",
+];
+
+fn alert_row(a: &Alert) -> Vec<String> {
+    vec![
+        time_text(a.time.as_ref()),
+        a.id.clone(),
+        agent_text(a),
+        a.rule_id.to_string(),
+        a.level.to_string(),
+        if a.srcip.is_empty() {
+            "-".into()
+        } else {
+            a.srcip.clone()
+        },
+        a.description.clone(),
+        responses_text(a),
+    ]
+}
+
+/// `alerts`: a table, oldest first.
+pub fn alerts_table(alerts: &[Alert]) -> String {
+    let rows: Vec<Vec<String>> = alerts.iter().map(alert_row).collect();
+    table(&ALERT_HEADER, &rows, "(no alerts)")
+}
+
+/// `alerts --follow`: one line per alert as it comes (tab-separated, the
+/// table's columns: columns cannot be aligned on a stream).
+pub fn alert_line(a: &Alert) -> String {
+    let mut line = alert_row(a).join("\t");
+    line.push('\n');
+    line
+}
+
+/// `alerts --follow`: the header line.
+pub fn alert_header_line() -> String {
+    let mut line = ALERT_HEADER.join("\t");
+    line.push('\n');
+    line
+}
+
+/// One alert as JSON.
+pub fn alert_json(a: &Alert) -> Value {
+    json!({
+        "id": a.id,
+        "time": ts_json(a.time.as_ref()),
+        "rule": a.rule_id,
+        "level": a.level,
+        "description": a.description,
+        "groups": a.groups,
+        "agent": if a.agent_id.is_empty() { "000" } else { a.agent_id.as_str() },
+        "agent_name": a.agent_name,
+        "location": a.location,
+        "decoder": a.decoder,
+        "srcip": a.srcip,
+        "dstip": a.dstip,
+        "user": a.user,
+        "url": a.url,
+        "log": a.log.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect::<Vec<_>>(),
+        "responses": a.responses.iter().map(|r| json!({
+            "command_id": r.command_id, "response": r.response, "agent": r.agent_id, "status": r.status,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `status`.
+pub fn status_text_block(s: &StatusResponse) -> String {
+    let up = s.uptime_seconds;
+    let uptime = format!(
+        "{}d {:02}h {:02}m {:02}s",
+        up / 86_400,
+        (up % 86_400) / 3600,
+        (up % 3600) / 60,
+        up % 60
+    );
+    format!(
+        "Palisade manager {} on {}\n\
+         Started:           {}\n\
+         Uptime:            {uptime}\n\
+         Events/s:          {:.1} (last minute)\n\
+         Events received:   {}\n\
+         Agents:            {} connected of {}\n\
+         Alerts:            {}\n\
+         Responses issued:  {}\n\
+         Mail queue:        {}\n",
+        s.version,
+        s.hostname,
+        time_text(s.started_at.as_ref()),
+        s.events_per_second,
+        s.events_received,
+        s.connected_agents,
+        s.agents,
+        s.alerts,
+        s.responses_issued,
+        s.mail_queue,
+    )
+}
+
+/// `status --json`.
+pub fn status_json(s: &StatusResponse) -> Value {
+    json!({
+        "version": s.version,
+        "hostname": s.hostname,
+        "started_at": ts_json(s.started_at.as_ref()),
+        "uptime_seconds": s.uptime_seconds,
+        "events_per_second": s.events_per_second,
+        "events_received": s.events_received,
+        "agents": s.agents,
+        "connected_agents": s.connected_agents,
+        "alerts": s.alerts,
+        "responses_issued": s.responses_issued,
+        "mail_queue": s.mail_queue,
+    })
 }
 
 /// Prints JSON on one line.

@@ -4,88 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+mod common;
 
-use palisade_manager::ManagerConfig;
-use palisade_manager::setup::{self, InitOptions};
-use tokio_util::sync::CancellationToken;
-
-struct Running {
-    dir: tempfile::TempDir,
-    config: ManagerConfig,
-    ctl: PathBuf,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn start() -> Running {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let report = setup::init(&InitOptions {
-        dir: dir.path().to_path_buf(),
-        sans: vec![],
-        listen: "127.0.0.1:0".parse().unwrap(),
-        advertise: Some("127.0.0.1:1".into()),
-        force: false,
-    })
-    .await
-    .unwrap();
-    let mut config = ManagerConfig::load(&report.config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    config.advertise = addr.to_string();
-    let ctl = write_ctl(
-        &report.ctl_config,
-        &addr.to_string(),
-        "operator.pem",
-        "operator.key",
-    );
-    let shutdown = CancellationToken::new();
-    tokio::spawn(palisade_manager::run(
-        config.clone(),
-        listener,
-        shutdown.clone(),
-    ));
-    Running {
-        dir,
-        config,
-        ctl,
-        shutdown,
-    }
-}
-
-fn write_ctl(template: &Path, manager: &str, cert: &str, key: &str) -> PathBuf {
-    let path = template.with_file_name(format!("ctl-{}.toml", cert.replace(['/', '.'], "_")));
-    std::fs::write(
-        &path,
-        format!("manager = \"{manager}\"\nserver_name = \"localhost\"\nca_cert = \"ca.pem\"\ncert = \"{cert}\"\nkey = \"{key}\"\n"),
-    )
-    .unwrap();
-    path
-}
-
-async fn ctl(config: &Path, args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisadectl"));
-    cmd.arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("PALISADE_CTL_CONFIG");
-    cmd.output().await.expect("runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{ctl, start, stderr, stdout, write_ctl};
+use palisade_manager::setup;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_matches_agent_control_line_by_line() {

@@ -1,16 +1,40 @@
 //! `ControlService`: the operator's API behind `palisadectl`. Only
 //! certificates with the operator role may call it.
+//!
+//! Agent status follows OSSEC: `never connected` until the first Hello,
+//! `active` while the agent's stream is open and it was heard from (any
+//! message: events, heartbeat, result) within `agent_timeout`, else
+//! `disconnected`. OSSEC only learns of a lost agent when its keepalives
+//! stop; Palisade also knows when the stream closes, and reports the agent
+//! disconnected at once.
+//!
+//! `FollowAlerts` subscribes to the alerts published after each commit
+//! before it reads the store, so nothing falls between the catch-up and the
+//! live feed; ids at or below what the catch-up read, and ids already sent,
+//! are not sent twice. A follower that lags behind the broadcast re-reads
+//! the store from the last id it is sure of.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
 
 use palisade_proto::identity::{self, Role};
 use palisade_proto::v1::control_service_server::ControlService;
+use palisade_proto::v1::manager_message::Kind as ManagerKind;
 use palisade_proto::v1::*;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use tracing::warn;
+use tracing::{info, warn};
 
-use crate::outputs::Outputs;
+use crate::analysis::NewAlert;
+use crate::outputs::{Outputs, PublishedAlert};
 use crate::responder::{Outcome, Responder, ResponseError, Targets};
 use crate::sessions::Sessions;
-use crate::store::{AgentRecord, AlertFilter, Store};
+use crate::store::{AgentRecord, AlertFilter, Store, StoredAlert, now_ms};
+
+/// Alerts read from the store per page when a follower catches up.
+const FOLLOW_PAGE: u32 = 1000;
 
 /// The control service.
 #[derive(Debug, Clone)]
@@ -20,16 +44,23 @@ pub struct Control {
     responder: Responder,
     outputs: Outputs,
     hostname: String,
+    /// Silence after which a connected agent counts as disconnected.
+    agent_timeout: Duration,
+    /// Ends `FollowAlerts` streams when the manager stops.
+    shutdown: CancellationToken,
 }
 
 impl Control {
-    /// A control service over the manager's store and open sessions.
+    /// A control service over the manager's store and open sessions; an
+    /// agent not heard from for `agent_timeout` is disconnected.
     pub fn new(
         store: Store,
         sessions: Sessions,
         responder: Responder,
         outputs: Outputs,
         hostname: String,
+        agent_timeout: Duration,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
@@ -37,19 +68,139 @@ impl Control {
             responder,
             outputs,
             hostname,
+            agent_timeout,
+            shutdown,
         }
     }
 
     fn status_of(&self, a: &AgentRecord) -> AgentStatus {
+        let timeout = i64::try_from(self.agent_timeout.as_millis()).unwrap_or(i64::MAX);
         if a.removed_at.is_some() {
             AgentStatus::Removed
-        } else if self.sessions.is_connected(&a.id) {
+        } else if self
+            .sessions
+            .last_heard(&a.id)
+            .is_some_and(|heard| now_ms().saturating_sub(heard) < timeout)
+        {
             AgentStatus::Active
         } else if a.first_seen.is_some() {
             AgentStatus::Disconnected
         } else {
             AgentStatus::NeverConnected
         }
+    }
+
+    /// The manager itself as agent_control shows it (`-i 000`).
+    fn manager_info(&self) -> AgentInfo {
+        AgentInfo {
+            id: "000".into(),
+            name: self.hostname.clone(),
+            registered_ip: "127.0.0.1".into(),
+            status: AgentStatus::Active as i32,
+            version: env!("CARGO_PKG_VERSION").into(),
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            hostname: self.hostname.clone(),
+            started_at: Some(timestamp(self.outputs.stats().started_at)),
+            ..Default::default()
+        }
+    }
+
+    /// A live agent by id, or a clear refusal.
+    async fn live_agent(&self, id: &str) -> Result<AgentRecord, Status> {
+        check_id(id)?;
+        let agent = self
+            .store
+            .agent(id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("unknown agent {id}")))?;
+        if agent.removed_at.is_some() {
+            return Err(Status::failed_precondition(format!(
+                "agent {id} was removed"
+            )));
+        }
+        Ok(agent)
+    }
+
+    /// Names by agent id, for alerts.
+    async fn agent_names(&self) -> Result<HashMap<String, String>, Status> {
+        Ok(self
+            .store
+            .agents()
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|a| (a.id, a.name))
+            .collect())
+    }
+
+    /// An alert for the wire, with the responses it caused.
+    async fn alert_message(
+        &self,
+        id: i64,
+        alert: NewAlert,
+        agent_name: String,
+    ) -> Result<Alert, Status> {
+        let responses = self
+            .store
+            .responses_for_alert(id)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|r| AlertResponse {
+                command_id: r.id.to_string(),
+                response: r.request.response,
+                agent_id: r.request.agent_id,
+                status: r.status,
+            })
+            .collect();
+        let agent_name = if alert.agent_id.is_none() {
+            self.hostname.clone()
+        } else {
+            agent_name
+        };
+        Ok(Alert {
+            id: id.to_string(),
+            time: Some(timestamp(alert.time)),
+            rule_id: alert.rule_id,
+            level: alert.level,
+            description: alert.description,
+            groups: alert
+                .groups
+                .split(',')
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect(),
+            agent_id: alert.agent_id.unwrap_or_default(),
+            location: alert.location,
+            srcip: alert.srcip.unwrap_or_default(),
+            user: alert.dstuser.or(alert.srcuser).unwrap_or_default(),
+            dstip: alert.dstip.unwrap_or_default(),
+            url: alert.url.unwrap_or_default(),
+            decoder: alert.decoder.unwrap_or_default(),
+            agent_name,
+            responses,
+            log: alert
+                .log
+                .split(|b| *b == b'\n')
+                .map(<[u8]>::to_vec)
+                .collect(),
+        })
+    }
+
+    async fn stored_message(
+        &self,
+        stored: StoredAlert,
+        names: &HashMap<String, String>,
+    ) -> Result<Alert, Status> {
+        let name = stored
+            .alert
+            .agent_id
+            .as_ref()
+            .and_then(|id| names.get(id))
+            .cloned()
+            .unwrap_or_default();
+        self.alert_message(stored.id, stored.alert, name).await
     }
 
     fn info(&self, a: &AgentRecord) -> AgentInfo {
@@ -68,6 +219,7 @@ impl Control {
             spool_depth: a.spool_depth,
             dropped_events: a.dropped_events,
             read_lag_bytes: a.read_lag_bytes,
+            started_at: a.started_at.map(timestamp),
         }
     }
 }
@@ -145,12 +297,16 @@ impl ControlService for Control {
     ) -> Result<Response<AgentInfo>, Status> {
         require_operator(&request)?;
         let id = request.into_inner().agent_id;
+        if id == "000" {
+            return Ok(Response::new(self.manager_info()));
+        }
+        check_id(&id)?;
         let agent = self
             .store
             .agent(&id)
             .await
             .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("no agent with id {id}")))?;
+            .ok_or_else(|| Status::not_found(format!("unknown agent {id}")))?;
         Ok(Response::new(self.info(&agent)))
     }
 
@@ -258,57 +414,17 @@ impl ControlService for Control {
     ) -> Result<Response<ListAlertsResponse>, Status> {
         require_operator(&request)?;
         let req = request.into_inner();
-        let filter = AlertFilter {
-            since: req
-                .since
-                .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000)),
-            min_level: req.min_level,
-            rule_id: (req.rule_id != 0).then_some(req.rule_id),
-            agent_id: (!req.agent_id.is_empty()).then_some(req.agent_id),
-            srcip: (!req.srcip.is_empty()).then_some(req.srcip),
-            after_id: 0,
-            limit: if req.limit == 0 {
-                100
-            } else {
-                req.limit.min(10_000)
-            },
+        let mut filter = alert_filter(&req)?;
+        filter.limit = if req.limit == 0 {
+            100
+        } else {
+            req.limit.min(10_000)
         };
-        let alerts = self
-            .store
-            .alerts(&filter)
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .map(|a| Alert {
-                id: a.id.to_string(),
-                time: Some(timestamp(a.alert.time)),
-                rule_id: a.alert.rule_id,
-                level: a.alert.level,
-                description: a.alert.description,
-                groups: a
-                    .alert
-                    .groups
-                    .split(',')
-                    .filter(|g| !g.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-                agent_id: a.alert.agent_id.unwrap_or_default(),
-                location: a.alert.location,
-                srcip: a.alert.srcip.unwrap_or_default(),
-                user: a.alert.dstuser.or(a.alert.srcuser).unwrap_or_default(),
-                dstip: a.alert.dstip.unwrap_or_default(),
-                url: a.alert.url.unwrap_or_default(),
-                decoder: a.alert.decoder.unwrap_or_default(),
-                agent_name: String::new(),
-                responses: Vec::new(),
-                log: a
-                    .alert
-                    .log
-                    .split(|b| *b == b'\n')
-                    .map(<[u8]>::to_vec)
-                    .collect(),
-            })
-            .collect();
+        let names = self.agent_names().await?;
+        let mut alerts = Vec::new();
+        for stored in self.store.alerts(&filter).await.map_err(internal)? {
+            alerts.push(self.stored_message(stored, &names).await?);
+        }
         Ok(Response::new(ListAlertsResponse { alerts }))
     }
 
@@ -345,32 +461,298 @@ impl ControlService for Control {
         &self,
         request: Request<ListAlertsRequest>,
     ) -> Result<Response<Self::FollowAlertsStream>, Status> {
-        require_operator(&request)?;
-        let _ = &self.outputs;
-        Err(Status::unimplemented("follow_alerts"))
+        let operator = require_operator(&request)?;
+        let req = request.into_inner();
+        let filter = alert_filter(&req)?;
+        // Subscribe before reading the store: an alert committed meanwhile
+        // is then in one or the other (or both, and sent once).
+        let feed = self.outputs.subscribe();
+        let (tx, rx) = mpsc::channel(256);
+        let this = self.clone();
+        info!(%operator, "Following alerts.");
+        tokio::spawn(async move {
+            let follower = Follower {
+                control: &this,
+                filter,
+                tx: &tx,
+                boundary: 0,
+                sent: BTreeSet::new(),
+            };
+            tokio::select! {
+                r = follower.run(feed, req.after_id, req.limit) => {
+                    if let Err(status) = r {
+                        let _ = tx.send(Err(status)).await;
+                    }
+                }
+                _ = tx.closed() => {}
+                _ = this.shutdown.cancelled() => {}
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn status(
         &self,
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
+        use std::sync::atomic::Ordering;
         require_operator(&request)?;
-        Err(Status::unimplemented("status"))
+        let stats = self.outputs.stats();
+        let agents: Vec<AgentRecord> = self
+            .store
+            .agents()
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .filter(|a| a.removed_at.is_none())
+            .collect();
+        let connected = agents
+            .iter()
+            .filter(|a| self.status_of(a) == AgentStatus::Active)
+            .count();
+        let now = now_ms();
+        Ok(Response::new(StatusResponse {
+            version: env!("CARGO_PKG_VERSION").into(),
+            hostname: self.hostname.clone(),
+            started_at: Some(timestamp(stats.started_at)),
+            uptime_seconds: u64::try_from((now - stats.started_at) / 1000).unwrap_or(0),
+            events_per_second: stats.events_per_second(),
+            events_received: stats.events_received.load(Ordering::Relaxed),
+            alerts: stats.alerts(),
+            agents: u32::try_from(agents.len()).unwrap_or(u32::MAX),
+            connected_agents: u32::try_from(connected).unwrap_or(u32::MAX),
+            responses_issued: stats.responses_issued.load(Ordering::Relaxed),
+            mail_queue: stats.mail_queue.load(Ordering::Relaxed),
+        }))
     }
 
     async fn restart_agent(
         &self,
         request: Request<RestartAgentRequest>,
     ) -> Result<Response<RestartAgentResponse>, Status> {
-        require_operator(&request)?;
-        Err(Status::unimplemented("restart_agent"))
+        let operator = require_operator(&request)?;
+        let req = request.into_inner();
+        let ids: Vec<String> = if req.all_agents {
+            self.store
+                .agents()
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .filter(|a| a.removed_at.is_none())
+                .map(|a| a.id)
+                .collect()
+        } else {
+            if req.agent_ids.is_empty() {
+                return Err(Status::invalid_argument("no agent named"));
+            }
+            for id in &req.agent_ids {
+                self.live_agent(id).await?;
+            }
+            req.agent_ids
+        };
+        let mut response = RestartAgentResponse::default();
+        for id in ids {
+            let restart = ManagerMessage {
+                kind: Some(ManagerKind::Restart(palisade_proto::v1::Restart {
+                    requested_by: operator.clone(),
+                })),
+            };
+            let sent = match self.sessions.sender(&id) {
+                Some(sender) => sender.send(Ok(restart)).await.is_ok(),
+                None => false,
+            };
+            if sent {
+                info!(agent = %id, %operator, "Asked the agent to restart.");
+                response.sent_to.push(id);
+            } else {
+                response.not_connected.push(id);
+            }
+        }
+        Ok(Response::new(response))
     }
 
     async fn remove_agent(
         &self,
         request: Request<RemoveAgentRequest>,
     ) -> Result<Response<AgentInfo>, Status> {
-        require_operator(&request)?;
-        Err(Status::unimplemented("remove_agent"))
+        let operator = require_operator(&request)?;
+        let req = request.into_inner();
+        check_id(&req.agent_id)?;
+        let reason = if req.reason.is_empty() {
+            format!("removed by operator {operator}")
+        } else {
+            format!("removed by operator {operator}: {}", req.reason)
+        };
+        let agent = self
+            .store
+            .remove_agent(&req.agent_id, &reason)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::NotFound(_) => {
+                    Status::not_found(format!("unknown agent {}", req.agent_id))
+                }
+                crate::store::StoreError::Conflict(m) => Status::failed_precondition(m),
+                e => internal(e),
+            })?;
+        // End its stream now rather than at the next revocation poll.
+        self.sessions.revoke(std::slice::from_ref(&agent.id), &[]);
+        warn!(agent = %agent.id, name = %agent.name, %operator, "Agent removed; its certificate is revoked.");
+        Ok(Response::new(self.info(&agent)))
+    }
+}
+
+/// One `FollowAlerts` stream.
+struct Follower<'a> {
+    control: &'a Control,
+    filter: AlertFilter,
+    tx: &'a mpsc::Sender<Result<Alert, Status>>,
+    /// Every matching alert with an id up to this was sent or deliberately
+    /// skipped (older than the requested backlog).
+    boundary: i64,
+    /// Ids above `boundary` already sent.
+    sent: BTreeSet<i64>,
+}
+
+impl Follower<'_> {
+    async fn run(
+        mut self,
+        mut feed: broadcast::Receiver<Arc<PublishedAlert>>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<(), Status> {
+        if after_id > 0 {
+            self.boundary = after_id;
+            self.catch_up().await?;
+        } else {
+            // The newest `limit` matching alerts, oldest first; with none
+            // asked for, only where they end.
+            let mut newest = self.filter.clone();
+            newest.after_id = 0;
+            newest.limit = limit.clamp(1, 10_000);
+            let mut backlog = self.control.store.alerts(&newest).await.map_err(internal)?;
+            self.boundary = backlog.first().map(|a| a.id).unwrap_or(0);
+            if limit == 0 {
+                backlog.clear();
+            }
+            let names = self.control.agent_names().await?;
+            for stored in backlog.into_iter().rev() {
+                let message = self.control.stored_message(stored, &names).await?;
+                if self.tx.send(Ok(message)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        loop {
+            match feed.recv().await {
+                Ok(published) => {
+                    let id = published.id;
+                    if id <= self.boundary
+                        || self.sent.contains(&id)
+                        || !matches(&self.filter, &published.alert)
+                    {
+                        continue;
+                    }
+                    let message = self
+                        .control
+                        .alert_message(id, published.alert.clone(), published.origin.name.clone())
+                        .await?;
+                    if self.tx.send(Ok(message)).await.is_err() {
+                        return Ok(());
+                    }
+                    self.sent.insert(id);
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(missed, "Alert follower fell behind; reading the store.");
+                    self.catch_up().await?;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+
+    /// Sends every matching alert above `boundary` not sent yet, oldest
+    /// first, and moves `boundary` past them.
+    async fn catch_up(&mut self) -> Result<(), Status> {
+        let names = self.control.agent_names().await?;
+        loop {
+            let mut page = self.filter.clone();
+            page.after_id = self.boundary;
+            page.limit = FOLLOW_PAGE;
+            let rows = self
+                .control
+                .store
+                .alerts_after(&page)
+                .await
+                .map_err(internal)?;
+            let full = rows.len() == FOLLOW_PAGE as usize;
+            for stored in rows {
+                let id = stored.id;
+                if !self.sent.contains(&id) {
+                    let message = self.control.stored_message(stored, &names).await?;
+                    if self.tx.send(Ok(message)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                self.boundary = self.boundary.max(id);
+            }
+            let boundary = self.boundary;
+            self.sent.retain(|&id| id > boundary);
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Whether a published alert passes a follower's filter (as the store's
+/// query would).
+fn matches(filter: &AlertFilter, alert: &NewAlert) -> bool {
+    filter.since.is_none_or(|since| alert.time >= since)
+        && alert.level >= filter.min_level
+        && filter.rule_id.is_none_or(|r| alert.rule_id == r)
+        && filter
+            .agent_id
+            .as_ref()
+            .is_none_or(|a| alert.agent_id.as_ref() == Some(a))
+        && filter
+            .srcip
+            .as_ref()
+            .is_none_or(|ip| alert.srcip.as_ref() == Some(ip))
+}
+
+/// The store filter for a request (limit left to the caller).
+fn alert_filter(req: &ListAlertsRequest) -> Result<AlertFilter, Status> {
+    if !req.agent_id.is_empty() && req.agent_id != "000" {
+        check_id(&req.agent_id)?;
+    }
+    if !req.srcip.is_empty() && req.srcip.parse::<std::net::IpAddr>().is_err() {
+        return Err(Status::invalid_argument(format!(
+            "invalid IP address {:?}",
+            req.srcip
+        )));
+    }
+    Ok(AlertFilter {
+        since: req
+            .since
+            .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000)),
+        min_level: req.min_level,
+        rule_id: (req.rule_id != 0).then_some(req.rule_id),
+        agent_id: (!req.agent_id.is_empty()).then(|| req.agent_id.clone()),
+        srcip: (!req.srcip.is_empty()).then(|| req.srcip.clone()),
+        after_id: 0,
+        limit: 0,
+    })
+}
+
+/// Refuses what cannot be an agent id.
+fn check_id(id: &str) -> Result<(), Status> {
+    if identity::is_valid_agent_id(id) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "invalid agent id {id:?}: ids are three or more digits, e.g. 001"
+        )))
     }
 }

@@ -219,6 +219,7 @@ impl SessionTask {
             };
             match message {
                 Ok(Some(m)) => {
+                    self.guard.heard();
                     if let Err(status) = self.handle(m).await {
                         warn!(%agent, error = %status.message(), "Agent stream failed.");
                         let _ = self.tx.send(Err(status)).await;
@@ -258,6 +259,9 @@ impl SessionTask {
                             hostname: &hello.hostname,
                             os: &hello.os,
                             address: self.address.clone(),
+                            started_at: hello
+                                .started_at
+                                .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000)),
                         },
                     )
                     .await
@@ -353,6 +357,9 @@ impl SessionTask {
         }
         self.stored_upto.store(stored.highest, Ordering::Relaxed);
         let stored_alerts: Vec<_> = stored.alert_ids.iter().copied().zip(alerts).collect();
+        // Responses first, so that followers (`alerts --follow`) see the
+        // responses each alert caused; the alerts go out even if that fails.
+        let responded = self.responder.on_alerts(&stored_alerts).await;
         self.outputs.publish(
             stored_alerts
                 .iter()
@@ -363,10 +370,7 @@ impl SessionTask {
                 })
                 .collect(),
         );
-        self.responder
-            .on_alerts(&stored_alerts)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        responded.map_err(|e| Status::internal(e.to_string()))?;
         Ok(stored.highest)
     }
 }

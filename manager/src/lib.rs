@@ -207,6 +207,8 @@ pub async fn run(
         responder,
         outputs,
         hostname,
+        config.agent_timeout,
+        shutdown.clone(),
     );
     let incoming = tls::incoming(listener, tls, shutdown.clone());
     let enrollment = enroll::start(&config, store.clone(), shutdown.clone()).await?;

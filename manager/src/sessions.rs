@@ -2,6 +2,7 @@
 //! and how to end a stream when its agent is removed or reconnects.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use palisade_proto::v1::ManagerMessage;
@@ -30,6 +31,7 @@ struct Session {
     sender: AgentSender,
     token: CancellationToken,
     reason: Arc<Mutex<Option<EndReason>>>,
+    last_heard: Arc<AtomicI64>,
 }
 
 /// A handle a session task keeps: its cancellation and the reason.
@@ -40,9 +42,17 @@ pub struct SessionGuard {
     /// Cancelled when the manager ends the stream.
     pub token: CancellationToken,
     reason: Arc<Mutex<Option<EndReason>>>,
+    /// When the agent last sent anything on this stream (epoch ms).
+    last_heard: Arc<AtomicI64>,
 }
 
 impl SessionGuard {
+    /// Records that the agent was heard from just now.
+    pub fn heard(&self) {
+        self.last_heard
+            .store(crate::store::now_ms(), Ordering::Relaxed);
+    }
+
     /// Why the stream was ended, once `token` is cancelled.
     pub fn reason(&self) -> Option<EndReason> {
         self.reason
@@ -82,6 +92,7 @@ impl Sessions {
         let generation = inner.next_generation;
         let token = parent.child_token();
         let reason = Arc::new(Mutex::new(None));
+        let last_heard = Arc::new(AtomicI64::new(crate::store::now_ms()));
         let old = inner.by_agent.insert(
             agent_id.to_string(),
             Session {
@@ -90,6 +101,7 @@ impl Sessions {
                 sender,
                 token: token.clone(),
                 reason: reason.clone(),
+                last_heard: last_heard.clone(),
             },
         );
         if let Some(old) = old {
@@ -99,6 +111,7 @@ impl Sessions {
             generation,
             token,
             reason,
+            last_heard,
         }
     }
 
@@ -117,6 +130,15 @@ impl Sessions {
     /// Whether the agent has an open stream.
     pub fn is_connected(&self, agent_id: &str) -> bool {
         self.lock().by_agent.contains_key(agent_id)
+    }
+
+    /// When the agent last sent anything on its open stream (epoch ms);
+    /// `None` when it has no open stream.
+    pub fn last_heard(&self, agent_id: &str) -> Option<i64> {
+        self.lock()
+            .by_agent
+            .get(agent_id)
+            .map(|s| s.last_heard.load(Ordering::Relaxed))
     }
 
     /// How many agents are connected.

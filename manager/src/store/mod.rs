@@ -75,6 +75,11 @@ fn migrator() -> Migrator {
             "retention",
             include_str!("../../../migrations/manager/0005_retention.sql"),
         ),
+        m(
+            6,
+            "agent started_at",
+            include_str!("../../../migrations/manager/0006_agent_started_at.sql"),
+        ),
     ])
 }
 
@@ -121,6 +126,8 @@ pub struct AgentRecord {
     pub dropped_events: u64,
     /// Read lag from its last heartbeat.
     pub read_lag_bytes: u64,
+    /// When the agent process last started, from its Hello (ms).
+    pub started_at: Option<i64>,
 }
 
 /// One event as received from an agent.
@@ -217,6 +224,8 @@ pub struct AgentHello<'a> {
     pub os: &'a str,
     /// Address it connected from.
     pub address: Option<String>,
+    /// When the agent process started (ms), if it said.
+    pub started_at: Option<i64>,
 }
 
 /// The manager's database.
@@ -355,7 +364,8 @@ impl Store {
         let now = now_ms();
         sqlx::query(
             "UPDATE agents SET first_seen = COALESCE(first_seen, $1), last_seen = $1,
-                 last_address = COALESCE($2, last_address), version = $3, hostname = $4, os = $5
+                 last_address = COALESCE($2, last_address), version = $3, hostname = $4, os = $5,
+                 started_at = COALESCE($7, started_at)
              WHERE id = $6",
         )
         .bind(now)
@@ -364,6 +374,7 @@ impl Store {
         .bind(hello.hostname)
         .bind(hello.os)
         .bind(id)
+        .bind(hello.started_at)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -508,35 +519,29 @@ impl Store {
         .bind(i64::from(filter.limit))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| StoredAlert {
-                id: r.get("id"),
-                alert: NewAlert {
-                    time: r.get("time"),
-                    rule_id: u32::try_from(r.get::<i64, _>("rule_id")).unwrap_or(0),
-                    level: u32::try_from(r.get::<i64, _>("level")).unwrap_or(0),
-                    description: r.get("description"),
-                    groups: r.get("groups"),
-                    agent_id: r.get("agent_id"),
-                    location: r.get("location"),
-                    decoder: r.get("decoder"),
-                    srcip: r.get("srcip"),
-                    dstip: r.get("dstip"),
-                    srcuser: r.get("srcuser"),
-                    dstuser: r.get("dstuser"),
-                    url: r.get("url"),
-                    event_sequence: r.get::<Option<i64>, _>("event_sequence").map(to_u64),
-                    log: r.get("log"),
-                    // Rule options act when the alert is judged and
-                    // published; the store does not keep them.
-                    log_it: true,
-                    no_ar: false,
-                    alert_by_email: false,
-                    no_email_alert: false,
-                },
-            })
-            .collect())
+        Ok(rows.iter().map(alert_from_row).collect())
+    }
+
+    /// Alerts matching `filter` with an id above `filter.after_id`, oldest
+    /// first, at most `filter.limit`: for followers catching up without
+    /// gaps (page on with the last id returned).
+    pub async fn alerts_after(&self, filter: &AlertFilter) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM alerts
+             WHERE ($1 IS NULL OR time >= $1) AND level >= $2 AND ($3 IS NULL OR rule_id = $3)
+               AND ($4 IS NULL OR agent_id = $4) AND ($5 IS NULL OR srcip = $5) AND id > $6
+             ORDER BY id ASC LIMIT $7",
+        )
+        .bind(filter.since)
+        .bind(i64::from(filter.min_level))
+        .bind(filter.rule_id.map(i64::from))
+        .bind(filter.agent_id.as_deref())
+        .bind(filter.srcip.as_deref())
+        .bind(filter.after_id)
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(alert_from_row).collect())
     }
 
     /// Archived events of one agent (or all), in arrival order.
@@ -611,6 +616,35 @@ fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+fn alert_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredAlert {
+    StoredAlert {
+        id: r.get("id"),
+        alert: NewAlert {
+            time: r.get("time"),
+            rule_id: u32::try_from(r.get::<i64, _>("rule_id")).unwrap_or(0),
+            level: u32::try_from(r.get::<i64, _>("level")).unwrap_or(0),
+            description: r.get("description"),
+            groups: r.get("groups"),
+            agent_id: r.get("agent_id"),
+            location: r.get("location"),
+            decoder: r.get("decoder"),
+            srcip: r.get("srcip"),
+            dstip: r.get("dstip"),
+            srcuser: r.get("srcuser"),
+            dstuser: r.get("dstuser"),
+            url: r.get("url"),
+            event_sequence: r.get::<Option<i64>, _>("event_sequence").map(to_u64),
+            log: r.get("log"),
+            // Rule options act when the alert is judged and
+            // published; the store does not keep them.
+            log_it: true,
+            no_ar: false,
+            alert_by_email: false,
+            no_email_alert: false,
+        },
+    }
+}
+
 fn agent_from_row(r: &sqlx::sqlite::SqliteRow) -> AgentRecord {
     AgentRecord {
         id: r.get("id"),
@@ -629,6 +663,7 @@ fn agent_from_row(r: &sqlx::sqlite::SqliteRow) -> AgentRecord {
         spool_depth: to_u64(r.get("spool_depth")),
         dropped_events: to_u64(r.get("dropped_events")),
         read_lag_bytes: to_u64(r.get("read_lag_bytes")),
+        started_at: r.get("started_at"),
     }
 }
 

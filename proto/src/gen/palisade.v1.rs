@@ -268,6 +268,10 @@ pub struct AgentInfo {
     pub dropped_events: u64,
     #[prost(uint64, tag = "14")]
     pub read_lag_bytes: u64,
+    /// When the agent process last started (from its Hello): a restart shows
+    /// as a newer time.
+    #[prost(message, optional, tag = "15")]
+    pub started_at: ::core::option::Option<::prost_types::Timestamp>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
