@@ -37,6 +37,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use crate::uplink::error_chain;
+
 /// The enrollment port, beside the agents' 1514 (as Wazuh's authd).
 pub const DEFAULT_ENROLL_PORT: u16 = 1515;
 
@@ -373,17 +375,6 @@ fn status_error(address: &str, status: tonic::Status) -> EnrollError {
             reason: error_chain(&status),
         },
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 /// TCP, then the TLS handshake with the pinned verifier, then HTTP/2 on

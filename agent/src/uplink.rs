@@ -389,7 +389,7 @@ fn jitter(d: Duration) -> Duration {
 }
 
 /// The whole cause chain of an error on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -352,11 +352,12 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(client::call_failed)?
                 .into_inner();
-            if json {
-                output::print_json(&output::agent_detail_json(&agent));
-            } else {
-                print!("{}", output::removed_text(&agent));
-            }
+            output::show(
+                json,
+                &agent,
+                output::agent_detail_json,
+                output::removed_text,
+            );
         }
         Some(Command::Agent { id, json, .. }) => {
             let agent = control
@@ -366,11 +367,12 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(client::call_failed)?
                 .into_inner();
-            if json {
-                output::print_json(&output::agent_detail_json(&agent));
-            } else {
-                print!("{}", output::agent_detail(&agent));
-            }
+            output::show(
+                json,
+                &agent,
+                output::agent_detail_json,
+                output::agent_detail,
+            );
         }
         Some(Command::Alerts {
             level,
@@ -401,13 +403,12 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .into_inner()
                 .alerts;
             alerts.reverse();
-            if json {
-                output::print_json(&serde_json::Value::Array(
-                    alerts.iter().map(output::alert_json).collect(),
-                ));
-            } else {
-                print!("{}", output::alerts_table(&alerts));
-            }
+            output::show(
+                json,
+                alerts.as_slice(),
+                output::alerts_json,
+                output::alerts_table,
+            );
         }
         Some(Command::Status { json }) => {
             let status = control
@@ -415,11 +416,12 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(client::call_failed)?
                 .into_inner();
-            if json {
-                output::print_json(&output::status_json(&status));
-            } else {
-                print!("{}", output::status_text_block(&status));
-            }
+            output::show(
+                json,
+                &status,
+                output::status_json,
+                output::status_text_block,
+            );
         }
         Some(Command::Restart { ids, all }) => {
             let r = client::restart(&mut control, ids, all).await?;
@@ -436,11 +438,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             json,
         }) => {
             let list = client::list_agents(&mut control, connected, false, all).await?;
-            if json {
-                output::print_json(&output::agents_json(&list));
-            } else {
-                print!("{}", output::agents_table(&list));
-            }
+            output::show(json, &list, output::agents_json, output::agents_table);
         }
         Some(Command::Responses { json }) => {
             let list = control
@@ -448,11 +446,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(client::call_failed)?
                 .into_inner();
-            if json {
-                output::print_json(&output::responses_json(&list));
-            } else {
-                print!("{}", output::responses_table(&list));
-            }
+            output::show(json, &list, output::responses_json, output::responses_table);
         }
         Some(Command::Block {
             ip,
@@ -490,11 +484,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(client::call_failed)?
                 .into_inner();
-            if json {
-                output::print_json(&output::blocks_json(&list));
-            } else {
-                print!("{}", output::blocks_table(&list));
-            }
+            output::show(json, &list, output::blocks_json, output::blocks_table);
         }
         Some(Command::Refusals { limit, json }) => {
             let list = control
@@ -502,11 +492,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(client::call_failed)?
                 .into_inner();
-            if json {
-                output::print_json(&output::refusals_json(&list));
-            } else {
-                print!("{}", output::refusals_table(&list));
-            }
+            output::show(json, &list, output::refusals_json, output::refusals_table);
         }
         None if l.info.is_some() => {
             let agent = control

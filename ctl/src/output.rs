@@ -619,6 +619,20 @@ fn alert_row(a: &Alert) -> Vec<String> {
 }
 
 /// `alerts`: a table, oldest first.
+/// `alerts --json`: one array.
+pub fn alerts_json(alerts: &[Alert]) -> Value {
+    Value::Array(alerts.iter().map(alert_json).collect())
+}
+
+/// Prints `value` as JSON or as text, as the command's `--json` says.
+pub fn show<T: ?Sized>(json: bool, value: &T, as_json: fn(&T) -> Value, as_text: fn(&T) -> String) {
+    if json {
+        print_json(&as_json(value));
+    } else {
+        print!("{}", as_text(value));
+    }
+}
+
 pub fn alerts_table(alerts: &[Alert]) -> String {
     let rows: Vec<Vec<String>> = alerts.iter().map(alert_row).collect();
     table(&ALERT_HEADER, &rows, "(no alerts)")

@@ -78,7 +78,8 @@ pub fn alerts_log_entry(alert: &Alert, offset: u64, mail: bool, zone: &TimeZone)
     s
 }
 
-fn truncate(s: &str, max: usize) -> &str {
+/// `s` cut to at most `max` bytes, at a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

@@ -2,7 +2,7 @@
 //! alerts.json object and OSSEC's e-mail notification layout (with
 //! "Palisade" where OSSEC prints "OSSEC HIDS"), from a stored alert.
 
-use palisade_engine::alert_format::{CONTEXT_LINES, FULL_LOG_LIMIT};
+use palisade_engine::alert_format::{CONTEXT_LINES, FULL_LOG_LIMIT, truncate};
 
 use crate::analysis::{NewAlert, Origin};
 use crate::store::StoredAlert;
@@ -11,21 +11,12 @@ use crate::store::StoredAlert;
 pub const DEFAULT_EMAIL_ALERT_LEVEL: u32 = 7;
 
 /// Whether an alert carries OSSEC's mail flag: level at or above
-/// `email_alert_level` or the rule's `alert_by_email`, and not its
-/// `no_email_alert`.
+/// `email_alert_level` or the rule's `alert_by_email`, and neither its
+/// `no_email_alert` nor `no_log` (maild reads only what is logged).
 pub fn mail_flag(alert: &NewAlert, email_alert_level: u32) -> bool {
-    (alert.level >= email_alert_level || alert.alert_by_email) && !alert.no_email_alert
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    alert.log_it
+        && !alert.no_email_alert
+        && (alert.level >= email_alert_level || alert.alert_by_email)
 }
 
 fn local_time(ms: i64) -> jiff::ZonedDateTime {

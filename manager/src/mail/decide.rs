@@ -31,11 +31,9 @@ pub struct Outgoing {
     pub do_not_group: bool,
 }
 
-/// OSSEC's mail flag.
+/// OSSEC's mail flag, with this configuration's `email_alert_level`.
 pub fn mail_flag(config: &EmailConfig, alert: &NewAlert) -> bool {
-    alert.log_it
-        && !alert.no_email_alert
-        && (alert.level >= config.alert_level || alert.alert_by_email)
+    crate::format::mail_flag(alert, config.alert_level)
 }
 
 fn selects(g: &Granular, alert: &NewAlert) -> bool {

@@ -504,43 +504,47 @@ impl Store {
 
     /// Alerts matching `filter`, newest first.
     pub async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<StoredAlert>, StoreError> {
-        let rows = sqlx::query(
+        self.fetch_alerts(
             "SELECT * FROM alerts
              WHERE ($1 IS NULL OR time >= $1) AND level >= $2 AND ($3 IS NULL OR rule_id = $3)
                AND ($4 IS NULL OR agent_id = $4) AND ($5 IS NULL OR srcip = $5) AND id > $6
              ORDER BY id DESC LIMIT $7",
+            filter,
         )
-        .bind(filter.since)
-        .bind(i64::from(filter.min_level))
-        .bind(filter.rule_id.map(i64::from))
-        .bind(filter.agent_id.as_deref())
-        .bind(filter.srcip.as_deref())
-        .bind(filter.after_id)
-        .bind(i64::from(filter.limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(alert_from_row).collect())
+        .await
     }
 
     /// Alerts matching `filter` with an id above `filter.after_id`, oldest
     /// first, at most `filter.limit`: for followers catching up without
     /// gaps (page on with the last id returned).
     pub async fn alerts_after(&self, filter: &AlertFilter) -> Result<Vec<StoredAlert>, StoreError> {
-        let rows = sqlx::query(
+        self.fetch_alerts(
             "SELECT * FROM alerts
              WHERE ($1 IS NULL OR time >= $1) AND level >= $2 AND ($3 IS NULL OR rule_id = $3)
                AND ($4 IS NULL OR agent_id = $4) AND ($5 IS NULL OR srcip = $5) AND id > $6
              ORDER BY id ASC LIMIT $7",
+            filter,
         )
-        .bind(filter.since)
-        .bind(i64::from(filter.min_level))
-        .bind(filter.rule_id.map(i64::from))
-        .bind(filter.agent_id.as_deref())
-        .bind(filter.srcip.as_deref())
-        .bind(filter.after_id)
-        .bind(i64::from(filter.limit))
-        .fetch_all(&self.pool)
-        .await?;
+        .await
+    }
+
+    /// Runs one of the two alert queries (they differ only in order) with
+    /// `filter`'s values bound.
+    async fn fetch_alerts(
+        &self,
+        sql: &'static str,
+        filter: &AlertFilter,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        let rows = sqlx::query(sql)
+            .bind(filter.since)
+            .bind(i64::from(filter.min_level))
+            .bind(filter.rule_id.map(i64::from))
+            .bind(filter.agent_id.as_deref())
+            .bind(filter.srcip.as_deref())
+            .bind(filter.after_id)
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(alert_from_row).collect())
     }
 
