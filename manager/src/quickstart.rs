@@ -365,6 +365,12 @@ async fn demo(
         "  palisade-manager logtest                              # try log lines against the rules"
     );
     println!("  palisadectl --config /etc/palisade/operator/ctl.toml -l   # agent_control's -l");
+    println!(
+        "  palisadectl --config /etc/palisade/operator/ctl.toml alerts --follow   # alerts as they are stored"
+    );
+    println!(
+        "  palisade-manager token create -c /etc/palisade/manager.toml   # agents enroll themselves ([enrollment])"
+    );
     println!("  docs/migrating-from-ossec.md, docs/rules.md, docs/operations.md, deploy/");
     store.close().await;
     shutdown.cancel();

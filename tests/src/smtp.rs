@@ -17,7 +17,18 @@ pub struct SmtpServer {
     /// The Maildir it delivers to.
     pub maildir: PathBuf,
     log: PathBuf,
+    /// `--tlscert`/`--smtpscert` and their keys, when it speaks TLS.
+    tls_args: Vec<String>,
     child: Option<Child>,
+}
+
+/// How the server protects connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerTls {
+    /// Plain SMTP, then STARTTLS, which it requires before accepting mail.
+    StartTls,
+    /// TLS from the first byte (SMTPS).
+    Smtps,
 }
 
 /// A received mail.
@@ -63,6 +74,31 @@ impl SmtpServer {
     /// Starts aiosmtpd on a free loopback port, delivering to `dir/Maildir`.
     /// Fails (it does not skip) when aiosmtpd is missing.
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_tls(dir, None)
+    }
+
+    /// As [`Self::start`], speaking TLS with the certificate and key (PEM
+    /// files) given.
+    pub fn start_tls(dir: &Path, tls: ServerTls, cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        Self::start_with_tls(dir, Some((tls, cert, key)))
+    }
+
+    fn start_with_tls(dir: &Path, tls: Option<(ServerTls, &Path, &Path)>) -> anyhow::Result<Self> {
+        let tls_args = match tls {
+            None => Vec::new(),
+            Some((mode, cert, key)) => {
+                let (c, k) = match mode {
+                    ServerTls::StartTls => ("--tlscert", "--tlskey"),
+                    ServerTls::Smtps => ("--smtpscert", "--smtpskey"),
+                };
+                vec![
+                    c.to_string(),
+                    cert.display().to_string(),
+                    k.to_string(),
+                    key.display().to_string(),
+                ]
+            }
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -74,6 +110,7 @@ impl SmtpServer {
             port,
             maildir,
             log: dir.join("aiosmtpd.log"),
+            tls_args,
             child: None,
         };
         server.restart()?;
@@ -93,6 +130,7 @@ impl SmtpServer {
             .open(&self.log)?;
         let child = Command::new(AIOSMTPD)
             .args(["-n", "-l", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.tls_args)
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&self.maildir)
             .stdin(Stdio::null())

@@ -11,7 +11,7 @@ use std::time::Duration;
 use palisade_manager::mail::{EmailConfig, SmtpTls};
 use palisade_manager::store::AlertFilter;
 use palisade_tests::site::SCAN;
-use palisade_tests::smtp::SmtpServer;
+use palisade_tests::smtp::{ServerTls, SmtpServer};
 use palisade_tests::{AgentHandle, LogCapture, ManagerHandle, append_lines, eventually};
 
 fn scan_lines(ip: &str) -> Vec<String> {
@@ -323,6 +323,54 @@ async fn an_active_response_carried_out_is_mailed() -> anyhow::Result<()> {
     );
     s.agent.stop().await?;
     Ok(())
+}
+
+/// The server's certificate and key files (from a CA of the test's own)
+/// and the CA's PEM for the mailer to trust.
+fn smtp_certificate(dir: &std::path::Path) -> anyhow::Result<(PathBuf, PathBuf, Vec<u8>)> {
+    let (ca, _) = palisade_manager::pki::CertificateAuthority::generate("mail test CA")?;
+    let issued = ca.issue_server(&["127.0.0.1".to_string()])?;
+    let (cert, key) = (dir.join("smtp.pem"), dir.join("smtp.key"));
+    std::fs::write(&cert, &issued.cert_pem)?;
+    std::fs::write(&key, &issued.key_pem)?;
+    Ok((cert, key, ca.cert_pem().as_bytes().to_vec()))
+}
+
+/// One mailed alert over a protected connection: STARTTLS (which the
+/// server requires before it takes mail) or SMTPS, the server's
+/// certificate checked against the CA given in `tls_ca_file`.
+async fn mail_over_tls(server: ServerTls, client: SmtpTls) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (cert, key, ca) = smtp_certificate(tmp.path())?;
+    let smtp = SmtpServer::start_tls(tmp.path(), server, &cert, &key)?;
+    let mut config = email(&smtp);
+    config.tls = client;
+    config.tls_ca_pem = Some(ca);
+    let mut s = setup(config).await?;
+    append_lines(&s.log, [traversal_line("198.51.100.23")])?;
+    let mails = smtp.wait_for(1, Duration::from_secs(30)).await?;
+    let subject = mails[0].header("Subject").unwrap_or_default();
+    assert!(
+        subject.starts_with("Palisade Alert - (web01) any - Level 10 - "),
+        "{subject}"
+    );
+    assert!(
+        mails[0].body.contains("Src IP: 198.51.100.23"),
+        "{}",
+        mails[0].body
+    );
+    s.agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_goes_out_over_starttls() -> anyhow::Result<()> {
+    mail_over_tls(ServerTls::StartTls, SmtpTls::StartTls).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_goes_out_over_smtps() -> anyhow::Result<()> {
+    mail_over_tls(ServerTls::Smtps, SmtpTls::Tls).await
 }
 
 /// A measurement run by hand, not a check: the ingestion rate (lines
