@@ -430,11 +430,15 @@ pub struct AgentConfig {
     pub respond: crate::respond::config::RespondConfig,
 }
 
-/// Parses a duration written as `"600s"`, `"10m"`, `"250ms"` or `"1h30m"`.
+/// Parses a duration written as `"600s"`, `"10m"`, `"250ms"`, `"1h30m"`
+/// or `"90d"` (days of 24 hours: retention periods and token lifetimes
+/// are given in days).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d: jiff::SignedDuration = s
-        .parse()
-        .map_err(|e| format!("{s:?} is not a duration like \"30s\" or \"10m\" ({e})"))?;
+    let bad = |e: jiff::Error| format!("{s:?} is not a duration like \"30s\" or \"10m\" ({e})");
+    let span: jiff::Span = s.parse().map_err(bad)?;
+    let d = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(bad)?;
     Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
 }
 
@@ -650,6 +654,20 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_the_usual_units_and_whole_days() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("600s"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert!(
+            parse_duration("1 month").is_err(),
+            "months have no fixed length"
+        );
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
 
     #[test]
     fn key_paths_are_located_in_the_text() {

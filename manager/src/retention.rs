@@ -79,22 +79,11 @@ impl RetentionConfig {
     }
 }
 
-/// A duration as the rest of the file writes them, plus whole days ("90d"),
-/// which retention periods are usually given in.
-fn parse_age(s: &str) -> Result<Duration, String> {
-    if let Some(days) = s.trim().strip_suffix('d')
-        && let Ok(n) = days.trim().parse::<u64>()
-    {
-        return Ok(Duration::from_secs(n.saturating_mul(86_400)));
-    }
-    palisade_agent::config::parse_duration(s)
-}
-
 /// Checks `[retention]`; problems go to `errors`, each naming its key.
 pub fn compile(raw: RawRetention, _base: &Path, errors: &mut Vec<String>) -> RetentionConfig {
     let mut age = |key: &str, v: Option<&str>| -> Option<Duration> {
         let v = v?;
-        match parse_age(v) {
+        match palisade_agent::config::parse_duration(v) {
             Ok(d) if d.is_zero() => {
                 errors.push(format!("retention.{key}: must be above zero"));
                 None
