@@ -575,30 +575,28 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `--since`: an age (`90s`, `30m`, `1h`, `2d`, `1w`) back from now, or an
-/// RFC 3339 time.
+/// `--since`: an age (`90s`, `30m`, `1h`, `2d`, `1w`, `1h30m`) back from
+/// now, or an RFC 3339 time.
 fn parse_since(text: &str) -> Result<prost_types::Timestamp, Failure> {
     let bad = || {
         Failure::Usage(format!(
             "invalid --since {text:?}: give an age such as 30m, 1h, 2d, or an RFC 3339 time"
         ))
     };
-    let at = if let Ok(t) = text.parse::<jiff::Timestamp>() {
-        t
-    } else {
-        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let (n, unit) = text.split_at(split);
-        let n: i64 = n.parse().map_err(|_| bad())?;
-        let seconds = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            "w" => 604_800,
-            _ => return Err(bad()),
-        };
-        let age = jiff::SignedDuration::from_secs(n.checked_mul(seconds).ok_or_else(bad)?);
-        jiff::Timestamp::now().checked_sub(age).map_err(|_| bad())?
+    // Ages are read as the daemons read durations: a jiff span, days of
+    // 24 hours.
+    let at = match text.parse::<jiff::Timestamp>() {
+        Ok(t) => t,
+        Err(_) => {
+            let span: jiff::Span = text.parse().map_err(|_| bad())?;
+            let age = span
+                .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                .map_err(|_| bad())?;
+            if age.is_negative() {
+                return Err(bad());
+            }
+            jiff::Timestamp::now().checked_sub(age).map_err(|_| bad())?
+        }
     };
     Ok(prost_types::Timestamp {
         seconds: at.as_second(),

@@ -117,6 +117,23 @@ impl ManagerHandle {
         self.running = Some((shutdown, task));
     }
 
+    /// Registers agent `name` tailing `access.log` in the manager's
+    /// directory (Apache format, read from its start); returns its id, its
+    /// configuration (not started) and the log's path.
+    pub async fn add_access_log_agent(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<(String, AgentConfig, PathBuf)> {
+        let (id, mut config) = self.add_agent(name).await?;
+        let log = self.dir.path().join("access.log");
+        config.localfiles.push(palisade_agent::config::Localfile {
+            location: log.clone(),
+            log_format: "apache".into(),
+        });
+        config.read_from_start = true;
+        Ok((id, config, log))
+    }
+
     /// Stops the manager and waits for it to finish.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some((shutdown, task)) = self.running.take() {
@@ -305,4 +322,17 @@ impl Write for LogCapture {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// The seed's scan from `ip`: one Apache access line, answered 404, per
+/// path of [`site::SCAN`] (14, enough for rule 31151).
+pub fn scan_lines(ip: &str) -> Vec<String> {
+    site::SCAN
+        .iter()
+        .map(|path| {
+            format!(
+                "{ip} - - [28/Nov/2026:10:00:01 +0000] \"GET {path} HTTP/1.1\" 404 303 \"-\" \"ZmEu\""
+            )
+        })
+        .collect()
 }

@@ -9,14 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use palisade_manager::store::AlertFilter;
-use palisade_tests::site::SCAN;
-use palisade_tests::{AgentHandle, ManagerHandle, append_lines, eventually};
-
-fn scan_lines(ip: &str) -> Vec<String> {
-    SCAN.iter()
-        .map(|path| format!("{ip} - - [28/Nov/2026:10:00:01 +0000] \"GET {path} HTTP/1.1\" 404 303 \"-\" \"ZmEu\""))
-        .collect()
-}
+use palisade_tests::{AgentHandle, ManagerHandle, append_lines, eventually, scan_lines};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_is_written_to_alerts_log_and_alerts_json() -> anyhow::Result<()> {
@@ -52,13 +45,7 @@ async fn a_scan_is_written_to_alerts_log_and_alerts_json() -> anyhow::Result<()>
     .await?;
     assert_eq!(old, "** Alert 1.1: - yesterday,\n\n");
 
-    let (id, mut config) = manager.add_agent("web01").await?;
-    let access_log = manager.dir.path().join("access.log");
-    config.localfiles.push(palisade_agent::config::Localfile {
-        location: access_log.clone(),
-        log_format: "apache".into(),
-    });
-    config.read_from_start = true;
+    let (id, config, access_log) = manager.add_access_log_agent("web01").await?;
     let mut agent = AgentHandle::start(config);
     let lines = scan_lines("198.51.100.23");
     append_lines(&access_log, lines.iter().cloned())?;

@@ -7,26 +7,12 @@
 use std::time::Duration;
 
 use palisade_manager::store::AlertFilter;
-use palisade_tests::{AgentHandle, ManagerHandle, append_lines, eventually};
-
-use palisade_tests::site::SCAN;
-
-fn scan_lines(ip: &str) -> Vec<String> {
-    SCAN.iter()
-        .map(|path| format!("{ip} - - [28/Nov/2026:10:00:01 +0000] \"GET {path} HTTP/1.1\" 404 303 \"-\" \"ZmEu\""))
-        .collect()
-}
+use palisade_tests::{AgentHandle, ManagerHandle, append_lines, eventually, scan_lines};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_raises_31151_on_the_manager() -> anyhow::Result<()> {
     let manager = ManagerHandle::start().await?;
-    let (id, mut config) = manager.add_agent("web01").await?;
-    let log = manager.dir.path().join("access.log");
-    config.localfiles.push(palisade_agent::config::Localfile {
-        location: log.clone(),
-        log_format: "apache".into(),
-    });
-    config.read_from_start = true;
+    let (id, config, log) = manager.add_access_log_agent("web01").await?;
     let mut agent = AgentHandle::start(config);
 
     let lines = scan_lines("198.51.100.23");

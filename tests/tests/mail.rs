@@ -10,15 +10,10 @@ use std::time::Duration;
 
 use palisade_manager::mail::{EmailConfig, SmtpTls};
 use palisade_manager::store::AlertFilter;
-use palisade_tests::site::SCAN;
 use palisade_tests::smtp::{ServerTls, SmtpServer};
-use palisade_tests::{AgentHandle, LogCapture, ManagerHandle, append_lines, eventually};
-
-fn scan_lines(ip: &str) -> Vec<String> {
-    SCAN.iter()
-        .map(|path| format!("{ip} - - [28/Nov/2026:10:00:01 +0000] \"GET {path} HTTP/1.1\" 404 303 \"-\" \"ZmEu\""))
-        .collect()
-}
+use palisade_tests::{
+    AgentHandle, LogCapture, ManagerHandle, append_lines, eventually, scan_lines,
+};
 
 /// A path traversal answered with 200: rule 31106, level 10, one line.
 fn traversal_line(ip: &str) -> String {
@@ -51,13 +46,7 @@ struct Setup {
 
 async fn setup(email: EmailConfig) -> anyhow::Result<Setup> {
     let manager = ManagerHandle::start_with(|c| c.email = email).await?;
-    let (agent_id, mut config) = manager.add_agent("web01").await?;
-    let log = manager.dir.path().join("access.log");
-    config.localfiles.push(palisade_agent::config::Localfile {
-        location: log.clone(),
-        log_format: "apache".into(),
-    });
-    config.read_from_start = true;
+    let (agent_id, mut config, log) = manager.add_access_log_agent("web01").await?;
     // Responses are decided and reported, but the host is left alone.
     config.respond.dry_run = true;
     let agent = AgentHandle::start(config);

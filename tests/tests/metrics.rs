@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use palisade_tests::site::SCAN;
-use palisade_tests::{AgentHandle, ManagerHandle, append_lines, eventually};
+use palisade_tests::{AgentHandle, ManagerHandle, append_lines, eventually, scan_lines};
 use prometheus_parse::{Scrape, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -90,18 +89,9 @@ async fn metrics_parse_and_move_as_events_flow() -> anyhow::Result<()> {
     let (status, _) = get(addr, "/other").await?;
     assert_eq!(status, "HTTP/1.1 404 Not Found");
 
-    let (id, mut config) = manager.add_agent("web01").await?;
-    let log = manager.dir.path().join("access.log");
-    config.localfiles.push(palisade_agent::config::Localfile {
-        location: log.clone(),
-        log_format: "apache".into(),
-    });
-    config.read_from_start = true;
+    let (id, config, log) = manager.add_access_log_agent("web01").await?;
     let mut agent = AgentHandle::start(config);
-    let lines: Vec<String> = SCAN
-        .iter()
-        .map(|path| format!("198.51.100.23 - - [28/Nov/2026:10:00:01 +0000] \"GET {path} HTTP/1.1\" 404 303 \"-\" \"ZmEu\""))
-        .collect();
+    let lines = scan_lines("198.51.100.23");
     append_lines(&log, lines.iter().cloned())?;
     let n = lines.len() as f64;
     let after = eventually(Duration::from_secs(30), "counters to move", || async {
