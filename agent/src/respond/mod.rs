@@ -37,6 +37,8 @@
 //!   - [`hostdeny`], `host-deny`;
 //!   - [`script`], custom scripts with OSSEC's arguments.
 //! - [`ledger`], the blocks in force.
+//! - `expiry`, the timer that lifts blocks at their expiry.
+//! - `reconcile`, start-up: overdue blocks, host and ledger made to match.
 //! - [`locks`], one lock per block.
 //! - [`clock`], the time blocks expire by.
 //! - [`arlog`], `active-responses.log`.
@@ -45,25 +47,24 @@ pub mod arlog;
 pub mod backend;
 pub mod clock;
 pub mod config;
+mod expiry;
 pub mod hostdeny;
 pub mod ledger;
 pub mod locks;
 pub mod netlink;
 pub mod nft;
 pub mod order;
+mod reconcile;
 pub mod safety;
 pub mod script;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use palisade_proto::v1::{Command, CommandResult};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 pub use backend::{Backend, BackendError, Reconciled, Registered, Target};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -71,17 +72,11 @@ pub use config::{NullRouteType, RawRespondConfig, RespondConfig};
 pub use ledger::{Block, BlockState, Ledger, LedgerError};
 pub use netlink::PALISADE_ROUTE_PROTOCOL;
 pub use order::{Action, Order, OrderError, OssecArgs, Outcome};
+pub use reconcile::{StartError, StartReport};
 pub use safety::Refusal;
 
 use locks::KeyedLocks;
 use netlink::Netlink;
-
-/// How long a failed undo waits before it is tried again.
-const UNDO_RETRY: Duration = Duration::from_secs(30);
-/// The timer re-reads the ledger at least this often (wall-clock jumps).
-const TIMER_MAX_SLEEP: Duration = Duration::from_secs(60);
-/// How long the timer waits after a ledger failure.
-const TIMER_LEDGER_RETRY: Duration = Duration::from_secs(5);
 
 /// The responder cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -92,46 +87,6 @@ pub enum RespondError {
     /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-}
-
-/// Something start-up could not put right.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The ledger could not be read.
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    /// A backend could not be reconciled with the ledger.
-    #[error("{response}: {source}")]
-    Reconcile {
-        /// The response name.
-        response: String,
-        /// What failed.
-        source: BackendError,
-    },
-}
-
-/// What start-up did.
-#[derive(Debug, Default)]
-pub struct StartReport {
-    /// Blocks that expired while the agent was down, now undone.
-    pub expired_undone: usize,
-    /// Per response name: blocks put back and orphans removed.
-    pub reconciled: BTreeMap<String, Reconciled>,
-    /// What could not be put right.
-    pub errors: Vec<StartError>,
-}
-
-impl StartReport {
-    /// Blocks of `response` missing from the host, applied again.
-    pub fn readded(&self, response: &str) -> usize {
-        self.reconciled.get(response).map_or(0, |r| r.readded)
-    }
-
-    /// Blocks of `response` on the host that the ledger did not hold,
-    /// removed.
-    pub fn removed(&self, response: &str) -> usize {
-        self.reconciled.get(response).map_or(0, |r| r.removed)
-    }
 }
 
 fn ms_of(d: Duration) -> i64 {
@@ -506,220 +461,6 @@ impl Responder {
         Ok(match existing {
             Some(_) => format!("{response} {ip}: unblocked ({did})"),
             None => format!("{response} {ip}: was not in the ledger; undone anyway ({did})"),
-        })
-    }
-
-    /// Undoes one ledger block whose time has come (or every block, for
-    /// [`Responder::undo_all`]). Returns whether it was undone.
-    async fn undo_block(&self, block: &Block, only_if_due: Option<i64>) -> bool {
-        let _guard = self.inner.locks.lock(&block.response, block.srcip).await;
-        // Re-read under the lock: an add may have extended it meanwhile.
-        let current = match self.inner.ledger.get(&block.response, block.srcip).await {
-            Ok(Some(b)) => b,
-            Ok(None) => return false,
-            Err(e) => {
-                warn!(ip = %block.srcip, response = %block.response, error = %e, "Cannot read the ledger.");
-                return false;
-            }
-        };
-        if let Some(now) = only_if_due
-            && current.expires_at.is_none_or(|e| e > now)
-        {
-            return false;
-        }
-        let Some(backend) = self.backend(&current.response) else {
-            // The command was removed from the configuration: nothing can
-            // undo it, so say so once and forget it.
-            error!(ip = %current.srcip, response = %current.response, "Cannot undo: the response is no longer configured; forgetting the block.");
-            let _ = self
-                .inner
-                .ledger
-                .remove(&current.response, current.srcip)
-                .await;
-            return false;
-        };
-        let target = Target {
-            ip: current.srcip,
-            remaining: None,
-            args: OssecArgs::of_block(&current),
-        };
-        match self.apply(backend.as_ref(), Action::Delete, &target).await {
-            Ok(_) => {
-                if let Err(e) = self
-                    .inner
-                    .ledger
-                    .remove(&current.response, current.srcip)
-                    .await
-                {
-                    warn!(ip = %current.srcip, response = %current.response, error = %e, "Undone, but not removed from the ledger.");
-                }
-                self.log_line(
-                    backend.as_ref(),
-                    Action::Delete,
-                    current.srcip,
-                    &target.args,
-                )
-                .await;
-                info!(ip = %current.srcip, response = %current.response, "Block lifted.");
-                let why = if only_if_due.is_some() {
-                    "block lifted at its timeout"
-                } else {
-                    "block lifted by the agent"
-                };
-                self.report_lifted(&current.command_id, why);
-                true
-            }
-            Err(e) => {
-                let retry = self.now_ms().saturating_add(ms_of(UNDO_RETRY));
-                error!(ip = %current.srcip, response = %current.response, error = %e, "Undo failed; retrying later.");
-                if let Err(le) = self
-                    .inner
-                    .ledger
-                    .undo_failed(&current.response, current.srcip, retry, &e.to_string())
-                    .await
-                {
-                    warn!(error = %le, "Cannot record the failed undo.");
-                }
-                false
-            }
-        }
-    }
-
-    /// Undoes every block whose expiry has passed; returns how many.
-    pub async fn undo_expired(&self) -> Result<usize, LedgerError> {
-        let now = self.now_ms();
-        let mut n = 0;
-        for block in self.inner.ledger.due(now).await? {
-            if self.undo_block(&block, Some(now)).await {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// Undoes every block in the ledger now (an operator's flush, or
-    /// uninstalling). Not called on shutdown: blocks outlive the agent.
-    pub async fn undo_all(&self) -> Result<usize, LedgerError> {
-        let mut n = 0;
-        for block in self.inner.ledger.list().await? {
-            if self.undo_block(&block, None).await {
-                n += 1;
-            }
-        }
-        self.inner.wake.notify_one();
-        Ok(n)
-    }
-
-    /// Makes the host match the ledger, backend by backend: re-adds blocks
-    /// still due that vanished, removes what a backend installed that the
-    /// ledger does not hold, never touches anything Palisade did not
-    /// install. Call after [`Responder::undo_expired`].
-    pub async fn reconcile(&self) -> StartReport {
-        let mut report = StartReport::default();
-        if self.inner.config.dry_run {
-            // Nothing was ever installed.
-            return report;
-        }
-        let blocks = match self.inner.ledger.list().await {
-            Ok(b) => b,
-            Err(e) => {
-                report.errors.push(e.into());
-                return report;
-            }
-        };
-        let now = self.now_ms();
-        for Registered { name, backend } in &self.inner.backends {
-            let live = blocks
-                .iter()
-                .filter(|b| {
-                    b.response == *name
-                        && b.state == BlockState::Active
-                        && b.expires_at.is_none_or(|e| e > now)
-                })
-                .collect();
-            let cx =
-                backend::Reconcile::new(name, live, now, &self.inner.ledger, &self.inner.locks);
-            let mut done = backend.reconcile(&cx).await;
-            report
-                .errors
-                .extend(done.errors.drain(..).map(|source| StartError::Reconcile {
-                    response: name.clone(),
-                    source,
-                }));
-            if done.readded > 0 || done.removed > 0 {
-                report.reconciled.insert(name.clone(), done);
-            }
-        }
-        report
-    }
-
-    /// Start-up: undoes blocks that expired while the agent was down,
-    /// reconciles, and starts the timer that lifts blocks at their expiry.
-    /// The timer stops when `shutdown` is cancelled; blocks stay in force.
-    pub async fn start(&self, shutdown: CancellationToken) -> (StartReport, JoinHandle<()>) {
-        let expired = self.undo_expired().await;
-        let mut report = self.reconcile().await;
-        match expired {
-            Ok(n) => report.expired_undone = n,
-            Err(e) => report.errors.push(e.into()),
-        }
-        for e in &report.errors {
-            warn!(error = %e, "Active-response reconciliation problem.");
-        }
-        for (response, done) in &report.reconciled {
-            info!(
-                response,
-                readded = done.readded,
-                removed = done.removed,
-                "Blocks reconciled with the host."
-            );
-        }
-        info!(
-            expired_undone = report.expired_undone,
-            errors = report.errors.len(),
-            "Active responses reconciled."
-        );
-        (report, self.spawn_timer(shutdown))
-    }
-
-    /// The task that lifts each block at its expiry, from the ledger's
-    /// explicit expiries; woken early whenever a block is added or removed.
-    pub fn spawn_timer(&self, shutdown: CancellationToken) -> JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let now = this.now_ms();
-                let latest = now.saturating_add(ms_of(TIMER_MAX_SLEEP));
-                let deadline = match this.inner.ledger.next_expiry().await {
-                    Ok(Some(at)) => at.min(latest),
-                    Ok(None) => latest,
-                    Err(e) => {
-                        warn!(error = %e, "Cannot read the ledger; timer retries.");
-                        now.saturating_add(ms_of(TIMER_LEDGER_RETRY))
-                    }
-                };
-                if deadline > now {
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = this.inner.wake.notified() => continue,
-                        () = this.inner.clock.sleep_until(deadline) => {}
-                    }
-                }
-                if shutdown.is_cancelled() {
-                    break;
-                }
-                match this.undo_expired().await {
-                    Ok(n) if n > 0 => debug!(lifted = n, "Expired blocks lifted."),
-                    Ok(_) => {}
-                    Err(e) => warn!(error = %e, "Cannot read the ledger; timer retries."),
-                }
-                // Blocks whose undo failed are due again at once; do not spin.
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
-                }
-            }
-            debug!("Active-response timer stopped; blocks stay in force.");
         })
     }
 }

@@ -13,24 +13,10 @@
 //! read under. Files are read in order: rotated files first, then the
 //! file now at the path.
 //!
-//! When the file at a watched path changes, the directory is searched for
-//! rotated siblings (`access.log.1`, `access.log-20250101`; compressed
-//! ones are skipped):
-//! - one with a stored checkpoint continues from it (a file rotated while
-//!   the agent was down is finished first);
-//! - one never seen whose last change is after the path was last looked at
-//!   lived at the path between two polls (two rotations in one interval)
-//!   and is read from its start;
-//! - after a truncation in place (copy-and-truncate), the newest sibling
-//!   that starts with the old fingerprint is the copy and is read from the
-//!   old offset.
-//!
-//! Bytes read are checked against the file after the read (it still
-//! starts with its fingerprint and is not shorter than what was read), so
-//! a truncation between taking a file's size and reading it never passes
-//! the new file's bytes off as the old file's; the copy supplies the rest.
-//! Siblings are opened once and judged through that handle, since names
-//! move while the directory is searched.
+//! When the file at a watched path changes, its rotated siblings are
+//! looked for (`rotation`), and bytes read are checked against the file
+//! after the read (`reader`), so a truncation under a read never passes a
+//! new file's bytes off as the old file's.
 //!
 //! Guarantee: with rename-and-create, and with copy-and-truncate where
 //! nothing is written between the copy and the truncation, every line
@@ -48,22 +34,21 @@
 //!
 //! # Positions
 //!
-//! Read positions are stored per file identity in the spool's
-//! `file_checkpoints`, in the same transaction as the lines read up to
-//! them, so a position only ever advances over lines that are safely
-//! stored. A file present when the agent first starts is read from its
-//! end (OSSEC's default) unless `read_from_start` is set; files that
-//! appear later, or replace a followed one, are read from their start.
+//! Read positions are stored with the lines read up to them, in one spool
+//! transaction (`checkpoints`), so a restart neither loses nor repeats a
+//! line. A file present when the agent first starts is read from its end
+//! (OSSEC's default) unless `read_from_start` is set; files that appear
+//! later, or replace a followed one, are read from their start.
 //!
 //! # Layout
 //!
-//! - [`discovery`]: which files the locations name now (plain paths and
+//! - `discovery`: which files the locations name now (plain paths and
 //!   [`glob`] patterns), and where to start in a newly found one.
-//! - [`reader`]: reading one followed file into events ([`frame`]), safe
+//! - `reader`: reading one followed file into events ([`frame`]), safe
 //!   against truncation under the read.
-//! - [`rotation`]: finding rotated and copied generations of a file.
-//! - [`checkpoints`]: positions in the spool, loaded, batched, forgotten.
-//! - [`fingerprint`]: telling a reused inode from the file that had it.
+//! - `rotation`: finding rotated and copied generations of a file.
+//! - `checkpoints`: positions in the spool, loaded, batched, forgotten.
+//! - `fingerprint`: telling a reused inode from the file that had it.
 
 mod checkpoints;
 mod discovery;
