@@ -293,64 +293,10 @@ pub struct CommandSource {
 }
 
 /// Splits a command line into arguments with shell quoting rules (single
-/// and double quotes, backslash escapes) but no expansion of any kind.
+/// and double quotes, backslash escapes, `#` comments) but no expansion of
+/// any kind, as `shell-words` does.
 pub fn split_command(line: &str) -> Result<Vec<String>, String> {
-    let mut args = Vec::new();
-    let mut current = String::new();
-    let mut in_arg = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_arg = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => current.push(c),
-                        None => return Err("unterminated single quote".into()),
-                    }
-                }
-            }
-            '"' => {
-                in_arg = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\' | '$' | '`')) => current.push(c),
-                            Some(c) => {
-                                current.push('\\');
-                                current.push(c);
-                            }
-                            None => return Err("unterminated double quote".into()),
-                        },
-                        Some(c) => current.push(c),
-                        None => return Err("unterminated double quote".into()),
-                    }
-                }
-            }
-            '\\' => {
-                in_arg = true;
-                match chars.next() {
-                    Some(c) => current.push(c),
-                    None => return Err("trailing backslash".into()),
-                }
-            }
-            c if c.is_whitespace() => {
-                if in_arg {
-                    args.push(std::mem::take(&mut current));
-                    in_arg = false;
-                }
-            }
-            c => {
-                in_arg = true;
-                current.push(c);
-            }
-        }
-    }
-    if in_arg {
-        args.push(current);
-    }
+    let args = shell_words::split(line).map_err(|e| e.to_string())?;
     if args.is_empty() {
         return Err("is empty".into());
     }

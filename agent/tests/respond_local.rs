@@ -6,11 +6,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palisade_agent::respond::{
-    Action, Ledger, Order, RawRespondConfig, RespondConfig, Responder, ledger::MIGRATION_SQL,
-    ledger::NewBlock,
+    Action, Ledger, ManualClock, Order, RawRespondConfig, RespondConfig, Responder,
+    ledger::MIGRATION_SQL, ledger::NewBlock,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tokio_util::sync::CancellationToken;
@@ -449,8 +450,18 @@ async fn the_ledger_survives_reopening_and_extends_instead_of_duplicating() {
 async fn a_block_that_expired_while_the_agent_was_down_is_lifted_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("agent.db");
+    let clock = ManualClock::starting_now();
+    let responder = |ledger: &Ledger| {
+        Responder::with_clock(
+            config(dir.path(), &[], "5s"),
+            ledger.clone(),
+            vec![],
+            Arc::new(clock.clone()),
+        )
+        .unwrap()
+    };
     let ledger = ledger_at(&db, true).await;
-    let r = Responder::new(config(dir.path(), &[], "5s"), ledger.clone(), vec![]).unwrap();
+    let r = responder(&ledger);
     assert!(
         r.execute(order("host-deny", Action::Add, "198.51.100.7", Some(1)))
             .await
@@ -463,17 +474,18 @@ async fn a_block_that_expired_while_the_agent_was_down_is_lifted_at_start() {
     );
     drop(r);
     ledger.pool().close().await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Down for longer than the first block's timeout.
+    clock.advance(Duration::from_millis(1100));
     // Someone also removed the line of the block still due.
     let deny = dir.path().join("hosts.deny");
     std::fs::write(&deny, "ALL:198.51.100.7\n").unwrap();
 
     let ledger = ledger_at(&db, false).await;
-    let r = Responder::new(config(dir.path(), &[], "5s"), ledger.clone(), vec![]).unwrap();
+    let r = responder(&ledger);
     let stop = CancellationToken::new();
     let (report, timer) = r.start(stop.clone()).await;
     assert_eq!(report.expired_undone, 1, "{report:?}");
-    assert_eq!(report.hosts_deny_readded, 1, "{report:?}");
+    assert_eq!(report.readded("host-deny"), 1, "{report:?}");
     assert_eq!(
         std::fs::read_to_string(&deny).unwrap(),
         "ALL:198.51.100.8\n"
@@ -481,6 +493,87 @@ async fn a_block_that_expired_while_the_agent_was_down_is_lifted_at_start() {
     let left = ledger.list().await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].srcip.to_string(), "198.51.100.8");
+    stop.cancel();
+    timer.await.unwrap();
+}
+
+/// The timer, on a clock the test moves: a block is lifted when its time
+/// comes and not before, an extension postpones it, a block without a
+/// timeout stays, and each lift is reported for the manager.
+#[tokio::test]
+async fn the_timer_lifts_blocks_at_their_expiry_and_extensions_postpone_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
+    let clock = ManualClock::starting_now();
+    let r = Responder::with_clock(
+        config(dir.path(), &[], "5s"),
+        ledger.clone(),
+        vec![],
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let mut lifted = r.subscribe_reports();
+    let stop = CancellationToken::new();
+    let (_, timer) = r.start(stop.clone()).await;
+    let add = |ip: &'static str, timeout: Option<u64>| {
+        let r = r.clone();
+        async move {
+            let mut o = order("host-deny", Action::Add, ip, timeout);
+            o.command_id = format!("add-{ip}");
+            let out = r.execute(o).await;
+            assert!(out.ok, "{out:?}");
+            out
+        }
+    };
+    add("198.51.100.40", Some(10)).await;
+    add("198.51.100.41", Some(10)).await;
+    let ext = add("198.51.100.41", Some(600)).await;
+    assert!(ext.message.contains("extended for 600s"), "{ext:?}");
+    add("198.51.100.42", None).await;
+    let deny = dir.path().join("hosts.deny");
+    clock.advance(Duration::from_secs(9));
+    assert_eq!(r.undo_expired().await.unwrap(), 0, "nothing is due yet");
+    clock.advance(Duration::from_secs(1));
+    let report = lifted.recv().await.unwrap();
+    assert_eq!(report.command_id, "add-198.51.100.40");
+    assert_eq!(
+        report.action,
+        palisade_proto::v1::CommandAction::Delete as i32
+    );
+    assert!(
+        report.ok && report.message.contains("at its timeout"),
+        "{report:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&deny).unwrap(),
+        "ALL:198.51.100.41\nALL:198.51.100.42\n"
+    );
+    // Long after the first timeout, the extended block and the permanent
+    // one are still in force; the extended one goes at its new time.
+    clock.advance(Duration::from_secs(580));
+    assert_eq!(r.undo_expired().await.unwrap(), 0);
+    clock.advance(Duration::from_secs(10));
+    let report = lifted.recv().await.unwrap();
+    assert_eq!(report.command_id, "add-198.51.100.41");
+    assert_eq!(
+        std::fs::read_to_string(&deny).unwrap(),
+        "ALL:198.51.100.42\n"
+    );
+    let left: Vec<String> = ledger
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.srcip.to_string())
+        .collect();
+    assert_eq!(left, ["198.51.100.42"]);
+    let log = std::fs::read_to_string(dir.path().join("active-responses.log")).unwrap();
+    for ip in ["198.51.100.40", "198.51.100.41"] {
+        assert!(
+            log.contains(&format!(" delete - {ip} 1700000000.12345 31151\n")),
+            "{log}"
+        );
+    }
     stop.cancel();
     timer.await.unwrap();
 }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt;
 
+use super::order::Action;
+
 /// The pseudo directory built-in responses are logged under.
 pub const BUILTIN_PROGRAM_DIR: &str = "/palisade/active-response/bin";
 
@@ -31,15 +33,16 @@ pub fn date_text(t: &jiff::ZonedDateTime) -> String {
 pub fn line(
     at: &jiff::ZonedDateTime,
     program: &str,
-    action: &str,
+    action: Action,
     user: &str,
     ip: &str,
     alert_id: &str,
     rule_id: &str,
 ) -> String {
     format!(
-        "{} {program} {action} {user} {ip} {alert_id} {rule_id}",
-        date_text(at)
+        "{} {program} {} {user} {ip} {alert_id} {rule_id}",
+        date_text(at),
+        action.as_str()
     )
 }
 
@@ -83,7 +86,7 @@ mod tests {
         let l = line(
             &at,
             &builtin_program("firewall-drop"),
-            "add",
+            Action::Add,
             "-",
             "172.16.0.1",
             "1304756247.60385",

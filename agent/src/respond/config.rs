@@ -12,6 +12,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use super::hostdeny::HostDeny;
+use super::netlink::RouteNull;
+use super::nft::FirewallDrop;
 use crate::config::parse_duration;
 
 /// The section as written in `agent.toml`.
@@ -65,7 +68,7 @@ impl NullRouteType {
 }
 
 /// The names of the built-in responses; custom commands may not reuse them.
-pub const BUILTIN_RESPONSES: &[&str] = &["route-null", "firewall-drop", "host-deny"];
+pub const BUILTIN_RESPONSES: &[&str] = &[RouteNull::NAME, FirewallDrop::NAME, HostDeny::NAME];
 
 /// A validated `[active_response]` section.
 #[derive(Debug, Clone)]

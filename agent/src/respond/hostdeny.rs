@@ -5,11 +5,18 @@
 //! Lines Palisade did not write are kept as they are. Edits are
 //! serialised within the agent: an add racing a delete's rewrite would
 //! otherwise lose its line.
+//!
+//! [`HostDeny`] is the `host-deny` [`Backend`] over the file.
 
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use tracing::info;
+
+use super::backend::{Backend, BackendError, Reconcile, Reconciled, Target};
+use super::order::Action;
 
 /// A hosts.deny failure.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +145,75 @@ impl HostsDeny {
             return Err(self.err(e));
         }
         Ok(true)
+    }
+}
+
+/// `host-deny`: an `ALL:<ip>` line per blocked address.
+#[derive(Debug)]
+pub struct HostDeny {
+    file: HostsDeny,
+}
+
+impl HostDeny {
+    /// The response name.
+    pub const NAME: &'static str = "host-deny";
+
+    /// Edits the file at `path`.
+    pub fn new(path: &Path) -> Self {
+        Self {
+            file: HostsDeny::new(path),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for HostDeny {
+    fn program(&self) -> String {
+        super::arlog::builtin_program(Self::NAME)
+    }
+
+    fn describe(&self, action: Action) -> String {
+        match action {
+            Action::Add => "add it to hosts.deny".into(),
+            Action::Delete => "remove it from hosts.deny".into(),
+        }
+    }
+
+    async fn add(&self, target: &Target) -> Result<String, BackendError> {
+        self.file.add(target.ip)?;
+        Ok(format!(
+            "{} in {}",
+            deny_line(target.ip),
+            self.file.path.display()
+        ))
+    }
+
+    async fn delete(&self, target: &Target) -> Result<String, BackendError> {
+        self.file.delete(target.ip)?;
+        Ok(format!(
+            "{} removed from {}",
+            deny_line(target.ip),
+            self.file.path.display()
+        ))
+    }
+
+    /// Adds the lines of live blocks that are missing. Lines the ledger
+    /// does not hold are left alone: they cannot be told from the
+    /// operator's own.
+    async fn reconcile(&self, cx: &Reconcile<'_>) -> Reconciled {
+        let mut done = Reconciled::default();
+        for b in cx.live() {
+            let _guard = cx.lock(b.srcip).await;
+            match self.file.add(b.srcip) {
+                Ok(true) => {
+                    info!(ip = %b.srcip, "hosts.deny line was missing; added again.");
+                    done.readded += 1;
+                }
+                Ok(false) => {}
+                Err(e) => done.errors.push(e.into()),
+            }
+        }
+        done
     }
 }
 

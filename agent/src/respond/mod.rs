@@ -22,54 +22,61 @@
 //!   in OSSEC; built-in actions are re-applied (they are idempotent, and it
 //!   heals a route someone removed, and gives an nft element its new
 //!   timeout).
+//! - Each way of blocking is a [`Backend`]; this module holds what is the
+//!   same for all of them, so none of it is written per backend.
+//! - Time is a parameter ([`Clock`]): the daemon reads the system clock,
+//!   tests move a manual one.
 //!
 //! # Layout
 //! - [`config`], the `[active_response]` section.
+//! - [`order`], the manager's orders, their validation and outcome.
 //! - [`safety`], what is never blocked.
-//! - [`netlink`], `route-null` routes and the host's own addresses.
-//! - [`nft`], `firewall-drop`.
-//! - [`hostdeny`], `host-deny`.
-//! - [`script`], custom scripts with OSSEC's arguments.
+//! - [`backend`], the trait every backend implements and their registry:
+//!   - [`netlink`], `route-null` routes (and the host's own addresses);
+//!   - [`nft`], `firewall-drop`;
+//!   - [`hostdeny`], `host-deny`;
+//!   - [`script`], custom scripts with OSSEC's arguments.
 //! - [`ledger`], the blocks in force.
+//! - `expiry`, the timer that lifts blocks at their expiry.
+//! - `reconcile`, start-up: overdue blocks, host and ledger made to match.
+//! - [`locks`], one lock per block.
+//! - [`clock`], the time blocks expire by.
 //! - [`arlog`], `active-responses.log`.
 
 pub mod arlog;
+pub mod backend;
+pub mod clock;
 pub mod config;
+mod expiry;
 pub mod hostdeny;
 pub mod ledger;
+pub mod locks;
 pub mod netlink;
 pub mod nft;
+pub mod order;
+mod reconcile;
 pub mod safety;
 pub mod script;
 
-use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use palisade_proto::v1::{Command, CommandAction, CommandResult};
-use tokio::sync::{Notify, OwnedMutexGuard};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use palisade_proto::v1::{Command, CommandResult};
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
 
+pub use backend::{Backend, BackendError, Reconciled, Registered, Target};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{NullRouteType, RawRespondConfig, RespondConfig};
 pub use ledger::{Block, BlockState, Ledger, LedgerError};
 pub use netlink::PALISADE_ROUTE_PROTOCOL;
+pub use order::{Action, Order, OrderError, OssecArgs, Outcome};
+pub use reconcile::{StartError, StartReport};
 pub use safety::Refusal;
 
-use hostdeny::HostsDeny;
+use locks::KeyedLocks;
 use netlink::Netlink;
-use nft::Nft;
-use script::ScriptArgs;
-
-/// How long a failed undo waits before it is tried again.
-const UNDO_RETRY: Duration = Duration::from_secs(30);
-/// The timer re-reads the ledger at least this often (wall-clock jumps).
-const TIMER_MAX_SLEEP: Duration = Duration::from_secs(60);
-/// OSSEC's execd passes at most 32 arguments.
-const MAX_LOCATION_ARGS: usize = 24;
 
 /// The responder cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -82,213 +89,22 @@ pub enum RespondError {
     Ledger(#[from] LedgerError),
 }
 
-/// Add or delete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Block.
-    Add,
-    /// Unblock.
-    Delete,
-}
-
-impl Action {
-    /// OSSEC's word for it (`$1` of a script).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Add => "add",
-            Self::Delete => "delete",
-        }
-    }
-
-    fn to_proto(self) -> CommandAction {
-        match self {
-            Self::Add => CommandAction::Add,
-            Self::Delete => CommandAction::Delete,
-        }
-    }
-}
-
-/// A command to carry out, as the manager sent it (nothing validated yet).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Order {
-    /// The manager's command id.
-    pub command_id: String,
-    /// The command name.
-    pub response: String,
-    /// None when the manager sent no valid action.
-    pub action: Option<Action>,
-    /// The address, as text.
-    pub srcip: String,
-    /// The user; empty = `-`.
-    pub user: String,
-    /// None = no timeout.
-    pub timeout: Option<Duration>,
-    /// Empty = a manual command (`(from_the_server)`).
-    pub alert_id: String,
-    /// 0 = a manual command (`(no_rule_id)`).
-    pub rule_id: u32,
-    /// The agent the alert came from.
-    pub agent_id: String,
-    /// OSSEC's location of the event (`(web01) 10.0.0.5->/var/log/x`).
-    pub location: String,
-}
-
-impl From<&Command> for Order {
-    fn from(c: &Command) -> Self {
-        let action = match CommandAction::try_from(c.action) {
-            Ok(CommandAction::Add) => Some(Action::Add),
-            Ok(CommandAction::Delete) => Some(Action::Delete),
-            _ => None,
-        };
-        Self {
-            command_id: c.id.clone(),
-            response: c.response.clone(),
-            action,
-            srcip: c.srcip.clone(),
-            user: c.user.clone(),
-            timeout: (c.timeout_seconds > 0)
-                .then(|| Duration::from_secs(u64::from(c.timeout_seconds))),
-            alert_id: c.alert_id.clone(),
-            rule_id: c.rule_id,
-            agent_id: c.agent_id.clone(),
-            location: c.location.clone(),
-        }
-    }
-}
-
-/// What happened to an [`Order`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The manager's command id.
-    pub command_id: String,
-    /// Done (a delete of something not blocked is done too).
-    pub ok: bool,
-    /// For the operator: what was done, or why not.
-    pub message: String,
-    /// The action, if it was valid.
-    pub action: Option<Action>,
-    /// When it finished.
-    pub executed_at: jiff::Timestamp,
-    /// Set when a safety rule refused it.
-    pub refusal: Option<Refusal>,
-}
-
-impl Outcome {
-    /// As the wire's `CommandResult`.
-    pub fn to_proto(&self) -> CommandResult {
-        CommandResult {
-            command_id: self.command_id.clone(),
-            ok: self.ok,
-            message: self.message.clone(),
-            action: self
-                .action
-                .map_or(CommandAction::Unspecified, Action::to_proto) as i32,
-            executed_at: Some(prost_types::Timestamp {
-                seconds: self.executed_at.as_second(),
-                nanos: self.executed_at.subsec_nanosecond(),
-            }),
-        }
-    }
-}
-
-/// What start-up did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StartReport {
-    /// Blocks that expired while the agent was down, now undone.
-    pub expired_undone: usize,
-    /// Ledger routes missing from the kernel, added again.
-    pub routes_readded: usize,
-    /// Palisade routes the ledger does not hold, removed.
-    pub routes_removed: usize,
-    /// Ledger nft elements missing from the set, added again.
-    pub elements_readded: usize,
-    /// Set elements the ledger does not hold, removed.
-    pub elements_removed: usize,
-    /// hosts.deny lines missing, added again.
-    pub hosts_deny_readded: usize,
-    /// What could not be reconciled.
-    pub errors: Vec<String>,
-}
-
-/// Which action a response name means.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Kind {
-    RouteNull,
-    FirewallDrop,
-    HostDeny,
-    Script(PathBuf),
-}
-
-const ROUTE_NULL: &str = "route-null";
-const FIREWALL_DROP: &str = "firewall-drop";
-const HOST_DENY: &str = "host-deny";
-
-/// Validated text arguments of an order.
-#[derive(Debug, Clone)]
-struct Fields {
-    user: String,
-    alert_id: String,
-    rule_id: String,
-    location: String,
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
-
 fn ms_of(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Characters OSSEC's manager allows in a user name (`expect user`).
-fn valid_user(s: &str) -> bool {
-    s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._@?-".contains(&b))
-}
-
-/// Alert ids are `<seconds>.<offset>`; allow a little more, nothing that
-/// could split a log line or an argument.
-fn valid_alert_id(s: &str) -> bool {
-    s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:()-".contains(&b))
-}
-
-/// A location is passed as arguments and logged: printable, bounded.
-fn valid_location(s: &str) -> bool {
-    s.len() <= 1024 && !s.chars().any(char::is_control)
-}
-
-/// Per (response, address) locks, so an add, a delete and the timer never
-/// act on the same block at once, while different blocks proceed in
-/// parallel (a slow script does not hold up a null route).
-type LockMap = HashMap<(String, IpAddr), Arc<tokio::sync::Mutex<()>>>;
-
-#[derive(Debug, Default)]
-struct KeyedLocks {
-    map: Mutex<LockMap>,
-}
-
-impl KeyedLocks {
-    async fn lock(&self, response: &str, ip: IpAddr) -> OwnedMutexGuard<()> {
-        let m = {
-            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            map.retain(|_, v| Arc::strong_count(v) > 1);
-            map.entry((response.to_owned(), ip)).or_default().clone()
-        };
-        m.lock_owned().await
-    }
+fn remaining_until(expires_at: i64, now: i64) -> Duration {
+    Duration::from_millis(u64::try_from(expires_at - now).unwrap_or(0))
 }
 
 #[derive(Debug)]
 struct Inner {
     config: RespondConfig,
     ledger: Ledger,
+    /// For the host's own addresses (the route backend holds a clone).
     netlink: Netlink,
-    nft: Nft,
-    nft_ready: tokio::sync::Mutex<bool>,
-    hosts: HostsDeny,
+    backends: Vec<Registered>,
+    clock: Arc<dyn Clock>,
     arlog: arlog::ArLog,
     managers: RwLock<Vec<IpAddr>>,
     wake: Notify,
@@ -305,24 +121,34 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// A responder acting in the calling thread's network namespace. Must be
-    /// called inside a tokio runtime (the netlink connection runs on it).
-    /// `managers` are the manager's addresses, never blocked.
+    /// A responder acting in the calling thread's network namespace, on
+    /// the system clock. Must be called inside a tokio runtime (the
+    /// netlink connection runs on it). `managers` are the manager's
+    /// addresses, never blocked.
     pub fn new(
         config: RespondConfig,
         ledger: Ledger,
         managers: Vec<IpAddr>,
     ) -> Result<Self, RespondError> {
+        Self::with_clock(config, ledger, managers, Arc::new(SystemClock))
+    }
+
+    /// [`Responder::new`] with the clock blocks expire by.
+    pub fn with_clock(
+        config: RespondConfig,
+        ledger: Ledger,
+        managers: Vec<IpAddr>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, RespondError> {
         let netlink = Netlink::open()?;
         Ok(Self {
             inner: Arc::new(Inner {
-                nft: Nft::new(&config.nft_table),
-                hosts: HostsDeny::new(&config.hosts_deny_path),
+                backends: backend::registry(&config, &netlink),
                 arlog: arlog::ArLog::new(&config.ar_log_path),
                 config,
                 ledger,
                 netlink,
-                nft_ready: tokio::sync::Mutex::new(false),
+                clock,
                 managers: RwLock::new(managers),
                 wake: Notify::new(),
                 locks: KeyedLocks::default(),
@@ -342,13 +168,15 @@ impl Responder {
     }
 
     fn report_lifted(&self, command_id: &str, message: &str) {
-        let report = CommandResult {
+        let report = Outcome {
             command_id: command_id.to_string(),
             ok: true,
             message: message.to_string(),
-            action: CommandAction::Delete as i32,
-            executed_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
-        };
+            action: Some(Action::Delete),
+            executed_at: self.timestamp(),
+            refusal: None,
+        }
+        .to_proto();
         if let Some(tx) = self
             .inner
             .reports
@@ -375,6 +203,14 @@ impl Responder {
         &self.inner.ledger
     }
 
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    fn timestamp(&self) -> jiff::Timestamp {
+        jiff::Timestamp::from_millisecond(self.now_ms()).unwrap_or_else(|_| jiff::Timestamp::now())
+    }
+
     /// Carries out a command from the manager and says how it went.
     pub async fn execute_command(&self, command: &Command) -> CommandResult {
         self.execute(Order::from(command)).await.to_proto()
@@ -383,131 +219,58 @@ impl Responder {
     /// Carries out an order. Never panics; every failure is in the outcome.
     pub async fn execute(&self, order: Order) -> Outcome {
         let result = self.execute_inner(&order).await;
-        let executed_at = jiff::Timestamp::now();
-        match result {
-            Ok(message) => Outcome {
-                command_id: order.command_id,
-                ok: true,
-                message,
-                action: order.action,
-                executed_at,
-                refusal: None,
-            },
-            Err(Failure::Refused(r)) => Outcome {
-                command_id: order.command_id,
-                ok: false,
-                message: r.to_string(),
-                action: order.action,
-                executed_at,
-                refusal: Some(r),
-            },
-            Err(Failure::Failed(message)) => Outcome {
-                command_id: order.command_id,
-                ok: false,
-                message,
-                action: order.action,
-                executed_at,
-                refusal: None,
-            },
-        }
+        Outcome::of(order, result, self.timestamp())
     }
 
-    fn kind_of(&self, response: &str) -> Option<Kind> {
-        match response {
-            ROUTE_NULL => Some(Kind::RouteNull),
-            FIREWALL_DROP => Some(Kind::FirewallDrop),
-            HOST_DENY => Some(Kind::HostDeny),
-            other => self
-                .inner
-                .config
-                .commands
-                .get(other)
-                .cloned()
-                .map(Kind::Script),
-        }
+    /// The backend for a response name.
+    fn backend(&self, response: &str) -> Option<&Arc<dyn Backend>> {
+        self.inner
+            .backends
+            .iter()
+            .find(|r| r.name == response)
+            .map(|r| &r.backend)
     }
 
-    async fn execute_inner(&self, order: &Order) -> Result<String, Failure> {
+    async fn execute_inner(&self, order: &Order) -> Result<String, OrderError> {
         let response = order.response.as_str();
+        let command_id = order.command_id.as_str();
         let Some(action) = order.action else {
-            warn!(command_id = %order.command_id, response, "Command without a valid action.");
-            return Err(Failure::Failed(
-                "the command has no valid action (add or delete)".into(),
-            ));
+            warn!(command_id, response, "Command without a valid action.");
+            return Err(OrderError::NoAction);
         };
         if self.inner.config.disabled {
-            warn!(command_id = %order.command_id, response, "Active response is disabled; command refused.");
-            return Err(Failure::Failed(
-                "active response is disabled on this agent".into(),
-            ));
+            warn!(
+                command_id,
+                response, "Active response is disabled; command refused."
+            );
+            return Err(OrderError::Disabled);
         }
         let ip = safety::parse_ip(&order.srcip).inspect_err(|r| {
-            warn!(command_id = %order.command_id, response, reason = r.reason(), "Refused: not an address.");
+            warn!(
+                command_id,
+                response,
+                reason = r.reason(),
+                "Refused: not an address."
+            );
         })?;
-        let Some(kind) = self.kind_of(response) else {
-            warn!(command_id = %order.command_id, response, "Unknown response.");
-            return Err(Failure::Failed(format!(
-                "unknown response {:?}: not built in (route-null, firewall-drop, host-deny) and not in active_response.commands",
-                response.chars().take(64).collect::<String>()
-            )));
+        let Some(backend) = self.backend(response) else {
+            warn!(command_id, response, "Unknown response.");
+            return Err(OrderError::UnknownResponse(
+                response.chars().take(64).collect(),
+            ));
         };
-        let fields = self.fields(order)?;
+        let args = OssecArgs::of_order(order).inspect_err(|e| {
+            warn!(command_id, error = %e, "Refused: malformed arguments.");
+        })?;
         match action {
             Action::Add => {
                 self.check_safety(ip).await.inspect_err(|r| {
-                    warn!(%ip, command_id = %order.command_id, response, reason = r.reason(), "Refused to block.");
+                    warn!(%ip, command_id, response, reason = r.reason(), "Refused to block.");
                 })?;
-                self.add(order, ip, &kind, &fields).await
+                self.add(order, ip, backend, args).await
             }
-            Action::Delete => self.delete(order, ip, &kind, &fields).await,
+            Action::Delete => self.delete(order, ip, backend, args).await,
         }
-    }
-
-    fn fields(&self, order: &Order) -> Result<Fields, Failure> {
-        let user = if order.user.is_empty() {
-            "-".to_owned()
-        } else {
-            order.user.clone()
-        };
-        if !valid_user(&user) {
-            warn!(command_id = %order.command_id, "Refused: the user name has characters OSSEC does not allow.");
-            return Err(Failure::Failed(
-                "refused: the user name has characters other than letters, digits and ._@?-".into(),
-            ));
-        }
-        let alert_id = if order.alert_id.is_empty() {
-            "(from_the_server)".to_owned()
-        } else {
-            order.alert_id.clone()
-        };
-        if !valid_alert_id(&alert_id) {
-            warn!(command_id = %order.command_id, "Refused: malformed alert id.");
-            return Err(Failure::Failed("refused: the alert id is malformed".into()));
-        }
-        let rule_id = if order.rule_id == 0 {
-            "(no_rule_id)".to_owned()
-        } else {
-            order.rule_id.to_string()
-        };
-        if !valid_location(&order.location) || !valid_alert_id(&order.agent_id) {
-            warn!(command_id = %order.command_id, "Refused: malformed location or agent id.");
-            return Err(Failure::Failed(
-                "refused: the location or agent id is malformed".into(),
-            ));
-        }
-        let location = if order.location.starts_with('(') || order.agent_id.is_empty() {
-            order.location.clone()
-        } else if order.location.is_empty() {
-            format!("({})", order.agent_id)
-        } else {
-            format!("({}) {}", order.agent_id, order.location)
-        };
-        Ok(Fields {
-            user,
-            alert_id,
-            rule_id,
-            location,
-        })
     }
 
     async fn check_safety(&self, ip: IpAddr) -> Result<(), Refusal> {
@@ -528,189 +291,38 @@ impl Responder {
         safety::check(ip, &managers, &own, &self.inner.config.white_list)
     }
 
-    async fn ensure_nft(&self) -> Result<(), nft::NftError> {
-        let mut ready = self.inner.nft_ready.lock().await;
-        if !*ready {
-            self.inner.nft.setup().await?;
-            *ready = true;
-        }
-        Ok(())
-    }
-
-    fn script_args(ip: IpAddr, fields: &Fields) -> ScriptArgs {
-        let location = if fields.location.is_empty() {
-            vec!["-".to_owned()]
-        } else {
-            fields
-                .location
-                .split(' ')
-                .take(MAX_LOCATION_ARGS)
-                .map(str::to_owned)
-                .collect()
-        };
-        ScriptArgs {
-            user: fields.user.clone(),
-            srcip: ip.to_string(),
-            alert_id: fields.alert_id.clone(),
-            rule_id: fields.rule_id.clone(),
-            location,
-            filename: "-".into(),
-        }
-    }
-
-    /// Applies an add; `remaining` is the time until the block's expiry.
-    async fn apply_add(
+    /// Applies `action` through the backend, or says what it would do in a
+    /// dry run.
+    async fn apply(
         &self,
-        kind: &Kind,
-        ip: IpAddr,
-        remaining: Option<Duration>,
-        fields: &Fields,
-    ) -> Result<String, String> {
+        backend: &dyn Backend,
+        action: Action,
+        target: &Target,
+    ) -> Result<String, BackendError> {
         if self.inner.config.dry_run {
             return Ok(format!(
                 "would {} (dry run: nothing changed)",
-                Self::describe(kind, "add")
+                backend.describe(action)
             ));
         }
-        match kind {
-            Kind::RouteNull => {
-                let t = self.inner.config.route_type;
-                self.inner
-                    .netlink
-                    .add_null_route(ip, t)
-                    .await
-                    .map(|()| format!("{} route added", t.as_str()))
-                    .map_err(|e| e.to_string())
-            }
-            Kind::FirewallDrop => {
-                self.ensure_nft().await.map_err(|e| e.to_string())?;
-                self.inner
-                    .nft
-                    .add(ip, remaining)
-                    .await
-                    .map(|()| format!("added to nftables set inet {}", self.inner.config.nft_table))
-                    .map_err(|e| e.to_string())
-            }
-            Kind::HostDeny => self
-                .inner
-                .hosts
-                .add(ip)
-                .map(|_| {
-                    format!(
-                        "{} in {}",
-                        hostdeny::deny_line(ip),
-                        self.inner.config.hosts_deny_path.display()
-                    )
-                })
-                .map_err(|e| e.to_string()),
-            Kind::Script(path) => self.run_script(path, "add", ip, fields).await,
+        match action {
+            Action::Add => backend.add(target).await,
+            Action::Delete => backend.delete(target).await,
         }
     }
 
-    async fn apply_delete(
-        &self,
-        kind: &Kind,
-        ip: IpAddr,
-        fields: &Fields,
-    ) -> Result<String, String> {
-        if self.inner.config.dry_run {
-            return Ok(format!(
-                "would {} (dry run: nothing changed)",
-                Self::describe(kind, "delete")
-            ));
-        }
-        match kind {
-            Kind::RouteNull => self
-                .inner
-                .netlink
-                .delete_null_route(ip)
-                .await
-                .map(|()| "route removed".to_owned())
-                .map_err(|e| e.to_string()),
-            Kind::FirewallDrop => {
-                // No table: nothing of ours can be in force.
-                let exists = self
-                    .inner
-                    .nft
-                    .table_exists()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if exists {
-                    self.inner.nft.delete(ip).await.map_err(|e| e.to_string())?;
-                }
-                Ok(format!(
-                    "removed from nftables set inet {}",
-                    self.inner.config.nft_table
-                ))
-            }
-            Kind::HostDeny => self
-                .inner
-                .hosts
-                .delete(ip)
-                .map(|_| {
-                    format!(
-                        "{} removed from {}",
-                        hostdeny::deny_line(ip),
-                        self.inner.config.hosts_deny_path.display()
-                    )
-                })
-                .map_err(|e| e.to_string()),
-            Kind::Script(path) => self.run_script(path, "delete", ip, fields).await,
-        }
-    }
-
-    /// Runs a custom script with OSSEC's arguments; its summary either way.
-    async fn run_script(
-        &self,
-        path: &std::path::Path,
-        action: &str,
-        ip: IpAddr,
-        fields: &Fields,
-    ) -> Result<String, String> {
-        let run = script::run_script(
-            path,
-            action,
-            &Self::script_args(ip, fields),
-            self.inner.config.script_timeout,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        if run.success() {
-            Ok(format!("{} ran: {}", path.display(), run.summary()))
-        } else {
-            Err(format!("{} failed: {}", path.display(), run.summary()))
-        }
-    }
-
-    /// What an action does, in words, for dry-run results.
-    fn describe(kind: &Kind, action: &str) -> String {
-        match (kind, action) {
-            (Kind::RouteNull, "add") => "add a null route".into(),
-            (Kind::RouteNull, _) => "remove the null route".into(),
-            (Kind::FirewallDrop, "add") => "add it to the nftables drop set".into(),
-            (Kind::FirewallDrop, _) => "remove it from the nftables drop set".into(),
-            (Kind::HostDeny, "add") => "add it to hosts.deny".into(),
-            (Kind::HostDeny, _) => "remove it from hosts.deny".into(),
-            (Kind::Script(path), a) => format!("run {} {a}", path.display()),
-        }
-    }
-
-    fn program(&self, response: &str, kind: &Kind) -> String {
-        match kind {
-            Kind::Script(path) => path.display().to_string(),
-            _ => arlog::builtin_program(response),
-        }
-    }
-
-    async fn log_line(&self, response: &str, kind: &Kind, action: Action, ip: IpAddr, f: &Fields) {
+    async fn log_line(&self, backend: &dyn Backend, action: Action, ip: IpAddr, args: &OssecArgs) {
+        let at = self
+            .timestamp()
+            .to_zoned_datetime(jiff::tz::TimeZone::system());
         let line = arlog::line(
-            &jiff::ZonedDateTime::now(),
-            &self.program(response, kind),
-            action.as_str(),
-            &f.user,
+            &at,
+            &backend.program(),
+            action,
+            &args.user,
             &ip.to_string(),
-            &f.alert_id,
-            &f.rule_id,
+            &args.alert_id,
+            &args.rule_id,
         );
         if let Err(e) = self.inner.arlog.append(&line).await {
             warn!(path = %self.inner.config.ar_log_path.display(), error = %e, "Cannot write active-responses.log.");
@@ -721,14 +333,18 @@ impl Responder {
         &self,
         order: &Order,
         ip: IpAddr,
-        kind: &Kind,
-        fields: &Fields,
-    ) -> Result<String, Failure> {
+        backend: &Arc<dyn Backend>,
+        args: OssecArgs,
+    ) -> Result<String, OrderError> {
         let response = order.response.as_str();
+        let command_id = order.command_id.as_str();
         let _guard = self.inner.locks.lock(response, ip).await;
         let ledger = &self.inner.ledger;
-        let existing = ledger.get(response, ip).await.map_err(Failure::ledger)?;
-        let now = now_ms();
+        let existing = ledger
+            .get(response, ip)
+            .await
+            .inspect_err(|e| error!(error = %e, "Active-response ledger failed."))?;
+        let now = self.now_ms();
         let new_expiry = order.timeout.map(|t| now.saturating_add(ms_of(t)));
         // Never shorten a block in force; None (no timeout) wins.
         let expiry = match &existing {
@@ -738,38 +354,47 @@ impl Responder {
             },
             None => new_expiry,
         };
-        let remaining = expiry.map(|e| Duration::from_millis(u64::try_from(e - now).unwrap_or(0)));
         let extending = existing.is_some();
-        let did = if extending && matches!(kind, Kind::Script(_)) {
-            // OSSEC's execd does not run a script again for an address it holds.
+        let target = Target {
+            ip,
+            remaining: expiry.map(|e| remaining_until(e, now)),
+            args,
+        };
+        let did = if extending && !backend.reapplies_on_extension() {
             "script not run again".to_owned()
         } else {
-            match self.apply_add(kind, ip, remaining, fields).await {
-                Ok(did) => did,
-                Err(e) => {
-                    error!(%ip, command_id = %order.command_id, response, error = %e, "Block failed.");
-                    return Err(Failure::Failed(format!("{response} {ip}: {e}")));
-                }
-            }
+            self.apply(backend.as_ref(), Action::Add, &target)
+                .await
+                .map_err(|source| {
+                    error!(%ip, command_id, response, error = %source, "Block failed.");
+                    OrderError::Backend {
+                        response: response.to_owned(),
+                        ip,
+                        source: Box::new(source),
+                    }
+                })?
         };
         let new = ledger::NewBlock {
             response: response.to_owned(),
             srcip: ip,
-            user: fields.user.clone(),
-            alert_id: fields.alert_id.clone(),
+            user: target.args.user.clone(),
+            alert_id: target.args.alert_id.clone(),
             rule_id: order.rule_id,
-            command_id: order.command_id.clone(),
-            location: fields.location.clone(),
+            command_id: command_id.to_owned(),
+            location: target.args.location.clone(),
             expires_at: new_expiry,
         };
-        let (block, _) = match ledger.record_add(&new, now).await {
-            Ok(r) => r,
+        let block = match ledger.record_add(&new, now).await {
+            Ok((block, _)) => block,
             Err(e) => {
-                error!(%ip, command_id = %order.command_id, response, error = %e, "Block not recorded; undoing it.");
-                if !extending && let Err(undo) = self.apply_delete(kind, ip, fields).await {
+                error!(%ip, command_id, response, error = %e, "Block not recorded; undoing it.");
+                if !extending
+                    && let Err(undo) = self.apply(backend.as_ref(), Action::Delete, &target).await
+                {
                     error!(%ip, response, error = %undo, "Undo after a ledger failure failed.");
                 }
-                return Err(Failure::ledger(e));
+                error!(error = %e, "Active-response ledger failed.");
+                return Err(e.into());
             }
         };
         self.inner.wake.notify_one();
@@ -778,14 +403,15 @@ impl Responder {
             None => "with no timeout".to_owned(),
         };
         if extending {
-            info!(%ip, command_id = %order.command_id, response, offences = block.offences, expires_at = ?block.expires_at, "Block extended.");
+            info!(%ip, command_id, response, offences = block.offences, expires_at = ?block.expires_at, "Block extended.");
             Ok(format!(
                 "{response} {ip}: already blocked, extended {until} (offence {}; {did})",
                 block.offences
             ))
         } else {
-            self.log_line(response, kind, Action::Add, ip, fields).await;
-            info!(%ip, command_id = %order.command_id, response, expires_at = ?block.expires_at, "Blocked.");
+            self.log_line(backend.as_ref(), Action::Add, ip, &target.args)
+                .await;
+            info!(%ip, command_id, response, expires_at = ?block.expires_at, "Blocked.");
             Ok(format!("{response} {ip}: blocked {until} ({did})"))
         }
     }
@@ -794,378 +420,48 @@ impl Responder {
         &self,
         order: &Order,
         ip: IpAddr,
-        kind: &Kind,
-        fields: &Fields,
-    ) -> Result<String, Failure> {
+        backend: &Arc<dyn Backend>,
+        args: OssecArgs,
+    ) -> Result<String, OrderError> {
         let response = order.response.as_str();
+        let command_id = order.command_id.as_str();
         let _guard = self.inner.locks.lock(response, ip).await;
         let existing = self
             .inner
             .ledger
             .get(response, ip)
             .await
-            .map_err(Failure::ledger)?;
+            .inspect_err(|e| error!(error = %e, "Active-response ledger failed."))?;
         // A script's delete gets the arguments its add got.
-        let fields = match &existing {
-            Some(b) => Fields {
-                user: b.user.clone(),
-                alert_id: b.alert_id.clone(),
-                rule_id: if b.rule_id == 0 {
-                    "(no_rule_id)".into()
-                } else {
-                    b.rule_id.to_string()
-                },
-                location: b.location.clone(),
-            },
-            None => fields.clone(),
+        let target = Target {
+            ip,
+            remaining: None,
+            args: existing.as_ref().map_or(args, OssecArgs::of_block),
         };
-        let did = match self.apply_delete(kind, ip, &fields).await {
-            Ok(did) => did,
-            Err(e) => {
-                error!(%ip, command_id = %order.command_id, response, error = %e, "Unblock failed.");
-                return Err(Failure::Failed(format!("{response} {ip}: {e}")));
-            }
-        };
+        let did = self
+            .apply(backend.as_ref(), Action::Delete, &target)
+            .await
+            .map_err(|source| {
+                error!(%ip, command_id, response, error = %source, "Unblock failed.");
+                OrderError::Backend {
+                    response: response.to_owned(),
+                    ip,
+                    source: Box::new(source),
+                }
+            })?;
         self.inner
             .ledger
             .remove(response, ip)
             .await
-            .map_err(Failure::ledger)?;
+            .inspect_err(|e| error!(error = %e, "Active-response ledger failed."))?;
         self.inner.wake.notify_one();
-        self.log_line(response, kind, Action::Delete, ip, &fields)
+        self.log_line(backend.as_ref(), Action::Delete, ip, &target.args)
             .await;
-        info!(%ip, command_id = %order.command_id, response, was_blocked = existing.is_some(), "Unblocked.");
+        info!(%ip, command_id, response, was_blocked = existing.is_some(), "Unblocked.");
         Ok(match existing {
             Some(_) => format!("{response} {ip}: unblocked ({did})"),
             None => format!("{response} {ip}: was not in the ledger; undone anyway ({did})"),
         })
-    }
-
-    /// Undoes one ledger block whose time has come (or every block, for
-    /// [`Responder::undo_all`]). Returns whether it was undone.
-    async fn undo_block(&self, block: &Block, only_if_due: Option<i64>) -> bool {
-        let _guard = self.inner.locks.lock(&block.response, block.srcip).await;
-        // Re-read under the lock: an add may have extended it meanwhile.
-        let current = match self.inner.ledger.get(&block.response, block.srcip).await {
-            Ok(Some(b)) => b,
-            Ok(None) => return false,
-            Err(e) => {
-                warn!(ip = %block.srcip, response = %block.response, error = %e, "Cannot read the ledger.");
-                return false;
-            }
-        };
-        if let Some(now) = only_if_due
-            && current.expires_at.is_none_or(|e| e > now)
-        {
-            return false;
-        }
-        let fields = Fields {
-            user: current.user.clone(),
-            alert_id: current.alert_id.clone(),
-            rule_id: if current.rule_id == 0 {
-                "(no_rule_id)".into()
-            } else {
-                current.rule_id.to_string()
-            },
-            location: current.location.clone(),
-        };
-        let Some(kind) = self.kind_of(&current.response) else {
-            // The command was removed from the configuration: nothing can
-            // undo it, so say so once and forget it.
-            error!(ip = %current.srcip, response = %current.response, "Cannot undo: the response is no longer configured; forgetting the block.");
-            let _ = self
-                .inner
-                .ledger
-                .remove(&current.response, current.srcip)
-                .await;
-            return false;
-        };
-        match self.apply_delete(&kind, current.srcip, &fields).await {
-            Ok(_) => {
-                if let Err(e) = self
-                    .inner
-                    .ledger
-                    .remove(&current.response, current.srcip)
-                    .await
-                {
-                    warn!(ip = %current.srcip, response = %current.response, error = %e, "Undone, but not removed from the ledger.");
-                }
-                self.log_line(
-                    &current.response,
-                    &kind,
-                    Action::Delete,
-                    current.srcip,
-                    &fields,
-                )
-                .await;
-                info!(ip = %current.srcip, response = %current.response, "Block lifted.");
-                let why = if only_if_due.is_some() {
-                    "block lifted at its timeout"
-                } else {
-                    "block lifted by the agent"
-                };
-                self.report_lifted(&current.command_id, why);
-                true
-            }
-            Err(e) => {
-                let retry = now_ms().saturating_add(ms_of(UNDO_RETRY));
-                error!(ip = %current.srcip, response = %current.response, error = %e, "Undo failed; retrying later.");
-                if let Err(le) = self
-                    .inner
-                    .ledger
-                    .undo_failed(&current.response, current.srcip, retry, &e)
-                    .await
-                {
-                    warn!(error = %le, "Cannot record the failed undo.");
-                }
-                false
-            }
-        }
-    }
-
-    /// Undoes every block whose expiry has passed; returns how many.
-    pub async fn undo_expired(&self) -> Result<usize, LedgerError> {
-        let now = now_ms();
-        let mut n = 0;
-        for block in self.inner.ledger.due(now).await? {
-            if self.undo_block(&block, Some(now)).await {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// Undoes every block in the ledger now (an operator's flush, or
-    /// uninstalling). Not called on shutdown: blocks outlive the agent.
-    pub async fn undo_all(&self) -> Result<usize, LedgerError> {
-        let mut n = 0;
-        for block in self.inner.ledger.list().await? {
-            if self.undo_block(&block, None).await {
-                n += 1;
-            }
-        }
-        self.inner.wake.notify_one();
-        Ok(n)
-    }
-
-    /// Makes the kernel and hosts.deny match the ledger: re-adds blocks
-    /// still due that vanished, removes Palisade routes and set elements the
-    /// ledger does not hold, never touches anything Palisade did not
-    /// install. Call after [`Responder::undo_expired`].
-    pub async fn reconcile(&self) -> StartReport {
-        let mut report = StartReport::default();
-        if self.inner.config.dry_run {
-            // Nothing was ever installed.
-            return report;
-        }
-        let blocks = match self.inner.ledger.list().await {
-            Ok(b) => b,
-            Err(e) => {
-                report.errors.push(e.to_string());
-                return report;
-            }
-        };
-        let now = now_ms();
-        let live: Vec<&Block> = blocks
-            .iter()
-            .filter(|b| b.state == BlockState::Active && b.expires_at.is_none_or(|e| e > now))
-            .collect();
-        self.reconcile_routes(&live, &mut report).await;
-        self.reconcile_nft(&live, now, &mut report).await;
-        for b in live.iter().filter(|b| b.response == HOST_DENY) {
-            let _guard = self.inner.locks.lock(&b.response, b.srcip).await;
-            match self.inner.hosts.add(b.srcip) {
-                Ok(true) => {
-                    info!(ip = %b.srcip, "hosts.deny line was missing; added again.");
-                    report.hosts_deny_readded += 1;
-                }
-                Ok(false) => {}
-                Err(e) => report.errors.push(e.to_string()),
-            }
-        }
-        report
-    }
-
-    async fn reconcile_routes(&self, live: &[&Block], report: &mut StartReport) {
-        let kernel = match self.inner.netlink.palisade_routes().await {
-            Ok(k) => k,
-            Err(e) => {
-                report.errors.push(e.to_string());
-                return;
-            }
-        };
-        let in_kernel: BTreeSet<IpAddr> = kernel.iter().map(|r| r.ip).collect();
-        let wanted: BTreeSet<IpAddr> = live
-            .iter()
-            .filter(|b| b.response == ROUTE_NULL)
-            .map(|b| b.srcip)
-            .collect();
-        for ip in in_kernel.difference(&wanted) {
-            let _guard = self.inner.locks.lock(ROUTE_NULL, *ip).await;
-            if matches!(self.inner.ledger.get(ROUTE_NULL, *ip).await, Ok(Some(_))) {
-                continue; // added meanwhile
-            }
-            match self.inner.netlink.delete_null_route(*ip).await {
-                Ok(()) => {
-                    info!(%ip, "Removed a Palisade route the ledger does not hold.");
-                    report.routes_removed += 1;
-                }
-                Err(e) => report.errors.push(e.to_string()),
-            }
-        }
-        for ip in wanted.difference(&in_kernel) {
-            let _guard = self.inner.locks.lock(ROUTE_NULL, *ip).await;
-            match self
-                .inner
-                .netlink
-                .add_null_route(*ip, self.inner.config.route_type)
-                .await
-            {
-                Ok(()) => {
-                    info!(%ip, "Route of a block still due had vanished; added again.");
-                    report.routes_readded += 1;
-                }
-                Err(e) => report.errors.push(e.to_string()),
-            }
-        }
-    }
-
-    async fn reconcile_nft(&self, live: &[&Block], now: i64, report: &mut StartReport) {
-        let wanted: Vec<&&Block> = live
-            .iter()
-            .filter(|b| b.response == FIREWALL_DROP)
-            .collect();
-        let elements = match self.inner.nft.elements().await {
-            Ok(e) => e,
-            Err(e) => {
-                // No nft at all is fine when nothing needs it.
-                if !wanted.is_empty() {
-                    report.errors.push(e.to_string());
-                }
-                return;
-            }
-        };
-        if wanted.is_empty() && elements.is_empty() {
-            return;
-        }
-        if let Err(e) = self.ensure_nft().await {
-            report.errors.push(e.to_string());
-            return;
-        }
-        let wanted_ips: BTreeSet<IpAddr> = wanted.iter().map(|b| b.srcip).collect();
-        for ip in elements.keys().filter(|ip| !wanted_ips.contains(ip)) {
-            let _guard = self.inner.locks.lock(FIREWALL_DROP, *ip).await;
-            if matches!(self.inner.ledger.get(FIREWALL_DROP, *ip).await, Ok(Some(_))) {
-                continue;
-            }
-            match self.inner.nft.delete(*ip).await {
-                Ok(()) => {
-                    info!(%ip, "Removed a set element the ledger does not hold.");
-                    report.elements_removed += 1;
-                }
-                Err(e) => report.errors.push(e.to_string()),
-            }
-        }
-        for b in wanted.iter().filter(|b| !elements.contains_key(&b.srcip)) {
-            let _guard = self.inner.locks.lock(FIREWALL_DROP, b.srcip).await;
-            let remaining = b
-                .expires_at
-                .map(|e| Duration::from_millis(u64::try_from(e - now).unwrap_or(0)));
-            match self.inner.nft.add(b.srcip, remaining).await {
-                Ok(()) => {
-                    info!(ip = %b.srcip, "Set element of a block still due had vanished; added again.");
-                    report.elements_readded += 1;
-                }
-                Err(e) => report.errors.push(e.to_string()),
-            }
-        }
-    }
-
-    /// Start-up: undoes blocks that expired while the agent was down,
-    /// reconciles, and starts the timer that lifts blocks at their expiry.
-    /// The timer stops when `shutdown` is cancelled; blocks stay in force.
-    pub async fn start(&self, shutdown: CancellationToken) -> (StartReport, JoinHandle<()>) {
-        let expired = self.undo_expired().await;
-        let mut report = self.reconcile().await;
-        match expired {
-            Ok(n) => report.expired_undone = n,
-            Err(e) => report.errors.push(e.to_string()),
-        }
-        for e in &report.errors {
-            warn!(error = %e, "Active-response reconciliation problem.");
-        }
-        info!(
-            expired_undone = report.expired_undone,
-            routes_readded = report.routes_readded,
-            routes_removed = report.routes_removed,
-            elements_readded = report.elements_readded,
-            elements_removed = report.elements_removed,
-            hosts_deny_readded = report.hosts_deny_readded,
-            "Active responses reconciled."
-        );
-        (report, self.spawn_timer(shutdown))
-    }
-
-    /// The task that lifts each block at its expiry, from the ledger's
-    /// explicit expiries; woken early whenever a block is added or removed.
-    pub fn spawn_timer(&self, shutdown: CancellationToken) -> JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let wait = match this.inner.ledger.next_expiry().await {
-                    Ok(Some(at)) => {
-                        Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0))
-                    }
-                    Ok(None) => TIMER_MAX_SLEEP,
-                    Err(e) => {
-                        warn!(error = %e, "Cannot read the ledger; timer retries.");
-                        Duration::from_secs(5)
-                    }
-                };
-                let wait = wait.min(TIMER_MAX_SLEEP);
-                if !wait.is_zero() {
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = this.inner.wake.notified() => continue,
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                }
-                if shutdown.is_cancelled() {
-                    break;
-                }
-                match this.undo_expired().await {
-                    Ok(n) if n > 0 => debug!(lifted = n, "Expired blocks lifted."),
-                    Ok(_) => {}
-                    Err(e) => warn!(error = %e, "Cannot read the ledger; timer retries."),
-                }
-                // Blocks whose undo failed are due again at once; do not spin.
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
-                }
-            }
-            debug!("Active-response timer stopped; blocks stay in force.");
-        })
-    }
-}
-
-/// Why an order failed.
-#[derive(Debug)]
-enum Failure {
-    Refused(Refusal),
-    Failed(String),
-}
-
-impl From<Refusal> for Failure {
-    fn from(r: Refusal) -> Self {
-        Self::Refused(r)
-    }
-}
-
-impl Failure {
-    fn ledger(e: LedgerError) -> Self {
-        error!(error = %e, "Active-response ledger failed.");
-        Self::Failed(e.to_string())
     }
 }
 
@@ -1174,60 +470,18 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    #[test]
-    fn commands_become_orders() {
-        let c = Command {
-            id: "c1".into(),
-            response: "route-null".into(),
-            action: CommandAction::Add as i32,
-            srcip: "198.51.100.7".into(),
-            user: String::new(),
-            timeout_seconds: 600,
-            alert_id: "1700000000.123".into(),
-            rule_id: 31151,
-            agent_id: "083".into(),
-            location: "(web01) 10.0.0.5->/var/log/nginx/access.log".into(),
-        };
-        let o = Order::from(&c);
-        assert_eq!(o.action, Some(Action::Add));
-        assert_eq!(o.timeout, Some(Duration::from_secs(600)));
-        let o = Order::from(&Command {
-            timeout_seconds: 0,
-            action: 7,
-            ..c
-        });
-        assert_eq!(o.timeout, None);
-        assert_eq!(o.action, None);
-    }
-
-    #[test]
-    fn outcomes_become_results() {
-        let at = jiff::Timestamp::from_millisecond(1_700_000_000_250).unwrap();
-        let r = Outcome {
-            command_id: "c1".into(),
-            ok: false,
-            message: "refused".into(),
-            action: Some(Action::Delete),
-            executed_at: at,
-            refusal: None,
-        }
-        .to_proto();
-        assert_eq!(r.action, CommandAction::Delete as i32);
-        assert_eq!(r.executed_at.unwrap().seconds, 1_700_000_000);
-        assert_eq!(r.executed_at.unwrap().nanos, 250_000_000);
-        assert!(!r.ok);
-    }
-
-    #[test]
-    fn argument_checks_follow_ossec() {
-        assert!(valid_user("www-data"));
-        assert!(valid_user("j.doe@example.com"));
-        assert!(!valid_user("root;reboot"));
-        assert!(!valid_user("a b"));
-        assert!(valid_alert_id("1700000000.12345"));
-        assert!(valid_alert_id("(from_the_server)"));
-        assert!(!valid_alert_id("1 2"));
-        assert!(!valid_location("x\ny"));
-        assert!(valid_location("(web01) 10.0.0.5->/var/log/x"));
+    #[tokio::test]
+    async fn the_registry_names_exactly_the_built_in_responses_and_the_commands() {
+        let mut config = RespondConfig::default();
+        config
+            .commands
+            .insert("notify".into(), "/usr/local/bin/notify".into());
+        let names: Vec<String> = backend::registry(&config, &Netlink::open().unwrap())
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        let mut expected: Vec<&str> = config::BUILTIN_RESPONSES.to_vec();
+        expected.push("notify");
+        assert_eq!(names, expected);
     }
 }

@@ -7,6 +7,8 @@
 //! same reason an add never replaces a foreign route for the same
 //! destination; it fails and says so. Deletes carry the protocol too, and
 //! the kernel matches it, so a delete cannot remove a foreign route either.
+//!
+//! [`RouteNull`] is the `route-null` [`Backend`] over it.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -19,7 +21,11 @@ use netlink_packet_route::route::{
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
+use tracing::info;
+
+use super::backend::{Backend, BackendError, Reconcile, Reconciled, Target};
 use super::config::NullRouteType;
+use super::order::Action;
 
 /// The route protocol number on every route Palisade installs (0xAD).
 pub const PALISADE_ROUTE_PROTOCOL: u8 = 0xAD;
@@ -305,5 +311,90 @@ impl Netlink {
         out.sort();
         out.dedup();
         Ok(out)
+    }
+}
+
+/// `route-null`: a host route of the configured type per blocked address.
+#[derive(Debug)]
+pub struct RouteNull {
+    netlink: Netlink,
+    route_type: NullRouteType,
+}
+
+impl RouteNull {
+    /// The response name.
+    pub const NAME: &'static str = "route-null";
+
+    /// Installs routes of `route_type` through `netlink`.
+    pub fn new(netlink: Netlink, route_type: NullRouteType) -> Self {
+        Self {
+            netlink,
+            route_type,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for RouteNull {
+    fn program(&self) -> String {
+        super::arlog::builtin_program(Self::NAME)
+    }
+
+    fn describe(&self, action: Action) -> String {
+        match action {
+            Action::Add => "add a null route".into(),
+            Action::Delete => "remove the null route".into(),
+        }
+    }
+
+    async fn add(&self, target: &Target) -> Result<String, BackendError> {
+        self.netlink
+            .add_null_route(target.ip, self.route_type)
+            .await?;
+        Ok(format!("{} route added", self.route_type.as_str()))
+    }
+
+    async fn delete(&self, target: &Target) -> Result<String, BackendError> {
+        self.netlink.delete_null_route(target.ip).await?;
+        Ok("route removed".to_owned())
+    }
+
+    /// Re-adds routes of live blocks that vanished and removes Palisade
+    /// routes (by their protocol) that the ledger does not hold.
+    async fn reconcile(&self, cx: &Reconcile<'_>) -> Reconciled {
+        let mut done = Reconciled::default();
+        let kernel = match self.netlink.palisade_routes().await {
+            Ok(k) => k,
+            Err(e) => {
+                done.errors.push(e.into());
+                return done;
+            }
+        };
+        let in_kernel: BTreeSet<IpAddr> = kernel.iter().map(|r| r.ip).collect();
+        let wanted: BTreeSet<IpAddr> = cx.live().iter().map(|b| b.srcip).collect();
+        for ip in in_kernel.difference(&wanted) {
+            let _guard = cx.lock(*ip).await;
+            if cx.held(*ip).await {
+                continue; // added meanwhile
+            }
+            match self.netlink.delete_null_route(*ip).await {
+                Ok(()) => {
+                    info!(%ip, "Removed a Palisade route the ledger does not hold.");
+                    done.removed += 1;
+                }
+                Err(e) => done.errors.push(e.into()),
+            }
+        }
+        for ip in wanted.difference(&in_kernel) {
+            let _guard = cx.lock(*ip).await;
+            match self.netlink.add_null_route(*ip, self.route_type).await {
+                Ok(()) => {
+                    info!(%ip, "Route of a block still due had vanished; added again.");
+                    done.readded += 1;
+                }
+                Err(e) => done.errors.push(e.into()),
+            }
+        }
+        done
     }
 }

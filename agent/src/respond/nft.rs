@@ -9,6 +9,9 @@
 //! transaction: an extension is `add; delete; add with the new timeout`
 //! (works on kernels that cannot update an element's timeout in place) and
 //! a delete is `add; delete` (so deleting a missing element succeeds).
+//!
+//! [`FirewallDrop`] is the `firewall-drop` [`Backend`] over it; it creates
+//! the table on first use.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,8 +19,14 @@ use std::net::IpAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
+use tracing::info;
+
+use super::backend::{Backend, BackendError, Reconcile, Reconciled, Target};
+use super::order::Action;
 
 /// An nft failure.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +230,114 @@ pub fn parse_set_listing(text: &str) -> Result<BTreeMap<IpAddr, Option<Duration>
         }
     }
     Ok(out)
+}
+
+/// `firewall-drop`: an element with the block's timeout in Palisade's set.
+#[derive(Debug)]
+pub struct FirewallDrop {
+    nft: Nft,
+    /// The table, sets and chains were set up by this agent.
+    ready: tokio::sync::Mutex<bool>,
+}
+
+impl FirewallDrop {
+    /// The response name.
+    pub const NAME: &'static str = "firewall-drop";
+
+    /// Uses the `inet` table `table` (already validated).
+    pub fn new(table: &str) -> Self {
+        Self {
+            nft: Nft::new(table),
+            ready: tokio::sync::Mutex::new(false),
+        }
+    }
+
+    /// Sets the table up once per agent run (it keeps its elements).
+    async fn ensure_table(&self) -> Result<(), NftError> {
+        let mut ready = self.ready.lock().await;
+        if !*ready {
+            self.nft.setup().await?;
+            *ready = true;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for FirewallDrop {
+    fn program(&self) -> String {
+        super::arlog::builtin_program(Self::NAME)
+    }
+
+    fn describe(&self, action: Action) -> String {
+        match action {
+            Action::Add => "add it to the nftables drop set".into(),
+            Action::Delete => "remove it from the nftables drop set".into(),
+        }
+    }
+
+    async fn add(&self, target: &Target) -> Result<String, BackendError> {
+        self.ensure_table().await?;
+        self.nft.add(target.ip, target.remaining).await?;
+        Ok(format!("added to nftables set inet {}", self.nft.table))
+    }
+
+    async fn delete(&self, target: &Target) -> Result<String, BackendError> {
+        // No table: nothing of ours can be in force.
+        if self.nft.table_exists().await? {
+            self.nft.delete(target.ip).await?;
+        }
+        Ok(format!("removed from nftables set inet {}", self.nft.table))
+    }
+
+    /// Re-adds elements of live blocks that vanished (with the time the
+    /// block has left) and removes elements the ledger does not hold. No
+    /// nft at all is fine when no block needs it.
+    async fn reconcile(&self, cx: &Reconcile<'_>) -> Reconciled {
+        let mut done = Reconciled::default();
+        let wanted = cx.live();
+        let elements = match self.nft.elements().await {
+            Ok(e) => e,
+            Err(e) => {
+                if !wanted.is_empty() {
+                    done.errors.push(e.into());
+                }
+                return done;
+            }
+        };
+        if wanted.is_empty() && elements.is_empty() {
+            return done;
+        }
+        if let Err(e) = self.ensure_table().await {
+            done.errors.push(e.into());
+            return done;
+        }
+        let wanted_ips: BTreeSet<IpAddr> = wanted.iter().map(|b| b.srcip).collect();
+        for ip in elements.keys().filter(|ip| !wanted_ips.contains(ip)) {
+            let _guard = cx.lock(*ip).await;
+            if cx.held(*ip).await {
+                continue;
+            }
+            match self.nft.delete(*ip).await {
+                Ok(()) => {
+                    info!(%ip, "Removed a set element the ledger does not hold.");
+                    done.removed += 1;
+                }
+                Err(e) => done.errors.push(e.into()),
+            }
+        }
+        for b in wanted.iter().filter(|b| !elements.contains_key(&b.srcip)) {
+            let _guard = cx.lock(b.srcip).await;
+            match self.nft.add(b.srcip, cx.remaining(b)).await {
+                Ok(()) => {
+                    info!(ip = %b.srcip, "Set element of a block still due had vanished; added again.");
+                    done.readded += 1;
+                }
+                Err(e) => done.errors.push(e.into()),
+            }
+        }
+        done
+    }
 }
 
 #[cfg(test)]

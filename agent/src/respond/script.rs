@@ -6,9 +6,12 @@
 //! group, with an empty environment but `PATH`, and the whole group is
 //! killed when the time limit passes, so a hung script (or a child it left
 //! behind holding its output) cannot wedge the agent.
+//!
+//! [`Script`] is the [`Backend`] of one configured command.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -16,8 +19,14 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tracing::{info, warn};
 
+use super::backend::{Backend, BackendError, Target};
+use super::order::{Action, OssecArgs};
+
 /// Output kept per stream; the rest is read and dropped.
 const OUTPUT_LIMIT: usize = 16 * 1024;
+
+/// OSSEC's execd passes at most 32 arguments.
+const MAX_LOCATION_ARGS: usize = 24;
 
 /// The `PATH` scripts run with.
 const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -41,10 +50,31 @@ pub struct ScriptArgs {
 }
 
 impl ScriptArgs {
+    /// OSSEC's arguments for a block of `ip`.
+    pub fn new(ip: IpAddr, args: &OssecArgs) -> Self {
+        let location = if args.location.is_empty() {
+            vec!["-".to_owned()]
+        } else {
+            args.location
+                .split(' ')
+                .take(MAX_LOCATION_ARGS)
+                .map(str::to_owned)
+                .collect()
+        };
+        Self {
+            user: args.user.clone(),
+            srcip: ip.to_string(),
+            alert_id: args.alert_id.clone(),
+            rule_id: args.rule_id.clone(),
+            location,
+            filename: "-".into(),
+        }
+    }
+
     /// The argv after the program name.
-    pub fn argv(&self, action: &str) -> Vec<String> {
+    pub fn argv(&self, action: Action) -> Vec<String> {
         let mut v = vec![
-            action.to_owned(),
+            action.as_str().to_owned(),
             self.user.clone(),
             self.srcip.clone(),
             self.alert_id.clone(),
@@ -101,14 +131,25 @@ impl ScriptRun {
     }
 }
 
-/// A script could not be run at all.
+/// A script did not do its job.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot run {path}: {source}")]
-pub struct ScriptError {
-    /// The executable.
-    pub path: String,
-    /// Why.
-    pub source: std::io::Error,
+pub enum ScriptError {
+    /// It could not be run at all.
+    #[error("cannot run {path}: {source}")]
+    Spawn {
+        /// The executable.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It ran and failed (a status other than 0, a signal, the time limit).
+    #[error("{path} failed: {summary}")]
+    Failed {
+        /// The executable.
+        path: String,
+        /// [`ScriptRun::summary`].
+        summary: String,
+    },
 }
 
 async fn read_limited<R: AsyncRead + Unpin>(mut r: R) -> String {
@@ -129,12 +170,13 @@ async fn read_limited<R: AsyncRead + Unpin>(mut r: R) -> String {
 /// Runs `program action args...` with a time limit.
 pub async fn run_script(
     program: &Path,
-    action: &str,
+    action: Action,
     args: &ScriptArgs,
     limit: Duration,
 ) -> Result<ScriptRun, ScriptError> {
     let argv = args.argv(action);
-    let err = |source| ScriptError {
+    let action = action.as_str();
+    let err = |source| ScriptError::Spawn {
         path: program.display().to_string(),
         source,
     };
@@ -193,4 +235,59 @@ pub async fn run_script(
         warn!(program = %program_text, action, srcip = %args.srcip, code = ?run.code, timed_out = run.timed_out, stdout = %run.stdout.trim(), stderr = %run.stderr.trim(), "Active-response script failed.");
     }
     Ok(run)
+}
+
+/// A custom command: the executable run with OSSEC's arguments.
+#[derive(Debug)]
+pub struct Script {
+    path: PathBuf,
+    limit: Duration,
+}
+
+impl Script {
+    /// Runs `path`, killed after `limit`.
+    pub fn new(path: &Path, limit: Duration) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            limit,
+        }
+    }
+
+    async fn run(&self, action: Action, target: &Target) -> Result<String, BackendError> {
+        let args = ScriptArgs::new(target.ip, &target.args);
+        let run = run_script(&self.path, action, &args, self.limit).await?;
+        if run.success() {
+            Ok(format!("{} ran: {}", self.path.display(), run.summary()))
+        } else {
+            Err(ScriptError::Failed {
+                path: self.path.display().to_string(),
+                summary: run.summary(),
+            }
+            .into())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Script {
+    /// Logged under its executable path, as OSSEC's scripts log `$0`.
+    fn program(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn describe(&self, action: Action) -> String {
+        format!("run {} {}", self.path.display(), action.as_str())
+    }
+
+    fn reapplies_on_extension(&self) -> bool {
+        false
+    }
+
+    async fn add(&self, target: &Target) -> Result<String, BackendError> {
+        self.run(Action::Add, target).await
+    }
+
+    async fn delete(&self, target: &Target) -> Result<String, BackendError> {
+        self.run(Action::Delete, target).await
+    }
 }

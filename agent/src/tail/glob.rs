@@ -1,151 +1,157 @@
-//! Expanding `location` patterns such as `/var/log/nginx/*.log`, as
-//! OSSEC's glob(3) does: `*`, `?` and `[...]` (with ranges and `!`/`^`
-//! negation) in any path component, never matching a leading `.` unless
-//! the pattern has one. Patterns are expanded again on every poll, so
-//! files that appear later are picked up.
+//! `location` patterns such as `/var/log/nginx/*.log`, read as OSSEC's
+//! glob(3) reads them: `*`, `?` and `[...]` (ranges, `!` negation) in any
+//! path component, never across a `/`, never matching a leading `.`
+//! unless the pattern has one there. Patterns are expanded again on every
+//! poll, so files that appear later are picked up.
+//!
+//! Each component is matched by the `glob` crate's [`glob::Pattern`]. Its
+//! directory walker is not used: it drops every dot file when a leading
+//! dot must be literal (so `.*` would find nothing) and cannot take
+//! non-UTF-8 names. Three glibc habits the crate does not share are
+//! translated before a component is compiled, and only these:
+//! - `**` is no recursive wildcard in glob(3), just `*` twice;
+//! - `[^...]` negates like `[!...]`;
+//! - a `[` that opens no class stands for itself (the crate refuses the
+//!   whole pattern).
 
+use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
+
+use glob::{MatchOptions, Pattern};
+
+/// glob(3) with no flags: case matters, `/` and a leading `.` only match
+/// themselves.
+const OPTIONS: MatchOptions = MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: true,
+};
 
 /// Whether `pattern` has wildcards.
 pub fn is_pattern(pattern: &Path) -> bool {
     pattern.to_string_lossy().contains(['*', '?', '['])
 }
 
-/// The existing paths that match `pattern`, sorted.
-pub fn expand(pattern: &Path) -> Vec<PathBuf> {
-    let mut current = vec![PathBuf::new()];
-    for component in pattern.components() {
-        let mut next = Vec::new();
-        match component {
-            Component::Normal(part) if is_pattern(Path::new(part)) => {
-                let pat = part.to_string_lossy();
-                for dir in &current {
-                    let listing = if dir.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        dir.as_path()
-                    };
-                    let Ok(entries) = std::fs::read_dir(listing) else {
-                        continue;
-                    };
-                    let mut names: Vec<_> = entries
-                        .filter_map(|e| e.ok())
-                        .map(|e| e.file_name())
-                        .filter(|name| matches(&pat, &name.to_string_lossy()))
-                        .collect();
-                    names.sort();
-                    next.extend(names.into_iter().map(|n| dir.join(n)));
-                }
-            }
-            other => {
-                next = current
-                    .iter()
-                    .map(|dir| dir.join(other.as_os_str()))
-                    .collect();
-            }
-        }
-        current = next;
-        if current.is_empty() {
-            break;
-        }
-    }
-    current.retain(|p| p.exists());
-    current
+/// One path component of a pattern.
+#[derive(Debug, Clone)]
+enum Part {
+    /// Matches itself (also `/`, `.` and `..`).
+    Literal(OsString),
+    /// Matches the names of a directory's entries.
+    Wild(Pattern),
 }
 
-/// Whether `name` matches the one-component `pattern`.
-pub fn matches(pattern: &str, name: &str) -> bool {
-    if name.starts_with('.') && !pattern.starts_with('.') {
-        return false;
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    match_from(&p, &n)
+/// A compiled `location` pattern.
+#[derive(Debug, Clone)]
+pub struct LocationPattern {
+    parts: Vec<Part>,
 }
 
-fn match_from(p: &[char], n: &[char]) -> bool {
-    // Iterative with one backtrack point for the last `*`.
-    let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() {
-            match p[pi] {
-                '*' => {
-                    star = Some((pi, ni));
-                    pi += 1;
-                    continue;
+/// Compiles one component, with glob(3)'s habits (see the module docs).
+fn compile(component: &str) -> Pattern {
+    let mut text = component.to_owned();
+    while text.contains("**") {
+        text = text.replace("**", "*");
+    }
+    let mut text = text.replace("[^", "[!");
+    // Each round makes one unclosed `[` literal, so this ends.
+    for _ in 0..=text.len() {
+        match Pattern::new(&text) {
+            Ok(p) => return p,
+            Err(e) => {
+                let mut chars: Vec<char> = text.chars().collect();
+                if chars.get(e.pos) != Some(&'[') {
+                    break;
                 }
-                '?' => {
-                    pi += 1;
-                    ni += 1;
-                    continue;
+                chars.splice(e.pos..=e.pos, ['[', '[', ']']);
+                text = chars.into_iter().collect();
+            }
+        }
+    }
+    // Not reached for anything glob(3) accepts; match the text as it is.
+    Pattern::new(&Pattern::escape(component)).unwrap_or_default()
+}
+
+impl LocationPattern {
+    /// Compiles `pattern` (a path, with wildcards or not).
+    pub fn new(pattern: &Path) -> Self {
+        let parts = pattern
+            .components()
+            .map(|c| match c {
+                Component::Normal(part) if is_pattern(Path::new(part)) => {
+                    Part::Wild(compile(&part.to_string_lossy()))
                 }
-                '[' => {
-                    if let Some((hit, len)) = class(&p[pi..], n[ni]) {
-                        if hit {
-                            pi += len;
-                            ni += 1;
+                other => Part::Literal(other.as_os_str().to_owned()),
+            })
+            .collect();
+        Self { parts }
+    }
+
+    /// The existing paths that match, sorted within each directory.
+    pub fn expand(&self) -> Vec<PathBuf> {
+        let mut current = vec![PathBuf::new()];
+        for part in &self.parts {
+            let mut next = Vec::new();
+            match part {
+                Part::Wild(pattern) => {
+                    for dir in &current {
+                        let listing = if dir.as_os_str().is_empty() {
+                            Path::new(".")
+                        } else {
+                            dir.as_path()
+                        };
+                        let Ok(entries) = std::fs::read_dir(listing) else {
                             continue;
-                        }
-                    } else if n[ni] == '[' {
-                        pi += 1;
-                        ni += 1;
-                        continue;
+                        };
+                        let mut names: Vec<_> = entries
+                            .filter_map(|e| e.ok())
+                            .map(|e| e.file_name())
+                            .filter(|name| pattern.matches_with(&name.to_string_lossy(), OPTIONS))
+                            .collect();
+                        names.sort();
+                        next.extend(names.into_iter().map(|n| dir.join(n)));
                     }
                 }
-                c if c == n[ni] => {
-                    pi += 1;
-                    ni += 1;
-                    continue;
+                Part::Literal(name) => {
+                    next = current.iter().map(|dir| dir.join(name)).collect();
                 }
-                _ => {}
+            }
+            current = next;
+            if current.is_empty() {
+                break;
             }
         }
-        match star {
-            Some((sp, sn)) => {
-                pi = sp + 1;
-                ni = sn + 1;
-                star = Some((sp, sn + 1));
-            }
-            None => return false,
-        }
+        current.retain(|p| p.exists());
+        current
     }
-    p[pi..].iter().all(|&c| c == '*')
-}
 
-/// Matches `c` against the class at the start of `p`; returns whether it
-/// matched and the class's length, or `None` when `[` opens no class.
-fn class(p: &[char], c: char) -> Option<(bool, usize)> {
-    let mut i = 1;
-    let negate = matches!(p.get(i), Some('!' | '^'));
-    if negate {
-        i += 1;
+    /// Whether the whole `path` matches, component by component.
+    pub fn matches(&self, path: &Path) -> bool {
+        let names: Vec<_> = path.components().collect();
+        self.parts.len() == names.len()
+            && self
+                .parts
+                .iter()
+                .zip(&names)
+                .all(|(part, name)| match part {
+                    Part::Literal(literal) => literal.as_os_str() == name.as_os_str(),
+                    Part::Wild(pattern) => match name {
+                        Component::Normal(n) => pattern.matches_with(&n.to_string_lossy(), OPTIONS),
+                        _ => false,
+                    },
+                })
     }
-    let mut hit = false;
-    let mut first = true;
-    while i < p.len() {
-        if p[i] == ']' && !first {
-            return Some((hit != negate, i + 1));
-        }
-        first = false;
-        if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
-            if p[i] <= c && c <= p[i + 2] {
-                hit = true;
-            }
-            i += 3;
-        } else {
-            if p[i] == c {
-                hit = true;
-            }
-            i += 1;
-        }
-    }
-    None
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    /// Whether the file name `name` matches the one-component `pattern`.
+    fn matches(pattern: &str, name: &str) -> bool {
+        compile(pattern).matches_with(name, OPTIONS)
+    }
 
     #[test]
     fn wildcards() {
@@ -156,6 +162,8 @@ mod tests {
         assert!(!matches("a?c", "ac"));
         assert!(matches("[ab]*", "beta"));
         assert!(!matches("[!ab]*", "beta"));
+        assert!(!matches("[^ab]*", "beta"));
+        assert!(matches("[^ab]*", "gamma"));
         assert!(matches("x[0-9].log", "x7.log"));
         assert!(!matches("x[0-9].log", "xa.log"));
         assert!(!matches("*", ".hidden"));
@@ -163,54 +171,53 @@ mod tests {
         assert!(matches("*a*b*", "xxaxxbxx"));
         assert!(matches("[]]", "]"));
         assert!(matches("[", "["));
+        assert!(matches("[*.log", "[x.log"));
+        assert!(!matches("[*.log", "x.log"));
+        assert!(matches("access-**.log", "access-2025-01-01.log"));
+        assert!(matches(
+            "access-[0-9][0-9][0-9][0-9]-*.log",
+            "access-2025-01.log"
+        ));
+        // No braces in glob(3) without GLOB_BRACE.
+        assert!(matches("{a,b}*.log", "{a,b}x.log"));
+        assert!(!matches("{a,b}*.log", "ax.log"));
     }
 
     #[test]
     fn expands_directories_and_files() {
         let dir = tempfile::tempdir().unwrap();
-        for d in ["a", "b", "c"] {
+        for d in ["a", "b", "c", ".d"] {
             std::fs::create_dir(dir.path().join(d)).unwrap();
         }
         std::fs::write(dir.path().join("a/x.log"), "").unwrap();
+        std::fs::write(dir.path().join("a/.x.log"), "").unwrap();
         std::fs::write(dir.path().join("b/y.log"), "").unwrap();
         std::fs::write(dir.path().join("b/y.txt"), "").unwrap();
-        let found = expand(&dir.path().join("*/*.log"));
+        std::fs::write(dir.path().join(".d/z.log"), "").unwrap();
+        let found = LocationPattern::new(&dir.path().join("*/*.log")).expand();
         assert_eq!(
             found,
             vec![dir.path().join("a/x.log"), dir.path().join("b/y.log")]
         );
-        assert!(expand(&dir.path().join("nope/*.log")).is_empty());
+        let hidden = LocationPattern::new(&dir.path().join("a/.*")).expand();
+        assert_eq!(hidden, vec![dir.path().join("a/.x.log")]);
+        assert!(
+            LocationPattern::new(&dir.path().join("nope/*.log"))
+                .expand()
+                .is_empty()
+        );
         assert!(is_pattern(Path::new("/var/log/*.log")));
         assert!(!is_pattern(Path::new("/var/log/syslog")));
     }
-}
-
-/// Whether the whole `path` matches `pattern`, component by component.
-pub fn matches_path(pattern: &Path, path: &Path) -> bool {
-    let p: Vec<_> = pattern.components().collect();
-    let n: Vec<_> = path.components().collect();
-    p.len() == n.len()
-        && p.iter().zip(&n).all(|(p, n)| match (p, n) {
-            (Component::Normal(p), Component::Normal(n)) => {
-                matches(&p.to_string_lossy(), &n.to_string_lossy())
-            }
-            (p, n) => p == n,
-        })
-}
-
-#[cfg(test)]
-mod path_tests {
-    use super::*;
 
     #[test]
     fn whole_paths() {
-        assert!(matches_path(
-            Path::new("/var/log/*/*.log"),
-            Path::new("/var/log/nginx/access.log")
-        ));
-        assert!(!matches_path(
-            Path::new("/var/log/*.log"),
-            Path::new("/var/log/nginx/access.log")
-        ));
+        let p = LocationPattern::new(Path::new("/var/log/*/*.log"));
+        assert!(p.matches(Path::new("/var/log/nginx/access.log")));
+        assert!(!p.matches(Path::new("/var/log/nginx/access.log.1")));
+        assert!(!p.matches(Path::new("/var/lib/nginx/access.log")));
+        let p = LocationPattern::new(Path::new("/var/log/*.log"));
+        assert!(!p.matches(Path::new("/var/log/nginx/access.log")));
+        assert!(p.matches(Path::new("/var/log/syslog.log")));
     }
 }
