@@ -58,30 +58,9 @@ impl Ruleset {
         rules: &[PathBuf],
         list_dir: Option<&Path>,
     ) -> Result<Ruleset, LoadErrors> {
-        let mut errors = Vec::new();
-        let dec = match DecoderSet::load_files(decoders) {
-            Ok(d) => Some(d),
-            Err(LoadErrors(mut e)) => {
-                errors.append(&mut e);
-                None
-            }
-        };
-        let opts = LoadOptions {
-            decoder_names: dec.as_ref().map(decoder_names),
-            list_dir: list_dir.map(Path::to_path_buf),
-            ..LoadOptions::default()
-        };
-        let rs = match RuleSet::load_files(rules, &opts) {
-            Ok(r) => Some(r),
-            Err(LoadErrors(mut e)) => {
-                errors.append(&mut e);
-                None
-            }
-        };
-        match (dec, rs) {
-            (Some(d), Some(r)) if errors.is_empty() => Ok(Ruleset::new(d, r)),
-            _ => Err(LoadErrors(errors)),
-        }
+        Self::load_with(DecoderSet::load_files(decoders), list_dir, |opts| {
+            RuleSet::load_files(rules, opts)
+        })
     }
 
     /// Like [`Ruleset::load_files`], from `(name, content)` pairs already
@@ -92,8 +71,21 @@ impl Ruleset {
         rules: &[(String, String)],
         list_dir: Option<&Path>,
     ) -> Result<Ruleset, LoadErrors> {
+        Self::load_with(DecoderSet::load(decoders), list_dir, |opts| {
+            RuleSet::load(rules, opts)
+        })
+    }
+
+    /// Loads the rules once the decoders are loaded (or failed to), so
+    /// that `decoded_as` is checked against them, and returns the problems
+    /// of both steps together.
+    fn load_with(
+        decoders: Result<DecoderSet, LoadErrors>,
+        list_dir: Option<&Path>,
+        load_rules: impl FnOnce(&LoadOptions) -> Result<RuleSet, LoadErrors>,
+    ) -> Result<Ruleset, LoadErrors> {
         let mut errors = Vec::new();
-        let dec = match DecoderSet::load(decoders) {
+        let dec = match decoders {
             Ok(d) => Some(d),
             Err(LoadErrors(mut e)) => {
                 errors.append(&mut e);
@@ -105,7 +97,7 @@ impl Ruleset {
             list_dir: list_dir.map(Path::to_path_buf),
             ..LoadOptions::default()
         };
-        let rs = match RuleSet::load(rules, &opts) {
+        let rs = match load_rules(&opts) {
             Ok(r) => Some(r),
             Err(LoadErrors(mut e)) => {
                 errors.append(&mut e);
