@@ -657,13 +657,6 @@ impl Engine {
         };
         let has = |w: &str| fields.iter().any(|f| f == w);
         let f = &ev.fields;
-        let pick = |on: bool, v: &Option<String>| {
-            if on {
-                v.clone().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        };
         // `srcuser` sets the dstuser bit (OSSEC quirk); srcuser is never keyed.
         let user = has("user") || has("dstuser") || has("srcuser");
         let key = [
@@ -757,18 +750,21 @@ impl Tracer for Vec<TraceLine> {
     }
 }
 
+/// A field's value in an fts or ignore key: blank when the field is not
+/// selected or not set.
+fn pick(on: bool, v: &Option<String>) -> String {
+    if on {
+        v.clone().unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
 /// The `<ignore>` line: decoder name, id, dstuser, srcip, dstip, data,
 /// system name, location, blank where not selected. `data` comes from the
 /// ignore mask even in the check (OSSEC quirk).
 fn ignore_key(ev: &Event, sel: IgnoreFields, data_from_ignore: bool) -> String {
     let f = &ev.fields;
-    let pick = |on: bool, v: &Option<String>| {
-        if on {
-            v.clone().unwrap_or_default()
-        } else {
-            String::new()
-        }
-    };
     [
         pick(sel.name, &ev.decoder_name),
         pick(sel.id, &f.id),
