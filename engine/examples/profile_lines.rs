@@ -11,63 +11,16 @@
 // A measurement driver: a failed setup step should stop it loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../benches/workload/mod.rs"]
+mod workload;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use jiff::{SignedDuration, Timestamp};
 use palisade_engine::default_ruleset;
 use palisade_engine::engine::{Engine, EngineConfig, Ruleset};
 use palisade_engine::predecode::predecode;
-
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
-
-/// The same sshd mix as `benches/rules.rs`.
-fn sshd_log(n: usize) -> Vec<Vec<u8>> {
-    let users = ["root", "admin", "deploy", "oracle", "git", "ubuntu", "test"];
-    (0..n)
-        .map(|i| {
-            let ip = if i % 5 == 0 {
-                format!("203.0.113.{}", 1 + (i / 500) % 200)
-            } else {
-                format!(
-                    "{}.{}.{}.{}",
-                    11 + i % 200,
-                    (i * 7) % 256,
-                    (i * 13) % 256,
-                    1 + i % 254
-                )
-            };
-            let u = users[i % users.len()];
-            let t = format!(
-                "Mar 10 {:02}:{:02}:{:02}",
-                (i / 3600) % 24,
-                (i / 60) % 60,
-                i % 60
-            );
-            let port = 30000 + i % 30000;
-            let msg = match i % 10 {
-                0 | 1 => format!("Failed password for {u} from {ip} port {port} ssh2"),
-                2 => format!("Failed password for invalid user {u}{i} from {ip} port {port} ssh2"),
-                3 => format!("Invalid user {u}{i} from {ip} port {port}"),
-                4 => format!(
-                    "Accepted publickey for {u} from {ip} port {port} ssh2: ED25519 SHA256:x{i}"
-                ),
-                5 => format!(
-                    "Connection closed by authenticating user {u} {ip} port {port} [preauth]"
-                ),
-                6 => format!("Received disconnect from {ip} port {port}:11: Bye Bye [preauth]"),
-                7 => format!(
-                    "pam_unix(sshd:session): session opened for user {u}(uid=0) by (uid=0)"
-                ),
-                8 => format!(
-                    "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost={ip}  user={u}"
-                ),
-                _ => format!("Disconnected from user {u} {ip} port {port}"),
-            };
-            format!("{t} web01 sshd[{}]: {msg}", 1000 + i).into_bytes()
-        })
-        .collect()
-}
+use workload::{ACCESS_LOG_LOCATION, AUTH_LOG_LOCATION, SHARED, judge_all, sshd_log};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -82,23 +35,13 @@ fn main() {
         _ => default_ruleset::load().unwrap(),
     });
     let (lines, location) = match log {
-        "sshd" => (sshd_log(n), "/var/log/auth.log"),
+        "sshd" => (sshd_log(n), AUTH_LOG_LOCATION),
         _ => {
-            let path = args.get(4).cloned().unwrap_or_else(|| {
-                concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../target-engine/palisade-bench/access-1000000-seed42.log"
-                )
-                .to_string()
-            });
+            let path = args
+                .get(4)
+                .map_or_else(workload::access_log_path, Into::into);
             let text = std::fs::read(path).unwrap();
-            let lines = text
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .take(n)
-                .map(<[u8]>::to_vec)
-                .collect();
-            (lines, "/var/log/apache2/access.log")
+            (workload::lines(&text, n), ACCESS_LOG_LOCATION)
         }
     };
     if std::env::var_os("PROFILE_TRACE").is_some() {
@@ -114,16 +57,8 @@ fn main() {
             }
         }
     }
-    let mut engine = Engine::new(Arc::clone(&rs), EngineConfig::default());
-    let mut now: Timestamp = "2024-03-10T00:00:00Z".parse().unwrap();
-    let step = SignedDuration::from_millis(25);
-    let mut alerts = 0usize;
     let t0 = std::time::Instant::now();
-    for l in &lines {
-        now += step;
-        let mut ev = predecode(l, location, "manager");
-        alerts += usize::from(engine.process(&mut ev, now).is_some());
-    }
+    let (_, alerts) = judge_all(&rs, lines.iter().map(Vec::as_slice), location);
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "{set} {log}: {} lines, {alerts} alerts, {:.0} events/s",

@@ -58,30 +58,9 @@ impl Ruleset {
         rules: &[PathBuf],
         list_dir: Option<&Path>,
     ) -> Result<Ruleset, LoadErrors> {
-        let mut errors = Vec::new();
-        let dec = match DecoderSet::load_files(decoders) {
-            Ok(d) => Some(d),
-            Err(LoadErrors(mut e)) => {
-                errors.append(&mut e);
-                None
-            }
-        };
-        let opts = LoadOptions {
-            decoder_names: dec.as_ref().map(decoder_names),
-            list_dir: list_dir.map(Path::to_path_buf),
-            ..LoadOptions::default()
-        };
-        let rs = match RuleSet::load_files(rules, &opts) {
-            Ok(r) => Some(r),
-            Err(LoadErrors(mut e)) => {
-                errors.append(&mut e);
-                None
-            }
-        };
-        match (dec, rs) {
-            (Some(d), Some(r)) if errors.is_empty() => Ok(Ruleset::new(d, r)),
-            _ => Err(LoadErrors(errors)),
-        }
+        Self::load_with(DecoderSet::load_files(decoders), list_dir, |opts| {
+            RuleSet::load_files(rules, opts)
+        })
     }
 
     /// Like [`Ruleset::load_files`], from `(name, content)` pairs already
@@ -92,8 +71,21 @@ impl Ruleset {
         rules: &[(String, String)],
         list_dir: Option<&Path>,
     ) -> Result<Ruleset, LoadErrors> {
+        Self::load_with(DecoderSet::load(decoders), list_dir, |opts| {
+            RuleSet::load(rules, opts)
+        })
+    }
+
+    /// Loads the rules once the decoders are loaded (or failed to), so
+    /// that `decoded_as` is checked against them, and returns the problems
+    /// of both steps together.
+    fn load_with(
+        decoders: Result<DecoderSet, LoadErrors>,
+        list_dir: Option<&Path>,
+        load_rules: impl FnOnce(&LoadOptions) -> Result<RuleSet, LoadErrors>,
+    ) -> Result<Ruleset, LoadErrors> {
         let mut errors = Vec::new();
-        let dec = match DecoderSet::load(decoders) {
+        let dec = match decoders {
             Ok(d) => Some(d),
             Err(LoadErrors(mut e)) => {
                 errors.append(&mut e);
@@ -105,7 +97,7 @@ impl Ruleset {
             list_dir: list_dir.map(Path::to_path_buf),
             ..LoadOptions::default()
         };
-        let rs = match RuleSet::load(rules, &opts) {
+        let rs = match load_rules(&opts) {
             Ok(r) => Some(r),
             Err(LoadErrors(mut e)) => {
                 errors.append(&mut e);
@@ -665,13 +657,6 @@ impl Engine {
         };
         let has = |w: &str| fields.iter().any(|f| f == w);
         let f = &ev.fields;
-        let pick = |on: bool, v: &Option<String>| {
-            if on {
-                v.clone().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        };
         // `srcuser` sets the dstuser bit (OSSEC quirk); srcuser is never keyed.
         let user = has("user") || has("dstuser") || has("srcuser");
         let key = [
@@ -765,18 +750,21 @@ impl Tracer for Vec<TraceLine> {
     }
 }
 
+/// A field's value in an fts or ignore key: blank when the field is not
+/// selected or not set.
+fn pick(on: bool, v: &Option<String>) -> String {
+    if on {
+        v.clone().unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
 /// The `<ignore>` line: decoder name, id, dstuser, srcip, dstip, data,
 /// system name, location, blank where not selected. `data` comes from the
 /// ignore mask even in the check (OSSEC quirk).
 fn ignore_key(ev: &Event, sel: IgnoreFields, data_from_ignore: bool) -> String {
     let f = &ev.fields;
-    let pick = |on: bool, v: &Option<String>| {
-        if on {
-            v.clone().unwrap_or_default()
-        } else {
-            String::new()
-        }
-    };
     [
         pick(sel.name, &ev.decoder_name),
         pick(sel.id, &f.id),

@@ -4,6 +4,7 @@
 //! one pass.
 
 use std::fmt;
+use std::path::PathBuf;
 
 /// One problem found while loading a decoder or rule file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,3 +57,29 @@ impl fmt::Display for LoadErrors {
 }
 
 impl std::error::Error for LoadErrors {}
+
+/// Reads `paths` in order as (file name, text) pairs, invalid UTF-8
+/// replaced, and hands them to `load`. A file that cannot be read is
+/// reported, before the loader's own problems, and fails the load.
+pub(crate) fn load_files_with<T>(
+    paths: &[PathBuf],
+    load: impl FnOnce(&[(String, String)]) -> Result<T, LoadErrors>,
+) -> Result<T, LoadErrors> {
+    let mut sources = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        let name = p.display().to_string();
+        match std::fs::read(p) {
+            Ok(bytes) => sources.push((name, String::from_utf8_lossy(&bytes).into_owned())),
+            Err(e) => errors.push(LoadError::new(name, 0, format!("cannot read: {e}"))),
+        }
+    }
+    match load(&sources) {
+        Ok(loaded) if errors.is_empty() => Ok(loaded),
+        Ok(_) => Err(LoadErrors(errors)),
+        Err(LoadErrors(more)) => {
+            errors.extend(more);
+            Err(LoadErrors(errors))
+        }
+    }
+}

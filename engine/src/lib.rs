@@ -11,21 +11,30 @@
 //! - [`xml`]: OSSEC's lenient XML dialect (several roots, bare `&`, `\<`),
 //!   with line numbers for every element.
 //! - [`pattern`]: the three pattern dialects (OS_Match, OS_Regex, PCRE2)
-//!   behind one matcher type, all matching on bytes.
+//!   behind one matcher type, all matching on bytes: `translate` (OS_Regex
+//!   to `regex` syntax), `literal` (the fast path for plain-text patterns),
+//!   `os_match`, `os_regex` with `anchored` (its first-positions filter and
+//!   anchored DFA), `pcre`, and `captures` (buffers the regex matchers
+//!   share).
 //! - [`event`]: the decoded event that decoders fill and rules read.
 //! - [`predecode`]: `OS_CleanMSG`, the syslog header and location split.
-//! - [`decoder`]: `decoder.xml` semantics.
+//! - [`decoder`]: `decoder.xml` semantics: `load` (XML to OSSEC's two
+//!   parent lists, validated), `decode` (the `DecodeEvent` walk) and
+//!   [`decoder::plugins`] (the compiled C plugin decoders).
 //! - [`logtest`]: what `ossec-logtest` prints per line, and its `-U` exit code.
 //! - [`ini`]: the INI dialect of OSSEC's ruleset test files.
 //! - [`timestamp`]: a line's own time, for `time_source = "event"`.
-//! - [`rule`]: rule XML, OSSEC's rule tree and per-event conditions.
+//! - [`rule`]: rule XML, OSSEC's rule tree and per-event conditions:
+//!   `parse` (XML to a rule), `tree` (placement), [`rule::cond`]
+//!   (IP lists, time, CDB lists, compiled rules).
 //! - [`correlate`]: frequency / `if_matched_*` state, bounded.
 //! - [`engine`]: [`engine::Ruleset`] and [`engine::Engine`], events in, alerts out.
 //! - [`default_ruleset`]: Palisade's own ruleset (`ruleset/`), embedded.
 //! - [`ruletest`]: OSSEC INI ruleset tests run against a ruleset.
 //! - [`logtest_rules`]: logtest's rule phase and `-a` (alerts only) mode.
 //! - [`alert_format`]: OSSEC's alerts.log entry layout.
-//! - [`error`]: file, line and reason for every load problem.
+//! - [`error`]: file, line and reason for every load problem, and the one
+//!   reader of decoder and rule files.
 #![forbid(unsafe_code)]
 
 pub mod alert_format;

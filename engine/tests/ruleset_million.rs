@@ -13,58 +13,24 @@
 // Test and measurement code: a failed setup step should stop it loudly.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "../benches/workload/mod.rs"]
+mod workload;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use jiff::{SignedDuration, Timestamp};
 use palisade_engine::default_ruleset;
-use palisade_engine::engine::{Engine, EngineConfig, Ruleset};
-use palisade_engine::predecode::predecode;
-
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
-
-fn log_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let target = exe
-        .parent()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .unwrap();
-    let dir = target.join("palisade-bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join("access-1000000-seed42.log");
-    if !out.exists() {
-        let tmp = out.with_extension("tmp");
-        let st = Command::new("python3")
-            .arg(Path::new(SHARED).join("tools/gen_access_log.py"))
-            .args(["-n", "1000000", "--seed", "42", "-o"])
-            .arg(&tmp)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        std::fs::rename(&tmp, &out).unwrap();
-    }
-    out
-}
+use palisade_engine::engine::Ruleset;
+use workload::{ACCESS_LOG_LOCATION, SHARED, access_log_path, judge_all};
 
 fn measure(name: &str, rs: &Arc<Ruleset>, text: &[u8], limit: usize) {
-    let mut engine = Engine::new(Arc::clone(rs), EngineConfig::default());
-    let mut now: Timestamp = "2024-03-10T00:00:00Z".parse().unwrap();
-    let step = SignedDuration::from_millis(25);
-    let (mut n, mut alerts) = (0usize, 0usize);
     let t0 = Instant::now();
-    for l in text
+    let lines = text
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
-        .take(limit)
-    {
-        now += step;
-        let mut ev = predecode(l, "/var/log/apache2/access.log", "manager");
-        alerts += usize::from(engine.process(&mut ev, now).is_some());
-        n += 1;
-    }
+        .take(limit);
+    let (n, alerts) = judge_all(rs, lines, ACCESS_LOG_LOCATION);
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "{name}: {n} lines in {secs:.2} s = {:.0} events/s ({alerts} alerts)",
@@ -80,7 +46,7 @@ fn one_million_access_log_lines() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(usize::MAX);
     let only = std::env::var("PALISADE_BENCH_SET").unwrap_or_default();
-    let text = std::fs::read(log_path()).unwrap();
+    let text = std::fs::read(access_log_path()).unwrap();
     if only != "ossec" {
         let ours = Arc::new(default_ruleset::load().unwrap());
         measure("palisade", &ours, &text, limit);

@@ -19,7 +19,7 @@ mod tree;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::error::{LoadError, LoadErrors};
+use crate::error::{LoadErrors, load_files_with};
 use crate::event::{Category, FieldName};
 use crate::pattern::Pattern;
 
@@ -343,29 +343,7 @@ impl RuleSet {
 
     /// Reads and loads rule files in order.
     pub fn load_files(paths: &[PathBuf], opts: &LoadOptions) -> Result<RuleSet, LoadErrors> {
-        let mut sources = Vec::new();
-        let mut errors = Vec::new();
-        for p in paths {
-            match std::fs::read(p) {
-                Ok(bytes) => sources.push((
-                    p.display().to_string(),
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                )),
-                Err(e) => errors.push(LoadError::new(
-                    p.display().to_string(),
-                    0,
-                    format!("cannot read: {e}"),
-                )),
-            }
-        }
-        match Self::load(&sources, opts) {
-            Ok(rs) if errors.is_empty() => Ok(rs),
-            Ok(_) => Err(LoadErrors(errors)),
-            Err(LoadErrors(mut more)) => {
-                errors.append(&mut more);
-                Err(LoadErrors(errors))
-            }
-        }
+        load_files_with(paths, |sources| Self::load(sources, opts))
     }
 
     /// The rule with this id.
