@@ -215,11 +215,15 @@ pub async fn restart(
     Ok(r)
 }
 
+/// Alerts asked for per `ListAlerts` call: well under the manager's
+/// [`MAX_ALERTS_PER_PAGE`], so that a page of correlation alerts (each
+/// with its earlier lines) stays far below gRPC's 4 MiB message limit.
+const ALERTS_PAGE: u32 = 1_000;
+
 /// `alerts`: the newest `request.limit` matching alerts, newest first,
-/// however many that is: the manager answers at most
-/// [`MAX_ALERTS_PER_PAGE`] per call, so the pages are asked for one after
-/// the other, each older than the last. A limit of 0 takes the manager's
-/// default.
+/// however many that is: the manager answers one page per call, so the
+/// pages are asked for one after the other, each older than the last. A
+/// limit of 0 takes the manager's default.
 pub async fn list_alerts(
     client: &mut ControlServiceClient<Channel>,
     mut request: ListAlertsRequest,
@@ -230,7 +234,7 @@ pub async fn list_alerts(
         let left = wanted.saturating_sub(alerts.len());
         request.limit = u32::try_from(left)
             .unwrap_or(u32::MAX)
-            .min(MAX_ALERTS_PER_PAGE);
+            .min(ALERTS_PAGE.min(MAX_ALERTS_PER_PAGE));
         let page = client
             .list_alerts(request.clone())
             .await

@@ -17,7 +17,6 @@ use tonic::Status;
 use tracing::warn;
 
 use crate::store::{AlertFilter, Store, StoredAlert};
-use crate::wire;
 
 /// Alerts read from the store per page when a follower catches up.
 const FOLLOW_PAGE: u32 = 1000;
@@ -102,7 +101,7 @@ impl<'a> Follower<'a> {
                     {
                         continue;
                     }
-                    if let Sent::Gone = self.send(&published).await? {
+                    if let Sent::Gone = self.send(std::slice::from_ref(published.as_ref())).await? {
                         return Ok(());
                     }
                     self.sent.insert(id);
@@ -118,19 +117,14 @@ impl<'a> Follower<'a> {
         }
     }
 
-    async fn send(&self, stored: &StoredAlert) -> Result<Sent, Status> {
-        let responses = self
-            .store
-            .responses_for_alert(stored.id)
-            .await?
-            .into_iter()
-            .map(wire::alert_response)
-            .collect();
-        let message = wire::alert(stored, responses, self.hostname);
-        Ok(match self.tx.send(Ok(message)).await {
-            Ok(()) => Sent::Yes,
-            Err(_) => Sent::Gone,
-        })
+    /// Sends `alerts`, each with the responses it caused.
+    async fn send(&self, alerts: &[StoredAlert]) -> Result<Sent, Status> {
+        for message in super::alert_messages(self.store, alerts, self.hostname).await? {
+            if self.tx.send(Ok(message)).await.is_err() {
+                return Ok(Sent::Gone);
+            }
+        }
+        Ok(Sent::Yes)
     }
 
     /// Sends every matching alert above `boundary` not sent yet, oldest
@@ -140,16 +134,14 @@ impl<'a> Follower<'a> {
             let mut page = self.filter.clone();
             page.after_id = self.boundary;
             page.limit = FOLLOW_PAGE;
-            let rows = self.store.alerts_after(&page).await?;
+            let mut rows = self.store.alerts_after(&page).await?;
             let full = rows.len() == FOLLOW_PAGE as usize;
-            for stored in rows {
-                let id = stored.id;
-                if !self.sent.contains(&id)
-                    && let Sent::Gone = self.send(&stored).await?
-                {
-                    return Ok(Sent::Gone);
-                }
-                self.boundary = self.boundary.max(id);
+            if let Some(last) = rows.last() {
+                self.boundary = self.boundary.max(last.id);
+            }
+            rows.retain(|a| !self.sent.contains(&a.id));
+            if let Sent::Gone = self.send(&rows).await? {
+                return Ok(Sent::Gone);
             }
             let boundary = self.boundary;
             self.sent.retain(|&id| id > boundary);

@@ -127,18 +127,6 @@ impl Control {
         Ok(agent)
     }
 
-    /// A stored alert for the wire, with the responses it caused.
-    async fn alert_message(&self, stored: &StoredAlert) -> Result<Alert, Status> {
-        let responses = self
-            .store
-            .responses_for_alert(stored.id)
-            .await?
-            .into_iter()
-            .map(wire::alert_response)
-            .collect();
-        Ok(wire::alert(stored, responses, &self.hostname))
-    }
-
     fn info(&self, a: &AgentRecord) -> AgentInfo {
         wire::agent_info(a, self.status_of(a))
     }
@@ -296,10 +284,8 @@ impl ControlService for Control {
             0 => DEFAULT_ALERTS,
             n => n.min(MAX_ALERTS_PER_PAGE),
         };
-        let mut alerts = Vec::new();
-        for stored in self.store.alerts(&filter).await? {
-            alerts.push(self.alert_message(&stored).await?);
-        }
+        let stored = self.store.alerts(&filter).await?;
+        let alerts = alert_messages(&self.store, &stored, &self.hostname).await?;
         Ok(Response::new(ListAlertsResponse { alerts }))
     }
 
@@ -459,6 +445,29 @@ impl ControlService for Control {
         warn!(agent = %agent.id, name = %agent.name, %operator, "Agent removed; its certificate is revoked.");
         Ok(Response::new(self.info(&agent)))
     }
+}
+
+/// Stored alerts for the wire, each with the responses it caused (one
+/// query for them all); `hostname` names the agent of the manager's own
+/// events.
+async fn alert_messages(
+    store: &Store,
+    alerts: &[StoredAlert],
+    hostname: &str,
+) -> Result<Vec<Alert>, Status> {
+    let ids: Vec<i64> = alerts.iter().map(|a| a.id).collect();
+    let mut responses = store.responses_for_alerts(&ids).await?;
+    Ok(alerts
+        .iter()
+        .map(|a| {
+            let caused = responses.remove(&a.id).unwrap_or_default();
+            wire::alert(
+                a,
+                caused.into_iter().map(wire::alert_response).collect(),
+                hostname,
+            )
+        })
+        .collect())
 }
 
 /// The store filter for a request (limit and paging left to the caller).

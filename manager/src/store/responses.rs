@@ -1,6 +1,8 @@
 //! Active responses in the database: commands with their delivery and
 //! results, the blocks in force, and the decisions refused.
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::Row;
 
 use super::{Store, StoreError, now_ms, to_i64, to_u64};
@@ -246,6 +248,33 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(row_to_response).collect())
+    }
+
+    /// The commands each of `alert_ids` caused, in one query (a page of
+    /// alerts for the control API); alerts without any are absent.
+    pub async fn responses_for_alerts(
+        &self,
+        alert_ids: &[i64],
+    ) -> Result<HashMap<i64, Vec<ResponseRow>>, StoreError> {
+        let (Some(low), Some(high)) = (alert_ids.iter().min(), alert_ids.iter().max()) else {
+            return Ok(HashMap::new());
+        };
+        let rows =
+            sqlx::query("SELECT * FROM responses WHERE alert_id BETWEEN $1 AND $2 ORDER BY id")
+                .bind(low)
+                .bind(high)
+                .fetch_all(&self.pool)
+                .await?;
+        let wanted: HashSet<i64> = alert_ids.iter().copied().collect();
+        let mut by_alert: HashMap<i64, Vec<ResponseRow>> = HashMap::new();
+        for row in rows.iter().map(row_to_response) {
+            if let Some(id) = row.request.alert_id
+                && wanted.contains(&id)
+            {
+                by_alert.entry(id).or_default().push(row);
+            }
+        }
+        Ok(by_alert)
     }
 
     /// Commands waiting for an agent, oldest first; those whose block
