@@ -61,11 +61,6 @@ impl Source {
             stored_upto: record.last_sequence,
         }
     }
-
-    /// The highest sequence stored for this source.
-    pub fn stored_upto(&self) -> u64 {
-        self.stored_upto
-    }
 }
 
 /// The stages every batch goes through, shared by all sources.
