@@ -17,9 +17,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tracing::warn;
 
 /// The counter of events dropped because the spool was full.
@@ -42,34 +41,8 @@ pub enum SpoolError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-fn migrator() -> Migrator {
-    let migration = |version, name: &str, sql: &'static str| {
-        Migration::new(
-            version,
-            name.to_string().into(),
-            MigrationType::Simple,
-            sql.into_sql_str(),
-            false,
-        )
-    };
-    Migrator::with_migrations(vec![
-        migration(
-            1,
-            "spool",
-            include_str!("../../migrations/agent/0001_spool.sql"),
-        ),
-        migration(
-            2,
-            "file identity",
-            include_str!("../../migrations/agent/0002_file_identity.sql"),
-        ),
-        migration(
-            crate::respond::ledger::MIGRATION_VERSION,
-            crate::respond::ledger::MIGRATION_DESCRIPTION,
-            crate::respond::ledger::MIGRATION_SQL,
-        ),
-    ])
-}
+// `migrator()`: every file of migrations/agent, embedded by build.rs.
+include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
 /// A line read from a file, not yet spooled.
 #[derive(Debug, Clone, PartialEq, Eq)]

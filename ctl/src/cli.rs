@@ -392,16 +392,12 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 srcip: srcip.map(|ip| ip.to_string()).unwrap_or_default(),
                 limit,
                 after_id: 0,
+                before_id: 0,
             };
             if follow {
                 return client::follow_alerts(&mut control, request, json).await;
             }
-            let mut alerts = control
-                .list_alerts(request)
-                .await
-                .map_err(client::call_failed)?
-                .into_inner()
-                .alerts;
+            let mut alerts = client::list_alerts(&mut control, request).await?;
             alerts.reverse();
             output::show(
                 json,

@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use palisade_proto::MAX_ALERTS_PER_PAGE;
 use palisade_proto::v1::control_service_client::ControlServiceClient;
 use palisade_proto::v1::{
-    ListAgentsRequest, ListAgentsResponse, ListAlertsRequest, RestartAgentRequest,
+    Alert, ListAgentsRequest, ListAgentsResponse, ListAlertsRequest, RestartAgentRequest,
     RestartAgentResponse, RunResponseRequest, RunResponseResponse,
 };
 use serde::Deserialize;
@@ -212,6 +213,42 @@ pub async fn restart(
         )));
     }
     Ok(r)
+}
+
+/// Alerts asked for per `ListAlerts` call: well under the manager's
+/// [`MAX_ALERTS_PER_PAGE`], so that a page of correlation alerts (each
+/// with its earlier lines) stays far below gRPC's 4 MiB message limit.
+const ALERTS_PAGE: u32 = 1_000;
+
+/// `alerts`: the newest `request.limit` matching alerts, newest first,
+/// however many that is: the manager answers one page per call, so the
+/// pages are asked for one after the other, each older than the last. A
+/// limit of 0 takes the manager's default.
+pub async fn list_alerts(
+    client: &mut ControlServiceClient<Channel>,
+    mut request: ListAlertsRequest,
+) -> Result<Vec<Alert>, Failure> {
+    let wanted = request.limit as usize;
+    let mut alerts: Vec<Alert> = Vec::new();
+    loop {
+        let left = wanted.saturating_sub(alerts.len());
+        request.limit = u32::try_from(left)
+            .unwrap_or(u32::MAX)
+            .min(ALERTS_PAGE.min(MAX_ALERTS_PER_PAGE));
+        let page = client
+            .list_alerts(request.clone())
+            .await
+            .map_err(call_failed)?
+            .into_inner()
+            .alerts;
+        let last = page.last().and_then(|a| a.id.parse::<i64>().ok());
+        let full = wanted > 0 && page.len() == request.limit as usize;
+        alerts.extend(page);
+        match last {
+            Some(id) if full && alerts.len() < wanted => request.before_id = id,
+            _ => return Ok(alerts),
+        }
+    }
 }
 
 /// `alerts --follow`: prints each alert as the manager stores it, until

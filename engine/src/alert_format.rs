@@ -1,6 +1,10 @@
-//! OSSEC's `alerts.log` entry layout (`src/analysisd/alerts/log.c:OS_Log`),
-//! for `logtest -a` and the manager's alerts.log output: operators grep
-//! and parse that file with tools written for OSSEC, so the bytes matter.
+//! Alerts as people and their tools read them, from the one
+//! [`Alert`](crate::alert::Alert) model: OSSEC's `alerts.log` entry
+//! (`src/analysisd/alerts/log.c:OS_Log`, for `logtest -a` and the manager's
+//! alerts.log), Wazuh's alerts.json object, and OSSEC maild's e-mail
+//! notification and SMS layouts (with "Palisade" where OSSEC prints "OSSEC
+//! HIDS"). Operators grep and parse these with tools written for OSSEC, so
+//! the bytes matter; every layout is here so that they cannot drift apart.
 //!
 //! ```text
 //! ** Alert 1700000000.0: - syslog,sshd,authentication_failed,
@@ -13,8 +17,9 @@
 //! ```
 
 use jiff::tz::TimeZone;
+use serde_json::{Map, Value, json};
 
-use crate::engine::Alert;
+use crate::alert::Alert;
 
 /// OSSEC prints at most this many bytes of the event's line.
 pub const FULL_LOG_LIMIT: usize = 1256;
@@ -22,60 +27,209 @@ pub const FULL_LOG_LIMIT: usize = 1256;
 /// OSSEC keeps at most this many earlier lines of a correlation alert.
 pub const CONTEXT_LINES: usize = 11;
 
-/// OSSEC's default `<email_alert_level>`.
-pub const DEFAULT_EMAIL_ALERT_LEVEL: u32 = 7;
+/// OSSEC's limit on a mail subject and an SMS body.
+pub const SUBJECT_LIMIT: usize = 127;
 
-/// Whether an alert carries OSSEC's mail flag: level at or above
-/// `email_alert_level` or `alert_by_email`, and not `no_email_alert`.
-pub fn mail_flag(alert: &Alert, email_alert_level: u32) -> bool {
-    (alert.level >= email_alert_level || alert.options.alert_by_email)
-        && !alert.options.no_email_alert
+/// OSSEC's alert id: `<epoch seconds>.<n>`, where `n` is the entry's byte
+/// offset in alerts.log for OSSEC and `logtest -a`, and the alert's id in
+/// the manager's store.
+pub fn alert_id(alert: &Alert, n: u64) -> String {
+    format!("{}.{n}", alert.time.as_second())
 }
 
-/// One alerts.log entry, ending with the empty line that separates entries.
-/// `offset` is the byte offset of the entry in the file (OSSEC's alert id is
-/// `<epoch>.<offset>`); `zone` is the manager's local zone for the date line.
-pub fn alerts_log_entry(alert: &Alert, offset: u64, mail: bool, zone: &TimeZone) -> String {
-    let ev = &alert.event;
-    let f = &ev.fields;
-    let mut s = String::with_capacity(256 + ev.full_log.len());
+/// Where the event came from as alerts.log's second line prints it:
+/// `host->location` when the host is not the location itself (a local
+/// syslog line), else the location (an agent's event).
+pub fn source(alert: &Alert) -> String {
+    match alert.hostname.as_deref() {
+        Some(h) if h != alert.location => format!("{h}->{}", alert.location),
+        _ => alert.location.clone(),
+    }
+}
+
+fn date(alert: &Alert, zone: &TimeZone) -> String {
+    zone.to_datetime(alert.time)
+        .strftime("%Y %b %d %H:%M:%S")
+        .to_string()
+}
+
+/// One alerts.log entry, ending with the empty line that separates
+/// entries. `n` completes the alert id (see [`alert_id`]); `mail` is the
+/// mail flag ([`Alert::mail_flag`]); `zone` is the manager's local zone
+/// for the date line. Lines are cut at OSSEC's 1256 bytes, correlated
+/// lines at its 11.
+pub fn alerts_log_entry(alert: &Alert, n: u64, mail: bool, zone: &TimeZone) -> String {
+    let mut s = String::with_capacity(256 + alert.full_log.len());
     let mailflag = if mail { " mail " } else { "" };
     s.push_str(&format!(
-        "** Alert {}.{offset}:{mailflag} - {}\n",
-        alert.time.as_second(),
-        alert.group_text
+        "** Alert {}:{mailflag} - {}\n",
+        alert_id(alert, n),
+        alert.groups
     ));
-    let local = zone.to_datetime(alert.time);
-    let date = local.strftime("%Y %b %d %H:%M:%S");
-    match ev.hostname.as_deref() {
-        Some(h) if h != ev.location => s.push_str(&format!("{date} {h}->{}\n", ev.location)),
-        _ => s.push_str(&format!("{date} {}\n", ev.location)),
-    }
+    s.push_str(&format!("{} {}\n", date(alert, zone), source(alert)));
     s.push_str(&format!(
         "Rule: {} (level {}) -> '{}'\n",
         alert.rule_id, alert.level, alert.description
     ));
     let optional = [
-        ("Src IP", &f.srcip),
-        ("Src Port", &f.srcport),
-        ("Dst IP", &f.dstip),
-        ("Dst Port", &f.dstport),
-        ("User", &f.dstuser),
+        ("Src IP", &alert.srcip),
+        ("Src Port", &alert.srcport),
+        ("Dst IP", &alert.dstip),
+        ("Dst Port", &alert.dstport),
+        ("User", &alert.dstuser),
     ];
     for (label, v) in optional {
         if let Some(v) = v {
             s.push_str(&format!("{label}: {v}\n"));
         }
     }
-    let full = String::from_utf8_lossy(&ev.full_log);
-    s.push_str(truncate(&full, FULL_LOG_LIMIT));
-    s.push('\n');
-    for line in alert.correlated.iter().take(CONTEXT_LINES) {
-        s.push_str(truncate(line, FULL_LOG_LIMIT));
+    for line in alert.log_lines().take(1 + CONTEXT_LINES) {
+        s.push_str(truncate(&line, FULL_LOG_LIMIT));
         s.push('\n');
     }
     s.push('\n');
     s
+}
+
+/// The agent an alert's event came from, as alerts.json names it.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonAgent<'a> {
+    /// Agent id.
+    pub id: &'a str,
+    /// Agent name.
+    pub name: &'a str,
+    /// Registered address (`any`: not printed).
+    pub ip: &'a str,
+}
+
+/// An alert as one line of Wazuh's alerts.json (no line end): `timestamp`
+/// (`%FT%T.mmm%z`), `rule{level, description, id, mail, groups}`,
+/// `agent{id, name, ip}` (`000` and the manager's name for its own events,
+/// `agent` `None`; no `ip` when registered as `any`), `manager{name}`,
+/// `id`, `full_log`, `previous_output` (the correlated lines, when there
+/// are), `decoder{name}`, `data{srcip, srcport, dstip, dstport, srcuser,
+/// dstuser, url}` (the decoded ones) and `location` (the file path only).
+pub fn alert_json(
+    alert: &Alert,
+    n: u64,
+    agent: Option<JsonAgent<'_>>,
+    mail: bool,
+    manager: &str,
+    zone: &TimeZone,
+) -> String {
+    let agent = match agent {
+        Some(a) => {
+            let mut agent = json!({ "id": a.id, "name": a.name });
+            if a.ip != "any" {
+                agent["ip"] = json!(a.ip);
+            }
+            agent
+        }
+        None => json!({ "id": "000", "name": manager }),
+    };
+    let mut data = Map::new();
+    for (key, value) in [
+        ("srcip", &alert.srcip),
+        ("srcport", &alert.srcport),
+        ("dstip", &alert.dstip),
+        ("dstport", &alert.dstport),
+        ("srcuser", &alert.srcuser),
+        ("dstuser", &alert.dstuser),
+        ("url", &alert.url),
+    ] {
+        if let Some(v) = value {
+            data.insert(key.into(), json!(v));
+        }
+    }
+    let location = alert
+        .location
+        .split_once("->")
+        .map_or(alert.location.as_str(), |(_, path)| path);
+    let mut o = json!({
+        "timestamp": alert.time.to_zoned_datetime(zone.clone()).strftime("%Y-%m-%dT%H:%M:%S%.3f%z").to_string(),
+        "rule": {
+            "level": alert.level,
+            "description": alert.description,
+            "id": alert.rule_id.to_string(),
+            "mail": mail,
+            "groups": alert.group_list().collect::<Vec<_>>(),
+        },
+        "agent": agent,
+        "manager": { "name": manager },
+        "id": alert_id(alert, n),
+        "full_log": String::from_utf8_lossy(&alert.full_log),
+        "location": location,
+    });
+    if !alert.correlated.is_empty() {
+        o["previous_output"] = json!(alert.correlated.join("\n"));
+    }
+    if let Some(decoder) = &alert.decoder {
+        o["decoder"] = json!({ "name": decoder });
+    }
+    if !data.is_empty() {
+        o["data"] = Value::Object(data);
+    }
+    o.to_string()
+}
+
+/// The body of OSSEC's e-mail notification (`\n` line ends; a mailer
+/// turns them into CRLF).
+pub fn notification_body(alert: &Alert, zone: &TimeZone) -> String {
+    let mut s = format!(
+        "\nPalisade Notification.\n{}\n\nReceived From: {}\nRule: {} fired (level {}) -> \"{}\"\n",
+        date(alert, zone),
+        source(alert),
+        alert.rule_id,
+        alert.level,
+        alert.description
+    );
+    if let Some(ip) = &alert.srcip {
+        s.push_str(&format!("Src IP: {ip}\n"));
+    }
+    if let Some(user) = &alert.dstuser {
+        s.push_str(&format!("User: {user}\n"));
+    }
+    s.push_str("Portion of the log(s):\n\n");
+    for line in alert.log_lines() {
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s.push_str("\n\n --END OF NOTIFICATION\n\n\n");
+    s
+}
+
+/// The notification's subject: `Palisade Alert - <source before "->"> -
+/// Level <L> - <description>`, at most 127 bytes.
+pub fn notification_subject(alert: &Alert) -> String {
+    let source = source(alert);
+    let host = source.split("->").next().unwrap_or(&source);
+    truncate_owned(
+        format!(
+            "Palisade Alert - {host} - Level {} - {}",
+            alert.level, alert.description
+        ),
+        SUBJECT_LIMIT,
+    )
+}
+
+/// The subject of OSSEC's SMS layout: `Palisade <L> - <rule> - <description>`,
+/// at most 127 bytes.
+pub fn sms_subject(alert: &Alert) -> String {
+    truncate_owned(
+        format!(
+            "Palisade {} - {} - {}",
+            alert.level, alert.rule_id, alert.description
+        ),
+        SUBJECT_LIMIT,
+    )
+}
+
+/// The body of OSSEC's SMS layout: the first 127 bytes of the log lines.
+pub fn sms_body(alert: &Alert) -> String {
+    truncate_owned(
+        alert.log_lines().collect::<Vec<_>>().join("\n"),
+        SUBJECT_LIMIT,
+    )
 }
 
 /// `s` cut to at most `max` bytes, at a character boundary.
@@ -90,27 +244,65 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// [`truncate`] for an owned string.
+pub fn truncate_owned(mut s: String, max: usize) -> String {
+    let keep = truncate(&s, max).len();
+    s.truncate(keep);
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Alert;
     use crate::event::Event;
     use crate::predecode::predecode;
     use crate::rule::RuleOptions;
 
-    fn alert(ev: Event, level: u32, correlated: Vec<String>) -> Alert {
+    fn from_event(ev: Event, level: u32, correlated: Vec<String>) -> Alert {
         Alert {
+            time: "2023-11-14T22:13:20Z".parse().unwrap(),
             rule_id: 5716,
             level,
             description: "sshd: a login attempt failed.".into(),
-            group_text: "syslog,sshd,authentication_failed,".into(),
-            groups: vec![],
+            groups: "syslog,sshd,authentication_failed,".into(),
             options: RuleOptions::default(),
-            info: vec![],
-            time: "2023-11-14T22:13:20Z".parse().unwrap(),
-            event: ev,
+            location: ev.location,
+            hostname: ev.hostname,
+            decoder: ev.decoder_name,
+            srcip: ev.fields.srcip,
+            srcport: ev.fields.srcport,
+            dstip: ev.fields.dstip,
+            dstport: ev.fields.dstport,
+            srcuser: ev.fields.srcuser,
+            dstuser: ev.fields.dstuser,
+            url: ev.fields.url,
+            full_log: ev.full_log,
             correlated,
-            rule_file: String::new(),
-            rule_line: 0,
+        }
+    }
+
+    /// An agent's web scan alert, as the manager stores it.
+    fn scan() -> Alert {
+        Alert {
+            time: jiff::Timestamp::from_millisecond(1_764_324_001_000).unwrap(),
+            rule_id: 31151,
+            level: 10,
+            description: "Many 4xx answers to one address in 90 seconds (web scan).".into(),
+            groups: "web,accesslog,web_scan,recon,".into(),
+            options: RuleOptions::default(),
+            location: "(web01) any->/var/log/nginx/access.log".into(),
+            hostname: Some("(web01) any->/var/log/nginx/access.log".into()),
+            decoder: Some("web-accesslog".into()),
+            srcip: Some("203.0.113.7".into()),
+            srcport: None,
+            dstip: None,
+            dstport: None,
+            srcuser: None,
+            dstuser: None,
+            url: None,
+            full_log: b"line 14".to_vec(),
+            correlated: vec!["line 13".into()],
         }
     }
 
@@ -123,9 +315,9 @@ mod tests {
         );
         ev.fields.srcip = Some("1.2.3.4".into());
         ev.fields.dstuser = Some("root".into());
-        let a = alert(ev, 5, vec![]);
+        let a = from_event(ev, 5, vec![]);
         assert_eq!(
-            alerts_log_entry(&a, 0, mail_flag(&a, 7), &TimeZone::UTC),
+            alerts_log_entry(&a, 0, a.mail_flag(7), &TimeZone::UTC),
             "** Alert 1700000000.0: - syslog,sshd,authentication_failed,\n\
              2023 Nov 14 22:13:20 web01->/var/log/auth.log\n\
              Rule: 5716 (level 5) -> 'sshd: a login attempt failed.'\n\
@@ -136,13 +328,42 @@ mod tests {
     }
 
     #[test]
+    fn ports_are_printed_between_the_addresses() {
+        let mut ev = predecode(
+            b"Nov 14 22:13:19 fw01 kernel: DROP SRC=1.2.3.4 DST=10.0.0.1 SPT=5555 DPT=22",
+            "/var/log/kern.log",
+            "mgr",
+        );
+        ev.fields.srcip = Some("1.2.3.4".into());
+        ev.fields.srcport = Some("5555".into());
+        ev.fields.dstip = Some("10.0.0.1".into());
+        ev.fields.dstport = Some("22".into());
+        let a = from_event(ev, 5, vec![]);
+        let entry = alerts_log_entry(&a, 0, false, &TimeZone::UTC);
+        let lines: Vec<&str> = entry.lines().collect();
+        assert_eq!(
+            &lines[3..7],
+            [
+                "Src IP: 1.2.3.4",
+                "Src Port: 5555",
+                "Dst IP: 10.0.0.1",
+                "Dst Port: 22"
+            ]
+        );
+        let v: Value =
+            serde_json::from_str(&alert_json(&a, 0, None, false, "mgr", &TimeZone::UTC)).unwrap();
+        assert_eq!(v["data"]["srcport"], "5555");
+        assert_eq!(v["data"]["dstport"], "22");
+    }
+
+    #[test]
     fn agent_event_mail_flag_and_context() {
         let loc = "(web01) 10.0.0.5->/var/log/apache2/access.log";
         let mut ev = predecode(b"x y z", loc, "mgr");
         ev.hostname = Some(loc.into());
         let ctx: Vec<String> = (0..15).map(|i| format!("line {i}")).collect();
-        let a = alert(ev, 10, ctx);
-        let text = alerts_log_entry(&a, 4242, mail_flag(&a, 7), &TimeZone::UTC);
+        let a = from_event(ev, 10, ctx);
+        let text = alerts_log_entry(&a, 4242, a.mail_flag(7), &TimeZone::UTC);
         assert!(text.starts_with("** Alert 1700000000.4242: mail  - syslog,"));
         assert!(text.contains(&format!("\n2023 Nov 14 22:13:20 {loc}\n")));
         assert!(text.contains("line 10\n") && !text.contains("line 11\n"));
@@ -154,5 +375,106 @@ mod tests {
         let long = "é".repeat(1000);
         assert_eq!(truncate(&long, FULL_LOG_LIMIT).len(), 1256);
         assert_eq!(truncate("short", 3), "sho");
+        let mut a = scan();
+        a.full_log = vec![b'x'; 2000];
+        a.dstip = Some("192.0.2.1".into());
+        a.dstuser = Some("root".into());
+        a.correlated = (0..20).map(|i| format!("context {i}")).collect();
+        let entry = alerts_log_entry(&a, 7, false, &TimeZone::UTC);
+        let lines: Vec<&str> = entry.lines().collect();
+        assert_eq!(
+            &lines[3..6],
+            ["Src IP: 203.0.113.7", "Dst IP: 192.0.2.1", "User: root"]
+        );
+        assert_eq!(lines[6].len(), FULL_LOG_LIMIT);
+        assert_eq!(lines[7], "context 0");
+        // Header, date, rule, three fields, the line, the context, the empty line.
+        assert_eq!(lines.len(), 7 + CONTEXT_LINES + 1);
+        assert!(entry.ends_with("context 10\n\n"));
+    }
+
+    #[test]
+    fn notification_follows_ossecs_layout() {
+        let body = notification_body(&scan(), &TimeZone::UTC);
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines[0], "");
+        assert_eq!(lines[1], "Palisade Notification.");
+        assert_eq!(lines[2], "2025 Nov 28 10:00:01");
+        assert_eq!(lines[3], "");
+        assert_eq!(
+            lines[4],
+            "Received From: (web01) any->/var/log/nginx/access.log"
+        );
+        assert_eq!(
+            lines[5],
+            "Rule: 31151 fired (level 10) -> \"Many 4xx answers to one address in 90 seconds (web scan).\""
+        );
+        assert_eq!(lines[6], "Src IP: 203.0.113.7");
+        assert_eq!(lines[7], "Portion of the log(s):");
+        assert_eq!(&lines[9..11], ["line 14", "line 13"]);
+        assert!(body.ends_with("\n\n --END OF NOTIFICATION\n\n\n"));
+        assert_eq!(
+            notification_subject(&scan()),
+            "Palisade Alert - (web01) any - Level 10 - Many 4xx answers to one address in 90 seconds (web scan)."
+        );
+    }
+
+    #[test]
+    fn sms_layout() {
+        assert_eq!(
+            sms_subject(&scan()),
+            "Palisade 10 - 31151 - Many 4xx answers to one address in 90 seconds (web scan)."
+        );
+        assert_eq!(sms_body(&scan()), "line 14\nline 13");
+    }
+
+    #[test]
+    fn the_json_line_has_wazuhs_field_names() {
+        let mut a = scan();
+        a.url = Some("/wp-login.php".into());
+        let agent = JsonAgent {
+            id: "001",
+            name: "web01",
+            ip: "10.0.0.5",
+        };
+        let zone = TimeZone::fixed(jiff::tz::offset(1));
+        let line = alert_json(&a, 7, Some(agent), true, "central", &zone);
+        assert!(!line.contains('\n'));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["timestamp"], "2025-11-28T11:00:01.000+0100");
+        assert_eq!(v["rule"]["level"], 10);
+        assert_eq!(v["rule"]["id"], "31151");
+        assert_eq!(v["rule"]["mail"], true);
+        assert_eq!(
+            v["rule"]["groups"],
+            json!(["web", "accesslog", "web_scan", "recon"])
+        );
+        assert_eq!(
+            v["agent"],
+            json!({"id": "001", "name": "web01", "ip": "10.0.0.5"})
+        );
+        assert_eq!(v["manager"]["name"], "central");
+        assert_eq!(v["id"], "1764324001.7");
+        assert_eq!(v["full_log"], "line 14");
+        assert_eq!(v["previous_output"], "line 13");
+        assert_eq!(v["decoder"]["name"], "web-accesslog");
+        assert_eq!(
+            v["data"],
+            json!({"srcip": "203.0.113.7", "url": "/wp-login.php"})
+        );
+        assert_eq!(v["location"], "/var/log/nginx/access.log");
+        // The manager's own events, a single line, nothing decoded.
+        a.correlated.clear();
+        a.srcip = None;
+        a.url = None;
+        a.decoder = None;
+        a.location = "/var/log/auth.log".into();
+        let v: Value =
+            serde_json::from_str(&alert_json(&a, 7, None, false, "central", &zone)).unwrap();
+        assert_eq!(v["agent"], json!({"id": "000", "name": "central"}));
+        assert!(v.get("previous_output").is_none());
+        assert!(v.get("data").is_none());
+        assert!(v.get("decoder").is_none());
+        assert_eq!(v["location"], "/var/log/auth.log");
     }
 }

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
+pub use crate::alert::Alert;
 use crate::correlate::{Barrier, CorrelateLimits, Correlator};
 use crate::decoder::DecoderSet;
 use crate::error::{LoadError, LoadErrors};
 use crate::event::Event;
 use crate::pattern::Pattern;
-use crate::rule::{IgnoreFields, InfoEntry, LoadOptions, RuleIdx, RuleOptions, RuleSet};
+use crate::rule::{IgnoreFields, LoadOptions, RuleIdx, RuleSet};
 use crate::xml;
 
 /// Decoders and rules, loaded together so that `decoded_as` is checked.
@@ -262,43 +263,6 @@ impl Verdict {
     }
 }
 
-/// One alert, with what alerts.log, e-mail and active response need.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Alert {
-    /// Rule id.
-    pub rule_id: u32,
-    /// Rule level.
-    pub level: u32,
-    /// Rule description.
-    pub description: String,
-    /// The rule's group string, verbatim (`syslog,sshd,`).
-    pub group_text: String,
-    /// The groups, split.
-    pub groups: Vec<String>,
-    /// Rule options (mail, log, AR flags).
-    pub options: RuleOptions,
-    /// `<info>` / `<cve>` entries.
-    pub info: Vec<InfoEntry>,
-    /// Arrival time of the event.
-    pub time: Timestamp,
-    /// The event.
-    pub event: Event,
-    /// For a correlation alert, the earlier events' lines that made it fire,
-    /// newest first (alerts.log prints them after the event's own line).
-    pub correlated: Vec<String>,
-    /// Rule file and line (for `ruletest` and debugging).
-    pub rule_file: String,
-    /// Line of the rule in `rule_file`.
-    pub rule_line: usize,
-}
-
-impl Alert {
-    /// Whether an alerts.log / alerts.json line is written (`no_log` unset).
-    pub fn log_it(&self) -> bool {
-        !self.options.no_log
-    }
-}
-
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -466,20 +430,8 @@ impl Engine {
         }
         self.state
             .store(&rs.rules, fin, ctx.ev, ctx.now, ctx.matched);
-        Verdict::Alert(Box::new(Alert {
-            rule_id: rule.id,
-            level: rule.level,
-            description: rule.description.clone(),
-            group_text: rule.group.clone(),
-            groups: rule.groups(),
-            options: rule.options,
-            info: rule.info.clone(),
-            time: now,
-            event: ctx.ev.clone(),
-            correlated: ctx.lines.remove(&fin).unwrap_or_default(),
-            rule_file: rule.file.clone(),
-            rule_line: rule.line,
-        }))
+        let correlated = ctx.lines.remove(&fin).unwrap_or_default();
+        Verdict::Alert(Box::new(Alert::new(rule, ctx.ev, now, correlated)))
     }
 
     /// OSSEC's recursive `OS_CheckIfRuleMatch` + child walk.

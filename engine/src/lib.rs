@@ -32,11 +32,13 @@
 //! - [`default_ruleset`]: Palisade's own ruleset (`ruleset/`), embedded.
 //! - [`ruletest`]: OSSEC INI ruleset tests run against a ruleset.
 //! - [`logtest_rules`]: logtest's rule phase and `-a` (alerts only) mode.
-//! - [`alert_format`]: OSSEC's alerts.log entry layout.
+//! - [`alert`]: the one alert model, from the engine to every output.
+//! - [`alert_format`]: its layouts: alerts.log, alerts.json, e-mail.
 //! - [`error`]: file, line and reason for every load problem, and the one
 //!   reader of decoder and rule files.
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod alert_format;
 pub mod correlate;
 pub mod decoder;

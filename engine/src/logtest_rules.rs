@@ -15,7 +15,8 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use crate::alert_format::{DEFAULT_EMAIL_ALERT_LEVEL, alerts_log_entry, mail_flag};
+use crate::alert::DEFAULT_EMAIL_ALERT_LEVEL;
+use crate::alert_format::alerts_log_entry;
 use crate::engine::{Alert, Engine, EngineConfig, Ruleset, TraceLine, Verdict};
 use crate::event::Event;
 use crate::logtest::{LOCATION, RuleOutcome, RulePhase};
@@ -210,7 +211,7 @@ impl AlertsOnly {
             return Ok(None);
         };
         if alert.log_it() {
-            let mail = mail_flag(&alert, self.email_alert_level);
+            let mail = alert.mail_flag(self.email_alert_level);
             let text = alerts_log_entry(&alert, self.offset, mail, &self.zone);
             out.write_all(text.as_bytes())?;
             self.offset += text.len() as u64;

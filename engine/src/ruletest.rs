@@ -11,8 +11,10 @@
 //!   `pass` key needs all three equal, a `fail` key anything else;
 //! - each case gets a fresh engine, because OSSEC's runner starts one
 //!   `ossec-logtest` per case, so no state crosses cases;
-//! - the clock is the caller's (`now`, in `zone` for `<time>`/`<weekday>`):
-//!   the corpus assumes business hours, see [`business_hours`].
+//! - the clock is the caller's (`now`, in the configuration's zone for
+//!   `<time>`/`<weekday>`): the corpus assumes business hours, see
+//!   [`business_hours`]; so is the rest of the engine's configuration
+//!   (the manager passes its `[ruleset]` barrier).
 //!
 //! Palisade extension, for correlation rules that OSSEC's format cannot
 //! test: a section with `sequence = yes` is ONE case. Its `log` keys are
@@ -72,7 +74,7 @@ pub fn run_files(
     ruleset: &Arc<Ruleset>,
     files: &[PathBuf],
     now: Timestamp,
-    zone: TimeZone,
+    config: &EngineConfig,
     out: &mut dyn Write,
 ) -> io::Result<Summary> {
     let mut total = Summary::default();
@@ -81,7 +83,7 @@ pub fn run_files(
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
                 let name = f.display().to_string();
-                total.add(run_one(ruleset, &name, &text, now, &zone, out)?);
+                total.add(run_one(ruleset, &name, &text, now, config, out)?);
             }
             Err(e) => {
                 writeln!(out, "FAIL {}: cannot read: {e}", f.display())?;
@@ -99,12 +101,12 @@ pub fn run_sources(
     ruleset: &Arc<Ruleset>,
     files: &[(&str, &str)],
     now: Timestamp,
-    zone: TimeZone,
+    config: &EngineConfig,
     out: &mut dyn Write,
 ) -> io::Result<Summary> {
     let mut total = Summary::default();
     for (name, text) in files {
-        total.add(run_one(ruleset, name, text, now, &zone, out)?);
+        total.add(run_one(ruleset, name, text, now, config, out)?);
     }
     summary_line(total, out)?;
     Ok(total)
@@ -143,7 +145,7 @@ fn run_one(
     name: &str,
     text: &str,
     now: Timestamp,
-    zone: &TimeZone,
+    config: &EngineConfig,
     out: &mut dyn Write,
 ) -> io::Result<Summary> {
     let parsed = ini::parse(text);
@@ -169,7 +171,7 @@ fn run_one(
         errors: Vec::new(),
     };
     for case in ini::test_cases(&singles) {
-        let mut engine = Engine::new(Arc::clone(ruleset), config(zone));
+        let mut engine = Engine::new(Arc::clone(ruleset), config.clone());
         let actual = feed(&mut engine, &case.log, now);
         let ut = UnitTest {
             rule: case.rule.clone(),
@@ -225,7 +227,7 @@ fn run_one(
             .filter(|(k, _, _)| k.starts_with("log "))
             .collect();
         let Some(last) = logs.last() else { continue };
-        let mut engine = Engine::new(Arc::clone(ruleset), config(zone));
+        let mut engine = Engine::new(Arc::clone(ruleset), config.clone());
         let mut t = now;
         let mut actual = None;
         for (_, line, _) in &logs {
@@ -258,13 +260,6 @@ fn run_one(
         }
     }
     Ok(s)
-}
-
-fn config(zone: &TimeZone) -> EngineConfig {
-    EngineConfig {
-        zone: zone.clone(),
-        ..EngineConfig::default()
-    }
 }
 
 fn feed(engine: &mut Engine, line: &str, now: Timestamp) -> Actual {

@@ -92,7 +92,7 @@ fn zmeu_scan_fires_31151_on_the_14th_404_and_again_on_the_28th() {
                 assert_eq!(a.correlated.len(), 13, "{rel}");
                 assert!(a.correlated[0].contains("/phpmyadmin13/"), "{rel}");
                 assert!(a.correlated[12].contains("/phpmyadmin1/"), "{rel}");
-                assert!(a.groups.iter().any(|g| g == "web_scan"), "{rel}");
+                assert!(a.group_list().any(|g| g == "web_scan"), "{rel}");
             }
         }
     });

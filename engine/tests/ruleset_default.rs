@@ -59,7 +59,7 @@ fn own_ini_tests_all_pass() {
         &rs,
         default_ruleset::TESTS,
         ruletest::business_hours(&zone),
-        zone,
+        &in_zone(zone),
         &mut out,
     )
     .unwrap();
@@ -79,8 +79,14 @@ fn own_ini_tests_pass_from_disk_too() {
         .collect();
     let mut out = Vec::new();
     let zone = TimeZone::UTC;
-    let s =
-        ruletest::run_files(&rs, &files, ruletest::business_hours(&zone), zone, &mut out).unwrap();
+    let s = ruletest::run_files(
+        &rs,
+        &files,
+        ruletest::business_hours(&zone),
+        &in_zone(zone),
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(s.failed, 0, "{}", String::from_utf8_lossy(&out));
 }
 
@@ -110,4 +116,12 @@ fn the_url_gate_lists_exactly_the_attack_patterns() {
     attacks.sort();
     assert_eq!(patterns(31170), attacks);
     assert_eq!(rs.rules.child_ids(31170), vec![31103, 31104, 31105]);
+}
+
+/// The engine's default configuration in `zone`.
+fn in_zone(zone: TimeZone) -> palisade_engine::engine::EngineConfig {
+    palisade_engine::engine::EngineConfig {
+        zone,
+        ..Default::default()
+    }
 }

@@ -103,7 +103,7 @@ fn judge(log: &Path, barrier: Barrier) -> (HashMap<String, usize>, u64) {
         if let Verdict::Alert(a) = phase.judge(&ev)
             && a.rule_id == 31151
         {
-            let ip = a.event.fields.srcip.clone().unwrap_or_default();
+            let ip = a.srcip.clone().unwrap_or_default();
             *fired.entry(ip).or_default() += 1;
         }
     }

@@ -30,8 +30,14 @@ fn ossec_files() -> Vec<PathBuf> {
 fn run_files(rs: &Arc<Ruleset>, files: &[PathBuf]) -> (Summary, String) {
     let zone = TimeZone::UTC;
     let mut out = Vec::new();
-    let s =
-        ruletest::run_files(rs, files, ruletest::business_hours(&zone), zone, &mut out).unwrap();
+    let s = ruletest::run_files(
+        rs,
+        files,
+        ruletest::business_hours(&zone),
+        &in_zone(zone),
+        &mut out,
+    )
+    .unwrap();
     (s, String::from_utf8(out).unwrap())
 }
 
@@ -69,7 +75,7 @@ fn run_text(text: &str) -> (Summary, String) {
         &rs,
         &[("neg.ini", text)],
         ruletest::business_hours(&zone),
-        zone,
+        &in_zone(zone),
         &mut out,
     )
     .unwrap();
@@ -194,4 +200,12 @@ fn an_unreadable_file_counts_as_a_failure() {
     );
     assert!(text.starts_with("FAIL /nonexistent/palisade.ini: cannot read"));
     assert!(text.ends_with("0 passed, 1 failed\n"));
+}
+
+/// The engine's default configuration in `zone`.
+fn in_zone(zone: TimeZone) -> palisade_engine::engine::EngineConfig {
+    palisade_engine::engine::EngineConfig {
+        zone,
+        ..Default::default()
+    }
 }

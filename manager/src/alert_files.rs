@@ -42,9 +42,9 @@ use jiff::civil::Date;
 use serde::Deserialize;
 use tracing::{debug, warn};
 
-use crate::analysis::Origin;
-use crate::format;
-use crate::outputs::{AlertSink, PublishedAlert};
+use palisade_engine::alert_format::{self, JsonAgent};
+
+use crate::outputs::AlertSink;
 use crate::store::StoredAlert;
 
 /// Alerts queued for the writer before `publish` waits for it.
@@ -316,11 +316,7 @@ fn numbered(dated: &Path) -> Vec<PathBuf> {
 }
 
 /// What the writer thread takes.
-#[derive(Debug)]
-struct Job {
-    stored: StoredAlert,
-    origin: Origin,
-}
+type Job = StoredAlert;
 
 /// How the writer renders.
 #[derive(Debug, Clone)]
@@ -329,6 +325,8 @@ pub struct Rendering {
     pub email_alert_level: u32,
     /// The manager's name (`manager.name` in JSON, the agent of its own events).
     pub manager: String,
+    /// The zone of the dates written (the manager's local zone).
+    pub zone: jiff::tz::TimeZone,
 }
 
 /// The alert files' sink: a queue to one writer thread.
@@ -397,17 +395,11 @@ impl AlertFiles {
 }
 
 impl AlertSink for AlertFiles {
-    fn publish(&self, alert: &PublishedAlert) {
-        if !alert.alert.log_it || alert.alert.level < self.min_level {
+    fn publish(&self, alert: &StoredAlert) {
+        if !alert.alert.log_it() || alert.alert.level < self.min_level {
             return;
         }
-        let job = Job {
-            stored: StoredAlert {
-                id: alert.id,
-                alert: alert.alert.clone(),
-            },
-            origin: alert.origin.clone(),
-        };
+        let job = alert.clone();
         let tx = self
             .tx
             .lock()
@@ -457,17 +449,26 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, job: &Job) {
+    fn write(&mut self, stored: &StoredAlert) {
         let today = (self.clock)().date();
-        let mail = format::mail_flag(&job.stored.alert, self.rendering.email_alert_level);
+        let alert = &stored.alert;
+        let r = &self.rendering;
+        let mail = alert.mail_flag(r.email_alert_level);
+        // The store's id stands where OSSEC has the entry's byte offset.
+        let n = u64::try_from(stored.id).unwrap_or(0);
         let mut result = Ok(());
         if let Some(log) = &mut self.log {
-            let entry = format::alerts_log_entry(&job.stored, mail);
+            let entry = alert_format::alerts_log_entry(alert, n, mail, &r.zone);
             result = result.and(log.write(today, entry.as_bytes()));
         }
         if let Some(json) = &mut self.json {
-            let mut line =
-                format::alert_json(&job.stored, &job.origin, mail, &self.rendering.manager);
+            let o = &stored.origin;
+            let agent = o.agent_id.as_deref().map(|id| JsonAgent {
+                id,
+                name: &o.name,
+                ip: &o.ip,
+            });
+            let mut line = alert_format::alert_json(alert, n, agent, mail, &r.manager, &r.zone);
             line.push('\n');
             result = result.and(json.write(today, line.as_bytes()));
         }
@@ -515,7 +516,6 @@ mod tests {
     use jiff::tz::TimeZone;
 
     use super::*;
-    use crate::analysis::NewAlert;
 
     fn zoned(d: Date, hour: i8) -> ZonedDateTime {
         d.at(hour, 0, 0, 0)
@@ -618,36 +618,15 @@ mod tests {
         }
     }
 
-    fn published(id: i64, level: u32, log_it: bool) -> PublishedAlert {
-        PublishedAlert {
-            id,
-            alert: NewAlert {
-                time: 1_764_324_001_000 + id,
-                rule_id: 31151,
-                level,
-                description: "Web scan.".into(),
-                groups: "web,web_scan".into(),
-                agent_id: Some("001".into()),
-                location: "(web01) any->/var/log/nginx/access.log".into(),
-                decoder: Some("web-accesslog".into()),
-                srcip: Some("203.0.113.7".into()),
-                dstip: None,
-                srcuser: None,
-                dstuser: None,
-                url: Some("/x".into()),
-                event_sequence: Some(1),
-                log: format!("GET /{id} 404\nGET /earlier 404").into_bytes(),
-                log_it,
-                no_ar: false,
-                alert_by_email: false,
-                no_email_alert: false,
-            },
-            origin: Origin {
-                agent_id: Some("001".into()),
-                name: "web01".into(),
-                ip: "any".into(),
-            },
-        }
+    fn published(id: i64, level: u32, log_it: bool) -> StoredAlert {
+        let mut stored = crate::store::fixtures::stored_alert(id, level);
+        stored.alert.options.no_log = !log_it;
+        stored.alert.groups = "web,web_scan,".into();
+        stored.alert.description = "Web scan.".into();
+        stored.alert.url = Some("/x".into());
+        stored.alert.full_log = format!("GET /{id} 404").into_bytes();
+        stored.alert.correlated = vec!["GET /earlier 404".into()];
+        stored
     }
 
     #[test]
@@ -678,6 +657,7 @@ mod tests {
             Rendering {
                 email_alert_level: 7,
                 manager: "central".into(),
+                zone: TimeZone::UTC,
             },
             clock,
         )

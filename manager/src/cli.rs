@@ -264,19 +264,29 @@ fn load_config(path: &std::path::Path) -> Result<ManagerConfig, ExitCode> {
     })
 }
 
-fn load_ruleset(args: &RulesetArgs) -> Result<palisade_engine::engine::Ruleset, ExitCode> {
-    let source = match &args.config {
-        Some(path) => load_config(path)?.ruleset,
-        None => crate::ruleset::RulesetSource::default(),
+/// The rules `logtest`/`ruletest` judge with, and how: with `-c`, the
+/// manager's `[ruleset]` whole (the files and the engine settings).
+fn load_ruleset(
+    args: &RulesetArgs,
+) -> Result<(palisade_engine::engine::Ruleset, crate::ruleset::Judging), ExitCode> {
+    let (source, judging) = match &args.config {
+        Some(path) => {
+            let config = load_config(path)?;
+            let judging = crate::ruleset::Judging::of(&config);
+            (config.ruleset, judging)
+        }
+        None => Default::default(),
     };
     let source = crate::ruleset::RulesetSource {
         ossec_etc: args.ossec_etc.clone().or(source.ossec_etc),
         ..source
     };
-    crate::ruleset::load_with(&source, &args.decoders, args.rules_dir.as_deref()).map_err(|e| {
-        eprintln!("palisade-manager: the ruleset has errors:\n{e}");
-        ExitCode::from(EXIT_USAGE)
-    })
+    let ruleset = crate::ruleset::load_with(&source, &args.decoders, args.rules_dir.as_deref())
+        .map_err(|e| {
+            eprintln!("palisade-manager: the ruleset has errors:\n{e}");
+            ExitCode::from(EXIT_USAGE)
+        })?;
+    Ok((ruleset, judging))
 }
 
 fn setup_failed(e: SetupError) -> ExitCode {
@@ -345,7 +355,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 event_time,
             };
             match load_ruleset(&ruleset) {
-                Ok(rs) => crate::logtest_cli::logtest(rs, &options),
+                Ok((rs, judging)) => crate::logtest_cli::logtest(rs, judging, &options),
                 Err(code) => code,
             }
         }
@@ -354,7 +364,7 @@ async fn dispatch(command: Command) -> ExitCode {
             now,
             files,
         } => match load_ruleset(&ruleset) {
-            Ok(rs) => crate::logtest_cli::ruletest(rs, now.as_deref(), &files),
+            Ok((rs, judging)) => crate::logtest_cli::ruletest(rs, judging, now.as_deref(), &files),
             Err(code) => code,
         },
         Command::ImportOssec { file, into } => {
@@ -408,16 +418,16 @@ async fn dispatch(command: Command) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            let listener = match tokio::net::TcpListener::bind(config.listen).await {
+            let listeners = match crate::Listeners::bind(&config).await {
                 Ok(l) => l,
                 Err(e) => {
-                    eprintln!("palisade-manager: cannot listen on {}: {e}", config.listen);
+                    eprintln!("palisade-manager: {e}");
                     return ExitCode::from(1);
                 }
             };
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
-            match crate::run(config, listener, shutdown).await {
+            match crate::run(config, listeners, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("palisade-manager: {e}");

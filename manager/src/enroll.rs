@@ -26,7 +26,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_proto::identity;
@@ -71,9 +71,6 @@ pub struct EnrollmentConfig {
     pub listen: SocketAddr,
     /// Default lifetime of a new token.
     pub token_ttl: Duration,
-    /// A socket already bound for `listen` (tests, socket activation);
-    /// taken by the first `run`.
-    pub listener: PreboundListener,
 }
 
 impl Default for EnrollmentConfig {
@@ -82,23 +79,7 @@ impl Default for EnrollmentConfig {
             enabled: false,
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
             token_ttl: DEFAULT_TOKEN_TTL,
-            listener: PreboundListener::default(),
         }
-    }
-}
-
-/// A bound listening socket handed to the manager instead of an address.
-#[derive(Debug, Clone, Default)]
-pub struct PreboundListener(Arc<Mutex<Option<std::net::TcpListener>>>);
-
-impl PreboundListener {
-    /// Wraps a bound socket.
-    pub fn new(listener: std::net::TcpListener) -> Self {
-        Self(Arc::new(Mutex::new(Some(listener))))
-    }
-
-    fn take(&self) -> Option<std::net::TcpListener> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
@@ -221,14 +202,6 @@ pub enum EnrollError {
     /// TLS material.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
-    /// The port is taken or not ours.
-    #[error("cannot listen for enrollment on {address}: {source}")]
-    Bind {
-        /// The address.
-        address: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
 }
 
 /// The running enrollment endpoint.
@@ -244,33 +217,17 @@ impl Enrollment {
     }
 }
 
-/// Starts the enrollment endpoint when `[enrollment] enabled = true`; it
-/// runs until `shutdown`.
-pub async fn start(
+/// Starts the enrollment endpoint on `listener` (bound by the caller for
+/// `[enrollment] listen`); it runs until `shutdown`.
+pub fn start(
     config: &ManagerConfig,
+    listener: tokio::net::TcpListener,
     store: Store,
     shutdown: CancellationToken,
-) -> Result<Option<Enrollment>, EnrollError> {
-    let settings = &config.enrollment;
-    if !settings.enabled {
-        return Ok(None);
-    }
+) -> Result<Enrollment, EnrollError> {
     let ca = CertificateAuthority::load(&config.ca_cert, &config.ca_key)?;
     let tls = crate::tls::enrollment_server_config(&config.ca_cert, &config.cert, &config.key)?;
-    let bind_error = |source| EnrollError::Bind {
-        address: settings.listen,
-        source,
-    };
-    let listener = match settings.listener.take() {
-        Some(l) => {
-            l.set_nonblocking(true).map_err(bind_error)?;
-            tokio::net::TcpListener::from_std(l).map_err(bind_error)?
-        }
-        None => tokio::net::TcpListener::bind(settings.listen)
-            .await
-            .map_err(bind_error)?,
-    };
-    let local = listener.local_addr().map_err(bind_error)?;
+    let local = listener.local_addr().ok();
     let service = Enroller {
         store,
         ca: Arc::new(ca),
@@ -283,7 +240,7 @@ pub async fn start(
         shutdown.clone(),
         explain_enrollment_handshake,
     );
-    info!(listen = %local, "Enrollment endpoint open.");
+    info!(listen = ?local, "Enrollment endpoint open.");
     let task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .timeout(Duration::from_secs(30))
@@ -294,7 +251,7 @@ pub async fn start(
             error!(%error, "Enrollment endpoint failed.");
         }
     });
-    Ok(Some(Enrollment { task }))
+    Ok(Enrollment { task })
 }
 
 /// Why a handshake on the enrollment port failed, for the log.

@@ -1,59 +1,55 @@
-//! `AgentService`: one bidirectional stream per agent.
+//! `AgentService`: one bidirectional stream per agent, the gRPC transport
+//! of the [`crate::pipeline`].
 //!
 //! The agent's identity comes from its verified client certificate and is
 //! checked against the database when the stream opens (registered, not
-//! removed, this very certificate). Event batches are acknowledged only
-//! after they are committed, together with the agent's highest stored
-//! sequence number, so a batch sent twice is stored once.
+//! removed, this very certificate). Each event batch goes to the pipeline
+//! and is acknowledged only after it is committed, with the agent's
+//! highest stored sequence number, so a batch sent twice is stored once.
+//! Hellos, heartbeats and command results update the agent's record.
 
 use palisade_proto::identity::{self, Role};
 use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::agent_service_server::AgentService;
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
-use palisade_proto::v1::{Ack, AgentMessage, EventBatch, ManagerMessage, Welcome};
+use palisade_proto::v1::{Ack, AgentMessage, ManagerMessage, Welcome};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use crate::analysis::{Analyzer, Input, Origin};
-use crate::outputs::{Outputs, PublishedAlert};
+use crate::pipeline::{Pipeline, Source};
 use crate::responder::Responder;
 use crate::sessions::{AgentSender, EndReason, SessionGuard, Sessions};
 use crate::store::{AgentHello, IncomingEvent, Store};
+use crate::wire;
 
 /// The agent stream service.
 #[derive(Debug, Clone)]
 pub struct Ingest {
     store: Store,
     sessions: Sessions,
-    analyzer: Analyzer,
+    pipeline: Pipeline,
     responder: Responder,
-    outputs: Outputs,
-    archive: bool,
     shutdown: CancellationToken,
 }
 
 impl Ingest {
-    /// A service over `store`, registering streams in `sessions` and
-    /// judging events with `analyzer`; `archive` keeps every event.
+    /// A service over `store`, registering streams in `sessions`, feeding
+    /// event batches to `pipeline` and command results to `responder`.
     pub fn new(
         store: Store,
         sessions: Sessions,
-        analyzer: Analyzer,
+        pipeline: Pipeline,
         responder: Responder,
-        outputs: Outputs,
-        archive: bool,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
             sessions,
-            analyzer,
+            pipeline,
             responder,
-            outputs,
-            archive,
             shutdown,
         }
     }
@@ -81,23 +77,12 @@ impl Ingest {
                 ))));
             }
         };
-        let record = self
-            .store
-            .agent(&agent_id)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .ok_or_else(|| {
-                refuse(Status::permission_denied(format!(
-                    "agent {agent_id} is not registered with this manager"
-                )))
-            })?;
-        if record.removed_at.is_some()
-            || self
-                .store
-                .is_revoked(&id.serial)
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-        {
+        let record = self.store.agent(&agent_id).await?.ok_or_else(|| {
+            refuse(Status::permission_denied(format!(
+                "agent {agent_id} is not registered with this manager"
+            )))
+        })?;
+        if record.removed_at.is_some() || self.store.is_revoked(&id.serial).await? {
             return Err(refuse(Status::permission_denied(format!(
                 "agent {agent_id} was removed; its certificate is revoked"
             ))));
@@ -131,8 +116,7 @@ impl AgentService for Ingest {
         let record = self
             .store
             .agent(&agent_id)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
+            .await?
             .ok_or_else(|| Status::internal("agent vanished"))?;
         let (tx, rx) = mpsc::channel(64);
         let welcome = ManagerMessage {
@@ -153,16 +137,9 @@ impl AgentService for Ingest {
         let task = SessionTask {
             store: self.store.clone(),
             sessions: self.sessions.clone(),
-            analyzer: self.analyzer.clone(),
+            pipeline: self.pipeline.clone(),
             responder: self.responder.clone(),
-            outputs: self.outputs.clone(),
-            archive: self.archive,
-            origin: Origin {
-                agent_id: Some(agent_id.clone()),
-                name,
-                ip: record.registered_ip.clone(),
-            },
-            stored_upto: std::sync::atomic::AtomicU64::new(record.last_sequence),
+            source: Source::agent(&record),
             agent_id,
             address,
             tx,
@@ -176,14 +153,10 @@ impl AgentService for Ingest {
 struct SessionTask {
     store: Store,
     sessions: Sessions,
-    analyzer: Analyzer,
+    pipeline: Pipeline,
     responder: Responder,
-    outputs: Outputs,
-    archive: bool,
-    origin: Origin,
-    /// The highest sequence stored for this agent, so only new events are
-    /// judged when a batch is resent.
-    stored_upto: std::sync::atomic::AtomicU64,
+    /// The agent as the pipeline knows it.
+    source: Source,
     agent_id: String,
     address: Option<String>,
     tx: AgentSender,
@@ -191,7 +164,7 @@ struct SessionTask {
 }
 
 impl SessionTask {
-    async fn run(self, mut inbound: Streaming<AgentMessage>) {
+    async fn run(mut self, mut inbound: Streaming<AgentMessage>) {
         let agent = self.agent_id.clone();
         if let Err(error) = self.responder.deliver_pending(&agent).await {
             warn!(%agent, %error, "Cannot deliver queued active responses.");
@@ -240,8 +213,7 @@ impl SessionTask {
         info!(%agent, "Agent stream closed.");
     }
 
-    async fn handle(&self, message: AgentMessage) -> Result<(), Status> {
-        let internal = |e: crate::store::StoreError| Status::internal(e.to_string());
+    async fn handle(&mut self, message: AgentMessage) -> Result<(), Status> {
         match message.kind {
             Some(AgentKind::Hello(hello)) => {
                 info!(
@@ -259,16 +231,15 @@ impl SessionTask {
                             hostname: &hello.hostname,
                             os: &hello.os,
                             address: self.address.clone(),
-                            started_at: hello
-                                .started_at
-                                .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000)),
+                            started_at: hello.started_at.as_ref().map(wire::millis),
                         },
                     )
-                    .await
-                    .map_err(internal)?;
+                    .await?;
             }
             Some(AgentKind::Events(batch)) => {
-                let highest = self.store_batch(&batch).await?;
+                let events: Vec<IncomingEvent<'_>> =
+                    batch.events.iter().map(wire::incoming_event).collect();
+                let highest = self.pipeline.process(&mut self.source, &events).await?;
                 let ack = ManagerMessage {
                     kind: Some(ManagerKind::Ack(Ack { sequence: highest })),
                 };
@@ -285,92 +256,13 @@ impl SessionTask {
                         hb.dropped_events,
                         hb.read_lag_bytes,
                     )
-                    .await
-                    .map_err(internal)?;
+                    .await?;
             }
             Some(AgentKind::CommandResult(result)) => {
-                self.responder
-                    .on_result(&self.agent_id, &result)
-                    .await
-                    .map_err(internal)?;
+                self.responder.on_result(&self.agent_id, &result).await?;
             }
             None => return Err(Status::invalid_argument("empty message")),
         }
         Ok(())
-    }
-
-    /// Judges the batch's new events, then stores events and alerts in one
-    /// transaction; returns the highest stored sequence to acknowledge.
-    async fn store_batch(&self, batch: &EventBatch) -> Result<u64, Status> {
-        use std::sync::atomic::Ordering;
-        let upto = self.stored_upto.load(Ordering::Relaxed);
-        let inputs: Vec<Input> = batch
-            .events
-            .iter()
-            .filter(|e| e.sequence > upto)
-            .map(|e| Input {
-                sequence: e.sequence,
-                path: e.location.clone(),
-                line: e.line.clone(),
-            })
-            .collect();
-        self.outputs.stats().events(inputs.len() as u64);
-        let alerts = if inputs.is_empty() {
-            Vec::new()
-        } else {
-            self.analyzer
-                .analyze(self.origin.clone(), inputs)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?
-        };
-        let events: Vec<IncomingEvent<'_>> = batch
-            .events
-            .iter()
-            .map(|e| IncomingEvent {
-                sequence: e.sequence,
-                location: &e.location,
-                log_format: &e.log_format,
-                read_at: e
-                    .read_at
-                    .as_ref()
-                    .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
-                    .unwrap_or_else(crate::store::now_ms),
-                truncated: e.truncated,
-                line: &e.line,
-            })
-            .collect();
-        let stored = self
-            .store
-            .store_events(&self.agent_id, &events, &alerts, self.archive)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        for (id, alert) in stored.alert_ids.iter().zip(&alerts) {
-            info!(
-                alert = id,
-                agent = %self.agent_id,
-                rule = alert.rule_id,
-                level = alert.level,
-                srcip = alert.srcip.as_deref().unwrap_or("-"),
-                description = %alert.description,
-                "Alert."
-            );
-        }
-        self.stored_upto.store(stored.highest, Ordering::Relaxed);
-        let stored_alerts: Vec<_> = stored.alert_ids.iter().copied().zip(alerts).collect();
-        // Responses first, so that followers (`alerts --follow`) see the
-        // responses each alert caused; the alerts go out even if that fails.
-        let responded = self.responder.on_alerts(&stored_alerts).await;
-        self.outputs.publish(
-            stored_alerts
-                .iter()
-                .map(|(id, alert)| PublishedAlert {
-                    id: *id,
-                    alert: alert.clone(),
-                    origin: self.origin.clone(),
-                })
-                .collect(),
-        );
-        responded.map_err(|e| Status::internal(e.to_string()))?;
-        Ok(stored.highest)
     }
 }

@@ -8,16 +8,20 @@
 //! - [`pki`]: the private CA and the certificates it issues.
 //! - [`setup`]: `init`, `agent add`, `agent remove`.
 //! - [`store`]: the SQLite database.
-//! - [`ruleset`]: the embedded default ruleset, or an OSSEC `etc`.
-//! - [`analysis`]: the engine thread that judges every event.
+//! - [`ruleset`]: the embedded default ruleset, or an OSSEC `etc`, and the
+//!   engine settings of `[ruleset]` (the daemon's and logtest's).
+//! - [`pipeline`]: a batch of events through the engine thread
+//!   ([`pipeline::analysis`]), the store, the responder and the outputs.
 //! - [`responder`]: active-response decisions, delivery and results.
 //! - [`tls`]: the mutual-TLS endpoint that logs every refused handshake.
 //! - [`sessions`]: open agent streams.
-//! - [`ingest`]: `AgentService`, the agents' stream.
-//! - [`control`]: `ControlService`, the operators' API.
+//! - [`ingest`]: `AgentService`, the agents' stream, feeding the pipeline.
+//! - [`control`]: `ControlService`, the operators' API (and its alert
+//!   follower).
+//! - [`wire`]: the mapping to and from the protobuf messages.
 //! - [`quickstart`]: the ten-minute demonstration.
-//! - [`format`]: alerts.log and e-mail notification layouts.
-//! - [`outputs`]: where committed alerts go (files, mail, followers).
+//! - [`outputs`]: where committed alerts go (files, mail, followers); the
+//!   layouts are the engine's (`palisade_engine::alert_format`).
 //! - [`alert_files`]: `alerts.log` and `alerts.json`, rotated daily.
 //! - [`mail`]: e-mail notifications.
 //! - [`retention`]: pruning old alerts and events.
@@ -28,23 +32,22 @@
 //! - [`import_ossec`]: an OSSEC configuration's responses as TOML.
 //!
 //! [`run`] is the daemon; `main.rs` only parses the command line, binds the
-//! listener and installs signal handlers, so tests run the same code on
-//! `127.0.0.1:0`.
+//! listeners ([`Listeners::bind`]) and installs signal handlers, so tests
+//! run the same code on listeners bound to `127.0.0.1:0`.
 #![forbid(unsafe_code)]
 
 pub mod alert_files;
-pub mod analysis;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod enroll;
-pub mod format;
 pub mod import_ossec;
 pub mod ingest;
 pub mod logtest_cli;
 pub mod mail;
 pub mod metrics;
 pub mod outputs;
+pub mod pipeline;
 pub mod pki;
 pub mod quickstart;
 pub mod responder;
@@ -55,6 +58,7 @@ pub mod setup;
 pub mod stats;
 pub mod store;
 pub mod tls;
+pub mod wire;
 
 use std::time::Duration;
 
@@ -98,27 +102,131 @@ pub enum RunError {
     /// alerts.log or alerts.json cannot be opened.
     #[error("alert files: {0}")]
     AlertFiles(std::io::Error),
-    /// The metrics address cannot be bound.
-    #[error("metrics.listen {0}: {1}")]
-    Metrics(std::net::SocketAddr, std::io::Error),
+    /// A section is on but the caller bound no listener for it.
+    #[error("{0} is on, but no listener was bound for it")]
+    Unbound(&'static str),
+    /// The caller bound a listener for a section that is off.
+    #[error("a listener was bound for {0}, which is off")]
+    Unwanted(&'static str),
 }
 
-/// Runs the manager on `listener` until `shutdown` is cancelled.
+/// The sockets the manager serves, bound by its caller: `main` binds the
+/// configured addresses ([`Listeners::bind`]), tests bind `127.0.0.1:0`
+/// and read the ports back, with no free-port probing.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Agents and palisadectl (mutual TLS), `[server] listen`.
+    pub agents: TcpListener,
+    /// Agent enrollment, when `[enrollment] enabled`.
+    pub enrollment: Option<TcpListener>,
+    /// The Prometheus endpoint, when `[metrics] listen` is set.
+    pub metrics: Option<TcpListener>,
+}
+
+/// An address cannot be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address} ({what}): {source}")]
+pub struct BindError {
+    /// The configuration key that names the address.
+    pub what: &'static str,
+    /// The address.
+    pub address: std::net::SocketAddr,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+impl Listeners {
+    /// Binds every address `config` has the manager listen on.
+    pub async fn bind(config: &ManagerConfig) -> Result<Self, BindError> {
+        async fn bind(
+            what: &'static str,
+            address: std::net::SocketAddr,
+        ) -> Result<TcpListener, BindError> {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| BindError {
+                    what,
+                    address,
+                    source,
+                })
+        }
+        let enrollment = match config.enrollment.enabled {
+            true => Some(bind("enrollment.listen", config.enrollment.listen).await?),
+            false => None,
+        };
+        let metrics = match config.metrics.listen {
+            Some(address) => Some(bind("metrics.listen", address).await?),
+            None => None,
+        };
+        Ok(Self {
+            agents: bind("server.listen", config.listen).await?,
+            enrollment,
+            metrics,
+        })
+    }
+
+    /// Refuses listeners that `config` would leave unserved, or sections
+    /// that `config` turns on without a listener.
+    fn check(&self, config: &ManagerConfig) -> Result<(), RunError> {
+        for (section, on, bound) in [
+            (
+                "[enrollment]",
+                config.enrollment.enabled,
+                self.enrollment.is_some(),
+            ),
+            (
+                "[metrics]",
+                config.metrics.listen.is_some(),
+                self.metrics.is_some(),
+            ),
+        ] {
+            match (on, bound) {
+                (true, false) => return Err(RunError::Unbound(section)),
+                (false, true) => return Err(RunError::Unwanted(section)),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Only the agents' listener: for a configuration without enrollment or
+/// metrics.
+impl From<TcpListener> for Listeners {
+    fn from(agents: TcpListener) -> Self {
+        Self {
+            agents,
+            enrollment: None,
+            metrics: None,
+        }
+    }
+}
+
+/// Runs the manager on `listeners` until `shutdown` is cancelled.
 pub async fn run(
     config: ManagerConfig,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    let Listeners {
+        agents: listener,
+        enrollment: enrollment_listener,
+        metrics: metrics_listener,
+    } = {
+        let listeners = listeners.into();
+        listeners.check(&config)?;
+        listeners
+    };
     let tls = tls::server_config(&config.ca_cert, &config.cert, &config.key)?;
     let ruleset = std::sync::Arc::new(ruleset::load(&config.ruleset)?);
-    let engine_config = palisade_engine::engine::EngineConfig {
-        zone: jiff::tz::TimeZone::system(),
-        barrier: config.barrier,
-        ..Default::default()
-    };
     let hostname = setup::host_name();
-    let analyzer =
-        analysis::Analyzer::start(ruleset, engine_config, config.time_source, hostname.clone())?;
+    let judging = ruleset::Judging::of(&config);
+    let analyzer = pipeline::analysis::Analyzer::start(
+        ruleset,
+        judging.engine_config(),
+        judging.time_source,
+        hostname.clone(),
+    )?;
     let store = store::Store::open(&config.database).await?;
     let sessions = sessions::Sessions::default();
     let stats = std::sync::Arc::new(stats::Stats::default());
@@ -128,6 +236,7 @@ pub async fn run(
         alert_files::Rendering {
             email_alert_level: config.email.alert_level,
             manager: hostname.clone(),
+            zone: jiff::tz::TimeZone::system(),
         },
         alert_files::system_clock(),
     )
@@ -173,11 +282,8 @@ pub async fn run(
     )
     .with_stats(stats.clone())
     .with_mailer(mailer);
-    let metrics = match config.metrics.listen {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| RunError::Metrics(addr, e))?;
+    let metrics = match metrics_listener {
+        Some(listener) => {
             let sources = metrics::Sources {
                 stats: stats.clone(),
                 analyzer: analyzer.clone(),
@@ -192,13 +298,18 @@ pub async fn run(
         }
         None => None,
     };
-    let ingest = ingest::Ingest::new(
+    let pipeline = pipeline::Pipeline::new(
         store.clone(),
-        sessions.clone(),
         analyzer,
         responder.clone(),
         outputs.clone(),
         config.logall,
+    );
+    let ingest = ingest::Ingest::new(
+        store.clone(),
+        sessions.clone(),
+        pipeline,
+        responder.clone(),
         shutdown.clone(),
     );
     let control = control::Control::new(
@@ -211,7 +322,15 @@ pub async fn run(
         shutdown.clone(),
     );
     let incoming = tls::incoming(listener, tls, shutdown.clone());
-    let enrollment = enroll::start(&config, store.clone(), shutdown.clone()).await?;
+    let enrollment = match enrollment_listener {
+        Some(listener) => Some(enroll::start(
+            &config,
+            listener,
+            store.clone(),
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
     info!(listen = ?local, database = %config.database.display(), "Manager started.");
     palisade_agent::systemd::ready();
     palisade_agent::systemd::spawn_watchdog(shutdown.clone());

@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use palisade_engine::engine::{EngineConfig, Ruleset};
+use palisade_engine::engine::Ruleset;
 use palisade_engine::logtest::{Logtest, UnitTest};
 use palisade_engine::logtest_rules::{AlertsOnly, EngineRulePhase};
 use palisade_engine::timestamp::TimeSource;
 use palisade_engine::{default_ruleset, ruletest};
+
+use crate::ruleset::Judging;
 
 /// Exit code for usage errors.
 const EXIT_USAGE: u8 = 64;
@@ -30,7 +32,7 @@ pub struct LogtestOptions {
     pub unit_test: Option<String>,
     /// `--now`.
     pub now: Option<String>,
-    /// `--event-time`.
+    /// `--event-time` (else `[ruleset] time_source` of `-c`).
     pub event_time: bool,
 }
 
@@ -52,9 +54,11 @@ fn usage(message: &str) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// Reads lines from stdin and prints what ossec-logtest prints.
-pub fn logtest(ruleset: Ruleset, options: &LogtestOptions) -> ExitCode {
-    let zone = TimeZone::system();
+/// Reads lines from stdin and prints what ossec-logtest prints, judging
+/// as `judging` says (the `[ruleset]` of `-c`, else OSSEC's defaults).
+pub fn logtest(ruleset: Ruleset, judging: Judging, options: &LogtestOptions) -> ExitCode {
+    let config = judging.engine_config();
+    let zone = config.zone.clone();
     let pinned = match options
         .now
         .as_deref()
@@ -79,18 +83,10 @@ pub fn logtest(ruleset: Ruleset, options: &LogtestOptions) -> ExitCode {
     let source = if options.event_time {
         TimeSource::Event
     } else {
-        TimeSource::Arrival
+        judging.time_source
     };
     let clock = || pinned.unwrap_or_else(Timestamp::now);
-    let mut phase = EngineRulePhase::new(
-        ruleset.clone(),
-        EngineConfig {
-            zone: zone.clone(),
-            ..EngineConfig::default()
-        },
-        clock(),
-    )
-    .with_time_source(source);
+    let mut phase = EngineRulePhase::new(ruleset.clone(), config, clock()).with_time_source(source);
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -137,9 +133,16 @@ fn strip_cr(line: &mut Vec<u8>) {
     }
 }
 
-/// Runs INI test files (or the built-in ruleset's tests).
-pub fn ruletest(ruleset: Ruleset, now: Option<&str>, files: &[PathBuf]) -> ExitCode {
-    let zone = TimeZone::system();
+/// Runs INI test files (or the built-in ruleset's tests), judging as
+/// `judging` says.
+pub fn ruletest(
+    ruleset: Ruleset,
+    judging: Judging,
+    now: Option<&str>,
+    files: &[PathBuf],
+) -> ExitCode {
+    let config = judging.engine_config();
+    let zone = config.zone.clone();
     let now = match now.map(|n| parse_now(n, &zone)).transpose() {
         Ok(Some(t)) => t,
         Ok(None) => ruletest::business_hours(&zone),
@@ -149,9 +152,9 @@ pub fn ruletest(ruleset: Ruleset, now: Option<&str>, files: &[PathBuf]) -> ExitC
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let summary = if files.is_empty() {
-        ruletest::run_sources(&ruleset, default_ruleset::TESTS, now, zone, &mut out)
+        ruletest::run_sources(&ruleset, default_ruleset::TESTS, now, &config, &mut out)
     } else {
-        ruletest::run_files(&ruleset, files, now, zone, &mut out)
+        ruletest::run_files(&ruleset, files, now, &config, &mut out)
     };
     match summary {
         Ok(s) if s.failed == 0 => ExitCode::SUCCESS,

@@ -5,9 +5,10 @@
 //! listen = "127.0.0.1:9514"
 //! ```
 //!
-//! A plain-HTTP listener of its own (not the agents' mutual-TLS port)
-//! answers `GET /metrics` in Prometheus' text exposition format 0.0.4,
-//! rendered from the running counters at each scrape:
+//! A plain-HTTP listener of its own (not the agents' mutual-TLS port),
+//! bound by the caller ([`crate::Listeners`]), answers `GET /metrics` in
+//! Prometheus' text exposition format 0.0.4, encoded by
+//! `prometheus-client` from the running counters at each scrape:
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -26,7 +27,6 @@
 //! Labels stay few and bounded: a level, an agent id, never an address.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,12 +39,17 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::analysis::Analyzer;
+use crate::pipeline::analysis::Analyzer;
 use crate::sessions::Sessions;
 use crate::stats::Stats;
 use crate::store::Store;
@@ -91,137 +96,141 @@ pub struct Sources {
     pub store: Store,
 }
 
-/// The exposition text: every family with its HELP and TYPE.
-pub async fn render(sources: &Sources) -> String {
+/// A label set of one label (`level` or `agent`: few and bounded).
+type Label = [(&'static str, String); 1];
+
+/// Registers a counter (the name without `_total`, which the encoder
+/// adds) holding `value`.
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(value);
+    registry.register(name, help, c);
+}
+
+/// Registers a gauge holding `value`.
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
+    let g = Gauge::<f64, AtomicU64>::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
+/// The metrics now, in a registry of their own (help texts without their
+/// final period, which the encoder adds).
+pub async fn registry(sources: &Sources) -> Registry {
     let s = &sources.stats;
     let a = sources.analyzer.stats();
-    let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
-    let mut out = String::with_capacity(4096);
-    let mut one = |name: &str, kind: &str, help: &str, value: f64| {
-        family(&mut out, name, kind, help, &[(String::new(), value)]);
-    };
-    one(
-        "palisade_events_received_total",
-        "counter",
-        "Events received from agents (resent ones excluded).",
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let mut r = Registry::default();
+    counter(
+        &mut r,
+        "palisade_events_received",
+        "Events received from agents (resent ones excluded)",
         load(&s.events_received),
     );
-    one(
+    gauge(
+        &mut r,
         "palisade_events_per_second",
-        "gauge",
-        "Events received per second over the last minute.",
+        "Events received per second over the last minute",
         s.events_per_second(),
     );
-    one(
-        "palisade_events_decoded_total",
-        "counter",
-        "Events pre-decoded, decoded and judged by the rules.",
+    counter(
+        &mut r,
+        "palisade_events_decoded",
+        "Events pre-decoded, decoded and judged by the rules",
         load(&a.events),
     );
-    one(
-        "palisade_events_rejected_total",
-        "counter",
-        "Events dropped before decoding for an invalid location.",
+    counter(
+        &mut r,
+        "palisade_events_rejected",
+        "Events dropped before decoding for an invalid location",
         load(&a.rejected),
     );
-    one(
-        "palisade_responses_issued_total",
-        "counter",
-        "Active-response commands decided, by rules or operators.",
+    counter(
+        &mut r,
+        "palisade_responses_issued",
+        "Active-response commands decided, by rules or operators",
         load(&s.responses_issued),
     );
-    one(
-        "palisade_responses_delivered_total",
-        "counter",
-        "Active-response commands handed to a connected agent.",
+    counter(
+        &mut r,
+        "palisade_responses_delivered",
+        "Active-response commands handed to a connected agent",
         load(&s.responses_delivered),
     );
-    one(
-        "palisade_responses_failed_total",
-        "counter",
-        "Active-response commands an agent reported as failed.",
+    counter(
+        &mut r,
+        "palisade_responses_failed",
+        "Active-response commands an agent reported as failed",
         load(&s.responses_failed),
     );
-    one(
+    gauge(
+        &mut r,
         "palisade_agents_connected",
-        "gauge",
-        "Agents with an open stream.",
+        "Agents with an open stream",
         sources.sessions.connected_count() as f64,
     );
-    one(
+    gauge(
+        &mut r,
         "palisade_mail_queue_depth",
-        "gauge",
-        "Mails waiting to be sent.",
-        load(&s.mail_queue),
+        "Mails waiting to be sent",
+        load(&s.mail_queue) as f64,
     );
-    one(
-        "palisade_mails_sent_total",
-        "counter",
-        "Mails sent.",
+    counter(
+        &mut r,
+        "palisade_mails_sent",
+        "Mails sent",
         load(&s.mails_sent),
     );
-    one(
-        "palisade_mails_dropped_total",
-        "counter",
-        "Mails given up on (queue full, or rejected by the server).",
+    counter(
+        &mut r,
+        "palisade_mails_dropped",
+        "Mails given up on (queue full, or rejected by the server)",
         load(&s.mails_dropped),
     );
-    one(
+    gauge(
+        &mut r,
         "process_start_time_seconds",
-        "gauge",
-        "Start time of the process since the Unix epoch in seconds.",
+        "Start time of the process since the Unix epoch in seconds",
         s.started_at as f64 / 1000.0,
     );
-    let by_level: Vec<(String, f64)> = s
-        .alerts_by_level
-        .iter()
-        .enumerate()
-        .map(|(level, c)| (format!("level=\"{level}\""), load(c)))
-        .collect();
-    family(
-        &mut out,
-        "palisade_alerts_total",
-        "counter",
-        "Alerts stored, by rule level (15 includes higher levels).",
-        &by_level,
+    let alerts = Family::<Label, Counter<u64>>::default();
+    for (level, c) in s.alerts_by_level.iter().enumerate() {
+        alerts
+            .get_or_create(&[("level", level.to_string())])
+            .inc_by(load(c));
+    }
+    r.register(
+        "palisade_alerts",
+        "Alerts stored, by rule level (15 includes higher levels)",
+        alerts,
     );
     match sources.store.agents().await {
         Ok(agents) => {
-            let spools: Vec<(String, f64)> = agents
-                .iter()
-                .filter(|a| a.removed_at.is_none())
-                .map(|a| (format!("agent=\"{}\"", escape(&a.id)), a.spool_depth as f64))
-                .collect();
-            family(
-                &mut out,
+            let spools = Family::<Label, Gauge<f64, AtomicU64>>::default();
+            for agent in agents.iter().filter(|a| a.removed_at.is_none()) {
+                spools
+                    .get_or_create(&[("agent", agent.id.clone())])
+                    .set(agent.spool_depth as f64);
+            }
+            r.register(
                 "palisade_agent_spool_depth",
-                "gauge",
-                "Events waiting in an agent's spool, as its last heartbeat reported.",
-                &spools,
+                "Events waiting in an agent's spool, as its last heartbeat reported",
+                spools,
             );
         }
         Err(error) => debug!(%error, "Cannot read agents for the spool depths."),
     }
-    out
+    r
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {value}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
+/// The exposition text: every family with its HELP and TYPE.
+pub async fn render(sources: &Sources) -> String {
+    let mut out = String::with_capacity(4096);
+    if let Err(error) = prometheus_text::encode(&mut out, &registry(sources).await) {
+        // Writing into a String does not fail; say so if it ever does.
+        warn!(%error, "Cannot encode the metrics.");
     }
-}
-
-/// A label value as the text format wants it.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    out
 }
 
 /// Serves /metrics on `listener` until `shutdown`.
@@ -271,7 +280,7 @@ async fn answer(req: &Request<Incoming>, sources: &Sources) -> Response<Full<Byt
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     let kind = if status == StatusCode::OK {
-        "text/plain; version=0.0.4; charset=utf-8"
+        prometheus_text::CONTENT_TYPE
     } else {
         "text/plain; charset=utf-8"
     };
@@ -313,18 +322,19 @@ mod tests {
 
     #[test]
     fn families_are_written_in_the_text_format() {
+        let mut r = Registry::default();
+        counter(&mut r, "x", "Things", 2);
+        let levels = Family::<Label, Counter<u64>>::default();
+        levels.get_or_create(&[("level", "3".into())]).inc_by(4);
+        r.register("y", "By level", levels);
+        gauge(&mut r, "z", "Now", 0.5);
         let mut out = String::new();
-        family(
-            &mut out,
-            "x_total",
-            "counter",
-            "Things.",
-            &[("level=\"3\"".into(), 2.0), ("level=\"4\"".into(), 0.5)],
-        );
+        prometheus_text::encode(&mut out, &r).unwrap();
         assert_eq!(
             out,
-            "# HELP x_total Things.\n# TYPE x_total counter\nx_total{level=\"3\"} 2\nx_total{level=\"4\"} 0.5\n"
+            "# HELP x_total Things.\n# TYPE x_total counter\nx_total 2\n\
+             # HELP y_total By level.\n# TYPE y_total counter\ny_total{level=\"3\"} 4\n\
+             # HELP z Now.\n# TYPE z gauge\nz 0.5\n"
         );
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

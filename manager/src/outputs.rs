@@ -2,7 +2,7 @@
 //! `alerts.json`), the mailer, the counters, and every `palisadectl alerts
 //! --follow`.
 //!
-//! The session task publishes each batch's alerts right after the batch's
+//! The pipeline publishes each batch's alerts right after the batch's
 //! transaction commits, so nothing is announced that could still be rolled
 //! back. Sinks must not block: a file sink writes a buffered line, the
 //! mailer only queues. Followers get a broadcast; one that falls behind
@@ -13,33 +13,22 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::analysis::{NewAlert, Origin};
 use crate::stats::Stats;
+use crate::store::StoredAlert;
 
 /// Alerts a slow follower may lag behind before it must re-read.
 const FOLLOW_BUFFER: usize = 4096;
 
-/// A stored alert and the agent it came from.
-#[derive(Debug, Clone)]
-pub struct PublishedAlert {
-    /// The alert's id in the store.
-    pub id: i64,
-    /// The alert.
-    pub alert: NewAlert,
-    /// The agent (name, registered address) the event came from.
-    pub origin: Origin,
-}
-
 /// Something that takes every stored alert (a file, the mailer).
 pub trait AlertSink: Send + Sync + Debug {
     /// Takes one alert. Must not block.
-    fn publish(&self, alert: &PublishedAlert);
+    fn publish(&self, alert: &StoredAlert);
 }
 
 /// The fan-out point for stored alerts.
 #[derive(Debug, Clone)]
 pub struct Outputs {
-    bus: broadcast::Sender<Arc<PublishedAlert>>,
+    bus: broadcast::Sender<Arc<StoredAlert>>,
     sinks: Arc<Vec<Box<dyn AlertSink>>>,
     stats: Arc<Stats>,
 }
@@ -56,7 +45,7 @@ impl Outputs {
     }
 
     /// Hands committed alerts to every sink and follower.
-    pub fn publish(&self, alerts: Vec<PublishedAlert>) {
+    pub fn publish(&self, alerts: Vec<StoredAlert>) {
         for alert in alerts {
             self.stats.alert(alert.alert.level);
             for sink in self.sinks.iter() {
@@ -68,7 +57,7 @@ impl Outputs {
     }
 
     /// A feed of alerts published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<PublishedAlert>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredAlert>> {
         self.bus.subscribe()
     }
 

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use palisade_agent::AgentConfig;
+use palisade_engine::alert_format;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ManagerConfig;
-use crate::format;
 use crate::setup::{self, InitOptions};
 use crate::store::{AlertFilter, Store};
 
@@ -296,8 +296,14 @@ async fn demo(
     )
     .await?;
     println!("\nThe manager raised this alert (as OSSEC would mail it):\n");
-    println!("Subject: {}", format::notification_subject(&alert));
-    print!("{}", format::notification_body(&alert));
+    println!(
+        "Subject: {}",
+        alert_format::notification_subject(&alert.alert)
+    );
+    print!(
+        "{}",
+        alert_format::notification_body(&alert.alert, &jiff::tz::TimeZone::system())
+    );
 
     let response = wait_until(Duration::from_secs(15), "the active response", || async {
         Ok(store

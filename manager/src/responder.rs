@@ -16,15 +16,16 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use palisade_engine::alert::Alert;
 use palisade_engine::pattern::{Dialect, Pattern};
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
-use palisade_proto::v1::{Command, CommandAction, CommandResult, ManagerMessage};
+use palisade_proto::v1::{CommandResult, ManagerMessage};
 use tracing::{info, warn};
 
-use crate::analysis::NewAlert;
 use crate::config::{ResponseLocation, ResponseSpec};
+use crate::mail::report::ResponseReport;
 use crate::sessions::Sessions;
-use crate::store::{NewResponse, ResponseRow, Store, StoreError};
+use crate::store::{Action, NewResponse, ResponseRow, Store, StoreError, StoredAlert};
 
 /// Why a response cannot be run.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +165,7 @@ impl Responder {
         Ok(ip)
     }
 
-    fn triggers(&self, i: usize, alert: &NewAlert) -> bool {
+    fn triggers(&self, i: usize, alert: &Alert) -> bool {
         let spec = &self.specs[i];
         spec.rules_id.contains(&alert.rule_id)
             || (spec.level > 0 && alert.level >= spec.level)
@@ -174,14 +175,14 @@ impl Responder {
     }
 
     /// Decides and sends the responses for freshly stored alerts.
-    pub async fn on_alerts(&self, alerts: &[(i64, NewAlert)]) -> Result<(), StoreError> {
-        for (alert_id, alert) in alerts {
-            if alert.no_ar {
+    pub async fn on_alerts(&self, alerts: &[StoredAlert]) -> Result<(), StoreError> {
+        for stored in alerts {
+            if stored.alert.options.no_ar {
                 continue;
             }
             for i in 0..self.specs.len() {
-                if self.triggers(i, alert) {
-                    self.respond(&self.specs[i], *alert_id, alert).await?;
+                if self.triggers(i, &stored.alert) {
+                    self.respond(&self.specs[i], stored).await?;
                 }
             }
         }
@@ -191,10 +192,10 @@ impl Responder {
     async fn refuse(
         &self,
         spec: &ResponseSpec,
-        alert_id: i64,
-        alert: &NewAlert,
+        stored: &StoredAlert,
         reason: &str,
     ) -> Result<(), StoreError> {
+        let (alert_id, alert) = (stored.id, &stored.alert);
         warn!(
             response = %spec.name,
             alert = alert_id,
@@ -206,7 +207,7 @@ impl Responder {
         self.store
             .insert_refusal(
                 &spec.name,
-                alert.agent_id.as_deref(),
+                stored.origin.agent_id.as_deref(),
                 Some(alert_id),
                 Some(alert.rule_id),
                 alert.srcip.as_deref(),
@@ -215,23 +216,19 @@ impl Responder {
             .await
     }
 
-    async fn respond(
-        &self,
-        spec: &ResponseSpec,
-        alert_id: i64,
-        alert: &NewAlert,
-    ) -> Result<(), StoreError> {
+    async fn respond(&self, spec: &ResponseSpec, stored: &StoredAlert) -> Result<(), StoreError> {
+        let (alert_id, alert) = (stored.id, &stored.alert);
         let srcip = match (&alert.srcip, spec.command.expect_srcip) {
             (Some(s), _) => match self.vet_address(s) {
                 Ok(ip) => Some(ip),
                 Err(reason) if spec.command.expect_srcip => {
-                    return self.refuse(spec, alert_id, alert, &reason).await;
+                    return self.refuse(spec, stored, &reason).await;
                 }
                 Err(_) => None,
             },
             (None, true) => {
                 return self
-                    .refuse(spec, alert_id, alert, "the alert has no source address")
+                    .refuse(spec, stored, "the alert has no source address")
                     .await;
             }
             (None, false) => None,
@@ -245,19 +242,18 @@ impl Responder {
             });
             if !valid {
                 return self
-                    .refuse(spec, alert_id, alert, "the alert has no valid user name")
+                    .refuse(spec, stored, "the alert has no valid user name")
                     .await;
             }
         }
         let targets: Vec<String> = match &spec.location {
-            ResponseLocation::Local => match &alert.agent_id {
+            ResponseLocation::Local => match &stored.origin.agent_id {
                 Some(id) => vec![id.clone()],
                 None => {
                     return self
                         .refuse(
                             spec,
-                            alert_id,
-                            alert,
+                            stored,
                             "the event came from the manager itself, which runs no responses",
                         )
                         .await;
@@ -267,7 +263,7 @@ impl Responder {
             ResponseLocation::All => self.live_agents().await?,
             ResponseLocation::Server => {
                 return self
-                    .refuse(spec, alert_id, alert, "location \"server\": this manager runs no responses on its own host; use an agent on it")
+                    .refuse(spec, stored, "location \"server\": this manager runs no responses on its own host; use an agent on it")
                     .await;
             }
         };
@@ -293,7 +289,7 @@ impl Responder {
                     response: spec.name.clone(),
                     command: spec.command.name.clone(),
                     executable: spec.command.executable.clone(),
-                    action: "add",
+                    action: Action::Add,
                     srcip: srcip_text,
                     user: user.clone(),
                     alert_id: Some(alert_id),
@@ -335,25 +331,8 @@ impl Responder {
         let Some(sender) = self.sessions.sender(&row.request.agent_id) else {
             return Ok(false);
         };
-        let r = &row.request;
-        let command = Command {
-            id: row.id.to_string(),
-            response: r.command.clone(),
-            action: if r.action == "delete" {
-                CommandAction::Delete
-            } else {
-                CommandAction::Add
-            } as i32,
-            srcip: r.srcip.clone().unwrap_or_default(),
-            user: r.user.clone().unwrap_or_default(),
-            timeout_seconds: r.timeout_s.and_then(|t| u32::try_from(t).ok()).unwrap_or(0),
-            alert_id: r.alert_id.map(|a| a.to_string()).unwrap_or_default(),
-            rule_id: r.rule_id.unwrap_or(0),
-            agent_id: r.agent_id.clone(),
-            location: r.location.clone().unwrap_or_default(),
-        };
         let message = ManagerMessage {
-            kind: Some(ManagerKind::Command(command)),
+            kind: Some(ManagerKind::Command(crate::wire::command(row))),
         };
         if sender.send(Ok(message)).await.is_err() {
             return Ok(false);
@@ -383,14 +362,11 @@ impl Responder {
             warn!(agent = %agent_id, command = %result.command_id, "Result for an unknown command.");
             return Ok(());
         };
-        let action = match CommandAction::try_from(result.action) {
-            Ok(CommandAction::Delete) => "delete",
-            _ => "add",
-        };
+        let action = crate::wire::action(result.action);
         let executed_at = result
             .executed_at
             .as_ref()
-            .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
+            .map(crate::wire::millis)
             .unwrap_or_else(crate::store::now_ms);
         let row = self
             .store
@@ -430,7 +406,7 @@ impl Responder {
             }
         }
         if let (Some(mailer), Some(row)) = (&self.mailer, &row) {
-            mailer.response(&crate::format::ResponseReport {
+            mailer.response(&ResponseReport {
                 time: executed_at,
                 agent_id,
                 response: &row.request.response,
@@ -469,7 +445,7 @@ impl Responder {
                     response: spec.name.clone(),
                     command: spec.command.name.clone(),
                     executable: spec.command.executable.clone(),
-                    action: "add",
+                    action: Action::Add,
                     srcip: Some(ip.to_string()),
                     user: None,
                     alert_id: None,
@@ -516,7 +492,7 @@ impl Responder {
             let row = self
                 .store
                 .insert_response(&NewResponse {
-                    action: "delete",
+                    action: Action::Delete,
                     undoes: Some(block.id),
                     alert_id: None,
                     timeout_s: None,

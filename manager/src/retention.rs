@@ -193,7 +193,9 @@ pub async fn run(store: Store, config: RetentionConfig, shutdown: CancellationTo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::NewAlert;
+    use palisade_engine::alert::Alert;
+
+    use crate::pipeline::analysis::Judged;
     use crate::store::{AlertFilter, IncomingEvent, NewResponse};
 
     const DAY: i64 = 86_400_000;
@@ -214,38 +216,15 @@ mod tests {
         sqlx::SqlitePool::connect(&url).await.unwrap()
     }
 
-    fn alert(time: i64, agent: &str) -> NewAlert {
-        NewAlert {
-            time,
-            rule_id: 31151,
-            level: 10,
-            description: "scan".into(),
-            groups: "web".into(),
-            agent_id: Some(agent.into()),
-            location: "(web01) any->/var/log/x".into(),
-            decoder: None,
-            srcip: Some("203.0.113.7".into()),
-            dstip: None,
-            srcuser: None,
-            dstuser: None,
-            url: None,
-            event_sequence: None,
-            log: b"line".to_vec(),
-            log_it: true,
-            no_ar: false,
-            alert_by_email: false,
-            no_email_alert: false,
-        }
+    /// An alert judged at `time` (ms); the agent is the batch's.
+    fn alert(time: i64, _agent: &str) -> Judged {
+        let mut alert: Alert = crate::store::fixtures::stored_alert(0, 10).alert;
+        alert.time = jiff::Timestamp::from_millisecond(time).unwrap();
+        Judged { sequence: 1, alert }
     }
 
     /// Stores `n` events after `from` (sequence numbers `from+1..=from+n`).
-    async fn events(
-        store: &Store,
-        agent: &str,
-        from: u64,
-        n: u64,
-        alerts: &[NewAlert],
-    ) -> Vec<i64> {
+    async fn events(store: &Store, agent: &str, from: u64, n: u64, alerts: &[Judged]) -> Vec<i64> {
         let seqs: Vec<u64> = (from + 1..=from + n).collect();
         let evs: Vec<IncomingEvent<'_>> = seqs
             .iter()
@@ -310,7 +289,7 @@ mod tests {
         let (dir, s, agent) = store().await;
         let now = now_ms();
         // 1200 alerts, one per hour going back 50 days.
-        let alerts: Vec<NewAlert> = (0..1200)
+        let alerts: Vec<Judged> = (0..1200)
             .map(|h| alert(now - h * 3_600_000, &agent))
             .collect();
         events(&s, &agent, 0, 1200, &alerts).await;
@@ -339,7 +318,10 @@ mod tests {
             })
             .await
             .unwrap();
-        assert!(left.iter().all(|a| a.alert.time >= now - 10 * DAY));
+        assert!(
+            left.iter()
+                .all(|a| a.alert.time.as_millisecond() >= now - 10 * DAY)
+        );
         let seqs: Vec<u64> = s
             .archived_events(None)
             .await
@@ -359,7 +341,7 @@ mod tests {
     async fn only_the_newest_alerts_are_kept_by_count() {
         let (_dir, s, agent) = store().await;
         let now = now_ms();
-        let alerts: Vec<NewAlert> = (0..1234).map(|i| alert(now + i, &agent)).collect();
+        let alerts: Vec<Judged> = (0..1234).map(|i| alert(now + i, &agent)).collect();
         let ids = events(&s, &agent, 0, 10, &alerts).await;
         let c = RetentionConfig {
             alerts_max_count: Some(100),
@@ -405,7 +387,7 @@ mod tests {
             response: "route-null600".into(),
             command: "route-null".into(),
             executable: "route-null".into(),
-            action: "add",
+            action: crate::store::Action::Add,
             srcip: Some("203.0.113.7".into()),
             user: None,
             alert_id: Some(alert_id),

@@ -3,12 +3,52 @@
 //! place; then any local files (`[ruleset] dirs`), loaded after the base so
 //! that local rules can refer to and overwrite it, as OSSEC's
 //! `local_rules.xml` does.
+//!
+//! And how the engine judges with them ([`Judging`]: the barrier and the
+//! clock of `[ruleset]`), read here once for the daemon and for
+//! `logtest -c` / `ruletest -c`, so that a preview shows the alerts the
+//! manager raises.
 
 use std::path::{Path, PathBuf};
 
+use jiff::tz::TimeZone;
+use palisade_engine::correlate::Barrier;
 use palisade_engine::default_ruleset;
-use palisade_engine::engine::{Ruleset, ossec_etc_files};
+use palisade_engine::engine::{EngineConfig, Ruleset, ossec_etc_files};
 use palisade_engine::error::{LoadError, LoadErrors};
+use palisade_engine::timestamp::TimeSource;
+
+use crate::config::ManagerConfig;
+
+/// The `[ruleset]` settings that decide how rules judge, besides which
+/// rules: OSSEC's by default (no manager.toml).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Judging {
+    /// How a frequency rule restarts its count after firing.
+    pub barrier: Barrier,
+    /// The clock correlation runs on.
+    pub time_source: TimeSource,
+}
+
+impl Judging {
+    /// What `config`'s `[ruleset]` says.
+    pub fn of(config: &ManagerConfig) -> Self {
+        Self {
+            barrier: config.barrier,
+            time_source: config.time_source,
+        }
+    }
+
+    /// The engine's settings, in the manager's local zone (OSSEC reads
+    /// `<time>` and `<weekday>` in local time).
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            zone: TimeZone::system(),
+            barrier: self.barrier,
+            ..EngineConfig::default()
+        }
+    }
+}
 
 /// Where the ruleset comes from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -189,3 +189,68 @@ fn logtest_v_shows_the_rules_tried() {
     let quiet = manager(&["logtest", "-q"], SCAN_404);
     assert!(!String::from_utf8_lossy(&quiet.stdout).contains("Rule debugging"));
 }
+
+/// Two scanners: B 7 times, A 14 times, B 7 more (OSSEC's barrier case,
+/// see engine/tests/ruleset_barrier.rs): B's 14th 404 fires 31151 with
+/// `barrier = "per-source"` and not with OSSEC's global barrier.
+fn two_scanners() -> Vec<String> {
+    let mut n = 0;
+    let mut line = |ip: &str| {
+        n += 1;
+        format!(
+            "{ip} - - [10/Mar/2024:13:55:00 +0000] \"GET /probe{n}.php HTTP/1.1\" 404 303 \"-\" \"ZmEu\""
+        )
+    };
+    let mut lines: Vec<String> = (0..7).map(|_| line("198.51.100.2")).collect();
+    lines.extend((0..14).map(|_| line("198.51.100.1")));
+    lines.extend((0..7).map(|_| line("198.51.100.2")));
+    lines
+}
+
+#[test]
+fn logtest_and_ruletest_with_c_judge_with_the_managers_ruleset_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = manager(&["init", "--dir", &dir.path().display().to_string()], "");
+    assert!(out.status.success(), "{out:?}");
+    let config = dir.path().join("manager.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("barrier = \"per-source\""), "{text}");
+    let config = config.display().to_string();
+
+    let input: String = two_scanners().iter().map(|l| format!("{l}\n")).collect();
+    let scans = |extra: &[&str]| {
+        let mut args = vec!["logtest", "-q", "-a", "--now", "2026-11-25T10:00:00"];
+        args.extend(extra);
+        let stdout = String::from_utf8(manager(&args, &input).stdout).unwrap();
+        let mut fired: Vec<String> = stdout
+            .split("\n\n")
+            .filter(|e| e.contains("Rule: 31151 "))
+            .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("Src IP: ")))
+            .map(str::to_string)
+            .collect();
+        fired.sort();
+        fired
+    };
+    // Without -c, OSSEC's barrier: A's firing hid B's first seven.
+    assert_eq!(scans(&[]), ["198.51.100.1"]);
+    // With the manager's configuration, as the manager judges: both.
+    assert_eq!(scans(&["-c", &config]), ["198.51.100.1", "198.51.100.2"]);
+
+    // ruletest: the same sequence, B's 14th expected to fire.
+    let mut ini = String::from("[B fires on its 14th 404]\nsequence = yes\n");
+    for (i, l) in two_scanners().iter().enumerate() {
+        ini.push_str(&format!("log {} pass = {l}\n", i + 1));
+    }
+    ini.push_str("rule = 31151\nalert = 10\ndecoder = web-accesslog\n");
+    let file = dir.path().join("barrier.ini");
+    std::fs::write(&file, ini).unwrap();
+    let file = file.display().to_string();
+    let out = manager(&["ruletest", &file], "");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = manager(&["ruletest", "-c", &config, &file], "");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with("1 passed, 0 failed\n"),
+        "{out:?}"
+    );
+    assert!(out.status.success());
+}

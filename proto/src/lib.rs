@@ -18,6 +18,10 @@ pub mod v1 {
     include!("gen/palisade.v1.rs");
 }
 
+/// The most alerts one `ListAlerts` call answers; a client pages on with
+/// `before_id` for more.
+pub const MAX_ALERTS_PER_PAGE: u32 = 10_000;
+
 /// The revision of the protocol this build speaks; sent in `Hello` and
 /// `Welcome`. Bump it when a change needs both sides to know.
 pub const PROTOCOL_VERSION: u32 = 1;

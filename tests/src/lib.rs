@@ -5,7 +5,9 @@
 //! # Layout
 //!
 //! - [`ManagerHandle`]: `init` in a temp dir, then the manager on
-//!   `127.0.0.1:0`; can be stopped and restarted on the same port.
+//!   listeners it binds on `127.0.0.1:0` (agents, and enrollment or
+//!   metrics when asked for); can be stopped and restarted on the same
+//!   ports.
 //! - [`AgentHandle`]: an agent registered with `agent add`, running from
 //!   its bundle.
 //! - [`LogCapture`]: the tracing output of the process, to assert on the
@@ -27,9 +29,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use palisade_agent::AgentConfig;
-use palisade_manager::ManagerConfig;
 use palisade_manager::setup::{self, InitOptions};
 use palisade_manager::store::Store;
+use palisade_manager::{Listeners, ManagerConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +45,8 @@ pub struct ManagerHandle {
     pub addr: SocketAddr,
     /// Where its enrollment endpoint listens, when started with one.
     pub enroll_addr: Option<SocketAddr>,
-    enroll_listener: Option<std::net::TcpListener>,
+    /// Where its /metrics endpoint listens, when started with one.
+    pub metrics_addr: Option<SocketAddr>,
     running: Option<(
         CancellationToken,
         JoinHandle<Result<(), palisade_manager::RunError>>,
@@ -53,22 +56,36 @@ pub struct ManagerHandle {
 impl ManagerHandle {
     /// `init` in a fresh temp dir and start the manager on loopback.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_inner(false, |_| {}).await
+        Self::start_inner(Endpoints::default(), |_| {}).await
     }
 
     /// As [`Self::start`], with `adjust` applied to the configuration first.
     pub async fn start_with(adjust: impl FnOnce(&mut ManagerConfig)) -> anyhow::Result<Self> {
-        Self::start_inner(false, adjust).await
+        Self::start_inner(Endpoints::default(), adjust).await
     }
 
     /// [`Self::start`], with the enrollment endpoint on its own loopback
     /// port ([`Self::enroll_addr`]).
     pub async fn start_enrolling() -> anyhow::Result<Self> {
-        Self::start_inner(true, |_| {}).await
+        let endpoints = Endpoints {
+            enrollment: true,
+            ..Endpoints::default()
+        };
+        Self::start_inner(endpoints, |_| {}).await
+    }
+
+    /// [`Self::start`], with the Prometheus endpoint on its own loopback
+    /// port ([`Self::metrics_addr`]).
+    pub async fn start_with_metrics() -> anyhow::Result<Self> {
+        let endpoints = Endpoints {
+            metrics: true,
+            ..Endpoints::default()
+        };
+        Self::start_inner(endpoints, |_| {}).await
     }
 
     async fn start_inner(
-        enrollment: bool,
+        endpoints: Endpoints,
         adjust: impl FnOnce(&mut ManagerConfig),
     ) -> anyhow::Result<Self> {
         install_crypto();
@@ -82,38 +99,50 @@ impl ManagerHandle {
         })
         .await?;
         let mut config = ManagerConfig::load(&report.config)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
+        let loopback = || tokio::net::TcpListener::bind("127.0.0.1:0");
+        let agents = loopback().await?;
+        let addr = agents.local_addr()?;
         config.listen = addr;
         config.advertise = addr.to_string();
         adjust(&mut config);
-        let (enroll_addr, enroll_listener) = if enrollment {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let enrollment = match endpoints.enrollment {
+            true => Some(loopback().await?),
+            false => None,
+        };
+        if let Some(l) = &enrollment {
             config.enrollment.enabled = true;
             config.enrollment.listen = l.local_addr()?;
-            (Some(l.local_addr()?), Some(l))
-        } else {
-            (None, None)
+        }
+        let metrics = match endpoints.metrics {
+            true => Some(loopback().await?),
+            false => None,
         };
+        if let Some(l) = &metrics {
+            config.metrics.listen = Some(l.local_addr()?);
+        }
         let mut handle = Self {
             dir,
+            enroll_addr: config
+                .enrollment
+                .enabled
+                .then_some(config.enrollment.listen),
+            metrics_addr: config.metrics.listen,
             config,
             addr,
-            enroll_addr,
-            enroll_listener,
             running: None,
         };
-        handle.spawn(listener);
+        handle.spawn(Listeners {
+            agents,
+            enrollment,
+            metrics,
+        });
         Ok(handle)
     }
 
-    fn spawn(&mut self, listener: tokio::net::TcpListener) {
+    fn spawn(&mut self, listeners: Listeners) {
         let shutdown = CancellationToken::new();
-        let mut config = self.config.clone();
-        if let Some(l) = self.enroll_listener.take() {
-            config.enrollment.listener = palisade_manager::enroll::PreboundListener::new(l);
-        }
-        let task = tokio::spawn(palisade_manager::run(config, listener, shutdown.clone()));
+        let config = self.config.clone();
+        let task = tokio::spawn(palisade_manager::run(config, listeners, shutdown.clone()));
         self.running = Some((shutdown, task));
     }
 
@@ -143,14 +172,24 @@ impl ManagerHandle {
         Ok(())
     }
 
-    /// Starts the manager again on the same address.
+    /// Starts the manager again on the same addresses (with whatever
+    /// `config` now says).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await?;
-        let listener = tokio::net::TcpListener::bind(self.addr).await?;
-        if let Some(addr) = self.enroll_addr {
-            self.enroll_listener = Some(std::net::TcpListener::bind(addr)?);
-        }
-        self.spawn(listener);
+        // The configuration is bound as is: the addresses of a restart
+        // are the ones a daemon's `main` would bind.
+        let listeners = Listeners::bind(&self.config).await?;
+        self.enroll_addr = listeners
+            .enrollment
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
+        self.metrics_addr = listeners
+            .metrics
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
+        self.spawn(listeners);
         Ok(())
     }
 
@@ -175,6 +214,13 @@ impl ManagerHandle {
     pub async fn store(&self) -> anyhow::Result<Store> {
         Ok(Store::open(&self.config.database).await?)
     }
+}
+
+/// Which endpoints beside the agents' a test manager serves.
+#[derive(Debug, Default, Clone, Copy)]
+struct Endpoints {
+    enrollment: bool,
+    metrics: bool,
 }
 
 impl Drop for ManagerHandle {

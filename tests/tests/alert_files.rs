@@ -45,44 +45,54 @@ async fn a_scan_is_written_to_alerts_log_and_alerts_json() -> anyhow::Result<()>
     .await?;
     assert_eq!(old, "** Alert 1.1: - yesterday,\n\n");
 
-    let (id, config, access_log) = manager.add_access_log_agent("web01").await?;
+    let (id, mut config, access_log) = manager.add_access_log_agent("web01").await?;
+    // And sshd's log, whose decoder reads the client's port.
+    let auth_log = manager.dir.path().join("auth.log");
+    config.localfiles.push(palisade_agent::config::Localfile {
+        location: auth_log.clone(),
+        log_format: "syslog".into(),
+    });
     let mut agent = AgentHandle::start(config);
     let lines = scan_lines("198.51.100.23");
     append_lines(&access_log, lines.iter().cloned())?;
+    let sshd = "Nov 28 10:00:01 web01 sshd[123]: Failed password for root from 198.51.100.7 port 52144 ssh2";
+    append_lines(&auth_log, [sshd.to_string()])?;
     let store = manager.store().await?;
-    let filter = AlertFilter {
-        rule_id: Some(31151),
-        ..AlertFilter::default()
+    let first = |rule_id| {
+        let store = &store;
+        async move {
+            let filter = AlertFilter {
+                rule_id: Some(rule_id),
+                ..AlertFilter::default()
+            };
+            eventually(Duration::from_secs(20), "the alert", || async {
+                Ok(store.alerts(&filter).await?.into_iter().next())
+            })
+            .await
+        }
     };
-    let stored = eventually(Duration::from_secs(20), "rule 31151", || async {
-        let a = store.alerts(&filter).await?;
-        Ok((!a.is_empty()).then_some(a))
-    })
-    .await?
-    .remove(0);
+    let stored = first(31151).await?;
+    let sshd_alert = first(5716).await?;
     agent.stop().await?;
     // A clean stop writes out whatever is still queued.
     manager.stop().await?;
 
     let a = &stored.alert;
-    let alert_id = format!("{}.{}", a.time / 1000, stored.id);
-    let log_lines: Vec<String> = a
-        .log
-        .split(|b| *b == b'\n')
-        .map(|l| String::from_utf8_lossy(l).into_owned())
-        .collect();
+    let alert_id = format!("{}.{}", a.time.as_second(), stored.id);
+    let log_lines: Vec<String> = a.log_lines().map(|l| l.into_owned()).collect();
 
     // alerts.log: OSSEC's entry, with the mail flag (level 10 >= 7).
     let text = std::fs::read_to_string(&log_file)?;
     assert!(!text.contains("yesterday"), "{text}");
-    let header = format!("** Alert {alert_id}: mail  - {},", a.groups);
+    let header = format!("** Alert {alert_id}: mail  - {}", a.groups);
     let entry: Vec<&str> = text
         .split("\n\n")
         .find(|e| e.starts_with(&header))
         .unwrap_or_else(|| panic!("no entry starting {header:?} in\n{text}"))
         .lines()
         .collect();
-    let date = jiff::Timestamp::from_millisecond(a.time)?
+    let date = a
+        .time
         .to_zoned_datetime(jiff::tz::TimeZone::system())
         .strftime("%Y %b %d %H:%M:%S")
         .to_string();
@@ -99,6 +109,29 @@ async fn a_scan_is_written_to_alerts_log_and_alerts_json() -> anyhow::Result<()>
     assert_eq!(&entry[4..], &log_lines[..log_lines.len().min(12)]);
     assert!(text.ends_with("\n\n"));
 
+    // The port sshd's decoder read, where OSSEC prints it, kept by the store.
+    assert_eq!(sshd_alert.alert.srcport.as_deref(), Some("52144"));
+    let header = format!(
+        "** Alert {}.{}: - ",
+        sshd_alert.alert.time.as_second(),
+        sshd_alert.id
+    );
+    let entry: Vec<&str> = text
+        .split("\n\n")
+        .find(|e| e.starts_with(&header))
+        .unwrap_or_else(|| panic!("no entry starting {header:?} in\n{text}"))
+        .lines()
+        .collect();
+    assert_eq!(
+        &entry[3..],
+        [
+            "Src IP: 198.51.100.7",
+            "Src Port: 52144",
+            "User: root",
+            sshd
+        ]
+    );
+
     // alerts.json: one object per line, Wazuh's field names.
     let json = std::fs::read_to_string(&json_file)?;
     assert!(json.ends_with('\n'));
@@ -113,17 +146,22 @@ async fn a_scan_is_written_to_alerts_log_and_alerts_json() -> anyhow::Result<()>
     assert_eq!(o["id"], alert_id.as_str());
     assert_eq!(o["rule"]["level"], 10);
     assert_eq!(o["rule"]["mail"], true);
-    let groups: Vec<&str> = a.groups.split(',').collect();
+    let groups: Vec<&str> = a.group_list().collect();
     assert_eq!(o["rule"]["groups"], serde_json::json!(groups));
     assert_eq!(o["agent"], serde_json::json!({"id": id, "name": "web01"}));
     assert_eq!(o["full_log"], lines[13].as_str());
     assert_eq!(o["previous_output"], log_lines[1..].join("\n").as_str());
     assert_eq!(o["data"]["srcip"], "198.51.100.23");
+    let o5716 = objects
+        .iter()
+        .find(|o| o["rule"]["id"] == "5716")
+        .expect("5716 in alerts.json");
+    assert_eq!(o5716["data"]["srcport"], "52144");
     assert_eq!(o["location"], access_log.display().to_string());
     assert_eq!(o["decoder"]["name"], a.decoder.clone().unwrap().as_str());
     let ts = o["timestamp"].as_str().unwrap();
     let parsed = jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%.f%z", ts)?;
-    assert_eq!(parsed.as_millisecond(), a.time);
+    assert_eq!(parsed, a.time);
 
     // jq reads every line and finds the same alert.
     let out = Command::new("jq")

@@ -102,11 +102,12 @@ async fn a_scan_is_mailed_in_ossecs_layout() -> anyhow::Result<()> {
     );
     assert_eq!(mail.header("X-IDS-Palisade"), Some("test-site"));
     let date = jiff::fmt::rfc2822::parse(mail.header("Date").unwrap())?;
-    let skew = (date.timestamp().as_millisecond() - alert.time).abs();
+    let skew = (date.timestamp().as_millisecond() - alert.time.as_millisecond()).abs();
     assert!(skew < 60_000, "Date {date} is {skew} ms from the alert");
 
     // The body, line by line.
-    let when = jiff::Timestamp::from_millisecond(alert.time)?
+    let when = alert
+        .time
         .to_zoned_datetime(jiff::tz::TimeZone::system())
         .strftime("%Y %b %d %H:%M:%S")
         .to_string();
@@ -122,10 +123,7 @@ async fn a_scan_is_mailed_in_ossecs_layout() -> anyhow::Result<()> {
         String::new(),
     ];
     // The line that fired first, then every correlated line.
-    let portion: Vec<String> = String::from_utf8(alert.log.clone())?
-        .split('\n')
-        .map(str::to_string)
-        .collect();
+    let portion: Vec<String> = alert.log_lines().map(|l| l.into_owned()).collect();
     assert_eq!(portion[0], lines[13]);
     let mut sorted_portion = portion.clone();
     sorted_portion.sort();

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use palisade_manager::ManagerConfig;
 use palisade_tests::{AgentHandle, ManagerHandle, append_lines, eventually, scan_lines};
 use prometheus_parse::{Scrape, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -64,20 +65,12 @@ fn value(m: &HashMap<(String, String), f64>, metric: &str, labels: &str) -> f64 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_move_as_events_flow() -> anyhow::Result<()> {
-    let mut manager = ManagerHandle::start().await?;
-    manager.stop().await?;
-    assert_eq!(manager.config.metrics.listen, None, "off by default");
-    // A free loopback port for the endpoint.
-    let addr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?
-    };
-    manager.config.metrics.listen = Some(addr);
-    manager.restart().await?;
-    let before = eventually(Duration::from_secs(10), "the metrics endpoint", || async {
-        Ok(scrape(addr).await.ok())
-    })
-    .await?;
+    let mut manager = ManagerHandle::start_with_metrics().await?;
+    let written = ManagerConfig::load(&manager.dir.path().join("manager.toml"))?;
+    assert_eq!(written.metrics.listen, None, "off by default");
+    // Bound before the manager started: it answers at once.
+    let addr = manager.metrics_addr.expect("a metrics listener");
+    let before = scrape(addr).await?;
     assert_eq!(value(&before, "palisade_events_received_total", ""), 0.0);
     assert_eq!(value(&before, "palisade_alerts_total", "level=10"), 0.0);
     assert_eq!(value(&before, "palisade_agents_connected", ""), 0.0);

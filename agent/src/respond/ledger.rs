@@ -8,12 +8,9 @@ use std::net::IpAddr;
 
 use sqlx::{Row, SqlitePool};
 
-/// The migration that creates the ledger's table, for the agent's migrator.
+/// The migration that creates the ledger's table (the agent's migrator
+/// embeds it with the others; tests of the ledger alone apply it).
 pub const MIGRATION_SQL: &str = include_str!("../../../migrations/agent/0010_active_responses.sql");
-/// Its version number.
-pub const MIGRATION_VERSION: i64 = 10;
-/// Its description.
-pub const MIGRATION_DESCRIPTION: &str = "active_responses";
 
 /// A ledger failure.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,6 @@
 //! parameter (epoch ms) so the rules are tested without a clock.
 
 use super::decide::Outgoing;
-use crate::format;
 
 /// What became of a mail handed to the budget.
 #[derive(Debug, PartialEq, Eq)]
@@ -112,7 +111,9 @@ pub fn digests(held: Vec<Outgoing>) -> Vec<Outgoing> {
                 level: top.level,
                 do_not_delay: false,
                 do_not_group: top.do_not_group,
-                body: format::digest_body(group.iter().map(|m| m.body.as_str())),
+                // The bodies one after the other, as OSSEC's maild joins
+                // grouped messages.
+                body: group.iter().map(|m| m.body.as_str()).collect(),
             })
         })
         .collect()

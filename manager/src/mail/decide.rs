@@ -1,16 +1,14 @@
 //! Which alerts are mailed, to whom and in which layout.
 //!
-//! As OSSEC: an alert carries the mail flag when its level is at least
-//! `email_alert_level` or its rule says `alert_by_email`, unless the rule
-//! says `no_email_alert` or is not logged (`no_log`; maild reads
-//! alerts.log). Only flagged alerts are mailed. The `to` list gets each of
-//! them in the full layout; every `[[email.alerts]]` block whose level,
-//! group (OS_Match), location (OS_Match) and rule ids all match adds its
+//! Only alerts with OSSEC's mail flag ([`Alert::mail_flag`], with
+//! `email_alert_level`) are mailed. The `to` list gets each of them in the
+//! full layout; every `[[email.alerts]]` block whose level, group
+//! (OS_Match), location (OS_Match) and rule ids all match adds its
 //! recipients, in its own layout.
 
-use crate::analysis::NewAlert;
-use crate::format;
-use crate::store::StoredAlert;
+use jiff::tz::TimeZone;
+use palisade_engine::alert::Alert;
+use palisade_engine::alert_format;
 
 use super::{EmailConfig, Granular, MailFormat};
 
@@ -31,12 +29,7 @@ pub struct Outgoing {
     pub do_not_group: bool,
 }
 
-/// OSSEC's mail flag, with this configuration's `email_alert_level`.
-pub fn mail_flag(config: &EmailConfig, alert: &NewAlert) -> bool {
-    crate::format::mail_flag(alert, config.alert_level)
-}
-
-fn selects(g: &Granular, alert: &NewAlert) -> bool {
+fn selects(g: &Granular, alert: &Alert) -> bool {
     alert.level >= g.level
         && g.group
             .as_ref()
@@ -54,19 +47,19 @@ fn recipients<'a>(to: impl IntoIterator<Item = &'a String>) -> Vec<String> {
     v
 }
 
-/// The mails one stored alert causes (none if it has no mail flag).
+/// The mails one alert causes (none if it has no mail flag); dates are
+/// in `zone`.
 ///
 /// Blocks in the full layout without `do_not_delay`/`do_not_group` share
 /// one mail with the `to` list; the others get a mail each.
-pub fn notifications(config: &EmailConfig, stored: &StoredAlert) -> Vec<Outgoing> {
-    let alert = &stored.alert;
-    if !mail_flag(config, alert) {
+pub fn notifications(config: &EmailConfig, alert: &Alert, zone: &TimeZone) -> Vec<Outgoing> {
+    if !alert.mail_flag(config.alert_level) {
         return Vec::new();
     }
     let full = |to: Vec<String>, do_not_delay, do_not_group| Outgoing {
         to,
-        subject: format::notification_subject(stored),
-        body: format::notification_body(stored),
+        subject: alert_format::notification_subject(alert),
+        body: alert_format::notification_body(alert, zone),
         level: alert.level,
         do_not_delay,
         do_not_group,
@@ -79,8 +72,8 @@ pub fn notifications(config: &EmailConfig, stored: &StoredAlert) -> Vec<Outgoing
             MailFormat::Full => out.push(full(recipients(&g.to), g.do_not_delay, g.do_not_group)),
             MailFormat::Sms => out.push(Outgoing {
                 to: recipients(&g.to),
-                subject: format::sms_subject(stored),
-                body: format::sms_body(stored),
+                subject: alert_format::sms_subject(alert),
+                body: alert_format::sms_body(alert),
                 level: alert.level,
                 do_not_delay: g.do_not_delay,
                 do_not_group: g.do_not_group,
@@ -108,48 +101,16 @@ mod tests {
         c
     }
 
-    fn alert(rule_id: u32, level: u32, groups: &str) -> StoredAlert {
-        StoredAlert {
-            id: 1,
-            alert: NewAlert {
-                time: 1_764_324_001_000,
-                rule_id,
-                level,
-                description: "Something.".into(),
-                groups: groups.into(),
-                agent_id: Some("001".into()),
-                location: "(web01) any->/var/log/nginx/access.log".into(),
-                decoder: None,
-                srcip: Some("203.0.113.7".into()),
-                dstip: None,
-                srcuser: None,
-                dstuser: None,
-                url: None,
-                event_sequence: Some(1),
-                log: b"a line".to_vec(),
-                log_it: true,
-                no_ar: false,
-                alert_by_email: false,
-                no_email_alert: false,
-            },
-        }
+    fn alert(rule_id: u32, level: u32, groups: &str) -> Alert {
+        let mut a = crate::store::fixtures::stored_alert(1, level).alert;
+        a.rule_id = rule_id;
+        a.groups = groups.into();
+        a.description = "Something.".into();
+        a
     }
 
-    #[test]
-    fn the_mail_flag_is_ossecs() {
-        let c = config("to = [\"ops@example.net\"]\n");
-        let mut a = alert(31151, 10, "web").alert;
-        assert!(mail_flag(&c, &a));
-        a.level = 6;
-        assert!(!mail_flag(&c, &a), "below email_alert_level 7");
-        a.alert_by_email = true;
-        assert!(mail_flag(&c, &a), "alert_by_email mails below the level");
-        a.level = 12;
-        a.no_email_alert = true;
-        assert!(!mail_flag(&c, &a), "no_email_alert never mails");
-        a.no_email_alert = false;
-        a.log_it = false;
-        assert!(!mail_flag(&c, &a), "an alert not logged is not mailed");
+    fn notifications(c: &EmailConfig, a: &Alert) -> Vec<Outgoing> {
+        super::notifications(c, a, &TimeZone::UTC)
     }
 
     #[test]
@@ -159,8 +120,11 @@ mod tests {
         let mails = notifications(&c, &a);
         assert_eq!(mails.len(), 1);
         assert_eq!(mails[0].to, ["ops@example.net"]);
-        assert_eq!(mails[0].subject, format::notification_subject(&a));
-        assert_eq!(mails[0].body, format::notification_body(&a));
+        assert_eq!(mails[0].subject, alert_format::notification_subject(&a));
+        assert_eq!(
+            mails[0].body,
+            alert_format::notification_body(&a, &TimeZone::UTC)
+        );
         assert!(notifications(&c, &alert(1002, 2, "syslog")).is_empty());
     }
 
@@ -188,7 +152,7 @@ mod tests {
         assert!(mails[1].do_not_delay);
 
         let mut db = alert(5712, 8, "syslog,sshd");
-        db.alert.location = "(db01) 10.0.0.9->/var/log/auth.log".into();
+        db.location = "(db01) 10.0.0.9->/var/log/auth.log".into();
         let mails = notifications(&c, &db);
         assert_eq!(mails.len(), 2, "{mails:#?}");
         assert_eq!(mails[0].to, ["ops@example.net", "ssh@example.net"]);

@@ -5,7 +5,8 @@
 //! - this file: the `[email]` section, read and validated in one pass.
 //! - [`decide`]: which alerts mail and to whom (OSSEC's mail flag and its
 //!   granular `<email_alerts>` blocks), as [`decide::Outgoing`] mails laid
-//!   out by [`crate::format`].
+//!   out by [`palisade_engine::alert_format`].
+//! - [`report`]: the mail about an active response an agent carried out.
 //! - [`budget`]: `email_maxperhour`: the first N mails of a period go out
 //!   one by one, the rest wait and leave as one digest when the period ends.
 //! - [`worker`]: the sink the outputs fan-out calls (it only queues, in a
@@ -17,6 +18,7 @@
 
 pub mod budget;
 pub mod decide;
+pub mod report;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +30,7 @@ use serde::Deserialize;
 pub use worker::{MailError, Mailer};
 
 /// OSSEC's `email_alert_level` default.
-pub const DEFAULT_ALERT_LEVEL: u32 = 7;
+pub const DEFAULT_ALERT_LEVEL: u32 = palisade_engine::alert::DEFAULT_EMAIL_ALERT_LEVEL;
 /// OSSEC's `email_maxperhour` default.
 pub const DEFAULT_MAX_PER_PERIOD: u32 = 12;
 /// OSSEC's limit on waiting mails (`MAIL_LIST_SIZE`).

@@ -27,11 +27,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use jiff::tz::TimeZone;
+use palisade_engine::alert::Alert;
+
 use super::budget::{Admit, Budget};
 use super::decide::{self, Outgoing};
+use super::report::{self, ResponseReport};
 use super::{EmailConfig, SmtpTls};
-use crate::format::{self, ResponseReport};
-use crate::outputs::{AlertSink, PublishedAlert};
+use crate::outputs::AlertSink;
 use crate::stats::Stats;
 use crate::store::{StoredAlert, now_ms};
 
@@ -168,8 +171,8 @@ impl Mailer {
     }
 
     /// Queues the mails for one alert, if it is to be mailed.
-    pub fn alert(&self, stored: &StoredAlert) {
-        for mail in decide::notifications(&self.shared.config, stored) {
+    pub fn alert(&self, alert: &Alert) {
+        for mail in decide::notifications(&self.shared.config, alert, &TimeZone::system()) {
             self.shared.push(mail);
         }
     }
@@ -183,8 +186,8 @@ impl Mailer {
         }
         self.shared.push(Outgoing {
             to: c.to.clone(),
-            subject: format::response_subject(report),
-            body: format::response_body(report),
+            subject: report::response_subject(report),
+            body: report::response_body(report, &TimeZone::system()),
             level: 0,
             do_not_delay: false,
             do_not_group: false,
@@ -193,14 +196,8 @@ impl Mailer {
 }
 
 impl AlertSink for Mailer {
-    fn publish(&self, alert: &PublishedAlert) {
-        if !decide::mail_flag(&self.shared.config, &alert.alert) {
-            return;
-        }
-        self.alert(&StoredAlert {
-            id: alert.id,
-            alert: alert.alert.clone(),
-        });
+    fn publish(&self, stored: &StoredAlert) {
+        self.alert(&stored.alert);
     }
 }
 

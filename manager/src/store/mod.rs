@@ -9,17 +9,19 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlSafeStr, SqlitePool};
+use sqlx::{Row, SqlitePool};
 
-use crate::analysis::NewAlert;
+use palisade_engine::alert::Alert;
+use palisade_engine::rule::RuleOptions;
+
+use crate::pipeline::analysis::{Judged, Origin};
 
 mod prune;
 mod responses;
 mod tokens;
 pub use prune::Pruned;
-pub use responses::{BlockRow, NewResponse, RefusalRow, ResponseRow};
+pub use responses::{Action, BlockRow, NewResponse, RefusalRow, ResponseRow};
 pub use tokens::{Redeemed, TokenRow, show_time};
 
 /// A database failure.
@@ -39,49 +41,8 @@ pub enum StoreError {
     Conflict(String),
 }
 
-fn migrator() -> Migrator {
-    let m = |version, description: &'static str, sql: &'static str| {
-        Migration::new(
-            version,
-            description.into(),
-            MigrationType::Simple,
-            sql.into_sql_str(),
-            false,
-        )
-    };
-    Migrator::with_migrations(vec![
-        m(
-            1,
-            "agents and archive",
-            include_str!("../../../migrations/manager/0001_agents_and_archive.sql"),
-        ),
-        m(
-            2,
-            "alerts",
-            include_str!("../../../migrations/manager/0002_alerts.sql"),
-        ),
-        m(
-            3,
-            "active responses",
-            include_str!("../../../migrations/manager/0003_responses.sql"),
-        ),
-        m(
-            4,
-            "enrollment tokens",
-            include_str!("../../../migrations/manager/0004_enrollment_tokens.sql"),
-        ),
-        m(
-            5,
-            "retention",
-            include_str!("../../../migrations/manager/0005_retention.sql"),
-        ),
-        m(
-            6,
-            "agent started_at",
-            include_str!("../../../migrations/manager/0006_agent_started_at.sql"),
-        ),
-    ])
-}
+// `migrator()`: every file of migrations/manager, embedded by build.rs.
+include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
 /// Rows per archive INSERT (8 parameters each, far below SQLite's limit).
 const ARCHIVE_ROWS_PER_INSERT: usize = 250;
@@ -171,6 +132,8 @@ pub struct AlertFilter {
     pub srcip: Option<String>,
     /// Only alerts with a larger id (for following).
     pub after_id: i64,
+    /// Only alerts with a smaller id (for paging back).
+    pub before_id: Option<i64>,
     /// At most this many.
     pub limit: u32,
 }
@@ -184,18 +147,25 @@ impl Default for AlertFilter {
             agent_id: None,
             srcip: None,
             after_id: 0,
+            before_id: None,
             limit: 100,
         }
     }
 }
 
-/// A stored alert with its id.
+/// An alert as the manager keeps it: the engine's alert unchanged, with
+/// its id in the store and the agent whose event raised it. The outputs
+/// publish it, followers receive it, the store reads it back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAlert {
     /// Its id.
     pub id: i64,
+    /// The agent (id, name, registered address) the event came from.
+    pub origin: Origin,
+    /// The agent's sequence number of the event.
+    pub event_sequence: Option<u64>,
     /// The alert.
-    pub alert: NewAlert,
+    pub alert: Alert,
 }
 
 /// An archived event, as read back.
@@ -421,7 +391,7 @@ impl Store {
         &self,
         agent_id: &str,
         events: &[IncomingEvent<'_>],
-        alerts: &[NewAlert],
+        alerts: &[Judged],
         archive: bool,
     ) -> Result<StoredBatch, StoreError> {
         let received_at = now_ms();
@@ -462,18 +432,19 @@ impl Store {
             }
         }
         let mut alert_ids = Vec::with_capacity(alerts.len());
-        for a in alerts {
+        for Judged { sequence, alert: a } in alerts {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO alerts (time, rule_id, level, description, groups, agent_id, location, decoder,
-                     srcip, dstip, srcuser, dstuser, url, event_sequence, log)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+                     srcip, dstip, srcuser, dstuser, url, event_sequence, log, srcport, dstport, hostname, options)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+                 RETURNING id",
             )
-            .bind(a.time)
+            .bind(a.time.as_millisecond())
             .bind(i64::from(a.rule_id))
             .bind(i64::from(a.level))
             .bind(&a.description)
             .bind(&a.groups)
-            .bind(a.agent_id.as_deref())
+            .bind(agent_id)
             .bind(&a.location)
             .bind(a.decoder.as_deref())
             .bind(a.srcip.as_deref())
@@ -481,8 +452,12 @@ impl Store {
             .bind(a.srcuser.as_deref())
             .bind(a.dstuser.as_deref())
             .bind(a.url.as_deref())
-            .bind(a.event_sequence.map(to_i64))
-            .bind(&a.log)
+            .bind(to_i64(*sequence))
+            .bind(stored_log(a))
+            .bind(a.srcport.as_deref())
+            .bind(a.dstport.as_deref())
+            .bind(a.hostname.as_deref())
+            .bind(options_bits(a.options))
             .fetch_one(&mut *tx)
             .await?;
             alert_ids.push(id);
@@ -505,10 +480,12 @@ impl Store {
     /// Alerts matching `filter`, newest first.
     pub async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<StoredAlert>, StoreError> {
         self.fetch_alerts(
-            "SELECT * FROM alerts
+            "SELECT alerts.*, agents.name AS agent_name, agents.registered_ip AS agent_ip
+             FROM alerts LEFT JOIN agents ON agents.id = alerts.agent_id
              WHERE ($1 IS NULL OR time >= $1) AND level >= $2 AND ($3 IS NULL OR rule_id = $3)
-               AND ($4 IS NULL OR agent_id = $4) AND ($5 IS NULL OR srcip = $5) AND id > $6
-             ORDER BY id DESC LIMIT $7",
+               AND ($4 IS NULL OR agent_id = $4) AND ($5 IS NULL OR srcip = $5)
+               AND alerts.id > $6 AND ($8 IS NULL OR alerts.id < $8)
+             ORDER BY alerts.id DESC LIMIT $7",
             filter,
         )
         .await
@@ -519,13 +496,41 @@ impl Store {
     /// gaps (page on with the last id returned).
     pub async fn alerts_after(&self, filter: &AlertFilter) -> Result<Vec<StoredAlert>, StoreError> {
         self.fetch_alerts(
-            "SELECT * FROM alerts
+            "SELECT alerts.*, agents.name AS agent_name, agents.registered_ip AS agent_ip
+             FROM alerts LEFT JOIN agents ON agents.id = alerts.agent_id
              WHERE ($1 IS NULL OR time >= $1) AND level >= $2 AND ($3 IS NULL OR rule_id = $3)
-               AND ($4 IS NULL OR agent_id = $4) AND ($5 IS NULL OR srcip = $5) AND id > $6
-             ORDER BY id ASC LIMIT $7",
+               AND ($4 IS NULL OR agent_id = $4) AND ($5 IS NULL OR srcip = $5)
+               AND alerts.id > $6 AND ($8 IS NULL OR alerts.id < $8)
+             ORDER BY alerts.id ASC LIMIT $7",
             filter,
         )
         .await
+    }
+
+    /// The id of the `n`th newest alert matching `filter` (`n` from 1), or
+    /// `None` when fewer match: where a backlog of the newest `n` begins.
+    pub async fn nth_newest_alert_id(
+        &self,
+        filter: &AlertFilter,
+        n: u32,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM alerts
+             WHERE ($1 IS NULL OR time >= $1) AND level >= $2 AND ($3 IS NULL OR rule_id = $3)
+               AND ($4 IS NULL OR agent_id = $4) AND ($5 IS NULL OR srcip = $5)
+               AND id > $6 AND ($8 IS NULL OR id < $8)
+             ORDER BY id DESC LIMIT 1 OFFSET $7",
+        )
+        .bind(filter.since)
+        .bind(i64::from(filter.min_level))
+        .bind(filter.rule_id.map(i64::from))
+        .bind(filter.agent_id.as_deref())
+        .bind(filter.srcip.as_deref())
+        .bind(filter.after_id)
+        .bind(i64::from(n.saturating_sub(1)))
+        .bind(filter.before_id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Runs one of the two alert queries (they differ only in order) with
@@ -543,6 +548,7 @@ impl Store {
             .bind(filter.srcip.as_deref())
             .bind(filter.after_id)
             .bind(i64::from(filter.limit))
+            .bind(filter.before_id)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(alert_from_row).collect())
@@ -620,31 +626,85 @@ fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// The `log` column: the line, then the correlated lines, newline-separated
+/// (neither holds a newline: agents split on them, pre-decoding drops
+/// control characters).
+fn stored_log(a: &Alert) -> Vec<u8> {
+    let mut log = a.full_log.clone();
+    for line in &a.correlated {
+        log.push(b'\n');
+        log.extend_from_slice(line.as_bytes());
+    }
+    log
+}
+
+/// The `options` column: one bit per rule option, in the order of
+/// `migrations/manager/0007_alert_model.sql`.
+fn options_bits(o: RuleOptions) -> i64 {
+    [
+        o.alert_by_email,
+        o.no_email_alert,
+        o.log_alert,
+        o.no_log,
+        o.no_ar,
+    ]
+    .iter()
+    .enumerate()
+    .filter(|(_, set)| **set)
+    .map(|(i, _)| 1 << i)
+    .sum()
+}
+
+fn options_from_bits(bits: i64) -> RuleOptions {
+    let set = |i: u32| bits & (1 << i) != 0;
+    RuleOptions {
+        alert_by_email: set(0),
+        no_email_alert: set(1),
+        log_alert: set(2),
+        no_log: set(3),
+        no_ar: set(4),
+    }
+}
+
 fn alert_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredAlert {
+    let log: Vec<u8> = r.get("log");
+    let mut lines = log.split(|b| *b == b'\n');
+    let full_log = lines.next().unwrap_or_default().to_vec();
+    let correlated = lines
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    let agent_id: Option<String> = r.get("agent_id");
+    let origin = Origin {
+        name: r.get::<Option<String>, _>("agent_name").unwrap_or_default(),
+        ip: r
+            .get::<Option<String>, _>("agent_ip")
+            .unwrap_or_else(|| "any".into()),
+        agent_id,
+    };
     StoredAlert {
         id: r.get("id"),
-        alert: NewAlert {
-            time: r.get("time"),
+        origin,
+        event_sequence: r.get::<Option<i64>, _>("event_sequence").map(to_u64),
+        alert: Alert {
+            time: jiff::Timestamp::from_millisecond(r.get("time"))
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
             rule_id: u32::try_from(r.get::<i64, _>("rule_id")).unwrap_or(0),
             level: u32::try_from(r.get::<i64, _>("level")).unwrap_or(0),
             description: r.get("description"),
             groups: r.get("groups"),
-            agent_id: r.get("agent_id"),
+            options: options_from_bits(r.get("options")),
             location: r.get("location"),
+            hostname: r.get("hostname"),
             decoder: r.get("decoder"),
             srcip: r.get("srcip"),
+            srcport: r.get("srcport"),
             dstip: r.get("dstip"),
+            dstport: r.get("dstport"),
             srcuser: r.get("srcuser"),
             dstuser: r.get("dstuser"),
             url: r.get("url"),
-            event_sequence: r.get::<Option<i64>, _>("event_sequence").map(to_u64),
-            log: r.get("log"),
-            // Rule options act when the alert is judged and
-            // published; the store does not keep them.
-            log_it: true,
-            no_ar: false,
-            alert_by_email: false,
-            no_email_alert: false,
+            full_log,
+            correlated,
         },
     }
 }
@@ -668,6 +728,46 @@ fn agent_from_row(r: &sqlx::sqlite::SqliteRow) -> AgentRecord {
         dropped_events: to_u64(r.get("dropped_events")),
         read_lag_bytes: to_u64(r.get("read_lag_bytes")),
         started_at: r.get("started_at"),
+    }
+}
+
+/// Alerts for unit tests across the crate.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// A web scan alert (rule 31151) of agent 001 `web01`, judged at
+    /// 2025-11-28 10:00:01 UTC plus `id` ms, stored under `id`.
+    pub fn stored_alert(id: i64, level: u32) -> StoredAlert {
+        StoredAlert {
+            id,
+            origin: Origin {
+                agent_id: Some("001".into()),
+                name: "web01".into(),
+                ip: "any".into(),
+            },
+            event_sequence: Some(1),
+            alert: Alert {
+                time: jiff::Timestamp::from_millisecond(1_764_324_001_000 + id).unwrap(),
+                rule_id: 31151,
+                level,
+                description: "Many 4xx answers to one address in 90 seconds (web scan).".into(),
+                groups: "web,accesslog,web_scan,recon,".into(),
+                options: RuleOptions::default(),
+                location: "(web01) any->/var/log/nginx/access.log".into(),
+                hostname: None,
+                decoder: Some("web-accesslog".into()),
+                srcip: Some("203.0.113.7".into()),
+                srcport: None,
+                dstip: None,
+                dstport: None,
+                srcuser: None,
+                dstuser: None,
+                url: None,
+                full_log: b"a line".to_vec(),
+                correlated: Vec::new(),
+            },
+        }
     }
 }
 
@@ -701,6 +801,32 @@ mod tests {
         assert!(!s.is_revoked("cc").await.unwrap());
         let dup = s.add_agent("web01", "any", issue("dd")).await;
         assert!(matches!(dup, Err(StoreError::Conflict(_))));
+    }
+
+    #[tokio::test]
+    async fn an_alert_reads_back_as_it_was_stored() {
+        let (_d, s) = store().await;
+        let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+        let mut expected = fixtures::stored_alert(1, 10);
+        let a = &mut expected.alert;
+        a.time = jiff::Timestamp::from_millisecond(a.time.as_millisecond()).unwrap();
+        a.srcport = Some("51234".into());
+        a.dstip = Some("192.0.2.1".into());
+        a.dstport = Some("443".into());
+        a.srcuser = Some("alice".into());
+        a.dstuser = Some("root".into());
+        a.url = Some("/x".into());
+        a.correlated = vec!["earlier 1".into(), "earlier 2".into()];
+        a.options.no_ar = true;
+        a.options.alert_by_email = true;
+        let judged = Judged {
+            sequence: 1,
+            alert: expected.alert.clone(),
+        };
+        let stored = s.store_events(&id, &[], &[judged], false).await.unwrap();
+        expected.id = stored.alert_ids[0];
+        let read = s.alerts(&AlertFilter::default()).await.unwrap();
+        assert_eq!(read, [expected]);
     }
 
     #[tokio::test]

@@ -1,9 +1,46 @@
 //! Active responses in the database: commands with their delivery and
 //! results, the blocks in force, and the decisions refused.
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::Row;
 
 use super::{Store, StoreError, now_ms, to_i64, to_u64};
+
+/// What a command does to its address: OSSEC's `add` and `delete`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Block (or run the script's add).
+    Add,
+    /// Lift the block.
+    Delete,
+}
+
+impl Action {
+    /// OSSEC's word, as the `action` column and the mails have it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Add => "add",
+            Action::Delete => "delete",
+        }
+    }
+
+    /// The `action` column's value (anything but `delete` is an add, as
+    /// before the column had only these two).
+    fn from_column(text: &str) -> Self {
+        if text == "delete" {
+            Action::Delete
+        } else {
+            Action::Add
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// A command to record before it is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,8 +53,8 @@ pub struct NewResponse {
     pub command: String,
     /// Built-in name or script path.
     pub executable: String,
-    /// `add` or `delete`.
-    pub action: &'static str,
+    /// Block or lift.
+    pub action: Action,
     /// Address.
     pub srcip: Option<String>,
     /// User.
@@ -99,6 +136,7 @@ pub struct RefusalRow {
 
 fn row_to_response(r: &sqlx::sqlite::SqliteRow) -> ResponseRow {
     let action: String = r.get("action");
+    let action = Action::from_column(&action);
     ResponseRow {
         id: r.get("id"),
         request: NewResponse {
@@ -106,7 +144,7 @@ fn row_to_response(r: &sqlx::sqlite::SqliteRow) -> ResponseRow {
             response: r.get("response"),
             command: r.get("command"),
             executable: r.get("executable"),
-            action: if action == "delete" { "delete" } else { "add" },
+            action,
             srcip: r.get("srcip"),
             user: r.get("user"),
             alert_id: r.get("alert_id"),
@@ -134,7 +172,7 @@ impl Store {
     pub async fn insert_response(&self, new: &NewResponse) -> Result<ResponseRow, StoreError> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
-        if new.action == "add" {
+        if new.action == Action::Add {
             sqlx::query(
                 "UPDATE responses SET status = 'superseded', undone_at = $1
                  WHERE agent_id = $2 AND response = $3 AND srcip IS $4 AND action = 'add'
@@ -157,7 +195,7 @@ impl Store {
         .bind(&new.response)
         .bind(&new.command)
         .bind(&new.executable)
-        .bind(new.action)
+        .bind(new.action.as_str())
         .bind(new.srcip.as_deref())
         .bind(new.user.as_deref())
         .bind(new.alert_id)
@@ -212,6 +250,33 @@ impl Store {
         Ok(rows.iter().map(row_to_response).collect())
     }
 
+    /// The commands each of `alert_ids` caused, in one query (a page of
+    /// alerts for the control API); alerts without any are absent.
+    pub async fn responses_for_alerts(
+        &self,
+        alert_ids: &[i64],
+    ) -> Result<HashMap<i64, Vec<ResponseRow>>, StoreError> {
+        let (Some(low), Some(high)) = (alert_ids.iter().min(), alert_ids.iter().max()) else {
+            return Ok(HashMap::new());
+        };
+        let rows =
+            sqlx::query("SELECT * FROM responses WHERE alert_id BETWEEN $1 AND $2 ORDER BY id")
+                .bind(low)
+                .bind(high)
+                .fetch_all(&self.pool)
+                .await?;
+        let wanted: HashSet<i64> = alert_ids.iter().copied().collect();
+        let mut by_alert: HashMap<i64, Vec<ResponseRow>> = HashMap::new();
+        for row in rows.iter().map(row_to_response) {
+            if let Some(id) = row.request.alert_id
+                && wanted.contains(&id)
+            {
+                by_alert.entry(id).or_default().push(row);
+            }
+        }
+        Ok(by_alert)
+    }
+
     /// Commands waiting for an agent, oldest first; those whose block
     /// would already have ended are marked expired and left out.
     pub async fn pending_responses(&self, agent_id: &str) -> Result<Vec<ResponseRow>, StoreError> {
@@ -249,7 +314,7 @@ impl Store {
         &self,
         agent_id: &str,
         id: i64,
-        action: &str,
+        action: Action,
         ok: bool,
         message: &str,
         executed_at: i64,
@@ -262,7 +327,7 @@ impl Store {
         }
         let mut tx = self.write_tx().await?;
         match (row.request.action, action) {
-            ("add", "add") => {
+            (Action::Add, Action::Add) => {
                 let expires_at = row
                     .request
                     .timeout_s
@@ -281,7 +346,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            ("add", _) => {
+            (Action::Add, Action::Delete) => {
                 // The agent lifted the block itself (timeout).
                 sqlx::query("UPDATE responses SET undone_at = COALESCE(undone_at, $1), message = $2 WHERE id = $3")
                     .bind(executed_at)
@@ -290,7 +355,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            _ => {
+            (Action::Delete, _) => {
                 sqlx::query(
                     "UPDATE responses SET status = CASE WHEN $1 THEN 'done' ELSE 'failed' END, executed_at = $2, message = $3 WHERE id = $4",
                 )

@@ -387,11 +387,17 @@ pub struct ListAlertsRequest {
     pub agent_id: ::prost::alloc::string::String,
     #[prost(string, tag = "5")]
     pub srcip: ::prost::alloc::string::String,
+    /// At most this many (0: 100). ListAlerts answers at most 10,000 per
+    /// call (MAX_ALERTS_PER_PAGE): page on with before_id.
     #[prost(uint32, tag = "6")]
     pub limit: u32,
     /// Only alerts with a larger id (FollowAlerts: where to resume).
     #[prost(int64, tag = "7")]
     pub after_id: i64,
+    /// Only alerts with a smaller id (ListAlerts: the next page, older than
+    /// the last alert of the page before); 0: no bound.
+    #[prost(int64, tag = "8")]
+    pub before_id: i64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -429,6 +435,11 @@ pub struct Alert {
     /// The active responses this alert caused.
     #[prost(message, repeated, tag = "16")]
     pub responses: ::prost::alloc::vec::Vec<AlertResponse>,
+    /// Decoded ports, as OSSEC's alerts.log prints them (empty: none).
+    #[prost(string, tag = "17")]
+    pub srcport: ::prost::alloc::string::String,
+    #[prost(string, tag = "18")]
+    pub dstport: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -25,7 +25,7 @@ use crate::config::TimeSource;
 const QUEUE: usize = 64;
 
 /// The agent an event came from, as OSSEC names it in the location.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
     /// Agent id (`None` for the manager's own events).
     pub agent_id: Option<String>,
@@ -56,86 +56,20 @@ pub struct Input {
     pub line: Vec<u8>,
 }
 
-/// An alert ready to be stored.
+/// An alert the engine raised, with the sequence number of the event that
+/// raised it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewAlert {
-    /// When it was judged (ms).
-    pub time: i64,
-    /// Rule id.
-    pub rule_id: u32,
-    /// Rule level.
-    pub level: u32,
-    /// Rule description.
-    pub description: String,
-    /// Groups, comma-separated.
-    pub groups: String,
-    /// Agent id.
-    pub agent_id: Option<String>,
-    /// OSSEC location.
-    pub location: String,
-    /// Decoder name.
-    pub decoder: Option<String>,
-    /// Decoded source address.
-    pub srcip: Option<String>,
-    /// Decoded destination address.
-    pub dstip: Option<String>,
-    /// Decoded source user.
-    pub srcuser: Option<String>,
-    /// Decoded destination user.
-    pub dstuser: Option<String>,
-    /// Decoded URL.
-    pub url: Option<String>,
-    /// The event's sequence number.
-    pub event_sequence: Option<u64>,
-    /// The line, then the correlated lines, newline-separated.
-    pub log: Vec<u8>,
-    /// Whether the rule wants it written to alert logs (`no_log` unset).
-    pub log_it: bool,
-    /// The rule forbids active responses (`<options>no_ar</options>`).
-    pub no_ar: bool,
-    /// `<options>alert_by_email</options>`: mail even below
-    /// `email_alert_level`.
-    pub alert_by_email: bool,
-    /// `<options>no_email_alert</options>`: never mail.
-    pub no_email_alert: bool,
-}
-
-impl NewAlert {
-    fn from_engine(alert: &Alert, origin: &Origin, sequence: u64) -> Self {
-        let f = &alert.event.fields;
-        let mut log = alert.event.full_log.clone();
-        for line in &alert.correlated {
-            log.push(b'\n');
-            log.extend_from_slice(line.as_bytes());
-        }
-        Self {
-            time: alert.time.as_millisecond(),
-            rule_id: alert.rule_id,
-            level: alert.level,
-            description: alert.description.clone(),
-            groups: alert.groups.join(","),
-            agent_id: origin.agent_id.clone(),
-            location: alert.event.location.clone(),
-            decoder: alert.event.decoder_name.clone(),
-            srcip: f.srcip.clone(),
-            dstip: f.dstip.clone(),
-            srcuser: f.srcuser.clone(),
-            dstuser: f.dstuser.clone(),
-            url: f.url.clone(),
-            event_sequence: Some(sequence),
-            log,
-            log_it: alert.log_it(),
-            no_ar: alert.options.no_ar,
-            alert_by_email: alert.options.alert_by_email,
-            no_email_alert: alert.options.no_email_alert,
-        }
-    }
+pub struct Judged {
+    /// The agent's sequence number of the event.
+    pub sequence: u64,
+    /// The alert.
+    pub alert: Alert,
 }
 
 struct Job {
     origin: Origin,
     events: Vec<Input>,
-    reply: oneshot::Sender<Vec<NewAlert>>,
+    reply: oneshot::Sender<Vec<Judged>>,
 }
 
 /// Counters the analysis thread keeps.
@@ -201,7 +135,7 @@ impl Analyzer {
         &self,
         origin: Origin,
         events: Vec<Input>,
-    ) -> Result<Vec<NewAlert>, AnalysisStopped> {
+    ) -> Result<Vec<Judged>, AnalysisStopped> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job {
@@ -227,7 +161,7 @@ fn judge(
     time_source: TimeSource,
     manager_host: &str,
     stats: &AnalysisStats,
-) -> Vec<NewAlert> {
+) -> Vec<Judged> {
     let mut alerts = Vec::new();
     for input in &job.events {
         let arrival = Timestamp::now();
@@ -246,9 +180,15 @@ fn judge(
         }
         let now = judged.time;
         stats.events.fetch_add(1, Ordering::Relaxed);
-        if let Some(alert) = engine.process(&mut event, now) {
+        if let Some(mut alert) = engine.process(&mut event, now) {
             stats.alerts.fetch_add(1, Ordering::Relaxed);
-            alerts.push(NewAlert::from_engine(&alert, &job.origin, input.sequence));
+            // The store keeps milliseconds; the alert published is the one stored.
+            alert.time =
+                Timestamp::from_millisecond(alert.time.as_millisecond()).unwrap_or(alert.time);
+            alerts.push(Judged {
+                sequence: input.sequence,
+                alert,
+            });
         }
     }
     alerts

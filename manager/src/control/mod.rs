@@ -8,33 +8,39 @@
 //! stop; Palisade also knows when the stream closes, and reports the agent
 //! disconnected at once.
 //!
-//! `FollowAlerts` subscribes to the alerts published after each commit
-//! before it reads the store, so nothing falls between the catch-up and the
-//! live feed; ids at or below what the catch-up read, and ids already sent,
-//! are not sent twice. A follower that lags behind the broadcast re-reads
-//! the store from the last id it is sure of.
+//! # Layout
+//!
+//! - this file: the handlers, one per RPC, and who may call them.
+//! - [`follow`]: `FollowAlerts`, the backlog and the live feed.
+//! - [`crate::wire`]: how records become protobuf messages and errors
+//!   become statuses (shared with the agents' stream).
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+mod follow;
+
 use std::time::Duration;
 
+use palisade_proto::MAX_ALERTS_PER_PAGE;
 use palisade_proto::identity::{self, Role};
 use palisade_proto::v1::control_service_server::ControlService;
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
 use palisade_proto::v1::*;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::analysis::NewAlert;
-use crate::outputs::{Outputs, PublishedAlert};
-use crate::responder::{Outcome, Responder, ResponseError, Targets};
+use crate::outputs::Outputs;
+use crate::responder::{Outcome, Responder, Targets};
 use crate::sessions::Sessions;
-use crate::store::{AgentRecord, AlertFilter, Store, StoredAlert, now_ms};
+use crate::store::{AgentRecord, AlertFilter, Store, StoreError, StoredAlert, now_ms};
+use crate::wire::{self, timestamp};
 
-/// Alerts read from the store per page when a follower catches up.
-const FOLLOW_PAGE: u32 = 1000;
+/// Alerts `ListAlerts` answers when the request names no limit.
+const DEFAULT_ALERTS: u32 = 100;
+/// Refusals `ListRefusals` answers at most.
+const MAX_REFUSALS: u32 = 10_000;
+/// Refusals `ListRefusals` answers when the request names no limit.
+const DEFAULT_REFUSALS: u32 = 100;
 
 /// The control service.
 #[derive(Debug, Clone)]
@@ -111,8 +117,7 @@ impl Control {
         let agent = self
             .store
             .agent(id)
-            .await
-            .map_err(internal)?
+            .await?
             .ok_or_else(|| Status::not_found(format!("unknown agent {id}")))?;
         if agent.removed_at.is_some() {
             return Err(Status::failed_precondition(format!(
@@ -122,105 +127,8 @@ impl Control {
         Ok(agent)
     }
 
-    /// Names by agent id, for alerts.
-    async fn agent_names(&self) -> Result<HashMap<String, String>, Status> {
-        Ok(self
-            .store
-            .agents()
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .map(|a| (a.id, a.name))
-            .collect())
-    }
-
-    /// An alert for the wire, with the responses it caused.
-    async fn alert_message(
-        &self,
-        id: i64,
-        alert: NewAlert,
-        agent_name: String,
-    ) -> Result<Alert, Status> {
-        let responses = self
-            .store
-            .responses_for_alert(id)
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .map(|r| AlertResponse {
-                command_id: r.id.to_string(),
-                response: r.request.response,
-                agent_id: r.request.agent_id,
-                status: r.status,
-            })
-            .collect();
-        let agent_name = if alert.agent_id.is_none() {
-            self.hostname.clone()
-        } else {
-            agent_name
-        };
-        Ok(Alert {
-            id: id.to_string(),
-            time: Some(timestamp(alert.time)),
-            rule_id: alert.rule_id,
-            level: alert.level,
-            description: alert.description,
-            groups: alert
-                .groups
-                .split(',')
-                .filter(|g| !g.is_empty())
-                .map(str::to_string)
-                .collect(),
-            agent_id: alert.agent_id.unwrap_or_default(),
-            location: alert.location,
-            srcip: alert.srcip.unwrap_or_default(),
-            user: alert.dstuser.or(alert.srcuser).unwrap_or_default(),
-            dstip: alert.dstip.unwrap_or_default(),
-            url: alert.url.unwrap_or_default(),
-            decoder: alert.decoder.unwrap_or_default(),
-            agent_name,
-            responses,
-            log: alert
-                .log
-                .split(|b| *b == b'\n')
-                .map(<[u8]>::to_vec)
-                .collect(),
-        })
-    }
-
-    async fn stored_message(
-        &self,
-        stored: StoredAlert,
-        names: &HashMap<String, String>,
-    ) -> Result<Alert, Status> {
-        let name = stored
-            .alert
-            .agent_id
-            .as_ref()
-            .and_then(|id| names.get(id))
-            .cloned()
-            .unwrap_or_default();
-        self.alert_message(stored.id, stored.alert, name).await
-    }
-
     fn info(&self, a: &AgentRecord) -> AgentInfo {
-        AgentInfo {
-            id: a.id.clone(),
-            name: a.name.clone(),
-            registered_ip: a.registered_ip.clone(),
-            last_address: a.last_address.clone().unwrap_or_default(),
-            status: self.status_of(a) as i32,
-            version: a.version.clone().unwrap_or_default(),
-            os: a.os.clone().unwrap_or_default(),
-            hostname: a.hostname.clone().unwrap_or_default(),
-            last_seen: a.last_seen.map(timestamp),
-            registered_at: Some(timestamp(a.registered_at)),
-            last_sequence: a.last_sequence,
-            spool_depth: a.spool_depth,
-            dropped_events: a.dropped_events,
-            read_lag_bytes: a.read_lag_bytes,
-            started_at: a.started_at.map(timestamp),
-        }
+        wire::agent_info(a, self.status_of(a))
     }
 }
 
@@ -247,25 +155,6 @@ pub fn require_operator<T>(request: &Request<T>) -> Result<String, Status> {
     }
 }
 
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
-    }
-}
-
-fn internal(e: crate::store::StoreError) -> Status {
-    Status::internal(e.to_string())
-}
-
-fn response_status(e: ResponseError) -> Status {
-    match e {
-        ResponseError::Invalid(m) => Status::invalid_argument(m),
-        ResponseError::Refused(m) => Status::failed_precondition(m),
-        ResponseError::Store(e) => Status::internal(e.to_string()),
-    }
-}
-
 #[tonic::async_trait]
 impl ControlService for Control {
     async fn list_agents(
@@ -277,8 +166,7 @@ impl ControlService for Control {
         let agents = self
             .store
             .agents()
-            .await
-            .map_err(internal)?
+            .await?
             .iter()
             .filter(|a| req.include_removed || a.removed_at.is_none())
             .map(|a| self.info(a))
@@ -304,8 +192,7 @@ impl ControlService for Control {
         let agent = self
             .store
             .agent(&id)
-            .await
-            .map_err(internal)?
+            .await?
             .ok_or_else(|| Status::not_found(format!("unknown agent {id}")))?;
         Ok(Response::new(self.info(&agent)))
     }
@@ -319,16 +206,7 @@ impl ControlService for Control {
             .responder
             .specs()
             .iter()
-            .map(|r| ResponseInfo {
-                name: r.name.clone(),
-                command: r.command.name.clone(),
-                timeout_seconds: r
-                    .timeout
-                    .map(|t| u32::try_from(t.as_secs()).unwrap_or(u32::MAX))
-                    .unwrap_or(0),
-                executable: r.command.executable.clone(),
-                location: r.location.as_str().to_string(),
-            })
+            .map(wire::response_info)
             .collect();
         Ok(Response::new(ListResponsesResponse { responses }))
     }
@@ -347,8 +225,7 @@ impl ControlService for Control {
         let outcome = self
             .responder
             .run(&req.srcip, &req.response, targets)
-            .await
-            .map_err(response_status)?;
+            .await?;
         let Outcome {
             command_ids,
             sent_to,
@@ -372,11 +249,7 @@ impl ControlService for Control {
         } else {
             Targets::Agents(req.agent_ids)
         };
-        let outcome = self
-            .responder
-            .unblock(&req.srcip, targets)
-            .await
-            .map_err(response_status)?;
+        let outcome = self.responder.unblock(&req.srcip, targets).await?;
         Ok(Response::new(UnblockResponse {
             agent_ids: outcome.sent_to,
             queued_for: outcome.queued_for,
@@ -391,19 +264,9 @@ impl ControlService for Control {
         let blocks = self
             .store
             .blocks(None, None)
-            .await
-            .map_err(internal)?
+            .await?
             .into_iter()
-            .map(|b| Block {
-                srcip: b.srcip,
-                agent_id: b.agent_id,
-                response: b.response,
-                rule_id: b.rule_id.unwrap_or(0),
-                expires_at: b.expires_at.map(timestamp),
-                added_at: Some(timestamp(b.issued_at)),
-                alert_id: b.alert_id.map(|a| a.to_string()).unwrap_or_default(),
-                state: b.state.to_string(),
-            })
+            .map(wire::block)
             .collect();
         Ok(Response::new(ListBlocksResponse { blocks }))
     }
@@ -415,16 +278,14 @@ impl ControlService for Control {
         require_operator(&request)?;
         let req = request.into_inner();
         let mut filter = alert_filter(&req)?;
-        filter.limit = if req.limit == 0 {
-            100
-        } else {
-            req.limit.min(10_000)
+        // One page; palisadectl pages on with before_id.
+        filter.before_id = (req.before_id > 0).then_some(req.before_id);
+        filter.limit = match req.limit {
+            0 => DEFAULT_ALERTS,
+            n => n.min(MAX_ALERTS_PER_PAGE),
         };
-        let names = self.agent_names().await?;
-        let mut alerts = Vec::new();
-        for stored in self.store.alerts(&filter).await.map_err(internal)? {
-            alerts.push(self.stored_message(stored, &names).await?);
-        }
+        let stored = self.store.alerts(&filter).await?;
+        let alerts = alert_messages(&self.store, &stored, &self.hostname).await?;
         Ok(Response::new(ListAlertsResponse { alerts }))
     }
 
@@ -434,23 +295,15 @@ impl ControlService for Control {
     ) -> Result<Response<ListRefusalsResponse>, Status> {
         require_operator(&request)?;
         let limit = match request.into_inner().limit {
-            0 => 100,
-            n => n.min(10_000),
+            0 => DEFAULT_REFUSALS,
+            n => n.min(MAX_REFUSALS),
         };
         let refusals = self
             .store
             .refusals(limit)
-            .await
-            .map_err(internal)?
+            .await?
             .into_iter()
-            .map(|r| Refusal {
-                time: Some(timestamp(r.time)),
-                response: r.response,
-                agent_id: r.agent_id.unwrap_or_default(),
-                rule_id: r.rule_id.unwrap_or(0),
-                srcip: r.srcip.unwrap_or_default(),
-                reason: r.reason,
-            })
+            .map(wire::refusal)
             .collect();
         Ok(Response::new(ListRefusalsResponse { refusals }))
     }
@@ -471,13 +324,7 @@ impl ControlService for Control {
         let this = self.clone();
         info!(%operator, "Following alerts.");
         tokio::spawn(async move {
-            let follower = Follower {
-                control: &this,
-                filter,
-                tx: &tx,
-                boundary: 0,
-                sent: BTreeSet::new(),
-            };
+            let follower = follow::Follower::new(&this.store, &this.hostname, filter, &tx);
             tokio::select! {
                 r = follower.run(feed, req.after_id, req.limit) => {
                     if let Err(status) = r {
@@ -503,8 +350,7 @@ impl ControlService for Control {
         let agents: Vec<AgentRecord> = self
             .store
             .agents()
-            .await
-            .map_err(internal)?
+            .await?
             .into_iter()
             .filter(|a| a.removed_at.is_none())
             .collect();
@@ -537,8 +383,7 @@ impl ControlService for Control {
         let ids: Vec<String> = if req.all_agents {
             self.store
                 .agents()
-                .await
-                .map_err(internal)?
+                .await?
                 .into_iter()
                 .filter(|a| a.removed_at.is_none())
                 .map(|a| a.id)
@@ -590,11 +435,10 @@ impl ControlService for Control {
             .remove_agent(&req.agent_id, &reason)
             .await
             .map_err(|e| match e {
-                crate::store::StoreError::NotFound(_) => {
+                StoreError::NotFound(_) => {
                     Status::not_found(format!("unknown agent {}", req.agent_id))
                 }
-                crate::store::StoreError::Conflict(m) => Status::failed_precondition(m),
-                e => internal(e),
+                e => e.into(),
             })?;
         // End its stream now rather than at the next revocation poll.
         self.sessions.revoke(std::slice::from_ref(&agent.id), &[]);
@@ -603,126 +447,30 @@ impl ControlService for Control {
     }
 }
 
-/// One `FollowAlerts` stream.
-struct Follower<'a> {
-    control: &'a Control,
-    filter: AlertFilter,
-    tx: &'a mpsc::Sender<Result<Alert, Status>>,
-    /// Every matching alert with an id up to this was sent or deliberately
-    /// skipped (older than the requested backlog).
-    boundary: i64,
-    /// Ids above `boundary` already sent.
-    sent: BTreeSet<i64>,
+/// Stored alerts for the wire, each with the responses it caused (one
+/// query for them all); `hostname` names the agent of the manager's own
+/// events.
+async fn alert_messages(
+    store: &Store,
+    alerts: &[StoredAlert],
+    hostname: &str,
+) -> Result<Vec<Alert>, Status> {
+    let ids: Vec<i64> = alerts.iter().map(|a| a.id).collect();
+    let mut responses = store.responses_for_alerts(&ids).await?;
+    Ok(alerts
+        .iter()
+        .map(|a| {
+            let caused = responses.remove(&a.id).unwrap_or_default();
+            wire::alert(
+                a,
+                caused.into_iter().map(wire::alert_response).collect(),
+                hostname,
+            )
+        })
+        .collect())
 }
 
-impl Follower<'_> {
-    async fn run(
-        mut self,
-        mut feed: broadcast::Receiver<Arc<PublishedAlert>>,
-        after_id: i64,
-        limit: u32,
-    ) -> Result<(), Status> {
-        if after_id > 0 {
-            self.boundary = after_id;
-            self.catch_up().await?;
-        } else {
-            // The newest `limit` matching alerts, oldest first; with none
-            // asked for, only where they end.
-            let mut newest = self.filter.clone();
-            newest.after_id = 0;
-            newest.limit = limit.clamp(1, 10_000);
-            let mut backlog = self.control.store.alerts(&newest).await.map_err(internal)?;
-            self.boundary = backlog.first().map(|a| a.id).unwrap_or(0);
-            if limit == 0 {
-                backlog.clear();
-            }
-            let names = self.control.agent_names().await?;
-            for stored in backlog.into_iter().rev() {
-                let message = self.control.stored_message(stored, &names).await?;
-                if self.tx.send(Ok(message)).await.is_err() {
-                    return Ok(());
-                }
-            }
-        }
-        loop {
-            match feed.recv().await {
-                Ok(published) => {
-                    let id = published.id;
-                    if id <= self.boundary
-                        || self.sent.contains(&id)
-                        || !matches(&self.filter, &published.alert)
-                    {
-                        continue;
-                    }
-                    let message = self
-                        .control
-                        .alert_message(id, published.alert.clone(), published.origin.name.clone())
-                        .await?;
-                    if self.tx.send(Ok(message)).await.is_err() {
-                        return Ok(());
-                    }
-                    self.sent.insert(id);
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    warn!(missed, "Alert follower fell behind; reading the store.");
-                    self.catch_up().await?;
-                }
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
-            }
-        }
-    }
-
-    /// Sends every matching alert above `boundary` not sent yet, oldest
-    /// first, and moves `boundary` past them.
-    async fn catch_up(&mut self) -> Result<(), Status> {
-        let names = self.control.agent_names().await?;
-        loop {
-            let mut page = self.filter.clone();
-            page.after_id = self.boundary;
-            page.limit = FOLLOW_PAGE;
-            let rows = self
-                .control
-                .store
-                .alerts_after(&page)
-                .await
-                .map_err(internal)?;
-            let full = rows.len() == FOLLOW_PAGE as usize;
-            for stored in rows {
-                let id = stored.id;
-                if !self.sent.contains(&id) {
-                    let message = self.control.stored_message(stored, &names).await?;
-                    if self.tx.send(Ok(message)).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                self.boundary = self.boundary.max(id);
-            }
-            let boundary = self.boundary;
-            self.sent.retain(|&id| id > boundary);
-            if !full {
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// Whether a published alert passes a follower's filter (as the store's
-/// query would).
-fn matches(filter: &AlertFilter, alert: &NewAlert) -> bool {
-    filter.since.is_none_or(|since| alert.time >= since)
-        && alert.level >= filter.min_level
-        && filter.rule_id.is_none_or(|r| alert.rule_id == r)
-        && filter
-            .agent_id
-            .as_ref()
-            .is_none_or(|a| alert.agent_id.as_ref() == Some(a))
-        && filter
-            .srcip
-            .as_ref()
-            .is_none_or(|ip| alert.srcip.as_ref() == Some(ip))
-}
-
-/// The store filter for a request (limit left to the caller).
+/// The store filter for a request (limit and paging left to the caller).
 fn alert_filter(req: &ListAlertsRequest) -> Result<AlertFilter, Status> {
     if !req.agent_id.is_empty() && req.agent_id != "000" {
         check_id(&req.agent_id)?;
@@ -734,14 +482,13 @@ fn alert_filter(req: &ListAlertsRequest) -> Result<AlertFilter, Status> {
         )));
     }
     Ok(AlertFilter {
-        since: req
-            .since
-            .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000)),
+        since: req.since.as_ref().map(wire::millis),
         min_level: req.min_level,
         rule_id: (req.rule_id != 0).then_some(req.rule_id),
         agent_id: (!req.agent_id.is_empty()).then(|| req.agent_id.clone()),
         srcip: (!req.srcip.is_empty()).then(|| req.srcip.clone()),
         after_id: 0,
+        before_id: None,
         limit: 0,
     })
 }

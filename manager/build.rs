@@ -1,0 +1,7 @@
+//! Embeds `migrations/manager/*.sql` (see `migrations/embed.rs`).
+
+include!("../migrations/embed.rs");
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    embed_migrations("../migrations/manager")
+}
