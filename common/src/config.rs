@@ -42,6 +42,11 @@ impl Problems {
         });
     }
 
+    /// Adds the problems another check found.
+    pub fn append(&mut self, mut other: Problems) {
+        self.0.append(&mut other.0);
+    }
+
     /// Whether nothing was found.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

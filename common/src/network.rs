@@ -1,6 +1,6 @@
 //! Addresses and networks as operators write them (`white_list`,
-//! `agent add --ip`): a CIDR, or a plain address meaning that one host.
-//! An IPv4-mapped IPv6 form (`::ffff:192.0.2.1`, `::ffff:10.0.0.0/104`) is
+//! `agent add --ip`): a CIDR (host bits cleared: `10.1.2.3/16` is
+//! `10.1.0.0/16`), or a plain address meaning that one host. An IPv4-mapped IPv6 form (`::ffff:192.0.2.1`, `::ffff:10.0.0.0/104`) is
 //! folded to IPv4, as addresses are before any check, so one network has
 //! one spelling.
 
@@ -10,13 +10,14 @@ use ipnet::{IpNet, Ipv4Net};
 
 /// Parses an address or a CIDR; a plain address is a host network.
 pub fn parse_network(text: &str) -> Result<IpNet, String> {
-    let net = match text.parse::<IpAddr>() {
-        Ok(ip) => IpNet::from(ip),
-        Err(_) => text
-            .parse::<IpNet>()
-            .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?,
-    };
-    Ok(fold(net))
+    parse_written(text).map(|net| fold(net).trunc())
+}
+
+fn parse_written(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .or_else(|_| text.parse::<IpNet>())
+        .map_err(|_| format!("{text:?} is not an IP address or CIDR"))
 }
 
 /// An IPv4-mapped IPv6 network (`::ffff:0:0/96` or narrower) as the IPv4

@@ -9,8 +9,9 @@
 //!   IP first and everything downstream works from the parsed value;
 //!   scripts get an argv, `nft` a script built from that value.
 //! - The agent refuses to block its manager, itself, loopback,
-//!   unspecified/multicast addresses and its own white list, whatever the
-//!   manager says ([`safety`]).
+//!   unspecified/multicast/broadcast addresses and its own white list,
+//!   whatever the manager says: the one address policy of
+//!   `palisade_common::address`, which the manager applies too.
 //! - Blocks survive an agent restart: a shutdown leaves them in force
 //!   (unlike OSSEC's execd, which undoes everything when it stops) and the
 //!   timer undoes them on time after the next start. A block that expired
@@ -25,7 +26,6 @@
 //!
 //! # Layout
 //! - [`config`], the `[active_response]` section.
-//! - [`safety`], what is never blocked.
 //! - [`netlink`], `route-null` routes and the host's own addresses.
 //! - [`nft`], `firewall-drop`.
 //! - [`hostdeny`], `host-deny`.
@@ -39,7 +39,6 @@ pub mod hostdeny;
 pub mod ledger;
 pub mod netlink;
 pub mod nft;
-pub mod safety;
 pub mod script;
 
 use std::collections::{BTreeSet, HashMap};
@@ -48,6 +47,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use palisade_common::address::{self, AddressPolicy, HostFacts};
 use palisade_proto::v1::{Command, CommandAction, CommandResult};
 use tokio::sync::{Notify, OwnedMutexGuard};
 use tokio::task::JoinHandle;
@@ -57,7 +57,7 @@ use tracing::{debug, error, info, warn};
 pub use config::{NullRouteType, RawRespondConfig, RespondConfig};
 pub use ledger::{Block, BlockState, Ledger, LedgerError};
 pub use netlink::PALISADE_ROUTE_PROTOCOL;
-pub use safety::Refusal;
+pub use palisade_common::address::Refusal;
 
 use hostdeny::HostsDeny;
 use netlink::Netlink;
@@ -183,10 +183,7 @@ impl Outcome {
             action: self
                 .action
                 .map_or(CommandAction::Unspecified, Action::to_proto) as i32,
-            executed_at: Some(prost_types::Timestamp {
-                seconds: self.executed_at.as_second(),
-                nanos: self.executed_at.subsec_nanosecond(),
-            }),
+            executed_at: Some(palisade_common::time::proto_from_jiff(self.executed_at)),
         }
     }
 }
@@ -284,6 +281,7 @@ impl KeyedLocks {
 #[derive(Debug)]
 struct Inner {
     config: RespondConfig,
+    policy: AddressPolicy,
     ledger: Ledger,
     netlink: Netlink,
     nft: Nft,
@@ -319,6 +317,7 @@ impl Responder {
                 nft: Nft::new(&config.nft_table),
                 hosts: HostsDeny::new(&config.hosts_deny_path),
                 arlog: arlog::ArLog::new(&config.ar_log_path),
+                policy: AddressPolicy::new(address::Host::Agent, &config.white_list),
                 config,
                 ledger,
                 netlink,
@@ -396,7 +395,7 @@ impl Responder {
             Err(Failure::Refused(r)) => Outcome {
                 command_id: order.command_id,
                 ok: false,
-                message: r.to_string(),
+                message: format!("refused: {r}"),
                 action: order.action,
                 executed_at,
                 refusal: Some(r),
@@ -441,7 +440,7 @@ impl Responder {
                 "active response is disabled on this agent".into(),
             ));
         }
-        let ip = safety::parse_ip(&order.srcip).inspect_err(|r| {
+        let ip = address::parse_ip(&order.srcip).inspect_err(|r| {
             warn!(command_id = %order.command_id, response, reason = r.reason(), "Refused: not an address.");
         })?;
         let Some(kind) = self.kind_of(response) else {
@@ -517,15 +516,19 @@ impl Responder {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let mut facts = HostFacts {
+            managers,
+            own_addresses: Vec::new(),
+        };
         // Cheap checks first: they need no netlink round trip.
-        safety::check(ip, &managers, &[], &self.inner.config.white_list)?;
-        let own = self
+        self.inner.policy.check(ip, &facts)?;
+        facts.own_addresses = self
             .inner
             .netlink
             .own_addresses()
             .await
             .map_err(|e| Refusal::OwnAddressesUnknown(e.to_string()))?;
-        safety::check(ip, &managers, &own, &self.inner.config.white_list)
+        self.inner.policy.check(ip, &facts)
     }
 
     async fn ensure_nft(&self) -> Result<(), nft::NftError> {
