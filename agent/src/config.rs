@@ -631,6 +631,15 @@ command = "ls"
     }
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.toml");
+        let agent = AgentConfig::load(&path).unwrap();
+        assert_eq!(agent.localfiles.len(), 2);
+        assert_eq!(agent.commands.len(), 1);
+        assert!(agent.respond.commands.contains_key("notify-edge"));
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = AgentConfig::parse(
             "[manager]\naddress = \"m:1\"\nadress = \"x\"\n",

@@ -62,6 +62,11 @@ impl Problems {
         self.0.iter()
     }
 
+    /// The key of each problem, in the order found.
+    pub fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|p| p.key.as_str()).collect()
+    }
+
     /// Every problem located in `text`, the file as read from `file`.
     pub fn into_error(self, file: &Path, text: &str) -> ConfigError {
         let locator = KeyLocator::new(text);
@@ -86,6 +91,14 @@ impl Problems {
         } else {
             Err(self.into_error(file, text))
         }
+    }
+}
+
+impl std::ops::Index<usize> for Problems {
+    type Output = Problem;
+
+    fn index(&self, i: usize) -> &Problem {
+        &self.0[i]
     }
 }
 

@@ -18,6 +18,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use palisade_common::time::proto_from_millis as timestamp;
 use palisade_proto::identity::{self, Role};
 use palisade_proto::v1::control_service_server::ControlService;
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
@@ -244,13 +245,6 @@ pub fn require_operator<T>(request: &Request<T>) -> Result<String, Status> {
             warn!(%peer, reason = %e, "Refused control call.");
             Err(Status::unauthenticated(e.to_string()))
         }
-    }
-}
-
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
     }
 }
 
@@ -736,7 +730,7 @@ fn alert_filter(req: &ListAlertsRequest) -> Result<AlertFilter, Status> {
     Ok(AlertFilter {
         since: req
             .since
-            .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000)),
+            .map(|t| palisade_common::time::millis_from_proto(&t)),
         min_level: req.min_level,
         rule_id: (req.rule_id != 0).then_some(req.rule_id),
         agent_id: (!req.agent_id.is_empty()).then(|| req.agent_id.clone()),

@@ -261,7 +261,7 @@ impl SessionTask {
                             address: self.address.clone(),
                             started_at: hello
                                 .started_at
-                                .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000)),
+                                .map(|t| palisade_common::time::millis_from_proto(&t)),
                         },
                     )
                     .await
@@ -333,7 +333,7 @@ impl SessionTask {
                 read_at: e
                     .read_at
                     .as_ref()
-                    .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
+                    .map(palisade_common::time::millis_from_proto)
                     .unwrap_or_else(crate::store::now_ms),
                 truncated: e.truncated,
                 line: &e.line,

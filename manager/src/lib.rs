@@ -15,7 +15,6 @@
 //! - [`sessions`]: open agent streams.
 //! - [`ingest`]: `AgentService`, the agents' stream.
 //! - [`control`]: `ControlService`, the operators' API.
-//! - [`quickstart`]: the ten-minute demonstration.
 //! - [`format`]: alerts.log and e-mail notification layouts.
 //! - [`outputs`]: where committed alerts go (files, mail, followers).
 //! - [`alert_files`]: `alerts.log` and `alerts.json`, rotated daily.
@@ -26,6 +25,15 @@
 //! - [`enroll`]: agent enrollment with one-time tokens.
 //! - [`logtest_cli`]: `logtest` and `ruletest`.
 //! - [`import_ossec`]: an OSSEC configuration's responses as TOML.
+//! - [`cli`]: the command line.
+//!
+//! What the manager shares with the agent and `palisadectl` lives in
+//! `palisade_common` (configuration problems and their lines, durations,
+//! CIDRs, the address policy the [`responder`] applies, time conversions,
+//! the CA fingerprint, the agent bundle's `agent.toml`, systemd, tracing,
+//! signals, exit codes); the manager does not depend on the agent. The
+//! quickstart, which runs both, is a crate of its own
+//! (`palisade-quickstart`).
 //!
 //! [`run`] is the daemon; `main.rs` only parses the command line, binds the
 //! listener and installs signal handlers, so tests run the same code on
@@ -46,7 +54,6 @@ pub mod mail;
 pub mod metrics;
 pub mod outputs;
 pub mod pki;
-pub mod quickstart;
 pub mod responder;
 pub mod retention;
 pub mod ruleset;
@@ -160,7 +167,10 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let mut own = responder::host_addresses();
+    let mut own = palisade_common::address::host_addresses().unwrap_or_else(|error| {
+        warn!(%error, "Cannot list this host's addresses; only the listen address is protected.");
+        Vec::new()
+    });
     if !config.listen.ip().is_unspecified() {
         own.push(config.listen.ip());
     }
@@ -213,8 +223,8 @@ pub async fn run(
     let incoming = tls::incoming(listener, tls, shutdown.clone());
     let enrollment = enroll::start(&config, store.clone(), shutdown.clone()).await?;
     info!(listen = ?local, database = %config.database.display(), "Manager started.");
-    palisade_agent::systemd::ready();
-    palisade_agent::systemd::spawn_watchdog(shutdown.clone());
+    palisade_common::systemd::ready();
+    palisade_common::systemd::spawn_watchdog(shutdown.clone());
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(AgentServiceServer::new(ingest))
@@ -227,7 +237,7 @@ pub async fn run(
             Ok(())
         }
     };
-    palisade_agent::systemd::stopping();
+    palisade_common::systemd::stopping();
     if let Some(enrollment) = enrollment {
         enrollment.stopped().await;
     }

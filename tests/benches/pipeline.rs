@@ -88,7 +88,7 @@ async fn rig() -> Rig {
     );
     let agent_config = bundle.dir.join("agent.toml");
     std::fs::write(&agent_config, toml).unwrap();
-    let agent = Command::new(env!("CARGO_BIN_EXE_palisade-agent"))
+    let agent = Command::new(env!("CARGO_BIN_EXE_e2e-agent"))
         .arg("run")
         .arg("-c")
         .arg(&agent_config)
