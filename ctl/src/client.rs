@@ -53,16 +53,8 @@ impl CtlConfig {
                 path.display()
             ))
         })?;
-        let raw: RawCtlConfig = toml::from_str(&text).map_err(|e| {
-            Failure::Usage(format!(
-                "{}: {}",
-                path.display(),
-                e.to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ))
-        })?;
+        let raw: RawCtlConfig = palisade_common::config::ConfigError::deserialize(path, &text)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(Self {
             manager: raw.manager,

@@ -59,7 +59,7 @@ impl Drop for Rig {
 }
 
 async fn rig() -> Rig {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    palisade_common::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

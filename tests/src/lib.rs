@@ -228,7 +228,7 @@ impl Drop for AgentHandle {
 
 /// Selects the ring provider for rustls once per process.
 pub fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    palisade_common::tls::install_crypto_provider();
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails after

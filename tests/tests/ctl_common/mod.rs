@@ -34,7 +34,7 @@ pub async fn start() -> Running {
 
 /// Starts a manager after `adjust` has changed its configuration.
 pub async fn start_with(adjust: impl FnOnce(&mut ManagerConfig)) -> Running {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    palisade_common::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let report = setup::init(&InitOptions {
         dir: dir.path().to_path_buf(),
