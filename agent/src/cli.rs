@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use crate::AgentConfig;
 use clap::{Parser, Subcommand};
+use palisade_common::config::{ConfigError, Problems};
+use palisade_common::exit::Exit;
+use palisade_common::{logging, signal, tls};
 use tokio_util::sync::CancellationToken;
-
-/// Exit code for usage and configuration errors (BSD `EX_USAGE`).
-const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -93,47 +93,50 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
             let _ = e.print();
-            return ExitCode::from(code);
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            }
+            .into();
         }
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    tls::install_crypto_provider();
     let (path, from_start, check_only) = match cli.command {
         Command::Run { config, from_start } => (config.config, from_start, false),
         Command::CheckConfig(config) => (config.config, false, true),
         Command::Enroll(args) => return enroll(args),
     };
-    init_tracing();
+    logging::init("info");
+    let invalid = |e: ConfigError| {
+        eprintln!("palisade-agent: invalid configuration\n{e}");
+        ExitCode::from(Exit::Usage)
+    };
     let mut config = match AgentConfig::load(&path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("palisade-agent: invalid configuration\n{e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(e) => return invalid(e),
     };
     if check_only {
-        let missing: Vec<String> = [
+        let mut missing = Problems::new();
+        for (key, file) in [
             ("manager.ca_cert", &config.ca_cert),
             ("manager.cert", &config.cert),
             ("manager.key", &config.key),
-        ]
-        .iter()
-        .filter(|(_, p)| !p.exists())
-        .map(|(key, p)| {
-            format!(
-                "{}: {key}: {} does not exist (copy the bundle from `palisade-manager agent add`)",
-                path.display(),
-                p.display()
-            )
-        })
-        .collect();
-        if !missing.is_empty() {
-            eprintln!(
-                "palisade-agent: invalid configuration\n{}",
-                missing.join("\n")
-            );
-            return ExitCode::from(EXIT_USAGE);
+        ] {
+            if !file.exists() {
+                missing.push(
+                    key,
+                    format!(
+                        "{} does not exist (copy the bundle from `palisade-manager agent add`)",
+                        file.display()
+                    ),
+                );
+            }
+        }
+        let text = ConfigError::read(&path).unwrap_or_default();
+        if let Err(e) = missing.into_result(&path, &text) {
+            return invalid(e);
         }
         println!("{}: configuration is valid", path.display());
         return ExitCode::SUCCESS;
@@ -146,12 +149,12 @@ pub fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("palisade-agent: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            return Exit::Failure.into();
         }
     };
     let stop = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
+        tokio::spawn(signal::cancel_on_signal(shutdown.clone()));
         crate::run_until(config, shutdown).await
     });
     // Every task and the spool are closed before the process is replaced.
@@ -161,11 +164,11 @@ pub fn main() -> ExitCode {
         Ok(crate::uplink::Stop::Restart) => {
             let error = reexec();
             eprintln!("palisade-agent: cannot restart: {error}");
-            ExitCode::from(1)
+            Exit::Failure.into()
         }
         Err(e) => {
             eprintln!("palisade-agent: {e}");
-            ExitCode::from(1)
+            Exit::Failure.into()
         }
     }
 }
@@ -198,10 +201,14 @@ fn enroll(args: EnrollArgs) -> ExitCode {
     use crate::enroll::{CaPin, EnrollOptions};
     let fail = |e: crate::enroll::EnrollError| {
         eprintln!("palisade-agent: {e}");
-        ExitCode::from(if e.is_usage() { EXIT_USAGE } else { 1 })
+        ExitCode::from(if e.is_usage() {
+            Exit::Usage
+        } else {
+            Exit::Failure
+        })
     };
     let pin = match (args.ca_fingerprint, args.ca_file) {
-        (Some(f), _) => match crate::enroll::parse_fingerprint(&f) {
+        (Some(f), _) => match tls::parse_fingerprint(&f) {
             Ok(f) => CaPin::Fingerprint(f),
             Err(e) => return fail(crate::enroll::EnrollError::Usage(e)),
         },
@@ -227,7 +234,7 @@ fn enroll(args: EnrollArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("palisade-agent: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            return Exit::Failure.into();
         }
     };
     match runtime.block_on(crate::enroll::enroll(&options)) {
@@ -243,31 +250,4 @@ fn enroll(args: EnrollArgs) -> ExitCode {
         }
         Err(e) => fail(e),
     }
-}
-
-fn init_tracing() {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("Shutting down.");
-    shutdown.cancel();
 }

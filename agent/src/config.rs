@@ -1,141 +1,17 @@
 //! `agent.toml`: read in two stages, like the manager's. Serde refuses
 //! unknown keys (with line and column); [`AgentConfig::parse`] then checks
-//! meanings and reports every problem at once, each naming its key.
+//! meanings and reports every problem at once, each naming its key
+//! (the problems and their lines: `palisade_common::config`).
 //! Relative paths are taken from the directory that holds the file.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use palisade_common::config::Problems;
+use palisade_common::units::{parse_duration, parse_size};
 use serde::Deserialize;
 
-/// A configuration that cannot be used, with every reason. Shared by the
-/// agent's and the manager's configuration files.
-#[derive(Debug, thiserror::Error)]
-pub struct ConfigError {
-    /// The file.
-    pub file: String,
-    /// One line per problem, each naming the key.
-    pub errors: Vec<String>,
-    /// The line of each problem's key in the file, where it was found.
-    pub lines: Vec<Option<usize>>,
-}
-
-impl ConfigError {
-    /// Problems with no line to point at (the file cannot be read or parsed).
-    pub fn new(file: impl Into<String>, errors: Vec<String>) -> Self {
-        let lines = vec![None; errors.len()];
-        Self {
-            file: file.into(),
-            errors,
-            lines,
-        }
-    }
-
-    /// Reads a configuration file; a file that cannot be read is an error
-    /// of its own.
-    pub fn read(path: &Path) -> Result<String, ConfigError> {
-        std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(
-                path.display().to_string(),
-                vec![format!("cannot read: {e}")],
-            )
-        })
-    }
-
-    /// A file TOML cannot read (bad syntax, unknown key, wrong type), with
-    /// the line TOML points at.
-    pub fn from_toml(file: impl Into<String>, text: &str, error: &toml::de::Error) -> Self {
-        let line = error
-            .span()
-            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-        Self {
-            file: file.into(),
-            errors: vec![error.message().trim().replace('\n', " ")],
-            lines: vec![line],
-        }
-    }
-
-    /// Problems found in `text`, each starting with its key path
-    /// (`localfile[1].log_format: ...`), located in the text.
-    pub fn located(file: impl Into<String>, text: &str, errors: Vec<String>) -> Self {
-        let lines = errors
-            .iter()
-            .map(|e| {
-                e.split_once(": ")
-                    .and_then(|(key, _)| locate_key(text, key))
-            })
-            .collect();
-        Self {
-            file: file.into(),
-            errors,
-            lines,
-        }
-    }
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            match self.lines.get(i).copied().flatten() {
-                Some(line) => write!(f, "{}:{line}: {e}", self.file)?,
-                None => write!(f, "{}: {e}", self.file)?,
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The 1-based line where a key path (`server.listen`,
-/// `localfile[1].log_format`, `global.white_list[2]`, `active_response[0]`)
-/// is written in a TOML text, if it is.
-pub fn locate_key(text: &str, path: &str) -> Option<usize> {
-    // The index of an array value (`global.white_list[2]`) points at its
-    // key; an array table's index (`localfile[1]`) names the table.
-    let path = match path.rsplit_once('.') {
-        Some((_, last)) if last.ends_with(']') => {
-            path.rsplit_once('[').map_or(path, |(head, _)| head)
-        }
-        _ => path,
-    };
-    let mut table = String::new();
-    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    let mut header_hit = None;
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
-            let name = name.trim().to_string();
-            let n = counts.entry(name.clone()).or_insert(0);
-            table = format!("{name}[{n}]");
-            *n += 1;
-            if table == path {
-                header_hit = Some(i + 1);
-            }
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            table = name.trim().to_string();
-            if table == path {
-                header_hit = Some(i + 1);
-            }
-            continue;
-        }
-        if let Some((key, _)) = line.split_once('=') {
-            let key = key.trim().trim_matches('"');
-            let full = if table.is_empty() {
-                key.to_string()
-            } else {
-                format!("{table}.{key}")
-            };
-            if full == path {
-                return Some(i + 1);
-            }
-        }
-    }
-    header_hit
-}
+pub use palisade_common::config::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -303,29 +179,6 @@ pub fn split_command(line: &str) -> Result<Vec<String>, String> {
     Ok(args)
 }
 
-/// Parses a size such as `"256MiB"`, `"512KiB"`, `"1GiB"`, `"10MB"` or
-/// `"1000"` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let unit_size: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" => 1 << 10,
-        "MiB" | "M" => 1 << 20,
-        "GiB" | "G" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        _ => return Err(format!("{s:?} is not a size like \"256MiB\"")),
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit_size))
-        .ok_or_else(|| format!("{s:?} is not a size like \"256MiB\""))
-}
-
 /// One watched file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Localfile {
@@ -376,18 +229,6 @@ pub struct AgentConfig {
     pub respond: crate::respond::config::RespondConfig,
 }
 
-/// Parses a duration written as `"600s"`, `"10m"`, `"250ms"`, `"1h30m"`
-/// or `"90d"` (days of 24 hours: retention periods and token lifetimes
-/// are given in days).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = |e: jiff::Error| format!("{s:?} is not a duration like \"30s\" or \"10m\" ({e})");
-    let span: jiff::Span = s.parse().map_err(bad)?;
-    let d = span
-        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .map_err(bad)?;
-    Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
-}
-
 impl AgentConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -396,21 +237,19 @@ impl AgentConfig {
 
     /// Validates configuration text as if read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::from_toml(file.clone(), text, &e))?;
+        let raw: RawConfig = ConfigError::deserialize(path, text)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut errors = Vec::new();
+        let mut errors = Problems::new();
         let mut duration = |key: &str, v: Option<&str>, default: Duration, min: Duration| match v {
             None => default,
             Some(v) => match parse_duration(v) {
                 Ok(d) if d >= min => d,
                 Ok(_) => {
-                    errors.push(format!("{key}: {v:?} is below the minimum {min:?}"));
+                    errors.push(key, format!("{v:?} is below the minimum {min:?}"));
                     default
                 }
                 Err(e) => {
-                    errors.push(format!("{key}: {e}"));
+                    errors.push(key, e);
                     default
                 }
             },
@@ -441,23 +280,25 @@ impl AgentConfig {
         );
         match raw.manager.address.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-            _ => errors.push(format!(
-                "manager.address: {:?} is not host:port",
-                raw.manager.address
-            )),
+            _ => errors.push(
+                "manager.address",
+                format!("{:?} is not host:port", raw.manager.address),
+            ),
         }
         if raw.manager.server_name.is_empty() {
-            errors.push("manager.server_name: must not be empty".into());
+            errors.push("manager.server_name", "must not be empty");
         }
         let max_line_length = raw.agent.max_line_length.unwrap_or(64 * 1024);
         if max_line_length < 256 {
-            errors.push(format!(
-                "agent.max_line_length: {max_line_length} is below the minimum 256"
-            ));
+            errors.push(
+                "agent.max_line_length",
+                format!("{max_line_length} is below the minimum 256"),
+            );
         } else if max_line_length > 16 << 20 {
-            errors.push(format!(
-                "agent.max_line_length: {max_line_length} is above the maximum 16777216"
-            ));
+            errors.push(
+                "agent.max_line_length",
+                format!("{max_line_length} is above the maximum 16777216"),
+            );
         }
         let spool_max_size = match &raw.spool.max_size {
             None => crate::spool::DEFAULT_MAX_SIZE,
@@ -469,13 +310,14 @@ impl AgentConfig {
                 match parsed {
                     Ok(n) if n >= 1 << 20 => n,
                     Ok(n) => {
-                        errors.push(format!(
-                            "spool.max_size: {n} bytes is below the minimum \"1MiB\""
-                        ));
+                        errors.push(
+                            "spool.max_size",
+                            format!("{n} bytes is below the minimum \"1MiB\""),
+                        );
                         crate::spool::DEFAULT_MAX_SIZE
                     }
                     Err(e) => {
-                        errors.push(format!("spool.max_size: {e}"));
+                        errors.push("spool.max_size", e);
                         crate::spool::DEFAULT_MAX_SIZE
                     }
                 }
@@ -483,9 +325,10 @@ impl AgentConfig {
         };
         let batch_events = raw.spool.batch_events.unwrap_or(500);
         if !(1..=10_000).contains(&batch_events) {
-            errors.push(format!(
-                "spool.batch_events: {batch_events} is not between 1 and 10000"
-            ));
+            errors.push(
+                "spool.batch_events",
+                format!("{batch_events} is not between 1 and 10000"),
+            );
         }
         let mut localfiles = Vec::new();
         let mut commands = Vec::new();
@@ -493,31 +336,34 @@ impl AgentConfig {
             let format = lf.log_format.trim();
             if COMMAND_FORMATS.contains(&format) {
                 if lf.location.is_some() {
-                    errors.push(format!(
-                        "localfile[{i}].location: a {format} source runs `command` and reads no file"
-                    ));
+                    errors.push(
+                        format!("localfile[{i}].location"),
+                        format!("a {format} source runs `command` and reads no file"),
+                    );
                 }
                 let frequency = match lf.frequency.as_deref() {
                     None => Duration::from_secs(60),
                     Some(v) => match parse_duration(v) {
                         Ok(d) if d >= Duration::from_secs(1) => d,
                         Ok(_) => {
-                            errors.push(format!(
-                                "localfile[{i}].frequency: {v:?} is below the minimum 1s"
-                            ));
+                            errors.push(
+                                format!("localfile[{i}].frequency"),
+                                format!("{v:?} is below the minimum 1s"),
+                            );
                             Duration::from_secs(60)
                         }
                         Err(e) => {
-                            errors.push(format!("localfile[{i}].frequency: {e}"));
+                            errors.push(format!("localfile[{i}].frequency"), e);
                             Duration::from_secs(60)
                         }
                     },
                 };
                 match lf.command.as_deref().map(split_command) {
-                    None => errors.push(format!(
-                        "localfile[{i}].command: a {format} source needs the command to run"
-                    )),
-                    Some(Err(e)) => errors.push(format!("localfile[{i}].command: {e}")),
+                    None => errors.push(
+                        format!("localfile[{i}].command"),
+                        format!("a {format} source needs the command to run"),
+                    ),
+                    Some(Err(e)) => errors.push(format!("localfile[{i}].command"), e),
                     Some(Ok(argv)) => {
                         let command = lf.command.clone().unwrap_or_default();
                         commands.push(CommandSource {
@@ -537,25 +383,29 @@ impl AgentConfig {
                 ("frequency", lf.frequency.is_some()),
             ] {
                 if set {
-                    errors.push(format!(
-                        "localfile[{i}].{key}: only for the command and full_command formats"
-                    ));
+                    errors.push(
+                        format!("localfile[{i}].{key}"),
+                        "only for the command and full_command formats",
+                    );
                 }
             }
             match multi_line_count(format) {
-                Some(Err(e)) => errors.push(format!("localfile[{i}].log_format: {e}")),
+                Some(Err(e)) => errors.push(format!("localfile[{i}].log_format"), e),
                 Some(Ok(_)) => {}
                 None if LINE_FORMATS.contains(&format) => {}
-                None => errors.push(format!(
-                    "localfile[{i}].log_format: {:?} is not supported (one of: {}, {}, multi-line:N)",
-                    lf.log_format,
-                    LINE_FORMATS.join(", "),
-                    COMMAND_FORMATS.join(", ")
-                )),
+                None => errors.push(
+                    format!("localfile[{i}].log_format"),
+                    format!(
+                        "{:?} is not supported (one of: {}, {}, multi-line:N)",
+                        lf.log_format,
+                        LINE_FORMATS.join(", "),
+                        COMMAND_FORMATS.join(", ")
+                    ),
+                ),
             }
             match lf.location.as_deref() {
                 None | Some("") => {
-                    errors.push(format!("localfile[{i}].location: must not be empty"));
+                    errors.push(format!("localfile[{i}].location"), "must not be empty");
                 }
                 Some(location) => localfiles.push(Localfile {
                     location: base.join(location),
@@ -566,13 +416,13 @@ impl AgentConfig {
         let respond =
             match crate::respond::config::RespondConfig::from_raw(raw.active_response, base) {
                 Ok(r) => Some(r),
-                Err(mut e) => {
-                    errors.append(&mut e);
+                Err(e) => {
+                    errors.append(e);
                     None
                 }
             };
         let Some(respond) = respond.filter(|_| errors.is_empty()) else {
-            return Err(ConfigError::located(file, text, errors));
+            return Err(errors.into_error(path, text));
         };
         Ok(Self {
             source: path.to_path_buf(),
@@ -601,37 +451,8 @@ impl AgentConfig {
 mod tests {
     use super::*;
 
-    #[test]
-    fn durations_take_the_usual_units_and_whole_days() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("600s"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
-        assert!(
-            parse_duration("1 month").is_err(),
-            "months have no fixed length"
-        );
-        assert!(parse_duration("-5s").is_err());
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
-    fn key_paths_are_located_in_the_text() {
-        let text = "[manager]\naddress = \"m:1\"\n\n[[localfile]]\nlocation = \"/a\"\n[[localfile]]\nlocation = \"/b\"\nlog_format = \"x\"\n[active_response]\nwhite_list = [\"a\", \"b\"]\n";
-        assert_eq!(locate_key(text, "manager.address"), Some(2));
-        assert_eq!(locate_key(text, "localfile[1].log_format"), Some(8));
-        assert_eq!(locate_key(text, "localfile[1]"), Some(6));
-        assert_eq!(locate_key(text, "active_response.white_list[1]"), Some(10));
-        assert_eq!(locate_key(text, "agent.poll_interval"), None);
-        let e = ConfigError::located(
-            "a.toml",
-            text,
-            vec!["localfile[1].log_format: bad".into(), "spool: x".into()],
-        );
-        assert_eq!(
-            e.to_string(),
-            "a.toml:8: localfile[1].log_format: bad\na.toml: spool: x"
-        );
+    fn keys(err: &ConfigError) -> Vec<&str> {
+        err.problems.iter().map(|p| p.key.as_str()).collect()
     }
 
     #[test]
@@ -653,11 +474,21 @@ mod tests {
             Path::new("a.toml"),
         )
         .unwrap_err();
-        assert_eq!(err.errors.len(), 3, "{err}");
-        assert!(err.errors[0].starts_with("agent.poll_interval"), "{err}");
-        assert!(err.errors[1].starts_with("manager.address"), "{err}");
+        assert_eq!(
+            keys(&err),
+            [
+                "agent.poll_interval",
+                "manager.address",
+                "localfile[0].log_format"
+            ],
+            "{err}"
+        );
+        // Each is shown where it is written.
+        let lines: Vec<_> = err.problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [Some(4), Some(2), Some(7)], "{err}");
         assert!(
-            err.errors[2].starts_with("localfile[0].log_format"),
+            err.to_string()
+                .starts_with("a.toml:4: agent.poll_interval: \"soon\" is not a duration"),
             "{err}"
         );
     }
@@ -718,22 +549,20 @@ command = "ls"
             Path::new("a.toml"),
         )
         .unwrap_err();
-        assert_eq!(err.errors.len(), 4, "{err}");
-        assert!(err.errors[0].starts_with("spool.max_size"), "{err}");
-        assert!(err.errors[1].starts_with("localfile[0].command"), "{err}");
-        assert!(
-            err.errors[2].starts_with("localfile[1].log_format"),
+        assert_eq!(
+            keys(&err),
+            [
+                "spool.max_size",
+                "localfile[0].command",
+                "localfile[1].log_format",
+                "localfile[2].command"
+            ],
             "{err}"
         );
-        assert!(err.errors[3].starts_with("localfile[2].command"), "{err}");
     }
 
     #[test]
-    fn sizes_and_command_lines() {
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
-        assert!(parse_size("MiB").is_err());
+    fn command_lines() {
         assert_eq!(
             split_command(r#"grep -c "a \"b\"" 'c d' e\ f"#).unwrap(),
             vec!["grep", "-c", "a \"b\"", "c d", "e f"]
@@ -745,6 +574,15 @@ command = "ls"
             split_command("echo a; rm -rf /").unwrap(),
             vec!["echo", "a;", "rm", "-rf", "/"]
         );
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.toml");
+        let agent = AgentConfig::load(&path).unwrap();
+        assert_eq!(agent.localfiles.len(), 2);
+        assert_eq!(agent.commands.len(), 1);
+        assert!(agent.respond.commands.contains_key("notify-edge"));
     }
 
     #[test]

@@ -37,54 +37,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::uplink::error_chain;
-
-/// The enrollment port, beside the agents' 1514 (as Wazuh's authd).
-pub const DEFAULT_ENROLL_PORT: u16 = 1515;
+use palisade_common::bundle::{DEFAULT_ENROLL_PORT, render_agent_config};
+use palisade_common::tls::{error_chain, fingerprint, format_fingerprint};
 
 /// How long connecting and the whole exchange may take.
 const TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The SHA-256 fingerprint of a certificate (DER), as
-/// `openssl x509 -noout -fingerprint -sha256` prints it: upper-case hex
-/// pairs joined by colons.
-pub fn fingerprint(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Reads a fingerprint in either form: `AB:CD:...` or `abcd...`, in any
-/// case, optionally prefixed `sha256:`, `SHA256=` or `sha256 Fingerprint=`
-/// (openssl's own output line).
-pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
-    let bad = || {
-        format!(
-            "--ca-fingerprint {s:?} is not a SHA-256 fingerprint (64 hex digits, with or without colons; `palisade-manager ca fingerprint` prints it)"
-        )
-    };
-    let mut t = s.trim();
-    if let Some((head, rest)) = t.split_once('=')
-        && head.to_ascii_lowercase().contains("sha256")
-    {
-        t = rest;
-    }
-    if t.len() > 7 && t[..7].eq_ignore_ascii_case("sha256:") {
-        t = &t[7..];
-    }
-    let hex: String = t.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
-}
 
 /// How the agent recognises the manager's CA.
 #[derive(Debug, Clone)]
@@ -543,7 +500,7 @@ impl ServerCertVerifier for PinnedCa {
                         return Err(self.refuse(
                             format!(
                                 "its CA does not match --ca-fingerprint {} ({presented})",
-                                fingerprint_hex(want)
+                                format_fingerprint(want)
                             ),
                             rustls::CertificateError::UnknownIssuer,
                         ));
@@ -633,14 +590,6 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
-fn fingerprint_hex(bytes: &[u8; 32]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// Writes a file with `mode` from the moment it exists, replacing any.
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), EnrollError> {
     match std::fs::remove_file(path) {
@@ -659,52 +608,9 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), EnrollError>
         .map_err(|e| file_error(path, e))
 }
 
-/// The `agent.toml` of an agent bundle, from `agent add` or `enroll`.
-pub fn render_agent_config(address: &str, server_name: &str) -> String {
-    format!(
-        r#"# Palisade agent configuration. Relative paths are relative to this file.
-
-[manager]
-address = "{address}"
-# The name verified in the manager's certificate.
-server_name = "{server_name}"
-ca_cert = "ca.pem"
-cert = "agent.pem"
-key = "agent.key"
-
-[spool]
-# Events not yet acknowledged by the manager, and file read positions.
-database = "agent.db"
-
-# One block per log to watch (OSSEC's <localfile>).
-[[localfile]]
-location = "/var/log/apache2/access.log"
-log_format = "apache"
-"#
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprints_read_in_every_form() {
-        let der = b"not really a certificate";
-        let printed = fingerprint(der);
-        assert_eq!(printed.len(), 32 * 3 - 1);
-        let want = parse_fingerprint(&printed).unwrap();
-        assert_eq!(fingerprint_hex(&want), printed);
-        let plain = printed.replace(':', "").to_lowercase();
-        assert_eq!(parse_fingerprint(&plain).unwrap(), want);
-        assert_eq!(
-            parse_fingerprint(&format!("sha256 Fingerprint={printed}")).unwrap(),
-            want
-        );
-        assert_eq!(parse_fingerprint(&format!("SHA256:{plain}")).unwrap(), want);
-        assert!(parse_fingerprint(&plain[..62]).is_err());
-        assert!(parse_fingerprint(&format!("{}zz", &plain[..62])).is_err());
-    }
 
     #[test]
     fn host_of_addresses() {

@@ -10,9 +10,15 @@
 //! - [`command`]: OSSEC's `command`/`full_command` sources.
 //! - [`uplink`]: the mutual-TLS stream to the manager.
 //! - [`enroll`]: `palisade-agent enroll`, an identity from a one-time token.
-//! - [`systemd`]: readiness and watchdog for `Type=notify` units.
 //! - [`respond`]: active responses (route-null, firewall-drop, host-deny,
-//!   scripts), their ledger, timeouts and safety checks.
+//!   scripts), their ledger and timeouts.
+//! - [`cli`]: the command line (`run`, `check-config`, `enroll`).
+//!
+//! What the agent shares with the manager and `palisadectl` lives in
+//! `palisade_common`: configuration problems and their lines, durations
+//! and sizes, the address policy every block is checked against, the
+//! client side of mutual TLS, the agent bundle's `agent.toml`, systemd
+//! readiness, tracing, signals and exit codes.
 //!
 //! [`run`] is the daemon; `main.rs` only parses the command line and
 //! installs signal handlers, so tests run the same code in-process.
@@ -24,12 +30,12 @@ pub mod config;
 pub mod enroll;
 pub mod respond;
 pub mod spool;
-pub mod systemd;
 pub mod tail;
 pub mod uplink;
 
 use std::sync::Arc;
 
+use palisade_common::systemd;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::info;

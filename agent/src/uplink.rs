@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use palisade_common::tls::{ClientIdentity, error_chain, refused_certificate_alert};
 use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::agent_service_client::AgentServiceClient;
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
@@ -29,7 +30,7 @@ use palisade_proto::v1::{
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::{Channel, ClientTlsConfig};
 use tracing::{info, warn};
 
 use crate::config::AgentConfig;
@@ -196,16 +197,14 @@ impl Uplink {
     }
 
     fn tls(&self) -> Result<ClientTlsConfig, UplinkError> {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| UplinkError::Tls(format!("{}: {e}", p.display())))
-        };
-        Ok(ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(&self.config.ca_cert)?))
-            .identity(Identity::from_pem(
-                read(&self.config.cert)?,
-                read(&self.config.key)?,
-            ))
-            .domain_name(self.config.server_name.clone()))
+        ClientIdentity {
+            ca_cert: &self.config.ca_cert,
+            cert: &self.config.cert,
+            key: &self.config.key,
+            server_name: &self.config.server_name,
+        }
+        .tls_config()
+        .map_err(|e| UplinkError::Tls(e.to_string()))
     }
 
     async fn connect(&self, tls: ClientTlsConfig) -> Result<Channel, UplinkError> {
@@ -214,9 +213,7 @@ impl Uplink {
             address: address.clone(),
             reason,
         };
-        Channel::from_shared(format!("https://{address}"))
-            .map_err(|e| connect_error(e.to_string()))?
-            .tls_config(tls)
+        palisade_common::tls::endpoint(&address, tls)
             .map_err(|e| connect_error(e.to_string()))?
             .connect_timeout(Duration::from_secs(10))
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -320,11 +317,7 @@ impl Uplink {
                     .map(|e| Event {
                         sequence: e.sequence,
                         location: e.event.location,
-                        read_at: Some(prost_types::Timestamp {
-                            seconds: e.event.read_at.div_euclid(1000),
-                            nanos: i32::try_from(e.event.read_at.rem_euclid(1000) * 1_000_000)
-                                .unwrap_or(0),
-                        }),
+                        read_at: Some(palisade_common::time::proto_from_millis(e.event.read_at)),
                         line: e.event.line,
                         log_format: e.event.log_format,
                         truncated: e.event.truncated,
@@ -388,18 +381,6 @@ fn jitter(d: Duration) -> Duration {
     half + half.mul_f64(rand::random::<f64>())
 }
 
-/// The whole cause chain of an error on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
-}
-
 /// Names the likely cause of a transport failure on the first call: with
 /// TLS 1.3 a refused client certificate shows up here, not at connect.
 fn explain_status(status: tonic::Status) -> UplinkError {
@@ -408,14 +389,8 @@ fn explain_status(status: tonic::Status) -> UplinkError {
         status.code(),
         tonic::Code::Unknown | tonic::Code::Unavailable
     );
-    let refused = [
-        "CertificateRequired",
-        "UnknownCA",
-        "BadCertificate",
-        "CertificateUnknown",
-    ]
-    .iter()
-    .any(|alert| chain.contains(alert));
+    // The TLS alert may be only in the debug form of a transport error.
+    let refused = refused_certificate_alert(&format!("{chain} {status:?}")).is_some();
     if transport && refused {
         return UplinkError::Status(tonic::Status::unauthenticated(format!(
             "the manager refused this agent's certificate ({chain})"

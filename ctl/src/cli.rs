@@ -11,15 +11,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use palisade_common::exit::Exit;
 
 use crate::{client, output};
 use palisade_proto::v1::{
     GetAgentRequest, ListAlertsRequest, ListBlocksRequest, ListRefusalsRequest,
     ListResponsesRequest, RemoveAgentRequest, RunResponseRequest, StatusRequest, UnblockRequest,
 };
-
-/// Exit code for usage and configuration errors.
-const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -251,10 +249,10 @@ pub fn main() -> ExitCode {
                 "palisadectl: {} (see --help)",
                 first.strip_prefix("error: ").unwrap_or(first)
             );
-            return ExitCode::from(EXIT_USAGE);
+            return Exit::Usage.into();
         }
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    palisade_common::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -262,18 +260,18 @@ pub fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("palisadectl: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            return Exit::Failure.into();
         }
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {
             eprintln!("palisadectl: {msg}");
-            ExitCode::from(EXIT_USAGE)
+            Exit::Usage.into()
         }
         Err(Failure::Runtime(msg)) => {
             eprintln!("palisadectl: {msg}");
-            ExitCode::from(1)
+            Exit::Failure.into()
         }
     }
 }
@@ -579,25 +577,15 @@ fn parse_since(text: &str) -> Result<prost_types::Timestamp, Failure> {
             "invalid --since {text:?}: give an age such as 30m, 1h, 2d, or an RFC 3339 time"
         ))
     };
-    // Ages are read as the daemons read durations: a jiff span, days of
-    // 24 hours.
+    // Ages are read as the daemons read durations.
     let at = match text.parse::<jiff::Timestamp>() {
         Ok(t) => t,
         Err(_) => {
-            let span: jiff::Span = text.parse().map_err(|_| bad())?;
-            let age = span
-                .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-                .map_err(|_| bad())?;
-            if age.is_negative() {
-                return Err(bad());
-            }
+            let age = palisade_common::units::parse_duration(text).map_err(|_| bad())?;
             jiff::Timestamp::now().checked_sub(age).map_err(|_| bad())?
         }
     };
-    Ok(prost_types::Timestamp {
-        seconds: at.as_second(),
-        nanos: at.subsec_nanosecond(),
-    })
+    Ok(palisade_common::time::proto_from_jiff(at))
 }
 
 #[cfg(test)]

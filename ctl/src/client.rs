@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use palisade_common::tls::{ClientIdentity, EndpointError, error_chain, refused_certificate_alert};
 use palisade_proto::MAX_ALERTS_PER_PAGE;
 use palisade_proto::v1::control_service_client::ControlServiceClient;
 use palisade_proto::v1::{
@@ -10,7 +11,7 @@ use palisade_proto::v1::{
     RestartAgentResponse, RunResponseRequest, RunResponseResponse,
 };
 use serde::Deserialize;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 use crate::cli::Failure;
 
@@ -53,16 +54,8 @@ impl CtlConfig {
                 path.display()
             ))
         })?;
-        let raw: RawCtlConfig = toml::from_str(&text).map_err(|e| {
-            Failure::Usage(format!(
-                "{}: {}",
-                path.display(),
-                e.to_string()
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ))
-        })?;
+        let raw: RawCtlConfig = palisade_common::config::ConfigError::deserialize(path, &text)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(Self {
             manager: raw.manager,
@@ -76,14 +69,15 @@ impl CtlConfig {
 
 /// Connects to the control API.
 pub async fn connect(config: &CtlConfig) -> Result<ControlServiceClient<Channel>, Failure> {
-    let read =
-        |p: &Path| std::fs::read(p).map_err(|e| Failure::Usage(format!("{}: {e}", p.display())));
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&config.ca_cert)?))
-        .identity(Identity::from_pem(read(&config.cert)?, read(&config.key)?))
-        .domain_name(config.server_name.clone());
-    let unreachable = |e: &dyn std::error::Error| {
-        let text = chain(e);
+    let tls = ClientIdentity {
+        ca_cert: &config.ca_cert,
+        cert: &config.cert,
+        key: &config.key,
+        server_name: &config.server_name,
+    }
+    .tls_config()
+    .map_err(|e| Failure::Usage(e.to_string()))?;
+    let unreachable = |text: String| {
         if text.contains("InvalidCertificate") || text.contains("invalid peer certificate") {
             return Failure::Runtime(format!(
                 "the manager at {} presented a certificate that {} does not vouch for ({text})",
@@ -96,50 +90,27 @@ pub async fn connect(config: &CtlConfig) -> Result<ControlServiceClient<Channel>
             config.manager
         ))
     };
-    let channel = Channel::from_shared(format!("https://{}", config.manager))
-        .map_err(|e| Failure::Usage(format!("manager address {:?}: {e}", config.manager)))?
-        .tls_config(tls)
-        .map_err(|e| unreachable(&e))?
+    let channel = palisade_common::tls::endpoint(&config.manager, tls)
+        .map_err(|e| match e {
+            EndpointError::Address { .. } => Failure::Usage(e.to_string()),
+            EndpointError::Tls(text) => unreachable(text),
+        })?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .connect()
         .await
-        .map_err(|e| unreachable(&e))?;
+        .map_err(|e| unreachable(error_chain(&e)))?;
     Ok(ControlServiceClient::new(channel))
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        // tonic and hyper often repeat their cause in their own text.
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        source = cause.source();
-    }
-    s
 }
 
 /// Turns a refused call into one clear line.
 pub fn call_failed(status: tonic::Status) -> Failure {
     // The TLS alert is only in the debug form of a transport error.
-    let text = format!("{} {status:?}", chain(&status));
-    for alert in [
-        "CertificateRequired",
-        "UnknownCA",
-        "BadCertificate",
-        "CertificateRevoked",
-        "CertificateExpired",
-        "DecryptError",
-    ] {
-        if text.contains(alert) {
-            return Failure::Runtime(format!(
-                "the manager refused this operator certificate (TLS alert {alert})"
-            ));
-        }
+    let text = format!("{} {status:?}", error_chain(&status));
+    if let Some(alert) = refused_certificate_alert(&text) {
+        return Failure::Runtime(format!(
+            "the manager refused this operator certificate (TLS alert {alert})"
+        ));
     }
     Failure::Runtime(format!(
         "{}: {}",

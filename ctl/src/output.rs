@@ -82,7 +82,7 @@ pub fn agent_control_json(list: &ListAgentsResponse, with_manager: bool) -> Valu
 }
 
 fn time_text(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+    t.and_then(palisade_common::time::jiff_from_proto)
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|| "-".into())
 }
@@ -133,7 +133,7 @@ pub fn agents_json(list: &ListAgentsResponse) -> Value {
 
 fn agent_json(a: &AgentInfo) -> Value {
     let ts = |t: Option<&prost_types::Timestamp>| {
-        t.and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+        t.and_then(palisade_common::time::jiff_from_proto)
             .map(|t| Value::String(t.to_string()))
             .unwrap_or(Value::Null)
     };
@@ -317,7 +317,7 @@ pub fn blocks_table(list: &ListBlocksResponse) -> String {
 /// `blocks --json`.
 pub fn blocks_json(list: &ListBlocksResponse) -> Value {
     let ts = |t: Option<&prost_types::Timestamp>| {
-        t.and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+        t.and_then(palisade_common::time::jiff_from_proto)
             .map(|t| Value::String(t.to_string()))
             .unwrap_or(Value::Null)
     };
@@ -378,7 +378,7 @@ pub fn refusals_json(list: &ListRefusalsResponse) -> Value {
                 let time = r
                     .time
                     .as_ref()
-                    .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+                    .and_then(palisade_common::time::jiff_from_proto)
                     .map(|t| Value::String(t.to_string()))
                     .unwrap_or(Value::Null);
                 json!({"time": time, "response": r.response, "agent": r.agent_id,
@@ -391,7 +391,7 @@ pub fn refusals_json(list: &ListRefusalsResponse) -> Value {
 /// agent_control's time layout (C `ctime`, local time, no newline), or
 /// `Unknown` as agent_control prints for an agent never heard from.
 pub fn ctime_text(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+    t.and_then(palisade_common::time::jiff_from_proto)
         .map(|t| {
             t.to_zoned_datetime(jiff::tz::TimeZone::system())
                 .strftime("%a %b %e %H:%M:%S %Y")
@@ -553,7 +553,7 @@ pub fn agent_detail_json(a: &AgentInfo) -> Value {
 }
 
 fn ts_json(t: Option<&prost_types::Timestamp>) -> Value {
-    t.and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok())
+    t.and_then(palisade_common::time::jiff_from_proto)
         .map(|t| Value::String(t.to_string()))
         .unwrap_or(Value::Null)
 }

@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use jiff::ZonedDateTime;
 use jiff::civil::Date;
+use palisade_common::config::Problems;
 use serde::Deserialize;
 use tracing::{debug, warn};
 
@@ -101,25 +102,32 @@ impl AlertFilesConfig {
 }
 
 /// Checks `[alerts]`; problems go to `errors`, each naming its key.
-pub fn compile(raw: RawAlertFiles, base: &Path, errors: &mut Vec<String>) -> AlertFilesConfig {
+pub fn compile(raw: RawAlertFiles, base: &Path, errors: &mut Problems) -> AlertFilesConfig {
     let path = |p: PathBuf| (!p.as_os_str().is_empty()).then(|| base.join(p));
     let log_file = path(raw.log_file.unwrap_or_else(|| DEFAULT_LOG_FILE.into()));
     let json_file = raw.json_file.and_then(path);
     if log_file.is_some() && log_file == json_file {
-        errors.push("alerts.json_file: must not be the same file as alerts.log_file".into());
+        errors.push(
+            "alerts.json_file",
+            "must not be the same file as alerts.log_file",
+        );
     }
     for (key, p) in [("log_file", &log_file), ("json_file", &json_file)] {
         if let Some(p) = p
             && p.file_name().is_none()
         {
-            errors.push(format!("alerts.{key}: {} names no file", p.display()));
+            errors.push(
+                format!("alerts.{key}"),
+                format!("{} names no file", p.display()),
+            );
         }
     }
     let log_alert_level = raw.log_alert_level.unwrap_or(1);
     if log_alert_level > 16 {
-        errors.push(format!(
-            "alerts.log_alert_level: {log_alert_level} is above the highest rule level 16"
-        ));
+        errors.push(
+            "alerts.log_alert_level",
+            format!("{log_alert_level} is above the highest rule level 16"),
+        );
     }
     AlertFilesConfig {
         log_file,
@@ -640,7 +648,7 @@ mod tests {
                 keep_days: None,
             },
             dir.path(),
-            &mut Vec::new(),
+            &mut Problems::new(),
         );
         let day = Arc::new(AtomicI64::new(0));
         let clock: Clock = {
@@ -717,7 +725,7 @@ mod tests {
     #[test]
     fn the_section_has_ossecs_defaults_and_is_checked() {
         let base = Path::new("/etc/palisade");
-        let mut errors = Vec::new();
+        let mut errors = Problems::new();
         let c = compile(RawAlertFiles::default(), base, &mut errors);
         assert_eq!(
             c.log_file.as_deref(),
@@ -747,8 +755,10 @@ mod tests {
             base,
             &mut errors,
         );
-        assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors[0].starts_with("alerts.json_file: "));
-        assert!(errors[1].starts_with("alerts.log_alert_level: "));
+        assert_eq!(
+            errors.keys(),
+            ["alerts.json_file", "alerts.log_alert_level"],
+            "{errors:?}"
+        );
     }
 }

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use crate::config::{DEFAULT_PORT, ManagerConfig};
 use crate::setup::{self, InitOptions, SetupError};
 use clap::{Parser, Subcommand};
+use palisade_common::config::{ConfigError, Problems};
+use palisade_common::exit::Exit;
+use palisade_common::{logging, signal, tls};
 use tokio_util::sync::CancellationToken;
-
-/// Exit code for usage and configuration errors (BSD `EX_USAGE`).
-const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -75,15 +75,6 @@ enum Command {
     },
     /// Run the manager.
     Run(ConfigArg),
-    /// Watch Palisade catch and block a scanner: a manager and an agent on loopback in a temporary directory.
-    Quickstart {
-        /// Do not ask before creating the network namespace (as root).
-        #[arg(long, short = 'y')]
-        yes: bool,
-        /// How long the demonstration block lasts, e.g. 10s.
-        #[arg(long, default_value = "10s", value_parser = crate::cli::duration)]
-        block_for: std::time::Duration,
-    },
     /// Check the configuration and report every problem.
     CheckConfig(ConfigArg),
     /// Judge log lines from stdin as ossec-logtest does: pre-decoding, decoding, rules.
@@ -215,24 +206,17 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
             let _ = e.print();
-            return ExitCode::from(code);
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            }
+            .into();
         }
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    if let Command::Quickstart { yes, block_for } = cli.command {
-        init_tracing("warn");
-        let options = crate::quickstart::QuickstartOptions { yes, block_for };
-        return match crate::quickstart::run(&options) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("palisade-manager: quickstart failed: {e:#}");
-                ExitCode::from(1)
-            }
-        };
-    }
-    init_tracing("info");
+    tls::install_crypto_provider();
+    logging::init("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -240,27 +224,16 @@ pub fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("palisade-manager: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            return Exit::Failure.into();
         }
     };
     runtime.block_on(dispatch(cli.command))
 }
 
-fn init_tracing(default: &str) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
 fn load_config(path: &std::path::Path) -> Result<ManagerConfig, ExitCode> {
     ManagerConfig::load(path).map_err(|e| {
         eprintln!("palisade-manager: invalid configuration\n{e}");
-        ExitCode::from(EXIT_USAGE)
+        ExitCode::from(Exit::Usage)
     })
 }
 
@@ -284,7 +257,7 @@ fn load_ruleset(
     let ruleset = crate::ruleset::load_with(&source, &args.decoders, args.rules_dir.as_deref())
         .map_err(|e| {
             eprintln!("palisade-manager: the ruleset has errors:\n{e}");
-            ExitCode::from(EXIT_USAGE)
+            ExitCode::from(Exit::Usage)
         })?;
     Ok((ruleset, judging))
 }
@@ -292,8 +265,8 @@ fn load_ruleset(
 fn setup_failed(e: SetupError) -> ExitCode {
     eprintln!("palisade-manager: {e}");
     match e {
-        SetupError::Usage(_) | SetupError::Config(_) => ExitCode::from(EXIT_USAGE),
-        _ => ExitCode::from(1),
+        SetupError::Usage(_) | SetupError::Config(_) => ExitCode::from(Exit::Usage),
+        _ => ExitCode::from(Exit::Failure),
     }
 }
 
@@ -336,7 +309,6 @@ async fn dispatch(command: Command) -> ExitCode {
                 Err(e) => setup_failed(e),
             }
         }
-        Command::Quickstart { .. } => ExitCode::SUCCESS,
         Command::Logtest {
             ruleset,
             alerts_only,
@@ -372,7 +344,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 Ok(b) => String::from_utf8_lossy(&b).into_owned(),
                 Err(e) => {
                     eprintln!("palisade-manager: {}: {e}", file.display());
-                    return ExitCode::from(EXIT_USAGE);
+                    return ExitCode::from(Exit::Usage);
                 }
             };
             match crate::import_ossec::convert(&file.display().to_string(), &text) {
@@ -385,30 +357,32 @@ async fn dispatch(command: Command) -> ExitCode {
                 },
                 Err(e) => {
                     eprintln!("palisade-manager: {e}");
-                    ExitCode::from(EXIT_USAGE)
+                    ExitCode::from(Exit::Usage)
                 }
             }
         }
         Command::CheckConfig(arg) => match load_config(&arg.config) {
             Ok(config) => {
-                let mut problems = Vec::new();
-                for (what, path) in [
+                let mut missing = Problems::new();
+                for (key, path) in [
                     ("server.ca_cert", &config.ca_cert),
                     ("server.cert", &config.cert),
                     ("server.key", &config.key),
                 ] {
                     if !path.exists() {
-                        problems.push(format!("{what}: {} does not exist", path.display()));
+                        missing.push(key, format!("{} does not exist", path.display()));
                     }
                 }
-                if problems.is_empty() {
-                    println!("{}: configuration is valid", arg.config.display());
-                    ExitCode::SUCCESS
-                } else {
-                    for p in problems {
-                        eprintln!("{}: {p}", arg.config.display());
+                let text = ConfigError::read(&arg.config).unwrap_or_default();
+                match missing.into_result(&arg.config, &text) {
+                    Ok(()) => {
+                        println!("{}: configuration is valid", arg.config.display());
+                        ExitCode::SUCCESS
                     }
-                    ExitCode::from(EXIT_USAGE)
+                    Err(e) => {
+                        eprintln!("{e}");
+                        ExitCode::from(Exit::Usage)
+                    }
                 }
             }
             Err(code) => code,
@@ -422,16 +396,16 @@ async fn dispatch(command: Command) -> ExitCode {
                 Ok(l) => l,
                 Err(e) => {
                     eprintln!("palisade-manager: {e}");
-                    return ExitCode::from(1);
+                    return ExitCode::from(Exit::Failure);
                 }
             };
             let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
+            tokio::spawn(signal::cancel_on_signal(shutdown.clone()));
             match crate::run(config, listeners, shutdown).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("palisade-manager: {e}");
-                    ExitCode::from(1)
+                    ExitCode::from(Exit::Failure)
                 }
             }
         }
@@ -573,27 +547,6 @@ pub fn token_ttl(s: &str) -> Result<std::time::Duration, String> {
     crate::enroll::check_ttl(s)
 }
 
-/// Parses a duration argument like `10s`.
-pub fn duration(s: &str) -> Result<std::time::Duration, String> {
-    palisade_agent::config::parse_duration(s)
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("Shutting down.");
-    shutdown.cancel();
-}
-
 /// `import-ossec --into`: merges, checks the result as `check-config`
 /// would, keeps the old file as `.bak`, then replaces it.
 fn import_into(target: &Path, imported: &str) -> ExitCode {
@@ -601,14 +554,14 @@ fn import_into(target: &Path, imported: &str) -> ExitCode {
         Ok(t) => t,
         Err(e) => {
             eprintln!("palisade-manager: {}: {e}", target.display());
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(Exit::Usage);
         }
     };
     let (merged, added) = match crate::import_ossec::merge_into(&existing, imported) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("palisade-manager: {}: {e}", target.display());
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(Exit::Usage);
         }
     };
     if let Err(e) = ManagerConfig::parse(&merged, target) {
@@ -616,7 +569,7 @@ fn import_into(target: &Path, imported: &str) -> ExitCode {
             "palisade-manager: the merged configuration would be invalid; {} is unchanged\n{e}",
             target.display()
         );
-        return ExitCode::from(EXIT_USAGE);
+        return ExitCode::from(Exit::Usage);
     }
     if added.is_empty() {
         println!("Nothing to add: {} already has it all.", target.display());
@@ -634,7 +587,7 @@ fn import_into(target: &Path, imported: &str) -> ExitCode {
         .and_then(|()| std::fs::rename(&temp, target));
     if let Err(e) = written {
         eprintln!("palisade-manager: {}: {e}", target.display());
-        return ExitCode::from(1);
+        return ExitCode::from(Exit::Failure);
     }
     println!(
         "Merged into {} (previous version: {}):",

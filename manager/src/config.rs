@@ -1,19 +1,19 @@
 //! `manager.toml`: read in two stages. Serde reads the raw shape and
 //! refuses unknown keys (with line and column); [`ManagerConfig::from_raw`]
 //! then checks meanings and reports every problem at once, each naming its
-//! key, so an operator fixes the file in one pass.
+//! key and line (`palisade_common::config`), so an operator fixes the file
+//! in one pass.
 //!
 //! Relative paths are taken from the directory that holds the file.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use palisade_common::config::Problems;
 use serde::Deserialize;
 
-/// The default port, as OSSEC's.
-pub const DEFAULT_PORT: u16 = 1514;
-
-pub use palisade_agent::config::ConfigError;
+pub use palisade_common::bundle::DEFAULT_PORT;
+pub use palisade_common::config::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,30 +285,28 @@ impl ManagerConfig {
 
     /// Validates configuration text as if read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::from_toml(file.clone(), text, &e))?;
+        let raw: RawConfig = ConfigError::deserialize(path, text)?;
         Self::from_raw(raw, path, text)
     }
 
     fn from_raw(raw: RawConfig, path: &Path, text: &str) -> Result<Self, ConfigError> {
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut errors = Vec::new();
+        let mut errors = Problems::new();
         let listen = raw
             .server
             .listen
             .parse::<SocketAddr>()
             .map_err(|e| {
-                errors.push(format!(
-                    "server.listen: {:?} is not an address:port ({e})",
-                    raw.server.listen
-                ))
+                errors.push(
+                    "server.listen",
+                    format!("{:?} is not an address:port ({e})", raw.server.listen),
+                )
             })
             .ok();
         let advertise = match raw.server.advertise {
             Some(a) => {
                 if !looks_like_host_port(&a) {
-                    errors.push(format!("server.advertise: {a:?} is not host:port"));
+                    errors.push("server.advertise", format!("{a:?} is not host:port"));
                 }
                 a
             }
@@ -319,16 +317,17 @@ impl ManagerConfig {
             },
         };
         if raw.server.server_name.is_empty() {
-            errors.push("server.server_name: must not be empty".into());
+            errors.push("server.server_name", "must not be empty");
         }
         let white_list = parse_networks("global.white_list", &raw.global.white_list, &mut errors);
         let time_source = match raw.ruleset.time_source.as_deref() {
             None | Some("arrival") => TimeSource::Arrival,
             Some("event") => TimeSource::Event,
             Some(other) => {
-                errors.push(format!(
-                    "ruleset.time_source: {other:?} is not \"arrival\" or \"event\""
-                ));
+                errors.push(
+                    "ruleset.time_source",
+                    format!("{other:?} is not \"arrival\" or \"event\""),
+                );
                 TimeSource::Arrival
             }
         };
@@ -336,9 +335,10 @@ impl ManagerConfig {
             None | Some("global") => Barrier::Global,
             Some("per-source") => Barrier::PerSource,
             Some(other) => {
-                errors.push(format!(
-                    "ruleset.barrier: {other:?} is not \"global\" or \"per-source\""
-                ));
+                errors.push(
+                    "ruleset.barrier",
+                    format!("{other:?} is not \"global\" or \"per-source\""),
+                );
                 Barrier::Global
             }
         };
@@ -349,17 +349,17 @@ impl ManagerConfig {
         if let Some(dir) = &ruleset.ossec_etc
             && !dir.is_dir()
         {
-            errors.push(format!(
-                "ruleset.ossec_etc: {} is not a directory",
-                dir.display()
-            ));
+            errors.push(
+                "ruleset.ossec_etc",
+                format!("{} is not a directory", dir.display()),
+            );
         }
         for (i, dir) in ruleset.dirs.iter().enumerate() {
             if !dir.is_dir() {
-                errors.push(format!(
-                    "ruleset.dirs[{i}]: {} is not a directory",
-                    dir.display()
-                ));
+                errors.push(
+                    format!("ruleset.dirs[{i}]"),
+                    format!("{} is not a directory", dir.display()),
+                );
             }
         }
         let responses = compile_responses(&raw.command, &raw.active_response, &mut errors);
@@ -373,19 +373,8 @@ impl ManagerConfig {
         let retention = crate::retention::compile(raw.retention, base, &mut errors);
         let metrics = crate::metrics::compile(raw.metrics, base, &mut errors);
         let enrollment = crate::enroll::compile(raw.enrollment, base, &mut errors);
-        if !errors.is_empty() {
-            return Err(ConfigError::located(
-                path.display().to_string(),
-                text,
-                errors,
-            ));
-        }
-        let Some(listen) = listen else {
-            return Err(ConfigError::located(
-                path.display().to_string(),
-                text,
-                errors,
-            ));
+        let Some(listen) = listen.filter(|_| errors.is_empty()) else {
+            return Err(errors.into_error(path, text));
         };
         Ok(Self {
             source: path.to_path_buf(),
@@ -413,7 +402,7 @@ impl ManagerConfig {
     }
 }
 
-fn compile_commands(raw: &[RawCommand], errors: &mut Vec<String>) -> Vec<CommandSpec> {
+fn compile_commands(raw: &[RawCommand], errors: &mut Problems) -> Vec<CommandSpec> {
     let mut commands: Vec<CommandSpec> = BUILTIN_COMMANDS
         .iter()
         .map(|name| CommandSpec {
@@ -427,10 +416,10 @@ fn compile_commands(raw: &[RawCommand], errors: &mut Vec<String>) -> Vec<Command
     for (i, c) in raw.iter().enumerate() {
         let key = format!("command[{i}]");
         if !palisade_proto::identity::is_valid_name(&c.name) {
-            errors.push(format!(
-                "{key}.name: {:?} is not a valid name (A-Z a-z 0-9 . _ -)",
-                c.name
-            ));
+            errors.push(
+                format!("{key}.name"),
+                format!("{:?} is not a valid name (A-Z a-z 0-9 . _ -)", c.name),
+            );
         }
         let mut spec = CommandSpec {
             name: c.name.clone(),
@@ -443,41 +432,48 @@ fn compile_commands(raw: &[RawCommand], errors: &mut Vec<String>) -> Vec<Command
             match e.as_str() {
                 "srcip" => spec.expect_srcip = true,
                 "user" => spec.expect_user = true,
-                other => errors.push(format!(
-                    "{key}.expect[{j}]: {other:?} is not \"srcip\" or \"user\""
-                )),
+                other => errors.push(
+                    format!("{key}.expect[{j}]"),
+                    format!("{other:?} is not \"srcip\" or \"user\""),
+                ),
             }
         }
         let builtin = BUILTIN_COMMANDS.contains(&spec.executable.as_str());
         if !builtin && !spec.executable.starts_with('/') {
-            errors.push(format!(
-                "{key}.executable: {:?} is neither a built-in ({}) nor an absolute script path",
-                spec.executable,
-                BUILTIN_COMMANDS.join(", ")
-            ));
+            errors.push(
+                format!("{key}.executable"),
+                format!(
+                    "{:?} is neither a built-in ({}) nor an absolute script path",
+                    spec.executable,
+                    BUILTIN_COMMANDS.join(", ")
+                ),
+            );
         }
         if builtin && !spec.expect_srcip {
-            errors.push(format!(
-                "{key}.expect: the built-in {} needs \"srcip\"",
-                spec.executable
-            ));
+            errors.push(
+                format!("{key}.expect"),
+                format!("the built-in {} needs \"srcip\"", spec.executable),
+            );
         }
         match commands.iter_mut().find(|x| x.name == spec.name) {
             Some(existing) if BUILTIN_COMMANDS.contains(&existing.name.as_str()) => {
                 *existing = spec
             }
-            Some(_) => errors.push(format!("{key}.name: {:?} is defined twice", c.name)),
+            Some(_) => errors.push(
+                format!("{key}.name"),
+                format!("{:?} is defined twice", c.name),
+            ),
             None => commands.push(spec),
         }
     }
     commands
 }
 
-fn duration(key: &str, value: &str, errors: &mut Vec<String>) -> Option<std::time::Duration> {
-    match palisade_agent::config::parse_duration(value) {
+fn duration(key: &str, value: &str, errors: &mut Problems) -> Option<std::time::Duration> {
+    match palisade_common::units::parse_duration(value) {
         Ok(d) => Some(d),
         Err(e) => {
-            errors.push(format!("{key}: {e}"));
+            errors.push(key, e);
             None
         }
     }
@@ -486,14 +482,17 @@ fn duration(key: &str, value: &str, errors: &mut Vec<String>) -> Option<std::tim
 fn compile_responses(
     raw_commands: &[RawCommand],
     raw: &[RawActiveResponse],
-    errors: &mut Vec<String>,
+    errors: &mut Problems,
 ) -> Vec<ResponseSpec> {
     let commands = compile_commands(raw_commands, errors);
     let mut out: Vec<ResponseSpec> = Vec::new();
     for (i, r) in raw.iter().enumerate() {
         let key = format!("active_response[{i}]");
         let Some(command) = commands.iter().find(|c| c.name == r.command) else {
-            errors.push(format!("{key}.command: no command named {:?}", r.command));
+            errors.push(
+                format!("{key}.command"),
+                format!("no command named {:?}", r.command),
+            );
             continue;
         };
         let location = match r.location.as_str() {
@@ -505,29 +504,33 @@ fn compile_responses(
                     Some(ResponseLocation::DefinedAgent(id.clone()))
                 }
                 Some(id) => {
-                    errors.push(format!(
-                        "{key}.agent_id: {id:?} is not an agent id like \"001\""
-                    ));
+                    errors.push(
+                        format!("{key}.agent_id"),
+                        format!("{id:?} is not an agent id like \"001\""),
+                    );
                     None
                 }
                 None => {
-                    errors.push(format!(
-                        "{key}.agent_id: location \"defined-agent\" needs an agent_id"
-                    ));
+                    errors.push(
+                        format!("{key}.agent_id"),
+                        "location \"defined-agent\" needs an agent_id",
+                    );
                     None
                 }
             },
             other => {
-                errors.push(format!(
-                    "{key}.location: {other:?} is not local, server, defined-agent or all"
-                ));
+                errors.push(
+                    format!("{key}.location"),
+                    format!("{other:?} is not local, server, defined-agent or all"),
+                );
                 None
             }
         };
         if r.agent_id.is_some() && r.location != "defined-agent" {
-            errors.push(format!(
-                "{key}.agent_id: only used with location \"defined-agent\""
-            ));
+            errors.push(
+                format!("{key}.agent_id"),
+                "only used with location \"defined-agent\"",
+            );
         }
         let timeout = r
             .timeout
@@ -535,10 +538,13 @@ fn compile_responses(
             .and_then(|t| duration(&format!("{key}.timeout"), t, errors))
             .filter(|d| !d.is_zero());
         if timeout.is_some() && !command.timeout_allowed {
-            errors.push(format!(
-                "{key}.timeout: command {:?} does not allow a timeout (timeout_allowed = false)",
-                command.name
-            ));
+            errors.push(
+                format!("{key}.timeout"),
+                format!(
+                    "command {:?} does not allow a timeout (timeout_allowed = false)",
+                    command.name
+                ),
+            );
         }
         let repeated_offenders: Vec<_> = r
             .repeated_offenders
@@ -547,14 +553,16 @@ fn compile_responses(
             .filter_map(|(j, d)| duration(&format!("{key}.repeated_offenders[{j}]"), d, errors))
             .collect();
         if !repeated_offenders.is_empty() && timeout.is_none() {
-            errors.push(format!(
-                "{key}.repeated_offenders: needs a timeout to escalate from"
-            ));
+            errors.push(
+                format!("{key}.repeated_offenders"),
+                "needs a timeout to escalate from",
+            );
         }
         if repeated_offenders.len() > 5 {
-            errors.push(format!(
-                "{key}.repeated_offenders: at most 5 values, as OSSEC"
-            ));
+            errors.push(
+                format!("{key}.repeated_offenders"),
+                "at most 5 values, as OSSEC",
+            );
         }
         if let Some(group) = &r.rules_group
             && let Err(e) = palisade_engine::pattern::Pattern::new(
@@ -562,18 +570,20 @@ fn compile_responses(
                 group,
             )
         {
-            errors.push(format!("{key}.rules_group: {e}"));
+            errors.push(format!("{key}.rules_group"), e.to_string());
         }
         let level = r.level.unwrap_or(0);
         if level > 16 {
-            errors.push(format!(
-                "{key}.level: {level} is above the highest rule level 16"
-            ));
+            errors.push(
+                format!("{key}.level"),
+                format!("{level} is above the highest rule level 16"),
+            );
         }
         if r.rules_id.is_empty() && r.rules_group.is_none() && level == 0 {
-            errors.push(format!(
-                "{key}: binds to no rule; give rules_id, rules_group or level"
-            ));
+            errors.push(
+                &key,
+                "binds to no rule; give rules_id, rules_group or level",
+            );
         }
         let name = format!(
             "{}{}",
@@ -584,9 +594,10 @@ fn compile_responses(
             continue;
         }
         if out.iter().any(|o| o.name == name) {
-            errors.push(format!(
-                "{key}: another active response is already named {name}"
-            ));
+            errors.push(
+                &key,
+                format!("another active response is already named {name}"),
+            );
         }
         if let Some(location) = location {
             out.push(ResponseSpec {
@@ -619,22 +630,15 @@ pub fn check_keys(fragment: &str) -> Result<(), String> {
 }
 
 /// Parses addresses and CIDRs, a plain address meaning one host.
-pub fn parse_networks(key: &str, values: &[String], errors: &mut Vec<String>) -> Vec<ipnet::IpNet> {
+pub fn parse_networks(key: &str, values: &[String], errors: &mut Problems) -> Vec<ipnet::IpNet> {
     let mut out = Vec::new();
     for (i, v) in values.iter().enumerate() {
-        match parse_network(v) {
-            Some(net) => out.push(net),
-            None => errors.push(format!("{key}[{i}]: {v:?} is not an IP address or CIDR")),
+        match palisade_common::network::parse_network(v) {
+            Ok(net) => out.push(net),
+            Err(e) => errors.push(format!("{key}[{i}]"), e),
         }
     }
     out
-}
-
-/// One address or CIDR.
-pub fn parse_network(v: &str) -> Option<ipnet::IpNet> {
-    v.parse::<ipnet::IpNet>()
-        .ok()
-        .or_else(|| v.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 fn looks_like_host_port(s: &str) -> bool {
@@ -787,9 +791,13 @@ mod tests {
             Path::new("m.toml"),
         )
         .unwrap_err();
-        assert_eq!(err.errors.len(), 3, "{err}");
-        assert!(err.errors[0].starts_with("server.listen"));
-        assert!(err.errors[1].starts_with("server.advertise"));
-        assert!(err.errors[2].starts_with("global.white_list[1]"));
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["server.listen", "server.advertise", "global.white_list[1]"],
+            "{err}"
+        );
+        let lines: Vec<_> = err.problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [Some(2), Some(3), Some(5)], "{err}");
     }
 }

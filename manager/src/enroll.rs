@@ -29,6 +29,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use palisade_common::config::Problems;
 use palisade_proto::identity;
 use palisade_proto::v1::enrollment_service_server::{EnrollmentService, EnrollmentServiceServer};
 use palisade_proto::v1::{EnrollRequest, EnrollResponse};
@@ -43,7 +44,7 @@ use crate::setup::SetupError;
 use crate::store::{Store, StoreError, now_ms};
 
 /// The default enrollment port (Wazuh authd's).
-pub const DEFAULT_PORT: u16 = palisade_agent::enroll::DEFAULT_ENROLL_PORT;
+pub const DEFAULT_PORT: u16 = palisade_common::bundle::DEFAULT_ENROLL_PORT;
 /// How long a token is good for when `--ttl` is not given.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// The longest a token may live.
@@ -84,7 +85,7 @@ impl Default for EnrollmentConfig {
 }
 
 /// Checks `[enrollment]`; problems go to `errors`, each naming its key.
-pub fn compile(raw: RawEnrollment, _base: &Path, errors: &mut Vec<String>) -> EnrollmentConfig {
+pub fn compile(raw: RawEnrollment, _base: &Path, errors: &mut Problems) -> EnrollmentConfig {
     let mut config = EnrollmentConfig {
         enabled: raw.enabled,
         ..EnrollmentConfig::default()
@@ -92,15 +93,16 @@ pub fn compile(raw: RawEnrollment, _base: &Path, errors: &mut Vec<String>) -> En
     if let Some(listen) = raw.listen {
         match listen.parse::<SocketAddr>() {
             Ok(a) => config.listen = a,
-            Err(_) => errors.push(format!(
-                "enrollment.listen: {listen:?} is not an address like \"0.0.0.0:1515\""
-            )),
+            Err(_) => errors.push(
+                "enrollment.listen",
+                format!("{listen:?} is not an address like \"0.0.0.0:1515\""),
+            ),
         }
     }
     if let Some(ttl) = raw.token_ttl {
         match check_ttl(&ttl) {
             Ok(d) => config.token_ttl = d,
-            Err(e) => errors.push(format!("enrollment.token_ttl: {e}")),
+            Err(e) => errors.push("enrollment.token_ttl", e),
         }
     }
     config
@@ -108,7 +110,7 @@ pub fn compile(raw: RawEnrollment, _base: &Path, errors: &mut Vec<String>) -> En
 
 /// Parses a token lifetime: more than nothing, at most 30 days.
 pub fn check_ttl(text: &str) -> Result<Duration, String> {
-    let d = palisade_agent::config::parse_duration(text)?;
+    let d = palisade_common::units::parse_duration(text)?;
     if d.is_zero() || d > MAX_TOKEN_TTL {
         return Err(format!("{text:?} is not a token lifetime from 1s to 30d"));
     }
@@ -131,7 +133,7 @@ pub fn ca_fingerprint(ca_cert: &Path) -> Result<String, SetupError> {
         .into_iter()
         .next()
         .ok_or_else(|| SetupError::Usage(format!("{}: no certificate", ca_cert.display())))?;
-    Ok(palisade_agent::enroll::fingerprint(der.as_ref()))
+    Ok(palisade_common::tls::fingerprint(der.as_ref()))
 }
 
 /// A token just made; it is shown once.
@@ -337,7 +339,7 @@ mod tests {
 
     #[test]
     fn the_section_is_checked() {
-        let mut errors = Vec::new();
+        let mut errors = Problems::new();
         let c = compile(RawEnrollment::default(), Path::new("."), &mut errors);
         assert!(!c.enabled);
         assert_eq!(c.listen.port(), 1515);
@@ -356,9 +358,11 @@ mod tests {
         let raw: RawEnrollment =
             toml::from_str("listen = \"nowhere\"\ntoken_ttl = \"90d\"").unwrap();
         compile(raw, Path::new("."), &mut errors);
-        assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors[0].starts_with("enrollment.listen: "));
-        assert!(errors[1].starts_with("enrollment.token_ttl: "));
+        assert_eq!(
+            errors.keys(),
+            ["enrollment.listen", "enrollment.token_ttl"],
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub fn convert(source_name: &str, text: &str) -> Result<String, String> {
         .collect();
     out.push_str("\n[global]\n");
     for w in &white {
-        if crate::config::parse_network(w).is_none() {
+        if palisade_common::network::parse_network(w).is_err() {
             let _ = writeln!(
                 out,
                 "# {w:?} is not an address or CIDR (OSSEC would treat it as a host name); left out."
@@ -85,7 +85,7 @@ pub fn convert(source_name: &str, text: &str) -> Result<String, String> {
     }
     let valid: Vec<String> = white
         .into_iter()
-        .filter(|w| crate::config::parse_network(w).is_some())
+        .filter(|w| palisade_common::network::parse_network(w).is_ok())
         .collect();
     let _ = writeln!(out, "white_list = {}", list(&valid));
 

@@ -19,7 +19,6 @@
 //! - [`control`]: `ControlService`, the operators' API (and its alert
 //!   follower).
 //! - [`wire`]: the mapping to and from the protobuf messages.
-//! - [`quickstart`]: the ten-minute demonstration.
 //! - [`outputs`]: where committed alerts go (files, mail, followers); the
 //!   layouts are the engine's (`palisade_engine::alert_format`).
 //! - [`alert_files`]: `alerts.log` and `alerts.json`, rotated daily.
@@ -30,6 +29,15 @@
 //! - [`enroll`]: agent enrollment with one-time tokens.
 //! - [`logtest_cli`]: `logtest` and `ruletest`.
 //! - [`import_ossec`]: an OSSEC configuration's responses as TOML.
+//! - [`cli`]: the command line.
+//!
+//! What the manager shares with the agent and `palisadectl` lives in
+//! `palisade_common` (configuration problems and their lines, durations,
+//! CIDRs, the address policy the [`responder`] applies, time conversions,
+//! the CA fingerprint, the agent bundle's `agent.toml`, systemd, tracing,
+//! signals, exit codes); the manager does not depend on the agent. The
+//! quickstart, which runs both, is a crate of its own
+//! (`palisade-quickstart`).
 //!
 //! [`run`] is the daemon; `main.rs` only parses the command line, binds the
 //! listeners ([`Listeners::bind`]) and installs signal handlers, so tests
@@ -49,7 +57,6 @@ pub mod metrics;
 pub mod outputs;
 pub mod pipeline;
 pub mod pki;
-pub mod quickstart;
 pub mod responder;
 pub mod retention;
 pub mod ruleset;
@@ -269,7 +276,10 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let mut own = responder::host_addresses();
+    let mut own = palisade_common::address::host_addresses().unwrap_or_else(|error| {
+        warn!(%error, "Cannot list this host's addresses; only the listen address is protected.");
+        Vec::new()
+    });
     if !config.listen.ip().is_unspecified() {
         own.push(config.listen.ip());
     }
@@ -332,8 +342,8 @@ pub async fn run(
         None => None,
     };
     info!(listen = ?local, database = %config.database.display(), "Manager started.");
-    palisade_agent::systemd::ready();
-    palisade_agent::systemd::spawn_watchdog(shutdown.clone());
+    palisade_common::systemd::ready();
+    palisade_common::systemd::spawn_watchdog(shutdown.clone());
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(AgentServiceServer::new(ingest))
@@ -346,7 +356,7 @@ pub async fn run(
             Ok(())
         }
     };
-    palisade_agent::systemd::stopping();
+    palisade_common::systemd::stopping();
     if let Some(enrollment) = enrollment {
         enrollment.stopped().await;
     }

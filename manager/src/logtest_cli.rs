@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
+use palisade_common::exit::Exit;
 use palisade_engine::engine::Ruleset;
 use palisade_engine::logtest::{Logtest, UnitTest};
 use palisade_engine::logtest_rules::{AlertsOnly, EngineRulePhase};
@@ -15,9 +16,6 @@ use palisade_engine::timestamp::TimeSource;
 use palisade_engine::{default_ruleset, ruletest};
 
 use crate::ruleset::Judging;
-
-/// Exit code for usage errors.
-const EXIT_USAGE: u8 = 64;
 
 /// `logtest`'s switches.
 #[derive(Debug, Clone, Default)]
@@ -51,7 +49,7 @@ fn parse_now(text: &str, zone: &TimeZone) -> Result<Timestamp, String> {
 
 fn usage(message: &str) -> ExitCode {
     eprintln!("palisade-manager: {message}");
-    ExitCode::from(EXIT_USAGE)
+    ExitCode::from(Exit::Usage)
 }
 
 /// Reads lines from stdin and prints what ossec-logtest prints, judging
@@ -100,7 +98,7 @@ pub fn logtest(ruleset: Ruleset, judging: Judging, options: &LogtestOptions) -> 
             let Ok(mut line) = line else { break };
             strip_cr(&mut line);
             if stream.line(&line, clock(), &mut out).is_err() {
-                return ExitCode::from(1);
+                return ExitCode::from(Exit::Failure);
             }
         }
         return ExitCode::SUCCESS;
@@ -120,7 +118,7 @@ pub fn logtest(ruleset: Ruleset, judging: Judging, options: &LogtestOptions) -> 
                 .and_then(|()| out.flush())
                 .is_err()
         {
-            return ExitCode::from(1);
+            return ExitCode::from(Exit::Failure);
         }
     }
     let code = session.exit_code();
@@ -158,10 +156,10 @@ pub fn ruletest(
     };
     match summary {
         Ok(s) if s.failed == 0 => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::from(1),
+        Ok(_) => ExitCode::from(Exit::Failure),
         Err(e) => {
             eprintln!("palisade-manager: {e}");
-            ExitCode::from(1)
+            ExitCode::from(Exit::Failure)
         }
     }
 }

@@ -39,6 +39,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use palisade_common::config::Problems;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -70,13 +71,14 @@ pub struct MetricsConfig {
 }
 
 /// Checks `[metrics]`; problems go to `errors`, each naming its key.
-pub fn compile(raw: RawMetrics, _base: &Path, errors: &mut Vec<String>) -> MetricsConfig {
+pub fn compile(raw: RawMetrics, _base: &Path, errors: &mut Problems) -> MetricsConfig {
     let listen = raw.listen.and_then(|l| match l.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(e) => {
-            errors.push(format!(
-                "metrics.listen: {l:?} is not an address:port ({e})"
-            ));
+            errors.push(
+                "metrics.listen",
+                format!("{l:?} is not an address:port ({e})"),
+            );
             None
         }
     });
@@ -296,7 +298,7 @@ mod tests {
 
     #[test]
     fn the_address_is_checked() {
-        let mut errors = Vec::new();
+        let mut errors = Problems::new();
         let c = compile(
             RawMetrics {
                 listen: Some("127.0.0.1:9514".into()),
@@ -316,8 +318,7 @@ mod tests {
             Path::new("."),
             &mut errors,
         );
-        assert_eq!(errors.len(), 1);
-        assert!(errors[0].starts_with("metrics.listen: "), "{errors:?}");
+        assert_eq!(errors.keys(), ["metrics.listen"], "{errors:?}");
     }
 
     #[test]

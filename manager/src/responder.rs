@@ -8,14 +8,17 @@
 //! earlier command and the agent extends the block; repeated offenders get
 //! the escalating timeouts, counted per agent, response and address.
 //!
-//! Addresses are parsed as IPs before anything is recorded; white-listed
-//! addresses, the manager's own addresses, loopback, unspecified and
-//! multicast addresses are refused, and so is a field that is not an IP.
-//! Refusals are logged and kept in the database.
+//! Addresses are parsed as IPs and checked against the one address policy
+//! (`palisade_common::address`, which the agents apply again) before
+//! anything is recorded: white-listed addresses, the manager's own
+//! addresses, loopback, unspecified, multicast and broadcast addresses are
+//! refused, and so is a field that is not an IP. Refusals are logged and
+//! kept in the database.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use palisade_common::address::{AddressPolicy, Host, HostFacts, Refusal};
 use palisade_engine::alert::Alert;
 use palisade_engine::pattern::{Dialect, Pattern};
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
@@ -66,27 +69,12 @@ pub struct Outcome {
 pub struct Responder {
     specs: Vec<ResponseSpec>,
     groups: Vec<Option<Pattern>>,
-    white_list: Vec<IpNet>,
-    own_addresses: Vec<IpAddr>,
+    policy: AddressPolicy,
+    host: HostFacts,
     store: Store,
     sessions: Sessions,
     stats: std::sync::Arc<crate::stats::Stats>,
     mailer: Option<crate::mail::Mailer>,
-}
-
-/// The addresses of this host's interfaces.
-pub fn host_addresses() -> Vec<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    addrs
-        .filter_map(|a| a.address)
-        .filter_map(|s| {
-            s.as_sockaddr_in()
-                .map(|v4| IpAddr::V4(v4.ip()))
-                .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
-        })
-        .collect()
 }
 
 impl Responder {
@@ -110,8 +98,11 @@ impl Responder {
         Self {
             specs,
             groups,
-            white_list,
-            own_addresses,
+            policy: AddressPolicy::new(Host::Manager, &white_list),
+            host: HostFacts {
+                managers: Vec::new(),
+                own_addresses,
+            },
             store,
             sessions,
             stats: Default::default(),
@@ -140,29 +131,10 @@ impl Responder {
         &self.specs
     }
 
-    /// Parses and vets an address: the reason when it must not be blocked.
-    pub fn vet_address(&self, text: &str) -> Result<IpAddr, String> {
-        let trimmed = text
-            .strip_prefix("::ffff:")
-            .filter(|s| s.contains('.'))
-            .unwrap_or(text);
-        let ip: IpAddr = trimmed
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IP address"))?;
-        let ip = ip.to_canonical();
-        if ip.is_loopback() {
-            return Err(format!("{ip} is a loopback address"));
-        }
-        if ip.is_unspecified() || ip.is_multicast() {
-            return Err(format!("{ip} is not a host address"));
-        }
-        if let Some(net) = self.white_list.iter().find(|n| n.contains(&ip)) {
-            return Err(format!("{ip} is on the white list ({net})"));
-        }
-        if self.own_addresses.iter().any(|a| a.to_canonical() == ip) {
-            return Err(format!("{ip} is an address of the manager"));
-        }
-        Ok(ip)
+    /// Parses and vets an address with the address policy: the reason
+    /// when it must not be blocked.
+    pub fn vet_address(&self, text: &str) -> Result<IpAddr, Refusal> {
+        self.policy.vet(text, &self.host)
     }
 
     fn triggers(&self, i: usize, alert: &Alert) -> bool {
@@ -222,7 +194,7 @@ impl Responder {
             (Some(s), _) => match self.vet_address(s) {
                 Ok(ip) => Some(ip),
                 Err(reason) if spec.command.expect_srcip => {
-                    return self.refuse(spec, stored, &reason).await;
+                    return self.refuse(spec, stored, &reason.to_string()).await;
                 }
                 Err(_) => None,
             },
@@ -434,7 +406,9 @@ impl Responder {
                 known.join(", ")
             ))
         })?;
-        let ip = self.vet_address(srcip).map_err(ResponseError::Refused)?;
+        let ip = self
+            .vet_address(srcip)
+            .map_err(|r| ResponseError::Refused(r.to_string()))?;
         let agents = self.resolve(targets).await?;
         let mut outcome = Outcome::default();
         for agent in agents {

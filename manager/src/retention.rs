@@ -19,6 +19,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use palisade_common::config::Problems;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -80,17 +81,17 @@ impl RetentionConfig {
 }
 
 /// Checks `[retention]`; problems go to `errors`, each naming its key.
-pub fn compile(raw: RawRetention, _base: &Path, errors: &mut Vec<String>) -> RetentionConfig {
+pub fn compile(raw: RawRetention, _base: &Path, errors: &mut Problems) -> RetentionConfig {
     let mut age = |key: &str, v: Option<&str>| -> Option<Duration> {
         let v = v?;
-        match palisade_agent::config::parse_duration(v) {
+        match palisade_common::units::parse_duration(v) {
             Ok(d) if d.is_zero() => {
-                errors.push(format!("retention.{key}: must be above zero"));
+                errors.push(format!("retention.{key}"), "must be above zero");
                 None
             }
             Ok(d) => Some(d),
             Err(e) => {
-                errors.push(format!("retention.{key}: {e}"));
+                errors.push(format!("retention.{key}"), e);
                 None
             }
         }
@@ -99,7 +100,7 @@ pub fn compile(raw: RawRetention, _base: &Path, errors: &mut Vec<String>) -> Ret
     let archive_max_age = age("archive_max_age", raw.archive_max_age.as_deref());
     let interval = age("interval", raw.interval.as_deref()).unwrap_or(DEFAULT_INTERVAL);
     if raw.alerts_max_count == Some(0) {
-        errors.push("retention.alerts_max_count: must be above zero".into());
+        errors.push("retention.alerts_max_count", "must be above zero");
     }
     RetentionConfig {
         alerts_max_age,
@@ -250,7 +251,7 @@ mod tests {
 
     #[test]
     fn the_section_is_read_and_checked() {
-        let mut errors = Vec::new();
+        let mut errors = Problems::new();
         let c = compile(
             RawRetention {
                 alerts_max_age: Some("90d".into()),
@@ -276,10 +277,15 @@ mod tests {
             Path::new("."),
             &mut errors,
         );
-        assert_eq!(errors.len(), 3, "{errors:?}");
-        assert!(errors[0].starts_with("retention.alerts_max_age: "));
-        assert!(errors[1].starts_with("retention.archive_max_age: "));
-        assert!(errors[2].starts_with("retention.alerts_max_count: "));
+        assert_eq!(
+            errors.keys(),
+            [
+                "retention.alerts_max_age",
+                "retention.archive_max_age",
+                "retention.alerts_max_count"
+            ],
+            "{errors:?}"
+        );
         assert_eq!(c.interval, Duration::from_secs(300));
         assert!(!RetentionConfig::default().enabled());
     }

@@ -190,9 +190,9 @@ pub async fn add_agent(
     let ip = match ip {
         None => "any".to_string(),
         Some("any") => "any".to_string(),
-        Some(v) => config::parse_network(v)
+        Some(v) => palisade_common::network::parse_network(v)
             .map(|n| n.to_string())
-            .ok_or_else(|| SetupError::Usage(format!("--ip {v:?} is not an IP address or CIDR")))?,
+            .map_err(|e| SetupError::Usage(format!("--ip {e}")))?,
     };
     let ca = CertificateAuthority::load(&config.ca_cert, &config.ca_key)?;
     let store = Store::open(&config.database).await?;
@@ -215,7 +215,7 @@ pub async fn add_agent(
     let agent_toml = dir.join("agent.toml");
     pki::write_public(
         &agent_toml,
-        &palisade_agent::enroll::render_agent_config(&config.advertise, &config.server_name),
+        &palisade_common::bundle::render_agent_config(&config.advertise, &config.server_name),
     )?;
     Ok(AgentBundle {
         id,

@@ -15,20 +15,9 @@ use crate::store::{
     now_ms,
 };
 
-/// Epoch milliseconds as a protobuf timestamp.
-pub fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
-    }
-}
-
-/// A protobuf timestamp as epoch milliseconds.
-pub fn millis(t: &prost_types::Timestamp) -> i64 {
-    t.seconds
-        .saturating_mul(1000)
-        .saturating_add(i64::from(t.nanos / 1_000_000))
-}
+/// Epoch milliseconds to and from protobuf timestamps (the shared
+/// conversions, under the names this module's callers use).
+pub use palisade_common::time::{millis_from_proto as millis, proto_from_millis as timestamp};
 
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Self {

@@ -1,5 +1,6 @@
-//! What `deploy/` ships is valid: the example configurations load, and the
-//! systemd units pass `systemd-analyze verify`.
+//! What `deploy/` ships is valid: the example manager configuration loads
+//! (the agent's is checked by the agent's own tests), and the systemd units
+//! pass `systemd-analyze verify`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,10 +20,6 @@ fn example_configurations_are_valid() {
         "the disabled example is left out"
     );
     assert_eq!(manager.responses[0].name, "route-null600");
-    let agent = palisade_agent::AgentConfig::load(&deploy().join("agent.toml")).unwrap();
-    assert_eq!(agent.localfiles.len(), 2);
-    assert_eq!(agent.commands.len(), 1);
-    assert!(agent.respond.commands.contains_key("notify-edge"));
 }
 
 #[test]

@@ -15,6 +15,13 @@
 //! - [`netns`]: test hosts in network namespaces, nginx, curl.
 //! - [`site`]: a web server with nginx, manager and agent, and an attacker.
 //! - [`smtp`]: a real SMTP server (aiosmtpd) on loopback.
+//!
+//! Everything that needs more than one of the programs lives in this
+//! crate, so that no daemon crate depends on another: the end-to-end
+//! tests (`tests/`, among them `palisadectl`'s against a real manager,
+//! `ctl_*`, and the documentation's command lines, `docs.rs`), the
+//! benchmarks (`benches/`: block latency, the file-to-database pipeline)
+//! and the daemons built under test names (`src/bin/e2e-*`).
 #![forbid(unsafe_code)]
 
 pub mod netns;
@@ -274,7 +281,7 @@ impl Drop for AgentHandle {
 
 /// Selects the ring provider for rustls once per process.
 pub fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    palisade_common::tls::install_crypto_provider();
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails after

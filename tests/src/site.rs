@@ -21,7 +21,7 @@ pub const WEB: (&str, &str) = ("192.0.2.1", "2001:db8::1");
 pub const ATTACKER: (&str, &str) = ("192.0.2.2", "2001:db8::2");
 
 /// The paths of the seed's ZmEu scan (fourteen 404s, enough for 31151).
-pub use palisade_manager::quickstart::SCAN;
+pub use palisade_quickstart::SCAN;
 
 /// The real programs, as the test binary knows them.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ pub struct Policy {
 impl Policy {
     /// OSSEC's name for the response: command plus timeout in seconds.
     pub fn name(&self) -> String {
-        let secs = palisade_agent::config::parse_duration(self.timeout)
+        let secs = palisade_common::units::parse_duration(self.timeout)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         format!("{}{secs}", self.command)

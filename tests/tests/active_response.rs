@@ -256,7 +256,7 @@ fn protected_and_invalid_addresses_are_never_blocked() {
         refusals[0]["reason"]
             .as_str()
             .unwrap()
-            .contains("white list"),
+            .contains("white-listed"),
         "{refusals}"
     );
     assert!(
@@ -267,7 +267,7 @@ fn protected_and_invalid_addresses_are_never_blocked() {
 
     // By hand: the white list, the manager's own address, loopback, garbage.
     for (ip, code, reason) in [
-        ("198.51.100.9", 1, "white list"),
+        ("198.51.100.9", 1, "white-listed"),
         ("192.0.2.1", 1, "address of the manager"),
         ("127.0.0.1", 1, "loopback"),
         ("192.0.2.999", 64, "invalid value"),

@@ -23,7 +23,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 fn fingerprint_pin(manager: &ManagerHandle) -> CaPin {
     let printed = palisade_manager::enroll::ca_fingerprint(&manager.config.ca_cert).unwrap();
-    CaPin::Fingerprint(enroll::parse_fingerprint(&printed).unwrap())
+    CaPin::Fingerprint(palisade_common::tls::parse_fingerprint(&printed).unwrap())
 }
 
 fn options(manager: &ManagerHandle, token: &str, dir: &Path, pin: CaPin) -> EnrollOptions {
@@ -207,7 +207,10 @@ async fn a_manager_that_fails_the_pin_is_refused_before_the_token_is_sent() -> a
 
     // A fingerprint of another CA.
     let wrong = CaPin::Fingerprint(
-        enroll::parse_fingerprint(&enroll::fingerprint(rogue_der.as_ref())).unwrap(),
+        palisade_common::tls::parse_fingerprint(&palisade_common::tls::fingerprint(
+            rogue_der.as_ref(),
+        ))
+        .unwrap(),
     );
     let err = enroll::enroll(&options(&manager, &token, dir.path(), wrong))
         .await

@@ -153,7 +153,7 @@ async fn maxperhour_two_sends_two_mails_then_one_digest() -> anyhow::Result<()> 
     let mut config = email(&smtp);
     config.max_per_period = 2;
     config.period = period;
-    let mut errors = Vec::new();
+    let mut errors = palisade_common::config::Problems::new();
     // A granular block: attacks also go to the web team, in the same mail.
     let raw: palisade_manager::mail::RawEmail =
         toml::from_str("[[alerts]]\nto = [\"web@example.net\"]\ngroup = \"attack\"\n")?;

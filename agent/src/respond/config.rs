@@ -5,7 +5,6 @@
 //! operator fixes a file in one round.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,7 +14,9 @@ use serde::Deserialize;
 use super::hostdeny::HostDeny;
 use super::netlink::RouteNull;
 use super::nft::FirewallDrop;
-use crate::config::parse_duration;
+use palisade_common::config::Problems;
+use palisade_common::network::parse_network;
+use palisade_common::units::parse_duration;
 
 /// The section as written in `agent.toml`.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -128,59 +129,46 @@ fn valid_nft_identifier(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Parses a white-list entry: an address (a host network) or a CIDR.
-/// IPv4-mapped IPv6 forms are canonicalised, as addresses are before the check.
-pub fn parse_white_list_entry(s: &str) -> Result<IpNet, String> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip.to_canonical()));
-    }
-    match s.parse::<IpNet>() {
-        Ok(net) => Ok(net.trunc()),
-        Err(_) => Err(format!("{s:?} is not an address or a CIDR")),
-    }
-}
-
 impl RespondConfig {
     /// Validates the section; relative paths are taken from `base` (the
     /// directory holding `agent.toml`). Every error names its key.
-    pub fn from_raw(raw: RawRespondConfig, base: &Path) -> Result<Self, Vec<String>> {
-        let mut errors = Vec::new();
+    pub fn from_raw(raw: RawRespondConfig, base: &Path) -> Result<Self, Problems> {
+        let mut errors = Problems::new();
         let defaults = Self::default();
         let mut white_list = Vec::new();
         for (i, entry) in raw.white_list.iter().enumerate() {
-            match parse_white_list_entry(entry) {
+            match parse_network(entry) {
                 Ok(net) => white_list.push(net),
-                Err(e) => errors.push(format!("{SECTION}.white_list[{i}]: {e}")),
+                Err(e) => errors.push(format!("{SECTION}.white_list[{i}]"), e),
             }
         }
         let route_type = match raw.route_type.as_deref() {
             None | Some("unreachable") => NullRouteType::Unreachable,
             Some("blackhole") => NullRouteType::Blackhole,
             Some(other) => {
-                errors.push(format!(
-                    "{SECTION}.route_type: {other:?} is not \"unreachable\" or \"blackhole\""
-                ));
+                errors.push(
+                    format!("{SECTION}.route_type"),
+                    format!("{other:?} is not \"unreachable\" or \"blackhole\""),
+                );
                 NullRouteType::Unreachable
             }
         };
         let hosts_deny_path = match raw.hosts_deny {
             None => defaults.hosts_deny_path,
             Some(p) if p.as_os_str().is_empty() => {
-                errors.push(format!("{SECTION}.hosts_deny: must not be empty"));
+                errors.push(format!("{SECTION}.hosts_deny"), "must not be empty");
                 p
             }
             Some(p) => base.join(p),
         };
         let nft_table = raw.nft_table.unwrap_or(defaults.nft_table);
         if !valid_nft_identifier(&nft_table) {
-            errors.push(format!(
-                "{SECTION}.nft_table: {nft_table:?} is not an nftables name (a letter, then letters, digits or _, at most 32)"
-            ));
+            errors.push(format!("{SECTION}.nft_table"), format!("{nft_table:?} is not an nftables name (a letter, then letters, digits or _, at most 32)"));
         }
         let ar_log_path = match raw.log_file {
             None => base.join(defaults.ar_log_path),
             Some(p) if p.as_os_str().is_empty() => {
-                errors.push(format!("{SECTION}.log_file: must not be empty"));
+                errors.push(format!("{SECTION}.log_file"), "must not be empty");
                 p
             }
             Some(p) => base.join(p),
@@ -190,13 +178,14 @@ impl RespondConfig {
             Some(v) => match parse_duration(v) {
                 Ok(d) if d >= Duration::from_millis(100) => d,
                 Ok(_) => {
-                    errors.push(format!(
-                        "{SECTION}.script_timeout: {v:?} is below the minimum 100ms"
-                    ));
+                    errors.push(
+                        format!("{SECTION}.script_timeout"),
+                        format!("{v:?} is below the minimum 100ms"),
+                    );
                     defaults.script_timeout
                 }
                 Err(e) => {
-                    errors.push(format!("{SECTION}.script_timeout: {e}"));
+                    errors.push(format!("{SECTION}.script_timeout"), e);
                     defaults.script_timeout
                 }
             },
@@ -204,17 +193,20 @@ impl RespondConfig {
         let mut commands = BTreeMap::new();
         for (name, path) in raw.commands {
             if BUILTIN_RESPONSES.contains(&name.as_str()) {
-                errors.push(format!(
-                    "{SECTION}.commands.{name}: {name:?} is built in and cannot be redefined"
-                ));
+                errors.push(
+                    format!("{SECTION}.commands.{name}"),
+                    format!("{name:?} is built in and cannot be redefined"),
+                );
             } else if !valid_command_name(&name) {
-                errors.push(format!(
-                    "{SECTION}.commands.{name:?}: a command name is letters, digits, '-', '_' or '.'"
-                ));
+                errors.push(
+                    format!("{SECTION}.commands.{name:?}"),
+                    "a command name is letters, digits, '-', '_' or '.'",
+                );
             } else if path.as_os_str().is_empty() {
-                errors.push(format!(
-                    "{SECTION}.commands.{name}: the executable must not be empty"
-                ));
+                errors.push(
+                    format!("{SECTION}.commands.{name}"),
+                    "the executable must not be empty",
+                );
             } else {
                 commands.insert(name, base.join(path));
             }
@@ -243,7 +235,12 @@ mod tests {
 
     fn parse(text: &str) -> Result<RespondConfig, Vec<String>> {
         let raw: RawRespondConfig = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
-        RespondConfig::from_raw(raw, Path::new("/etc/palisade"))
+        RespondConfig::from_raw(raw, Path::new("/etc/palisade")).map_err(|problems| {
+            problems
+                .iter()
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect()
+        })
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //!   IP first and everything downstream works from the parsed value;
 //!   scripts get an argv, `nft` a script built from that value.
 //! - The agent refuses to block its manager, itself, loopback,
-//!   unspecified/multicast addresses and its own white list, whatever the
-//!   manager says ([`safety`]).
+//!   unspecified/multicast/broadcast addresses and its own white list,
+//!   whatever the manager says: the one address policy of
+//!   `palisade_common::address`, which the manager applies too.
 //! - Blocks survive an agent restart: a shutdown leaves them in force
 //!   (unlike OSSEC's execd, which undoes everything when it stops) and the
 //!   timer undoes them on time after the next start. A block that expired
@@ -30,7 +31,6 @@
 //! # Layout
 //! - [`config`], the `[active_response]` section.
 //! - [`order`], the manager's orders, their validation and outcome.
-//! - [`safety`], what is never blocked.
 //! - [`backend`], the trait every backend implements and their registry:
 //!   - [`netlink`], `route-null` routes (and the host's own addresses);
 //!   - [`nft`], `firewall-drop`;
@@ -55,13 +55,13 @@ pub mod netlink;
 pub mod nft;
 pub mod order;
 mod reconcile;
-pub mod safety;
 pub mod script;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use palisade_common::address::{self, AddressPolicy, HostFacts};
 use palisade_proto::v1::{Command, CommandResult};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
@@ -72,8 +72,8 @@ pub use config::{NullRouteType, RawRespondConfig, RespondConfig};
 pub use ledger::{Block, BlockState, Ledger, LedgerError};
 pub use netlink::PALISADE_ROUTE_PROTOCOL;
 pub use order::{Action, Order, OrderError, OssecArgs, Outcome};
+pub use palisade_common::address::Refusal;
 pub use reconcile::{StartError, StartReport};
-pub use safety::Refusal;
 
 use locks::KeyedLocks;
 use netlink::Netlink;
@@ -100,6 +100,7 @@ fn remaining_until(expires_at: i64, now: i64) -> Duration {
 #[derive(Debug)]
 struct Inner {
     config: RespondConfig,
+    policy: AddressPolicy,
     ledger: Ledger,
     /// For the host's own addresses (the route backend holds a clone).
     netlink: Netlink,
@@ -145,6 +146,7 @@ impl Responder {
             inner: Arc::new(Inner {
                 backends: backend::registry(&config, &netlink),
                 arlog: arlog::ArLog::new(&config.ar_log_path),
+                policy: AddressPolicy::new(address::Host::Agent, &config.white_list),
                 config,
                 ledger,
                 netlink,
@@ -245,7 +247,7 @@ impl Responder {
             );
             return Err(OrderError::Disabled);
         }
-        let ip = safety::parse_ip(&order.srcip).inspect_err(|r| {
+        let ip = address::parse_ip(&order.srcip).inspect_err(|r| {
             warn!(
                 command_id,
                 response,
@@ -280,15 +282,19 @@ impl Responder {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let mut facts = HostFacts {
+            managers,
+            own_addresses: Vec::new(),
+        };
         // Cheap checks first: they need no netlink round trip.
-        safety::check(ip, &managers, &[], &self.inner.config.white_list)?;
-        let own = self
+        self.inner.policy.check(ip, &facts)?;
+        facts.own_addresses = self
             .inner
             .netlink
             .own_addresses()
             .await
             .map_err(|e| Refusal::OwnAddressesUnknown(e.to_string()))?;
-        safety::check(ip, &managers, &own, &self.inner.config.white_list)
+        self.inner.policy.check(ip, &facts)
     }
 
     /// Applies `action` through the backend, or says what it would do in a

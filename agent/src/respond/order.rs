@@ -12,7 +12,7 @@ use palisade_proto::v1::{Command, CommandAction, CommandResult};
 use super::backend::BackendError;
 use super::config::BUILTIN_RESPONSES;
 use super::ledger::{Block, LedgerError};
-use super::safety::Refusal;
+use palisade_common::address::Refusal;
 
 /// Add or delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -95,7 +95,7 @@ mod tests {
 
     fn config(text: &str) -> EmailConfig {
         let raw: RawEmail = toml::from_str(text).unwrap();
-        let mut errors = Vec::new();
+        let mut errors = palisade_common::config::Problems::new();
         let c = compile(raw, Path::new("."), &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
         c

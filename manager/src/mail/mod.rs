@@ -24,6 +24,7 @@ pub mod worker;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use palisade_common::config::Problems;
 use palisade_engine::pattern::{Dialect, Pattern};
 use serde::Deserialize;
 
@@ -234,36 +235,31 @@ impl Default for EmailConfig {
     }
 }
 
-fn check_address(key: &str, value: &str, errors: &mut Vec<String>) {
+fn check_address(key: &str, value: &str, errors: &mut Problems) {
     if value.parse::<lettre::Address>().is_err() {
-        errors.push(format!("{key}: {value:?} is not an e-mail address"));
+        errors.push(key, format!("{value:?} is not an e-mail address"));
     }
 }
 
-fn pattern(key: &str, source: &Option<String>, errors: &mut Vec<String>) -> Option<Pattern> {
+fn pattern(key: &str, source: &Option<String>, errors: &mut Problems) -> Option<Pattern> {
     let source = source.as_deref()?;
     Pattern::new(Dialect::OsMatch, source)
-        .map_err(|e| errors.push(format!("{key}: {e}")))
+        .map_err(|e| errors.push(key, e.to_string()))
         .ok()
 }
 
-fn duration(
-    key: &str,
-    value: Option<&str>,
-    default: Duration,
-    errors: &mut Vec<String>,
-) -> Duration {
+fn duration(key: &str, value: Option<&str>, default: Duration, errors: &mut Problems) -> Duration {
     let Some(value) = value else {
         return default;
     };
-    match palisade_agent::config::parse_duration(value) {
+    match palisade_common::units::parse_duration(value) {
         Ok(d) if d >= Duration::from_secs(1) => d,
         Ok(_) => {
-            errors.push(format!("{key}: {value:?} is shorter than one second"));
+            errors.push(key, format!("{value:?} is shorter than one second"));
             default
         }
         Err(e) => {
-            errors.push(format!("{key}: {e}"));
+            errors.push(key, e);
             default
         }
     }
@@ -290,15 +286,16 @@ fn read_password(path: &Path) -> Result<Secret, String> {
 }
 
 /// Checks `[email]`; problems go to `errors`, each naming its key.
-pub fn compile(raw: RawEmail, base: &Path, errors: &mut Vec<String>) -> EmailConfig {
+pub fn compile(raw: RawEmail, base: &Path, errors: &mut Problems) -> EmailConfig {
     let tls = match raw.tls.as_deref() {
         None | Some("starttls") => SmtpTls::StartTls,
         Some("none") => SmtpTls::None,
         Some("tls") => SmtpTls::Tls,
         Some(other) => {
-            errors.push(format!(
-                "email.tls: {other:?} is not \"none\", \"starttls\" or \"tls\""
-            ));
+            errors.push(
+                "email.tls",
+                format!("{other:?} is not \"none\", \"starttls\" or \"tls\""),
+            );
             SmtpTls::StartTls
         }
     };
@@ -311,10 +308,11 @@ pub fn compile(raw: RawEmail, base: &Path, errors: &mut Vec<String>) -> EmailCon
                 port = Some(p);
                 smtp_server = host.to_string();
             }
-            Ok(_) => errors.push("email.smtp_server: its port differs from email.smtp_port".into()),
-            Err(_) => errors.push(format!(
-                "email.smtp_server: {smtp_server:?} is not a host or host:port"
-            )),
+            Ok(_) => errors.push("email.smtp_server", "its port differs from email.smtp_port"),
+            Err(_) => errors.push(
+                "email.smtp_server",
+                format!("{smtp_server:?} is not a host or host:port"),
+            ),
         }
     }
     let smtp_port = port.unwrap_or(match tls {
@@ -323,62 +321,65 @@ pub fn compile(raw: RawEmail, base: &Path, errors: &mut Vec<String>) -> EmailCon
         SmtpTls::Tls => 465,
     });
     if smtp_port == 0 {
-        errors.push("email.smtp_port: must not be 0".into());
+        errors.push("email.smtp_port", "must not be 0");
     }
     if raw.enabled && smtp_server.is_empty() {
-        errors.push("email.smtp_server: needed when email is enabled".into());
+        errors.push("email.smtp_server", "needed when email is enabled");
     }
     let tls_ca_pem = raw.tls_ca_file.map(|p| base.join(p)).and_then(|p| {
         let pem = std::fs::read(&p)
             .map_err(|e| {
-                errors.push(format!(
-                    "email.tls_ca_file: cannot read {}: {e}",
-                    p.display()
-                ))
+                errors.push(
+                    "email.tls_ca_file",
+                    format!("cannot read {}: {e}", p.display()),
+                )
             })
             .ok()?;
         lettre::transport::smtp::client::Certificate::from_pem(&pem)
             .map_err(|e| {
-                errors.push(format!(
-                    "email.tls_ca_file: {} is not a PEM certificate ({e})",
-                    p.display()
-                ))
+                errors.push(
+                    "email.tls_ca_file",
+                    format!("{} is not a PEM certificate ({e})", p.display()),
+                )
             })
             .ok()?;
         Some(pem)
     });
     if tls_ca_pem.is_some() && tls == SmtpTls::None {
-        errors.push("email.tls_ca_file: only used with tls = \"starttls\" or \"tls\"".into());
+        errors.push(
+            "email.tls_ca_file",
+            "only used with tls = \"starttls\" or \"tls\"",
+        );
     }
     let credentials = match (raw.username, raw.password_file) {
         (Some(user), Some(file)) => match read_password(&base.join(file)) {
             Ok(secret) => Some((user, secret)),
             Err(e) => {
-                errors.push(format!("email.password_file: {e}"));
+                errors.push("email.password_file", e);
                 None
             }
         },
         (Some(_), None) => {
-            errors.push("email.username: needs email.password_file".into());
+            errors.push("email.username", "needs email.password_file");
             None
         }
         (None, Some(_)) => {
-            errors.push("email.password_file: needs email.username".into());
+            errors.push("email.password_file", "needs email.username");
             None
         }
         (None, None) => None,
     };
     if credentials.is_some() && tls == SmtpTls::None {
         errors.push(
-            "email.username: refusing to send a password without TLS (set tls = \"starttls\" or \"tls\")"
-                .into(),
+            "email.username",
+            "refusing to send a password without TLS (set tls = \"starttls\" or \"tls\")",
         );
     }
     let from = raw.from.unwrap_or_default();
     if !from.is_empty() {
         check_address("email.from", &from, errors);
     } else if raw.enabled {
-        errors.push("email.from: needed when email is enabled".into());
+        errors.push("email.from", "needed when email is enabled");
     }
     if let Some(r) = &raw.reply_to {
         check_address("email.reply_to", r, errors);
@@ -388,25 +389,28 @@ pub fn compile(raw: RawEmail, base: &Path, errors: &mut Vec<String>) -> EmailCon
     }
     if raw.enabled && raw.to.is_empty() && raw.alerts.is_empty() {
         errors.push(
-            "email.to: needed when email is enabled (or give [[email.alerts]] blocks)".into(),
+            "email.to",
+            "needed when email is enabled (or give [[email.alerts]] blocks)",
         );
     }
     if let Some(name) = &raw.idsname
         && (name.is_empty() || name.chars().any(|c| c.is_control()))
     {
-        errors.push(format!("email.idsname: {name:?} is not a one-line name"));
+        errors.push("email.idsname", format!("{name:?} is not a one-line name"));
     }
     let alert_level = raw.email_alert_level.unwrap_or(DEFAULT_ALERT_LEVEL);
     if alert_level > 16 {
-        errors.push(format!(
-            "email.email_alert_level: {alert_level} is above the highest rule level 16"
-        ));
+        errors.push(
+            "email.email_alert_level",
+            format!("{alert_level} is above the highest rule level 16"),
+        );
     }
     let max_per_period = raw.email_maxperhour.unwrap_or(DEFAULT_MAX_PER_PERIOD);
     if !(1..=9999).contains(&max_per_period) {
-        errors.push(format!(
-            "email.email_maxperhour: {max_per_period} is not within 1..9999"
-        ));
+        errors.push(
+            "email.email_maxperhour",
+            format!("{max_per_period} is not within 1..9999"),
+        );
     }
     let period = duration(
         "email.email_period",
@@ -416,9 +420,10 @@ pub fn compile(raw: RawEmail, base: &Path, errors: &mut Vec<String>) -> EmailCon
     );
     let queue_size = raw.queue_size.unwrap_or(DEFAULT_QUEUE_SIZE);
     if !(1..=100_000).contains(&queue_size) {
-        errors.push(format!(
-            "email.queue_size: {queue_size} is not within 1..100000"
-        ));
+        errors.push(
+            "email.queue_size",
+            format!("{queue_size} is not within 1..100000"),
+        );
     }
     let retry_max = duration(
         "email.retry_max",
@@ -430,7 +435,7 @@ pub fn compile(raw: RawEmail, base: &Path, errors: &mut Vec<String>) -> EmailCon
     for (i, g) in raw.alerts.into_iter().enumerate() {
         let key = format!("email.alerts[{i}]");
         if g.to.is_empty() {
-            errors.push(format!("{key}.to: needs at least one recipient"));
+            errors.push(format!("{key}.to"), "needs at least one recipient");
         }
         for (j, to) in g.to.iter().enumerate() {
             check_address(&format!("{key}.to[{j}]"), to, errors);
@@ -439,17 +444,19 @@ pub fn compile(raw: RawEmail, base: &Path, errors: &mut Vec<String>) -> EmailCon
             None | Some("full") | Some("default") => MailFormat::Full,
             Some("sms") => MailFormat::Sms,
             Some(other) => {
-                errors.push(format!(
-                    "{key}.format: {other:?} is not \"full\" or \"sms\""
-                ));
+                errors.push(
+                    format!("{key}.format"),
+                    format!("{other:?} is not \"full\" or \"sms\""),
+                );
                 MailFormat::Full
             }
         };
         let level = g.level.unwrap_or(0);
         if level > 16 {
-            errors.push(format!(
-                "{key}.level: {level} is above the highest rule level 16"
-            ));
+            errors.push(
+                format!("{key}.level"),
+                format!("{level} is above the highest rule level 16"),
+            );
         }
         alerts.push(Granular {
             group: pattern(&format!("{key}.group"), &g.group, errors),
@@ -488,9 +495,9 @@ pub fn compile(raw: RawEmail, base: &Path, errors: &mut Vec<String>) -> EmailCon
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> (EmailConfig, Vec<String>) {
+    fn parse(text: &str) -> (EmailConfig, Problems) {
         let raw: RawEmail = toml::from_str(text).unwrap();
-        let mut errors = Vec::new();
+        let mut errors = Problems::new();
         let c = compile(raw, Path::new("/nonexistent"), &mut errors);
         (c, errors)
     }
@@ -530,12 +537,8 @@ mod tests {
              username = \"u\"\n\
              [[alerts]]\nformat = \"pager\"\nlevel = 20\n",
         );
-        let keys: Vec<&str> = errors
-            .iter()
-            .map(|e| e.split(':').next().unwrap())
-            .collect();
         assert_eq!(
-            keys,
+            errors.keys(),
             [
                 "email.tls",
                 "email.smtp_server",
@@ -563,15 +566,18 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let raw: RawEmail =
             toml::from_str("username = \"u\"\npassword_file = \"smtp.pass\"\n").unwrap();
-        let mut errors = Vec::new();
+        let mut errors = Problems::new();
         compile(raw, dir.path(), &mut errors);
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains("readable by every user"), "{errors:?}");
+        assert!(
+            errors[0].message.contains("readable by every user"),
+            "{errors:?}"
+        );
 
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let raw: RawEmail =
             toml::from_str("username = \"u\"\npassword_file = \"smtp.pass\"\n").unwrap();
-        let mut errors = Vec::new();
+        let mut errors = Problems::new();
         let c = compile(raw, dir.path(), &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
         let (user, secret) = c.credentials.unwrap();

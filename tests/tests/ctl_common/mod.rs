@@ -1,5 +1,6 @@
-//! A real manager in this process (its `run()`, from a real `init`), real
-//! agents from `agent add` bundles, and `palisadectl` run as a program.
+//! For the `ctl_*` tests: a real manager in this process (its `run()`, from
+//! a real `init`), real agents from `agent add` bundles, and `palisadectl`
+//! run as a program (built as `e2e-ctl`).
 
 #![allow(dead_code)]
 
@@ -33,7 +34,7 @@ pub async fn start() -> Running {
 
 /// Starts a manager after `adjust` has changed its configuration.
 pub async fn start_with(adjust: impl FnOnce(&mut ManagerConfig)) -> Running {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    palisade_common::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let report = setup::init(&InitOptions {
         dir: dir.path().to_path_buf(),
@@ -82,7 +83,7 @@ pub fn write_ctl(template: &Path, manager: &str, cert: &str, key: &str) -> PathB
 
 /// Runs `palisadectl --config CONFIG ARGS...`.
 pub async fn ctl(config: &Path, args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisadectl"));
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_e2e-ctl"));
     cmd.arg("--config")
         .arg(config)
         .args(args)
@@ -179,23 +180,19 @@ impl Drop for Agent {
     }
 }
 
-/// Waits (polling every 50 ms) until `check` gives a value.
+/// Waits (polling every 50 ms) until `check` gives a value; fails the
+/// test after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    palisade_tests::eventually(limit, what, || {
+        let value = check();
+        async move { Ok(value.await) }
+    })
+    .await
+    .unwrap()
 }
 
 /// An access-log line from `ip` for `path` with `status`.
@@ -238,14 +235,14 @@ pub fn normalise(v: &mut serde_json::Value) {
     }
 }
 
-/// Compares `text` (JSON) with `ctl/tests/snapshots/NAME.json` after
+/// Compares `text` (JSON) with `tests/tests/snapshots/ctl/NAME.json` after
 /// normalising; `PALISADE_UPDATE_SNAPSHOTS=1` rewrites the file.
 pub fn assert_json_snapshot(name: &str, text: &str) {
     let mut value: serde_json::Value = serde_json::from_str(text).expect("JSON");
     normalise(&mut value);
     let pretty = serde_json::to_string_pretty(&value).unwrap() + "\n";
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots")
+        .join("tests/snapshots/ctl")
         .join(format!("{name}.json"));
     if std::env::var_os("PALISADE_UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&path, &pretty).unwrap();

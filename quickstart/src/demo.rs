@@ -1,5 +1,4 @@
-//! `palisade-manager quickstart`: a newcomer's first ten minutes. In a
-//! temporary directory it creates the PKI and database, runs a manager and
+//! The demonstration: in a temporary directory it creates the PKI and database, runs a manager and
 //! one agent on loopback, replays a scanner's burst of 404s into a web
 //! access log and shows, as it happens, the alert (in OSSEC's notification
 //! layout), the active response sent, the null route installed and the
@@ -18,33 +17,14 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use palisade_agent::AgentConfig;
 use palisade_engine::alert_format;
+use palisade_manager::ManagerConfig;
+use palisade_manager::setup::{self, InitOptions};
+use palisade_manager::store::{AlertFilter, Store};
+use palisade_quickstart::SCAN;
 use tokio_util::sync::CancellationToken;
-
-use crate::config::ManagerConfig;
-use crate::setup::{self, InitOptions};
-use crate::store::{AlertFilter, Store};
 
 /// The address the replayed scanner comes from (TEST-NET-3, never routed).
 const SCANNER: &str = "203.0.113.7";
-
-/// The paths a ZmEu scan asks for, as OSSEC reported one, and three more:
-/// fourteen 404s, enough for rule 31151. Tests replay the same scan.
-pub const SCAN: [&str; 14] = [
-    "/phpadmin/scripts/setup.php",
-    "/typo3/phpmyadmin/scripts/setup.php",
-    "/mysqladmin/scripts/setup.php",
-    "/mysql/scripts/setup.php",
-    "/myadmin/scripts/setup.php",
-    "/dbadmin/scripts/setup.php",
-    "/db/scripts/setup.php",
-    "/admin/phpmyadmin/scripts/setup.php",
-    "/admin/pma/scripts/setup.php",
-    "/admin/scripts/setup.php",
-    "/scripts/setup.php",
-    "/pma/scripts/setup.php",
-    "/phpMyAdmin/scripts/setup.php",
-    "/sqladmin/scripts/setup.php",
-];
 
 /// How the quickstart runs.
 #[derive(Debug, Clone)]
@@ -125,14 +105,8 @@ pub fn run(options: &QuickstartOptions) -> anyhow::Result<()> {
 async fn interruptible(dir: &Path, options: &QuickstartOptions, root: bool) -> anyhow::Result<()> {
     let interrupt = CancellationToken::new();
     let shutdown = interrupt.child_token();
-    let signal = {
-        let interrupt = interrupt.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupt.cancel();
-            }
-        })
-    };
+    // Ctrl-C (or SIGTERM) stops the demonstration and still cleans up.
+    let signal = tokio::spawn(palisade_common::signal::cancel_on_signal(interrupt.clone()));
     let result = tokio::select! {
         r = demo(dir, options, root, &shutdown) => r,
         _ = interrupt.cancelled() => {
@@ -225,7 +199,11 @@ async fn demo(
         ),
     )?;
     let config = ManagerConfig::load(&report.config)?;
-    let manager = tokio::spawn(crate::run(config.clone(), listener, shutdown.clone()));
+    let manager = tokio::spawn(palisade_manager::run(
+        config.clone(),
+        listener,
+        shutdown.clone(),
+    ));
     println!("  manager listening on {addr} (mutual TLS)");
 
     let bundle = setup::add_agent(&config, "web01", None, None).await?;

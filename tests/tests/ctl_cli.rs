@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod ctl_common;
 
-use common::{ctl, start, stderr, stdout, write_ctl};
+use ctl_common::{ctl, start, stderr, stdout, write_ctl};
 use palisade_manager::setup;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,12 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod ctl_common;
 
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use common::{
+use ctl_common::{
     Agent, access_line, assert_json_snapshot, ctl, eventually, start, start_with, stderr, stdout,
 };
 use palisade_manager::setup;
@@ -20,7 +20,7 @@ async fn assert_ctl(config: &std::path::Path, args: &[&str]) -> assert_cmd::asse
     let config = config.to_path_buf();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_palisadectl"))
+        Command::new(env!("CARGO_BIN_EXE_e2e-ctl"))
             .arg("--config")
             .arg(config)
             .args(args)
@@ -188,7 +188,7 @@ async fn alerts_are_listed_and_followed_with_their_responses() {
     .await;
 
     // Follow first, then cause an alert.
-    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisadectl"))
+    let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_e2e-ctl"))
         .arg("--config")
         .arg(&m.ctl)
         .args(["alerts", "--follow", "--json", "--limit", "0"])
@@ -436,7 +436,7 @@ async fn every_error_is_one_line() {
         )
         .unwrap();
     }
-    let foreign = common::write_ctl(
+    let foreign = ctl_common::write_ctl(
         &m.ctl,
         &m.config.advertise,
         "other-operator.pem",

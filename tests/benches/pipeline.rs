@@ -59,7 +59,7 @@ impl Drop for Rig {
 }
 
 async fn rig() -> Rig {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    palisade_common::tls::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -88,7 +88,7 @@ async fn rig() -> Rig {
     );
     let agent_config = bundle.dir.join("agent.toml");
     std::fs::write(&agent_config, toml).unwrap();
-    let agent = Command::new(env!("CARGO_BIN_EXE_palisade-agent"))
+    let agent = Command::new(env!("CARGO_BIN_EXE_e2e-agent"))
         .arg("run")
         .arg("-c")
         .arg(&agent_config)

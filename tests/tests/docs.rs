@@ -1,7 +1,9 @@
 //! The documentation shows only what exists: every `palisade-manager`,
 //! `palisade-agent` and `palisadectl` command line in a shell block of the
-//! READMEs and `docs/` parses with the real command-line definitions, and
-//! every TOML block uses only known sections and keys.
+//! READMEs and `docs/` parses with the real command-line definitions, every
+//! `cargo ... -p PACKAGE` names a package of this workspace, and every TOML
+//! block uses only known sections and keys. (It needs all three programs'
+//! definitions, so it lives here rather than in one of their crates.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -85,6 +87,59 @@ fn documented_commands_parse() {
     }
     assert!(checked >= 20, "only {checked} documented commands found");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The packages of the workspace, by name.
+fn workspace_packages() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    manifest["workspace"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|member| {
+            let text =
+                std::fs::read_to_string(root.join(member.as_str().unwrap()).join("Cargo.toml"))
+                    .unwrap();
+            let package: toml::Table = text.parse().unwrap();
+            package["package"]["name"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn documented_cargo_commands_name_real_packages() {
+    let packages = workspace_packages();
+    assert!(packages.iter().any(|p| p == "palisade-quickstart"));
+    let mut checked = 0;
+    for doc in documents() {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        for (lang, line_no, body) in blocks(&text) {
+            if !(lang.is_empty() || lang == "sh") {
+                continue;
+            }
+            for (k, line) in body.lines().enumerate() {
+                let words = argv(line.trim());
+                if words.first().map(String::as_str) != Some("cargo") {
+                    continue;
+                }
+                for pair in words.windows(2).filter(|w| w[0] == "-p") {
+                    checked += 1;
+                    assert!(
+                        packages.contains(&pair[1]),
+                        "{}:{}: no package {:?} in the workspace ({packages:?})",
+                        doc.display(),
+                        line_no + k,
+                        pair[1]
+                    );
+                }
+            }
+        }
+    }
+    assert!(checked >= 1, "the README's first command names no package");
 }
 
 #[test]

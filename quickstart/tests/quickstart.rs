@@ -28,13 +28,13 @@ fn run_quickstart(as_nobody: bool) -> String {
     let mut cmd = if as_nobody {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_palisade-manager"));
+            .arg(env!("CARGO_BIN_EXE_palisade-quickstart"));
         c
     } else {
-        Command::new(env!("CARGO_BIN_EXE_palisade-manager"))
+        Command::new(env!("CARGO_BIN_EXE_palisade-quickstart"))
     };
     let out = cmd
-        .args(["quickstart", "--yes", "--block-for", "2s"])
+        .args(["--yes", "--block-for", "2s"])
         .env("TMPDIR", tmp.path())
         .output()
         .expect("runs");
@@ -80,8 +80,8 @@ fn quickstart_as_root_blocks_in_its_own_namespace() {
 fn quickstart_as_an_ordinary_user_is_a_dry_run() {
     if !nix::unistd::geteuid().is_root() {
         // Already an ordinary user: run it as we are.
-        let out = Command::new(env!("CARGO_BIN_EXE_palisade-manager"))
-            .args(["quickstart", "--yes", "--block-for", "2s"])
+        let out = Command::new(env!("CARGO_BIN_EXE_palisade-quickstart"))
+            .args(["--yes", "--block-for", "2s"])
             .output()
             .unwrap();
         assert!(String::from_utf8_lossy(&out.stdout).contains("would add a null route"));

@@ -1,0 +1,34 @@
+//! What Palisade's manager, agent and `palisadectl` share, so that each
+//! concern has one home and the daemons do not depend on each other. Light
+//! on purpose: no database, no engine.
+//!
+//! # Layout
+//!
+//! - [`config`]: configuration problems as (key path, message) pairs,
+//!   located in the file from the TOML parser's spans (`file:line: key:
+//!   reason`), every one at once.
+//! - [`units`]: durations (a jiff span, 24-hour days) and sizes.
+//! - [`network`]: addresses and CIDRs as written, IPv4-mapped forms folded.
+//! - [`address`]: **the one address policy**, "may this IP be blocked?",
+//!   applied by the manager and again by the agent.
+//! - [`time`]: epoch milliseconds, `jiff` and protobuf timestamps.
+//! - [`tls`]: the client side of mutual TLS, the CA fingerprint, error
+//!   chains that show the TLS alert.
+//! - [`bundle`]: the agent bundle's `agent.toml` and the default ports.
+//! - [`systemd`]: readiness and watchdog for `Type=notify` units.
+//! - [`logging`]: the tracing subscriber every binary installs.
+//! - [`signal`]: SIGTERM/SIGINT to a cancellation token.
+//! - [`exit`]: the exit codes (0, 1, 64).
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod bundle;
+pub mod config;
+pub mod exit;
+pub mod logging;
+pub mod network;
+pub mod signal;
+pub mod systemd;
+pub mod time;
+pub mod tls;
+pub mod units;
