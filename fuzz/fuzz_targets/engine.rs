@@ -16,8 +16,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use jiff::{SignedDuration, Timestamp};
 use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
 use libfuzzer_sys::fuzz_target;
 use palisade_engine::correlate::Barrier;
 use palisade_engine::engine::{Engine, EngineConfig, Ruleset};
@@ -61,7 +61,10 @@ fn rulesets() -> &'static [Arc<Ruleset>] {
             }
             match Ruleset::load_ossec_etc(&dir) {
                 Ok(r) => {
-                    eprintln!("engine fuzz target: {name} ruleset loaded from {}", dir.display());
+                    eprintln!(
+                        "engine fuzz target: {name} ruleset loaded from {}",
+                        dir.display()
+                    );
                     sets.push(Arc::new(r));
                 }
                 Err(e) => panic!("{name} ruleset at {} does not load:\n{e}", dir.display()),
@@ -92,7 +95,8 @@ fuzz_target!(|data: &[u8]| {
         for line in rest.split(|&b| b == b'\n').take(64) {
             let mut event = predecode::predecode(line, location, "fuzz");
             if let Some(alert) = engine.process(&mut event, now) {
-                let text = alert_format::alerts_log_entry(&alert, 0, alert.level >= 7, &TimeZone::UTC);
+                let text =
+                    alert_format::alerts_log_entry(&alert, 0, alert.level >= 7, &TimeZone::UTC);
                 assert!(!text.is_empty());
             }
             // 0..=7 s between lines: inside and across timeframes.
