@@ -53,6 +53,9 @@ pub const TESTS: &[(&str, &str)] = &[
     ruleset_file!("tests", "sshd.ini"),
     ruleset_file!("tests", "auth.ini"),
     ruleset_file!("tests", "syslog.ini"),
+    ruleset_file!("tests", "hostile_sshd.ini"),
+    ruleset_file!("tests", "hostile_auth.ini"),
+    ruleset_file!("tests", "hostile_web.ini"),
 ];
 
 fn owned(files: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -187,6 +187,41 @@ pub struct TestCase {
     pub alert: String,
     /// Expected decoder name (`decoder =`), possibly empty.
     pub decoder: String,
+    /// Palisade extension: expected decoded fields (`srcip = 203.0.113.5`,
+    /// `user =` for "none decoded"), as `(key, value)` in file order; see
+    /// [`FIELD_KEYS`].
+    pub fields: Vec<(String, String)>,
+}
+
+/// Section keys that name a decoded field whose value a case checks
+/// (Palisade extension; OSSEC's runner ignores them). `user` is `dstuser`,
+/// as in a decoder's `order`.
+pub const FIELD_KEYS: &[&str] = &[
+    "srcip",
+    "dstip",
+    "srcport",
+    "dstport",
+    "protocol",
+    "action",
+    "srcuser",
+    "dstuser",
+    "user",
+    "id",
+    "url",
+    "status",
+    "extra_data",
+];
+
+impl Section {
+    /// The section's field expectations (keys of [`FIELD_KEYS`]), in file
+    /// order.
+    pub fn field_expectations(&self) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .filter(|(k, _, _)| FIELD_KEYS.contains(&k.as_str()))
+            .map(|(k, v, _)| (k.clone(), v.clone()))
+            .collect()
+    }
 }
 
 /// The cases of one file, as `runtests.py` enumerates them: every key that
@@ -213,6 +248,7 @@ pub fn test_cases(ini: &Ini) -> Vec<TestCase> {
                 rule: rule.to_string(),
                 alert: alert.to_string(),
                 decoder: decoder.to_string(),
+                fields: s.field_expectations(),
             });
         }
     }
@@ -240,6 +276,20 @@ mod tests {
         let cases = test_cases(&ini);
         assert_eq!(cases.len(), 1);
         assert!(cases[0].expect_match);
+        assert!(cases[0].fields.is_empty());
+    }
+
+    #[test]
+    fn field_keys_become_expectations() {
+        let text = "[s]\nlog 1 pass = x\nrule = 1\nalert = 2\ndecoder = d\nsrcip = 2001:db8::1\nuser =\nsequence = yes\n";
+        let cases = test_cases(&parse(text));
+        assert_eq!(
+            cases[0].fields,
+            vec![
+                ("srcip".to_string(), "2001:db8::1".to_string()),
+                ("user".to_string(), String::new())
+            ]
+        );
     }
 
     #[test]

@@ -23,6 +23,13 @@
 //! judged against the last key's `pass`/`fail`. OSSEC's runner ignores the
 //! unknown keys, but would run each line on its own, so such files are for
 //! Palisade only (`ruleset/README.md`).
+//!
+//! Palisade extension, for decoders that must take an address from the
+//! right place: field keys in a section (`srcip = 203.0.113.5`, `user =`,
+//! see [`ini::FIELD_KEYS`]) join the expected triple. A `pass` key then
+//! needs the triple AND every named field equal (an empty value: the field
+//! was not decoded); a `fail` key, anything else. OSSEC's runner ignores
+//! these keys (it checks the triple only).
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -32,7 +39,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::engine::{Engine, EngineConfig, Ruleset, Verdict};
-use crate::event::Event;
+use crate::event::{Event, FieldName};
 use crate::ini::{self, Section};
 use crate::logtest::{LOCATION, RuleOutcome, UnitTest};
 use crate::predecode::predecode;
@@ -178,7 +185,7 @@ fn run_one(
             alert: case.alert.clone(),
             decoder: case.decoder.clone(),
         };
-        let ok = judge(&ut, &actual) == case.expect_match;
+        let ok = judge(&ut, &case.fields, &actual) == case.expect_match;
         if ok {
             s.passed += 1;
         } else {
@@ -191,6 +198,7 @@ fn run_one(
                 &case.key,
                 &case.log,
                 &ut,
+                &case.fields,
                 case.expect_match,
                 &actual,
             )?;
@@ -241,7 +249,8 @@ fn run_one(
             decoder: decoder.to_string(),
         };
         let expect_match = !last.0.ends_with("fail");
-        if judge(&ut, &actual) == expect_match {
+        let fields = sec.field_expectations();
+        if judge(&ut, &fields, &actual) == expect_match {
             s.passed += 1;
         } else {
             s.failed += 1;
@@ -254,6 +263,7 @@ fn run_one(
                 &key,
                 &last.1,
                 &ut,
+                &fields,
                 expect_match,
                 &actual,
             )?;
@@ -273,8 +283,21 @@ fn feed(engine: &mut Engine, line: &str, now: Timestamp) -> Actual {
     }
 }
 
-/// `ossec-logtest -U` exit code 0.
-fn judge(ut: &UnitTest, a: &Actual) -> bool {
+/// The value `event` decoded for a field key (`user` is `dstuser`).
+fn decoded<'e>(event: &'e Event, key: &str) -> Option<&'e str> {
+    event.fields.get(&FieldName::parse(key))
+}
+
+/// `ossec-logtest -U` exit code 0, and every expected field as decoded
+/// (an empty expectation: not decoded, or decoded empty).
+fn judge(ut: &UnitTest, fields: &[(String, String)], a: &Actual) -> bool {
+    let fields_ok = fields
+        .iter()
+        .all(|(k, v)| decoded(&a.event, k).unwrap_or_default() == v);
+    fields_ok && triple_matches(ut, a)
+}
+
+fn triple_matches(ut: &UnitTest, a: &Actual) -> bool {
     let outcome = a.verdict.rule_and_level().map(|(id, level)| RuleOutcome {
         id,
         level,
@@ -294,6 +317,7 @@ fn report(
     key: &str,
     log: &str,
     ut: &UnitTest,
+    fields: &[(String, String)],
     expect_match: bool,
     actual: &Actual,
 ) -> io::Result<()> {
@@ -311,5 +335,13 @@ fn report(
             &ut.decoder
         }
     )?;
-    writeln!(out, "    actual:   {}", actual.triple())
+    writeln!(out, "    actual:   {}", actual.triple())?;
+    for (k, v) in fields {
+        writeln!(
+            out,
+            "    field {k}: expected {v:?}, decoded {:?}",
+            decoded(&actual.event, k).unwrap_or_default()
+        )?;
+    }
+    Ok(())
 }

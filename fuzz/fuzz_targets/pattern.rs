@@ -7,7 +7,9 @@ use palisade_engine::pattern::{Dialect, Pattern};
 
 fuzz_target!(|data: &[u8]| {
     // First byte: dialect; then pattern and haystack split at the first 0xFF.
-    let Some((&d, rest)) = data.split_first() else { return };
+    let Some((&d, rest)) = data.split_first() else {
+        return;
+    };
     let dialect = match d % 3 {
         0 => Dialect::OsMatch,
         1 => Dialect::OsRegex,
