@@ -98,17 +98,17 @@ fn a_brute_force_with_crafted_user_names_alerts_about_the_real_source_only() {
     assert!(alerts.len() >= 20, "{} alerts", alerts.len());
     for a in &alerts {
         assert_eq!(
-            a.event.fields.srcip.as_deref(),
+            a.srcip.as_deref(),
             Some(REAL),
             "rule {}",
             a.rule_id
         );
-        assert!(!a.event.full_log.is_empty());
+        assert!(!a.full_log.is_empty());
     }
     assert!(
         alerts
             .iter()
-            .all(|a| a.event.fields.srcip.as_deref() != Some(FORGED))
+            .all(|a| a.srcip.as_deref() != Some(FORGED))
     );
 }
 
@@ -123,7 +123,7 @@ fn pam_failures_with_crafted_user_names_count_for_the_real_source() {
         );
         let mut ev = predecode(line.as_bytes(), "/var/log/auth.log", "web01");
         let alert = engine.process(&mut ev, now).unwrap();
-        assert_eq!(alert.event.fields.srcip.as_deref(), Some(REAL));
+        assert_eq!(alert.srcip.as_deref(), Some(REAL));
         assert!(
             alert.rule_id == 5503 || alert.rule_id == 5551,
             "one failure taken for rule {}",
