@@ -40,6 +40,7 @@ pub fn root_required() -> bool {
 /// # Panics
 ///
 /// When the effective user is not root, with what to do about it.
+#[track_caller]
 pub fn root() {
     let uid = nix::unistd::geteuid();
     if uid.is_root() {
@@ -63,6 +64,7 @@ pub fn root() {
 /// # Panics
 ///
 /// When the program is missing or does not run.
+#[track_caller]
 pub fn tool(program: &str, package: &str) {
     match Command::new(program).arg("--version").output() {
         Ok(out) if out.status.success() => {}
@@ -88,16 +90,14 @@ pub mod build {
     /// Declares the `palisade_root` cfg and sets it when the build runs
     /// as root or `PALISADE_REQUIRE_ROOT=1`.
     ///
-    /// Cargo runs the build script again (and rebuilds the crate) when
-    /// `USER` changes (`sudo`, `su` and `runuser` set it), so a build
-    /// directory used by two users follows the one who builds; and, when
-    /// not root, when `PALISADE_REQUIRE_ROOT` changes. As root the variable
-    /// changes nothing, so it is not watched: `cargo test` and
-    /// `scripts/test` share one build.
+    /// When not root, cargo runs the build script again (and rebuilds the
+    /// crate) when `PALISADE_REQUIRE_ROOT` changes, so a build by another
+    /// user followed by `sudo scripts/test` compiles the root tests in. As
+    /// root the variable changes nothing and is not watched: `cargo test`
+    /// and `scripts/test` share one build.
     pub fn root_cfg() {
         println!("cargo::rustc-check-cfg=cfg({ROOT_CFG})");
         println!("cargo::rerun-if-changed=build.rs");
-        println!("cargo::rerun-if-env-changed=USER");
         if nix::unistd::geteuid().is_root() {
             println!("cargo::rustc-cfg={ROOT_CFG}");
             return;
