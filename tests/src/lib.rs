@@ -21,7 +21,7 @@
 //! `build.rs` sets the `palisade_root` cfg when the build runs as root (or
 //! `PALISADE_REQUIRE_ROOT=1`), and each such test reads
 //!
-//! ```ignore
+//! ```text
 //! #[test]
 //! #[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
 //! fn a_test() {

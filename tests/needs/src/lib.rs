@@ -9,7 +9,7 @@
 //! the root tests must run (`scripts/test` sets it when it runs as root, so
 //! CI fails rather than skips). A root-only test then reads:
 //!
-//! ```ignore
+//! ```text
 //! #[test]
 //! #[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
 //! fn route_null_blocks_an_ipv4_scanner() {
