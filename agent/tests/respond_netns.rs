@@ -1,7 +1,8 @@
 //! Active responses against a real kernel: each test runs in a private
 //! network namespace (unshare on its own thread, which vanishes with the
 //! thread), checks routes and nft sets with `ip -j` and `nft -j` as
-//! independent witnesses, and needs root (skipped with a note otherwise).
+//! independent witnesses, and needs root: built as another user the tests
+//! are ignored (see palisade-test-needs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -23,10 +24,7 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping {name}: a private network namespace needs root");
-        return;
-    }
+    palisade_test_needs::root();
     std::thread::spawn(move || {
         nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
         run(&["ip", "link", "set", "lo", "up"]);
@@ -37,7 +35,7 @@ where
         rt.block_on(f());
     })
     .join()
-    .expect("test thread panicked");
+    .unwrap_or_else(|_| panic!("{name}: the test thread panicked"));
 }
 
 fn run(args: &[&str]) -> String {
@@ -51,13 +49,6 @@ fn run(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn has_nft() -> bool {
-    std::process::Command::new("nft")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// (destination, type, protocol) of every route in the main table, both families.
@@ -177,6 +168,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: a private network namespace")]
 fn route_null_adds_and_deletes_ipv4_and_ipv6_idempotently() {
     in_netns(
         "route_null_adds_and_deletes_ipv4_and_ipv6_idempotently",
@@ -240,6 +232,7 @@ fn route_null_adds_and_deletes_ipv4_and_ipv6_idempotently() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: a private network namespace")]
 fn mapped_ipv6_is_blocked_as_ipv4() {
     in_netns("mapped_ipv6_is_blocked_as_ipv4", || async {
         let dir = tempfile::tempdir().unwrap();
@@ -266,6 +259,7 @@ fn mapped_ipv6_is_blocked_as_ipv4() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: a private network namespace")]
 fn blackhole_is_an_option_and_a_type_change_replaces_our_route() {
     in_netns("blackhole_is_an_option", || async {
         let dir = tempfile::tempdir().unwrap();
@@ -306,6 +300,7 @@ fn blackhole_is_an_option_and_a_type_change_replaces_our_route() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: a private network namespace")]
 fn a_foreign_route_is_never_replaced_nor_deleted() {
     in_netns("a_foreign_route_is_never_replaced_nor_deleted", || async {
         let dir = tempfile::tempdir().unwrap();
@@ -356,6 +351,7 @@ fn a_foreign_route_is_never_replaced_nor_deleted() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: a private network namespace")]
 fn start_reconciles_the_ledger_with_the_kernel() {
     in_netns("start_reconciles_the_ledger_with_the_kernel", || async {
         let dir = tempfile::tempdir().unwrap();
@@ -463,6 +459,7 @@ fn start_reconciles_the_ledger_with_the_kernel() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: a private network namespace")]
 fn blocks_are_lifted_at_expiry_and_extensions_postpone_it() {
     in_netns("blocks_are_lifted_at_expiry", || async {
         let dir = tempfile::tempdir().unwrap();
@@ -539,6 +536,7 @@ fn blocks_are_lifted_at_expiry_and_extensions_postpone_it() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: a private network namespace")]
 fn a_restart_still_lifts_blocks_on_time_and_at_start_if_overdue() {
     in_netns("a_restart_still_lifts_blocks", || async {
         let dir = tempfile::tempdir().unwrap();
@@ -598,6 +596,7 @@ fn a_restart_still_lifts_blocks_on_time_and_at_start_if_overdue() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: a private network namespace")]
 fn refusals_add_nothing() {
     in_netns("refusals_add_nothing", || async {
         let dir = tempfile::tempdir().unwrap();
@@ -684,11 +683,10 @@ fn refusals_add_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: a private network namespace")]
 fn firewall_drop_uses_an_nft_set_with_timeouts() {
-    if !has_nft() {
-        eprintln!("skipping firewall_drop_uses_an_nft_set_with_timeouts: nft is not installed");
-        return;
-    }
+    palisade_test_needs::root();
+    palisade_test_needs::tool("nft", "nftables");
     in_netns("firewall_drop_uses_an_nft_set_with_timeouts", || async {
         let dir = tempfile::tempdir().unwrap();
         let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
@@ -783,11 +781,10 @@ fn firewall_drop_uses_an_nft_set_with_timeouts() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: a private network namespace")]
 fn firewall_drop_reconciles_its_set() {
-    if !has_nft() {
-        eprintln!("skipping firewall_drop_reconciles_its_set: nft is not installed");
-        return;
-    }
+    palisade_test_needs::root();
+    palisade_test_needs::tool("nft", "nftables");
     in_netns("firewall_drop_reconciles_its_set", || async {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("agent.db");
@@ -862,11 +859,9 @@ fn firewall_drop_reconciles_its_set() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: a private network namespace")]
 fn concurrent_route_commands_on_a_multi_threaded_runtime() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping concurrent_route_commands_on_a_multi_threaded_runtime: needs root");
-        return;
-    }
+    palisade_test_needs::root();
     std::thread::spawn(|| {
         nix::sched::unshare(CloneFlags::CLONE_NEWNET).unwrap();
         run(&["ip", "link", "set", "lo", "up"]);

@@ -97,19 +97,10 @@ fn a_brute_force_with_crafted_user_names_alerts_about_the_real_source_only() {
     // Every attempt alerts but the ones 5712's ignore="60" swallows.
     assert!(alerts.len() >= 20, "{} alerts", alerts.len());
     for a in &alerts {
-        assert_eq!(
-            a.srcip.as_deref(),
-            Some(REAL),
-            "rule {}",
-            a.rule_id
-        );
+        assert_eq!(a.srcip.as_deref(), Some(REAL), "rule {}", a.rule_id);
         assert!(!a.full_log.is_empty());
     }
-    assert!(
-        alerts
-            .iter()
-            .all(|a| a.srcip.as_deref() != Some(FORGED))
-    );
+    assert!(alerts.iter().all(|a| a.srcip.as_deref() != Some(FORGED)));
 }
 
 #[test]

@@ -24,14 +24,7 @@ fn example_configurations_are_valid() {
 
 #[test]
 fn systemd_units_verify() {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: systemd-analyze is not installed");
-        return;
-    }
+    palisade_test_needs::tool("systemd-analyze", "systemd");
     // The units name /usr/bin; verify them against the binaries just built.
     let bin = Path::new(env!("CARGO_BIN_EXE_palisade-manager"))
         .parent()

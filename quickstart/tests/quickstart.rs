@@ -62,11 +62,9 @@ fn run_quickstart(as_nobody: bool) -> String {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: a network namespace")]
 fn quickstart_as_root_blocks_in_its_own_namespace() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    palisade_test_needs::root();
     let stdout = run_quickstart(false);
     assert!(
         stdout.contains("unreachable 203.0.113.7 proto 173"),

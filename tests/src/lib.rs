@@ -22,6 +22,36 @@
 //! `ctl_*`, and the documentation's command lines, `docs.rs`), the
 //! benchmarks (`benches/`: block latency, the file-to-database pipeline)
 //! and the daemons built under test names (`src/bin/e2e-*`).
+//!
+//! # Tests that need root
+//!
+//! The tests that change the host (namespaces, routes, nft) follow the
+//! convention of `palisade-test-needs` (`tests/needs`): the crate's
+//! `build.rs` sets the `palisade_root` cfg when the build runs as root (or
+//! `PALISADE_REQUIRE_ROOT=1`), and each such test reads
+//!
+//! ```text
+//! #[test]
+//! #[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
+//! fn a_test() {
+//!     palisade_test_needs::root();
+//!     // ...
+//! }
+//! ```
+//!
+//! so that as another user it is listed as ignored with its reason, and
+//! built to run it fails when root or a program it drives is missing.
+//! None returns early and reports `ok`.
+//!
+//! # Waiting
+//!
+//! Tests wait for a condition ([`eventually`], [`site::wait`]), or, to
+//! show that nothing more arrives, write one more line and wait for it
+//! (everything sent before it has then been stored). Fixed waits remain
+//! only where time is the subject (a block's timeout, a token's expiry,
+//! the mail budget's period, a thirty-second outage), to pace a writer,
+//! and in `collect_rotation`'s quiet window, where a last line would
+//! wait a whole poll interval.
 #![forbid(unsafe_code)]
 
 pub mod netns;
@@ -323,7 +353,8 @@ pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
 
 impl LogCapture {
     /// Installs a global subscriber (once per process) that also writes
-    /// to stderr, and returns the capture.
+    /// to stderr, and returns the capture: `info`, and the mailer's
+    /// `debug` (each retry), which tests wait for.
     pub fn install() -> Self {
         static CAPTURE: OnceLock<LogCapture> = OnceLock::new();
         CAPTURE
@@ -331,7 +362,7 @@ impl LogCapture {
                 let capture = LogCapture(Arc::new(Mutex::new(Vec::new())));
                 let writer = capture.clone();
                 let _ = tracing_subscriber::fmt()
-                    .with_env_filter("info")
+                    .with_env_filter("info,palisade_manager::mail=debug")
                     .with_ansi(false)
                     .with_writer(move || writer.clone())
                     .try_init();

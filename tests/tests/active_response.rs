@@ -6,13 +6,14 @@
 //! block is gone and the scanner is served again.
 //!
 //! Needs root (namespaces, routes, nft), nginx and curl
-//! (`scripts/install-test-deps`); otherwise each test says so and returns.
+//! (`scripts/install-test-deps`): built as another user the tests are
+//! ignored, and a missing program fails them (see palisade-test-needs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
-use palisade_tests::netns::{http_get, skip_unless_root};
+use palisade_tests::netns::http_get;
 use palisade_tests::programs;
 use palisade_tests::site::{Policy, SCAN, Site, wait};
 
@@ -117,42 +118,39 @@ fn scanner_is_blocked_then_let_back(command: &'static str, v6: bool) {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
 fn route_null_blocks_an_ipv4_scanner() {
-    if skip_unless_root("route_null_blocks_an_ipv4_scanner") {
-        return;
-    }
+    palisade_test_needs::root();
     scanner_is_blocked_then_let_back("route-null", false);
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
 fn route_null_blocks_an_ipv6_scanner() {
-    if skip_unless_root("route_null_blocks_an_ipv6_scanner") {
-        return;
-    }
+    palisade_test_needs::root();
     scanner_is_blocked_then_let_back("route-null", true);
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
 fn firewall_drop_blocks_an_ipv4_scanner() {
-    if skip_unless_root("firewall_drop_blocks_an_ipv4_scanner") {
-        return;
-    }
+    palisade_test_needs::root();
+    palisade_test_needs::tool("nft", "nftables");
     scanner_is_blocked_then_let_back("firewall-drop", false);
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
 fn firewall_drop_blocks_an_ipv6_scanner() {
-    if skip_unless_root("firewall_drop_blocks_an_ipv6_scanner") {
-        return;
-    }
+    palisade_test_needs::root();
+    palisade_test_needs::tool("nft", "nftables");
     scanner_is_blocked_then_let_back("firewall-drop", true);
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
 fn a_block_is_lifted_on_time_across_an_agent_restart() {
-    if skip_unless_root("a_block_is_lifted_on_time_across_an_agent_restart") {
-        return;
-    }
+    palisade_test_needs::root();
     let mut site = Site::start(programs!(), &policy("route-null", "5s")).unwrap();
     let ip = site.attacker_ip(false);
     scan(&site, false);
@@ -187,10 +185,9 @@ fn a_block_is_lifted_on_time_across_an_agent_restart() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
 fn unblock_lifts_a_block_before_its_timeout() {
-    if skip_unless_root("unblock_lifts_a_block_before_its_timeout") {
-        return;
-    }
+    palisade_test_needs::root();
     let site = Site::start(programs!(), &policy("route-null", "600s")).unwrap();
     let ip = site.attacker_ip(false);
     scan(&site, false);
@@ -227,10 +224,9 @@ fn unblock_lifts_a_block_before_its_timeout() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
 fn protected_and_invalid_addresses_are_never_blocked() {
-    if skip_unless_root("protected_and_invalid_addresses_are_never_blocked") {
-        return;
-    }
+    palisade_test_needs::root();
     let mut p = policy("route-null", "60s");
     p.white_list = vec!["198.51.100.0/24"];
     let site = Site::start(programs!(), &p).unwrap();
@@ -287,20 +283,39 @@ fn protected_and_invalid_addresses_are_never_blocked() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // A block sent after them is carried out, and it is the only one: the
+    // agent takes commands in order, so no refused one was sent before it.
+    let allowed = "203.0.113.50";
+    let out = site
+        .ctl(&["-b", allowed, "-f", "route-null60", "-u", "001"])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait(Duration::from_secs(10), "the allowed block", || {
+        site.is_blocked("route-null", allowed)
+    })
+    .unwrap();
     let routes = site
         .web
         .ip(&["route", "show", "type", "unreachable"])
         .unwrap();
-    assert!(routes.trim().is_empty(), "routes were added: {routes}");
-    assert!(blocks_json(&site).as_array().unwrap().is_empty());
+    assert_eq!(
+        routes.lines().count(),
+        1,
+        "routes were added for refused addresses: {routes}"
+    );
+    let blocks = blocks_json(&site);
+    assert_eq!(blocks.as_array().unwrap().len(), 1, "{blocks}");
+    assert_eq!(blocks[0]["srcip"], allowed);
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
 fn repeated_offenders_get_longer_blocks() {
-    if skip_unless_root("repeated_offenders_get_longer_blocks") {
-        return;
-    }
+    palisade_test_needs::root();
     let mut p = policy("route-null", "2s");
     p.repeated_offenders = vec!["4s", "6s"];
     let site = Site::start(programs!(), &p).unwrap();
@@ -333,10 +348,9 @@ fn repeated_offenders_get_longer_blocks() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
 fn a_command_for_an_offline_agent_runs_when_it_reconnects() {
-    if skip_unless_root("a_command_for_an_offline_agent_runs_when_it_reconnects") {
-        return;
-    }
+    palisade_test_needs::root();
     let mut site = Site::start(programs!(), &policy("route-null", "60s")).unwrap();
     let ip = "198.51.100.77";
     site.agent.kill();
@@ -362,7 +376,6 @@ fn a_command_for_an_offline_agent_runs_when_it_reconnects() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    std::thread::sleep(Duration::from_millis(300));
     assert!(!site.is_blocked("route-null", ip).unwrap());
 
     site.kill_and_restart_agent().unwrap();
@@ -382,10 +395,9 @@ fn a_command_for_an_offline_agent_runs_when_it_reconnects() {
 }
 
 #[test]
+#[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
 fn unblock_lifts_a_block_on_every_agent_that_has_it() {
-    if skip_unless_root("unblock_lifts_a_block_on_every_agent_that_has_it") {
-        return;
-    }
+    palisade_test_needs::root();
     let site = Site::start(programs!(), &policy("route-null", "600s")).unwrap();
     let (second, _web02) = site.start_second_agent().unwrap();
     let ip = "198.51.100.50";

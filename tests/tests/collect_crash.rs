@@ -110,8 +110,22 @@ async fn an_agent_killed_mid_batch_loses_and_repeats_nothing() {
     for e in &events {
         assert_eq!(e.location, log.display().to_string());
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(store.archived_events(Some(&id)).await.unwrap().len(), n);
+    // Nothing more arrives: a line written now is the next event, so
+    // whatever the agent sent before it has been stored (or skipped).
+    let barrier = "barrier 000000 GET /index.html 200";
+    append_lines(&log, [barrier.to_string()]).unwrap();
+    let events = eventually(Duration::from_secs(60), "the barrier line", || async {
+        let events = store.archived_events(Some(&id)).await?;
+        anyhow::ensure!(
+            events.len() <= n + 1,
+            "{} events for {n} lines",
+            events.len()
+        );
+        Ok((events.len() == n + 1).then_some(events))
+    })
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&events[n].line), barrier);
     store.close().await;
     agent.kill();
 }

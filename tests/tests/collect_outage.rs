@@ -11,12 +11,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use palisade_agent::spool::Spool;
 use palisade_manager::store::ArchivedEvent;
 use palisade_tests::process::{AgentProcess, AgentSetup, ManagerProcess, write_agent_config};
 use palisade_tests::{append_lines, eventually};
 
 const MANAGER: &str = env!("CARGO_BIN_EXE_e2e-manager");
 const AGENT: &str = env!("CARGO_BIN_EXE_e2e-agent");
+/// The last line written, to know that everything before it arrived.
+const BARRIER: &str = "barrier 000000 GET /index.html 200";
 /// The agent's spool on disk: database, WAL and shared memory.
 const SPOOL_FILES: [&str; 3] = ["agent.db", "agent.db-wal", "agent.db-shm"];
 
@@ -75,6 +78,27 @@ impl Rig {
             Ok(events) => events,
             Err(e) => panic!("{e}; agent log:\n{}", self.agent_log()),
         }
+    }
+
+    /// Writes one more line and waits until it is archived as event
+    /// `n + 1`: whatever the agent sent before it has been stored, so
+    /// nothing of the first `n` can still arrive (later copies are below
+    /// the stored sequence and skipped).
+    async fn barrier(&self, n: usize) {
+        append_lines(&self.log, [BARRIER.to_string()]).unwrap();
+        let events = self.wait_for(n + 1, Duration::from_secs(60)).await;
+        assert_eq!(String::from_utf8_lossy(&events[n].line), BARRIER);
+    }
+
+    /// Waits until the agent's spool holds nothing unacknowledged.
+    async fn wait_for_acknowledgements(&self) {
+        let spool = Spool::open(&self.bundle.join("agent.db")).await.unwrap();
+        eventually(Duration::from_secs(30), "every acknowledgement", || async {
+            Ok((spool.depth().await? == 0).then_some(()))
+        })
+        .await
+        .unwrap();
+        spool.close().await;
     }
 
     fn agent_log(&self) -> String {
@@ -136,12 +160,8 @@ async fn a_manager_killed_for_thirty_seconds_loses_and_repeats_nothing() {
     let events = rig.wait_for(all.len(), Duration::from_secs(120)).await;
     assert_lines(&events, &all);
     // Nothing more arrives later, and nothing was dropped.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.barrier(all.len()).await;
     let store = rig.manager.store().await.unwrap();
-    assert_eq!(
-        store.archived_events(Some(&rig.id)).await.unwrap().len(),
-        all.len()
-    );
     let record = store.agent(&rig.id).await.unwrap().expect("agent record");
     assert_eq!(record.dropped_events, 0);
     store.close().await;
@@ -156,7 +176,7 @@ async fn a_full_spool_stays_in_its_bound_and_drops_the_oldest_first() {
     rig.wait_for(first.len(), Duration::from_secs(60)).await;
     // Acknowledgements are on their way; let them land before the kill,
     // so the accounting below is exact.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.wait_for_acknowledgements().await;
     rig.manager.kill();
 
     // Watch the spool's size on disk the whole time.
@@ -221,12 +241,6 @@ async fn a_full_spool_stays_in_its_bound_and_drops_the_oldest_first() {
     let expected: Vec<String> = first.iter().chain(&outage[dropped..]).cloned().collect();
     let events = rig.wait_for(expected.len(), Duration::from_secs(60)).await;
     assert_lines(&events, &expected);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let store = rig.manager.store().await.unwrap();
-    assert_eq!(
-        store.archived_events(Some(&rig.id)).await.unwrap().len(),
-        expected.len()
-    );
-    store.close().await;
+    rig.barrier(expected.len()).await;
     rig.agent.kill();
 }

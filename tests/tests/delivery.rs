@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use palisade_agent::spool::Spool;
 use palisade_tests::{AgentHandle, ManagerHandle, append_lines, eventually};
 
 fn lines(range: std::ops::Range<usize>) -> Vec<String> {
@@ -71,13 +72,14 @@ async fn ten_thousand_lines_arrive_exactly_once_in_order() -> anyhow::Result<()>
     let events = wait_for_count(&manager, &id, expected.len(), Duration::from_secs(60)).await?;
     assert_exact(&events, &id, &log.display().to_string(), &expected);
 
-    // Nothing more arrives later (no duplicates from resends).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing more arrives later (no duplicates from resends): the next
+    // line written is the next event.
+    let mut expected = expected;
+    expected.extend(lines(10_000..10_001));
+    append_lines(&log, expected[10_000..].iter().cloned())?;
+    let events = wait_for_count(&manager, &id, expected.len(), Duration::from_secs(60)).await?;
+    assert_exact(&events, &id, &log.display().to_string(), &expected);
     let store = manager.store().await?;
-    assert_eq!(
-        store.archived_events(Some(&id)).await?.len(),
-        expected.len()
-    );
     let record = store.agent(&id).await?.expect("agent");
     assert_eq!(
         record.last_sequence,
@@ -114,10 +116,21 @@ async fn a_manager_restart_loses_and_repeats_nothing() -> anyhow::Result<()> {
             anyhow::Ok(())
         })
     };
-    // Let some lines through, then stop the manager while the agent writes on.
+    // Let some lines through, then stop the manager while the agent reads
+    // on: its spool grows (unless the writer is already done).
     wait_for_some(&manager, &id).await?;
     manager.stop().await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let spool = Spool::open(&agent.config.spool_database).await?;
+    let at_stop = spool.depth().await?;
+    eventually(
+        Duration::from_secs(30),
+        "lines read while the manager is down",
+        || async {
+            Ok((spool.depth().await? >= at_stop + 200 || writer.is_finished()).then_some(()))
+        },
+    )
+    .await?;
+    spool.close().await;
     manager.restart().await?;
     writer.await??;
 

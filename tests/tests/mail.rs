@@ -79,9 +79,16 @@ async fn a_scan_is_mailed_in_ossecs_layout() -> anyhow::Result<()> {
     let stored = store.alerts(&filter).await?;
     assert_eq!(stored.len(), 1);
     let alert = &stored[0].alert;
-    // The 404s below level 7 are not mailed: only 31151.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(smtp.mails()?.len(), 1, "{:#?}", smtp.mails()?);
+    // The 404s below level 7 are not mailed: only 31151. A later alert
+    // that is mailed is the next mail (one mailer, in order), so nothing
+    // of the scan can still be on its way.
+    append_lines(&s.log, [traversal_line("198.51.100.24")])?;
+    let after = smtp.wait_for(2, Duration::from_secs(30)).await?;
+    assert_eq!(after.len(), 2, "{after:#?}");
+    assert!(
+        after[1].body.contains("Src IP: 198.51.100.24\n"),
+        "{after:#?}"
+    );
     let mail = &mails[0];
 
     let description = "Many 4xx answers to one address in 90 seconds (web scan).";
@@ -209,14 +216,19 @@ async fn maxperhour_two_sends_two_mails_then_one_digest() -> anyhow::Result<()> 
     for ip in &ips {
         assert_eq!(count(&mails, &format!("Src IP: {ip}\n")), 1, "{ip}");
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(smtp.mails()?.len(), 3);
+    // No other mail follows: the next alert, in the new period, is the
+    // next mail.
+    append_lines(&s.log, [traversal_line("198.51.100.99")])?;
+    let after = smtp.wait_for(4, Duration::from_secs(30)).await?;
+    assert_eq!(after.len(), 4);
+    assert!(after[3].body.contains("Src IP: 198.51.100.99\n"));
     s.agent.stop().await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mails_wait_for_a_server_that_is_down_and_ingestion_goes_on() -> anyhow::Result<()> {
+    let logs = LogCapture::install();
     let tmp = tempfile::tempdir()?;
     let mut smtp = SmtpServer::start(tmp.path())?;
     let mut config = email(&smtp);
@@ -230,8 +242,8 @@ async fn mails_wait_for_a_server_that_is_down_and_ingestion_goes_on() -> anyhow:
     smtp.wait_for(1, Duration::from_secs(20)).await?;
 
     smtp.stop()?;
-    // A minute without a mail server: every round's lines are still
-    // received, judged and acknowledged.
+    // No mail server while the mailer retries with backoff: every round's
+    // lines are still received, judged and acknowledged.
     let rounds = 12;
     for round in 0..rounds {
         append_lines(&s.log, [traversal_line(&format!("198.51.100.{round}"))])?;
@@ -245,8 +257,25 @@ async fn mails_wait_for_a_server_that_is_down_and_ingestion_goes_on() -> anyhow:
             },
         )
         .await?;
-        tokio::time::sleep(Duration::from_secs(5)).await;
     }
+    // The mailer keeps trying, its pause grown to retry_max (2 s): the
+    // first round's mail has failed three times.
+    eventually(
+        Duration::from_secs(30),
+        "the third attempt at the first mail",
+        || async {
+            let text = logs.text();
+            Ok(text
+                .lines()
+                .any(|l| {
+                    l.contains("Mail still not sent.")
+                        && l.contains("attempt=3")
+                        && l.contains("retry_in_s=2")
+                })
+                .then_some(()))
+        },
+    )
+    .await?;
     let filter = AlertFilter {
         rule_id: Some(31106),
         ..AlertFilter::default()

@@ -1,0 +1,110 @@
+//! What a test needs from the host, made visible: a test that cannot run
+//! here shows as `ignored` (with its reason) or fails; it never returns
+//! early and reports `ok`.
+//!
+//! libtest decides `#[ignore]` at compile time, so whether the root-only
+//! tests run is decided when they are built: a crate with such tests has a
+//! `build.rs` that calls [`build::root_cfg`], which sets the `palisade_root`
+//! cfg when the build runs as root, or when `PALISADE_REQUIRE_ROOT=1` says
+//! the root tests must run (`scripts/test` sets it when it runs as root, so
+//! CI fails rather than skips). A root-only test then reads:
+//!
+//! ```text
+//! #[test]
+//! #[cfg_attr(not(palisade_root), ignore = "needs root: network namespaces")]
+//! fn route_null_blocks_an_ipv4_scanner() {
+//!     palisade_test_needs::root();
+//!     palisade_test_needs::tool("nft", "nftables"); // when it runs nft
+//!     // ...
+//! }
+//! ```
+//!
+//! Built as another user, it is listed as ignored with its reason. Built to
+//! run, [`root`] fails it when the process is not root after all (a binary
+//! built by root run by another user, `PALISADE_REQUIRE_ROOT=1` without
+//! root, or `--ignored`), and [`tool`] fails it when a program it drives is
+//! missing.
+
+use std::process::Command;
+
+/// The environment variable that makes the root-only tests mandatory.
+pub const REQUIRE_ROOT: &str = "PALISADE_REQUIRE_ROOT";
+
+/// Whether `PALISADE_REQUIRE_ROOT=1` is set.
+pub fn root_required() -> bool {
+    std::env::var(REQUIRE_ROOT).is_ok_and(|v| v == "1")
+}
+
+/// Fails the calling test unless the process runs as root.
+///
+/// # Panics
+///
+/// When the effective user is not root, with what to do about it.
+#[track_caller]
+pub fn root() {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return;
+    }
+    if root_required() {
+        panic!(
+            "this test needs root, and {REQUIRE_ROOT}=1 says the root tests must run, \
+             but it runs as uid {uid}: run it as root"
+        );
+    }
+    panic!(
+        "this test needs root but runs as uid {uid}: it was built by root (or asked for \
+         with --ignored); run it as root, or build the tests as this user, where it is ignored"
+    );
+}
+
+/// Fails the calling test unless `program` runs (`program --version`);
+/// `package` names the Debian package that provides it.
+///
+/// # Panics
+///
+/// When the program is missing or does not run.
+#[track_caller]
+pub fn tool(program: &str, package: &str) {
+    match Command::new(program).arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "{program} --version failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => panic!(
+            "this test needs {program}, which does not run ({e}): install {package} \
+             (scripts/install-test-deps does)"
+        ),
+    }
+}
+
+/// For the `build.rs` of a crate with root-only tests.
+pub mod build {
+    use super::REQUIRE_ROOT;
+
+    /// The cfg that lets the root-only tests run.
+    pub const ROOT_CFG: &str = "palisade_root";
+
+    /// Declares the `palisade_root` cfg and sets it when the build runs
+    /// as root or `PALISADE_REQUIRE_ROOT=1`.
+    ///
+    /// When not root, cargo runs the build script again (and rebuilds the
+    /// crate) when `PALISADE_REQUIRE_ROOT` changes, so a build by another
+    /// user followed by `sudo scripts/test` compiles the root tests in. As
+    /// root the variable changes nothing and is not watched: `cargo test`
+    /// and `scripts/test` share one build.
+    pub fn root_cfg() {
+        println!("cargo::rustc-check-cfg=cfg({ROOT_CFG})");
+        println!("cargo::rerun-if-changed=build.rs");
+        if nix::unistd::geteuid().is_root() {
+            println!("cargo::rustc-cfg={ROOT_CFG}");
+            return;
+        }
+        println!("cargo::rerun-if-env-changed={REQUIRE_ROOT}");
+        if super::root_required() {
+            println!("cargo::rustc-cfg={ROOT_CFG}");
+        }
+    }
+}
