@@ -19,10 +19,13 @@
 //! - [`logging`]: the tracing subscriber every binary installs.
 //! - [`signal`]: SIGTERM/SIGINT to a cancellation token.
 //! - [`exit`]: the exit codes (0, 1, 64).
+//! - [`cli`]: parsing a command line with those codes, and checking a
+//!   documented one without running it.
 #![forbid(unsafe_code)]
 
 pub mod address;
 pub mod bundle;
+pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod logging;

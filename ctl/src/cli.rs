@@ -228,29 +228,14 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    Cli::try_parse_from(args)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    palisade_common::cli::check_args::<Cli, _, _>(args)
 }
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match palisade_common::cli::parse_one_line::<Cli>("palisadectl") {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // One line, as every other error.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            eprintln!(
-                "palisadectl: {} (see --help)",
-                first.strip_prefix("error: ").unwrap_or(first)
-            );
-            return Exit::Usage.into();
-        }
+        Err(code) => return code,
     };
     palisade_common::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_current_thread()

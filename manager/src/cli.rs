@@ -196,24 +196,14 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    Cli::try_parse_from(args)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    palisade_common::cli::check_args::<Cli, _, _>(args)
 }
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match palisade_common::cli::parse::<Cli>() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                Exit::Usage
-            } else {
-                Exit::Success
-            }
-            .into();
-        }
+        Err(code) => return code,
     };
     tls::install_crypto_provider();
     logging::init("info");

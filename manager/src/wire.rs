@@ -48,21 +48,9 @@ impl From<ResponseError> for Status {
     }
 }
 
-impl From<Action> for pb::CommandAction {
-    fn from(a: Action) -> Self {
-        match a {
-            Action::Add => pb::CommandAction::Add,
-            Action::Delete => pb::CommandAction::Delete,
-        }
-    }
-}
-
 /// The action an agent reports (anything but `delete` is an add).
 pub fn action(wire: i32) -> Action {
-    match pb::CommandAction::try_from(wire) {
-        Ok(pb::CommandAction::Delete) => Action::Delete,
-        _ => Action::Add,
-    }
+    Action::from_wire(wire).unwrap_or(Action::Add)
 }
 
 /// A recorded command as the agent receives it.

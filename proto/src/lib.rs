@@ -6,10 +6,12 @@
 //! - [`v1`]: the generated protobuf and gRPC code (`proto/palisade/v1/palisade.proto`),
 //!   committed under `src/gen/` so that no build needs `protoc`; a test
 //!   regenerates it and fails on any difference.
+//! - [`action`]: a command's add or delete, one type on both sides.
 //! - [`identity`]: how a certificate names an agent, an operator or the
 //!   manager, and how to read that back from a peer certificate.
 #![forbid(unsafe_code)]
 
+pub mod action;
 pub mod identity;
 
 /// The generated code for package `palisade.v1`.

@@ -14,44 +14,7 @@ use super::config::BUILTIN_RESPONSES;
 use super::ledger::{Block, LedgerError};
 use palisade_common::address::Refusal;
 
-/// Add or delete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Block.
-    Add,
-    /// Unblock.
-    Delete,
-}
-
-impl Action {
-    /// OSSEC's word for it (`$1` of a script, the action in
-    /// `active-responses.log`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Add => "add",
-            Self::Delete => "delete",
-        }
-    }
-
-    /// The action of a wire `Command` (its raw enum value); None for
-    /// `UNSPECIFIED` or a value this agent does not know.
-    pub fn from_wire(action: i32) -> Option<Self> {
-        match CommandAction::try_from(action) {
-            Ok(CommandAction::Add) => Some(Self::Add),
-            Ok(CommandAction::Delete) => Some(Self::Delete),
-            Ok(CommandAction::Unspecified) | Err(_) => None,
-        }
-    }
-}
-
-impl From<Action> for CommandAction {
-    fn from(action: Action) -> Self {
-        match action {
-            Action::Add => Self::Add,
-            Action::Delete => Self::Delete,
-        }
-    }
-}
+pub use palisade_proto::action::Action;
 
 /// A command to carry out, as the manager sent it (nothing validated yet).
 #[derive(Debug, Clone, PartialEq, Eq)]

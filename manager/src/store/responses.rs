@@ -7,38 +7,15 @@ use sqlx::Row;
 
 use super::{Store, StoreError, now_ms, to_i64, to_u64};
 
-/// What a command does to its address: OSSEC's `add` and `delete`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Block (or run the script's add).
-    Add,
-    /// Lift the block.
-    Delete,
-}
+pub use palisade_proto::action::Action;
 
-impl Action {
-    /// OSSEC's word, as the `action` column and the mails have it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Add => "add",
-            Action::Delete => "delete",
-        }
-    }
-
-    /// The `action` column's value (anything but `delete` is an add, as
-    /// before the column had only these two).
-    fn from_column(text: &str) -> Self {
-        if text == "delete" {
-            Action::Delete
-        } else {
-            Action::Add
-        }
-    }
-}
-
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+/// An `action` column's value (anything but `delete` is an add, as
+/// before the column had only these two).
+fn action_from_column(text: &str) -> Action {
+    if text == "delete" {
+        Action::Delete
+    } else {
+        Action::Add
     }
 }
 
@@ -136,7 +113,7 @@ pub struct RefusalRow {
 
 fn row_to_response(r: &sqlx::sqlite::SqliteRow) -> ResponseRow {
     let action: String = r.get("action");
-    let action = Action::from_column(&action);
+    let action = action_from_column(&action);
     ResponseRow {
         id: r.get("id"),
         request: NewResponse {
