@@ -187,11 +187,19 @@ async fn alerts_are_listed_and_followed_with_their_responses() {
     })
     .await;
 
-    // Follow first, then cause an alert.
+    // An alert before the follower starts: `--limit 1` shows it first, so
+    // once it is printed the follower is subscribed to the live feed (it
+    // subscribes before it reads the store) and nothing later is missed.
+    agent.append(&[access_line("198.51.100.8", "/../../etc/passwd", 200)]);
+    eventually(Duration::from_secs(20), "the first alert stored", || async {
+        let out = ctl(&m.ctl, &["alerts", "--json"]).await;
+        stdout(&out).contains("198.51.100.8").then_some(())
+    })
+    .await;
     let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_e2e-ctl"))
         .arg("--config")
         .arg(&m.ctl)
-        .args(["alerts", "--follow", "--json", "--limit", "0"])
+        .args(["alerts", "--follow", "--json", "--limit", "1"])
         .env_remove("PALISADE_CTL_CONFIG")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -199,9 +207,12 @@ async fn alerts_are_listed_and_followed_with_their_responses() {
         .unwrap();
     let mut lines =
         tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(follow.stdout.take().unwrap()));
-    // The stream is open once the manager has a follower; give the
-    // command a moment to connect before the alert is raised.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let backlog = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the backlog within 20 s")
+        .unwrap()
+        .unwrap();
+    assert!(backlog.contains("198.51.100.8"), "{backlog}");
     agent.append(&[access_line("198.51.100.9", "/../../etc/passwd", 200)]);
     let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
         .await
@@ -379,6 +390,7 @@ async fn lifecycle_follows_the_agent_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_revokes_and_ends_the_stream() {
+    let logs = palisade_tests::LogCapture::install();
     let m = start().await;
     let agent = Agent::add(&m, "web01", Duration::from_millis(300)).await;
     eventually(Duration::from_secs(20), "agent 001 active", || async {
@@ -397,8 +409,11 @@ async fn remove_revokes_and_ends_the_stream() {
     assert_eq!(v["status"], "Removed");
     let out = ctl(&m.ctl, &["-l"]).await;
     assert!(!stdout(&out).contains("ID: 001"), "{}", stdout(&out));
-    // Its certificate no longer opens a stream: it stays disconnected.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Its certificate no longer opens a stream: the agent's next attempt
+    // is refused, and it stays disconnected.
+    logs.wait_for(&["Refused agent stream", "agent 001 was removed"])
+        .await
+        .unwrap();
     let status = json_of(&m.ctl, &["status", "--json"]).await;
     assert_eq!(status["connected_agents"], 0);
     let store = palisade_manager::store::Store::open(&m.config.database)
