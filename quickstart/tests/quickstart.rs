@@ -15,10 +15,18 @@ fn palisade_routes() -> String {
         .unwrap_or_default()
 }
 
+/// Named network namespaces that could be the quickstart's (other tests
+/// running at the same time make namespaces of their own).
 fn namespaces() -> String {
     let out = Command::new("ip").args(["netns", "list"]).output();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
+    out.map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains("palisade") || l.contains("quickstart"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .unwrap_or_default()
 }
 
 fn run_quickstart(as_nobody: bool) -> String {

@@ -191,10 +191,14 @@ async fn alerts_are_listed_and_followed_with_their_responses() {
     // once it is printed the follower is subscribed to the live feed (it
     // subscribes before it reads the store) and nothing later is missed.
     agent.append(&[access_line("198.51.100.8", "/../../etc/passwd", 200)]);
-    eventually(Duration::from_secs(20), "the first alert stored", || async {
-        let out = ctl(&m.ctl, &["alerts", "--json"]).await;
-        stdout(&out).contains("198.51.100.8").then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the first alert stored",
+        || async {
+            let out = ctl(&m.ctl, &["alerts", "--json"]).await;
+            stdout(&out).contains("198.51.100.8").then_some(())
+        },
+    )
     .await;
     let mut follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_e2e-ctl"))
         .arg("--config")

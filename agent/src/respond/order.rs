@@ -64,7 +64,7 @@ impl From<&Command> for Order {
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
     /// A safety rule refused the address.
-    #[error(transparent)]
+    #[error("refused: {0}")]
     Refused(#[from] Refusal),
     /// Neither add nor delete.
     #[error("the command has no valid action (add or delete)")]
