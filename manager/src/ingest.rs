@@ -324,6 +324,7 @@ impl SessionTask {
                             | tonic::Code::OutOfRange
                     ) {
                         warn!(%agent, reason = %status.message(), "Refused a message; the stream ended.");
+                        let _ = self.tx.send(Err(status)).await;
                     } else {
                         debug!(%agent, error = %status, "Agent stream broke.");
                     }

@@ -84,6 +84,11 @@ impl ManagerProcess {
         Ok(manager)
     }
 
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the manager with SIGKILL.
     pub fn kill(&mut self) {
         kill(&mut self.child);

@@ -369,8 +369,9 @@ impl Store {
 
     /// Records the spool id an agent's Hello names. A different one than
     /// recorded means a new spool whose sequence numbers start again at 1:
-    /// the agent's last sequence is reset to 0 (in the same transaction)
-    /// and the old one returned. An empty id (an older agent) changes
+    /// the agent's last sequence is reset to 0 and its spool epoch (which
+    /// keys the archive with the sequence) counted up, in the same
+    /// transaction, and the old last sequence returned. An empty id (an older agent) changes
     /// nothing.
     pub async fn agent_spool(&self, id: &str, spool_id: &str) -> Result<SpoolChange, StoreError> {
         if spool_id.is_empty() {
@@ -393,7 +394,8 @@ impl Store {
         let reset = matches!(change, SpoolChange::New { .. });
         sqlx::query(
             "UPDATE agents SET spool_id = $1,
-                 last_sequence = CASE WHEN $2 THEN 0 ELSE last_sequence END
+                 last_sequence = CASE WHEN $2 THEN 0 ELSE last_sequence END,
+                 spool_epoch = spool_epoch + CASE WHEN $2 THEN 1 ELSE 0 END
              WHERE id = $3",
         )
         .bind(spool_id)
@@ -451,11 +453,12 @@ impl Store {
     ) -> Result<StoredBatch, StoreError> {
         let received_at = now_ms();
         let mut tx = self.write_tx().await?;
-        let last: i64 = sqlx::query_scalar("SELECT last_sequence FROM agents WHERE id = $1")
-            .bind(agent_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))?;
+        let (last, spool_epoch): (i64, i64) =
+            sqlx::query_as("SELECT last_sequence, spool_epoch FROM agents WHERE id = $1")
+                .bind(agent_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))?;
         let mut highest = last;
         // New events only; one multi-row INSERT per chunk: a statement per
         // row costs more in sqlx than SQLite's own work.
@@ -471,7 +474,7 @@ impl Store {
         if archive {
             for chunk in fresh.chunks(ARCHIVE_ROWS_PER_INSERT) {
                 let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "INSERT INTO archive (agent_id, sequence, location, log_format, read_at, received_at, truncated, line, read_at_clamped) ",
+                    "INSERT INTO archive (agent_id, sequence, location, log_format, read_at, received_at, truncated, line, read_at_clamped, spool_epoch) ",
                 );
                 insert.push_values(chunk, |mut row, event| {
                     row.push_bind(agent_id)
@@ -482,7 +485,8 @@ impl Store {
                         .push_bind(received_at)
                         .push_bind(event.truncated)
                         .push_bind(event.line)
-                        .push_bind(event.read_at_clamped);
+                        .push_bind(event.read_at_clamped)
+                        .push_bind(spool_epoch);
                 });
                 insert.build().execute(&mut *tx).await?;
             }
