@@ -34,6 +34,8 @@
 //! - [`logtest_rules`]: logtest's rule phase and `-a` (alerts only) mode.
 //! - [`alert`]: the one alert model, from the engine to every output.
 //! - [`alert_format`]: its layouts: alerts.log, alerts.json, e-mail.
+//! - [`escape`]: the one escaping of text from outside (control
+//!   characters made visible) for every output.
 //! - [`error`]: file, line and reason for every load problem, and the one
 //!   reader of decoder and rule files.
 #![forbid(unsafe_code)]
@@ -45,6 +47,7 @@ pub mod decoder;
 pub mod default_ruleset;
 pub mod engine;
 pub mod error;
+pub mod escape;
 pub mod event;
 pub mod ini;
 pub mod logtest;

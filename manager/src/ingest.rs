@@ -8,6 +8,7 @@
 //! highest stored sequence number, so a batch sent twice is stored once.
 //! Hellos, heartbeats and command results update the agent's record.
 
+use palisade_engine::escape::Escaped;
 use palisade_proto::identity::{self, Role};
 use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::agent_service_server::AgentService;
@@ -64,7 +65,7 @@ impl Ingest {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let refuse = |status: Status| {
-            warn!(%peer, reason = status.message(), "Refused agent stream.");
+            warn!(%peer, reason = %Escaped(status.message()), "Refused agent stream.");
             status
         };
         let id = identity::identity_from_request(request)
@@ -133,7 +134,7 @@ impl AgentService for Ingest {
         let guard = self
             .sessions
             .register(&agent_id, &serial, tx.clone(), &self.shutdown);
-        info!(agent = %agent_id, %name, address = address.as_deref().unwrap_or("-"), "Agent stream opened.");
+        info!(agent = %agent_id, name = %Escaped(&name), address = address.as_deref().unwrap_or("-"), "Agent stream opened.");
         let task = SessionTask {
             store: self.store.clone(),
             sessions: self.sessions.clone(),
@@ -175,7 +176,7 @@ impl SessionTask {
                 _ = self.guard.token.cancelled() => {
                     match self.guard.reason() {
                         Some(EndReason::Revoked(why)) => {
-                            warn!(%agent, reason = %why, "Ended agent stream.");
+                            warn!(%agent, reason = %Escaped(&why.to_string()), "Ended agent stream.");
                             let _ = self.tx.send(Err(Status::permission_denied(why))).await;
                         }
                         Some(EndReason::Replaced) => {
@@ -194,14 +195,14 @@ impl SessionTask {
                 Ok(Some(m)) => {
                     self.guard.heard();
                     if let Err(status) = self.handle(m).await {
-                        warn!(%agent, error = %status.message(), "Agent stream failed.");
+                        warn!(%agent, error = %Escaped(status.message()), "Agent stream failed.");
                         let _ = self.tx.send(Err(status)).await;
                         break;
                     }
                 }
                 Ok(None) => break,
                 Err(status) => {
-                    debug!(%agent, error = %status, "Agent stream broke.");
+                    debug!(%agent, error = %Escaped(&status.to_string()), "Agent stream broke.");
                     break;
                 }
             }
@@ -218,9 +219,9 @@ impl SessionTask {
             Some(AgentKind::Hello(hello)) => {
                 info!(
                     agent = %self.agent_id,
-                    version = %hello.agent_version,
-                    hostname = %hello.hostname,
-                    os = %hello.os,
+                    version = %Escaped(&hello.agent_version),
+                    hostname = %Escaped(&hello.hostname),
+                    os = %Escaped(&hello.os),
                     "Agent said hello."
                 );
                 self.store
