@@ -28,6 +28,8 @@
 //!   `parse` (XML to a rule), `tree` (placement), [`rule::cond`]
 //!   (IP lists, time, CDB lists, compiled rules).
 //! - [`correlate`]: frequency / `if_matched_*` state, bounded.
+//! - [`steerable`]: OSSEC's decoders known to take an address or a user
+//!   from text the client writes, for the start-up warning.
 //! - [`engine`]: [`engine::Ruleset`] and [`engine::Engine`], events in, alerts out.
 //! - [`default_ruleset`]: Palisade's own ruleset (`ruleset/`), embedded.
 //! - [`ruletest`]: OSSEC INI ruleset tests run against a ruleset.
@@ -56,5 +58,6 @@ pub mod pattern;
 pub mod predecode;
 pub mod rule;
 pub mod ruletest;
+pub mod steerable;
 pub mod timestamp;
 pub mod xml;

@@ -226,6 +226,9 @@ pub async fn run(
     };
     let tls = tls::server_config(&config.ca_cert, &config.cert, &config.key)?;
     let ruleset = std::sync::Arc::new(ruleset::load(&config.ruleset)?);
+    for finding in ruleset::steerable_decoders(&ruleset) {
+        tracing::warn!(decoder = finding.known.decoder, "{finding}");
+    }
     let hostname = setup::host_name();
     let judging = ruleset::Judging::of(&config);
     let analyzer = pipeline::analysis::Analyzer::start(
