@@ -271,6 +271,8 @@ impl Uplink {
             }
         };
         info!(agent = %welcome.agent_id, name = %welcome.agent_name, stored = welcome.last_sequence, "Connected to the manager.");
+        self.responder
+            .set_announced_manager_addresses(&welcome.manager_addresses);
         self.spool.acknowledge(welcome.last_sequence).await?;
         let mut acked = welcome.last_sequence;
         let mut sent = welcome.last_sequence;

@@ -54,6 +54,17 @@ impl Ingest {
         }
     }
 
+    /// What the Welcome tells an agent never to block: the address it
+    /// reached, and this host's addresses (at most 64).
+    fn announced_addresses(&self, local: Option<std::net::SocketAddr>) -> Vec<String> {
+        let mut addresses = self.responder.own_addresses();
+        addresses.extend(local.map(|a| a.ip().to_canonical()));
+        addresses.sort();
+        addresses.dedup();
+        addresses.truncate(64);
+        addresses.iter().map(ToString::to_string).collect()
+    }
+
     /// Checks a peer against the database; returns its id and name.
     async fn admit(
         &self,
@@ -125,6 +136,7 @@ impl AgentService for Ingest {
                 agent_name: name.clone(),
                 last_sequence: record.last_sequence,
                 protocol_version: palisade_proto::PROTOCOL_VERSION,
+                manager_addresses: self.announced_addresses(request.local_addr()),
             })),
         };
         tx.send(Ok(welcome))
