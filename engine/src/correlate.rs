@@ -28,6 +28,17 @@
 //! evicted here may be "seen for the first time" again (documented
 //! deviation, option [`CorrelateLimits::key_cap`]).
 //!
+//! After a panic (the manager contains one to the event that caused it):
+//! every mutation here but [`Correlator::store`] is one step that leaves
+//! the state valid whatever follows (a barrier mark, a first-time-seen or
+//! ignore key, a `check_diff` output, an `ignore` time), as if the event
+//! had been judged that far. `store` adds one event to the arena, the
+//! history and the lists in several steps, which only allocate (an
+//! allocation failure aborts, it does not unwind); should a panic ever cut
+//! it anyway, [`Correlator::check_consistency`] finds the broken link and
+//! the engine starts its correlation memory afresh
+//! ([`crate::engine::Engine::recover_after_panic`]).
+//!
 //! Bytes as well as entries: the attacker writes the lines, and a few
 //! hundred multi-megabyte lines once took the manager to gigabytes here.
 //! Each stored event keeps ONE copy of its line, cut at
@@ -622,6 +633,11 @@ impl Correlator {
             }
             list.push(id, &stored);
         }
+        #[cfg(feature = "test-panic-trigger")]
+        if crate::engine::test_panic_trigger::holds(ev, crate::engine::test_panic_trigger::IN_STORE)
+        {
+            panic!("test panic trigger: in the middle of storing an event");
+        }
         if self.events.events.is_empty() {
             self.events.base = id;
         }
@@ -657,6 +673,80 @@ impl Correlator {
             self.event_bytes = self.event_bytes.saturating_sub(gone.cost());
             self.events.base += 1;
         }
+    }
+
+    /// Checks the links between the arena, the history and the lists that
+    /// the searches rely on: the history holds the arena's ids in order,
+    /// every list id is a stored event, every address index entry is one of
+    /// its list's ids for that address and every mark is a list id. `Err`
+    /// names the first broken one. Linear in the memory's size: for after a
+    /// panic, not for every event.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        let base = self.events.base;
+        let stored = self.events.events.len();
+        if self.history.len() != stored {
+            return Err(format!(
+                "history holds {} ids, the arena {stored} events",
+                self.history.len()
+            ));
+        }
+        if let Some((i, &id)) =
+            self.history.iter().enumerate().find(|&(i, &id)| {
+                u64::try_from(i).ok().and_then(|i| base.checked_add(i)) != Some(id)
+            })
+        {
+            return Err(format!(
+                "history slot {i} holds id {id}, not {}",
+                base + i as u64
+            ));
+        }
+        let end = base + stored as u64;
+        if stored > 0 && self.next_id != end {
+            return Err(format!("next id {} after arena end {end}", self.next_id));
+        }
+        for (key, list) in &self.lists {
+            if !list
+                .ids
+                .iter()
+                .zip(list.ids.iter().skip(1))
+                .all(|(a, b)| a < b)
+            {
+                return Err(format!("{key:?}: ids out of order"));
+            }
+            if let Some(id) = list.ids.iter().find(|&&id| id < base || id >= end) {
+                return Err(format!("{key:?}: id {id} is not a stored event"));
+            }
+            if let Some(id) = list.marks.iter().find(|&&id| !list.contains(id)) {
+                return Err(format!("{key:?}: mark {id} is not in the list"));
+            }
+            let mut indexed = 0;
+            for (src, ids) in &list.by_src {
+                for &id in ids {
+                    let from = self.events.get(id).and_then(|e| e.srcip.as_deref());
+                    if !list.contains(id) || from != Some(src.as_str()) {
+                        return Err(format!("{key:?}: index entry {id} for {src} is stale"));
+                    }
+                }
+                indexed += ids.len();
+            }
+            let with_src = list
+                .ids
+                .iter()
+                .filter(|&&id| self.events.get(id).is_some_and(|e| e.srcip.is_some()))
+                .count();
+            if indexed != with_src {
+                return Err(format!(
+                    "{key:?}: {indexed} index entries for {with_src} events with an address"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every memory (events, lists, keys), keeping the limits and
+    /// the barrier: a fresh start after a panic left the links broken.
+    pub fn reset(&mut self) {
+        *self = Self::with_barrier(self.limits, self.barrier);
     }
 
     /// The `ignore="N"` attribute: true if this firing of rule `r` must be
@@ -719,5 +809,59 @@ impl Correlator {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::default_ruleset;
+    use crate::engine::{Engine, EngineConfig};
+    use crate::predecode::predecode;
+
+    fn engine_with_history() -> Engine {
+        let rs = Arc::new(default_ruleset::load().unwrap_or_else(|e| panic!("{e}")));
+        let mut engine = Engine::new(rs, EngineConfig::default());
+        let now = jiff::Timestamp::from_second(1_765_000_000).unwrap_or_default();
+        for ip in ["198.51.100.7", "198.51.100.8", "198.51.100.7"] {
+            let line = format!(
+                "Dec  6 23:59:01 web01 sshd[42]: Failed password for root from {ip} port 5 ssh2"
+            );
+            let mut ev = predecode(line.as_bytes(), "/var/log/auth.log", "mgr");
+            assert!(engine.process(&mut ev, now).is_some());
+        }
+        engine
+    }
+
+    #[test]
+    fn consistency_is_checked_and_restored() {
+        let mut engine = engine_with_history();
+        assert_eq!(engine.state().check_consistency(), Ok(()));
+        assert_eq!(engine.recover_after_panic(), None, "kept when whole");
+        assert_eq!(engine.state().stored_events(), 3);
+
+        // A store cut after the lists were fed: an id no event holds.
+        let c = engine.state_mut();
+        c.next_id += 1;
+        let Some(list) = c.lists.values_mut().next() else {
+            panic!("no list")
+        };
+        list.ids.push_back(c.next_id - 1);
+        assert!(c.check_consistency().is_err());
+        let why = engine.recover_after_panic();
+        assert!(why.is_some_and(|w| w.contains("next id")));
+        assert_eq!(engine.state().stored_events(), 0);
+        assert_eq!(engine.state().check_consistency(), Ok(()));
+
+        // A stale address index entry.
+        let mut engine = engine_with_history();
+        let c = engine.state_mut();
+        for list in c.lists.values_mut() {
+            for ids in list.by_src.values_mut() {
+                ids.push_back(0);
+            }
+        }
+        assert!(c.check_consistency().is_err_and(|e| e.contains("index")));
     }
 }

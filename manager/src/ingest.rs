@@ -14,6 +14,7 @@
 //! the agent's record. Every refusal is logged at WARN with its reason,
 //! which the agent receives too.
 
+use palisade_engine::escape::Escaped;
 use palisade_proto::identity::{self, Role};
 use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::agent_service_server::AgentService;
@@ -70,6 +71,17 @@ impl Ingest {
         self
     }
 
+    /// What the Welcome tells an agent never to block: the address it
+    /// reached, and this host's addresses (at most 64).
+    fn announced_addresses(&self, local: Option<std::net::SocketAddr>) -> Vec<String> {
+        let mut addresses = self.responder.own_addresses();
+        addresses.extend(local.map(|a| a.ip().to_canonical()));
+        addresses.sort();
+        addresses.dedup();
+        addresses.truncate(64);
+        addresses.iter().map(ToString::to_string).collect()
+    }
+
     /// Checks a peer against the database; returns its id and name.
     async fn admit(
         &self,
@@ -80,7 +92,7 @@ impl Ingest {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let refuse = |status: Status| {
-            warn!(%peer, reason = status.message(), "Refused agent stream.");
+            warn!(%peer, reason = %Escaped(status.message()), "Refused agent stream.");
             status
         };
         let id = identity::identity_from_request(request)
@@ -136,6 +148,7 @@ impl AgentService for Ingest {
             name,
             serial,
             address,
+            local: request.local_addr(),
             tx,
         };
         tokio::spawn(opening.run(request.into_inner()));
@@ -150,6 +163,8 @@ struct Opening {
     name: String,
     serial: String,
     address: Option<String>,
+    /// The address the agent reached (announced back in the Welcome).
+    local: Option<std::net::SocketAddr>,
     tx: AgentSender,
 }
 
@@ -159,7 +174,7 @@ impl Opening {
         match self.open(&mut inbound).await {
             Ok(task) => task.run(inbound).await,
             Err(status) => {
-                warn!(%agent, reason = status.message(), "Refused agent stream.");
+                warn!(%agent, reason = %Escaped(status.message()), "Refused agent stream.");
                 let _ = self.tx.send(Err(status)).await;
             }
         }
@@ -193,10 +208,10 @@ impl Opening {
         protocol::check_hello(&hello).map_err(|v| Status::invalid_argument(v.to_string()))?;
         info!(
             %agent,
-            version = %hello.agent_version,
-            hostname = %hello.hostname,
-            os = %hello.os,
-            spool = %hello.spool_id,
+            version = %Escaped(&hello.agent_version),
+            hostname = %Escaped(&hello.hostname),
+            os = %Escaped(&hello.os),
+            spool = %Escaped(&hello.spool_id),
             "Agent said hello."
         );
         let started_at = hello
@@ -221,7 +236,7 @@ impl Opening {
         match ingest.store.agent_spool(agent, &hello.spool_id).await? {
             SpoolChange::New { last_sequence } => warn!(
                 %agent,
-                spool = %hello.spool_id,
+                spool = %Escaped(&hello.spool_id),
                 stored_until = last_sequence,
                 "The agent's spool is new (a reinstalled agent, or its spool was deleted): its sequence numbers start again at 1, and are accepted from there."
             ),
@@ -239,6 +254,7 @@ impl Opening {
                 last_sequence: record.last_sequence,
                 protocol_version: palisade_proto::PROTOCOL_VERSION,
                 max_batch_bytes: ingest.max_batch_bytes as u64,
+                manager_addresses: ingest.announced_addresses(self.local),
             })),
         };
         self.tx
@@ -249,7 +265,7 @@ impl Opening {
             ingest
                 .sessions
                 .register(agent, &self.serial, self.tx.clone(), &ingest.shutdown);
-        info!(%agent, name = %self.name, address = self.address.as_deref().unwrap_or("-"), "Agent stream opened.");
+        info!(%agent, name = %Escaped(&self.name), address = self.address.as_deref().unwrap_or("-"), "Agent stream opened.");
         Ok(SessionTask {
             store: ingest.store.clone(),
             sessions: ingest.sessions.clone(),
@@ -306,7 +322,7 @@ impl SessionTask {
                 Ok(Some(m)) => {
                     self.guard.heard();
                     if let Err(status) = self.handle(m).await {
-                        warn!(%agent, error = %status.message(), "Agent stream failed.");
+                        warn!(%agent, error = %Escaped(status.message()), "Agent stream failed.");
                         let _ = self.tx.send(Err(status)).await;
                         break;
                     }
@@ -323,10 +339,10 @@ impl SessionTask {
                             | tonic::Code::Internal
                             | tonic::Code::OutOfRange
                     ) {
-                        warn!(%agent, reason = %status.message(), "Refused a message; the stream ended.");
+                        warn!(%agent, reason = %Escaped(status.message()), "Refused a message; the stream ended.");
                         let _ = self.tx.send(Err(status)).await;
                     } else {
-                        debug!(%agent, error = %status, "Agent stream broke.");
+                        debug!(%agent, error = %Escaped(&status.to_string()), "Agent stream broke.");
                     }
                     break;
                 }

@@ -4,6 +4,11 @@
 //! that local rules can refer to and overwrite it, as OSSEC's
 //! `local_rules.xml` does.
 //!
+//! OSSEC's decoders are kept as they are, including those known to take
+//! an address or a user from text the client writes
+//! ([`steerable_decoders`], warned about once at start-up and by
+//! `check-config`).
+//!
 //! And how the engine judges with them ([`Judging`]: the barrier and the
 //! clock of `[ruleset]`), read here once for the daemon and for
 //! `logtest -c` / `ruletest -c`, so that a preview shows the alerts the
@@ -119,6 +124,13 @@ pub fn embedded() -> (Sources, Sources) {
 /// Loads the ruleset; every problem in every file is reported at once.
 pub fn load(source: &RulesetSource) -> Result<Ruleset, LoadErrors> {
     load_with(source, &[], None)
+}
+
+/// The decoders of `ruleset` known to be steerable by the client (OSSEC's
+/// stock ones, kept as they are for compatibility), each once: the
+/// manager logs them at start-up and `check-config` prints them.
+pub fn steerable_decoders(ruleset: &Ruleset) -> Vec<palisade_engine::steerable::Finding> {
+    palisade_engine::steerable::find(&ruleset.decoders)
 }
 
 /// Like [`load`], but `decoder_files` and the rule files of `rules_dir`
