@@ -26,6 +26,7 @@ use ipnet::IpNet;
 use palisade_common::address::{AddressPolicy, Host, Refusal};
 use palisade_common::hostfacts::{FactsCache, Sources};
 use palisade_engine::alert::Alert;
+use palisade_engine::escape::Escaped;
 use palisade_engine::pattern::{Dialect, Pattern};
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
 use palisade_proto::v1::{CommandResult, ManagerMessage};
@@ -442,7 +443,7 @@ impl Responder {
         result: &CommandResult,
     ) -> Result<(), StoreError> {
         let Ok(id) = result.command_id.parse::<i64>() else {
-            warn!(agent = %agent_id, command = %result.command_id, "Result for an unknown command.");
+            warn!(agent = %agent_id, command = %Escaped(&result.command_id), "Result for an unknown command.");
             return Ok(());
         };
         let action = crate::wire::action(result.action);
@@ -486,7 +487,7 @@ impl Responder {
                 %action,
                 response = %row.request.response,
                 srcip = row.request.srcip.as_deref().unwrap_or("-"),
-                message = %result.message,
+                message = %Escaped(&result.message),
                 "Active response carried out."
             ),
             Some(row) => {
@@ -497,7 +498,7 @@ impl Responder {
                     %action,
                     response = %row.request.response,
                     srcip = row.request.srcip.as_deref().unwrap_or("-"),
-                    message = %result.message,
+                    message = %Escaped(&result.message),
                     "Active response failed on the agent."
                 )
             }
