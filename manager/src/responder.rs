@@ -476,7 +476,11 @@ impl Responder {
                     row.request.alert_id,
                     row.request.rule_id,
                     row.request.srcip.as_deref(),
-                    &format!("agent {agent_id}: {}", result.message),
+                    // The agent's text: bounded here, escaped by the outputs.
+                    &format!(
+                        "agent {agent_id}: {}",
+                        result.message.chars().take(256).collect::<String>()
+                    ),
                 )
                 .await?;
         }
