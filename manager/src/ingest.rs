@@ -141,6 +141,7 @@ impl AgentService for Ingest {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let (agent_id, name, serial) = self.admit(&request).await?;
         let address = request.remote_addr().map(|a| a.ip().to_string());
+        let manager_addresses = self.announced_addresses(request.local_addr());
         let (tx, rx) = mpsc::channel(64);
         let opening = Opening {
             ingest: self.clone(),
@@ -148,7 +149,7 @@ impl AgentService for Ingest {
             name,
             serial,
             address,
-            local: request.local_addr(),
+            manager_addresses,
             tx,
         };
         tokio::spawn(opening.run(request.into_inner()));
@@ -163,8 +164,8 @@ struct Opening {
     name: String,
     serial: String,
     address: Option<String>,
-    /// The address the agent reached (announced back in the Welcome).
-    local: Option<std::net::SocketAddr>,
+    /// The manager's addresses, for the Welcome.
+    manager_addresses: Vec<String>,
     tx: AgentSender,
 }
 
@@ -254,7 +255,7 @@ impl Opening {
                 last_sequence: record.last_sequence,
                 protocol_version: palisade_proto::PROTOCOL_VERSION,
                 max_batch_bytes: ingest.max_batch_bytes as u64,
-                manager_addresses: ingest.announced_addresses(self.local),
+                manager_addresses: self.manager_addresses.clone(),
             })),
         };
         self.tx
@@ -340,7 +341,6 @@ impl SessionTask {
                             | tonic::Code::OutOfRange
                     ) {
                         warn!(%agent, reason = %Escaped(status.message()), "Refused a message; the stream ended.");
-                        let _ = self.tx.send(Err(status)).await;
                     } else {
                         debug!(%agent, error = %Escaped(&status.to_string()), "Agent stream broke.");
                     }

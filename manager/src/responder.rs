@@ -312,18 +312,18 @@ impl Responder {
             }
             (None, false) => None,
         };
-        let user = alert.dstuser.clone().or_else(|| alert.srcuser.clone());
-        if spec.command.expect_user {
-            let valid = user.as_deref().is_some_and(|u| {
-                !u.is_empty()
-                    && u.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._@?-".contains(&b))
-            });
-            if !valid {
-                return self
-                    .refuse(spec, stored, "the alert has no valid user name")
-                    .await;
-            }
+        // The user name is the attacker's text (sshd logs it verbatim): one
+        // the agents would refuse is left out, so that a space in it cannot
+        // spare its sender the block; a response that needs it is refused.
+        let user = alert
+            .dstuser
+            .clone()
+            .or_else(|| alert.srcuser.clone())
+            .filter(|u| !u.is_empty() && palisade_proto::action::is_valid_user(u));
+        if spec.command.expect_user && user.is_none() {
+            return self
+                .refuse(spec, stored, "the alert has no valid user name")
+                .await;
         }
         let targets: Vec<String> = match &spec.location {
             ResponseLocation::Local => match &stored.origin.agent_id {
@@ -476,7 +476,11 @@ impl Responder {
                     row.request.alert_id,
                     row.request.rule_id,
                     row.request.srcip.as_deref(),
-                    &format!("agent {agent_id}: {}", result.message),
+                    // The agent's text: bounded here, escaped by the outputs.
+                    &format!(
+                        "agent {agent_id}: {}",
+                        result.message.chars().take(256).collect::<String>()
+                    ),
                 )
                 .await?;
         }
