@@ -39,6 +39,8 @@ struct RawConfig {
     metrics: crate::metrics::RawMetrics,
     #[serde(default)]
     enrollment: crate::enroll::RawEnrollment,
+    #[serde(default)]
+    limits: crate::limits::RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,6 +273,8 @@ pub struct ManagerConfig {
     pub metrics: crate::metrics::MetricsConfig,
     /// Agent enrollment with tokens.
     pub enrollment: crate::enroll::EnrollmentConfig,
+    /// Sizes taken in from agents (`[limits]`).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// Three missed heartbeats (30 s each, the agent's default) plus 30 s, as
@@ -373,6 +377,7 @@ impl ManagerConfig {
         let retention = crate::retention::compile(raw.retention, base, &mut errors);
         let metrics = crate::metrics::compile(raw.metrics, base, &mut errors);
         let enrollment = crate::enroll::compile(raw.enrollment, base, &mut errors);
+        let limits = crate::limits::compile(raw.limits, &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(errors.into_error(path, text));
         };
@@ -398,6 +403,7 @@ impl ManagerConfig {
             retention,
             metrics,
             enrollment,
+            limits,
         })
     }
 }

@@ -10,6 +10,9 @@
 //! - [`store`]: the SQLite database.
 //! - [`ruleset`]: the embedded default ruleset, or an OSSEC `etc`, and the
 //!   engine settings of `[ruleset]` (the daemon's and logtest's).
+//! - [`limits`]: `[limits]`, the sizes taken in from agents.
+//! - [`protocol`]: what an agent may send on its stream, checked before
+//!   use (Hello first, sequences, field lengths, times).
 //! - [`pipeline`]: a batch of events through the engine thread
 //!   ([`pipeline::analysis`]), the store, the responder and the outputs.
 //! - [`responder`]: active-response decisions, delivery and results.
@@ -51,12 +54,14 @@ pub mod control;
 pub mod enroll;
 pub mod import_ossec;
 pub mod ingest;
+pub mod limits;
 pub mod logtest_cli;
 pub mod mail;
 pub mod metrics;
 pub mod outputs;
 pub mod pipeline;
 pub mod pki;
+pub mod protocol;
 pub mod responder;
 pub mod retention;
 pub mod ruleset;
@@ -317,14 +322,16 @@ pub async fn run(
         responder.clone(),
         outputs.clone(),
         config.logall,
-    );
+    )
+    .with_max_line_length(config.limits.max_line_length);
     let ingest = ingest::Ingest::new(
         store.clone(),
         sessions.clone(),
         pipeline,
         responder.clone(),
         shutdown.clone(),
-    );
+    )
+    .with_max_batch_bytes(config.limits.max_batch_bytes);
     let control = control::Control::new(
         store.clone(),
         sessions.clone(),
@@ -349,7 +356,12 @@ pub async fn run(
     palisade_common::systemd::spawn_watchdog(shutdown.clone());
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(AgentServiceServer::new(ingest))
+        .add_service(
+            // Explicit: an agent batches below max_batch_bytes, and this
+            // leaves headroom above it ([limits]).
+            AgentServiceServer::new(ingest)
+                .max_decoding_message_size(config.limits.max_message_size),
+        )
         .add_service(ControlServiceServer::new(control))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     let result = tokio::select! {

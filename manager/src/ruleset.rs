@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use jiff::tz::TimeZone;
-use palisade_engine::correlate::Barrier;
+use palisade_engine::correlate::{Barrier, CorrelateLimits};
 use palisade_engine::default_ruleset;
 use palisade_engine::engine::{EngineConfig, Ruleset, ossec_etc_files};
 use palisade_engine::error::{LoadError, LoadErrors};
@@ -33,6 +33,8 @@ pub struct Judging {
     pub barrier: Barrier,
     /// The clock correlation runs on.
     pub time_source: TimeSource,
+    /// The correlation memory's bounds (`[limits]`).
+    pub limits: CorrelateLimits,
 }
 
 impl Judging {
@@ -41,6 +43,7 @@ impl Judging {
         Self {
             barrier: config.barrier,
             time_source: config.time_source,
+            limits: config.limits.correlation,
         }
     }
 
@@ -50,7 +53,7 @@ impl Judging {
         EngineConfig {
             zone: TimeZone::system(),
             barrier: self.barrier,
-            ..EngineConfig::default()
+            limits: self.limits,
         }
     }
 }
