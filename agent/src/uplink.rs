@@ -295,6 +295,8 @@ impl Uplink {
         info!(agent = %welcome.agent_id, name = %welcome.agent_name, stored = welcome.last_sequence, batch_bytes, "Connected to the manager.");
         // What the events of one batch may take.
         let budget = batch_bytes - BATCH_OVERHEAD;
+        self.responder
+            .set_announced_manager_addresses(&welcome.manager_addresses);
         self.spool.acknowledge(welcome.last_sequence).await?;
         let mut acked = welcome.last_sequence;
         let mut sent = welcome.last_sequence;

@@ -71,6 +71,17 @@ impl Ingest {
         self
     }
 
+    /// What the Welcome tells an agent never to block: the address it
+    /// reached, and this host's addresses (at most 64).
+    fn announced_addresses(&self, local: Option<std::net::SocketAddr>) -> Vec<String> {
+        let mut addresses = self.responder.own_addresses();
+        addresses.extend(local.map(|a| a.ip().to_canonical()));
+        addresses.sort();
+        addresses.dedup();
+        addresses.truncate(64);
+        addresses.iter().map(ToString::to_string).collect()
+    }
+
     /// Checks a peer against the database; returns its id and name.
     async fn admit(
         &self,
@@ -137,6 +148,7 @@ impl AgentService for Ingest {
             name,
             serial,
             address,
+            local: request.local_addr(),
             tx,
         };
         tokio::spawn(opening.run(request.into_inner()));
@@ -151,6 +163,8 @@ struct Opening {
     name: String,
     serial: String,
     address: Option<String>,
+    /// The address the agent reached (announced back in the Welcome).
+    local: Option<std::net::SocketAddr>,
     tx: AgentSender,
 }
 
@@ -240,6 +254,7 @@ impl Opening {
                 last_sequence: record.last_sequence,
                 protocol_version: palisade_proto::PROTOCOL_VERSION,
                 max_batch_bytes: ingest.max_batch_bytes as u64,
+                manager_addresses: ingest.announced_addresses(self.local),
             })),
         };
         self.tx

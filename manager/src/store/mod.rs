@@ -17,9 +17,11 @@ use palisade_engine::rule::RuleOptions;
 
 use crate::pipeline::analysis::{Judged, Origin};
 
+mod breakers;
 mod prune;
 mod responses;
 mod tokens;
+pub use breakers::BreakerState;
 pub use prune::Pruned;
 pub use responses::{Action, BlockRow, NewResponse, RefusalRow, ResponseRow};
 pub use tokens::{Redeemed, TokenRow, show_time};
