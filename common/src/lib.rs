@@ -12,6 +12,7 @@
 //! - [`address`]: **the one address policy**, "may this IP be blocked?",
 //!   applied by the manager and again by the agent.
 //! - [`time`]: epoch milliseconds, `jiff` and protobuf timestamps.
+//! - [`clock`]: the wall clock as a parameter (system, or manual in tests).
 //! - [`tls`]: the client side of mutual TLS, the CA fingerprint, error
 //!   chains that show the TLS alert.
 //! - [`bundle`]: the agent bundle's `agent.toml` and the default ports.
@@ -26,6 +27,7 @@
 pub mod address;
 pub mod bundle;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod exit;
 pub mod logging;

@@ -271,6 +271,9 @@ pub struct ManagerConfig {
     pub metrics: crate::metrics::MetricsConfig,
     /// Agent enrollment with tokens.
     pub enrollment: crate::enroll::EnrollmentConfig,
+    /// The wall clock certificates are issued by (the system's; not in the
+    /// file: tests move a manual one).
+    pub clock: std::sync::Arc<dyn palisade_common::clock::Clock>,
 }
 
 /// Three missed heartbeats (30 s each, the agent's default) plus 30 s, as
@@ -398,6 +401,7 @@ impl ManagerConfig {
             retention,
             metrics,
             enrollment,
+            clock: std::sync::Arc::new(palisade_common::clock::SystemClock),
         })
     }
 }

@@ -14,7 +14,10 @@
 //!   ([`pipeline::analysis`]), the store, the responder and the outputs.
 //! - [`responder`]: active-response decisions, delivery and results.
 //! - [`tls`]: the mutual-TLS endpoint that logs every refused handshake.
-//! - [`sessions`]: open agent streams.
+//! - [`sessions`]: open agent streams, one live stream per agent.
+//! - [`identities`]: registered operators (`operator add/remove/list`),
+//!   who may call the control API, and the CA that renews agents'
+//!   certificates.
 //! - [`ingest`]: `AgentService`, the agents' stream, feeding the pipeline.
 //! - [`control`]: `ControlService`, the operators' API (and its alert
 //!   follower).
@@ -49,6 +52,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod enroll;
+pub mod identities;
 pub mod import_ossec;
 pub mod ingest;
 pub mod logtest_cli;
@@ -235,6 +239,7 @@ pub async fn run(
         hostname.clone(),
     )?;
     let store = store::Store::open(&config.database).await?;
+    identities::adopt_legacy_operator(&config, &store).await;
     let sessions = sessions::Sessions::default();
     let stats = std::sync::Arc::new(stats::Stats::default());
     let mut sinks: Vec<Box<dyn outputs::AlertSink>> = Vec::new();
@@ -268,11 +273,6 @@ pub async fn run(
     let retention = tokio::spawn(retention::run(
         store.clone(),
         config.retention.clone(),
-        shutdown.clone(),
-    ));
-    let revocations = tokio::spawn(watch_revocations(
-        store.clone(),
-        sessions.clone(),
         shutdown.clone(),
     ));
 
@@ -321,7 +321,9 @@ pub async fn run(
         pipeline,
         responder.clone(),
         shutdown.clone(),
-    );
+    )
+    .with_ca(identities::renewing_ca(&config))
+    .with_agent_timeout(config.agent_timeout);
     let control = control::Control::new(
         store.clone(),
         sessions.clone(),
@@ -331,6 +333,12 @@ pub async fn run(
         config.agent_timeout,
         shutdown.clone(),
     );
+    let revocations = tokio::spawn(watch_revocations(
+        store.clone(),
+        sessions.clone(),
+        control.operators(),
+        shutdown.clone(),
+    ));
     let incoming = tls::incoming(listener, tls, shutdown.clone());
     let enrollment = match enrollment_listener {
         Some(listener) => Some(enroll::start(
@@ -378,6 +386,7 @@ pub async fn run(
 async fn watch_revocations(
     store: store::Store,
     sessions: sessions::Sessions,
+    operators: identities::Operators,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(REVOCATION_POLL);
@@ -386,7 +395,7 @@ async fn watch_revocations(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if sessions.connected_count() == 0 {
+        if sessions.connected_count() == 0 && !operators.any_open() {
             continue;
         }
         let removed: Vec<String> = match store.agents().await {
@@ -404,5 +413,6 @@ async fn watch_revocations(
         for agent in sessions.revoke(&removed, &serials) {
             warn!(%agent, "Agent removed; its open stream was ended.");
         }
+        operators.revoke(&serials);
     }
 }
