@@ -405,10 +405,13 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Some(Command::Restart { ids, all }) => {
             let r = client::restart(&mut control, ids, all).await?;
             for id in &r.sent_to {
-                println!("agent {id}: asked to restart");
+                println!("agent {}: asked to restart", output::escaped(id));
             }
             for id in &r.not_connected {
-                println!("agent {id}: not connected, not restarted");
+                println!(
+                    "agent {}: not connected, not restarted",
+                    output::escaped(id)
+                );
             }
         }
         Some(Command::Agents {

@@ -398,6 +398,17 @@ async fn dispatch(command: Command) -> ExitCode {
                     }
                 }
                 let text = ConfigError::read(&arg.config).unwrap_or_default();
+                let ruleset = match crate::ruleset::load(&config.ruleset) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("palisade-manager: the ruleset does not load\n{e}");
+                        return ExitCode::from(Exit::Usage);
+                    }
+                };
+                // Warnings, not errors: OSSEC's decoders stay usable as they are.
+                for finding in crate::ruleset::steerable_decoders(&ruleset) {
+                    eprintln!("palisade-manager: warning: {finding}");
+                }
                 match missing.into_result(&arg.config, &text) {
                     Ok(()) => {
                         println!("{}: configuration is valid", arg.config.display());

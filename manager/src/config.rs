@@ -39,6 +39,8 @@ struct RawConfig {
     metrics: crate::metrics::RawMetrics,
     #[serde(default)]
     enrollment: crate::enroll::RawEnrollment,
+    #[serde(default)]
+    limits: crate::limits::RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,6 +276,8 @@ pub struct ManagerConfig {
     /// The wall clock certificates are issued by (the system's; not in the
     /// file: tests move a manual one).
     pub clock: std::sync::Arc<dyn palisade_common::clock::Clock>,
+    /// Sizes taken in from agents (`[limits]`).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// Three missed heartbeats (30 s each, the agent's default) plus 30 s, as
@@ -376,6 +380,7 @@ impl ManagerConfig {
         let retention = crate::retention::compile(raw.retention, base, &mut errors);
         let metrics = crate::metrics::compile(raw.metrics, base, &mut errors);
         let enrollment = crate::enroll::compile(raw.enrollment, base, &mut errors);
+        let limits = crate::limits::compile(raw.limits, &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(errors.into_error(path, text));
         };
@@ -402,6 +407,7 @@ impl ManagerConfig {
             metrics,
             enrollment,
             clock: std::sync::Arc::new(palisade_common::clock::SystemClock),
+            limits,
         })
     }
 }

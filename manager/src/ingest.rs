@@ -3,19 +3,26 @@
 //!
 //! The agent's identity comes from its verified client certificate and is
 //! checked against the database when the stream opens (registered, not
-//! removed, this very certificate). Each event batch goes to the pipeline
-//! and is acknowledged only after it is committed, with the agent's
-//! highest stored sequence number, so a batch sent twice is stored once.
-//! Hellos, heartbeats and command results update the agent's record.
+//! removed, this very certificate). The stream's first message must be
+//! Hello ([`crate::protocol`] checks it); only then does the manager
+//! answer with Welcome (the stored sequence, the batch byte limit) and
+//! count the agent as connected. A Hello naming a new spool resets the
+//! agent's sequence (a reinstalled agent starts again at 1), said at WARN.
+//! Each event batch goes to the pipeline and is acknowledged only after
+//! it is committed, with the agent's highest stored sequence number, so a
+//! batch sent twice is stored once. Heartbeats and command results update
+//! the agent's record. Every refusal is logged at WARN with its reason,
+//! which the agent receives too.
 //!
 //! The identity's life cycle is enforced here too: a stream must come from
 //! the address or network the agent was registered with (`agent add
 //! --ip`); a second stream while the agent's stream is live is refused (see
 //! [`crate::sessions`]); an agent asks for a renewed certificate over its
 //! stream, and its first stream with that certificate makes it the agent's
-//! and revokes the old one. Every refusal is logged with the peer address
-//! and recorded on the agent, where `palisadectl` shows it.
+//! and revokes the old one. These refusals are also recorded on the agent,
+//! where `palisadectl` shows them.
 
+use palisade_engine::escape::Escaped;
 use palisade_proto::identity::{self, Role};
 use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::agent_service_server::AgentService;
@@ -32,9 +39,10 @@ use tracing::{debug, info, warn};
 
 use crate::pipeline::{Pipeline, Source};
 use crate::pki::CertificateAuthority;
+use crate::protocol::{self, HELLO_TIMEOUT};
 use crate::responder::Responder;
 use crate::sessions::{AgentSender, EndReason, NewStream, SessionGuard, Sessions};
-use crate::store::{AgentHello, IncomingEvent, Store};
+use crate::store::{AgentHello, IncomingEvent, SpoolChange, Store};
 use crate::wire;
 
 /// The agent stream service.
@@ -45,6 +53,8 @@ pub struct Ingest {
     pipeline: Pipeline,
     responder: Responder,
     shutdown: CancellationToken,
+    /// Announced in Welcome (`[limits] max_batch_bytes`).
+    max_batch_bytes: usize,
     /// Signs renewed agent certificates; `None` when the CA key is not on
     /// this host (renewals are then refused with that reason).
     ca: Option<Arc<CertificateAuthority>>,
@@ -77,6 +87,7 @@ impl Ingest {
             pipeline,
             responder,
             shutdown,
+            max_batch_bytes: crate::limits::DEFAULT_MAX_BATCH_BYTES,
             ca: None,
             agent_timeout: crate::config::DEFAULT_AGENT_TIMEOUT,
         }
@@ -94,13 +105,17 @@ impl Ingest {
         self
     }
 
-    /// Logs a refused stream and records it on the agent.
-    async fn refuse(&self, peer: &str, agent_id: &str, status: Status) -> Status {
-        warn!(%peer, agent = %agent_id, reason = status.message(), "Refused agent stream.");
-        if let Err(error) = self.store.agent_refused(agent_id, status.message()).await {
+    /// Records a refusal on the agent, for `palisadectl`.
+    async fn record_refusal(&self, agent_id: &str, reason: &str) {
+        if let Err(error) = self.store.agent_refused(agent_id, reason).await {
             warn!(agent = %agent_id, %error, "Cannot record the refusal.");
         }
-        status
+    }
+
+    /// Announces `bytes` as the batch limit in Welcome.
+    pub fn with_max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
+        self
     }
 
     /// Checks a peer against the database.
@@ -110,7 +125,7 @@ impl Ingest {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let refuse = |status: Status| {
-            warn!(%peer, reason = status.message(), "Refused agent stream.");
+            warn!(%peer, reason = %Escaped(status.message()), "Refused agent stream.");
             status
         };
         let id = identity::identity_from_request(request)
@@ -157,9 +172,8 @@ impl Ingest {
             &record.registered_ip,
             request.remote_addr().map(|a| a.ip()),
         ) {
-            return Err(self
-                .refuse(&peer, &agent_id, Status::permission_denied(reason))
-                .await);
+            self.record_refusal(&agent_id, &reason).await;
+            return Err(refuse(Status::permission_denied(reason)));
         }
         Ok(Admitted {
             agent_id,
@@ -184,80 +198,186 @@ impl AgentService for Ingest {
             serial,
             renewed,
         } = self.admit(&request).await?;
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
         let address = request.remote_addr().map(|a| a.ip().to_string());
-        if renewed {
-            let old = self.store.switch_to_renewed(&agent_id, &serial).await?;
-            info!(agent = %agent_id, %serial, revoked = %old, "Agent connected with its renewed certificate; the old one is revoked.");
+        let (tx, rx) = mpsc::channel(64);
+        let opening = Opening {
+            ingest: self.clone(),
+            agent_id,
+            name,
+            serial,
+            renewed,
+            address,
+            tx,
+        };
+        tokio::spawn(opening.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// A stream admitted by its certificate, waiting for its Hello.
+struct Opening {
+    ingest: Ingest,
+    agent_id: String,
+    name: String,
+    serial: String,
+    /// The agent's renewed certificate, used for the first time.
+    renewed: bool,
+    address: Option<String>,
+    tx: AgentSender,
+}
+
+impl Opening {
+    fn new_stream(&self) -> NewStream<'_> {
+        NewStream {
+            agent_id: &self.agent_id,
+            serial: &self.serial,
+            address: self.address.clone(),
+            stale_after: self.ingest.agent_timeout,
+            takeover: self.renewed,
         }
-        let record = self
+    }
+
+    /// Refuses a second stream while the agent's is live (logged as a
+    /// possible stolen certificate, recorded on the agent).
+    async fn refuse_second(&self, live: crate::sessions::LiveStream) -> Status {
+        let agent = &self.agent_id;
+        let live_address = live.address.as_deref().unwrap_or("-");
+        warn!(%agent, address = self.address.as_deref().unwrap_or("-"), %live_address, "A second stream for the agent was refused: it has a live one (possible stolen certificate).");
+        let reason = format!(
+            "agent {agent} already has a live stream (from {live_address}, heard {} s ago); a second one is refused: is its certificate in use elsewhere?",
+            live.silent_for.as_secs()
+        );
+        self.ingest.record_refusal(agent, &reason).await;
+        Status::already_exists(reason)
+    }
+
+    async fn run(self, mut inbound: Streaming<AgentMessage>) {
+        let agent = self.agent_id.clone();
+        match self.open(&mut inbound).await {
+            Ok(task) => task.run(inbound).await,
+            Err(status) => {
+                warn!(%agent, reason = %Escaped(status.message()), "Refused agent stream.");
+                let _ = self.tx.send(Err(status)).await;
+            }
+        }
+    }
+
+    /// Reads and checks the Hello, records it, answers with Welcome and
+    /// registers the stream.
+    async fn open(&self, inbound: &mut Streaming<AgentMessage>) -> Result<SessionTask, Status> {
+        let agent = &self.agent_id;
+        let ingest = &self.ingest;
+        let first = tokio::select! {
+            _ = ingest.shutdown.cancelled() => {
+                return Err(Status::unavailable("manager is shutting down"));
+            }
+            m = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => match m {
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "no Hello within {} s of opening the stream",
+                        HELLO_TIMEOUT.as_secs()
+                    )));
+                }
+                Ok(Err(status)) => return Err(status),
+                Ok(Ok(None)) => {
+                    return Err(Status::cancelled("the agent closed the stream before its Hello"));
+                }
+                Ok(Ok(Some(m))) => m,
+            },
+        };
+        let hello = protocol::first_message(first.kind)
+            .map_err(|v| Status::failed_precondition(v.to_string()))?;
+        protocol::check_hello(&hello).map_err(|v| Status::invalid_argument(v.to_string()))?;
+        info!(
+            %agent,
+            version = %Escaped(&hello.agent_version),
+            hostname = %Escaped(&hello.hostname),
+            os = %Escaped(&hello.os),
+            spool = %Escaped(&hello.spool_id),
+            "Agent said hello."
+        );
+        let started_at = hello
+            .started_at
+            .as_ref()
+            .map(wire::millis)
+            .map(|t| protocol::sane_read_at(t, crate::store::now_ms()))
+            .and_then(|(t, clamped)| (!clamped).then_some(t));
+        ingest
             .store
-            .agent(&agent_id)
+            .agent_connected(
+                agent,
+                &AgentHello {
+                    version: &hello.agent_version,
+                    hostname: &hello.hostname,
+                    os: &hello.os,
+                    address: self.address.clone(),
+                    started_at,
+                },
+            )
+            .await?;
+        match ingest.store.agent_spool(agent, &hello.spool_id).await? {
+            SpoolChange::New { last_sequence } => warn!(
+                %agent,
+                spool = %Escaped(&hello.spool_id),
+                stored_until = last_sequence,
+                "The agent's spool is new (a reinstalled agent, or its spool was deleted): its sequence numbers start again at 1, and are accepted from there."
+            ),
+            SpoolChange::First | SpoolChange::Same => {}
+        }
+        if let Some(live) = ingest.sessions.live_stream(&self.new_stream()) {
+            return Err(self.refuse_second(live).await);
+        }
+        if self.renewed {
+            let old = ingest.store.switch_to_renewed(agent, &self.serial).await?;
+            info!(%agent, serial = %self.serial, revoked = %old, "Agent connected with its renewed certificate; the old one is revoked.");
+        }
+        let record = ingest
+            .store
+            .agent(agent)
             .await?
             .ok_or_else(|| Status::internal("agent vanished"))?;
-        let (tx, rx) = mpsc::channel(64);
         let welcome = ManagerMessage {
             kind: Some(ManagerKind::Welcome(Welcome {
-                agent_id: agent_id.clone(),
-                agent_name: name.clone(),
+                agent_id: agent.clone(),
+                agent_name: self.name.clone(),
                 last_sequence: record.last_sequence,
                 protocol_version: palisade_proto::PROTOCOL_VERSION,
+                max_batch_bytes: ingest.max_batch_bytes as u64,
             })),
         };
-        tx.send(Ok(welcome))
+        self.tx
+            .send(Ok(welcome))
             .await
-            .map_err(|_| Status::internal("stream closed"))?;
-        let registered = self.sessions.register(
-            NewStream {
-                agent_id: &agent_id,
-                serial: &serial,
-                address: address.clone(),
-                stale_after: self.agent_timeout,
-                takeover: renewed,
-            },
-            tx.clone(),
-            &self.shutdown,
-        );
+            .map_err(|_| Status::cancelled("stream closed"))?;
+        let registered =
+            ingest
+                .sessions
+                .register(self.new_stream(), self.tx.clone(), &ingest.shutdown);
         let guard = match registered {
             Ok((guard, None)) => guard,
             Ok((guard, Some(old))) => {
-                if !renewed {
-                    warn!(agent = %agent_id, %peer, old_address = old.address.as_deref().unwrap_or("-"), silent_s = old.silent_for.as_secs(), "Agent's stream was silent past the agent timeout; a new stream took over.");
+                if !self.renewed {
+                    warn!(%agent, address = self.address.as_deref().unwrap_or("-"), old_address = old.address.as_deref().unwrap_or("-"), silent_s = old.silent_for.as_secs(), "Agent's stream was silent past the agent timeout; a new stream took over.");
                 }
                 guard
             }
-            Err(live) => {
-                let live_address = live.address.as_deref().unwrap_or("-");
-                warn!(agent = %agent_id, %peer, %live_address, "A second stream for the agent was refused: it has a live one (possible stolen certificate).");
-                let reason = format!(
-                    "agent {agent_id} already has a live stream (from {live_address}, heard {} s ago); a second one is refused: is its certificate in use elsewhere?",
-                    live.silent_for.as_secs()
-                );
-                return Err(self
-                    .refuse(&peer, &agent_id, Status::already_exists(reason))
-                    .await);
-            }
+            // Another stream registered since the check above.
+            Err(live) => return Err(self.refuse_second(live).await),
         };
-        info!(agent = %agent_id, %name, address = address.as_deref().unwrap_or("-"), "Agent stream opened.");
-        let task = SessionTask {
-            store: self.store.clone(),
-            sessions: self.sessions.clone(),
-            pipeline: self.pipeline.clone(),
-            responder: self.responder.clone(),
+        info!(%agent, name = %Escaped(&self.name), address = self.address.as_deref().unwrap_or("-"), "Agent stream opened.");
+        Ok(SessionTask {
+            store: ingest.store.clone(),
+            sessions: ingest.sessions.clone(),
+            pipeline: ingest.pipeline.clone(),
+            responder: ingest.responder.clone(),
             source: Source::agent(&record),
-            agent_id,
-            name,
-            address,
-            ca: self.ca.clone(),
+            agent_id: agent.clone(),
+            name: self.name.clone(),
+            ca: ingest.ca.clone(),
             renewals: 0,
-            tx,
+            tx: self.tx.clone(),
             guard,
-        };
-        tokio::spawn(task.run(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        })
     }
 }
 
@@ -270,7 +390,6 @@ struct SessionTask {
     source: Source,
     agent_id: String,
     name: String,
-    address: Option<String>,
     ca: Option<Arc<CertificateAuthority>>,
     /// Renewed certificates issued on this stream (one is allowed).
     renewals: u32,
@@ -309,14 +428,27 @@ impl SessionTask {
                 Ok(Some(m)) => {
                     self.guard.heard();
                     if let Err(status) = self.handle(m).await {
-                        warn!(%agent, error = %status.message(), "Agent stream failed.");
+                        warn!(%agent, error = %Escaped(status.message()), "Agent stream failed.");
                         let _ = self.tx.send(Err(status)).await;
                         break;
                     }
                 }
                 Ok(None) => break,
                 Err(status) => {
-                    debug!(%agent, error = %status, "Agent stream broke.");
+                    // A message over the size limit, a malformed one: the
+                    // agent's fault, said at WARN. A connection that went
+                    // away is not.
+                    if matches!(
+                        status.code(),
+                        tonic::Code::ResourceExhausted
+                            | tonic::Code::InvalidArgument
+                            | tonic::Code::Internal
+                            | tonic::Code::OutOfRange
+                    ) {
+                        warn!(%agent, reason = %Escaped(status.message()), "Refused a message; the stream ended.");
+                    } else {
+                        debug!(%agent, error = %Escaped(&status.to_string()), "Agent stream broke.");
+                    }
                     break;
                 }
             }
@@ -330,31 +462,18 @@ impl SessionTask {
 
     async fn handle(&mut self, message: AgentMessage) -> Result<(), Status> {
         match message.kind {
-            Some(AgentKind::Hello(hello)) => {
-                info!(
-                    agent = %self.agent_id,
-                    version = %hello.agent_version,
-                    hostname = %hello.hostname,
-                    os = %hello.os,
-                    "Agent said hello."
-                );
-                self.store
-                    .agent_connected(
-                        &self.agent_id,
-                        &AgentHello {
-                            version: &hello.agent_version,
-                            hostname: &hello.hostname,
-                            os: &hello.os,
-                            address: self.address.clone(),
-                            started_at: hello.started_at.as_ref().map(wire::millis),
-                        },
-                    )
-                    .await?;
+            Some(AgentKind::Hello(_)) => {
+                return Err(Status::failed_precondition(
+                    "Hello was already said on this stream",
+                ));
             }
             Some(AgentKind::Events(batch)) => {
                 let events: Vec<IncomingEvent<'_>> =
                     batch.events.iter().map(wire::incoming_event).collect();
-                let highest = self.pipeline.process(&mut self.source, &events).await?;
+                let highest = self
+                    .pipeline
+                    .process(&mut self.source, &events, batch.lost_before)
+                    .await?;
                 let ack = ManagerMessage {
                     kind: Some(ManagerKind::Ack(Ack { sequence: highest })),
                 };
@@ -389,7 +508,6 @@ impl SessionTask {
         }
         Ok(())
     }
-
     /// A renewed certificate for the agent's new key, recorded as its
     /// pending certificate; or why not. One per stream: the agent
     /// reconnects with the new certificate.

@@ -20,6 +20,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use palisade_common::address::{AddressPolicy, Host, HostFacts, Refusal};
 use palisade_engine::alert::Alert;
+use palisade_engine::escape::Escaped;
 use palisade_engine::pattern::{Dialect, Pattern};
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
 use palisade_proto::v1::{CommandResult, ManagerMessage};
@@ -331,7 +332,7 @@ impl Responder {
         result: &CommandResult,
     ) -> Result<(), StoreError> {
         let Ok(id) = result.command_id.parse::<i64>() else {
-            warn!(agent = %agent_id, command = %result.command_id, "Result for an unknown command.");
+            warn!(agent = %agent_id, command = %Escaped(&result.command_id), "Result for an unknown command.");
             return Ok(());
         };
         let action = crate::wire::action(result.action);
@@ -358,7 +359,7 @@ impl Responder {
                 %action,
                 response = %row.request.response,
                 srcip = row.request.srcip.as_deref().unwrap_or("-"),
-                message = %result.message,
+                message = %Escaped(&result.message),
                 "Active response carried out."
             ),
             Some(row) => {
@@ -369,7 +370,7 @@ impl Responder {
                     %action,
                     response = %row.request.response,
                     srcip = row.request.srcip.as_deref().unwrap_or("-"),
-                    message = %result.message,
+                    message = %Escaped(&result.message),
                     "Active response failed on the agent."
                 )
             }

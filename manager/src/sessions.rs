@@ -110,9 +110,34 @@ struct Inner {
     by_agent: HashMap<String, Session>,
 }
 
+impl Inner {
+    /// The agent's open stream, if any.
+    fn live(&self, agent_id: &str, now: i64) -> Option<LiveStream> {
+        self.by_agent.get(agent_id).map(|s| LiveStream {
+            address: s.address.clone(),
+            silent_for: Duration::from_millis(
+                u64::try_from(now.saturating_sub(s.last_heard.load(Ordering::Relaxed)))
+                    .unwrap_or(0),
+            ),
+        })
+    }
+
+    /// The live stream that refuses `new`: one heard from within
+    /// `stale_after`, unless `new` takes over.
+    fn refusal(&self, new: &NewStream<'_>, now: i64) -> Option<LiveStream> {
+        self.live(new.agent_id, now)
+            .filter(|live| !new.takeover && live.silent_for < new.stale_after)
+    }
+}
+
 impl Sessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The live stream that would make [`Self::register`] refuse `new`.
+    pub fn live_stream(&self, new: &NewStream<'_>) -> Option<LiveStream> {
+        self.lock().refusal(new, crate::store::now_ms())
     }
 
     /// Registers a new stream, ending an older one that has been silent
@@ -127,19 +152,10 @@ impl Sessions {
     ) -> Result<(SessionGuard, Option<LiveStream>), LiveStream> {
         let mut inner = self.lock();
         let now = crate::store::now_ms();
-        let live = inner.by_agent.get(new.agent_id).map(|s| LiveStream {
-            address: s.address.clone(),
-            silent_for: Duration::from_millis(
-                u64::try_from(now.saturating_sub(s.last_heard.load(Ordering::Relaxed)))
-                    .unwrap_or(0),
-            ),
-        });
-        if let Some(live) = &live
-            && !new.takeover
-            && live.silent_for < new.stale_after
-        {
-            return Err(live.clone());
+        if let Some(live) = inner.refusal(&new, now) {
+            return Err(live);
         }
+        let live = inner.live(new.agent_id, now);
         inner.next_generation += 1;
         let generation = inner.next_generation;
         let token = parent.child_token();

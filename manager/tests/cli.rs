@@ -252,3 +252,89 @@ fn run_tells_systemd_when_it_is_ready_and_stopping() {
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
     assert!(child.wait().unwrap().success());
 }
+
+/// OSSEC's unchanged decoders: `check-config` and the start-up name each
+/// steerable one once, with the safer Palisade decoder; Palisade's own
+/// ruleset gets no such warning.
+#[test]
+fn ossecs_steerable_decoders_are_warned_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert!(
+        manager(&["init", "--dir", d, "--listen", "127.0.0.1:0"])
+            .status
+            .success()
+    );
+    let config = dir.path().join("manager.toml");
+    let out = manager(&["check-config", "-c", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("steered"), "{}", text(&out));
+
+    let etc = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/ossec/etc");
+    let toml = std::fs::read_to_string(&config).unwrap().replace(
+        "# ossec_etc = \"/var/ossec/etc\"",
+        &format!("ossec_etc = \"{etc}\""),
+    );
+    assert!(toml.contains("\nossec_etc = "), "init's template changed");
+    std::fs::write(&config, toml).unwrap();
+    let out = manager(&["check-config", "-c", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let warnings = String::from_utf8_lossy(&out.stderr).into_owned();
+    let count = |what: &str| warnings.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        count("decoder `ssh-invalid-user` can be steered"),
+        1,
+        "{warnings}"
+    );
+    assert!(warnings.contains("Palisade's `sshd-invalid`"), "{warnings}");
+    assert_eq!(count("decoder `nginx-errorlog-ip` can be steered"), 1);
+    assert_eq!(
+        count("palisade-manager: warning: "),
+        palisade_engine::steerable::KNOWN.len(),
+        "{warnings}"
+    );
+
+    // The daemon's start-up: the same warnings, once, in its log.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade-manager"))
+        .args(["run", "-c", config.to_str().unwrap()])
+        .env("RUST_LOG", "warn,palisade_manager=info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let mut log = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        let started = line.contains("Manager started.");
+        log.push(line);
+        if started {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join("\n");
+    assert!(log.contains("Manager started."), "{log}");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("decoder `ssh-invalid-user` can be steered"))
+            .count(),
+        1,
+        "{log}"
+    );
+}

@@ -36,15 +36,27 @@ pub struct Hello {
     /// When this agent process started (a restart shows as a newer time).
     #[prost(message, optional, tag = "5")]
     pub started_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// Names the agent's spool, made once when the spool is created. A new
+    /// one (a reinstalled agent, a deleted spool) starts its sequence numbers
+    /// again at 1: the manager says so and accepts the new sequence space.
+    /// Empty from agents that predate it.
+    #[prost(string, tag = "20")]
+    pub spool_id: ::prost::alloc::string::String,
 }
-/// Events in sequence order. Sequence numbers are per agent, strictly
-/// increasing and never reused, so the manager can drop a batch it already
-/// stored.
+/// Events in sequence order. Sequence numbers are per agent, consecutive
+/// within a batch and never reused, so the manager can drop a batch it
+/// already stored. A batch's first new event must follow the last one
+/// stored (plus `lost_before`); the manager refuses a gap or a jump.
+/// At most Welcome.max_batch_bytes long, encoded.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct EventBatch {
     #[prost(message, repeated, tag = "1")]
     pub events: ::prost::alloc::vec::Vec<Event>,
+    /// Events the agent lost (its spool was full) between the last event it
+    /// sent before this batch and this batch's first one.
+    #[prost(uint64, tag = "20")]
+    pub lost_before: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -64,7 +76,8 @@ pub struct Event {
     /// OSSEC's log_format name: syslog, apache, nginx, command, multi-line ...
     #[prost(string, tag = "5")]
     pub log_format: ::prost::alloc::string::String,
-    /// The line was longer than the agent's limit and was cut.
+    /// The line was longer than the agent's limit (or than a batch may hold)
+    /// and was cut.
     #[prost(bool, tag = "6")]
     pub truncated: bool,
 }
@@ -144,6 +157,10 @@ pub struct Welcome {
     pub last_sequence: u64,
     #[prost(uint32, tag = "4")]
     pub protocol_version: u32,
+    /// The most bytes an encoded EventBatch may take; the manager refuses a
+    /// larger message. 0 from managers that predate it (4 MiB then held).
+    #[prost(uint64, tag = "20")]
+    pub max_batch_bytes: u64,
 }
 /// Every event up to and including `sequence` is durably stored.
 #[allow(clippy::all)]
@@ -736,8 +753,9 @@ pub mod agent_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// The agent's one stream. The first message must be Hello; the manager
-        /// answers with Welcome, then acknowledges batches and sends commands.
+        /// The agent's one stream. The first message must be Hello (anything
+        /// else is refused); the manager answers with Welcome, then acknowledges
+        /// batches and sends commands.
         pub async fn session(
             &mut self,
             request: impl tonic::IntoStreamingRequest<Message = super::AgentMessage>,
@@ -783,8 +801,9 @@ pub mod agent_service_server {
             >
             + std::marker::Send
             + 'static;
-        /// The agent's one stream. The first message must be Hello; the manager
-        /// answers with Welcome, then acknowledges batches and sends commands.
+        /// The agent's one stream. The first message must be Hello (anything
+        /// else is refused); the manager answers with Welcome, then acknowledges
+        /// batches and sends commands.
         async fn session(
             &self,
             request: tonic::Request<tonic::Streaming<super::AgentMessage>>,
