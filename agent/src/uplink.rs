@@ -21,6 +21,12 @@
 //! flagged `truncated` (the spool keeps it whole until acknowledged).
 //! Events the full spool dropped before they were sent are declared in the
 //! next batch (`lost_before`), so the manager accepts the gap.
+//!
+//! When the certificate is due for renewal ([`crate::renew`]) the session
+//! asks for a new one; once it is installed the agent reconnects at once
+//! with it. A refused stream (a second stream while this agent's is live,
+//! a connection from outside its registered address) is logged with the
+//! manager's reason and retried with the same backoff.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,7 +38,7 @@ use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::agent_service_client::AgentServiceClient;
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
 use palisade_proto::v1::{
-    AgentMessage, Command, CommandResult, Event, EventBatch, Heartbeat, Hello,
+    AgentMessage, Command, CommandResult, Event, EventBatch, Heartbeat, Hello, RenewRequest,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -41,6 +47,7 @@ use tonic::transport::{Channel, ClientTlsConfig};
 use tracing::{info, warn};
 
 use crate::config::AgentConfig;
+use crate::renew;
 use crate::respond::Responder;
 use crate::spool::{DROPPED_EVENTS, Spool, SpoolError};
 
@@ -58,6 +65,8 @@ const BATCH_OVERHEAD: u64 = 64;
 const MIN_BATCH_BYTES: u64 = 4096;
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// After a refused renewal, ask again this much later (by the agent's clock).
+const RENEW_RETRY_MS: i64 = 3_600_000;
 
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -176,16 +185,21 @@ impl Uplink {
     /// Keeps a stream to the manager open until `shutdown`, or until the
     /// manager asks for a restart.
     pub async fn run(self, shutdown: CancellationToken) -> Result<Stop, UplinkError> {
-        let tls = self.tls()?;
         let mut backoff = BACKOFF_MIN;
+        // Not before this time (the agent's clock): a refused renewal.
+        let mut renew_after = i64::MIN;
         loop {
+            // Read again for every connection: the certificate may have
+            // been renewed.
+            let tls = self.tls()?;
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(Stop::Shutdown),
-                r = self.session(tls.clone(), &shutdown) => r,
+                r = self.session(tls, &shutdown, &mut renew_after) => r,
             };
             match result {
-                Ok(stop) => return Ok(stop),
+                Ok(Some(stop)) => return Ok(stop),
+                Ok(None) => backoff = BACKOFF_MIN,
                 Err(UplinkError::Spool(e)) => return Err(UplinkError::Spool(e)),
                 Err(error) => {
                     if started.elapsed() > Duration::from_secs(30) {
@@ -214,6 +228,8 @@ impl Uplink {
     }
 
     fn tls(&self) -> Result<ClientTlsConfig, UplinkError> {
+        renew::recover(&self.config.cert, &self.config.key)
+            .map_err(|e| UplinkError::Tls(e.to_string()))?;
         ClientIdentity {
             ca_cert: &self.config.ca_cert,
             cert: &self.config.cert,
@@ -240,11 +256,14 @@ impl Uplink {
             .map_err(|e| connect_error(error_chain(&e)))
     }
 
+    /// One stream; `Ok(None)` when the certificate was renewed and the
+    /// agent should reconnect with it now.
     async fn session(
         &self,
         tls: ClientTlsConfig,
         shutdown: &CancellationToken,
-    ) -> Result<Stop, UplinkError> {
+        renew_after: &mut i64,
+    ) -> Result<Option<Stop>, UplinkError> {
         let channel = self.connect(tls).await?;
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel::<AgentMessage>(WINDOW + 4);
@@ -292,7 +311,23 @@ impl Uplink {
             0 => DEFAULT_BATCH_BYTES,
             n => n.max(MIN_BATCH_BYTES),
         };
-        info!(agent = %welcome.agent_id, name = %welcome.agent_name, stored = welcome.last_sequence, batch_bytes, "Connected to the manager.");
+        let certificate = match renew::Current::read(&self.config.cert) {
+            Ok(c) => Some(c),
+            Err(error) => {
+                warn!(%error, "Cannot read this agent's certificate; it will not be renewed.");
+                None
+            }
+        };
+        let renew_at = certificate.as_ref().map(|c| c.due.max(*renew_after));
+        info!(
+            agent = %welcome.agent_id,
+            name = %welcome.agent_name,
+            stored = welcome.last_sequence,
+            batch_bytes,
+            renew_at = %renew_at.map(palisade_common::time::show_millis).unwrap_or_default(),
+            "Connected to the manager."
+        );
+        let mut renewing: Option<renew::Pending> = None;
         // What the events of one batch may take.
         let budget = batch_bytes - BATCH_OVERHEAD;
         self.responder
@@ -384,7 +419,21 @@ impl Uplink {
                         return Err(UplinkError::Protocol("stream closed".into()));
                     }
                 }
-                _ = shutdown.cancelled() => return Ok(Stop::Shutdown),
+                _ = shutdown.cancelled() => return Ok(Some(Stop::Shutdown)),
+                _ = sleep_until_clock(&*self.config.clock, renew_at), if renewing.is_none() => {
+                    match renew::Pending::new() {
+                        Ok(pending) => {
+                            info!("This agent's certificate is due for renewal; asking the manager.");
+                            send(AgentKind::Renew(RenewRequest { csr_der: pending.csr_der.clone() })).await?;
+                            renewing = Some(pending);
+                        }
+                        Err(error) => {
+                            warn!(%error, "Cannot renew this agent's certificate.");
+                            *renew_after = self.config.clock.now_ms().saturating_add(RENEW_RETRY_MS);
+                            return Err(UplinkError::Protocol(error.to_string()));
+                        }
+                    }
+                }
                 m = inbound.message() => {
                     let Some(m) = m.map_err(explain_status)? else {
                         return Err(UplinkError::Protocol("the manager closed the stream".into()));
@@ -402,7 +451,27 @@ impl Uplink {
                         Some(ManagerKind::Command(command)) => self.execute(command).await,
                         Some(ManagerKind::Restart(restart)) => {
                             info!(requested_by = %restart.requested_by, "The manager asked this agent to restart.");
-                            return Ok(Stop::Restart);
+                            return Ok(Some(Stop::Restart));
+                        }
+                        Some(ManagerKind::Renewed(renewed)) => {
+                            let (Some(pending), Some(current)) = (renewing.take(), certificate.as_ref()) else {
+                                return Err(UplinkError::Protocol("a renewed certificate that was not asked for".into()));
+                            };
+                            if !renewed.error.is_empty() {
+                                *renew_after = self.config.clock.now_ms().saturating_add(RENEW_RETRY_MS);
+                                warn!(reason = %renewed.error, "The manager refused to renew this agent's certificate; asking again in an hour.");
+                                continue;
+                            }
+                            match pending.install(&renewed.certificate_pem, current, &self.config.cert, &self.config.key) {
+                                Ok(()) => {
+                                    info!("Installed this agent's renewed certificate; reconnecting with it.");
+                                    return Ok(None);
+                                }
+                                Err(error) => {
+                                    *renew_after = self.config.clock.now_ms().saturating_add(RENEW_RETRY_MS);
+                                    warn!(%error, "Cannot install the renewed certificate; keeping the current one.");
+                                }
+                            }
                         }
                         Some(ManagerKind::Welcome(_)) | None => {}
                     }
@@ -437,6 +506,14 @@ fn fit_in_batch(mut event: Event, budget: u64) -> Event {
         );
     }
     event
+}
+
+/// Sleeps until `clock` reads `at`, or forever without one.
+async fn sleep_until_clock(clock: &dyn palisade_common::clock::Clock, at: Option<i64>) {
+    match at {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sleeps until `t`, or forever without one.

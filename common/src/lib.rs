@@ -14,6 +14,7 @@
 //! - [`hostfacts`]: what the policy protects, read from the host
 //!   (addresses, subnets, gateways, resolvers).
 //! - [`time`]: epoch milliseconds, `jiff` and protobuf timestamps.
+//! - [`clock`]: the wall clock as a parameter (system, or manual in tests).
 //! - [`tls`]: the client side of mutual TLS, the CA fingerprint, error
 //!   chains that show the TLS alert.
 //! - [`bundle`]: the agent bundle's `agent.toml` and the default ports.
@@ -28,6 +29,7 @@
 pub mod address;
 pub mod bundle;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod exit;
 pub mod hostfacts;

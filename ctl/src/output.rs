@@ -475,6 +475,13 @@ pub fn agent_control_info(a: &AgentInfo) -> String {
             a.spool_depth, a.dropped_events
         ));
     }
+    if !a.last_refusal.is_empty() {
+        out.push_str(&format!(
+            "   Last refused:        {} ({})\n",
+            ctime_text(a.last_refused_at.as_ref()),
+            a.last_refusal
+        ));
+    }
     out
 }
 
@@ -570,6 +577,7 @@ pub fn agent_detail(a: &AgentInfo) -> String {
         ("Spool depth", a.spool_depth.to_string()),
         ("Dropped events", a.dropped_events.to_string()),
         ("Read lag", format!("{} bytes", a.read_lag_bytes)),
+        ("Last refused", last_refused(a)),
     ];
     rows.iter()
         .map(|(k, v)| format!("{:<15} {}\n", format!("{k}:"), e(v)))
@@ -582,8 +590,25 @@ pub fn agent_detail_json(a: &AgentInfo) -> Value {
     if let Value::Object(map) = &mut v {
         map.insert("started_at".into(), ts_json(a.started_at.as_ref()));
         map.insert("last_sequence".into(), json!(a.last_sequence));
+        map.insert(
+            "last_refused_at".into(),
+            ts_json(a.last_refused_at.as_ref()),
+        );
+        map.insert("last_refusal".into(), json!(a.last_refusal));
     }
     v
+}
+
+/// When and why the agent's last stream was refused, or `-`.
+fn last_refused(a: &AgentInfo) -> String {
+    if a.last_refusal.is_empty() {
+        return "-".into();
+    }
+    format!(
+        "{}: {}",
+        time_text(a.last_refused_at.as_ref()),
+        a.last_refusal
+    )
 }
 
 fn ts_json(t: Option<&prost_types::Timestamp>) -> Value {

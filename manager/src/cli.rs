@@ -124,6 +124,11 @@ enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// Register, remove or list operators (palisadectl users).
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
     /// One-time enrollment tokens for `palisade-agent enroll`.
     Token {
         #[command(subcommand)]
@@ -151,6 +156,35 @@ enum TokenCommand {
     },
     /// List tokens: unused, used (by which agent) or expired.
     List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Register an operator and write its palisadectl bundle (certificate, key, ctl.toml).
+    Add {
+        /// The operator's name.
+        name: String,
+        /// Where to write the bundle (default: operators/NAME beside manager.toml).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove an operator: its certificate is refused from then on, also on open connections.
+    Remove {
+        /// The operator's name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List operators, removed ones too.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -416,6 +450,7 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         }
         Command::Token { command } => token_command(command).await,
+        Command::Operator { command } => operator_command(command).await,
         Command::Ca {
             command: CaCommand::Fingerprint { config },
         } => {
@@ -541,6 +576,86 @@ async fn token_command(command: TokenCommand) -> ExitCode {
                     t.id,
                     t.name.as_deref().unwrap_or("-"),
                     crate::store::show_time(t.expires_at)
+                );
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn operator_command(command: OperatorCommand) -> ExitCode {
+    use crate::identities;
+    match command {
+        OperatorCommand::Add { name, out, config } => {
+            let config = match load_config(&config.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match identities::add_operator(&config, &name, out.as_deref()).await {
+                Ok(bundle) => {
+                    println!("Operator added: {name}");
+                    println!(
+                        "Bundle: {} (give it to the operator; palisadectl -c {})",
+                        bundle.dir.display(),
+                        bundle.ctl_config.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => setup_failed(e),
+            }
+        }
+        OperatorCommand::Remove { name, config } => {
+            let config = match load_config(&config.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match identities::remove_operator(&config, &name).await {
+                Ok(_) => {
+                    println!("Operator removed: {name}. Its certificate is revoked.");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => setup_failed(e),
+            }
+        }
+        OperatorCommand::List { json, config } => {
+            let config = match load_config(&config.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let operators = match identities::list_operators(&config).await {
+                Ok(o) => o,
+                Err(e) => return setup_failed(e),
+            };
+            let show = crate::store::show_time;
+            if json {
+                let rows: Vec<serde_json::Value> = operators
+                    .iter()
+                    .map(|o| {
+                        serde_json::json!({
+                            "name": o.name,
+                            "serial": o.cert_serial,
+                            "registered_at": show(o.registered_at),
+                            "removed_at": o.removed_at.map(show),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+                return ExitCode::SUCCESS;
+            }
+            println!(
+                "{:<20} {:<21} {:<32} STATUS",
+                "NAME", "REGISTERED", "SERIAL"
+            );
+            for o in operators {
+                let status = match o.removed_at {
+                    Some(at) => format!("removed {}", show(at)),
+                    None => "active".to_string(),
+                };
+                println!(
+                    "{:<20} {:<21} {:<32} {status}",
+                    o.name,
+                    show(o.registered_at),
+                    o.cert_serial
                 );
             }
             ExitCode::SUCCESS

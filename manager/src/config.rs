@@ -277,6 +277,9 @@ pub struct ManagerConfig {
     pub metrics: crate::metrics::MetricsConfig,
     /// Agent enrollment with tokens.
     pub enrollment: crate::enroll::EnrollmentConfig,
+    /// The wall clock certificates are issued by (the system's; not in the
+    /// file: tests move a manual one).
+    pub clock: std::sync::Arc<dyn palisade_common::clock::Clock>,
     /// Sizes taken in from agents (`[limits]`).
     pub limits: crate::limits::LimitsConfig,
 }
@@ -411,6 +414,7 @@ impl ManagerConfig {
             retention,
             metrics,
             enrollment,
+            clock: std::sync::Arc::new(palisade_common::clock::SystemClock),
             limits,
         })
     }

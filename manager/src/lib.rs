@@ -17,7 +17,10 @@
 //!   ([`pipeline::analysis`]), the store, the responder and the outputs.
 //! - [`responder`]: active-response decisions, delivery and results.
 //! - [`tls`]: the mutual-TLS endpoint that logs every refused handshake.
-//! - [`sessions`]: open agent streams.
+//! - [`sessions`]: open agent streams, one live stream per agent.
+//! - [`identities`]: registered operators (`operator add/remove/list`),
+//!   who may call the control API, and the CA that renews agents'
+//!   certificates.
 //! - [`ingest`]: `AgentService`, the agents' stream, feeding the pipeline.
 //! - [`control`]: `ControlService`, the operators' API (and its alert
 //!   follower).
@@ -53,6 +56,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod enroll;
+pub mod identities;
 pub mod import_ossec;
 pub mod ingest;
 pub mod limits;
@@ -244,6 +248,7 @@ pub async fn run(
         hostname.clone(),
     )?;
     let store = store::Store::open(&config.database).await?;
+    identities::adopt_legacy_operator(&config, &store).await;
     let sessions = sessions::Sessions::default();
     let stats = std::sync::Arc::new(stats::Stats::default());
     let mut sinks: Vec<Box<dyn outputs::AlertSink>> = Vec::new();
@@ -277,11 +282,6 @@ pub async fn run(
     let retention = tokio::spawn(retention::run(
         store.clone(),
         config.retention.clone(),
-        shutdown.clone(),
-    ));
-    let revocations = tokio::spawn(watch_revocations(
-        store.clone(),
-        sessions.clone(),
         shutdown.clone(),
     ));
 
@@ -333,7 +333,9 @@ pub async fn run(
         responder.clone(),
         shutdown.clone(),
     )
-    .with_max_batch_bytes(config.limits.max_batch_bytes);
+    .with_max_batch_bytes(config.limits.max_batch_bytes)
+    .with_ca(identities::renewing_ca(&config))
+    .with_agent_timeout(config.agent_timeout);
     let control = control::Control::new(
         store.clone(),
         sessions.clone(),
@@ -343,6 +345,12 @@ pub async fn run(
         config.agent_timeout,
         shutdown.clone(),
     );
+    let revocations = tokio::spawn(watch_revocations(
+        store.clone(),
+        sessions.clone(),
+        control.operators(),
+        shutdown.clone(),
+    ));
     let incoming = tls::incoming(listener, tls, shutdown.clone());
     let enrollment = match enrollment_listener {
         Some(listener) => Some(enroll::start(
@@ -395,6 +403,7 @@ pub async fn run(
 async fn watch_revocations(
     store: store::Store,
     sessions: sessions::Sessions,
+    operators: identities::Operators,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(REVOCATION_POLL);
@@ -403,7 +412,7 @@ async fn watch_revocations(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if sessions.connected_count() == 0 {
+        if sessions.connected_count() == 0 && !operators.any_open() {
             continue;
         }
         let removed: Vec<String> = match store.agents().await {
@@ -421,5 +430,6 @@ async fn watch_revocations(
         for agent in sessions.revoke(&removed, &serials) {
             warn!(%agent, "Agent removed; its open stream was ended.");
         }
+        operators.revoke(&serials);
     }
 }

@@ -66,6 +66,7 @@ pub fn kind_name(kind: Option<&AgentKind>) -> &'static str {
         Some(AgentKind::Events(_)) => "an event batch",
         Some(AgentKind::CommandResult(_)) => "a command result",
         Some(AgentKind::Heartbeat(_)) => "a heartbeat",
+        Some(AgentKind::Renew(_)) => "a renewal request",
         None => "an empty message",
     }
 }

@@ -1,5 +1,5 @@
-//! Setting a manager up on disk: `init` (CA, server certificate, operator
-//! bundle, `manager.toml`, database) and agent registration (`agent add`
+//! Setting a manager up on disk: `init` (CA, server certificate, the first
+//! operator's bundle, `manager.toml`, database) and agent registration (`agent add`
 //! writes a bundle an agent can run from; `agent remove` revokes it).
 
 use std::net::SocketAddr;
@@ -160,7 +160,11 @@ pub async fn init(options: &InitOptions) -> Result<InitReport, SetupError> {
         }
     }
     let store = Store::open(&config.database).await?;
+    let registered = store
+        .add_operator("admin", || Ok((operator.serial.clone(), ())))
+        .await;
     store.close().await;
+    registered?;
     Ok(InitReport {
         config: config_path,
         ctl_config,
@@ -169,7 +173,8 @@ pub async fn init(options: &InitOptions) -> Result<InitReport, SetupError> {
     })
 }
 
-fn render_ctl_config(address: &str, server_name: &str) -> String {
+/// The `ctl.toml` of an operator bundle.
+pub(crate) fn render_ctl_config(address: &str, server_name: &str) -> String {
     format!(
         r#"# palisadectl configuration. Relative paths are relative to this file.
 manager = "{address}"
@@ -214,7 +219,8 @@ pub async fn add_agent(
             .map(|n| n.to_string())
             .map_err(|e| SetupError::Usage(format!("--ip {e}")))?,
     };
-    let ca = CertificateAuthority::load(&config.ca_cert, &config.ca_key)?;
+    let ca = CertificateAuthority::load(&config.ca_cert, &config.ca_key)?
+        .with_clock(config.clock.clone());
     let store = Store::open(&config.database).await?;
     let result = store
         .add_agent(name, &ip, |id| {

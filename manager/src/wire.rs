@@ -151,6 +151,8 @@ pub fn agent_info(a: &AgentRecord, status: pb::AgentStatus) -> pb::AgentInfo {
         dropped_events: a.dropped_events,
         read_lag_bytes: a.read_lag_bytes,
         started_at: a.started_at.map(timestamp),
+        last_refused_at: a.last_refused_at.map(timestamp),
+        last_refusal: a.last_refusal.clone().unwrap_or_default(),
     }
 }
 

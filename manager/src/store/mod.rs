@@ -18,10 +18,12 @@ use palisade_engine::rule::RuleOptions;
 use crate::pipeline::analysis::{Judged, Origin};
 
 mod breakers;
+mod identities;
 mod prune;
 mod responses;
 mod tokens;
 pub use breakers::BreakerState;
+pub use identities::OperatorRow;
 pub use prune::Pruned;
 pub use responses::{Action, BlockRow, NewResponse, RefusalRow, ResponseRow};
 pub use tokens::{Redeemed, TokenRow, show_time};
@@ -91,6 +93,12 @@ pub struct AgentRecord {
     pub read_lag_bytes: u64,
     /// When the agent process last started, from its Hello (ms).
     pub started_at: Option<i64>,
+    /// A renewed certificate issued and not used yet.
+    pub pending_serial: Option<String>,
+    /// When a stream of this agent was last refused (ms).
+    pub last_refused_at: Option<i64>,
+    /// Why.
+    pub last_refusal: Option<String>,
 }
 
 /// One event as received from an agent.
@@ -790,6 +798,9 @@ fn agent_from_row(r: &sqlx::sqlite::SqliteRow) -> AgentRecord {
         dropped_events: to_u64(r.get("dropped_events")),
         read_lag_bytes: to_u64(r.get("read_lag_bytes")),
         started_at: r.get("started_at"),
+        pending_serial: r.get("pending_serial"),
+        last_refused_at: r.get("last_refused_at"),
+        last_refusal: r.get("last_refusal"),
     }
 }
 

@@ -2,7 +2,7 @@
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
-    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3, 4, 60")]
     pub kind: ::core::option::Option<agent_message::Kind>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -18,6 +18,8 @@ pub mod agent_message {
         CommandResult(super::CommandResult),
         #[prost(message, tag = "4")]
         Heartbeat(super::Heartbeat),
+        #[prost(message, tag = "60")]
+        Renew(super::RenewRequest),
     }
 }
 #[allow(clippy::all)]
@@ -117,7 +119,7 @@ pub struct Heartbeat {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ManagerMessage {
-    #[prost(oneof = "manager_message::Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "manager_message::Kind", tags = "1, 2, 3, 4, 60")]
     pub kind: ::core::option::Option<manager_message::Kind>,
 }
 /// Nested message and enum types in `ManagerMessage`.
@@ -133,6 +135,8 @@ pub mod manager_message {
         Command(super::Command),
         #[prost(message, tag = "4")]
         Restart(super::Restart),
+        #[prost(message, tag = "60")]
+        Renewed(super::Renewed),
     }
 }
 /// Restart the agent process (agent_control -R): it stops reading, keeps
@@ -202,6 +206,28 @@ pub struct Command {
     pub agent_id: ::prost::alloc::string::String,
     #[prost(string, tag = "10")]
     pub location: ::prost::alloc::string::String,
+}
+/// The agent asks for a new certificate for a new key, over its
+/// authenticated stream, once two thirds of its certificate's lifetime have
+/// passed. The manager answers with Renewed; the new certificate becomes
+/// the agent's (and the old one is revoked) when the agent first connects
+/// with it.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RenewRequest {
+    /// A PKCS#10 certificate request (DER); only its public key is used.
+    #[prost(bytes = "vec", tag = "1")]
+    pub csr_der: ::prost::alloc::vec::Vec<u8>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Renewed {
+    /// The agent's new certificate (PEM), or empty when refused.
+    #[prost(string, tag = "1")]
+    pub certificate_pem: ::prost::alloc::string::String,
+    /// Why the manager refused, when it did.
+    #[prost(string, tag = "2")]
+    pub error: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -298,6 +324,13 @@ pub struct AgentInfo {
     /// as a newer time.
     #[prost(message, optional, tag = "15")]
     pub started_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// The last time a stream of this agent's certificate was refused (a
+    /// connection from outside its registered address, a second stream while
+    /// one is live), and why.
+    #[prost(message, optional, tag = "60")]
+    pub last_refused_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(string, tag = "61")]
+    pub last_refusal: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
