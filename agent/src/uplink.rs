@@ -330,6 +330,8 @@ impl Uplink {
         let mut renewing: Option<renew::Pending> = None;
         // What the events of one batch may take.
         let budget = batch_bytes - BATCH_OVERHEAD;
+        self.responder
+            .set_announced_manager_addresses(&welcome.manager_addresses);
         self.spool.acknowledge(welcome.last_sequence).await?;
         let mut acked = welcome.last_sequence;
         let mut sent = welcome.last_sequence;

@@ -319,6 +319,11 @@ async fn dispatch(command: Command) -> ExitCode {
                         "  operator:      {} (for palisadectl --config)",
                         report.ctl_config.display()
                     );
+                    if let Some(ip) = report.ssh_client {
+                        println!(
+                            "  white list:    {ip} added, the address of your SSH session (never blocked)"
+                        );
+                    }
                     if let Ok(f) =
                         crate::enroll::ca_fingerprint(&options.dir.join("pki").join("ca.pem"))
                     {

@@ -118,6 +118,17 @@ impl Ingest {
         self
     }
 
+    /// What the Welcome tells an agent never to block: the address it
+    /// reached, and this host's addresses (at most 64).
+    fn announced_addresses(&self, local: Option<std::net::SocketAddr>) -> Vec<String> {
+        let mut addresses = self.responder.own_addresses();
+        addresses.extend(local.map(|a| a.ip().to_canonical()));
+        addresses.sort();
+        addresses.dedup();
+        addresses.truncate(64);
+        addresses.iter().map(ToString::to_string).collect()
+    }
+
     /// Checks a peer against the database.
     async fn admit(&self, request: &Request<Streaming<AgentMessage>>) -> Result<Admitted, Status> {
         let peer = request
@@ -207,6 +218,7 @@ impl AgentService for Ingest {
             serial,
             renewed,
             address,
+            local: request.local_addr(),
             tx,
         };
         tokio::spawn(opening.run(request.into_inner()));
@@ -223,6 +235,8 @@ struct Opening {
     /// The agent's renewed certificate, used for the first time.
     renewed: bool,
     address: Option<String>,
+    /// The address the agent reached (announced back in the Welcome).
+    local: Option<std::net::SocketAddr>,
     tx: AgentSender,
 }
 
@@ -343,6 +357,7 @@ impl Opening {
                 last_sequence: record.last_sequence,
                 protocol_version: palisade_proto::PROTOCOL_VERSION,
                 max_batch_bytes: ingest.max_batch_bytes as u64,
+                manager_addresses: ingest.announced_addresses(self.local),
             })),
         };
         self.tx

@@ -51,6 +51,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alert_files;
+pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -284,13 +285,12 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let mut own = palisade_common::address::host_addresses().unwrap_or_else(|error| {
-        warn!(%error, "Cannot list this host's addresses; only the listen address is protected.");
-        Vec::new()
-    });
-    if !config.listen.ip().is_unspecified() {
-        own.push(config.listen.ip());
-    }
+    // The interfaces' addresses are read by the responder, again when
+    // they change; the listen address is protected besides.
+    let own: Vec<std::net::IpAddr> = Some(config.listen.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .into_iter()
+        .collect();
     let responder = responder::Responder::new(
         config.responses.clone(),
         config.white_list.clone(),
@@ -299,7 +299,9 @@ pub async fn run(
         sessions.clone(),
     )
     .with_stats(stats.clone())
-    .with_mailer(mailer);
+    .with_mailer(mailer)
+    .with_breaker_limit(config.max_new_blocks_per_minute)
+    .with_outputs(outputs.clone());
     let metrics = match metrics_listener {
         Some(listener) => {
             let sources = metrics::Sources {

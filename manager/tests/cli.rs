@@ -8,9 +8,17 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn manager(args: &[&str]) -> Output {
+    manager_with_env(args, &[])
+}
+
+/// Runs the manager outside any SSH session, with `env` set.
+fn manager_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_palisade-manager"))
         .args(args)
         .env_remove("PALISADE_MANAGER_CONFIG")
+        .env_remove("SSH_CONNECTION")
+        .env_remove("SSH_CLIENT")
+        .envs(env.iter().copied())
         .output()
         .expect("runs")
 }
@@ -79,6 +87,57 @@ fn init_makes_a_complete_setup_and_refuses_to_overwrite_it() {
     assert!(text(&again).contains("--force"), "{}", text(&again));
     let forced = manager(&["init", "--dir", d, "--force"]);
     assert!(forced.status.success(), "{}", text(&forced));
+}
+
+#[test]
+fn init_white_lists_the_operators_ssh_session_and_says_so() {
+    for (env, expected) in [
+        (
+            ("SSH_CONNECTION", "198.51.100.23 52114 192.0.2.10 22"),
+            "198.51.100.23",
+        ),
+        (("SSH_CLIENT", "2001:db8::23 52114 22"), "2001:db8::23"),
+        (
+            ("SSH_CONNECTION", "::ffff:198.51.100.24 52114 192.0.2.10 22"),
+            "198.51.100.24",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let out = manager_with_env(&["init", "--dir", d], &[env]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!(
+                "white list:    {expected} added, the address of your SSH session"
+            )),
+            "{}",
+            text(&out)
+        );
+        let toml = std::fs::read_to_string(dir.path().join("manager.toml")).unwrap();
+        assert!(
+            toml.contains(&format!(
+                "white_list = [\"127.0.0.1\", \"::1\", \"{expected}\"]"
+            )),
+            "{toml}"
+        );
+        let config = dir.path().join("manager.toml");
+        let check = manager(&["check-config", "-c", config.to_str().unwrap()]);
+        assert!(check.status.success(), "{}", text(&check));
+    }
+
+    // Outside SSH, or with garbage in the variable, nothing is added.
+    for env in [("TERM", "dumb"), ("SSH_CONNECTION", "$(reboot) 1 2 3")] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let out = manager_with_env(&["init", "--dir", d], &[env]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(!text(&out).contains("SSH session"), "{}", text(&out));
+        let toml = std::fs::read_to_string(dir.path().join("manager.toml")).unwrap();
+        assert!(
+            toml.contains("white_list = [\"127.0.0.1\", \"::1\"]\n"),
+            "{toml}"
+        );
+    }
 }
 
 #[test]

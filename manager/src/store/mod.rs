@@ -17,10 +17,12 @@ use palisade_engine::rule::RuleOptions;
 
 use crate::pipeline::analysis::{Judged, Origin};
 
+mod breakers;
 mod identities;
 mod prune;
 mod responses;
 mod tokens;
+pub use breakers::BreakerState;
 pub use identities::OperatorRow;
 pub use prune::Pruned;
 pub use responses::{Action, BlockRow, NewResponse, RefusalRow, ResponseRow};
