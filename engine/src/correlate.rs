@@ -9,7 +9,8 @@
 //! and stops at the first event older than the timeframe or carrying a
 //! barrier mark at least the searching rule's level; it fires when
 //! `frequency + 1` earlier events pass the `same_*` filters, i.e. on the
-//! `frequency + 2`-th event (`Search_LastSids`, `Search_LastGroups`,
+//! `frequency + 2`-th event (Wazuh's dialect: on the `frequency`-th, see
+//! [`crate::rule::Rule::fires_after`]) (`Search_LastSids`, `Search_LastGroups`,
 //! `Search_LastEvents` in `src/analysisd/eventinfo.c`).
 //!
 //! Memory bound (why a flood of distinct source IPs cannot exhaust memory):
@@ -30,8 +31,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::event::{Category, Event};
-use crate::rule::{RuleIdx, RuleSet, Search};
+use crate::event::{Category, Event, Fields};
+use crate::rule::{FilterField, RuleIdx, RuleSet, Search, StaticFilter};
 
 /// Size limits of the correlation memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +90,26 @@ struct Stored {
     category: Category,
     log: Vec<u8>,
     full_log: String,
+    /// Every field and the location, kept only when some rule has Wazuh
+    /// static filters ([`RuleSet::keeps_fields`]).
+    wide: Option<Box<(Fields, String)>>,
+}
+
+/// Whether an earlier event passes a rule's Wazuh static filters against
+/// the current one (a field unknown on either side passes neither
+/// `same_*` nor `different_*`; GeoIP is never known here).
+fn static_filters_hold(filters: &[StaticFilter], ev: &Event, earlier: &(Fields, String)) -> bool {
+    filters.iter().all(|flt| {
+        let (now, then) = match &flt.field {
+            FilterField::Field(name) => (ev.fields.get(name), earlier.0.get(name)),
+            FilterField::Location => (Some(ev.location.as_str()), Some(earlier.1.as_str())),
+            FilterField::SrcGeoip | FilterField::DstGeoip => (None, None),
+        };
+        match (now, then) {
+            (Some(a), Some(b)) => (a == b) == flt.same,
+            _ => false,
+        }
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -405,6 +426,14 @@ impl Correlator {
                 // No GeoIP data: the field is missing on both sides.
                 continue;
             }
+            if !rule.ctx.filters.is_empty()
+                && !p
+                    .wide
+                    .as_deref()
+                    .is_some_and(|w| static_filters_hold(&rule.ctx.filters, ev, w))
+            {
+                continue;
+            }
             if events_search {
                 if let Some(re) = &rule.ctx.if_matched_regex
                     && !re.is_match(&p.log)
@@ -434,8 +463,8 @@ impl Correlator {
                 }
             }
             lines.push(pid);
-            if count < rule.frequency {
-                count += 1;
+            count += 1;
+            if count < rule.fires_after {
                 continue;
             }
             return Some((lines, pid, newest));
@@ -497,6 +526,9 @@ impl Correlator {
                 |_| String::from_utf8_lossy(&ev.full_log).into_owned(),
                 str::to_owned,
             ),
+            wide: rs
+                .keeps_fields
+                .then(|| Box::new((ev.fields.clone(), ev.location.clone()))),
         };
         let mut keys = Vec::new();
         if rs.has_sid_list.get(r).copied().unwrap_or(false) {

@@ -34,6 +34,8 @@
 //! - [`logtest_rules`]: logtest's rule phase and `-a` (alerts only) mode.
 //! - [`alert`]: the one alert model, from the engine to every output.
 //! - [`alert_format`]: its layouts: alerts.log, alerts.json, e-mail.
+//! - [`dialect`]: OSSEC or Wazuh, the rule language a ruleset is read in.
+//! - [`wazuh`]: where a Wazuh `ruleset/` directory keeps its files.
 //! - [`error`]: file, line and reason for every load problem, and the one
 //!   reader of decoder and rule files.
 #![forbid(unsafe_code)]
@@ -43,6 +45,7 @@ pub mod alert_format;
 pub mod correlate;
 pub mod decoder;
 pub mod default_ruleset;
+pub mod dialect;
 pub mod engine;
 pub mod error;
 pub mod event;
@@ -54,4 +57,5 @@ pub mod predecode;
 pub mod rule;
 pub mod ruletest;
 pub mod timestamp;
+pub mod wazuh;
 pub mod xml;

@@ -42,6 +42,9 @@ struct RulesetArgs {
     /// An OSSEC etc directory: decoder.xml, and rules/ in the <include> order of ossec.conf.
     #[arg(long, value_name = "DIR")]
     ossec_etc: Option<PathBuf>,
+    /// A Wazuh ruleset/ directory (decoders/, rules/, lists/, testing/ruleset/), read in Wazuh's dialect.
+    #[arg(long, value_name = "DIR", conflicts_with = "ossec_etc")]
+    wazuh_ruleset: Option<PathBuf>,
     /// Decoder files to use instead of the built-in decoders (repeatable).
     #[arg(long = "decoders", value_name = "FILE")]
     decoders: Vec<PathBuf>,
@@ -240,9 +243,19 @@ fn load_ruleset(
         }
         None => Default::default(),
     };
-    let source = crate::ruleset::RulesetSource {
-        ossec_etc: args.ossec_etc.clone().or(source.ossec_etc),
-        ..source
+    let source = match (&args.ossec_etc, &args.wazuh_ruleset) {
+        (Some(etc), _) => crate::ruleset::RulesetSource {
+            ossec_etc: Some(etc.clone()),
+            wazuh_ruleset: None,
+            dialect: palisade_engine::dialect::RulesetDialect::Ossec,
+            ..source
+        },
+        (None, Some(dir)) => crate::ruleset::RulesetSource {
+            ossec_etc: None,
+            wazuh_ruleset: Some(dir.clone()),
+            ..source
+        },
+        (None, None) => source,
     };
     let ruleset = crate::ruleset::load_with(&source, &args.decoders, args.rules_dir.as_deref())
         .map_err(|e| {

@@ -141,6 +141,10 @@ pub struct ResponseSpec {
 struct RawRuleset {
     /// Use an OSSEC etc directory instead of the embedded ruleset.
     ossec_etc: Option<PathBuf>,
+    /// Use a Wazuh ruleset/ directory instead of the embedded ruleset.
+    wazuh_ruleset: Option<PathBuf>,
+    /// "ossec" (default) or "wazuh": the rule language of every file.
+    dialect: Option<String>,
     /// Local rule directories loaded after the base set.
     #[serde(default)]
     dirs: Vec<PathBuf>,
@@ -151,6 +155,7 @@ struct RawRuleset {
 }
 
 pub use palisade_engine::correlate::Barrier;
+pub use palisade_engine::dialect::RulesetDialect;
 pub use palisade_engine::timestamp::TimeSource;
 
 #[derive(Debug, Deserialize)]
@@ -342,10 +347,40 @@ impl ManagerConfig {
                 Barrier::Global
             }
         };
+        let dialect = match raw.ruleset.dialect.as_deref() {
+            None if raw.ruleset.wazuh_ruleset.is_some() => RulesetDialect::Wazuh,
+            None => RulesetDialect::Ossec,
+            Some(word) => word.parse().unwrap_or_else(|e: String| {
+                errors.push("ruleset.dialect", e);
+                RulesetDialect::Ossec
+            }),
+        };
+        if raw.ruleset.wazuh_ruleset.is_some() && !dialect.is_wazuh() {
+            errors.push(
+                "ruleset.wazuh_ruleset",
+                "a Wazuh ruleset is read in dialect = \"wazuh\"",
+            );
+        }
+        if raw.ruleset.ossec_etc.is_some() && dialect.is_wazuh() {
+            errors.push(
+                "ruleset.ossec_etc",
+                "an OSSEC etc directory is read in dialect = \"ossec\"; use wazuh_ruleset",
+            );
+        }
         let ruleset = crate::ruleset::RulesetSource {
             ossec_etc: raw.ruleset.ossec_etc.map(|p| base.join(p)),
+            wazuh_ruleset: raw.ruleset.wazuh_ruleset.map(|p| base.join(p)),
+            dialect,
             dirs: raw.ruleset.dirs.iter().map(|p| base.join(p)).collect(),
         };
+        if let Some(dir) = &ruleset.wazuh_ruleset
+            && !dir.is_dir()
+        {
+            errors.push(
+                "ruleset.wazuh_ruleset",
+                format!("{} is not a directory", dir.display()),
+            );
+        }
         if let Some(dir) = &ruleset.ossec_etc
             && !dir.is_dir()
         {
@@ -688,6 +723,11 @@ white_list = ["127.0.0.1", "::1"]
 # Palisade's own ruleset is built in. To judge with an existing OSSEC
 # installation's decoders and rules instead:
 # ossec_etc = "/var/ossec/etc"
+# or a Wazuh 4.x ruleset/ directory, read in Wazuh's dialect (see
+# docs/migrating-from-wazuh.md):
+# wazuh_ruleset = "/var/ossec/ruleset"
+# The rule language of every file, "ossec" (default) or "wazuh".
+# dialect = "ossec"
 # Local directories with decoders/*.xml and rules/*.xml, loaded after:
 # dirs = ["/etc/palisade/local"]
 # "arrival" correlates on the time events arrive (OSSEC); "event" on each

@@ -52,6 +52,8 @@ pub(crate) struct Builder {
     opts: LoadOptions,
     rs: RuleSet,
     errors: Vec<LoadError>,
+    /// Wazuh: `if_sid` ids not found while placing the current rule.
+    missing_sids: Vec<String>,
 }
 
 impl Builder {
@@ -60,6 +62,7 @@ impl Builder {
             opts,
             rs: RuleSet::default(),
             errors: Vec::new(),
+            missing_sids: Vec::new(),
         }
     }
 
@@ -67,8 +70,12 @@ impl Builder {
         self.errors.push(LoadError::new(file, line, reason));
     }
 
+    fn warn(&mut self, file: &str, line: usize, reason: impl Into<String>) {
+        self.rs.warnings.push(LoadError::new(file, line, reason));
+    }
+
     pub(crate) fn add_file(&mut self, file: &str, text: &str) {
-        let roots = match xml::parse(text).and_then(xml::apply_variables) {
+        let roots = match xml::parse_in(text, self.opts.dialect) {
             Ok(r) => r,
             Err(e) => {
                 self.err(file, e.line, e.message);
@@ -120,13 +127,20 @@ impl Builder {
     }
 
     fn add_rule_element(&mut self, el: &Element, group: &str, file: &str) {
-        let rule = match parse_rule(
+        let mut warnings = Vec::new();
+        let parsed = parse_rule(
             el,
             group,
             file,
             self.opts.default_timeframe,
             self.opts.decoder_names.as_ref(),
-        ) {
+            self.opts.dialect,
+            &mut warnings,
+        );
+        for (line, reason) in warnings {
+            self.warn(file, line, reason);
+        }
+        let rule = match parsed {
             Ok(r) => r,
             Err(problems) => {
                 for (line, reason) in problems {
@@ -137,7 +151,16 @@ impl Builder {
         };
         let overwrite = is_overwrite(el);
         if !overwrite && self.rs.by_id.contains_key(&rule.id) {
-            self.err(file, rule.line, format!("duplicate rule id {}", rule.id));
+            if self.opts.dialect.is_wazuh() {
+                // Wazuh (7612): only the first occurrence is considered.
+                self.warn(
+                    file,
+                    rule.line,
+                    format!("rule id {} is duplicated; the first one is kept", rule.id),
+                );
+            } else {
+                self.err(file, rule.line, format!("duplicate rule id {}", rule.id));
+            }
             return;
         }
         self.load_lists(&rule);
@@ -162,11 +185,17 @@ impl Builder {
             }
         } else {
             let idx = self.push_rule(rule);
-            match self.place(idx) {
+            let placed = self.place(idx);
+            for reason in std::mem::take(&mut self.missing_sids) {
+                self.warn(file, line, reason);
+            }
+            match placed {
                 Ok(()) => {
                     self.rs.by_id.insert(id, idx);
                     self.wire(idx);
                 }
+                // Wazuh leaves a rule it cannot place out, with a warning.
+                Err(reason) if self.opts.dialect.is_wazuh() => self.warn(file, line, reason),
                 Err(reason) => {
                     self.err(file, line, reason);
                     // Keep indices stable: the rule stays unplaced and unknown.
@@ -186,6 +215,19 @@ impl Builder {
                 Some(bytes) => {
                     let list = cond::parse_list(&String::from_utf8_lossy(&bytes));
                     self.rs.lists.insert(lc.path.clone(), list);
+                }
+                None if self.opts.dialect.is_wazuh() => {
+                    // Wazuh loads only the lists its configuration names;
+                    // a rule on another list never matches.
+                    self.rs.lists.insert(lc.path.clone(), cond::KeyList::new());
+                    self.rs.warnings.push(LoadError::new(
+                        rule.file.clone(),
+                        rule.line,
+                        format!(
+                            "rule {}: list '{}' not found; the lookup finds nothing",
+                            rule.id, lc.path
+                        ),
+                    ));
                 }
                 None => {
                     let tried: Vec<String> =
@@ -242,13 +284,26 @@ impl Builder {
         let r = &self.rs.rules[idx];
         let id = r.id;
         if !r.if_sid.is_empty() {
+            let mut placed = false;
             for sid in r.if_sid.clone() {
                 let top = self.rs.top.clone();
-                if !self.add_to_rule(&top, &Target::Sid(sid), idx) {
+                if self.add_to_rule(&top, &Target::Sid(sid), idx) {
+                    placed = true;
+                } else if self.opts.dialect.is_wazuh() {
+                    // Wazuh ignores the missing id and keeps the others.
+                    self.missing_sids.push(format!(
+                        "rule {id}: signature id {sid} not found in if_sid; ignored"
+                    ));
+                } else {
                     return Err(format!(
                         "rule {id}: signature id {sid} not found (invalid if_sid)"
                     ));
                 }
+            }
+            if !placed {
+                return Err(format!(
+                    "rule {id}: no signature id of if_sid was found; the rule is ignored"
+                ));
             }
         } else if let Some(lvl) = r.if_level {
             let top = self.rs.top.clone();
@@ -364,6 +419,7 @@ impl Builder {
                 _ => {}
             }
         }
+        self.rs.keeps_fields = self.rs.rules.iter().any(|r| !r.ctx.filters.is_empty());
         self.rs.events_horizon = (0..n)
             .filter(|&i| self.rs.search[i] == Search::Events)
             .map(|i| self.rs.rules[i].timeframe)

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use palisade_engine::engine::{Alert, Engine, EngineConfig, Ruleset};
-use palisade_engine::predecode::predecode_checked;
+use palisade_engine::predecode::predecode_checked_in;
 use palisade_engine::timestamp::judge_time;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -166,7 +166,8 @@ fn judge(
     for input in &job.events {
         let arrival = Timestamp::now();
         let location = job.origin.location(&input.path);
-        let mut event = match predecode_checked(&input.line, &location, manager_host) {
+        let dialect = engine.ruleset().dialect;
+        let mut event = match predecode_checked_in(&input.line, &location, manager_host, dialect) {
             Ok(e) => e,
             Err(error) => {
                 stats.rejected.fetch_add(1, Ordering::Relaxed);
