@@ -132,7 +132,21 @@ fn lossy(b: &[u8]) -> String {
 
 /// Length of the syslog-style timestamp prefixes that are followed by a host
 /// name, checked in OSSEC's order; `None` if none fits.
-fn syslog_like_prefix(p: &[u8], len: usize) -> Option<usize> {
+fn syslog_like_prefix(p: &[u8], len: usize, dialect: RulesetDialect) -> Option<usize> {
+    // Wazuh: macOS unified logs, 2021-04-21 10:16:09.404756-0700
+    if dialect.is_wazuh()
+        && len >= 33
+        && at(p, 4) == b'-'
+        && at(p, 7) == b'-'
+        && at(p, 10) == b' '
+        && at(p, 13) == b':'
+        && at(p, 16) == b':'
+        && at(p, 19) == b'.'
+        && matches!(at(p, 26), b'-' | b'+')
+        && at(p, 31) == b' '
+    {
+        return Some(32);
+    }
     // `loglen` in C is strlen + 1; "loglen > N" is "len >= N".
     // Dec 29 10:00:01
     if len >= 17
@@ -240,7 +254,7 @@ pub fn predecode_in(
     let mut program: Option<String> = None;
     let mut header_time: Option<String> = None;
 
-    if let Some(skip) = syslog_like_prefix(p, len) {
+    if let Some(skip) = syslog_like_prefix(p, len, dialect) {
         log = skip.min(len);
         header_time = Some(lossy(&full[..log]).trim().to_string());
         if at(&full, log) == b' ' {

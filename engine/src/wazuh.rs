@@ -40,6 +40,30 @@ fn sorted_xml(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>, L
     Ok(files)
 }
 
+/// What Wazuh's test runner (`runtests.py`) changes in the installed
+/// ruleset before it runs the Windows tests: rule 60000, the root of the
+/// Windows rules, takes events of the JSON decoder instead of the
+/// Windows event channel's (which only Wazuh's agents produce). Any other
+/// file is returned as it is.
+pub fn test_runner_rewrite(file_name: &str, text: &str) -> String {
+    const ROOT: &str = "<rule id=\"60000\"";
+    if !file_name.ends_with("0575-win-base_rules.xml") {
+        return text.to_string();
+    }
+    let Some(start) = text.find(ROOT) else {
+        return text.to_string();
+    };
+    let Some(len) = text[start..].find("</rule>") else {
+        return text.to_string();
+    };
+    let rule = &text[start..start + len];
+    let rewritten = rule.replace("<category>ossec</category>", "").replace(
+        "<decoded_as>windows_eventchannel</decoded_as>",
+        "<decoded_as>json</decoded_as>",
+    );
+    format!("{}{rewritten}{}", &text[..start], &text[start + len..])
+}
+
 /// The files of the Wazuh `ruleset/` directory `dir`, in Wazuh's order.
 pub fn wazuh_ruleset_files(dir: &Path) -> Result<WazuhFiles, LoadErrors> {
     let mut errors = Vec::new();

@@ -234,6 +234,7 @@ fn load_config(path: &std::path::Path) -> Result<ManagerConfig, ExitCode> {
 /// manager's `[ruleset]` whole (the files and the engine settings).
 fn load_ruleset(
     args: &RulesetArgs,
+    test_runner: bool,
 ) -> Result<(palisade_engine::engine::Ruleset, crate::ruleset::Judging), ExitCode> {
     let (source, judging) = match &args.config {
         Some(path) => {
@@ -257,11 +258,16 @@ fn load_ruleset(
         },
         (None, None) => source,
     };
-    let ruleset = crate::ruleset::load_with(&source, &args.decoders, args.rules_dir.as_deref())
-        .map_err(|e| {
-            eprintln!("palisade-manager: the ruleset has errors:\n{e}");
-            ExitCode::from(Exit::Usage)
-        })?;
+    let ruleset = crate::ruleset::load_with(
+        &source,
+        &args.decoders,
+        args.rules_dir.as_deref(),
+        test_runner,
+    )
+    .map_err(|e| {
+        eprintln!("palisade-manager: the ruleset has errors:\n{e}");
+        ExitCode::from(Exit::Usage)
+    })?;
     Ok((ruleset, judging))
 }
 
@@ -329,7 +335,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 now,
                 event_time,
             };
-            match load_ruleset(&ruleset) {
+            match load_ruleset(&ruleset, false) {
                 Ok((rs, judging)) => crate::logtest_cli::logtest(rs, judging, &options),
                 Err(code) => code,
             }
@@ -338,7 +344,7 @@ async fn dispatch(command: Command) -> ExitCode {
             ruleset,
             now,
             files,
-        } => match load_ruleset(&ruleset) {
+        } => match load_ruleset(&ruleset, true) {
             Ok((rs, judging)) => crate::logtest_cli::ruletest(rs, judging, now.as_deref(), &files),
             Err(code) => code,
         },

@@ -18,7 +18,7 @@ use palisade_engine::dialect::RulesetDialect;
 use palisade_engine::engine::{EngineConfig, Ruleset, ossec_etc_files};
 use palisade_engine::error::{LoadError, LoadErrors};
 use palisade_engine::timestamp::TimeSource;
-use palisade_engine::wazuh::wazuh_ruleset_files;
+use palisade_engine::wazuh::{test_runner_rewrite, wazuh_ruleset_files};
 
 use crate::config::ManagerConfig;
 
@@ -122,16 +122,19 @@ pub fn embedded() -> (Sources, Sources) {
 
 /// Loads the ruleset; every problem in every file is reported at once.
 pub fn load(source: &RulesetSource) -> Result<Ruleset, LoadErrors> {
-    load_with(source, &[], None)
+    load_with(source, &[], None, false)
 }
 
 /// Like [`load`], but `decoder_files` and the rule files of `rules_dir`
 /// (file-name order) replace the base set's decoders and rules when given
-/// (`logtest --decoders --rules-dir`).
+/// (`logtest --decoders --rules-dir`); `test_runner` makes the changes
+/// Wazuh's test runner makes to a Wazuh ruleset
+/// ([`palisade_engine::wazuh::test_runner_rewrite`], for `ruletest`).
 pub fn load_with(
     source: &RulesetSource,
     decoder_files: &[PathBuf],
     rules_dir: Option<&Path>,
+    test_runner: bool,
 ) -> Result<Ruleset, LoadErrors> {
     let mut errors = Vec::new();
     let dialect = source.dialect();
@@ -141,6 +144,11 @@ pub fn load_with(
             let (mut ds, mut rs) = (Vec::new(), Vec::new());
             read_all(&files.decoders, &mut ds, &mut errors);
             read_all(&files.rules, &mut rs, &mut errors);
+            if test_runner {
+                for (name, text) in &mut rs {
+                    *text = test_runner_rewrite(name, text);
+                }
+            }
             (ds, rs, Some(files.list_dir))
         }
         (None, Some(dir)) => {

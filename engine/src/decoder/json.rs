@@ -16,6 +16,7 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::JsonNull;
+use crate::dialect::RulesetDialect;
 use crate::event::{Event, FieldName};
 
 /// A JSON value with its object keys in document order (cJSON keeps that
@@ -103,7 +104,9 @@ pub(crate) fn decode(event: &mut Event, start: usize, nulls: JsonNull) -> Vec<(S
         flatten(k.clone(), v, nulls, &mut out);
     }
     for (k, v) in &out {
-        event.fields.set(&FieldName::parse(k), v.clone());
+        event
+            .fields
+            .set(&FieldName::parse_in(k, RulesetDialect::Wazuh), v.clone());
     }
     out
 }

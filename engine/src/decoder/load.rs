@@ -281,7 +281,7 @@ impl DecoderSet {
                         if f.is_empty() {
                             return Err(ctx(format!("empty field in order '{text}'")));
                         }
-                        fields.push(FieldName::parse(f));
+                        fields.push(FieldName::parse_in(f, self.dialect));
                     }
                     order = Some(fields);
                 }

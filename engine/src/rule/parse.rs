@@ -36,6 +36,8 @@ struct Frag {
     text: String,
     dialect: Option<Dialect>,
     negate: bool,
+    /// Wazuh: a leading `!` negates an OS_Match pattern.
+    bang_negates: bool,
 }
 
 /// Concatenation buffers (`loadmemory`).
@@ -81,23 +83,25 @@ fn append(slot: &mut Option<String>, text: &str) {
     }
 }
 
-fn append_frag(slot: &mut Option<Frag>, text: &str, attrs: (Option<Dialect>, bool)) {
+fn append_frag(slot: &mut Option<Frag>, text: &str, attrs: (Option<Dialect>, bool, bool)) {
     let f = slot.get_or_insert_with(Frag::default);
     f.text.push_str(text);
     f.dialect = attrs.0.or(f.dialect);
     f.negate = attrs.1;
+    f.bang_negates = attrs.2;
 }
 
 /// Wazuh's `type=` and `negate=` of a matcher element (`None`, `false`
-/// when absent); OSSEC's dialect has neither and ignores them.
+/// when absent), and whether a leading `!` negates an OS_Match pattern
+/// (Wazuh's `OSMatch_Compile`); OSSEC's dialect has none of these.
 fn matcher_attrs(
     c: &Element,
     dialect: RulesetDialect,
     who: &str,
     problems: &mut Problems,
-) -> (Option<Dialect>, bool) {
+) -> (Option<Dialect>, bool, bool) {
     if !dialect.is_wazuh() {
-        return (None, false);
+        return (None, false, false);
     }
     let ty = match c.attr("type") {
         None => None,
@@ -131,7 +135,7 @@ fn matcher_attrs(
             }
         },
     };
-    (ty, negate)
+    (ty, negate, true)
 }
 
 fn compile(
@@ -142,7 +146,12 @@ fn compile(
     line: usize,
 ) -> Option<Matcher> {
     let src = src?;
-    match Matcher::new(src.dialect.unwrap_or(d), &src.text, src.negate) {
+    let dialect = src.dialect.unwrap_or(d);
+    let (text, negate) = match src.text.strip_prefix('!') {
+        Some(rest) if src.bang_negates && dialect == Dialect::OsMatch => (rest, !src.negate),
+        _ => (src.text.as_str(), src.negate),
+    };
+    match Matcher::new(dialect, text, negate) {
         Ok(p) => Some(p),
         Err(e) => {
             problems.push((
@@ -187,7 +196,8 @@ pub(crate) fn parse_rule(
             "ignore" => number("ignore", value, 6).map(|v| ignore_secs = v),
             "accuracy" => number("accuracy", value, 4).map(|v| accuracy = v != 0),
             "noalert" => {
-                noalert = true;
+                // Wazuh: noalert="0" alerts.
+                noalert = !(dialect.is_wazuh() && value.trim() == "0");
                 Ok(())
             }
             "overwrite" => match value.as_str() {
@@ -470,7 +480,7 @@ pub(crate) fn parse_rule(
             }
             "group" => rule.group.push_str(text),
             "srcip" | "dstip" => {
-                let (_, negate) = matcher_attrs(c, dialect, &who, &mut problems);
+                let (_, negate, _) = matcher_attrs(c, dialect, &who, &mut problems);
                 let entry = if negate {
                     IpEntry::parse(&format!("!{}", text.trim()))
                 } else {
@@ -501,11 +511,17 @@ pub(crate) fn parse_rule(
                     problems.push((l, format!("{who}: <field> without a name")));
                     continue;
                 };
-                let (ty, negate) = matcher_attrs(c, dialect, &who, &mut problems);
-                match Matcher::new(ty.unwrap_or(Dialect::OsRegex), text, negate) {
-                    Ok(p) => rule.cond.fields.push((FieldName::parse(fname), p)),
-                    Err(e) => problems
-                        .push((l, format!("{who}: invalid <field> pattern '{text}': {e:?}"))),
+                let (ty, negate, bang_negates) = matcher_attrs(c, dialect, &who, &mut problems);
+                let frag = Frag {
+                    text: text.to_string(),
+                    dialect: ty,
+                    negate,
+                    bang_negates,
+                };
+                if let Some(m) = compile(Dialect::OsRegex, Some(&frag), "field", &mut problems, l) {
+                    rule.cond
+                        .fields
+                        .push((FieldName::parse_in(fname, dialect), m));
                 }
             }
             "mitre" if dialect.is_wazuh() => {
@@ -626,7 +642,7 @@ pub(crate) fn parse_rule(
         for (slot, field, what) in [
             (&t.protocol, FieldName::Protocol, "protocol"),
             (&t.system_name, FieldName::SystemName, "system_name"),
-            (&t.data, FieldName::Data, "data"),
+            (&t.data, FieldName::parse_in("data", dialect), "data"),
         ] {
             if let Some(m) = compile(Dialect::OsMatch, slot.as_ref(), what, p, ln) {
                 rule.cond.fields.push((field, m));
@@ -753,7 +769,8 @@ fn wazuh_filter(element: &str, text: &str) -> Option<Result<StaticFilter, String
         "action" => FilterField::Field(FieldName::Action),
         "id" => FilterField::Field(FieldName::Id),
         "url" => FilterField::Field(FieldName::Url),
-        "data" | "extra_data" => FilterField::Field(FieldName::Data),
+        "data" => FilterField::Field(FieldName::parse_in("data", RulesetDialect::Wazuh)),
+        "extra_data" => FilterField::Field(FieldName::Data),
         "status" => FilterField::Field(FieldName::Status),
         "system_name" => FilterField::Field(FieldName::SystemName),
         "location" | "agent" => FilterField::Location,
@@ -764,7 +781,7 @@ fn wazuh_filter(element: &str, text: &str) -> Option<Result<StaticFilter, String
             if name.is_empty() {
                 return Some(Err(format!("<{element}> needs a field name")));
             }
-            FilterField::Field(FieldName::parse(name))
+            FilterField::Field(FieldName::parse_in(name, RulesetDialect::Wazuh))
         }
         _ => return Some(Err(format!("invalid option <{element}>"))),
     };

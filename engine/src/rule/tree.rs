@@ -163,7 +163,9 @@ impl Builder {
             }
             return;
         }
-        self.load_lists(&rule);
+        if !self.load_lists(&rule) {
+            return;
+        }
         let id = rule.id;
         let line = rule.line;
         if id < 10 {
@@ -176,6 +178,9 @@ impl Builder {
             self.wire(idx);
         } else if overwrite {
             match self.rs.by_id.get(&id).copied() {
+                Some(existing) if self.opts.dialect.is_wazuh() => {
+                    overwrite_wazuh_rule(&mut self.rs.rules[existing], rule)
+                }
                 Some(existing) => overwrite_rule(&mut self.rs.rules[existing], rule),
                 None => self.err(
                     file,
@@ -204,7 +209,9 @@ impl Builder {
         }
     }
 
-    fn load_lists(&mut self, rule: &Rule) {
+    /// Loads the lists `rule` reads; false when the rule must be left out
+    /// (Wazuh leaves out a rule whose list is missing, with a warning).
+    fn load_lists(&mut self, rule: &Rule) -> bool {
         for lc in &rule.cond.lists {
             if self.rs.lists.contains_key(&lc.path) {
                 continue;
@@ -217,17 +224,15 @@ impl Builder {
                     self.rs.lists.insert(lc.path.clone(), list);
                 }
                 None if self.opts.dialect.is_wazuh() => {
-                    // Wazuh loads only the lists its configuration names;
-                    // a rule on another list never matches.
-                    self.rs.lists.insert(lc.path.clone(), cond::KeyList::new());
                     self.rs.warnings.push(LoadError::new(
                         rule.file.clone(),
                         rule.line,
                         format!(
-                            "rule {}: list '{}' not found; the lookup finds nothing",
+                            "rule {}: list '{}' not found; the rule is ignored, as Wazuh does",
                             rule.id, lc.path
                         ),
                     ));
+                    return false;
                 }
                 None => {
                     let tried: Vec<String> =
@@ -245,6 +250,7 @@ impl Builder {
                 }
             }
         }
+        true
     }
 
     fn push_rule(&mut self, rule: Rule) -> RuleIdx {
@@ -431,6 +437,29 @@ impl Builder {
             Err(LoadErrors(self.errors))
         }
     }
+}
+
+/// Wazuh's overwrite: every condition, option and annotation of the new
+/// rule replaces the old one's; the tree position, the category and the
+/// context wiring stay (as in OSSEC).
+fn overwrite_wazuh_rule(old: &mut Rule, new: Rule) {
+    old.level = new.level;
+    old.sort_level = new.sort_level;
+    old.maxsize = new.maxsize;
+    old.frequency = new.frequency;
+    old.fires_after = new.fires_after;
+    old.timeframe = new.timeframe;
+    old.ignore_secs = new.ignore_secs;
+    old.noalert = new.noalert;
+    old.group = new.group;
+    old.description = new.description;
+    old.info = new.info;
+    old.mitre = new.mitre;
+    old.options = new.options;
+    old.cond = new.cond;
+    old.ctx = new.ctx;
+    old.ignore_fields = new.ignore_fields;
+    old.check_if_ignored = new.check_if_ignored;
 }
 
 /// `OS_AddRuleInfo`: copy what OSSEC copies onto the existing rule. Not
