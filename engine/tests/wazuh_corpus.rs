@@ -4,6 +4,9 @@
 //! cases with Wazuh's runner semantics. A missing corpus fails the test
 //! (as the OSSEC corpus tests do), it is never skipped.
 
+// Test code: a failed setup step should stop it loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -813,6 +813,36 @@ mod tests {
     }
 
     #[test]
+    fn ruleset_dialect() {
+        let dir = std::env::temp_dir();
+        let base = dir.join("m.toml");
+        let default = render_default("127.0.0.1:1514".parse().unwrap(), "127.0.0.1:1514");
+        let parse = |body: &str| {
+            let text = default.replacen("[ruleset]\n", &format!("[ruleset]\n{body}\n"), 1);
+            ManagerConfig::parse(&text, &base)
+        };
+        assert_eq!(parse("").unwrap().ruleset.dialect(), RulesetDialect::Ossec);
+        let c = parse("dialect = \"wazuh\"").unwrap();
+        assert_eq!(c.ruleset.dialect(), RulesetDialect::Wazuh);
+        let c = parse(&format!("wazuh_ruleset = {:?}", dir.display().to_string())).unwrap();
+        assert_eq!(c.ruleset.dialect(), RulesetDialect::Wazuh);
+        assert_eq!(c.ruleset.wazuh_ruleset.as_deref(), Some(dir.as_path()));
+        let msg = parse("dialect = \"snort\"").unwrap_err().to_string();
+        assert!(msg.contains("ruleset.dialect"), "{msg}");
+        let msg = parse(&format!(
+            "dialect = \"ossec\"\nwazuh_ruleset = {:?}",
+            dir.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("ruleset.wazuh_ruleset"), "{msg}");
+        let msg = parse("dialect = \"wazuh\"\nossec_etc = \"/\"")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("ruleset.ossec_etc"), "{msg}");
+    }
+
+    #[test]
     fn unknown_keys_are_named_with_their_line() {
         let err = ManagerConfig::parse(
             "[server]\nlisten = \"0.0.0.0:1514\"\nlisten_port = 3\n",
