@@ -9,11 +9,18 @@
 //! spool is sent again, and a heartbeat goes out at once so the manager
 //! learns the spool depth and the dropped count as soon as it is back.
 //!
-//! Events go out in batches of `batch_events`; a batch that is not full is
-//! held until its oldest event is `batch_age` old, so a busy agent sends
-//! few large batches and a quiet one still sends within that delay. At
-//! most [`WINDOW`] batches are unacknowledged; the spool, not memory, holds
-//! everything else.
+//! Events go out in batches of `batch_events`, and of at most the bytes
+//! the manager announces in its Welcome (`max_batch_bytes`); a batch that
+//! is not full is held until its oldest event is `batch_age` old, so a
+//! busy agent sends few large batches and a quiet one still sends within
+//! that delay. At most [`WINDOW`] batches are unacknowledged; the spool,
+//! not memory, holds everything else.
+//!
+//! A batch is never larger than the manager takes, so it is never refused
+//! and resent forever: an event too large for any batch is sent cut and
+//! flagged `truncated` (the spool keeps it whole until acknowledged).
+//! Events the full spool dropped before they were sent are declared in the
+//! next batch (`lost_before`), so the manager accepts the gap.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -39,6 +46,16 @@ use crate::spool::{DROPPED_EVENTS, Spool, SpoolError};
 
 /// Batches sent but not yet acknowledged.
 pub const WINDOW: usize = 8;
+/// The batch limit when the manager announces none (one that predates
+/// it): tonic's default 4 MiB message limit, less headroom.
+pub const DEFAULT_BATCH_BYTES: u64 = (4 << 20) - (64 << 10);
+/// What an event costs in a batch beside its line, location and format
+/// (field tags, lengths, sequence, time), rounded up.
+const EVENT_OVERHEAD: u64 = 64;
+/// What a batch costs beside its events (message tags, `lost_before`).
+const BATCH_OVERHEAD: u64 = 64;
+/// The smallest batch limit the agent works with, whatever is announced.
+const MIN_BATCH_BYTES: u64 = 4096;
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
@@ -248,6 +265,7 @@ impl Uplink {
                 .unwrap_or_default(),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             started_at: Some(self.started_at),
+            spool_id: self.spool.id().await?,
         }))
         .await?;
         let mut inbound = client
@@ -270,7 +288,15 @@ impl Uplink {
                 ));
             }
         };
-        info!(agent = %welcome.agent_id, name = %welcome.agent_name, stored = welcome.last_sequence, "Connected to the manager.");
+        let batch_bytes = match welcome.max_batch_bytes {
+            0 => DEFAULT_BATCH_BYTES,
+            n => n.max(MIN_BATCH_BYTES),
+        };
+        info!(agent = %welcome.agent_id, name = %welcome.agent_name, stored = welcome.last_sequence, batch_bytes, "Connected to the manager.");
+        // What the events of one batch may take.
+        let budget = batch_bytes - BATCH_OVERHEAD;
+        self.responder
+            .set_announced_manager_addresses(&welcome.manager_addresses);
         self.spool.acknowledge(welcome.last_sequence).await?;
         let mut acked = welcome.last_sequence;
         let mut sent = welcome.last_sequence;
@@ -297,13 +323,18 @@ impl Uplink {
             // take a moment and batches fill up meanwhile (up to
             // `batch_events`, held at most `batch_age`).
             while in_flight.len() < WINDOW && hold_until.is_none() {
-                let batch = self.spool.pending(sent, self.config.batch_events).await?;
+                let (batch, full) = self
+                    .spool
+                    .pending_within(sent, self.config.batch_events, budget, EVENT_OVERHEAD)
+                    .await?;
                 let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
                     break;
                 };
                 let last = last.sequence;
+                let lost_before = first.sequence.saturating_sub(sent + 1);
                 let age = jiff::Timestamp::now().as_millisecond() - first.event.read_at;
                 if !in_flight.is_empty()
+                    && !full
                     && batch.len() < self.config.batch_events as usize
                     && age < batch_age
                 {
@@ -312,18 +343,37 @@ impl Uplink {
                         Some(tokio::time::Instant::now() + Duration::from_millis(wait.max(1)));
                     break;
                 }
+                if lost_before > 0 {
+                    warn!(
+                        lost = lost_before,
+                        from = sent + 1,
+                        to = first.sequence - 1,
+                        "Events dropped from the full spool before they were sent; telling the manager."
+                    );
+                }
                 let events = batch
                     .into_iter()
-                    .map(|e| Event {
-                        sequence: e.sequence,
-                        location: e.event.location,
-                        read_at: Some(palisade_common::time::proto_from_millis(e.event.read_at)),
-                        line: e.event.line,
-                        log_format: e.event.log_format,
-                        truncated: e.event.truncated,
+                    .map(|e| {
+                        fit_in_batch(
+                            Event {
+                                sequence: e.sequence,
+                                location: e.event.location,
+                                read_at: Some(palisade_common::time::proto_from_millis(
+                                    e.event.read_at,
+                                )),
+                                line: e.event.line,
+                                log_format: e.event.log_format,
+                                truncated: e.event.truncated,
+                            },
+                            budget,
+                        )
                     })
                     .collect();
-                send(AgentKind::Events(EventBatch { events })).await?;
+                send(AgentKind::Events(EventBatch {
+                    events,
+                    lost_before,
+                }))
+                .await?;
                 sent = last;
                 in_flight.push_back(last);
             }
@@ -367,6 +417,28 @@ impl Uplink {
     }
 }
 
+/// `event`, its line cut (and flagged `truncated`) when the event alone
+/// would take more than `budget` bytes of a batch.
+fn fit_in_batch(mut event: Event, budget: u64) -> Event {
+    use prost::Message;
+    // Two bytes of room for the flag, which a cut sets.
+    let size = event.encoded_len() as u64 + EVENT_OVERHEAD + 2;
+    if size > budget {
+        let length = event.line.len();
+        let keep = (length as u64).saturating_sub(size - budget);
+        event.line.truncate(usize::try_from(keep).unwrap_or(0));
+        event.truncated = true;
+        warn!(
+            sequence = event.sequence,
+            length,
+            kept = event.line.len(),
+            limit = budget,
+            "An event is larger than the manager's batch limit; sent cut and flagged truncated."
+        );
+    }
+    event
+}
+
 /// Sleeps until `t`, or forever without one.
 async fn sleep_until_some(t: Option<tokio::time::Instant>) {
     match t {
@@ -403,4 +475,52 @@ fn explain_status(status: tonic::Status) -> UplinkError {
         )));
     }
     UplinkError::Status(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn event(line: usize) -> Event {
+        Event {
+            sequence: u64::MAX,
+            location: "/var/log/nginx/access.log".into(),
+            read_at: Some(palisade_common::time::proto_from_millis(i64::MAX)),
+            line: vec![b'x'; line],
+            log_format: "nginx".into(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn an_event_too_large_for_a_batch_is_cut_to_fit_and_flagged() {
+        let budget = 100_000;
+        let fitted = fit_in_batch(event(4 << 20), budget);
+        assert!(fitted.truncated);
+        assert!(fitted.encoded_len() as u64 + EVENT_OVERHEAD <= budget);
+        assert!(fitted.line.len() > 90_000, "cut no more than needed");
+        // One that fits is left alone.
+        let small = fit_in_batch(event(1000), budget);
+        assert!(!small.truncated);
+        assert_eq!(small.line.len(), 1000);
+    }
+
+    #[test]
+    fn the_overheads_cover_every_field() {
+        // Every number at its longest, a line whose length takes 4 bytes.
+        let e = event(16 << 20);
+        let data = (e.line.len() + e.location.len() + e.log_format.len()) as u64;
+        let batch = AgentMessage {
+            kind: Some(AgentKind::Events(EventBatch {
+                events: vec![e.clone(), e],
+                lost_before: u64::MAX,
+            })),
+        };
+        let encoded = batch.encoded_len() as u64;
+        assert!(
+            encoded <= 2 * (data + EVENT_OVERHEAD) + BATCH_OVERHEAD,
+            "{encoded} bytes for {data} bytes of data twice"
+        );
+    }
 }

@@ -11,6 +11,8 @@
 //! - [`network`]: addresses and CIDRs as written, IPv4-mapped forms folded.
 //! - [`address`]: **the one address policy**, "may this IP be blocked?",
 //!   applied by the manager and again by the agent.
+//! - [`hostfacts`]: what the policy protects, read from the host
+//!   (addresses, subnets, gateways, resolvers).
 //! - [`time`]: epoch milliseconds, `jiff` and protobuf timestamps.
 //! - [`tls`]: the client side of mutual TLS, the CA fingerprint, error
 //!   chains that show the TLS alert.
@@ -28,6 +30,7 @@ pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod hostfacts;
 pub mod logging;
 pub mod network;
 pub mod signal;

@@ -395,8 +395,24 @@ impl Engine {
     /// Decodes a pre-decoded event in place, then runs the rules; returns
     /// the alert if one is due.
     pub fn process(&mut self, event: &mut Event, now: Timestamp) -> Option<Alert> {
+        #[cfg(feature = "test-panic-trigger")]
+        test_panic_trigger::before_decoding(event);
         self.ruleset.decoders.decode(event);
         self.judge(event, now).into_alert()
+    }
+
+    /// Makes the engine fit to go on after a panic was caught in
+    /// [`process`](Self::process) (the manager contains one to its event):
+    /// the per-event scratch is rebuilt on the next event anyway, and the
+    /// correlation memory is kept when its links hold
+    /// ([`Correlator::check_consistency`]; see [`crate::correlate`] on why
+    /// they do) and started afresh when not. Returns why it was reset, if
+    /// it was.
+    pub fn recover_after_panic(&mut self) -> Option<String> {
+        self.lower_buf = Vec::new();
+        let broken = self.state.check_consistency().err()?;
+        self.state.reset();
+        Some(broken)
     }
 
     /// Runs only the rules on an already decoded event (`ossec-logtest`'s
@@ -778,4 +794,30 @@ fn ignore_key(ev: &Event, sel: IgnoreFields, data_from_ignore: bool) -> String {
         },
     ]
     .join(" ")
+}
+
+/// Test-only panic triggers (cargo feature `test-panic-trigger`, never
+/// enabled in a build that ships): no input makes the engine panic, so the
+/// manager's containment of a panic is tested with these. A line holding
+/// [`BEFORE_DECODING`] panics before the decoders run; one holding
+/// [`IN_STORE`] panics in the middle of storing its alert in the
+/// correlation memory, leaving it inconsistent (the worst case).
+#[cfg(feature = "test-panic-trigger")]
+pub mod test_panic_trigger {
+    use crate::event::Event;
+
+    /// Panics before decoding.
+    pub const BEFORE_DECODING: &[u8] = b"PALISADE-TEST-PANIC-BEFORE-DECODING";
+    /// Panics half-way through storing the event's alert.
+    pub const IN_STORE: &[u8] = b"PALISADE-TEST-PANIC-IN-STORE";
+
+    pub(crate) fn holds(event: &Event, trigger: &[u8]) -> bool {
+        memchr::memmem::find(&event.full_log, trigger).is_some()
+    }
+
+    pub(crate) fn before_decoding(event: &Event) {
+        if holds(event, BEFORE_DECODING) {
+            panic!("test panic trigger: before decoding");
+        }
+    }
 }

@@ -304,6 +304,11 @@ async fn dispatch(command: Command) -> ExitCode {
                         "  operator:      {} (for palisadectl --config)",
                         report.ctl_config.display()
                     );
+                    if let Some(ip) = report.ssh_client {
+                        println!(
+                            "  white list:    {ip} added, the address of your SSH session (never blocked)"
+                        );
+                    }
                     if let Ok(f) =
                         crate::enroll::ca_fingerprint(&options.dir.join("pki").join("ca.pem"))
                     {
@@ -383,6 +388,17 @@ async fn dispatch(command: Command) -> ExitCode {
                     }
                 }
                 let text = ConfigError::read(&arg.config).unwrap_or_default();
+                let ruleset = match crate::ruleset::load(&config.ruleset) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("palisade-manager: the ruleset does not load\n{e}");
+                        return ExitCode::from(Exit::Usage);
+                    }
+                };
+                // Warnings, not errors: OSSEC's decoders stay usable as they are.
+                for finding in crate::ruleset::steerable_decoders(&ruleset) {
+                    eprintln!("palisade-manager: warning: {finding}");
+                }
                 match missing.into_result(&arg.config, &text) {
                     Ok(()) => {
                         println!("{}: configuration is valid", arg.config.display());

@@ -39,6 +39,8 @@ struct RawConfig {
     metrics: crate::metrics::RawMetrics,
     #[serde(default)]
     enrollment: crate::enroll::RawEnrollment,
+    #[serde(default)]
+    limits: crate::limits::RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,6 +206,7 @@ impl Default for RawStorage {
 struct RawGlobal {
     #[serde(default)]
     white_list: Vec<String>,
+    max_new_blocks_per_minute: Option<u32>,
 }
 
 fn default_listen() -> String {
@@ -256,6 +259,9 @@ pub struct ManagerConfig {
     pub logall: bool,
     /// Addresses and networks never to block.
     pub white_list: Vec<ipnet::IpNet>,
+    /// The circuit breaker: more new blocks than this on one agent within
+    /// a minute stop new blocks there (0: never).
+    pub max_new_blocks_per_minute: u32,
     /// Where decoders and rules come from.
     pub ruleset: crate::ruleset::RulesetSource,
     /// Which clock correlation uses.
@@ -276,6 +282,8 @@ pub struct ManagerConfig {
     pub metrics: crate::metrics::MetricsConfig,
     /// Agent enrollment with tokens.
     pub enrollment: crate::enroll::EnrollmentConfig,
+    /// Sizes taken in from agents (`[limits]`).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// Three missed heartbeats (30 s each, the agent's default) plus 30 s, as
@@ -408,6 +416,7 @@ impl ManagerConfig {
         let retention = crate::retention::compile(raw.retention, base, &mut errors);
         let metrics = crate::metrics::compile(raw.metrics, base, &mut errors);
         let enrollment = crate::enroll::compile(raw.enrollment, base, &mut errors);
+        let limits = crate::limits::compile(raw.limits, &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(errors.into_error(path, text));
         };
@@ -423,6 +432,10 @@ impl ManagerConfig {
             database: base.join(raw.storage.database),
             logall: raw.storage.logall,
             white_list,
+            max_new_blocks_per_minute: raw
+                .global
+                .max_new_blocks_per_minute
+                .unwrap_or(crate::breaker::DEFAULT_MAX_PER_MINUTE),
             ruleset,
             time_source,
             barrier,
@@ -433,6 +446,7 @@ impl ManagerConfig {
             retention,
             metrics,
             enrollment,
+            limits,
         })
     }
 }
@@ -694,7 +708,26 @@ pub fn toml_error(e: &toml::de::Error) -> String {
 
 /// The manager.toml that `init` writes, every option shown.
 pub fn render_default(listen: SocketAddr, advertise: &str) -> String {
+    render_with_white_list(listen, advertise, None)
+}
+
+/// [`render_default`], white-listing also `ssh_client`, the address of
+/// the operator's SSH session (as fail2ban's `ignoreself`).
+pub fn render_with_white_list(
+    listen: SocketAddr,
+    advertise: &str,
+    ssh_client: Option<std::net::IpAddr>,
+) -> String {
     let enroll_listen = SocketAddr::new(listen.ip(), crate::enroll::DEFAULT_PORT);
+    let mut white_list = vec!["\"127.0.0.1\"".to_string(), "\"::1\"".to_string()];
+    let mut ssh_note = String::new();
+    if let Some(ip) = ssh_client {
+        white_list.push(format!("\"{ip}\""));
+        ssh_note = format!(
+            "\n# {ip} is the address of the SSH session that ran `init`, so a block\n# never locks its operator out."
+        );
+    }
+    let white_list = white_list.join(", ");
     format!(
         r#"# Palisade manager configuration. Relative paths are relative to this file.
 
@@ -716,8 +749,12 @@ database = "palisade.db"
 logall = true
 
 [global]
-# Addresses and networks that are never blocked.
-white_list = ["127.0.0.1", "::1"]
+# Addresses and networks that are never blocked.{ssh_note}
+white_list = [{white_list}]
+# The circuit breaker: more new blocks than this on one agent within a
+# minute stop new blocks there, raise an alert (rule 690) and wait for
+# `palisadectl breaker reset AGENT`. 0 turns it off.
+max_new_blocks_per_minute = 60
 
 [ruleset]
 # Palisade's own ruleset is built in. To judge with an existing OSSEC

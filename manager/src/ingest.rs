@@ -3,11 +3,18 @@
 //!
 //! The agent's identity comes from its verified client certificate and is
 //! checked against the database when the stream opens (registered, not
-//! removed, this very certificate). Each event batch goes to the pipeline
-//! and is acknowledged only after it is committed, with the agent's
-//! highest stored sequence number, so a batch sent twice is stored once.
-//! Hellos, heartbeats and command results update the agent's record.
+//! removed, this very certificate). The stream's first message must be
+//! Hello ([`crate::protocol`] checks it); only then does the manager
+//! answer with Welcome (the stored sequence, the batch byte limit) and
+//! count the agent as connected. A Hello naming a new spool resets the
+//! agent's sequence (a reinstalled agent starts again at 1), said at WARN.
+//! Each event batch goes to the pipeline and is acknowledged only after
+//! it is committed, with the agent's highest stored sequence number, so a
+//! batch sent twice is stored once. Heartbeats and command results update
+//! the agent's record. Every refusal is logged at WARN with its reason,
+//! which the agent receives too.
 
+use palisade_engine::escape::Escaped;
 use palisade_proto::identity::{self, Role};
 use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::agent_service_server::AgentService;
@@ -20,9 +27,10 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::pipeline::{Pipeline, Source};
+use crate::protocol::{self, HELLO_TIMEOUT};
 use crate::responder::Responder;
 use crate::sessions::{AgentSender, EndReason, SessionGuard, Sessions};
-use crate::store::{AgentHello, IncomingEvent, Store};
+use crate::store::{AgentHello, IncomingEvent, SpoolChange, Store};
 use crate::wire;
 
 /// The agent stream service.
@@ -33,6 +41,8 @@ pub struct Ingest {
     pipeline: Pipeline,
     responder: Responder,
     shutdown: CancellationToken,
+    /// Announced in Welcome (`[limits] max_batch_bytes`).
+    max_batch_bytes: usize,
 }
 
 impl Ingest {
@@ -51,7 +61,25 @@ impl Ingest {
             pipeline,
             responder,
             shutdown,
+            max_batch_bytes: crate::limits::DEFAULT_MAX_BATCH_BYTES,
         }
+    }
+
+    /// Announces `bytes` as the batch limit in Welcome.
+    pub fn with_max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
+        self
+    }
+
+    /// What the Welcome tells an agent never to block: the address it
+    /// reached, and this host's addresses (at most 64).
+    fn announced_addresses(&self, local: Option<std::net::SocketAddr>) -> Vec<String> {
+        let mut addresses = self.responder.own_addresses();
+        addresses.extend(local.map(|a| a.ip().to_canonical()));
+        addresses.sort();
+        addresses.dedup();
+        addresses.truncate(64);
+        addresses.iter().map(ToString::to_string).collect()
     }
 
     /// Checks a peer against the database; returns its id and name.
@@ -64,7 +92,7 @@ impl Ingest {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let refuse = |status: Status| {
-            warn!(%peer, reason = status.message(), "Refused agent stream.");
+            warn!(%peer, reason = %Escaped(status.message()), "Refused agent stream.");
             status
         };
         let id = identity::identity_from_request(request)
@@ -113,40 +141,141 @@ impl AgentService for Ingest {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let (agent_id, name, serial) = self.admit(&request).await?;
         let address = request.remote_addr().map(|a| a.ip().to_string());
-        let record = self
+        let (tx, rx) = mpsc::channel(64);
+        let opening = Opening {
+            ingest: self.clone(),
+            agent_id,
+            name,
+            serial,
+            address,
+            local: request.local_addr(),
+            tx,
+        };
+        tokio::spawn(opening.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// A stream admitted by its certificate, waiting for its Hello.
+struct Opening {
+    ingest: Ingest,
+    agent_id: String,
+    name: String,
+    serial: String,
+    address: Option<String>,
+    /// The address the agent reached (announced back in the Welcome).
+    local: Option<std::net::SocketAddr>,
+    tx: AgentSender,
+}
+
+impl Opening {
+    async fn run(self, mut inbound: Streaming<AgentMessage>) {
+        let agent = self.agent_id.clone();
+        match self.open(&mut inbound).await {
+            Ok(task) => task.run(inbound).await,
+            Err(status) => {
+                warn!(%agent, reason = %Escaped(status.message()), "Refused agent stream.");
+                let _ = self.tx.send(Err(status)).await;
+            }
+        }
+    }
+
+    /// Reads and checks the Hello, records it, answers with Welcome and
+    /// registers the stream.
+    async fn open(&self, inbound: &mut Streaming<AgentMessage>) -> Result<SessionTask, Status> {
+        let agent = &self.agent_id;
+        let ingest = &self.ingest;
+        let first = tokio::select! {
+            _ = ingest.shutdown.cancelled() => {
+                return Err(Status::unavailable("manager is shutting down"));
+            }
+            m = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => match m {
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "no Hello within {} s of opening the stream",
+                        HELLO_TIMEOUT.as_secs()
+                    )));
+                }
+                Ok(Err(status)) => return Err(status),
+                Ok(Ok(None)) => {
+                    return Err(Status::cancelled("the agent closed the stream before its Hello"));
+                }
+                Ok(Ok(Some(m))) => m,
+            },
+        };
+        let hello = protocol::first_message(first.kind)
+            .map_err(|v| Status::failed_precondition(v.to_string()))?;
+        protocol::check_hello(&hello).map_err(|v| Status::invalid_argument(v.to_string()))?;
+        info!(
+            %agent,
+            version = %Escaped(&hello.agent_version),
+            hostname = %Escaped(&hello.hostname),
+            os = %Escaped(&hello.os),
+            spool = %Escaped(&hello.spool_id),
+            "Agent said hello."
+        );
+        let started_at = hello
+            .started_at
+            .as_ref()
+            .map(wire::millis)
+            .map(|t| protocol::sane_read_at(t, crate::store::now_ms()))
+            .and_then(|(t, clamped)| (!clamped).then_some(t));
+        ingest
             .store
-            .agent(&agent_id)
+            .agent_connected(
+                agent,
+                &AgentHello {
+                    version: &hello.agent_version,
+                    hostname: &hello.hostname,
+                    os: &hello.os,
+                    address: self.address.clone(),
+                    started_at,
+                },
+            )
+            .await?;
+        match ingest.store.agent_spool(agent, &hello.spool_id).await? {
+            SpoolChange::New { last_sequence } => warn!(
+                %agent,
+                spool = %Escaped(&hello.spool_id),
+                stored_until = last_sequence,
+                "The agent's spool is new (a reinstalled agent, or its spool was deleted): its sequence numbers start again at 1, and are accepted from there."
+            ),
+            SpoolChange::First | SpoolChange::Same => {}
+        }
+        let record = ingest
+            .store
+            .agent(agent)
             .await?
             .ok_or_else(|| Status::internal("agent vanished"))?;
-        let (tx, rx) = mpsc::channel(64);
         let welcome = ManagerMessage {
             kind: Some(ManagerKind::Welcome(Welcome {
-                agent_id: agent_id.clone(),
-                agent_name: name.clone(),
+                agent_id: agent.clone(),
+                agent_name: self.name.clone(),
                 last_sequence: record.last_sequence,
                 protocol_version: palisade_proto::PROTOCOL_VERSION,
+                max_batch_bytes: ingest.max_batch_bytes as u64,
+                manager_addresses: ingest.announced_addresses(self.local),
             })),
         };
-        tx.send(Ok(welcome))
+        self.tx
+            .send(Ok(welcome))
             .await
-            .map_err(|_| Status::internal("stream closed"))?;
-        let guard = self
-            .sessions
-            .register(&agent_id, &serial, tx.clone(), &self.shutdown);
-        info!(agent = %agent_id, %name, address = address.as_deref().unwrap_or("-"), "Agent stream opened.");
-        let task = SessionTask {
-            store: self.store.clone(),
-            sessions: self.sessions.clone(),
-            pipeline: self.pipeline.clone(),
-            responder: self.responder.clone(),
+            .map_err(|_| Status::cancelled("stream closed"))?;
+        let guard =
+            ingest
+                .sessions
+                .register(agent, &self.serial, self.tx.clone(), &ingest.shutdown);
+        info!(%agent, name = %Escaped(&self.name), address = self.address.as_deref().unwrap_or("-"), "Agent stream opened.");
+        Ok(SessionTask {
+            store: ingest.store.clone(),
+            sessions: ingest.sessions.clone(),
+            pipeline: ingest.pipeline.clone(),
+            responder: ingest.responder.clone(),
             source: Source::agent(&record),
-            agent_id,
-            address,
-            tx,
+            agent_id: agent.clone(),
+            tx: self.tx.clone(),
             guard,
-        };
-        tokio::spawn(task.run(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        })
     }
 }
 
@@ -158,7 +287,6 @@ struct SessionTask {
     /// The agent as the pipeline knows it.
     source: Source,
     agent_id: String,
-    address: Option<String>,
     tx: AgentSender,
     guard: SessionGuard,
 }
@@ -194,14 +322,27 @@ impl SessionTask {
                 Ok(Some(m)) => {
                     self.guard.heard();
                     if let Err(status) = self.handle(m).await {
-                        warn!(%agent, error = %status.message(), "Agent stream failed.");
+                        warn!(%agent, error = %Escaped(status.message()), "Agent stream failed.");
                         let _ = self.tx.send(Err(status)).await;
                         break;
                     }
                 }
                 Ok(None) => break,
                 Err(status) => {
-                    debug!(%agent, error = %status, "Agent stream broke.");
+                    // A message over the size limit, a malformed one: the
+                    // agent's fault, said at WARN. A connection that went
+                    // away is not.
+                    if matches!(
+                        status.code(),
+                        tonic::Code::ResourceExhausted
+                            | tonic::Code::InvalidArgument
+                            | tonic::Code::Internal
+                            | tonic::Code::OutOfRange
+                    ) {
+                        warn!(%agent, reason = %Escaped(status.message()), "Refused a message; the stream ended.");
+                    } else {
+                        debug!(%agent, error = %Escaped(&status.to_string()), "Agent stream broke.");
+                    }
                     break;
                 }
             }
@@ -215,31 +356,18 @@ impl SessionTask {
 
     async fn handle(&mut self, message: AgentMessage) -> Result<(), Status> {
         match message.kind {
-            Some(AgentKind::Hello(hello)) => {
-                info!(
-                    agent = %self.agent_id,
-                    version = %hello.agent_version,
-                    hostname = %hello.hostname,
-                    os = %hello.os,
-                    "Agent said hello."
-                );
-                self.store
-                    .agent_connected(
-                        &self.agent_id,
-                        &AgentHello {
-                            version: &hello.agent_version,
-                            hostname: &hello.hostname,
-                            os: &hello.os,
-                            address: self.address.clone(),
-                            started_at: hello.started_at.as_ref().map(wire::millis),
-                        },
-                    )
-                    .await?;
+            Some(AgentKind::Hello(_)) => {
+                return Err(Status::failed_precondition(
+                    "Hello was already said on this stream",
+                ));
             }
             Some(AgentKind::Events(batch)) => {
                 let events: Vec<IncomingEvent<'_>> =
                     batch.events.iter().map(wire::incoming_event).collect();
-                let highest = self.pipeline.process(&mut self.source, &events).await?;
+                let highest = self
+                    .pipeline
+                    .process(&mut self.source, &events, batch.lost_before)
+                    .await?;
                 let ack = ManagerMessage {
                     kind: Some(ManagerKind::Ack(Ack { sequence: highest })),
                 };

@@ -10,6 +10,9 @@
 //! - [`store`]: the SQLite database.
 //! - [`ruleset`]: the embedded default ruleset, or an OSSEC `etc`, and the
 //!   engine settings of `[ruleset]` (the daemon's and logtest's).
+//! - [`limits`]: `[limits]`, the sizes taken in from agents.
+//! - [`protocol`]: what an agent may send on its stream, checked before
+//!   use (Hello first, sequences, field lengths, times).
 //! - [`pipeline`]: a batch of events through the engine thread
 //!   ([`pipeline::analysis`]), the store, the responder and the outputs.
 //! - [`responder`]: active-response decisions, delivery and results.
@@ -45,18 +48,21 @@
 #![forbid(unsafe_code)]
 
 pub mod alert_files;
+pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod enroll;
 pub mod import_ossec;
 pub mod ingest;
+pub mod limits;
 pub mod logtest_cli;
 pub mod mail;
 pub mod metrics;
 pub mod outputs;
 pub mod pipeline;
 pub mod pki;
+pub mod protocol;
 pub mod responder;
 pub mod retention;
 pub mod ruleset;
@@ -226,6 +232,9 @@ pub async fn run(
     };
     let tls = tls::server_config(&config.ca_cert, &config.cert, &config.key)?;
     let ruleset = std::sync::Arc::new(ruleset::load(&config.ruleset)?);
+    for finding in ruleset::steerable_decoders(&ruleset) {
+        tracing::warn!(decoder = finding.known.decoder, "{finding}");
+    }
     let hostname = setup::host_name();
     let judging = ruleset::Judging::of(&config);
     let analyzer = pipeline::analysis::Analyzer::start(
@@ -276,13 +285,12 @@ pub async fn run(
         shutdown.clone(),
     ));
 
-    let mut own = palisade_common::address::host_addresses().unwrap_or_else(|error| {
-        warn!(%error, "Cannot list this host's addresses; only the listen address is protected.");
-        Vec::new()
-    });
-    if !config.listen.ip().is_unspecified() {
-        own.push(config.listen.ip());
-    }
+    // The interfaces' addresses are read by the responder, again when
+    // they change; the listen address is protected besides.
+    let own: Vec<std::net::IpAddr> = Some(config.listen.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .into_iter()
+        .collect();
     let responder = responder::Responder::new(
         config.responses.clone(),
         config.white_list.clone(),
@@ -291,7 +299,9 @@ pub async fn run(
         sessions.clone(),
     )
     .with_stats(stats.clone())
-    .with_mailer(mailer);
+    .with_mailer(mailer)
+    .with_breaker_limit(config.max_new_blocks_per_minute)
+    .with_outputs(outputs.clone());
     let metrics = match metrics_listener {
         Some(listener) => {
             let sources = metrics::Sources {
@@ -314,14 +324,16 @@ pub async fn run(
         responder.clone(),
         outputs.clone(),
         config.logall,
-    );
+    )
+    .with_max_line_length(config.limits.max_line_length);
     let ingest = ingest::Ingest::new(
         store.clone(),
         sessions.clone(),
         pipeline,
         responder.clone(),
         shutdown.clone(),
-    );
+    )
+    .with_max_batch_bytes(config.limits.max_batch_bytes);
     let control = control::Control::new(
         store.clone(),
         sessions.clone(),
@@ -346,7 +358,12 @@ pub async fn run(
     palisade_common::systemd::spawn_watchdog(shutdown.clone());
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(AgentServiceServer::new(ingest))
+        .add_service(
+            // Explicit: an agent batches below max_batch_bytes, and this
+            // leaves headroom above it ([limits]).
+            AgentServiceServer::new(ingest)
+                .max_decoding_message_size(config.limits.max_message_size),
+        )
         .add_service(ControlServiceServer::new(control))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     let result = tokio::select! {

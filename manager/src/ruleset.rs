@@ -4,6 +4,11 @@
 //! that local rules can refer to and overwrite it, as OSSEC's
 //! `local_rules.xml` does.
 //!
+//! OSSEC's decoders are kept as they are, including those known to take
+//! an address or a user from text the client writes
+//! ([`steerable_decoders`], warned about once at start-up and by
+//! `check-config`).
+//!
 //! And how the engine judges with them ([`Judging`]: the barrier and the
 //! clock of `[ruleset]`), read here once for the daemon and for
 //! `logtest -c` / `ruletest -c`, so that a preview shows the alerts the
@@ -12,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use jiff::tz::TimeZone;
-use palisade_engine::correlate::Barrier;
+use palisade_engine::correlate::{Barrier, CorrelateLimits};
 use palisade_engine::default_ruleset;
 use palisade_engine::dialect::RulesetDialect;
 use palisade_engine::engine::{EngineConfig, Ruleset, ossec_etc_files};
@@ -30,6 +35,8 @@ pub struct Judging {
     pub barrier: Barrier,
     /// The clock correlation runs on.
     pub time_source: TimeSource,
+    /// The correlation memory's bounds (`[limits]`).
+    pub limits: CorrelateLimits,
 }
 
 impl Judging {
@@ -38,6 +45,7 @@ impl Judging {
         Self {
             barrier: config.barrier,
             time_source: config.time_source,
+            limits: config.limits.correlation,
         }
     }
 
@@ -47,7 +55,7 @@ impl Judging {
         EngineConfig {
             zone: TimeZone::system(),
             barrier: self.barrier,
-            ..EngineConfig::default()
+            limits: self.limits,
         }
     }
 }
@@ -123,6 +131,13 @@ pub fn embedded() -> (Sources, Sources) {
 /// Loads the ruleset; every problem in every file is reported at once.
 pub fn load(source: &RulesetSource) -> Result<Ruleset, LoadErrors> {
     load_with(source, &[], None, false)
+}
+
+/// The decoders of `ruleset` known to be steerable by the client (OSSEC's
+/// stock ones, kept as they are for compatibility), each once: the
+/// manager logs them at start-up and `check-config` prints them.
+pub fn steerable_decoders(ruleset: &Ruleset) -> Vec<palisade_engine::steerable::Finding> {
+    palisade_engine::steerable::find(&ruleset.decoders)
 }
 
 /// Like [`load`], but `decoder_files` and the rule files of `rules_dir`

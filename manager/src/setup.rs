@@ -60,6 +60,21 @@ pub struct InitReport {
     pub ctl_config: PathBuf,
     /// The database.
     pub database: PathBuf,
+    /// The address of the operator's SSH session, white-listed.
+    pub ssh_client: Option<std::net::IpAddr>,
+}
+
+/// The client address of the SSH session this process runs in, from
+/// `SSH_CONNECTION` ("client port server port") or the older `SSH_CLIENT`
+/// ("client port port"); `None` outside SSH or when it does not parse.
+pub fn ssh_session_client(
+    ssh_connection: Option<&str>,
+    ssh_client: Option<&str>,
+) -> Option<std::net::IpAddr> {
+    [ssh_connection, ssh_client]
+        .into_iter()
+        .flatten()
+        .find_map(|v| palisade_common::address::parse_ip(v.split_whitespace().next()?).ok())
 }
 
 fn mkdir(path: &Path) -> Result<(), SetupError> {
@@ -116,9 +131,13 @@ pub async fn init(options: &InitOptions) -> Result<InitReport, SetupError> {
             options.listen.to_string()
         }
     });
+    let ssh_client = ssh_session_client(
+        std::env::var("SSH_CONNECTION").ok().as_deref(),
+        std::env::var("SSH_CLIENT").ok().as_deref(),
+    );
     pki::write_public(
         &config_path,
-        &config::render_default(options.listen, &advertise),
+        &config::render_with_white_list(options.listen, &advertise, ssh_client),
     )?;
     let config = ManagerConfig::load(&config_path)?;
 
@@ -146,6 +165,7 @@ pub async fn init(options: &InitOptions) -> Result<InitReport, SetupError> {
         config: config_path,
         ctl_config,
         database: config.database,
+        ssh_client,
     })
 }
 

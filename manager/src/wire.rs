@@ -34,6 +34,7 @@ impl From<PipelineError> for Status {
         match e {
             PipelineError::Analysis(e) => Status::unavailable(e.to_string()),
             PipelineError::Store(e) => e.into(),
+            PipelineError::Refused(v) => Status::invalid_argument(v.to_string()),
         }
     }
 }
@@ -78,6 +79,7 @@ pub fn incoming_event(e: &pb::Event) -> IncomingEvent<'_> {
         location: &e.location,
         log_format: &e.log_format,
         read_at: e.read_at.as_ref().map(millis).unwrap_or_else(now_ms),
+        read_at_clamped: false,
         truncated: e.truncated,
         line: &e.line,
     }

@@ -164,6 +164,11 @@ impl Outcome {
                 seconds: self.executed_at.as_second(),
                 nanos: self.executed_at.subsec_nanosecond(),
             }),
+            refusal_reason: self
+                .refusal
+                .as_ref()
+                .map(|r| r.reason().to_string())
+                .unwrap_or_default(),
         }
     }
 }

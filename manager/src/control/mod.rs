@@ -445,6 +445,31 @@ impl ControlService for Control {
         warn!(agent = %agent.id, name = %agent.name, %operator, "Agent removed; its certificate is revoked.");
         Ok(Response::new(self.info(&agent)))
     }
+
+    async fn reset_breaker(
+        &self,
+        request: Request<ResetBreakerRequest>,
+    ) -> Result<Response<ResetBreakerResponse>, Status> {
+        let operator = require_operator(&request)?;
+        let req = request.into_inner();
+        check_id(&req.agent_id)?;
+        if self.store.agent(&req.agent_id).await?.is_none() {
+            return Err(Status::not_found(format!("unknown agent {}", req.agent_id)));
+        }
+        let tripped_at = self.responder.breaker().reset(&req.agent_id).await?;
+        match tripped_at {
+            Some(_) => {
+                warn!(agent = %req.agent_id, %operator, "Circuit breaker reset: new blocks on this agent resume.");
+            }
+            None => {
+                info!(agent = %req.agent_id, %operator, "Circuit breaker reset (it was not tripped).");
+            }
+        }
+        Ok(Response::new(ResetBreakerResponse {
+            was_tripped: tripped_at.is_some(),
+            tripped_at: tripped_at.map(timestamp),
+        }))
+    }
 }
 
 /// Stored alerts for the wire, each with the responses it caused (one

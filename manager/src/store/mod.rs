@@ -17,9 +17,11 @@ use palisade_engine::rule::RuleOptions;
 
 use crate::pipeline::analysis::{Judged, Origin};
 
+mod breakers;
 mod prune;
 mod responses;
 mod tokens;
+pub use breakers::BreakerState;
 pub use prune::Pruned;
 pub use responses::{Action, BlockRow, NewResponse, RefusalRow, ResponseRow};
 pub use tokens::{Redeemed, TokenRow, show_time};
@@ -102,10 +104,27 @@ pub struct IncomingEvent<'a> {
     pub log_format: &'a str,
     /// When the agent read it (ms).
     pub read_at: i64,
-    /// Whether the agent cut it.
+    /// `read_at` was out of range and is the arrival time instead.
+    pub read_at_clamped: bool,
+    /// Whether the agent (or the manager, at its own limit) cut it.
     pub truncated: bool,
     /// The raw line.
     pub line: &'a [u8],
+}
+
+/// What an agent's Hello said of its spool ([`Store::agent_spool`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolChange {
+    /// The spool the manager knows (or no id given).
+    Same,
+    /// The first id this agent named (recorded; nothing reset).
+    First,
+    /// A new spool: sequences start again; the agent had been stored up
+    /// to `last_sequence`.
+    New {
+        /// The last sequence stored from the old spool.
+        last_sequence: u64,
+    },
 }
 
 /// What storing a batch did.
@@ -350,6 +369,44 @@ impl Store {
         Ok(())
     }
 
+    /// Records the spool id an agent's Hello names. A different one than
+    /// recorded means a new spool whose sequence numbers start again at 1:
+    /// the agent's last sequence is reset to 0 (in the same transaction)
+    /// and the old one returned. An empty id (an older agent) changes
+    /// nothing.
+    pub async fn agent_spool(&self, id: &str, spool_id: &str) -> Result<SpoolChange, StoreError> {
+        if spool_id.is_empty() {
+            return Ok(SpoolChange::Same);
+        }
+        let mut tx = self.write_tx().await?;
+        let (known, last): (Option<String>, i64) =
+            sqlx::query_as("SELECT spool_id, last_sequence FROM agents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no agent with id {id}")))?;
+        let change = match known.as_deref() {
+            Some(k) if k == spool_id => return Ok(SpoolChange::Same),
+            None => SpoolChange::First,
+            Some(_) => SpoolChange::New {
+                last_sequence: to_u64(last),
+            },
+        };
+        let reset = matches!(change, SpoolChange::New { .. });
+        sqlx::query(
+            "UPDATE agents SET spool_id = $1,
+                 last_sequence = CASE WHEN $2 THEN 0 ELSE last_sequence END
+             WHERE id = $3",
+        )
+        .bind(spool_id)
+        .bind(reset)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
     /// Records that an agent was heard from, with its status figures.
     pub async fn agent_heartbeat(
         &self,
@@ -416,7 +473,7 @@ impl Store {
         if archive {
             for chunk in fresh.chunks(ARCHIVE_ROWS_PER_INSERT) {
                 let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "INSERT INTO archive (agent_id, sequence, location, log_format, read_at, received_at, truncated, line) ",
+                    "INSERT INTO archive (agent_id, sequence, location, log_format, read_at, received_at, truncated, line, read_at_clamped) ",
                 );
                 insert.push_values(chunk, |mut row, event| {
                     row.push_bind(agent_id)
@@ -426,7 +483,8 @@ impl Store {
                         .push_bind(event.read_at)
                         .push_bind(received_at)
                         .push_bind(event.truncated)
-                        .push_bind(event.line);
+                        .push_bind(event.line)
+                        .push_bind(event.read_at_clamped);
                 });
                 insert.build().execute(&mut *tx).await?;
             }
@@ -839,6 +897,7 @@ mod tests {
             location: "/var/log/x",
             log_format: "syslog",
             read_at: 1,
+            read_at_clamped: false,
             truncated: false,
             line: b"line",
         };
