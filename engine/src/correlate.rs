@@ -9,7 +9,8 @@
 //! and stops at the first event older than the timeframe or carrying a
 //! barrier mark at least the searching rule's level; it fires when
 //! `frequency + 1` earlier events pass the `same_*` filters, i.e. on the
-//! `frequency + 2`-th event (`Search_LastSids`, `Search_LastGroups`,
+//! `frequency + 2`-th event (Wazuh's dialect: on the `frequency`-th, see
+//! [`crate::rule::Rule::fires_after`]) (`Search_LastSids`, `Search_LastGroups`,
 //! `Search_LastEvents` in `src/analysisd/eventinfo.c`).
 //!
 //! Memory bound (why a flood of distinct source IPs cannot exhaust memory):
@@ -50,8 +51,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::event::{Category, Event};
-use crate::rule::{RuleIdx, RuleSet, Search};
+use crate::event::{Category, Event, Fields};
+use crate::rule::{FilterField, RuleIdx, RuleSet, Search, StaticFilter};
 
 /// Size limits of the correlation memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +133,9 @@ struct Stored {
     line: Box<[u8]>,
     /// Where `log` lies in `line` (cut with it).
     log: std::ops::Range<usize>,
+    /// Every field and the location, kept only when some rule has Wazuh
+    /// static filters ([`RuleSet::keeps_fields`]).
+    wide: Option<Box<(Fields, String)>>,
 }
 
 impl Stored {
@@ -163,6 +167,31 @@ impl Stored {
             + text(&self.id)
             + text(&self.hostname)
             + text(&self.url)
+            + self.wide.as_deref().map_or(0, |(f, location)| {
+                let statics = [
+                    &f.srcip,
+                    &f.dstip,
+                    &f.srcport,
+                    &f.dstport,
+                    &f.protocol,
+                    &f.action,
+                    &f.srcuser,
+                    &f.dstuser,
+                    &f.id,
+                    &f.url,
+                    &f.data,
+                    &f.status,
+                    &f.system_name,
+                    &f.filename,
+                ];
+                std::mem::size_of::<(Fields, String)>()
+                    + location.len()
+                    + statics.into_iter().map(text).sum::<usize>()
+                    + f.dynamic
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 2 * STRING_OVERHEAD)
+                        .sum::<usize>()
+            })
     }
 }
 
@@ -181,6 +210,23 @@ pub fn cut_at(bytes: &[u8], max: usize) -> &[u8] {
         end = max;
     }
     &bytes[..end]
+}
+
+/// Whether an earlier event passes a rule's Wazuh static filters against
+/// the current one (a field unknown on either side passes neither
+/// `same_*` nor `different_*`; GeoIP is never known here).
+fn static_filters_hold(filters: &[StaticFilter], ev: &Event, earlier: &(Fields, String)) -> bool {
+    filters.iter().all(|flt| {
+        let (now, then) = match &flt.field {
+            FilterField::Field(name) => (ev.fields.get(name), earlier.0.get(name)),
+            FilterField::Location => (Some(ev.location.as_str()), Some(earlier.1.as_str())),
+            FilterField::SrcGeoip | FilterField::DstGeoip => (None, None),
+        };
+        match (now, then) {
+            (Some(a), Some(b)) => (a == b) == flt.same,
+            _ => false,
+        }
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -511,6 +557,14 @@ impl Correlator {
                 // No GeoIP data: the field is missing on both sides.
                 continue;
             }
+            if !rule.ctx.filters.is_empty()
+                && !p
+                    .wide
+                    .as_deref()
+                    .is_some_and(|w| static_filters_hold(&rule.ctx.filters, ev, w))
+            {
+                continue;
+            }
             if events_search {
                 if let Some(re) = &rule.ctx.if_matched_regex
                     && !re.is_match(p.log())
@@ -540,8 +594,8 @@ impl Correlator {
                 }
             }
             lines.push(pid);
-            if count < rule.frequency {
-                count += 1;
+            count += 1;
+            if count < rule.fires_after {
                 continue;
             }
             return Some((lines, pid, newest));
@@ -611,6 +665,9 @@ impl Correlator {
             category: ev.category,
             line: line.into(),
             log,
+            wide: rs
+                .keeps_fields
+                .then(|| Box::new((ev.fields.clone(), ev.location.clone()))),
         };
         let mut keys = Vec::new();
         if rs.has_sid_list.get(r).copied().unwrap_or(false) {

@@ -36,6 +36,8 @@
 //! - [`logtest_rules`]: logtest's rule phase and `-a` (alerts only) mode.
 //! - [`alert`]: the one alert model, from the engine to every output.
 //! - [`alert_format`]: its layouts: alerts.log, alerts.json, e-mail.
+//! - [`dialect`]: OSSEC or Wazuh, the rule language a ruleset is read in.
+//! - [`wazuh`]: where a Wazuh `ruleset/` directory keeps its files.
 //! - [`escape`]: the one escaping of text from outside (control
 //!   characters made visible) for every output.
 //! - [`error`]: file, line and reason for every load problem, and the one
@@ -47,6 +49,7 @@ pub mod alert_format;
 pub mod correlate;
 pub mod decoder;
 pub mod default_ruleset;
+pub mod dialect;
 pub mod engine;
 pub mod error;
 pub mod escape;
@@ -60,4 +63,5 @@ pub mod rule;
 pub mod ruletest;
 pub mod steerable;
 pub mod timestamp;
+pub mod wazuh;
 pub mod xml;

@@ -42,6 +42,9 @@ struct RulesetArgs {
     /// An OSSEC etc directory: decoder.xml, and rules/ in the <include> order of ossec.conf.
     #[arg(long, value_name = "DIR")]
     ossec_etc: Option<PathBuf>,
+    /// A Wazuh ruleset/ directory (decoders/, rules/, lists/, testing/ruleset/), read in Wazuh's dialect.
+    #[arg(long, value_name = "DIR", conflicts_with = "ossec_etc")]
+    wazuh_ruleset: Option<PathBuf>,
     /// Decoder files to use instead of the built-in decoders (repeatable).
     #[arg(long = "decoders", value_name = "FILE")]
     decoders: Vec<PathBuf>,
@@ -265,6 +268,7 @@ fn load_config(path: &std::path::Path) -> Result<ManagerConfig, ExitCode> {
 /// manager's `[ruleset]` whole (the files and the engine settings).
 fn load_ruleset(
     args: &RulesetArgs,
+    test_runner: bool,
 ) -> Result<(palisade_engine::engine::Ruleset, crate::ruleset::Judging), ExitCode> {
     let (source, judging) = match &args.config {
         Some(path) => {
@@ -274,15 +278,30 @@ fn load_ruleset(
         }
         None => Default::default(),
     };
-    let source = crate::ruleset::RulesetSource {
-        ossec_etc: args.ossec_etc.clone().or(source.ossec_etc),
-        ..source
+    let source = match (&args.ossec_etc, &args.wazuh_ruleset) {
+        (Some(etc), _) => crate::ruleset::RulesetSource {
+            ossec_etc: Some(etc.clone()),
+            wazuh_ruleset: None,
+            dialect: palisade_engine::dialect::RulesetDialect::Ossec,
+            ..source
+        },
+        (None, Some(dir)) => crate::ruleset::RulesetSource {
+            ossec_etc: None,
+            wazuh_ruleset: Some(dir.clone()),
+            ..source
+        },
+        (None, None) => source,
     };
-    let ruleset = crate::ruleset::load_with(&source, &args.decoders, args.rules_dir.as_deref())
-        .map_err(|e| {
-            eprintln!("palisade-manager: the ruleset has errors:\n{e}");
-            ExitCode::from(Exit::Usage)
-        })?;
+    let ruleset = crate::ruleset::load_with(
+        &source,
+        &args.decoders,
+        args.rules_dir.as_deref(),
+        test_runner,
+    )
+    .map_err(|e| {
+        eprintln!("palisade-manager: the ruleset has errors:\n{e}");
+        ExitCode::from(Exit::Usage)
+    })?;
     Ok((ruleset, judging))
 }
 
@@ -355,7 +374,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 now,
                 event_time,
             };
-            match load_ruleset(&ruleset) {
+            match load_ruleset(&ruleset, false) {
                 Ok((rs, judging)) => crate::logtest_cli::logtest(rs, judging, &options),
                 Err(code) => code,
             }
@@ -364,7 +383,7 @@ async fn dispatch(command: Command) -> ExitCode {
             ruleset,
             now,
             files,
-        } => match load_ruleset(&ruleset) {
+        } => match load_ruleset(&ruleset, true) {
             Ok((rs, judging)) => crate::logtest_cli::ruletest(rs, judging, now.as_deref(), &files),
             Err(code) => code,
         },

@@ -143,6 +143,10 @@ pub struct ResponseSpec {
 struct RawRuleset {
     /// Use an OSSEC etc directory instead of the embedded ruleset.
     ossec_etc: Option<PathBuf>,
+    /// Use a Wazuh ruleset/ directory instead of the embedded ruleset.
+    wazuh_ruleset: Option<PathBuf>,
+    /// "ossec" (default) or "wazuh": the rule language of every file.
+    dialect: Option<String>,
     /// Local rule directories loaded after the base set.
     #[serde(default)]
     dirs: Vec<PathBuf>,
@@ -153,6 +157,7 @@ struct RawRuleset {
 }
 
 pub use palisade_engine::correlate::Barrier;
+pub use palisade_engine::dialect::RulesetDialect;
 pub use palisade_engine::timestamp::TimeSource;
 
 #[derive(Debug, Deserialize)]
@@ -353,10 +358,40 @@ impl ManagerConfig {
                 Barrier::Global
             }
         };
+        let dialect = match raw.ruleset.dialect.as_deref() {
+            None if raw.ruleset.wazuh_ruleset.is_some() => RulesetDialect::Wazuh,
+            None => RulesetDialect::Ossec,
+            Some(word) => word.parse().unwrap_or_else(|e: String| {
+                errors.push("ruleset.dialect", e);
+                RulesetDialect::Ossec
+            }),
+        };
+        if raw.ruleset.wazuh_ruleset.is_some() && !dialect.is_wazuh() {
+            errors.push(
+                "ruleset.wazuh_ruleset",
+                "a Wazuh ruleset is read in dialect = \"wazuh\"",
+            );
+        }
+        if raw.ruleset.ossec_etc.is_some() && dialect.is_wazuh() {
+            errors.push(
+                "ruleset.ossec_etc",
+                "an OSSEC etc directory is read in dialect = \"ossec\"; use wazuh_ruleset",
+            );
+        }
         let ruleset = crate::ruleset::RulesetSource {
             ossec_etc: raw.ruleset.ossec_etc.map(|p| base.join(p)),
+            wazuh_ruleset: raw.ruleset.wazuh_ruleset.map(|p| base.join(p)),
+            dialect,
             dirs: raw.ruleset.dirs.iter().map(|p| base.join(p)).collect(),
         };
+        if let Some(dir) = &ruleset.wazuh_ruleset
+            && !dir.is_dir()
+        {
+            errors.push(
+                "ruleset.wazuh_ruleset",
+                format!("{} is not a directory", dir.display()),
+            );
+        }
         if let Some(dir) = &ruleset.ossec_etc
             && !dir.is_dir()
         {
@@ -729,6 +764,11 @@ max_new_blocks_per_minute = 60
 # Palisade's own ruleset is built in. To judge with an existing OSSEC
 # installation's decoders and rules instead:
 # ossec_etc = "/var/ossec/etc"
+# or a Wazuh 4.x ruleset/ directory, read in Wazuh's dialect (see
+# docs/migrating-from-wazuh.md):
+# wazuh_ruleset = "/var/ossec/ruleset"
+# The rule language of every file, "ossec" (default) or "wazuh".
+# dialect = "ossec"
 # Local directories with decoders/*.xml and rules/*.xml, loaded after:
 # dirs = ["/etc/palisade/local"]
 # "arrival" correlates on the time events arrive (OSSEC); "event" on each
@@ -811,6 +851,36 @@ mod tests {
         );
         assert!(c.retention.enabled());
         assert_eq!(c.metrics.listen, None);
+    }
+
+    #[test]
+    fn ruleset_dialect() {
+        let dir = std::env::temp_dir();
+        let base = dir.join("m.toml");
+        let default = render_default("127.0.0.1:1514".parse().unwrap(), "127.0.0.1:1514");
+        let parse = |body: &str| {
+            let text = default.replacen("[ruleset]\n", &format!("[ruleset]\n{body}\n"), 1);
+            ManagerConfig::parse(&text, &base)
+        };
+        assert_eq!(parse("").unwrap().ruleset.dialect(), RulesetDialect::Ossec);
+        let c = parse("dialect = \"wazuh\"").unwrap();
+        assert_eq!(c.ruleset.dialect(), RulesetDialect::Wazuh);
+        let c = parse(&format!("wazuh_ruleset = {:?}", dir.display().to_string())).unwrap();
+        assert_eq!(c.ruleset.dialect(), RulesetDialect::Wazuh);
+        assert_eq!(c.ruleset.wazuh_ruleset.as_deref(), Some(dir.as_path()));
+        let msg = parse("dialect = \"snort\"").unwrap_err().to_string();
+        assert!(msg.contains("ruleset.dialect"), "{msg}");
+        let msg = parse(&format!(
+            "dialect = \"ossec\"\nwazuh_ruleset = {:?}",
+            dir.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("ruleset.wazuh_ruleset"), "{msg}");
+        let msg = parse("dialect = \"wazuh\"\nossec_etc = \"/\"")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("ruleset.ossec_etc"), "{msg}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use palisade_engine::engine::{Alert, Engine, EngineConfig, Ruleset};
 use palisade_engine::escape::{Escaped, escape_truncated};
-use palisade_engine::predecode::predecode_checked;
+use palisade_engine::predecode::predecode_checked_in;
 use palisade_engine::timestamp::judge_time;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
@@ -227,7 +227,8 @@ fn judge_one(
 ) -> Option<Alert> {
     let arrival = Timestamp::now();
     let location = origin.location(&input.path);
-    let mut event = match predecode_checked(&input.line, &location, manager_host) {
+    let dialect = engine.ruleset().dialect;
+    let mut event = match predecode_checked_in(&input.line, &location, manager_host, dialect) {
         Ok(e) => e,
         Err(error) => {
             stats.rejected.fetch_add(1, Ordering::Relaxed);

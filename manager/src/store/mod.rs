@@ -733,6 +733,7 @@ fn options_from_bits(bits: i64) -> RuleOptions {
         log_alert: set(2),
         no_log: set(3),
         no_ar: set(4),
+        ..RuleOptions::default()
     }
 }
 
