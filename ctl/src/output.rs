@@ -868,7 +868,7 @@ mod tests {
         assert!(info.contains(&format!("Client version:      1.0{FORGE_SHOWN}\n")));
         assert_clean(&agent_control_info_csv(&a), 1);
         let detail = agent_detail(&a);
-        assert_clean(&detail, 15);
+        assert_clean(&detail, 16);
         assert!(detail.contains(&format!("OS:             Linux{FORGE_SHOWN}\n")));
         assert_clean(&removed_text(&a), 1);
         let json = json_line(&agents_json(&list));
