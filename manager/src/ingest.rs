@@ -34,9 +34,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::heartbeats::{Figures, Heartbeats};
 use crate::pipeline::{Pipeline, Source};
 use crate::pki::CertificateAuthority;
 use crate::protocol::{self, HELLO_TIMEOUT};
@@ -60,6 +62,11 @@ pub struct Ingest {
     ca: Option<Arc<CertificateAuthority>>,
     /// A live stream silent this long may be taken over.
     agent_timeout: Duration,
+    /// Heartbeats and last-seen times, written together.
+    heartbeats: Heartbeats,
+    /// Every stream's task, so that shutdown waits for them (and their
+    /// last-seen times) before the database closes.
+    tasks: TaskTracker,
 }
 
 /// An agent stream the database admits.
@@ -90,7 +97,20 @@ impl Ingest {
             max_batch_bytes: crate::limits::DEFAULT_MAX_BATCH_BYTES,
             ca: None,
             agent_timeout: crate::config::DEFAULT_AGENT_TIMEOUT,
+            heartbeats: Heartbeats::default(),
+            tasks: TaskTracker::new(),
         }
+    }
+
+    /// Gathers heartbeats in `heartbeats` (which the caller writes out).
+    pub fn with_heartbeats(mut self, heartbeats: Heartbeats) -> Self {
+        self.heartbeats = heartbeats;
+        self
+    }
+
+    /// The streams' tasks: after the server stops, close it and wait.
+    pub fn tasks(&self) -> TaskTracker {
+        self.tasks.clone()
     }
 
     /// Renews agents' certificates with `ca`.
@@ -222,7 +242,7 @@ impl AgentService for Ingest {
             manager_addresses,
             tx,
         };
-        tokio::spawn(opening.run(request.into_inner()));
+        self.tasks.spawn(opening.run(request.into_inner()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -383,6 +403,7 @@ impl Opening {
         info!(%agent, name = %Escaped(&self.name), address = self.address.as_deref().unwrap_or("-"), "Agent stream opened.");
         Ok(SessionTask {
             store: ingest.store.clone(),
+            heartbeats: ingest.heartbeats.clone(),
             sessions: ingest.sessions.clone(),
             pipeline: ingest.pipeline.clone(),
             responder: ingest.responder.clone(),
@@ -399,6 +420,7 @@ impl Opening {
 
 struct SessionTask {
     store: Store,
+    heartbeats: Heartbeats,
     sessions: Sessions,
     pipeline: Pipeline,
     responder: Responder,
@@ -470,9 +492,7 @@ impl SessionTask {
             }
         }
         self.sessions.unregister(&agent, self.guard.generation);
-        if let Err(error) = self.store.agent_seen(&agent).await {
-            warn!(%agent, %error, "Cannot record last seen.");
-        }
+        self.heartbeats.seen(&agent);
         info!(%agent, "Agent stream closed.");
     }
 
@@ -499,14 +519,14 @@ impl SessionTask {
                     .map_err(|_| Status::cancelled("stream closed"))?;
             }
             Some(AgentKind::Heartbeat(hb)) => {
-                self.store
-                    .agent_heartbeat(
-                        &self.agent_id,
-                        hb.spool_depth,
-                        hb.dropped_events,
-                        hb.read_lag_bytes,
-                    )
-                    .await?;
+                self.heartbeats.heartbeat(
+                    &self.agent_id,
+                    Figures {
+                        spool_depth: hb.spool_depth,
+                        dropped_events: hb.dropped_events,
+                        read_lag_bytes: hb.read_lag_bytes,
+                    },
+                );
             }
             Some(AgentKind::CommandResult(result)) => {
                 self.responder.on_result(&self.agent_id, &result).await?;

@@ -18,6 +18,8 @@
 //! - [`responder`]: active-response decisions, delivery and results.
 //! - [`tls`]: the mutual-TLS endpoint that logs every refused handshake.
 //! - [`sessions`]: open agent streams, one live stream per agent.
+//! - [`heartbeats`]: agents' heartbeats and last-seen times, written
+//!   together every few seconds.
 //! - [`identities`]: registered operators (`operator add/remove/list`),
 //!   who may call the control API, and the CA that renews agents'
 //!   certificates.
@@ -56,6 +58,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod enroll;
+pub mod heartbeats;
 pub mod identities;
 pub mod import_ossec;
 pub mod ingest;
@@ -89,6 +92,12 @@ pub use config::ManagerConfig;
 
 /// How often the manager looks for agents removed by another process.
 const REVOCATION_POLL: Duration = Duration::from_secs(1);
+/// HTTP/2 streams one connection may have open at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+/// The listen backlog of the agents' socket: a reconnect storm of
+/// thousands of agents (after a manager restart) overflows the usual 128.
+/// The kernel caps it at `net.core.somaxconn` (4096 on current kernels).
+pub const LISTEN_BACKLOG: u32 = 4096;
 /// How long open streams get to end after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -159,13 +168,11 @@ impl Listeners {
             what: &'static str,
             address: std::net::SocketAddr,
         ) -> Result<TcpListener, BindError> {
-            TcpListener::bind(address)
-                .await
-                .map_err(|source| BindError {
-                    what,
-                    address,
-                    source,
-                })
+            listen(address, LISTEN_BACKLOG).map_err(|source| BindError {
+                what,
+                address,
+                source,
+            })
         }
         let enrollment = match config.enrollment.enabled {
             true => Some(bind("enrollment.listen", config.enrollment.listen).await?),
@@ -205,6 +212,18 @@ impl Listeners {
         }
         Ok(())
     }
+}
+
+/// Binds `address` with a listen backlog of `backlog` (tokio's
+/// `TcpListener::bind` uses 128).
+pub fn listen(address: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
 }
 
 /// Only the agents' listener: for a configuration without enrollment or
@@ -326,6 +345,8 @@ pub async fn run(
         config.logall,
     )
     .with_max_line_length(config.limits.max_line_length);
+    let heartbeats = heartbeats::Heartbeats::default();
+    let heartbeat_writer = tokio::spawn(heartbeats.clone().run(store.clone(), shutdown.clone()));
     let ingest = ingest::Ingest::new(
         store.clone(),
         sessions.clone(),
@@ -335,7 +356,9 @@ pub async fn run(
     )
     .with_max_batch_bytes(config.limits.max_batch_bytes)
     .with_ca(identities::renewing_ca(&config))
-    .with_agent_timeout(config.agent_timeout);
+    .with_agent_timeout(config.agent_timeout)
+    .with_heartbeats(heartbeats.clone());
+    let stream_tasks = ingest.tasks();
     let control = control::Control::new(
         store.clone(),
         sessions.clone(),
@@ -366,6 +389,8 @@ pub async fn run(
     palisade_common::systemd::spawn_watchdog(shutdown.clone());
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        // An agent opens one stream, palisadectl one call at a time.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(
             // Explicit: an agent batches below max_batch_bytes, and this
             // leaves headroom above it ([limits]).
@@ -382,6 +407,24 @@ pub async fn run(
         }
     };
     palisade_common::systemd::stopping();
+    // The streams end (each records its agent's last-seen time) before
+    // the database closes.
+    stream_tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, stream_tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            open = stream_tasks.len(),
+            "Agent streams did not end in time."
+        );
+    }
+    let _ = heartbeat_writer.await;
+    match heartbeats.flush(&store).await {
+        Ok(agents) if agents > 0 => info!(agents, "Recorded the agents' last-seen times."),
+        Ok(_) => {}
+        Err(error) => warn!(%error, "Cannot record the agents' last-seen times."),
+    }
     if let Some(enrollment) = enrollment {
         enrollment.stopped().await;
     }
@@ -400,6 +443,10 @@ pub async fn run(
     Ok(result?)
 }
 
+/// Ends the open streams and alert feeds of revoked identities. It reads
+/// the revocation generation (one row) every [`REVOCATION_POLL`] and the
+/// revoked identities only when it changed, so that a large idle fleet
+/// costs nothing here.
 async fn watch_revocations(
     store: store::Store,
     sessions: sessions::Sessions,
@@ -407,29 +454,35 @@ async fn watch_revocations(
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(REVOCATION_POLL);
+    let mut loaded: Option<i64> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if sessions.connected_count() == 0 && !operators.any_open() {
-            continue;
-        }
-        let removed: Vec<String> = match store.agents().await {
-            Ok(agents) => agents
-                .into_iter()
-                .filter(|a| a.removed_at.is_some())
-                .map(|a| a.id)
-                .collect(),
+        let generation = match store.revocation_generation().await {
+            Ok(g) => g,
             Err(error) => {
-                warn!(%error, "Cannot read agents.");
+                warn!(%error, "Cannot read the revocation generation.");
                 continue;
             }
         };
-        let serials = store.revoked_serials().await.unwrap_or_default();
+        if loaded == Some(generation) {
+            continue;
+        }
+        let (removed, serials) =
+            match tokio::try_join!(store.removed_agent_ids(), store.revoked_serials()) {
+                Ok(both) => both,
+                Err(error) => {
+                    // Read again at the next tick.
+                    warn!(%error, "Cannot read revoked identities.");
+                    continue;
+                }
+            };
         for agent in sessions.revoke(&removed, &serials) {
             warn!(%agent, "Agent removed; its open stream was ended.");
         }
         operators.revoke(&serials);
+        loaded = Some(generation);
     }
 }

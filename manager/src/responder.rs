@@ -30,7 +30,8 @@ use palisade_engine::escape::Escaped;
 use palisade_engine::pattern::{Dialect, Pattern};
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
 use palisade_proto::v1::{CommandResult, ManagerMessage};
-use tracing::{info, warn};
+use tokio::sync::mpsc::error::TrySendError;
+use tracing::{debug, info, warn};
 
 use crate::breaker::{Admission, Breaker};
 use crate::config::{ResponseLocation, ResponseSpec};
@@ -38,6 +39,30 @@ use crate::mail::report::ResponseReport;
 use crate::pipeline::analysis::Origin;
 use crate::sessions::Sessions;
 use crate::store::{Action, NewResponse, ResponseRow, Store, StoreError, StoredAlert};
+
+/// How long a fan-out waits for one agent's stream to take its command
+/// when the stream's queue is full; the command then stays pending, as for
+/// an agent that is offline.
+pub const DELIVERY_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs `work` in a task of its own and waits for it: dropping the
+/// waiting future (a cancelled RPC) does not stop the work.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, ResponseError>> + Send + 'static,
+) -> Result<T, ResponseError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| ResponseError::Invalid(format!("the fan-out task failed: {e}")))?
+}
+
+/// `first..=last` of a fan-out's command ids, for the log.
+fn id_range(ids: &[i64]) -> String {
+    match (ids.first(), ids.last()) {
+        (Some(a), Some(b)) if a != b => format!("{a}..={b}"),
+        (Some(a), _) => a.to_string(),
+        _ => "-".into(),
+    }
+}
 
 /// Why a response cannot be run.
 #[derive(Debug, thiserror::Error)]
@@ -399,14 +424,7 @@ impl Responder {
     }
 
     async fn live_agents(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .store
-            .agents()
-            .await?
-            .into_iter()
-            .filter(|a| a.removed_at.is_none())
-            .map(|a| a.id)
-            .collect())
+        self.store.live_agent_ids().await
     }
 
     /// Sends a recorded command if its agent is connected; returns whether
@@ -424,6 +442,52 @@ impl Responder {
         self.count(|s| &s.responses_delivered);
         self.store.response_sent(row.id).await?;
         Ok(true)
+    }
+
+    /// Sends recorded commands down their agents' streams, all at once:
+    /// each goes into its stream's queue at once, and those whose queue is
+    /// full (an agent slow to read) wait concurrently, each at most
+    /// [`DELIVERY_WAIT`]. The ones sent are marked in one transaction; the
+    /// others stay pending and go out when their agent connects again.
+    /// Returns, per row, whether it went out now.
+    pub async fn deliver_all(&self, rows: &[ResponseRow]) -> Result<Vec<bool>, StoreError> {
+        let senders = self
+            .sessions
+            .senders(rows.iter().map(|r| r.request.agent_id.as_str()));
+        let mut sent = vec![false; rows.len()];
+        let mut waiting = tokio::task::JoinSet::new();
+        for (i, (row, sender)) in rows.iter().zip(senders).enumerate() {
+            let Some(sender) = sender else { continue };
+            let message = ManagerMessage {
+                kind: Some(ManagerKind::Command(crate::wire::command(row))),
+            };
+            match sender.try_send(Ok(message)) {
+                Ok(()) => sent[i] = true,
+                Err(TrySendError::Closed(_)) => {}
+                Err(TrySendError::Full(message)) => {
+                    waiting.spawn(async move {
+                        let went = tokio::time::timeout(DELIVERY_WAIT, sender.send(message)).await;
+                        (i, matches!(went, Ok(Ok(()))))
+                    });
+                }
+            }
+        }
+        while let Some(done) = waiting.join_next().await {
+            if let Ok((i, went)) = done {
+                sent[i] = went;
+            }
+        }
+        let ids: Vec<i64> = rows
+            .iter()
+            .zip(&sent)
+            .filter(|(_, went)| **went)
+            .map(|(row, _)| row.id)
+            .collect();
+        self.stats
+            .responses_delivered
+            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.store.responses_sent(&ids).await?;
+        Ok(sent)
     }
 
     /// Sends what waited for an agent that just connected.
@@ -525,8 +589,21 @@ impl Responder {
         Ok(())
     }
 
-    /// Runs a response by name on agents, as `agent_control -b IP -f NAME -u ID` does.
+    /// Runs a response by name on agents, as `agent_control -b IP -f NAME
+    /// -u ID` does. The work runs in a task of its own: once asked, the
+    /// fan-out is decided, recorded and delivered whole even when the
+    /// caller goes away (`palisadectl`'s timeout, a closed connection).
     pub async fn run(
+        &self,
+        srcip: &str,
+        name: &str,
+        targets: Targets,
+    ) -> Result<Outcome, ResponseError> {
+        let (this, srcip, name) = (self.clone(), srcip.to_string(), name.to_string());
+        detached(async move { this.run_attached(&srcip, &name, targets).await }).await
+    }
+
+    async fn run_attached(
         &self,
         srcip: &str,
         name: &str,
@@ -560,83 +637,110 @@ impl Responder {
                 return Err(ResponseError::Refused(refusal.to_string()));
             }
         };
+        let commands: Vec<NewResponse> = agents
+            .into_iter()
+            .map(|agent| NewResponse {
+                agent_id: agent,
+                response: spec.name.clone(),
+                command: spec.command.name.clone(),
+                executable: spec.command.executable.clone(),
+                action: Action::Add,
+                srcip: Some(ip.to_string()),
+                user: None,
+                alert_id: None,
+                rule_id: None,
+                location: Some("(from_the_server)".into()),
+                timeout_s: spec.timeout.map(|d| d.as_secs()),
+                undoes: None,
+            })
+            .collect();
+        let rows = self.store.insert_responses(&commands).await?;
+        self.stats
+            .responses_issued
+            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let outcome = self.fan_out(rows).await?;
+        info!(
+            response = %spec.name,
+            srcip = %ip,
+            sent = outcome.sent_to.len(),
+            queued = outcome.queued_for.len(),
+            commands = %id_range(&outcome.command_ids),
+            "Active response run by an operator."
+        );
+        Ok(outcome)
+    }
+
+    /// Delivers the recorded commands of one decision and says where they
+    /// went.
+    async fn fan_out(&self, rows: Vec<ResponseRow>) -> Result<Outcome, StoreError> {
+        let sent = self.deliver_all(&rows).await?;
         let mut outcome = Outcome::default();
-        for agent in agents {
-            let row = self
-                .store
-                .insert_response(&NewResponse {
-                    agent_id: agent.clone(),
-                    response: spec.name.clone(),
-                    command: spec.command.name.clone(),
-                    executable: spec.command.executable.clone(),
-                    action: Action::Add,
-                    srcip: Some(ip.to_string()),
-                    user: None,
-                    alert_id: None,
-                    rule_id: None,
-                    location: Some("(from_the_server)".into()),
-                    timeout_s: spec.timeout.map(|d| d.as_secs()),
-                    undoes: None,
-                })
-                .await?;
-            self.count(|s| &s.responses_issued);
-            info!(command = row.id, %agent, response = %spec.name, srcip = %ip, "Active response run by an operator.");
+        for (row, went) in rows.into_iter().zip(sent) {
+            debug!(command = row.id, agent = %row.request.agent_id, action = %row.request.action, sent = went, "Command of a fan-out.");
             outcome.command_ids.push(row.id);
-            if self.deliver(&row).await? {
-                outcome.sent_to.push(agent);
-            } else {
-                outcome.queued_for.push(agent);
+            match went {
+                true => outcome.sent_to.push(row.request.agent_id),
+                false => outcome.queued_for.push(row.request.agent_id),
             }
         }
         Ok(outcome)
     }
 
-    /// Lifts every block of `srcip` on the targeted agents now.
+    /// Lifts every block of `srcip` on the targeted agents now; detached
+    /// from the caller as [`Self::run`] is.
     pub async fn unblock(&self, srcip: &str, targets: Targets) -> Result<Outcome, ResponseError> {
+        let (this, srcip) = (self.clone(), srcip.to_string());
+        detached(async move { this.unblock_attached(&srcip, targets).await }).await
+    }
+
+    async fn unblock_attached(
+        &self,
+        srcip: &str,
+        targets: Targets,
+    ) -> Result<Outcome, ResponseError> {
         let ip: IpAddr = srcip
             .parse::<IpAddr>()
             .map_err(|_| ResponseError::Invalid(format!("{srcip:?} is not an IP address")))?
             .to_canonical();
-        let agents = match targets {
+        let agents: Option<std::collections::HashSet<String>> = match targets {
             Targets::All => None,
-            t => Some(self.resolve(t).await?),
+            t => Some(self.resolve(t).await?.into_iter().collect()),
         };
-        let blocks = self.store.blocks(Some(&ip.to_string()), None).await?;
-        let mut outcome = Outcome::default();
-        for block in blocks {
-            if agents
-                .as_ref()
-                .is_some_and(|a| !a.contains(&block.agent_id))
-            {
-                continue;
-            }
-            let Some(add) = self.store.response(block.id).await? else {
-                continue;
-            };
-            let row = self
-                .store
-                .insert_response(&NewResponse {
-                    action: Action::Delete,
-                    undoes: Some(block.id),
-                    alert_id: None,
-                    timeout_s: None,
-                    ..add.request
-                })
-                .await?;
-            self.count(|s| &s.responses_issued);
-            info!(command = row.id, agent = %block.agent_id, srcip = %ip, response = %block.response, "Unblock issued.");
-            outcome.command_ids.push(row.id);
-            if self.deliver(&row).await? {
-                outcome.sent_to.push(block.agent_id);
-            } else {
-                outcome.queued_for.push(block.agent_id);
-            }
-        }
-        if outcome.command_ids.is_empty() {
+        let lifts: Vec<NewResponse> = self
+            .store
+            .blocking_commands(&ip.to_string())
+            .await?
+            .into_iter()
+            .filter(|add| {
+                agents
+                    .as_ref()
+                    .is_none_or(|a| a.contains(&add.request.agent_id))
+            })
+            .map(|add| NewResponse {
+                action: Action::Delete,
+                undoes: Some(add.id),
+                alert_id: None,
+                timeout_s: None,
+                ..add.request
+            })
+            .collect();
+        if lifts.is_empty() {
             return Err(ResponseError::Invalid(format!(
                 "{ip} is not blocked on the agents named"
             )));
         }
+        let rows = self.store.insert_responses(&lifts).await?;
+        self.stats
+            .responses_issued
+            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let outcome = self.fan_out(rows).await?;
+        info!(
+            srcip = %ip,
+            sent = outcome.sent_to.len(),
+            queued = outcome.queued_for.len(),
+            commands = %id_range(&outcome.command_ids),
+            "Unblock issued."
+        );
         Ok(outcome)
     }
 

@@ -223,14 +223,31 @@ impl Sessions {
         self.lock().by_agent.get(agent_id).map(|s| s.sender.clone())
     }
 
+    /// The senders of `agent_ids`' streams (`None` for agents offline),
+    /// read under one lock: for a fan-out.
+    pub fn senders<'a>(
+        &self,
+        agent_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Option<AgentSender>> {
+        let inner = self.lock();
+        agent_ids
+            .into_iter()
+            .map(|id| inner.by_agent.get(id).map(|s| s.sender.clone()))
+            .collect()
+    }
+
     /// Ends the streams of removed agents and of revoked certificates;
     /// returns the agent ids whose streams were ended.
     pub fn revoke(&self, removed_ids: &[String], revoked_serials: &[String]) -> Vec<String> {
+        let removed: std::collections::HashSet<&str> =
+            removed_ids.iter().map(String::as_str).collect();
+        let revoked: std::collections::HashSet<&str> =
+            revoked_serials.iter().map(String::as_str).collect();
         let mut inner = self.lock();
         let doomed: Vec<String> = inner
             .by_agent
             .iter()
-            .filter(|(id, s)| removed_ids.contains(id) || revoked_serials.contains(&s.serial))
+            .filter(|(id, s)| removed.contains(id.as_str()) || revoked.contains(s.serial.as_str()))
             .map(|(id, _)| id.clone())
             .collect();
         for id in &doomed {

@@ -14,6 +14,8 @@
 //!   reasons the daemons log.
 //! - [`raw_agent`]: a client speaking the agents' protocol directly with
 //!   a real agent certificate (a compromised agent).
+//! - [`fleet`]: many simulated agents with real identities and streams,
+//!   for the fleet benchmark and fan-out tests.
 //! - [`netns`]: test hosts in network namespaces, nginx, curl.
 //! - [`site`]: a web server with nginx, manager and agent, and an attacker.
 //! - [`smtp`]: a real SMTP server (aiosmtpd) on loopback.
@@ -56,6 +58,7 @@
 //! wait a whole poll interval.
 #![forbid(unsafe_code)]
 
+pub mod fleet;
 pub mod netns;
 pub mod process;
 pub mod raw_agent;

@@ -48,6 +48,9 @@ pub enum StoreError {
 // `migrator()`: every file of migrations/manager, embedded by build.rs.
 include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
+/// Agents per heartbeat UPDATE (5 parameters each).
+const AGENTS_PER_UPDATE: usize = 500;
+
 /// Rows per archive INSERT (8 parameters each, far below SQLite's limit).
 const ARCHIVE_ROWS_PER_INSERT: usize = 250;
 
@@ -333,6 +336,16 @@ impl Store {
         Ok(rows.iter().map(agent_from_row).collect())
     }
 
+    /// The ids of the agents not removed, in id order (what `-a`
+    /// targets), without reading their records.
+    pub async fn live_agent_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM agents WHERE removed_at IS NULL ORDER BY CAST(id AS INTEGER)",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Whether a certificate serial has been revoked.
     pub async fn is_revoked(&self, serial: &str) -> Result<bool, StoreError> {
         let found: Option<i64> =
@@ -417,35 +430,54 @@ impl Store {
         Ok(change)
     }
 
-    /// Records that an agent was heard from, with its status figures.
-    pub async fn agent_heartbeat(
+    /// Records gathered heartbeats ([`crate::heartbeats`]) in one
+    /// transaction, a few hundred agents per statement: `last_seen` only
+    /// moves forward, figures are written where a heartbeat brought them.
+    pub async fn record_heartbeats(
         &self,
-        id: &str,
-        spool_depth: u64,
-        dropped_events: u64,
-        read_lag_bytes: u64,
+        seen: &[(String, crate::heartbeats::Seen)],
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE agents SET last_seen = $1, spool_depth = $2, dropped_events = $3, read_lag_bytes = $4 WHERE id = $5",
-        )
-        .bind(now_ms())
-        .bind(to_i64(spool_depth))
-        .bind(to_i64(dropped_events))
-        .bind(to_i64(read_lag_bytes))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.write_tx().await?;
+        for chunk in seen.chunks(AGENTS_PER_UPDATE) {
+            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), v.column2),
+                     spool_depth = COALESCE(v.column3, spool_depth),
+                     dropped_events = COALESCE(v.column4, dropped_events),
+                     read_lag_bytes = COALESCE(v.column5, read_lag_bytes)
+                 FROM (",
+            );
+            update.push_values(chunk, |mut row, (agent, seen)| {
+                let f = seen.figures;
+                row.push_bind(agent.as_str())
+                    .push_bind(seen.at)
+                    .push_bind(f.map(|f| to_i64(f.spool_depth)))
+                    .push_bind(f.map(|f| to_i64(f.dropped_events)))
+                    .push_bind(f.map(|f| to_i64(f.read_lag_bytes)));
+            });
+            update.push(") AS v WHERE agents.id = v.column1");
+            update.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Records when an agent was last heard from.
-    pub async fn agent_seen(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE agents SET last_seen = $1 WHERE id = $2")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// The revocation generation: it changes whenever an agent is removed
+    /// or a certificate revoked, by any process (`0040_fleet.sql`).
+    pub async fn revocation_generation(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT generation FROM revocation_generation WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// The ids of removed agents.
+    pub async fn removed_agent_ids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM agents WHERE removed_at IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// Stores a batch of an agent's events and the alerts they raised in

@@ -7,6 +7,10 @@ use sqlx::Row;
 
 use super::{Store, StoreError, now_ms, to_i64, to_u64};
 
+/// Rows (or ids) per multi-row statement: 14 parameters a row stays far
+/// below SQLite's limit of 32,766.
+const ROWS_PER_STATEMENT: usize = 500;
+
 pub use palisade_proto::action::Action;
 
 /// An `action` column's value (anything but `delete` is an add, as
@@ -147,45 +151,91 @@ impl Store {
     /// a block of the same response on the same agent supersedes it (the
     /// agent extends the block). Returns the new row.
     pub async fn insert_response(&self, new: &NewResponse) -> Result<ResponseRow, StoreError> {
+        self.insert_responses(std::slice::from_ref(new))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound("the command was not recorded".into()))
+    }
+
+    /// Records the commands of one decision (a fan-out to every agent, or
+    /// one command) as pending, all or none, in one transaction: a few
+    /// multi-row statements rather than two per agent. Adds supersede the
+    /// blocks they repeat as [`Self::insert_response`] says. Returns the
+    /// rows in id order.
+    pub async fn insert_responses(
+        &self,
+        new: &[NewResponse],
+    ) -> Result<Vec<ResponseRow>, StoreError> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
-        if new.action == Action::Add {
-            sqlx::query(
-                "UPDATE responses SET status = 'superseded', undone_at = $1
-                 WHERE agent_id = $2 AND response = $3 AND srcip IS $4 AND action = 'add'
-                   AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL",
-            )
-            .bind(now)
-            .bind(&new.agent_id)
-            .bind(&new.response)
-            .bind(new.srcip.as_deref())
-            .execute(&mut *tx)
-            .await?;
+        // Superseding, per (response, address): one statement per chunk of
+        // agents.
+        let mut repeats: HashMap<(&str, Option<&str>), Vec<&str>> = HashMap::new();
+        for n in new.iter().filter(|n| n.action == Action::Add) {
+            repeats
+                .entry((n.response.as_str(), n.srcip.as_deref()))
+                .or_default()
+                .push(n.agent_id.as_str());
         }
-        let expires_at = new.timeout_s.map(|t| now + to_i64(t) * 1000);
-        let row = sqlx::query(
-            "INSERT INTO responses (agent_id, response, command, executable, action, srcip, user, alert_id,
-                 rule_id, location, timeout_s, issued_at, expires_at, undoes, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'pending') RETURNING *",
-        )
-        .bind(&new.agent_id)
-        .bind(&new.response)
-        .bind(&new.command)
-        .bind(&new.executable)
-        .bind(new.action.as_str())
-        .bind(new.srcip.as_deref())
-        .bind(new.user.as_deref())
-        .bind(new.alert_id)
-        .bind(new.rule_id.map(i64::from))
-        .bind(new.location.as_deref())
-        .bind(new.timeout_s.map(to_i64))
-        .bind(now)
-        .bind(expires_at)
-        .bind(new.undoes)
-        .fetch_one(&mut *tx)
-        .await?;
+        for ((response, srcip), agents) in &repeats {
+            for chunk in agents.chunks(ROWS_PER_STATEMENT) {
+                let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                    "UPDATE responses SET status = 'superseded', undone_at = ",
+                );
+                update
+                    .push_bind(now)
+                    .push(" WHERE response = ")
+                    .push_bind(*response)
+                    .push(" AND srcip IS ")
+                    .push_bind(*srcip)
+                    .push(
+                        " AND action = 'add' AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL AND agent_id IN (",
+                    );
+                let mut ids = update.separated(", ");
+                for agent in chunk {
+                    ids.push_bind(*agent);
+                }
+                update.push(")");
+                update.build().execute(&mut *tx).await?;
+            }
+        }
+        let mut rows = Vec::with_capacity(new.len());
+        for chunk in new.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO responses (agent_id, response, command, executable, action, srcip, user, alert_id,
+                     rule_id, location, timeout_s, issued_at, expires_at, undoes, status) ",
+            );
+            insert.push_values(chunk, |mut row, new| {
+                let expires_at = new.timeout_s.map(|t| now + to_i64(t) * 1000);
+                row.push_bind(&new.agent_id)
+                    .push_bind(&new.response)
+                    .push_bind(&new.command)
+                    .push_bind(&new.executable)
+                    .push_bind(new.action.as_str())
+                    .push_bind(new.srcip.as_deref())
+                    .push_bind(new.user.as_deref())
+                    .push_bind(new.alert_id)
+                    .push_bind(new.rule_id.map(i64::from))
+                    .push_bind(new.location.as_deref())
+                    .push_bind(new.timeout_s.map(to_i64))
+                    .push_bind(now)
+                    .push_bind(expires_at)
+                    .push_bind(new.undoes)
+                    .push("'pending'");
+            });
+            insert.push(" RETURNING *");
+            rows.extend(
+                insert
+                    .build()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(row_to_response),
+            );
+        }
         tx.commit().await?;
-        Ok(row_to_response(&row))
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
     }
 
     /// How many adds of `response` for `srcip` on `agent_id` were ever
@@ -210,11 +260,31 @@ impl Store {
 
     /// Marks a command as sent down the agent's stream.
     pub async fn response_sent(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE responses SET status = 'sent', sent_at = $1 WHERE id = $2 AND status = 'pending'")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        self.responses_sent(&[id]).await
+    }
+
+    /// Marks commands as sent, in one transaction.
+    pub async fn responses_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "UPDATE responses SET status = 'sent', sent_at = ",
+            );
+            update
+                .push_bind(now)
+                .push(" WHERE status = 'pending' AND id IN (");
+            let mut list = update.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            update.push(")");
+            update.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -255,24 +325,35 @@ impl Store {
     }
 
     /// Commands waiting for an agent, oldest first; those whose block
-    /// would already have ended are marked expired and left out.
+    /// would already have ended are marked expired and left out. An agent
+    /// with nothing waiting (the common case, at every connect) costs one
+    /// read and no write.
     pub async fn pending_responses(&self, agent_id: &str) -> Result<Vec<ResponseRow>, StoreError> {
         let now = now_ms();
-        sqlx::query(
-            "UPDATE responses SET status = 'expired', message = 'expired before the agent came back'
-             WHERE agent_id = $1 AND status = 'pending' AND action = 'add' AND expires_at IS NOT NULL AND expires_at <= $2",
-        )
-        .bind(agent_id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
         let rows = sqlx::query(
             "SELECT * FROM responses WHERE agent_id = $1 AND status = 'pending' ORDER BY id",
         )
         .bind(agent_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(row_to_response).collect())
+        let (expired, pending): (Vec<ResponseRow>, Vec<ResponseRow>) =
+            rows.iter().map(row_to_response).partition(|r| {
+                r.request.action == Action::Add && r.expires_at.is_some_and(|t| t <= now)
+            });
+        if !expired.is_empty() {
+            let mut tx = self.write_tx().await?;
+            for row in &expired {
+                sqlx::query(
+                    "UPDATE responses SET status = 'expired', message = 'expired before the agent came back'
+                     WHERE id = $1 AND status = 'pending'",
+                )
+                .bind(row.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(pending)
     }
 
     /// One command.
@@ -355,6 +436,22 @@ impl Store {
         }
         tx.commit().await?;
         self.response(id).await
+    }
+
+    /// The add commands of the blocks of `srcip` in force (or waiting
+    /// for their agent), newest first: what an unblock lifts.
+    pub async fn blocking_commands(&self, srcip: &str) -> Result<Vec<ResponseRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM responses
+             WHERE action = 'add' AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL
+               AND (expires_at IS NULL OR expires_at > $1) AND srcip = $2
+             ORDER BY id DESC",
+        )
+        .bind(now_ms())
+        .bind(srcip)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(row_to_response).collect())
     }
 
     /// Blocks in force (or waiting for their agent), newest first.

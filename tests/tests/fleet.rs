@@ -1,0 +1,223 @@
+//! A fleet's fan-out: `palisadectl -b IP -f RESPONSE -a` and `unblock`
+//! are decided and recorded whole, then delivered to every agent, even when
+//! the operator's call is cancelled in the middle (palisadectl's timeout, a
+//! closed terminal). Scaled down from the benchmark (`benches/fleet.rs`):
+//! simulated agents with their own certificates and streams in this
+//! process.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use palisade_proto::v1::{RunResponseRequest, UnblockRequest};
+use palisade_tests::ManagerHandle;
+use palisade_tests::fleet::{self, Fleet, Target};
+use palisadectl::client::CtlConfig;
+
+const AGENTS: usize = 120;
+const WAIT: Duration = Duration::from_secs(60);
+
+fn operator(manager: &ManagerHandle) -> CtlConfig {
+    let dir = manager.operator_dir();
+    CtlConfig {
+        manager: manager.addr.to_string(),
+        server_name: manager.config.server_name.clone(),
+        ca_cert: manager.config.ca_cert.clone(),
+        cert: dir.join("operator.pem"),
+        key: dir.join("operator.key"),
+    }
+}
+
+/// Waits for one command per agent with `action`; returns the agents.
+async fn every_agent_gets(
+    fleet: &mut Fleet,
+    srcip: &str,
+    action: i32,
+    already: Option<String>,
+) -> anyhow::Result<HashSet<String>> {
+    let mut got: HashSet<String> = already.into_iter().collect();
+    while got.len() < AGENTS {
+        let received = fleet.next_command(WAIT).await?;
+        assert_eq!(received.command.srcip, srcip);
+        if received.command.action == action {
+            assert!(
+                got.insert(received.agent_id.clone()),
+                "agent {} got the command twice",
+                received.agent_id
+            );
+        }
+    }
+    Ok(got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_reaches_every_agent_when_the_caller_goes_away() -> anyhow::Result<()> {
+    let manager = ManagerHandle::start().await?;
+    let identities = fleet::register(&manager.config, "web", AGENTS).await?;
+    let mut fleet = Fleet::start(
+        &Target::of(&manager.config, manager.addr)?,
+        &identities,
+        None,
+    )?;
+    fleet.wait_active(AGENTS, WAIT).await?;
+    let ctl = operator(&manager);
+
+    // The block: the call is cancelled as soon as the first agent has its
+    // command, i.e. in the middle of the delivery.
+    let srcip = "198.51.100.23";
+    let mut client = palisadectl::client::connect(&ctl)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let call = tokio::spawn(async move {
+        client
+            .run_response(RunResponseRequest {
+                srcip: srcip.into(),
+                response: "route-null600".into(),
+                agent_ids: vec![],
+                all_agents: true,
+            })
+            .await
+    });
+    let first = fleet.next_command(WAIT).await?;
+    call.abort();
+    let add = palisade_proto::v1::CommandAction::Add as i32;
+    assert_eq!(first.command.action, add);
+    every_agent_gets(&mut fleet, srcip, add, Some(first.agent_id)).await?;
+
+    // Every command is recorded (one per agent), and each agent's result
+    // arrives.
+    let store = manager.store().await?;
+    palisade_tests::eventually(WAIT, "every block confirmed", || async {
+        let blocks = store.blocks(Some(srcip), None).await?;
+        Ok((blocks.len() == AGENTS && blocks.iter().all(|b| b.state == "active")).then_some(()))
+    })
+    .await?;
+
+    // The unblock, cancelled the same way.
+    let mut client = palisadectl::client::connect(&ctl)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let call = tokio::spawn(async move {
+        client
+            .unblock(UnblockRequest {
+                srcip: srcip.into(),
+                agent_ids: vec![],
+                all_agents: true,
+            })
+            .await
+    });
+    let delete = palisade_proto::v1::CommandAction::Delete as i32;
+    let first = loop {
+        let r = fleet.next_command(WAIT).await?;
+        if r.command.action == delete {
+            break r;
+        }
+    };
+    call.abort();
+    every_agent_gets(&mut fleet, srcip, delete, Some(first.agent_id)).await?;
+    palisade_tests::eventually(WAIT, "every block lifted", || async {
+        Ok(store
+            .blocks(Some(srcip), None)
+            .await?
+            .is_empty()
+            .then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// The delivery itself outlives its caller: an agent slow to read its
+/// stream (its queue full) still gets the command after the caller went
+/// away, and the command is marked sent. The responder of a real store
+/// and session registry, driven directly so that the agent's queue is
+/// full when the fan-out begins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_agent_gets_its_command_after_the_caller_went_away() -> anyhow::Result<()> {
+    use palisade_manager::responder::{Responder, Targets};
+    use palisade_manager::sessions::{NewStream, Sessions};
+    use palisade_proto::v1::ManagerMessage;
+    use palisade_proto::v1::manager_message::Kind as ManagerKind;
+
+    let manager = ManagerHandle::start().await?;
+    let identities = fleet::register(&manager.config, "web", 3).await?;
+    let store = manager.store().await?;
+    let sessions = Sessions::default();
+    let parent = tokio_util::sync::CancellationToken::new();
+    let mut receivers = Vec::new();
+    for (i, identity) in identities.iter().enumerate() {
+        let (tx, rx) = tokio::sync::mpsc::channel(if i == 0 { 1 } else { 8 });
+        sessions
+            .register(
+                NewStream {
+                    agent_id: &identity.id,
+                    serial: "-",
+                    address: None,
+                    stale_after: Duration::from_secs(60),
+                    takeover: false,
+                },
+                tx.clone(),
+                &parent,
+            )
+            .map_err(|live| anyhow::anyhow!("refused: {live:?}"))?;
+        if i == 0 {
+            // The slow agent's queue is full.
+            tx.send(Ok(ManagerMessage::default())).await?;
+        }
+        receivers.push(rx);
+    }
+    let responder = Responder::new(
+        manager.config.responses.clone(),
+        manager.config.white_list.clone(),
+        vec![],
+        store.clone(),
+        sessions,
+    );
+    let srcip = "198.51.100.24";
+    let call = tokio::spawn(async move {
+        responder
+            .run(srcip, "route-null600", Targets::All)
+            .await
+            .map(|_| ())
+    });
+    let command = |m: Option<Result<ManagerMessage, tonic::Status>>| match m {
+        Some(Ok(ManagerMessage {
+            kind: Some(ManagerKind::Command(c)),
+        })) => Ok(c),
+        other => Err(anyhow::anyhow!("expected a command, got {other:?}")),
+    };
+    for rx in &mut receivers[1..] {
+        assert_eq!(command(rx.recv().await)?.srcip, srcip);
+    }
+    // The fast agents have theirs: the fan-out waits for the slow one.
+    // Its caller goes away.
+    call.abort();
+    let slow = &mut receivers[0];
+    assert_eq!(
+        slow.recv().await.and_then(Result::ok),
+        Some(ManagerMessage::default())
+    );
+    assert_eq!(command(slow.recv().await)?.srcip, srcip);
+    palisade_tests::eventually(WAIT, "every command marked sent", || async {
+        let blocks = store.blocks(Some(srcip), None).await?;
+        let sent = commands_sent(&store, &blocks).await?;
+        Ok((blocks.len() == 3 && sent == 3).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+async fn commands_sent(
+    store: &palisade_manager::store::Store,
+    blocks: &[palisade_manager::store::BlockRow],
+) -> anyhow::Result<usize> {
+    let mut sent = 0;
+    for block in blocks {
+        if store
+            .response(block.id)
+            .await?
+            .is_some_and(|r| r.status == "sent")
+        {
+            sent += 1;
+        }
+    }
+    Ok(sent)
+}
