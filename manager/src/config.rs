@@ -41,6 +41,8 @@ struct RawConfig {
     enrollment: crate::enroll::RawEnrollment,
     #[serde(default)]
     limits: crate::limits::RawLimits,
+    #[serde(default)]
+    connections: crate::connections::RawConnections,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,6 +289,9 @@ pub struct ManagerConfig {
     pub clock: std::sync::Arc<dyn palisade_common::clock::Clock>,
     /// Sizes taken in from agents (`[limits]`).
     pub limits: crate::limits::LimitsConfig,
+    /// Connections, handshakes per address, the handshake timeout
+    /// (`[connections]`).
+    pub connections: crate::connections::ConnectionLimits,
 }
 
 /// Three missed heartbeats (30 s each, the agent's default) plus 30 s, as
@@ -420,6 +425,7 @@ impl ManagerConfig {
         let metrics = crate::metrics::compile(raw.metrics, base, &mut errors);
         let enrollment = crate::enroll::compile(raw.enrollment, base, &mut errors);
         let limits = crate::limits::compile(raw.limits, &mut errors);
+        let connections = crate::connections::compile(raw.connections, &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(errors.into_error(path, text));
         };
@@ -451,6 +457,7 @@ impl ManagerConfig {
             enrollment,
             clock: std::sync::Arc::new(palisade_common::clock::SystemClock),
             limits,
+            connections,
         })
     }
 }

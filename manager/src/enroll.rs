@@ -37,7 +37,7 @@ use palisade_proto::v1::{EnrollRequest, EnrollResponse};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::ManagerConfig;
 use crate::pki::{CertificateAuthority, PkiError};
@@ -231,17 +231,21 @@ pub fn start(
     let ca = CertificateAuthority::load(&config.ca_cert, &config.ca_key)?;
     let tls = crate::tls::enrollment_server_config(&config.ca_cert, &config.cert, &config.key)?;
     let local = listener.local_addr().ok();
+    let refusals = crate::connections::RefusalLog::default();
+    tokio::spawn(refusals.clone().run("enrollments", shutdown.clone()));
     let service = Enroller {
         store,
         ca: Arc::new(ca),
         manager_address: config.advertise.clone(),
         server_name: config.server_name.clone(),
+        refusals: refusals.clone(),
     };
     let incoming = crate::tls::incoming_with(
         listener,
         tls,
         shutdown.clone(),
         explain_enrollment_handshake,
+        config.connections,
     );
     info!(listen = ?local, "Enrollment endpoint open.");
     let task = tokio::spawn(async move {
@@ -274,6 +278,21 @@ struct Enroller {
     ca: Arc<CertificateAuthority>,
     manager_address: String,
     server_name: String,
+    /// Refused enrollments, logged once per address a minute, then
+    /// summarised (a token guesser makes thousands).
+    refusals: crate::connections::RefusalLog,
+}
+
+impl Enroller {
+    fn refused(&self, peer: Option<std::net::SocketAddr>, category: &'static str, reason: &str) {
+        let first = peer.is_none_or(|p| self.refusals.refused(p.ip(), category));
+        let peer = peer.map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        if first {
+            warn!(%peer, reason = %Escaped(reason), "Refused enrollment.");
+        } else {
+            debug!(%peer, reason = %Escaped(reason), "Refused enrollment.");
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -282,12 +301,11 @@ impl EnrollmentService for Enroller {
         &self,
         request: tonic::Request<EnrollRequest>,
     ) -> Result<tonic::Response<EnrollResponse>, tonic::Status> {
-        let peer = request
-            .remote_addr()
-            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let address = request.remote_addr();
+        let peer = address.map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let request = request.into_inner();
         if request.token.trim().is_empty() {
-            warn!(%peer, reason = "no token", "Refused enrollment.");
+            self.refused(address, "no token", "no token");
             return Err(tonic::Status::unauthenticated("no token was given"));
         }
         let requested = Some(request.name.as_str()).filter(|n| !n.is_empty());
@@ -321,7 +339,7 @@ impl EnrollmentService for Enroller {
                 }))
             }
             Err(StoreError::NotFound(reason) | StoreError::Conflict(reason)) => {
-                warn!(%peer, reason = %Escaped(&reason.to_string()), "Refused enrollment.");
+                self.refused(address, "token refused", &reason);
                 Err(tonic::Status::permission_denied(reason))
             }
             Err(error) => {

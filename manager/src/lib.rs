@@ -11,6 +11,8 @@
 //! - [`ruleset`]: the embedded default ruleset, or an OSSEC `etc`, and the
 //!   engine settings of `[ruleset]` (the daemon's and logtest's).
 //! - [`limits`]: `[limits]`, the sizes taken in from agents.
+//! - [`connections`]: `[connections]`, the limits on connections and
+//!   handshakes, and the summarised log of refused ones.
 //! - [`protocol`]: what an agent may send on its stream, checked before
 //!   use (Hello first, sequences, field lengths, times).
 //! - [`pipeline`]: a batch of events through the engine thread
@@ -56,6 +58,7 @@ pub mod alert_files;
 pub mod breaker;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod control;
 pub mod enroll;
 pub mod heartbeats;
@@ -374,7 +377,7 @@ pub async fn run(
         control.operators(),
         shutdown.clone(),
     ));
-    let incoming = tls::incoming(listener, tls, shutdown.clone());
+    let incoming = tls::incoming(listener, tls, shutdown.clone(), config.connections);
     let enrollment = match enrollment_listener {
         Some(listener) => Some(enroll::start(
             &config,

@@ -2,27 +2,33 @@
 //! required, accepted by our own loop rather than tonic's so that every
 //! refused handshake is logged with the peer address and the reason (tonic
 //! drops them silently). Accepted streams keep their peer certificates, which
-//! the services read through `Request::peer_certs`.
+//! the services read through `Request::peer_certs`. The limits of
+//! [`crate::connections`] apply here: connections held, unfinished
+//! handshakes per address, the handshake timeout.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::{debug, warn};
 
-/// How long a client may take to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::connections::{ConnectionLimits, Handshakes, RefusalLog};
 
 /// Why the TLS configuration cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -110,16 +116,73 @@ pub fn enrollment_server_config(
 }
 
 /// Accepted, verified TLS connections for tonic's `serve_with_incoming`.
-pub type Incoming = ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>;
+pub type Incoming = ReceiverStream<Result<TlsStream<Counted>, std::io::Error>>;
+
+/// A connection counted against `[connections] max_connections` while it
+/// is open: the count is given back when tonic drops the connection.
+#[derive(Debug)]
+pub struct Counted {
+    tcp: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+impl Connected for Counted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.tcp.connect_info()
+    }
+}
 
 /// Accepts connections until `shutdown`, handshaking each in its own task
-/// and logging every refusal.
+/// within `limits` and logging every refusal (summarised per address).
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
+    limits: ConnectionLimits,
 ) -> Incoming {
-    incoming_with(listener, config, shutdown, explain_handshake_error)
+    incoming_with(listener, config, shutdown, explain_handshake_error, limits)
 }
 
 /// [`incoming`], with `explain` turning handshake errors into the reasons
@@ -129,9 +192,14 @@ pub fn incoming_with(
     config: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
     explain: fn(&str) -> &'static str,
+    limits: ConnectionLimits,
 ) -> Incoming {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let handshakes = Handshakes::default();
+    let refusals = RefusalLog::default();
+    tokio::spawn(refusals.clone().run("connections", shutdown.clone()));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -146,22 +214,55 @@ pub fn incoming_with(
                     continue;
                 }
             };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                refuse(
+                    &refusals,
+                    peer,
+                    "the manager holds [connections] max_connections already",
+                    "",
+                );
+                continue;
+            };
+            let Some(slot) = handshakes.begin(peer.ip(), limits.max_handshakes_per_address) else {
+                refuse(
+                    &refusals,
+                    peer,
+                    "too many unfinished handshakes from this address ([connections] max_handshakes_per_address)",
+                    "",
+                );
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let refusals = refusals.clone();
+            let counted = Counted {
+                tcp,
+                _permit: permit,
+            };
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible())
-                    .await
-                {
+                let handshake = tokio::time::timeout(
+                    limits.handshake_timeout,
+                    acceptor.accept(counted).into_fallible(),
+                )
+                .await;
+                drop(slot);
+                match handshake {
                     Ok(Ok(stream)) => {
                         debug!(%peer, "TLS connection accepted.");
                         let _ = tx.send(Ok(stream)).await;
                     }
-                    Ok(Err((error, tcp))) => {
-                        log_refusal(peer, &error.to_string(), explain);
-                        linger(tcp).await;
+                    Ok(Err((error, counted))) => {
+                        let error = error.to_string();
+                        refuse(&refusals, peer, explain(&error), &error);
+                        linger(counted.tcp).await;
                     }
-                    Err(_) => log_refusal(peer, "handshake timed out", explain),
+                    Err(_) => refuse(
+                        &refusals,
+                        peer,
+                        explain("handshake timed out"),
+                        "handshake timed out",
+                    ),
                 }
             });
         }
@@ -183,9 +284,14 @@ async fn linger(mut tcp: TcpStream) {
     .await;
 }
 
-fn log_refusal(peer: SocketAddr, error: &str, explain: fn(&str) -> &'static str) {
-    let reason = explain(error);
-    warn!(%peer, %reason, %error, "Refused TLS connection.");
+/// Logs a refused connection: in full the first time in a minute for
+/// its address and reason, then only counted ([`RefusalLog`]).
+fn refuse(refusals: &RefusalLog, peer: SocketAddr, reason: &'static str, error: &str) {
+    if refusals.refused(peer.ip(), reason) {
+        warn!(%peer, %reason, %error, "Refused TLS connection.");
+    } else {
+        debug!(%peer, %reason, %error, "Refused TLS connection.");
+    }
 }
 
 /// Turns a rustls handshake error into an operator's reason.

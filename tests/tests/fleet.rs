@@ -221,3 +221,67 @@ async fn commands_sent(
     }
     Ok(sent)
 }
+
+/// Reads from `tcp` until the manager closes it (EOF or reset).
+async fn closed_by_manager(tcp: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+}
+
+/// `[connections]`: unfinished handshakes beyond the per-address cap are
+/// refused at once, the ones under it are cut at the handshake timeout,
+/// connections beyond `max_connections` are refused; each reason is
+/// logged once for the address and then only counted; an agent still gets
+/// in once the squatters are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_hold_and_refusals_are_summarised() -> anyhow::Result<()> {
+    let logs = palisade_tests::LogCapture::install();
+    let manager = ManagerHandle::start_with(|c| {
+        c.connections.max_handshakes_per_address = 2;
+        c.connections.handshake_timeout = Duration::from_secs(1);
+        c.connections.max_connections = 4;
+    })
+    .await?;
+    let connect = || tokio::net::TcpStream::connect(manager.addr);
+    // Two squatters hold their handshake slots; the next three are
+    // refused at once.
+    let mut squatters = vec![connect().await?, connect().await?];
+    for _ in 0..3 {
+        let mut refused = connect().await?;
+        closed_by_manager(&mut refused).await;
+    }
+    logs.wait_for(&["Refused TLS connection", "too many unfinished handshakes"])
+        .await?;
+    let lines = |needle: &str| logs.text().lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        lines("too many unfinished handshakes"),
+        1,
+        "logged once, then counted"
+    );
+    // The squatters are cut at the handshake timeout.
+    for tcp in &mut squatters {
+        closed_by_manager(tcp).await;
+    }
+    // max_connections: four agents' worth of connections, then refusals.
+    let identities = fleet::register(&manager.config, "web", 5).await?;
+    let fleet = Fleet::start(
+        &Target::of(&manager.config, manager.addr)?,
+        &identities[..4],
+        None,
+    )?;
+    fleet.wait_active(4, WAIT).await?;
+    let mut over = connect().await?;
+    closed_by_manager(&mut over).await;
+    logs.wait_for(&["Refused TLS connection", "max_connections"])
+        .await?;
+    // One leaves; the fifth gets in.
+    drop(fleet);
+    let fifth = Fleet::start(
+        &Target::of(&manager.config, manager.addr)?,
+        &identities[4..],
+        None,
+    )?;
+    fifth.wait_active(1, WAIT).await?;
+    Ok(())
+}

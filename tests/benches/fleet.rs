@@ -1,0 +1,228 @@
+//! Ten thousand agents on one manager: the load generator and its figures.
+//!
+//! Starts the real manager (this build's `e2e-manager`, release under
+//! `cargo bench`) in a temporary directory, registers N agents in its
+//! database with certificates signed by its CA (the code `agent add`
+//! runs, without writing bundles: [`palisade_tests::fleet::register`]),
+//! and opens N real mutual-TLS streams from this process, each with its
+//! own connection and certificate. Then it measures:
+//!
+//! - the manager's memory per connected idle agent (RSS with the fleet
+//!   connected minus RSS before, over N), and after the fleet left;
+//! - the time until all N are Active after a start and after a restart
+//!   (SIGKILL, then the reconnect storm);
+//! - `palisadectl -l` (the real program, output discarded);
+//! - `palisadectl -b IP -f route-null600 -a` and `unblock IP`: the
+//!   command's own time, and when the last agent (and the median agent)
+//!   had its command, counted from the command's start; every agent
+//!   answers with a result, as real agents do;
+//! - the same again with every agent sending 10 lines every 5 s.
+//!
+//! `FLEET_AGENTS` is a comma-separated list of fleet sizes (default
+//! `1000`); e.g. `FLEET_AGENTS=1000,10000 cargo bench -p palisade-tests
+//! --bench fleet`. This process and the manager share the machine: the
+//! figures include the simulated agents' own CPU.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use palisade_tests::fleet::{self, Fleet, Target, Traffic};
+use palisade_tests::process::ManagerProcess;
+
+const CTL: &str = env!("CARGO_BIN_EXE_e2e-ctl");
+const MANAGER: &str = env!("CARGO_BIN_EXE_e2e-manager");
+/// How long anything may take before the bench gives up.
+const LIMIT: Duration = Duration::from_secs(300);
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Raises this process's open-file limit (N sockets here, N in the
+/// manager, which inherits it) with util-linux's `prlimit`.
+fn raise_nofile(n: usize) {
+    let limit = (2 * n + 1024).max(65_536).to_string();
+    let status = Command::new("prlimit")
+        .arg("--pid")
+        .arg(std::process::id().to_string())
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(
+        status.success(),
+        "cannot raise the open-file limit to {limit}"
+    );
+}
+
+/// Runs palisadectl with `args`; returns its wall time.
+fn ctl(config: &Path, args: &[&str]) -> Duration {
+    let start = Instant::now();
+    let status = Command::new(CTL)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("palisadectl");
+    let took = start.elapsed();
+    assert!(status.success(), "palisadectl {args:?} failed: {status}");
+    took
+}
+
+/// Runs `args` (a fan-out to every agent) and waits until every agent had
+/// its command with `action`; prints the command's time, the median and
+/// the last agent's.
+async fn fan_out(fleet: &mut Fleet, ctl_toml: &Path, n: usize, args: &[&str], action: i32) {
+    let srcip = args
+        .iter()
+        .find(|a| a.parse::<std::net::IpAddr>().is_ok())
+        .unwrap()
+        .to_string();
+    let start = Instant::now();
+    let config = ctl_toml.to_path_buf();
+    let owned: Vec<String> = args.iter().map(ToString::to_string).collect();
+    let command = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        ctl(&config, &args)
+    });
+    let mut times = Vec::with_capacity(n);
+    while times.len() < n {
+        let r = fleet
+            .next_command(LIMIT)
+            .await
+            .expect("every agent's command");
+        if r.command.srcip == srcip && r.command.action == action {
+            times.push(r.at.duration_since(start));
+        }
+    }
+    let took = command.await.unwrap();
+    times.sort();
+    println!(
+        "  {:<38} command {:>7.3} s, median agent {:>7.3} s, all {n} {:>7.3} s",
+        args.join(" "),
+        took.as_secs_f64(),
+        times[n / 2].as_secs_f64(),
+        times[n - 1].as_secs_f64()
+    );
+}
+
+async fn operations(fleet: &mut Fleet, ctl_toml: &Path, n: usize, round: usize) {
+    let list = ctl(ctl_toml, &["-l"]);
+    println!("  palisadectl -l: {:.3} s", list.as_secs_f64());
+    let ip = format!("198.18.{}.7", round);
+    let add = palisade_proto::v1::CommandAction::Add as i32;
+    let delete = palisade_proto::v1::CommandAction::Delete as i32;
+    fan_out(
+        fleet,
+        ctl_toml,
+        n,
+        &["-b", &ip, "-f", "route-null600", "-a"],
+        add,
+    )
+    .await;
+    fan_out(fleet, ctl_toml, n, &["unblock", &ip], delete).await;
+}
+
+async fn run(n: usize) {
+    println!("fleet of {n} agents");
+    let mut manager = ManagerProcess::start(Path::new(MANAGER)).await.unwrap();
+    let ctl_toml = manager.dir.path().join("operator").join("ctl.toml");
+    let start = Instant::now();
+    let identities = fleet::register(&manager.config, "sim", n).await.unwrap();
+    println!(
+        "  registered {n} agents (CA-signed certificates) in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    // Restart: the manager starts with the registered fleet, as in
+    // production.
+    manager.restart().await.unwrap();
+    let pid = manager.pid().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_kib(pid);
+    let target = Target::of(&manager.config, manager.addr).unwrap();
+
+    let start = Instant::now();
+    let mut fleet = Fleet::start(&target, &identities, None).unwrap();
+    fleet.wait_active(n, LIMIT).await.unwrap();
+    println!(
+        "  all {n} Active after connecting at once: {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    // Settle: handshakes done, first heartbeats written.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let with = rss_kib(pid);
+    println!(
+        "  manager RSS {} MiB idle, {} MiB with {n} agents: {:.1} KiB per agent",
+        before / 1024,
+        with / 1024,
+        (with.saturating_sub(before)) as f64 / n as f64
+    );
+    operations(&mut fleet, &ctl_toml, n, 1).await;
+
+    // A restart: time from the new process's start to all Active.
+    let start = Instant::now();
+    manager.restart().await.unwrap();
+    let pid = manager.pid().unwrap();
+    fleet.wait_active(n, LIMIT).await.unwrap();
+    println!(
+        "  after a manager restart (SIGKILL), all {n} Active in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+
+    // The fleet leaves: is the memory given back?
+    fleet.stop();
+    drop(fleet);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    println!(
+        "  manager RSS {} MiB 10 s after the fleet left",
+        rss_kib(pid) / 1024
+    );
+
+    // With traffic: 10 lines every 5 s per agent.
+    let traffic = Traffic {
+        lines: 10,
+        every: Duration::from_secs(5),
+    };
+    let mut fleet = Fleet::start(&target, &identities, Some(traffic)).unwrap();
+    fleet.wait_active(n, LIMIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    println!(
+        "  with 10 lines / 5 s per agent ({} lines/s), RSS {} MiB:",
+        n * 2,
+        rss_kib(pid) / 1024
+    );
+    operations(&mut fleet, &ctl_toml, n, 2).await;
+    println!(
+        "  batches acknowledged: {}",
+        fleet
+            .counters
+            .acks
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` does not run it.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let sizes: Vec<usize> = std::env::var("FLEET_AGENTS")
+        .unwrap_or_else(|_| "1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    raise_nofile(sizes.iter().copied().max().unwrap_or(0));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for n in sizes {
+        runtime.block_on(run(n));
+    }
+}
