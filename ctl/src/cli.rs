@@ -422,10 +422,10 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Some(Command::Restart { ids, all }) => {
             let r = client::restart(&mut control, ids, all).await?;
             for id in &r.sent_to {
-                println!("agent {}: asked to restart", output::escaped(id));
+                crate::outln!("agent {}: asked to restart", output::escaped(id));
             }
             for id in &r.not_connected {
-                println!(
+                crate::outln!(
                     "agent {}: not connected, not restarted",
                     output::escaped(id)
                 );
@@ -463,7 +463,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 },
             )
             .await?;
-            print!("{}", output::run_summary(&response, &ip.to_string(), &r));
+            crate::out!("{}", output::run_summary(&response, &ip.to_string(), &r));
         }
         Some(Command::Unblock { ip, agents, all }) => {
             let r = control
@@ -475,7 +475,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(client::call_failed)?
                 .into_inner();
-            print!("{}", output::unblock_summary(&ip.to_string(), &r));
+            crate::out!("{}", output::unblock_summary(&ip.to_string(), &r));
         }
         Some(Command::Blocks { json }) => {
             let list = control
@@ -496,9 +496,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .map_err(client::call_failed)?
                 .into_inner();
             if reset.was_tripped {
-                println!("breaker of agent {id}: reset, new blocks resume");
+                crate::outln!("breaker of agent {id}: reset, new blocks resume");
             } else {
-                println!("breaker of agent {id}: was not tripped");
+                crate::outln!("breaker of agent {id}: was not tripped");
             }
         }
         Some(Command::Refusals { limit, json }) => {
@@ -520,9 +520,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             if l.json {
                 output::print_json(&output::agent_control_info_json(&agent));
             } else if l.plain {
-                print!("{}", output::agent_control_info_csv(&agent));
+                crate::out!("{}", output::agent_control_info_csv(&agent));
             } else {
-                print!("{}", output::agent_control_info(&agent));
+                crate::out!("{}", output::agent_control_info(&agent));
             }
         }
         None if l.restart.is_some() => {
@@ -536,9 +536,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             if l.json {
                 output::print_json(&output::restart_json(&r));
             } else if let Some(id) = named {
-                print!("{}", output::agent_control_restart(&id));
+                crate::out!("{}", output::agent_control_restart(&id));
             } else {
-                print!("{}", output::agent_control_restart_all(&r));
+                crate::out!("{}", output::agent_control_restart_all(&r));
             }
         }
         None if l.list_responses => {
@@ -550,7 +550,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             if l.json {
                 output::print_json(&output::responses_json(&list));
             } else {
-                print!("{}", output::agent_control_responses(&list));
+                crate::out!("{}", output::agent_control_responses(&list));
             }
         }
         None if l.block.is_some() => {
@@ -566,7 +566,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 },
             )
             .await?;
-            print!(
+            crate::out!(
                 "{}",
                 output::agent_control_run(&response, l.agent.as_deref(), &r)
             );
@@ -578,9 +578,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             if l.json {
                 output::print_json(&output::agent_control_json(&list, with_manager));
             } else if l.plain {
-                print!("{}", output::agent_control_csv(&list, with_manager));
+                crate::out!("{}", output::agent_control_csv(&list, with_manager));
             } else {
-                print!(
+                crate::out!(
                     "{}",
                     output::agent_control_list(&list, with_manager, !l.connected)
                 );

@@ -16,3 +16,16 @@
 pub mod cli;
 pub mod client;
 pub mod output;
+
+/// `print!` that ends quietly on a closed pipe ([`output::emit`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::emit(format_args!($($arg)*)) };
+}
+
+/// `println!` that ends quietly on a closed pipe ([`output::emit`]).
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::output::emit(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::output::emit(format_args!("{}\n", format_args!($($arg)*))) };
+}

@@ -684,12 +684,29 @@ pub fn alerts_json(alerts: &[Alert]) -> Value {
     Value::Array(alerts.iter().map(alert_json).collect())
 }
 
+/// Writes `text` to standard output. A reader that went away (`| head`,
+/// a closed pager) ends the program quietly with success, as Unix tools
+/// do, instead of a panic; any other write error ends it with a failure.
+pub fn emit(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_fmt(text).and_then(|()| out.flush()) {
+        let exit = if error.kind() == std::io::ErrorKind::BrokenPipe {
+            palisade_common::exit::Exit::Success
+        } else {
+            eprintln!("palisadectl: cannot write the output: {error}");
+            palisade_common::exit::Exit::Failure
+        };
+        std::process::exit(i32::from(exit.code()));
+    }
+}
+
 /// Prints `value` as JSON or as text, as the command's `--json` says.
 pub fn show<T: ?Sized>(json: bool, value: &T, as_json: fn(&T) -> Value, as_text: fn(&T) -> String) {
     if json {
         print_json(&as_json(value));
     } else {
-        print!("{}", as_text(value));
+        crate::out!("{}", as_text(value));
     }
 }
 
@@ -801,7 +818,7 @@ pub fn json_line(v: &Value) -> String {
 
 /// Prints JSON on one line ([`json_line`]).
 pub fn print_json(v: &Value) {
-    println!("{}", json_line(v));
+    crate::outln!("{}", json_line(v));
 }
 
 #[cfg(test)]

@@ -228,7 +228,14 @@ impl AgentService for Ingest {
             name,
             serial,
             renewed,
-        } = self.admit(&request).await?;
+        } = self.admit(&request).await.inspect_err(|status| {
+            // The refusals of admit() are logged there; a database that
+            // failed or timed out (the pool) is logged here.
+            if matches!(status.code(), tonic::Code::Internal | tonic::Code::Unavailable) {
+                let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+                warn!(%peer, reason = %Escaped(status.message()), "Refused agent stream: the database did not answer.");
+            }
+        })?;
         let address = request.remote_addr().map(|a| a.ip().to_string());
         let manager_addresses = self.announced_addresses(request.local_addr());
         let (tx, rx) = mpsc::channel(64);

@@ -236,3 +236,24 @@ async fn response_errors_are_one_clear_line() {
         }
     }
 }
+
+/// `palisadectl -l | head`: the reader has gone before palisadectl
+/// writes; it ends quietly with success, as Unix tools do, instead of
+/// panicking on the broken pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_the_output_quietly() {
+    let m = start().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_e2e-ctl"))
+        .arg("--config")
+        .arg(&m.ctl)
+        .arg("-l")
+        .env_remove("PALISADE_CTL_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(stderr(&out), "");
+    assert!(out.status.success(), "{:?}", out.status);
+}
