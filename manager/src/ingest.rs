@@ -296,7 +296,11 @@ impl Opening {
     async fn run(self, mut inbound: Streaming<AgentMessage>) {
         let agent = self.agent_id.clone();
         match self.open(&mut inbound).await {
-            Ok(task) => task.run(inbound).await,
+            Ok(task) => {
+                // Held for the stream's life otherwise (per agent).
+                drop(self);
+                task.run(inbound).await
+            }
             Err(status) => {
                 warn!(%agent, reason = %Escaped(status.message()), "Refused agent stream.");
                 let _ = self.tx.send(Err(status)).await;

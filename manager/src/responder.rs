@@ -101,8 +101,9 @@ pub struct Outcome {
 /// The responder.
 #[derive(Debug, Clone)]
 pub struct Responder {
-    specs: Vec<ResponseSpec>,
-    groups: Vec<Option<Pattern>>,
+    // Shared: every agent's stream holds a clone of the responder.
+    specs: Arc<[ResponseSpec]>,
+    groups: Arc<[Option<Pattern>]>,
     policy: AddressPolicy,
     facts: Arc<FactsCache>,
     breaker: Breaker,
@@ -136,7 +137,7 @@ impl Responder {
             })
             .collect();
         Self {
-            specs,
+            specs: specs.into(),
             groups,
             policy: AddressPolicy::new(Host::Manager, &white_list),
             facts: Arc::new(FactsCache::new(
