@@ -16,6 +16,12 @@ use palisadectl::client::CtlConfig;
 const AGENTS: usize = 120;
 const WAIT: Duration = Duration::from_secs(60);
 
+/// The simulated agents all come from 127.0.0.1, as through one NAT
+/// address: their handshakes at once are not squatters.
+fn one_address_for_all(config: &mut palisade_manager::ManagerConfig) {
+    config.connections.max_handshakes_per_address = AGENTS;
+}
+
 fn operator(manager: &ManagerHandle) -> CtlConfig {
     let dir = manager.operator_dir();
     CtlConfig {
@@ -51,7 +57,7 @@ async fn every_agent_gets(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_reaches_every_agent_when_the_caller_goes_away() -> anyhow::Result<()> {
-    let manager = ManagerHandle::start().await?;
+    let manager = ManagerHandle::start_with(one_address_for_all).await?;
     let identities = fleet::register(&manager.config, "web", AGENTS).await?;
     let mut fleet = Fleet::start(
         &Target::of(&manager.config, manager.addr)?,
@@ -243,7 +249,13 @@ async fn connection_limits_hold_and_refusals_are_summarised() -> anyhow::Result<
         c.connections.max_connections = 4;
     })
     .await?;
-    let connect = || tokio::net::TcpStream::connect(manager.addr);
+    // From an address of its own: the other tests of this binary connect
+    // from 127.0.0.1, and their refusals go to the same log.
+    let connect = || async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind("127.0.0.2:0".parse()?)?;
+        anyhow::Ok(socket.connect(manager.addr).await?)
+    };
     // Two squatters hold their handshake slots; the next three are
     // refused at once.
     let mut squatters = vec![connect().await?, connect().await?];
