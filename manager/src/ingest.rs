@@ -295,7 +295,10 @@ impl Opening {
 
     async fn run(self, mut inbound: Streaming<AgentMessage>) {
         let agent = self.agent_id.clone();
-        match self.open(&mut inbound).await {
+        // Boxed: a task's memory is that of its largest state, held for
+        // the stream's life; the Hello's database work is needed once.
+        let opened = Box::pin(self.open(&mut inbound)).await;
+        match opened {
             Ok(task) => {
                 // Held for the stream's life otherwise (per agent).
                 drop(self);
@@ -449,7 +452,7 @@ struct SessionTask {
 impl SessionTask {
     async fn run(mut self, mut inbound: Streaming<AgentMessage>) {
         let agent = self.agent_id.clone();
-        if let Err(error) = self.responder.deliver_pending(&agent).await {
+        if let Err(error) = Box::pin(self.responder.deliver_pending(&agent)).await {
             warn!(%agent, %error, "Cannot deliver queued active responses.");
         }
         loop {
@@ -476,7 +479,9 @@ impl SessionTask {
             match message {
                 Ok(Some(m)) => {
                     self.guard.heard();
-                    if let Err(status) = self.handle(m).await {
+                    // Boxed: an idle stream holds only the wait for its
+                    // next message, not room for a batch's work.
+                    if let Err(status) = Box::pin(self.handle(m)).await {
                         warn!(%agent, error = %Escaped(status.message()), "Agent stream failed.");
                         let _ = self.tx.send(Err(status)).await;
                         break;

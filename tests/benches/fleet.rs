@@ -48,18 +48,29 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Raises this process's open-file limit (N sockets here, N in the
-/// manager, which inherits it) with util-linux's `prlimit`.
+/// manager, which inherits it) to its hard limit with util-linux's
+/// `prlimit`; says when that is too low for `n` agents.
 fn raise_nofile(n: usize) {
-    let limit = (2 * n + 1024).max(65_536).to_string();
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let hard: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
     let status = Command::new("prlimit")
         .arg("--pid")
         .arg(std::process::id().to_string())
-        .arg(format!("--nofile={limit}:{limit}"))
+        .arg(format!("--nofile={hard}:{hard}"))
         .status()
         .expect("prlimit (util-linux)");
     assert!(
         status.success(),
-        "cannot raise the open-file limit to {limit}"
+        "cannot raise the open-file limit to {hard}"
+    );
+    assert!(
+        hard >= n as u64 + 512,
+        "the open-file hard limit {hard} is too low for {n} agents (ulimit -Hn)"
     );
 }
 
@@ -142,6 +153,14 @@ async fn run(n: usize) {
         "  registered {n} agents (CA-signed certificates) in {:.1} s",
         start.elapsed().as_secs_f64()
     );
+    // Every simulated agent connects from 127.0.0.1, as through one NAT
+    // address: their handshakes at once are not squatters.
+    let mut toml = std::fs::read_to_string(&manager.config.source).unwrap();
+    toml.push_str(&format!(
+        "\n[connections]\nmax_handshakes_per_address = {}\n",
+        n.max(64)
+    ));
+    std::fs::write(&manager.config.source, toml).unwrap();
     // Restart: the manager starts with the registered fleet, as in
     // production.
     manager.restart().await.unwrap();
