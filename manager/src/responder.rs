@@ -372,6 +372,7 @@ impl Responder {
                     .await;
             }
         };
+        let mut commands = Vec::with_capacity(targets.len());
         for agent in targets {
             let srcip_text = srcip.map(|ip| ip.to_string());
             if let Some(ip) = &srcip_text
@@ -392,35 +393,40 @@ impl Responder {
                 }
                 (_, t) => t.map(|d| d.as_secs()),
             };
-            let row = self
-                .store
-                .insert_response(&NewResponse {
-                    agent_id: agent.clone(),
-                    response: spec.name.clone(),
-                    command: spec.command.name.clone(),
-                    executable: spec.command.executable.clone(),
-                    action: Action::Add,
-                    srcip: srcip_text,
-                    user: user.clone(),
-                    alert_id: Some(alert_id),
-                    rule_id: Some(alert.rule_id),
-                    location: Some(alert.location.clone()),
-                    timeout_s,
-                    undoes: None,
-                })
-                .await?;
+            commands.push(NewResponse {
+                agent_id: agent,
+                response: spec.name.clone(),
+                command: spec.command.name.clone(),
+                executable: spec.command.executable.clone(),
+                action: Action::Add,
+                srcip: srcip_text,
+                user: user.clone(),
+                alert_id: Some(alert_id),
+                rule_id: Some(alert.rule_id),
+                location: Some(alert.location.clone()),
+                timeout_s,
+                undoes: None,
+            });
+        }
+        if commands.is_empty() {
+            return Ok(());
+        }
+        // One transaction and one concurrent delivery, also for a
+        // response on every agent (location "all").
+        let rows = self.store.insert_responses(&commands).await?;
+        for row in &rows {
             self.count(|s| &s.responses_issued);
             info!(
                 command = row.id,
-                %agent,
+                agent = %row.request.agent_id,
                 response = %spec.name,
                 srcip = row.request.srcip.as_deref().unwrap_or("-"),
-                timeout_s = timeout_s.unwrap_or(0),
+                timeout_s = row.request.timeout_s.unwrap_or(0),
                 rule = alert.rule_id,
                 "Active response issued."
             );
-            self.deliver(&row).await?;
         }
+        self.deliver_all(&rows).await?;
         Ok(())
     }
 

@@ -400,6 +400,16 @@ impl Store {
         if spool_id.is_empty() {
             return Ok(SpoolChange::Same);
         }
+        // The common case, at every connect: the same spool, read without
+        // taking the write lock.
+        let known: Option<Option<String>> =
+            sqlx::query_scalar("SELECT spool_id FROM agents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        if known.flatten().as_deref() == Some(spool_id) {
+            return Ok(SpoolChange::Same);
+        }
         let mut tx = self.write_tx().await?;
         let (known, last): (Option<String>, i64) =
             sqlx::query_as("SELECT spool_id, last_sequence FROM agents WHERE id = $1")
