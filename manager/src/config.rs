@@ -39,6 +39,8 @@ struct RawConfig {
     metrics: crate::metrics::RawMetrics,
     #[serde(default)]
     enrollment: crate::enroll::RawEnrollment,
+    #[serde(default)]
+    flow: crate::pipeline::flow::RawFlow,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,8 +182,8 @@ struct RawServer {
 struct RawStorage {
     #[serde(default = "default_database")]
     database: PathBuf,
-    /// Keep every received event (OSSEC's `logall`).
-    #[serde(default = "default_true")]
+    /// Keep every received event (OSSEC's `logall`, off by default).
+    #[serde(default)]
     logall: bool,
 }
 
@@ -189,7 +191,7 @@ impl Default for RawStorage {
     fn default() -> Self {
         Self {
             database: default_database(),
-            logall: true,
+            logall: false,
         }
     }
 }
@@ -221,9 +223,6 @@ fn default_key() -> PathBuf {
 }
 fn default_database() -> PathBuf {
     "palisade.db".into()
-}
-fn default_true() -> bool {
-    true
 }
 
 /// A validated manager configuration.
@@ -271,6 +270,8 @@ pub struct ManagerConfig {
     pub metrics: crate::metrics::MetricsConfig,
     /// Agent enrollment with tokens.
     pub enrollment: crate::enroll::EnrollmentConfig,
+    /// Flow control of agents' streams.
+    pub flow: crate::pipeline::flow::FlowConfig,
 }
 
 /// Three missed heartbeats (30 s each, the agent's default) plus 30 s, as
@@ -373,6 +374,7 @@ impl ManagerConfig {
         let retention = crate::retention::compile(raw.retention, base, &mut errors);
         let metrics = crate::metrics::compile(raw.metrics, base, &mut errors);
         let enrollment = crate::enroll::compile(raw.enrollment, base, &mut errors);
+        let flow = crate::pipeline::flow::compile(raw.flow, &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(errors.into_error(path, text));
         };
@@ -398,6 +400,7 @@ impl ManagerConfig {
             retention,
             metrics,
             enrollment,
+            flow,
         })
     }
 }
@@ -677,8 +680,9 @@ key = "pki/manager.key"
 
 [storage]
 database = "palisade.db"
-# Keep every received event (OSSEC's logall).
-logall = true
+# Keep every received event, not only alerts (OSSEC's logall, off by
+# default as in OSSEC). [retention] bounds it by age and by size.
+logall = false
 
 [global]
 # Addresses and networks that are never blocked.
@@ -710,6 +714,12 @@ log_alert_level = 1
 # Prune old alerts and archived events in the background.
 alerts_max_age = "90d"
 archive_max_age = "30d"
+archive_max_size = "10GiB"
+
+[flow]
+# Most events per second taken from one agent; a faster agent is slowed
+# (its backlog waits in its spool and its files), never dropped. 0: no limit.
+agent_events_per_second = 50000
 
 [metrics]
 # Prometheus /metrics over plain HTTP; off unless set.

@@ -12,17 +12,18 @@ use palisade_proto::identity::{self, Role};
 use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::agent_service_server::AgentService;
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
-use palisade_proto::v1::{Ack, AgentMessage, ManagerMessage, Welcome};
+use palisade_proto::v1::{AgentMessage, ManagerMessage, Welcome};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::pipeline::flow::{Stream, SubmitError};
 use crate::pipeline::{Pipeline, Source};
 use crate::responder::Responder;
 use crate::sessions::{AgentSender, EndReason, SessionGuard, Sessions};
-use crate::store::{AgentHello, IncomingEvent, Store};
+use crate::store::{AgentHello, Store};
 use crate::wire;
 
 /// The agent stream service.
@@ -134,12 +135,14 @@ impl AgentService for Ingest {
             .sessions
             .register(&agent_id, &serial, tx.clone(), &self.shutdown);
         info!(agent = %agent_id, %name, address = address.as_deref().unwrap_or("-"), "Agent stream opened.");
+        let stream = self
+            .pipeline
+            .open(Source::agent(&record), tx.clone(), guard.token.clone());
         let task = SessionTask {
             store: self.store.clone(),
             sessions: self.sessions.clone(),
-            pipeline: self.pipeline.clone(),
             responder: self.responder.clone(),
-            source: Source::agent(&record),
+            stream,
             agent_id,
             address,
             tx,
@@ -153,10 +156,9 @@ impl AgentService for Ingest {
 struct SessionTask {
     store: Store,
     sessions: Sessions,
-    pipeline: Pipeline,
     responder: Responder,
-    /// The agent as the pipeline knows it.
-    source: Source,
+    /// The agent's events through the pipeline (flow control, acks).
+    stream: Stream,
     agent_id: String,
     address: Option<String>,
     tx: AgentSender,
@@ -206,6 +208,9 @@ impl SessionTask {
                 }
             }
         }
+        // What was admitted is stored and acknowledged before the stream
+        // is let go (a failure was logged and told to the agent).
+        let _ = self.stream.finish().await;
         self.sessions.unregister(&agent, self.guard.generation);
         if let Err(error) = self.store.agent_seen(&agent).await {
             warn!(%agent, %error, "Cannot record last seen.");
@@ -237,16 +242,15 @@ impl SessionTask {
                     .await?;
             }
             Some(AgentKind::Events(batch)) => {
-                let events: Vec<IncomingEvent<'_>> =
-                    batch.events.iter().map(wire::incoming_event).collect();
-                let highest = self.pipeline.process(&mut self.source, &events).await?;
-                let ack = ManagerMessage {
-                    kind: Some(ManagerKind::Ack(Ack { sequence: highest })),
-                };
-                self.tx
-                    .send(Ok(ack))
-                    .await
-                    .map_err(|_| Status::cancelled("stream closed"))?;
+                // Returns once the batch is admitted; the stream commits and
+                // acknowledges it. While it waits, nothing more is read.
+                let events = batch.events.into_iter().map(wire::received_event).collect();
+                match self.stream.submit(events).await {
+                    Ok(()) => {}
+                    // The session's own select says why it ends.
+                    Err(SubmitError::Ending) => {}
+                    Err(SubmitError::Failed(e)) => return Err(e.into()),
+                }
             }
             Some(AgentKind::Heartbeat(hb)) => {
                 self.store

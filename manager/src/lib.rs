@@ -314,6 +314,7 @@ pub async fn run(
         responder.clone(),
         outputs.clone(),
         config.logall,
+        config.flow,
     );
     let ingest = ingest::Ingest::new(
         store.clone(),

@@ -34,6 +34,7 @@ impl From<PipelineError> for Status {
         match e {
             PipelineError::Analysis(e) => Status::unavailable(e.to_string()),
             PipelineError::Store(e) => e.into(),
+            PipelineError::Ended(m) => Status::aborted(m),
         }
     }
 }
@@ -67,6 +68,19 @@ pub fn command(row: &ResponseRow) -> pb::Command {
         rule_id: r.rule_id.unwrap_or(0),
         agent_id: r.agent_id.clone(),
         location: r.location.clone().unwrap_or_default(),
+    }
+}
+
+/// An agent's event as the pipeline keeps it, moved out of the message
+/// (now, when the agent did not say when it read the line).
+pub fn received_event(e: pb::Event) -> crate::pipeline::ReceivedEvent {
+    crate::pipeline::ReceivedEvent {
+        sequence: e.sequence,
+        read_at: e.read_at.as_ref().map(millis).unwrap_or_else(now_ms),
+        location: e.location,
+        log_format: e.log_format,
+        truncated: e.truncated,
+        line: e.line,
     }
 }
 

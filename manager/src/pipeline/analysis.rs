@@ -1,12 +1,16 @@
 //! The analysis engine's thread: every event received from an agent is
-//! pre-decoded, decoded and run through the rules here, in arrival order.
+//! judged by the rules here, in the order the fair queue hands batches
+//! out.
 //!
 //! One thread owns the engine and its correlation state, so rules that
 //! count events across agents (OSSEC's frequency rules) see one ordered
-//! stream and need no locks; session tasks hand it whole batches and wait
-//! for the alerts, which are stored in the same transaction as the events.
-//! It runs on a plain thread, not a tokio worker, so a burst of rule work
-//! never stalls network I/O.
+//! stream and need no locks. What needs no state, pre-decoding and the
+//! decoders, is done before, by the caller ([`Analyzer::prepare`], on any
+//! thread, several batches at once), so the one thread only runs the rules.
+//! Batches wait in a [`FairQueue`] with one lane per stream, so one
+//! agent's backlog cannot hold back another's detection. It runs on a
+//! plain thread, not a tokio worker, so a burst of rule work never stalls
+//! network I/O.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,15 +18,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use palisade_engine::engine::{Alert, Engine, EngineConfig, Ruleset};
+use palisade_engine::event::Event;
 use palisade_engine::predecode::predecode_checked;
 use palisade_engine::timestamp::judge_time;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use super::fair::{Cost, FairQueue};
 use crate::config::TimeSource;
 
-/// Batches waiting for the engine.
-const QUEUE: usize = 64;
+/// The lane of callers that judge one batch at a time ([`Analyzer::analyze`]).
+const SHARED_LANE: u64 = 0;
 
 /// The agent an event came from, as OSSEC names it in the location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,10 +72,24 @@ pub struct Judged {
     pub alert: Alert,
 }
 
+/// An event pre-decoded and decoded, with the time it is judged at.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The agent's sequence number.
+    pub sequence: u64,
+    event: Event,
+    time: Timestamp,
+}
+
 struct Job {
-    origin: Origin,
-    events: Vec<Input>,
+    events: Vec<Prepared>,
     reply: oneshot::Sender<Vec<Judged>>,
+}
+
+impl Cost for Job {
+    fn cost(&self) -> usize {
+        self.events.len()
+    }
 }
 
 /// Counters the analysis thread keeps.
@@ -85,11 +105,35 @@ pub struct AnalysisStats {
     pub alerts: AtomicU64,
 }
 
+/// Closes the queue when the last [`Analyzer`] goes, so the thread ends.
+#[derive(Debug)]
+struct Closer(Arc<FairQueue<Job>>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("events", &self.events.len())
+            .finish()
+    }
+}
+
 /// The handle session tasks use to reach the engine thread.
 #[derive(Debug, Clone)]
 pub struct Analyzer {
-    tx: mpsc::Sender<Job>,
+    queue: Arc<FairQueue<Job>>,
+    _closer: Arc<Closer>,
     stats: Arc<AnalysisStats>,
+    ruleset: Arc<Ruleset>,
+    zone: TimeZone,
+    time_source: TimeSource,
+    manager_host: Arc<str>,
+    lanes: Arc<AtomicU64>,
 }
 
 /// The engine thread has stopped.
@@ -107,27 +151,91 @@ impl Analyzer {
         manager_host: String,
     ) -> std::io::Result<Self> {
         let zone = config.zone.clone();
-        let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
+        let queue = Arc::new(FairQueue::<Job>::default());
         let stats = Arc::new(AnalysisStats::default());
         let thread_stats = stats.clone();
+        let thread_queue = queue.clone();
+        let thread_ruleset = ruleset.clone();
         std::thread::Builder::new()
             .name("palisade-analysis".into())
             .spawn(move || {
-                let mut engine = Engine::new(ruleset, config);
-                while let Some(job) = rx.blocking_recv() {
-                    let alerts = judge(
-                        &mut engine,
-                        &job,
-                        &zone,
-                        time_source,
-                        &manager_host,
-                        &thread_stats,
-                    );
+                let mut engine = Engine::new(thread_ruleset, config);
+                while let Some(job) = thread_queue.pop_blocking() {
+                    let alerts = judge(&mut engine, job.events, &thread_stats);
                     let _ = job.reply.send(alerts);
                 }
                 debug!("Analysis thread stopped.");
             })?;
-        Ok(Self { tx, stats })
+        Ok(Self {
+            _closer: Arc::new(Closer(queue.clone())),
+            queue,
+            stats,
+            ruleset,
+            zone,
+            time_source,
+            manager_host: manager_host.into(),
+            lanes: Arc::new(AtomicU64::new(SHARED_LANE + 1)),
+        })
+    }
+
+    /// A lane of its own in the fair queue, for one stream.
+    pub fn new_lane(&self) -> u64 {
+        self.lanes.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Pre-decodes and decodes `(sequence, path, line)`s of `origin`, and
+    /// fixes the time each is judged at (stateless: any thread, any number
+    /// of batches at once). Events with an invalid location are dropped
+    /// and counted.
+    pub fn prepare<'a>(
+        &self,
+        origin: &Origin,
+        events: impl IntoIterator<Item = (u64, &'a str, &'a [u8])>,
+    ) -> Vec<Prepared> {
+        let events = events.into_iter();
+        let mut prepared = Vec::with_capacity(events.size_hint().0);
+        // Most batches come from one file: its location is made once.
+        let mut location: Option<(&str, String)> = None;
+        for (sequence, path, line) in events {
+            if location.as_ref().is_none_or(|(p, _)| *p != path) {
+                location = Some((path, origin.location(path)));
+            }
+            let loc = location.as_ref().map_or("", |(_, l)| l.as_str());
+            let arrival = Timestamp::now();
+            let mut event = match predecode_checked(line, loc, &self.manager_host) {
+                Ok(e) => e,
+                Err(error) => {
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    warn!(location = %loc, %error, "Dropped an event with an invalid location.");
+                    continue;
+                }
+            };
+            let judged = judge_time(&event, arrival, self.time_source, &self.zone);
+            if judged.fell_back {
+                self.stats.time_fallbacks.fetch_add(1, Ordering::Relaxed);
+            }
+            self.ruleset.decoders.decode(&mut event);
+            prepared.push(Prepared {
+                sequence,
+                event,
+                time: judged.time,
+            });
+        }
+        prepared
+    }
+
+    /// Queues prepared events in `lane` for the rules; the answer is the
+    /// alerts they raised.
+    pub fn submit(
+        &self,
+        lane: u64,
+        events: Vec<Prepared>,
+    ) -> Result<oneshot::Receiver<Vec<Judged>>, AnalysisStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .push(lane, Job { events, reply })
+            .map_err(|_| AnalysisStopped)?;
+        Ok(answer)
     }
 
     /// Judges a batch of one agent's events; returns the alerts.
@@ -136,16 +244,20 @@ impl Analyzer {
         origin: Origin,
         events: Vec<Input>,
     ) -> Result<Vec<Judged>, AnalysisStopped> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Job {
-                origin,
-                events,
-                reply,
-            })
+        let prepared = self.prepare(
+            &origin,
+            events
+                .iter()
+                .map(|e| (e.sequence, e.path.as_str(), e.line.as_slice())),
+        );
+        self.submit(SHARED_LANE, prepared)?
             .await
-            .map_err(|_| AnalysisStopped)?;
-        answer.await.map_err(|_| AnalysisStopped)
+            .map_err(|_| AnalysisStopped)
+    }
+
+    /// Batches waiting for the engine thread.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
     }
 
     /// The thread's counters.
@@ -154,39 +266,20 @@ impl Analyzer {
     }
 }
 
-fn judge(
-    engine: &mut Engine,
-    job: &Job,
-    zone: &TimeZone,
-    time_source: TimeSource,
-    manager_host: &str,
-    stats: &AnalysisStats,
-) -> Vec<Judged> {
+fn judge(engine: &mut Engine, events: Vec<Prepared>, stats: &AnalysisStats) -> Vec<Judged> {
     let mut alerts = Vec::new();
-    for input in &job.events {
-        let arrival = Timestamp::now();
-        let location = job.origin.location(&input.path);
-        let mut event = match predecode_checked(&input.line, &location, manager_host) {
-            Ok(e) => e,
-            Err(error) => {
-                stats.rejected.fetch_add(1, Ordering::Relaxed);
-                warn!(%location, %error, "Dropped an event with an invalid location.");
-                continue;
-            }
-        };
-        let judged = judge_time(&event, arrival, time_source, zone);
-        if judged.fell_back {
-            stats.time_fallbacks.fetch_add(1, Ordering::Relaxed);
-        }
-        let now = judged.time;
-        stats.events.fetch_add(1, Ordering::Relaxed);
-        if let Some(mut alert) = engine.process(&mut event, now) {
+    stats
+        .events
+        .fetch_add(events.len() as u64, Ordering::Relaxed);
+    for prepared in events {
+        let verdict = engine.judge(&prepared.event, prepared.time);
+        if let Some(mut alert) = verdict.into_alert() {
             stats.alerts.fetch_add(1, Ordering::Relaxed);
             // The store keeps milliseconds; the alert published is the one stored.
             alert.time =
                 Timestamp::from_millisecond(alert.time.as_millisecond()).unwrap_or(alert.time);
             alerts.push(Judged {
-                sequence: input.sequence,
+                sequence: prepared.sequence,
                 alert,
             });
         }
