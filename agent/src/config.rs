@@ -227,6 +227,9 @@ pub struct AgentConfig {
     pub batch_age: Duration,
     /// How active responses are carried out here (`[active_response]`).
     pub respond: crate::respond::config::RespondConfig,
+    /// The wall clock the certificate's renewal is due by (the system's;
+    /// not in the file: tests move a manual one).
+    pub clock: std::sync::Arc<dyn palisade_common::clock::Clock>,
 }
 
 impl AgentConfig {
@@ -443,6 +446,7 @@ impl AgentConfig {
             batch_events,
             batch_age,
             respond,
+            clock: std::sync::Arc::new(palisade_common::clock::SystemClock),
         })
     }
 }

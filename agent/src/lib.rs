@@ -10,6 +10,7 @@
 //! - [`command`]: OSSEC's `command`/`full_command` sources.
 //! - [`uplink`]: the mutual-TLS stream to the manager.
 //! - [`enroll`]: `palisade-agent enroll`, an identity from a one-time token.
+//! - [`renew`]: the certificate renewed over the stream before it expires.
 //! - [`respond`]: active responses (route-null, firewall-drop, host-deny,
 //!   scripts), their ledger and timeouts.
 //! - [`cli`]: the command line (`run`, `check-config`, `enroll`).
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod enroll;
+pub mod renew;
 pub mod respond;
 pub mod spool;
 pub mod tail;

@@ -370,6 +370,48 @@ impl Spool {
         Ok(forgotten)
     }
 
+    /// This spool's id, made when it was created (sent in Hello).
+    pub async fn id(&self) -> Result<String, SpoolError> {
+        Ok(sqlx::query_scalar("SELECT id FROM spool_identity LIMIT 1")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Up to `limit` spooled events after `after`, in order, whose lines,
+    /// locations and formats with `per_event` bytes each add up to at most
+    /// `max_bytes`; always the first one, however long (the caller cuts
+    /// it). The sizes are read first, so a spool of long lines is never
+    /// loaded beyond one batch. The flag says the byte bound, not the
+    /// count or the spool's end, ended the batch (it is full).
+    pub async fn pending_within(
+        &self,
+        after: u64,
+        limit: u32,
+        max_bytes: u64,
+        per_event: u64,
+    ) -> Result<(Vec<SpooledEvent>, bool), SpoolError> {
+        let sizes: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT sequence, length(line) + length(location) + length(log_format) FROM spool
+             WHERE sequence > $1 ORDER BY sequence LIMIT $2",
+        )
+        .bind(i64_of(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut total = 0u64;
+        let mut take = 0u32;
+        let mut full = false;
+        for (_, size) in &sizes {
+            total = total.saturating_add(u64_of(*size) + per_event);
+            if take > 0 && total > max_bytes {
+                full = true;
+                break;
+            }
+            take += 1;
+        }
+        Ok((self.pending(after, take).await?, full))
+    }
+
     /// Up to `limit` spooled events after `after`, in order.
     pub async fn pending(&self, after: u64, limit: u32) -> Result<Vec<SpooledEvent>, SpoolError> {
         let rows = sqlx::query(
@@ -527,6 +569,41 @@ mod tests {
         assert_eq!(p.first().unwrap().sequence, dropped + 1);
         assert_eq!(p.last().unwrap().sequence, written);
         assert!(p.last().unwrap().event.line.starts_with(b"0099-0099"));
+    }
+
+    #[tokio::test]
+    async fn batches_are_bounded_in_bytes_and_take_at_least_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("a.db")).await.unwrap();
+        let big = "x".repeat(10_000);
+        let events: Vec<NewEvent> = (0..10).map(|_| ev(&big)).collect();
+        spool.append(&events, &[]).await.unwrap();
+        // 10,000 + 10 + 6 + 64 per event: three fit in 30,300 bytes.
+        let (p, full) = spool.pending_within(0, 500, 30_300, 64).await.unwrap();
+        assert_eq!(p.len(), 3);
+        assert!(full);
+        assert_eq!(p[0].sequence, 1);
+        // Too small for one: the first all the same.
+        let (p, _) = spool.pending_within(4, 500, 100, 64).await.unwrap();
+        assert_eq!(p.iter().map(|e| e.sequence).collect::<Vec<_>>(), [5]);
+        // And the count still bounds it; the end of the spool is not full.
+        let (p, full) = spool.pending_within(0, 2, u64::MAX, 64).await.unwrap();
+        assert_eq!((p.len(), full), (2, false));
+        let (p, full) = spool.pending_within(8, 500, u64::MAX, 64).await.unwrap();
+        assert_eq!((p.len(), full), (2, false));
+    }
+
+    #[tokio::test]
+    async fn a_spool_keeps_its_id_and_a_new_one_gets_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let spool = Spool::open(&path).await.unwrap();
+        let id = spool.id().await.unwrap();
+        assert_eq!(id.len(), 32);
+        spool.close().await;
+        assert_eq!(Spool::open(&path).await.unwrap().id().await.unwrap(), id);
+        let other = Spool::open(&dir.path().join("b.db")).await.unwrap();
+        assert_ne!(other.id().await.unwrap(), id);
     }
 
     #[tokio::test]

@@ -9,11 +9,24 @@
 //! spool is sent again, and a heartbeat goes out at once so the manager
 //! learns the spool depth and the dropped count as soon as it is back.
 //!
-//! Events go out in batches of `batch_events`; a batch that is not full is
-//! held until its oldest event is `batch_age` old, so a busy agent sends
-//! few large batches and a quiet one still sends within that delay. At
-//! most [`WINDOW`] batches are unacknowledged; the spool, not memory, holds
-//! everything else.
+//! Events go out in batches of `batch_events`, and of at most the bytes
+//! the manager announces in its Welcome (`max_batch_bytes`); a batch that
+//! is not full is held until its oldest event is `batch_age` old, so a
+//! busy agent sends few large batches and a quiet one still sends within
+//! that delay. At most [`WINDOW`] batches are unacknowledged; the spool,
+//! not memory, holds everything else.
+//!
+//! A batch is never larger than the manager takes, so it is never refused
+//! and resent forever: an event too large for any batch is sent cut and
+//! flagged `truncated` (the spool keeps it whole until acknowledged).
+//! Events the full spool dropped before they were sent are declared in the
+//! next batch (`lost_before`), so the manager accepts the gap.
+//!
+//! When the certificate is due for renewal ([`crate::renew`]) the session
+//! asks for a new one; once it is installed the agent reconnects at once
+//! with it. A refused stream (a second stream while this agent's is live,
+//! a connection from outside its registered address) is logged with the
+//! manager's reason and retried with the same backoff.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,7 +38,7 @@ use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::agent_service_client::AgentServiceClient;
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
 use palisade_proto::v1::{
-    AgentMessage, Command, CommandResult, Event, EventBatch, Heartbeat, Hello,
+    AgentMessage, Command, CommandResult, Event, EventBatch, Heartbeat, Hello, RenewRequest,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,13 +47,26 @@ use tonic::transport::{Channel, ClientTlsConfig};
 use tracing::{info, warn};
 
 use crate::config::AgentConfig;
+use crate::renew;
 use crate::respond::Responder;
 use crate::spool::{DROPPED_EVENTS, Spool, SpoolError};
 
 /// Batches sent but not yet acknowledged.
 pub const WINDOW: usize = 8;
+/// The batch limit when the manager announces none (one that predates
+/// it): tonic's default 4 MiB message limit, less headroom.
+pub const DEFAULT_BATCH_BYTES: u64 = (4 << 20) - (64 << 10);
+/// What an event costs in a batch beside its line, location and format
+/// (field tags, lengths, sequence, time), rounded up.
+const EVENT_OVERHEAD: u64 = 64;
+/// What a batch costs beside its events (message tags, `lost_before`).
+const BATCH_OVERHEAD: u64 = 64;
+/// The smallest batch limit the agent works with, whatever is announced.
+const MIN_BATCH_BYTES: u64 = 4096;
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// After a refused renewal, ask again this much later (by the agent's clock).
+const RENEW_RETRY_MS: i64 = 3_600_000;
 
 /// Why a stream ended.
 #[derive(Debug, thiserror::Error)]
@@ -159,16 +185,21 @@ impl Uplink {
     /// Keeps a stream to the manager open until `shutdown`, or until the
     /// manager asks for a restart.
     pub async fn run(self, shutdown: CancellationToken) -> Result<Stop, UplinkError> {
-        let tls = self.tls()?;
         let mut backoff = BACKOFF_MIN;
+        // Not before this time (the agent's clock): a refused renewal.
+        let mut renew_after = i64::MIN;
         loop {
+            // Read again for every connection: the certificate may have
+            // been renewed.
+            let tls = self.tls()?;
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(Stop::Shutdown),
-                r = self.session(tls.clone(), &shutdown) => r,
+                r = self.session(tls, &shutdown, &mut renew_after) => r,
             };
             match result {
-                Ok(stop) => return Ok(stop),
+                Ok(Some(stop)) => return Ok(stop),
+                Ok(None) => backoff = BACKOFF_MIN,
                 Err(UplinkError::Spool(e)) => return Err(UplinkError::Spool(e)),
                 Err(error) => {
                     if started.elapsed() > Duration::from_secs(30) {
@@ -197,6 +228,8 @@ impl Uplink {
     }
 
     fn tls(&self) -> Result<ClientTlsConfig, UplinkError> {
+        renew::recover(&self.config.cert, &self.config.key)
+            .map_err(|e| UplinkError::Tls(e.to_string()))?;
         ClientIdentity {
             ca_cert: &self.config.ca_cert,
             cert: &self.config.cert,
@@ -223,11 +256,14 @@ impl Uplink {
             .map_err(|e| connect_error(error_chain(&e)))
     }
 
+    /// One stream; `Ok(None)` when the certificate was renewed and the
+    /// agent should reconnect with it now.
     async fn session(
         &self,
         tls: ClientTlsConfig,
         shutdown: &CancellationToken,
-    ) -> Result<Stop, UplinkError> {
+        renew_after: &mut i64,
+    ) -> Result<Option<Stop>, UplinkError> {
         let channel = self.connect(tls).await?;
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel::<AgentMessage>(WINDOW + 4);
@@ -248,6 +284,7 @@ impl Uplink {
                 .unwrap_or_default(),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             started_at: Some(self.started_at),
+            spool_id: self.spool.id().await?,
         }))
         .await?;
         let mut inbound = client
@@ -270,7 +307,31 @@ impl Uplink {
                 ));
             }
         };
-        info!(agent = %welcome.agent_id, name = %welcome.agent_name, stored = welcome.last_sequence, "Connected to the manager.");
+        let batch_bytes = match welcome.max_batch_bytes {
+            0 => DEFAULT_BATCH_BYTES,
+            n => n.max(MIN_BATCH_BYTES),
+        };
+        let certificate = match renew::Current::read(&self.config.cert) {
+            Ok(c) => Some(c),
+            Err(error) => {
+                warn!(%error, "Cannot read this agent's certificate; it will not be renewed.");
+                None
+            }
+        };
+        let renew_at = certificate.as_ref().map(|c| c.due.max(*renew_after));
+        info!(
+            agent = %welcome.agent_id,
+            name = %welcome.agent_name,
+            stored = welcome.last_sequence,
+            batch_bytes,
+            renew_at = %renew_at.map(palisade_common::time::show_millis).unwrap_or_default(),
+            "Connected to the manager."
+        );
+        let mut renewing: Option<renew::Pending> = None;
+        // What the events of one batch may take.
+        let budget = batch_bytes - BATCH_OVERHEAD;
+        self.responder
+            .set_announced_manager_addresses(&welcome.manager_addresses);
         self.spool.acknowledge(welcome.last_sequence).await?;
         let mut acked = welcome.last_sequence;
         let mut sent = welcome.last_sequence;
@@ -297,13 +358,18 @@ impl Uplink {
             // take a moment and batches fill up meanwhile (up to
             // `batch_events`, held at most `batch_age`).
             while in_flight.len() < WINDOW && hold_until.is_none() {
-                let batch = self.spool.pending(sent, self.config.batch_events).await?;
+                let (batch, full) = self
+                    .spool
+                    .pending_within(sent, self.config.batch_events, budget, EVENT_OVERHEAD)
+                    .await?;
                 let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
                     break;
                 };
                 let last = last.sequence;
+                let lost_before = first.sequence.saturating_sub(sent + 1);
                 let age = jiff::Timestamp::now().as_millisecond() - first.event.read_at;
                 if !in_flight.is_empty()
+                    && !full
                     && batch.len() < self.config.batch_events as usize
                     && age < batch_age
                 {
@@ -312,18 +378,37 @@ impl Uplink {
                         Some(tokio::time::Instant::now() + Duration::from_millis(wait.max(1)));
                     break;
                 }
+                if lost_before > 0 {
+                    warn!(
+                        lost = lost_before,
+                        from = sent + 1,
+                        to = first.sequence - 1,
+                        "Events dropped from the full spool before they were sent; telling the manager."
+                    );
+                }
                 let events = batch
                     .into_iter()
-                    .map(|e| Event {
-                        sequence: e.sequence,
-                        location: e.event.location,
-                        read_at: Some(palisade_common::time::proto_from_millis(e.event.read_at)),
-                        line: e.event.line,
-                        log_format: e.event.log_format,
-                        truncated: e.event.truncated,
+                    .map(|e| {
+                        fit_in_batch(
+                            Event {
+                                sequence: e.sequence,
+                                location: e.event.location,
+                                read_at: Some(palisade_common::time::proto_from_millis(
+                                    e.event.read_at,
+                                )),
+                                line: e.event.line,
+                                log_format: e.event.log_format,
+                                truncated: e.event.truncated,
+                            },
+                            budget,
+                        )
                     })
                     .collect();
-                send(AgentKind::Events(EventBatch { events })).await?;
+                send(AgentKind::Events(EventBatch {
+                    events,
+                    lost_before,
+                }))
+                .await?;
                 sent = last;
                 in_flight.push_back(last);
             }
@@ -334,7 +419,21 @@ impl Uplink {
                         return Err(UplinkError::Protocol("stream closed".into()));
                     }
                 }
-                _ = shutdown.cancelled() => return Ok(Stop::Shutdown),
+                _ = shutdown.cancelled() => return Ok(Some(Stop::Shutdown)),
+                _ = sleep_until_clock(&*self.config.clock, renew_at), if renewing.is_none() => {
+                    match renew::Pending::new() {
+                        Ok(pending) => {
+                            info!("This agent's certificate is due for renewal; asking the manager.");
+                            send(AgentKind::Renew(RenewRequest { csr_der: pending.csr_der.clone() })).await?;
+                            renewing = Some(pending);
+                        }
+                        Err(error) => {
+                            warn!(%error, "Cannot renew this agent's certificate.");
+                            *renew_after = self.config.clock.now_ms().saturating_add(RENEW_RETRY_MS);
+                            return Err(UplinkError::Protocol(error.to_string()));
+                        }
+                    }
+                }
                 m = inbound.message() => {
                     let Some(m) = m.map_err(explain_status)? else {
                         return Err(UplinkError::Protocol("the manager closed the stream".into()));
@@ -352,7 +451,27 @@ impl Uplink {
                         Some(ManagerKind::Command(command)) => self.execute(command).await,
                         Some(ManagerKind::Restart(restart)) => {
                             info!(requested_by = %restart.requested_by, "The manager asked this agent to restart.");
-                            return Ok(Stop::Restart);
+                            return Ok(Some(Stop::Restart));
+                        }
+                        Some(ManagerKind::Renewed(renewed)) => {
+                            let (Some(pending), Some(current)) = (renewing.take(), certificate.as_ref()) else {
+                                return Err(UplinkError::Protocol("a renewed certificate that was not asked for".into()));
+                            };
+                            if !renewed.error.is_empty() {
+                                *renew_after = self.config.clock.now_ms().saturating_add(RENEW_RETRY_MS);
+                                warn!(reason = %renewed.error, "The manager refused to renew this agent's certificate; asking again in an hour.");
+                                continue;
+                            }
+                            match pending.install(&renewed.certificate_pem, current, &self.config.cert, &self.config.key) {
+                                Ok(()) => {
+                                    info!("Installed this agent's renewed certificate; reconnecting with it.");
+                                    return Ok(None);
+                                }
+                                Err(error) => {
+                                    *renew_after = self.config.clock.now_ms().saturating_add(RENEW_RETRY_MS);
+                                    warn!(%error, "Cannot install the renewed certificate; keeping the current one.");
+                                }
+                            }
                         }
                         Some(ManagerKind::Welcome(_)) | None => {}
                     }
@@ -364,6 +483,36 @@ impl Uplink {
                 }
             }
         }
+    }
+}
+
+/// `event`, its line cut (and flagged `truncated`) when the event alone
+/// would take more than `budget` bytes of a batch.
+fn fit_in_batch(mut event: Event, budget: u64) -> Event {
+    use prost::Message;
+    // Two bytes of room for the flag, which a cut sets.
+    let size = event.encoded_len() as u64 + EVENT_OVERHEAD + 2;
+    if size > budget {
+        let length = event.line.len();
+        let keep = (length as u64).saturating_sub(size - budget);
+        event.line.truncate(usize::try_from(keep).unwrap_or(0));
+        event.truncated = true;
+        warn!(
+            sequence = event.sequence,
+            length,
+            kept = event.line.len(),
+            limit = budget,
+            "An event is larger than the manager's batch limit; sent cut and flagged truncated."
+        );
+    }
+    event
+}
+
+/// Sleeps until `clock` reads `at`, or forever without one.
+async fn sleep_until_clock(clock: &dyn palisade_common::clock::Clock, at: Option<i64>) {
+    match at {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -403,4 +552,52 @@ fn explain_status(status: tonic::Status) -> UplinkError {
         )));
     }
     UplinkError::Status(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn event(line: usize) -> Event {
+        Event {
+            sequence: u64::MAX,
+            location: "/var/log/nginx/access.log".into(),
+            read_at: Some(palisade_common::time::proto_from_millis(i64::MAX)),
+            line: vec![b'x'; line],
+            log_format: "nginx".into(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn an_event_too_large_for_a_batch_is_cut_to_fit_and_flagged() {
+        let budget = 100_000;
+        let fitted = fit_in_batch(event(4 << 20), budget);
+        assert!(fitted.truncated);
+        assert!(fitted.encoded_len() as u64 + EVENT_OVERHEAD <= budget);
+        assert!(fitted.line.len() > 90_000, "cut no more than needed");
+        // One that fits is left alone.
+        let small = fit_in_batch(event(1000), budget);
+        assert!(!small.truncated);
+        assert_eq!(small.line.len(), 1000);
+    }
+
+    #[test]
+    fn the_overheads_cover_every_field() {
+        // Every number at its longest, a line whose length takes 4 bytes.
+        let e = event(16 << 20);
+        let data = (e.line.len() + e.location.len() + e.log_format.len()) as u64;
+        let batch = AgentMessage {
+            kind: Some(AgentKind::Events(EventBatch {
+                events: vec![e.clone(), e],
+                lost_before: u64::MAX,
+            })),
+        };
+        let encoded = batch.encoded_len() as u64;
+        assert!(
+            encoded <= 2 * (data + EVENT_OVERHEAD) + BATCH_OVERHEAD,
+            "{encoded} bytes for {data} bytes of data twice"
+        );
+    }
 }

@@ -603,6 +603,14 @@ fn refusals_add_nothing() {
         let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
         run(&["ip", "addr", "add", "192.0.2.10/24", "dev", "lo"]);
         run(&["ip", "addr", "add", "2001:db8:aa::10/64", "dev", "lo"]);
+        // A network with a gateway, as a host's uplink.
+        run(&[
+            "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1",
+        ]);
+        run(&["ip", "link", "set", "uplink0", "up"]);
+        run(&["ip", "link", "set", "uplink1", "up"]);
+        run(&["ip", "addr", "add", "100.96.0.2/24", "dev", "uplink0"]);
+        run(&["ip", "route", "add", "default", "via", "100.96.0.254"]);
         let cfg = RespondConfig {
             white_list: vec![
                 "203.0.113.0/24".parse().unwrap(),
@@ -633,7 +641,24 @@ fn refusals_add_nothing() {
             ("::", "unspecified", "unspecified"),
             ("224.0.0.251", "multicast", "multicast"),
             ("ff02::1", "multicast", "multicast"),
-            ("255.255.255.255", "multicast", "broadcast"),
+            ("255.255.255.255", "broadcast", "broadcast"),
+            ("169.254.169.254", "link-local", "link-local"),
+            ("fe80::1", "link-local", "link-local"),
+            ("::127.0.0.1", "loopback", "loopback"),
+            ("64:ff9b::7f00:1", "loopback", "loopback"),
+            ("64:ff9b::c633:6401", "manager", "is the manager's address"),
+            ("100.96.0.254", "gateway", "is a gateway of this host"),
+            (
+                "100.96.0.255",
+                "subnet broadcast address",
+                "broadcast address of this host's subnet 100.96.0.0/24",
+            ),
+            (
+                "100.96.0.0",
+                "subnet network address",
+                "network address of this host's subnet 100.96.0.0/24",
+            ),
+            ("192.0.2.255", "subnet broadcast address", "192.0.2.0/24"),
             (
                 "203.0.113.99",
                 "white-listed",

@@ -1,23 +1,28 @@
 //! The one address policy: may this IP be blocked? The manager asks before
 //! it records an active response, the agent asks again before it changes
 //! anything on its host (a compromised or misconfigured manager must not
-//! cut an agent off from its manager, from itself or from its white list).
-//! Both ask [`AddressPolicy`], so they cannot disagree.
+//! cut an agent off from its manager, from itself, its network or its
+//! white list). Both ask [`AddressPolicy`], so they cannot disagree.
 //!
 //! Addresses are parsed strictly ([`parse_ip`]: no ports, zones, brackets
 //! or spaces) before anything else looks at them, and an IPv4-mapped IPv6
 //! address (`::ffff:a.b.c.d`) is folded to IPv4 everywhere (the address,
 //! the white list, the protected hosts) so it cannot slip past an IPv4
-//! rule.
+//! rule. The other IPv6 spellings of an IPv4 address (IPv4-compatible
+//! `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`) are checked twice: as they are
+//! and as the IPv4 address they embed, so `::127.0.0.1` is loopback and
+//! `64:ff9b::c000:201` is refused wherever `192.0.2.1` is.
 //!
 //! A refusal is a [`Refusal`], with a short [`Refusal::reason`] for logs
 //! and a sentence for the operator. The checks come in two kinds: what the
-//! address is by itself (unspecified, loopback, multicast, broadcast) and
-//! what this deployment protects ([`HostFacts`]: the manager, this host's
-//! own addresses) and the white list. New kinds of protected address are a
-//! new [`Refusal`] variant and a new field of [`HostFacts`].
+//! address is by itself (unspecified, loopback, link-local, multicast,
+//! broadcast) and what this deployment protects ([`HostFacts`]: the
+//! manager, this host's own addresses, its subnets' network and broadcast
+//! addresses, its gateways and DNS resolvers) and the white list. New
+//! kinds of protected address are a new [`Refusal`] variant and a new field
+//! of [`HostFacts`]; [`crate::hostfacts`] reads them from the host.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
@@ -52,9 +57,38 @@ pub enum Refusal {
     /// 127.0.0.0/8 or ::1, in any spelling.
     #[error("{0} is a loopback address")]
     Loopback(IpAddr),
-    /// Multicast, or the IPv4 limited broadcast 255.255.255.255.
-    #[error("{0} is a multicast or broadcast address")]
+    /// 169.254.0.0/16 or fe80::/10.
+    #[error("{0} is a link-local address")]
+    LinkLocal(IpAddr),
+    /// Multicast.
+    #[error("{0} is a multicast address")]
     Multicast(IpAddr),
+    /// The IPv4 limited broadcast 255.255.255.255.
+    #[error("{0} is the broadcast address")]
+    Broadcast(IpAddr),
+    /// The network address (IPv6: the subnet-router anycast address) of
+    /// one of the host's own subnets.
+    #[error("{ip} is the network address of this host's subnet {net}")]
+    SubnetNetwork {
+        /// The address.
+        ip: IpAddr,
+        /// The subnet.
+        net: IpNet,
+    },
+    /// The broadcast address of one of the host's own IPv4 subnets.
+    #[error("{ip} is the broadcast address of this host's subnet {net}")]
+    SubnetBroadcast {
+        /// The address.
+        ip: IpAddr,
+        /// The subnet.
+        net: IpNet,
+    },
+    /// A gateway of the host's routes.
+    #[error("{0} is a gateway of this host")]
+    Gateway(IpAddr),
+    /// A DNS resolver the host uses.
+    #[error("{0} is a DNS resolver of this host")]
+    Resolver(IpAddr),
     /// An address of the manager, as the agent knows it.
     #[error("{0} is the manager's address")]
     Manager(IpAddr),
@@ -86,7 +120,13 @@ impl Refusal {
             Self::NotAnAddress(_) => "not an address",
             Self::Unspecified(_) => "unspecified",
             Self::Loopback(_) => "loopback",
+            Self::LinkLocal(_) => "link-local",
             Self::Multicast(_) => "multicast",
+            Self::Broadcast(_) => "broadcast",
+            Self::SubnetNetwork { .. } => "subnet network address",
+            Self::SubnetBroadcast { .. } => "subnet broadcast address",
+            Self::Gateway(_) => "gateway",
+            Self::Resolver(_) => "resolver",
             Self::Manager(_) => "manager",
             Self::OwnAddress { .. } => "own address",
             Self::WhiteListed { .. } => "white-listed",
@@ -103,16 +143,40 @@ pub fn parse_ip(text: &str) -> Result<IpAddr, Refusal> {
         .map_err(|_| Refusal::NotAnAddress(text.chars().take(128).collect()))
 }
 
+/// The well-known NAT64 prefix (RFC 6052).
+const NAT64: Ipv6Addr = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0);
+
+/// The IPv4 address an IPv6 address spells, besides the mapped form that
+/// [`parse_ip`] folds: IPv4-compatible (`::a.b.c.d`, deprecated but still
+/// parsed) and NAT64 (`64:ff9b::/96`). `::` and `::1` embed nothing.
+pub fn embedded_ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
+    let IpAddr::V6(v6) = ip.to_canonical() else {
+        return None;
+    };
+    let o = v6.octets();
+    let v4 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    let nat64 = o[..12] == NAT64.octets()[..12];
+    let compatible = o[..12] == [0; 12] && u32::from(v4) > 1;
+    (nat64 || compatible).then_some(v4)
+}
+
 /// What the deployment protects beyond the fixed rules, as known at the
-/// time of the check. Each daemon gathers its own: the agent reads its
-/// addresses over netlink before each block, the manager at start.
+/// time of the check. Each daemon gathers its own
+/// ([`crate::hostfacts::gather`]): the agent before each block, the
+/// manager every few seconds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostFacts {
-    /// The manager's addresses (on the agent: what its manager address
-    /// resolves to).
+    /// The manager's addresses (on the agent: the address it connected to
+    /// and those the manager announced).
     pub managers: Vec<IpAddr>,
     /// The addresses of the host applying the policy.
     pub own_addresses: Vec<IpAddr>,
+    /// The subnets of those addresses (address and prefix length).
+    pub subnets: Vec<IpNet>,
+    /// The gateways of the host's routes (default routes and others).
+    pub gateways: Vec<IpAddr>,
+    /// The DNS resolvers the host uses.
+    pub resolvers: Vec<IpAddr>,
 }
 
 /// The policy: the fixed rules, a white list and whose host it guards.
@@ -120,6 +184,10 @@ pub struct HostFacts {
 pub struct AddressPolicy {
     host: Host,
     white_list: Vec<IpNet>,
+}
+
+fn same(a: &IpAddr, ip: IpAddr) -> bool {
+    a.to_canonical() == ip
 }
 
 impl AddressPolicy {
@@ -147,32 +215,77 @@ impl AddressPolicy {
         Ok(ip)
     }
 
-    /// Checks an address. The rules that need nothing but the address come
-    /// first, so a caller may check with empty [`HostFacts`] before it
-    /// spends time gathering them.
+    /// Checks an address, and the IPv4 address it embeds if it spells one
+    /// ([`embedded_ipv4`]); a refusal names the address as given. The
+    /// rules that need nothing but the address come first, so a caller may
+    /// check with empty [`HostFacts`] before it spends time gathering them.
     pub fn check(&self, ip: IpAddr, facts: &HostFacts) -> Result<(), Refusal> {
         let ip = ip.to_canonical();
+        self.check_as(ip, ip, facts)?;
+        match embedded_ipv4(ip) {
+            Some(v4) => self.check_as(IpAddr::V4(v4), ip, facts),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks `ip`; a refusal names `shown`.
+    fn check_as(&self, ip: IpAddr, shown: IpAddr, facts: &HostFacts) -> Result<(), Refusal> {
         if ip.is_unspecified() {
-            return Err(Refusal::Unspecified(ip));
+            return Err(Refusal::Unspecified(shown));
         }
         if ip.is_loopback() {
-            return Err(Refusal::Loopback(ip));
+            return Err(Refusal::Loopback(shown));
         }
-        let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
-        if ip.is_multicast() || broadcast {
-            return Err(Refusal::Multicast(ip));
+        let link_local = match ip {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => v6.is_unicast_link_local(),
+        };
+        if link_local {
+            return Err(Refusal::LinkLocal(shown));
         }
-        if facts.managers.iter().any(|m| m.to_canonical() == ip) {
-            return Err(Refusal::Manager(ip));
+        if ip.is_multicast() {
+            return Err(Refusal::Multicast(shown));
         }
-        if facts.own_addresses.iter().any(|a| a.to_canonical() == ip) {
+        if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+            return Err(Refusal::Broadcast(shown));
+        }
+        if facts.managers.iter().any(|m| same(m, ip)) {
+            return Err(Refusal::Manager(shown));
+        }
+        if facts.own_addresses.iter().any(|a| same(a, ip)) {
             return Err(Refusal::OwnAddress {
-                ip,
+                ip: shown,
                 host: self.host,
             });
         }
+        for net in &facts.subnets {
+            let net = crate::network::fold(*net).trunc();
+            // A /31, /32 (RFC 3021) or /127, /128 has no such addresses.
+            let edges = match net {
+                IpNet::V4(_) => net.prefix_len() <= 30,
+                IpNet::V6(_) => net.prefix_len() <= 126,
+            };
+            if !edges {
+                continue;
+            }
+            if net.network() == ip {
+                return Err(Refusal::SubnetNetwork { ip: shown, net });
+            }
+            if matches!(net, IpNet::V4(_)) && net.broadcast() == ip {
+                return Err(Refusal::SubnetBroadcast { ip: shown, net });
+            }
+        }
+        if facts.gateways.iter().any(|g| same(g, ip)) {
+            return Err(Refusal::Gateway(shown));
+        }
+        if facts.resolvers.iter().any(|r| same(r, ip)) {
+            return Err(Refusal::Resolver(shown));
+        }
         if let Some(net) = self.white_list.iter().find(|n| n.contains(&ip)) {
-            return Err(Refusal::WhiteListed { ip, net: *net });
+            return Err(Refusal::WhiteListed {
+                ip: shown,
+                net: *net,
+            });
         }
         Ok(())
     }
@@ -234,40 +347,150 @@ mod tests {
         assert_eq!(parse_ip("2001:db8::7").unwrap(), ip("2001:db8::7"));
     }
 
-    #[test]
-    fn each_refusal_has_its_reason() {
-        let facts = HostFacts {
+    fn facts() -> HostFacts {
+        HostFacts {
             managers: vec![ip("192.0.2.1"), ip("2001:db8::1")],
             own_addresses: vec![ip("192.0.2.50"), ip("::ffff:192.0.2.51")],
-        };
+            subnets: vec![
+                "192.0.2.50/24".parse().unwrap(),
+                "203.0.113.8/30".parse().unwrap(),
+                "198.51.100.7/31".parse().unwrap(),
+                "100.64.0.9/32".parse().unwrap(),
+                "2001:db8:5::50/64".parse().unwrap(),
+                "::ffff:172.16.0.0/108".parse().unwrap(),
+            ],
+            gateways: vec![ip("192.0.2.254"), ip("2001:db8:5::fe")],
+            resolvers: vec![ip("192.0.2.53"), ip("::ffff:9.9.9.9")],
+        }
+    }
+
+    #[test]
+    fn each_refusal_has_its_reason() {
         let p = policy(Host::Agent, &["10.0.0.0/8", "2001:db8:ff::/48"]);
         let cases: &[(&str, &str)] = &[
             ("0.0.0.0", "unspecified"),
             ("::", "unspecified"),
+            ("::ffff:0.0.0.0", "unspecified"),
+            ("64:ff9b::", "unspecified"),
+            // Loopback in every spelling.
             ("127.0.0.1", "loopback"),
             ("127.8.9.10", "loopback"),
             ("::1", "loopback"),
+            ("0:0:0:0:0:0:0:1", "loopback"),
             ("::ffff:127.0.0.1", "loopback"),
+            ("::ffff:7f00:1", "loopback"),
+            ("::127.0.0.1", "loopback"),
+            ("::7f00:1", "loopback"),
+            ("64:ff9b::127.0.0.1", "loopback"),
+            ("64:ff9b::7f00:1", "loopback"),
+            ("64:FF9B:0:0:0:0:7F08:90A", "loopback"),
+            // Link-local.
+            ("169.254.169.254", "link-local"),
+            ("169.254.0.1", "link-local"),
+            ("::ffff:169.254.169.254", "link-local"),
+            ("64:ff9b::a9fe:a9fe", "link-local"),
+            ("fe80::1", "link-local"),
+            ("febf:ffff::1", "link-local"),
+            // Multicast and broadcast.
             ("224.0.0.1", "multicast"),
-            ("255.255.255.255", "multicast"),
-            ("::ffff:255.255.255.255", "multicast"),
+            ("239.255.255.250", "multicast"),
             ("ff02::1", "multicast"),
+            ("ff05::1:3", "multicast"),
+            ("::ffff:224.0.0.251", "multicast"),
+            ("255.255.255.255", "broadcast"),
+            ("::ffff:255.255.255.255", "broadcast"),
+            ("::255.255.255.255", "broadcast"),
+            // The manager and this host.
             ("192.0.2.1", "manager"),
             ("::ffff:192.0.2.1", "manager"),
+            ("::192.0.2.1", "manager"),
+            ("64:ff9b::c000:201", "manager"),
             ("2001:db8::1", "manager"),
             ("192.0.2.50", "own address"),
             ("192.0.2.51", "own address"),
+            ("64:ff9b::192.0.2.51", "own address"),
+            // The network and broadcast addresses of its subnets.
+            ("192.0.2.0", "subnet network address"),
+            ("192.0.2.255", "subnet broadcast address"),
+            ("::ffff:192.0.2.255", "subnet broadcast address"),
+            ("203.0.113.8", "subnet network address"),
+            ("203.0.113.11", "subnet broadcast address"),
+            ("2001:db8:5::", "subnet network address"),
+            ("172.16.0.0", "subnet network address"),
+            ("172.31.255.255", "subnet broadcast address"),
+            // Its gateways and resolvers.
+            ("192.0.2.254", "gateway"),
+            ("::ffff:192.0.2.254", "gateway"),
+            ("2001:db8:5::fe", "gateway"),
+            ("192.0.2.53", "resolver"),
+            ("9.9.9.9", "resolver"),
+            ("64:ff9b::909:909", "resolver"),
+            // The white list.
             ("10.20.30.40", "white-listed"),
             ("::ffff:10.0.0.9", "white-listed"),
+            ("::10.0.0.9", "white-listed"),
             ("2001:db8:ff::9", "white-listed"),
         ];
+        let facts = facts();
         for (addr, reason) in cases {
             let r = p.vet(addr, &facts).unwrap_err();
             assert_eq!(r.reason(), *reason, "{addr}: {r}");
         }
-        for ok in ["198.51.100.7", "2001:db8:1::7", "11.0.0.1"] {
-            assert_eq!(p.vet(ok, &facts).unwrap(), ip(ok));
+        for ok in [
+            "198.51.100.7",
+            "198.51.100.6",
+            "100.64.0.9",
+            "203.0.113.9",
+            "2001:db8:1::7",
+            "2001:db8:5::7",
+            "11.0.0.1",
+            "64:ff9b::cb00:7109",
+            "64:ff9b:1::c000:201",
+            "2002:c000:201::1",
+            "::ffff:198.51.100.7",
+            "169.255.0.1",
+            "fec0::1",
+        ] {
+            assert_eq!(
+                p.vet(ok, &facts).unwrap(),
+                ip(ok).to_canonical(),
+                "{ok} was refused"
+            );
         }
+    }
+
+    #[test]
+    fn embedded_ipv4_is_read_from_compatible_and_nat64_forms_only() {
+        for (v6, v4) in [
+            ("::192.0.2.1", Some("192.0.2.1")),
+            ("64:ff9b::192.0.2.1", Some("192.0.2.1")),
+            ("::ffff:192.0.2.1", None),
+            ("::", None),
+            ("::1", None),
+            ("2001:db8::c000:201", None),
+            ("192.0.2.1", None),
+        ] {
+            assert_eq!(
+                embedded_ipv4(ip(v6)),
+                v4.map(|a| a.parse().unwrap()),
+                "{v6}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_address_as_given() {
+        let r = policy(Host::Agent, &[])
+            .vet("64:ff9b::c000:201", &facts())
+            .unwrap_err();
+        assert_eq!(r.to_string(), "64:ff9b::c000:201 is the manager's address");
+        let r = policy(Host::Agent, &[])
+            .vet("192.0.2.255", &facts())
+            .unwrap_err();
+        assert_eq!(
+            r.to_string(),
+            "192.0.2.255 is the broadcast address of this host's subnet 192.0.2.0/24"
+        );
     }
 
     #[test]
@@ -276,7 +499,7 @@ mod tests {
         let none = HostFacts::default();
         assert_eq!(
             p.check(ip("255.255.255.255"), &none).unwrap_err().reason(),
-            "multicast",
+            "broadcast",
             "the manager refuses broadcast as the agent does"
         );
         p.check(ip("192.0.2.50"), &none).unwrap();

@@ -11,7 +11,10 @@
 //! - [`network`]: addresses and CIDRs as written, IPv4-mapped forms folded.
 //! - [`address`]: **the one address policy**, "may this IP be blocked?",
 //!   applied by the manager and again by the agent.
+//! - [`hostfacts`]: what the policy protects, read from the host
+//!   (addresses, subnets, gateways, resolvers).
 //! - [`time`]: epoch milliseconds, `jiff` and protobuf timestamps.
+//! - [`clock`]: the wall clock as a parameter (system, or manual in tests).
 //! - [`tls`]: the client side of mutual TLS, the CA fingerprint, error
 //!   chains that show the TLS alert.
 //! - [`bundle`]: the agent bundle's `agent.toml` and the default ports.
@@ -26,8 +29,10 @@
 pub mod address;
 pub mod bundle;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod exit;
+pub mod hostfacts;
 pub mod logging;
 pub mod network;
 pub mod signal;

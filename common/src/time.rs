@@ -35,6 +35,13 @@ pub fn jiff_from_proto(t: &Timestamp) -> Option<jiff::Timestamp> {
     jiff::Timestamp::new(t.seconds, t.nanos).ok()
 }
 
+/// Epoch milliseconds as an operator reads them: UTC, to the second.
+pub fn show_millis(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms - ms.rem_euclid(1000))
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

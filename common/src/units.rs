@@ -41,6 +41,28 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is not a size like \"256MiB\""))
 }
 
+/// A size as a configuration file may write it: a number of bytes
+/// (`65536`) or text with a unit (`"64KiB"`); [`SizeSetting::bytes`]
+/// reads either.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum SizeSetting {
+    /// A plain number of bytes.
+    Bytes(u64),
+    /// Text such as `"64KiB"` ([`parse_size`]).
+    Text(String),
+}
+
+impl SizeSetting {
+    /// The size in bytes.
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            Self::Bytes(n) => Ok(*n),
+            Self::Text(t) => parse_size(t),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

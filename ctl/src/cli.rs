@@ -16,7 +16,8 @@ use palisade_common::exit::Exit;
 use crate::{client, output};
 use palisade_proto::v1::{
     GetAgentRequest, ListAlertsRequest, ListBlocksRequest, ListRefusalsRequest,
-    ListResponsesRequest, RemoveAgentRequest, RunResponseRequest, StatusRequest, UnblockRequest,
+    ListResponsesRequest, RemoveAgentRequest, ResetBreakerRequest, RunResponseRequest,
+    StatusRequest, UnblockRequest,
 };
 
 #[derive(Debug, Parser)]
@@ -202,6 +203,21 @@ enum Command {
         /// JSON output.
         #[arg(long)]
         json: bool,
+    },
+    /// The active-response circuit breaker: `breaker reset ID` lets new
+    /// blocks on an agent resume after it tripped.
+    Breaker {
+        #[command(subcommand)]
+        action: BreakerAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BreakerAction {
+    /// Close a tripped breaker: new blocks on the agent resume.
+    Reset {
+        /// The agent's id.
+        id: String,
     },
 }
 
@@ -405,10 +421,13 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Some(Command::Restart { ids, all }) => {
             let r = client::restart(&mut control, ids, all).await?;
             for id in &r.sent_to {
-                println!("agent {id}: asked to restart");
+                println!("agent {}: asked to restart", output::escaped(id));
             }
             for id in &r.not_connected {
-                println!("agent {id}: not connected, not restarted");
+                println!(
+                    "agent {}: not connected, not restarted",
+                    output::escaped(id)
+                );
             }
         }
         Some(Command::Agents {
@@ -464,6 +483,22 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .map_err(client::call_failed)?
                 .into_inner();
             output::show(json, &list, output::blocks_json, output::blocks_table);
+        }
+        Some(Command::Breaker {
+            action: BreakerAction::Reset { id },
+        }) => {
+            let reset = control
+                .reset_breaker(ResetBreakerRequest {
+                    agent_id: id.clone(),
+                })
+                .await
+                .map_err(client::call_failed)?
+                .into_inner();
+            if reset.was_tripped {
+                println!("breaker of agent {id}: reset, new blocks resume");
+            } else {
+                println!("breaker of agent {id}: was not tripped");
+            }
         }
         Some(Command::Refusals { limit, json }) => {
             let list = control

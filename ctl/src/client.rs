@@ -250,7 +250,10 @@ pub async fn follow_alerts(
         match stream.message().await {
             Ok(Some(alert)) => {
                 let text = if json {
-                    format!("{}\n", crate::output::alert_json(&alert))
+                    format!(
+                        "{}\n",
+                        crate::output::json_line(&crate::output::alert_json(&alert))
+                    )
                 } else {
                     crate::output::alert_line(&alert)
                 };

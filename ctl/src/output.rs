@@ -1,12 +1,29 @@
 //! Output: agent_control's exact text layouts (with "Palisade" where OSSEC
 //! prints "OSSEC HIDS") and the subcommands' tables and JSON.
+//!
+//! Names, host names, versions, locations, log lines and reasons come from
+//! agents (and from the clients their hosts log): every such field is
+//! printed through [`palisade_engine::escape`] (as [`e`]), so that none can
+//! forge a line or a table row or send the terminal an escape sequence.
+//! JSON keeps the values exact ([`print_json`]).
 
+use palisade_engine::escape::{escape_text, json_safe};
 use palisade_proto::v1::{
     AgentInfo, AgentStatus, Alert, ListAgentsResponse, ListBlocksResponse, ListRefusalsResponse,
     ListResponsesResponse, RestartAgentResponse, RunResponseResponse, StatusResponse,
     UnblockResponse,
 };
 use serde_json::{Value, json};
+
+/// A field from outside, escaped for the terminal.
+fn e(s: &str) -> std::borrow::Cow<'_, str> {
+    escape_text(s)
+}
+
+/// [`e`], for the few lines printed outside this module.
+pub fn escaped(s: &str) -> std::borrow::Cow<'_, str> {
+    e(s)
+}
 
 /// agent_control's status words.
 pub fn status_text(status: i32) -> &'static str {
@@ -29,15 +46,15 @@ pub fn agent_control_list(
     if with_manager {
         out.push_str(&format!(
             "   ID: 000, Name: {} (server), IP: 127.0.0.1, Active/Local\n",
-            list.manager_hostname
+            e(&list.manager_hostname)
         ));
     }
     for a in &list.agents {
         out.push_str(&format!(
             "   ID: {}, Name: {}, IP: {}, {}\n",
-            a.id,
-            a.name,
-            a.registered_ip,
+            e(&a.id),
+            e(&a.name),
+            e(&a.registered_ip),
             status_text(a.status)
         ));
     }
@@ -54,15 +71,15 @@ pub fn agent_control_csv(list: &ListAgentsResponse, with_manager: bool) -> Strin
     if with_manager {
         out.push_str(&format!(
             "000,{} (server),127.0.0.1,Active/Local,\n",
-            list.manager_hostname
+            e(&list.manager_hostname)
         ));
     }
     for a in &list.agents {
         out.push_str(&format!(
             "{},{},{},{},\n",
-            a.id,
-            a.name,
-            a.registered_ip,
+            e(&a.id),
+            e(&a.name),
+            e(&a.registered_ip),
             status_text(a.status)
         ));
     }
@@ -164,7 +181,8 @@ pub fn agent_control_responses(list: &ListResponsesResponse) -> String {
     for r in &list.responses {
         out.push_str(&format!(
             "\n   Response name: {}, command: {}",
-            r.name, r.executable
+            e(&r.name),
+            e(&r.executable)
         ));
     }
     out.push_str("\n\n");
@@ -174,12 +192,14 @@ pub fn agent_control_responses(list: &ListResponsesResponse) -> String {
 /// `-b IP -f NAME -u ID`, as agent_control prints it, plus a line for a
 /// command that waits for an offline agent.
 pub fn agent_control_run(response: &str, agent: Option<&str>, r: &RunResponseResponse) -> String {
-    let target = agent.unwrap_or("all agents");
+    let target = e(agent.unwrap_or("all agents"));
+    let response = e(response);
     let mut out =
         format!("\nPalisade agent_control: Running active response '{response}' on: {target}\n");
     for id in &r.queued_for {
         out.push_str(&format!(
-            "   Agent {id} is not connected: queued, it runs when the agent reconnects.\n"
+            "   Agent {} is not connected: queued, it runs when the agent reconnects.\n",
+            e(id)
         ));
     }
     out
@@ -187,13 +207,15 @@ pub fn agent_control_run(response: &str, agent: Option<&str>, r: &RunResponseRes
 
 /// `block`: one line per agent.
 pub fn run_summary(response: &str, ip: &str, r: &RunResponseResponse) -> String {
+    let (response, ip) = (e(response), e(ip));
     let mut out = String::new();
     for id in &r.sent_to {
-        out.push_str(&format!("{response} {ip}: sent to agent {id}\n"));
+        out.push_str(&format!("{response} {ip}: sent to agent {}\n", e(id)));
     }
     for id in &r.queued_for {
         out.push_str(&format!(
-            "{response} {ip}: agent {id} is not connected; queued until it reconnects\n"
+            "{response} {ip}: agent {} is not connected; queued until it reconnects\n",
+            e(id)
         ));
     }
     out
@@ -201,19 +223,28 @@ pub fn run_summary(response: &str, ip: &str, r: &RunResponseResponse) -> String 
 
 /// `unblock`: one line per agent.
 pub fn unblock_summary(ip: &str, r: &UnblockResponse) -> String {
+    let ip = e(ip);
     let mut out = String::new();
     for id in &r.agent_ids {
-        out.push_str(&format!("unblock {ip}: sent to agent {id}\n"));
+        out.push_str(&format!("unblock {ip}: sent to agent {}\n", e(id)));
     }
     for id in &r.queued_for {
         out.push_str(&format!(
-            "unblock {ip}: agent {id} is not connected; queued until it reconnects\n"
+            "unblock {ip}: agent {} is not connected; queued until it reconnects\n",
+            e(id)
         ));
     }
     out
 }
 
+/// An aligned table; every cell is escaped (a cell is one line, its
+/// control characters visible).
 fn table(header: &[&str], rows: &[Vec<String>], empty: &str) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| e(c).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -416,22 +447,22 @@ pub fn agent_control_info(a: &AgentInfo) -> String {
     if is_manager(a) {
         out.push_str(&format!(
             "\n   Agent ID:   000 (local instance)\n   Agent Name: {}\n   IP address: 127.0.0.1\n   Status:     {}/Local\n\n",
-            a.name,
+            e(&a.name),
             status_text(a.status)
         ));
     } else {
         out.push_str(&format!(
             "\n   Agent ID:   {}\n   Agent Name: {}\n   IP address: {}\n   Status:     {}\n\n",
-            a.id,
-            a.name,
-            a.registered_ip,
+            e(&a.id),
+            e(&a.name),
+            e(&a.registered_ip),
             status_text(a.status)
         ));
     }
     out.push_str(&format!(
         "   Operating system:    {}\n   Client version:      {}\n   Last keep alive:     {}\n\n",
-        or_unknown(&a.os),
-        or_unknown(&a.version),
+        e(or_unknown(&a.os)),
+        e(or_unknown(&a.version)),
         ctime_text(a.last_seen.as_ref())
     ));
     out.push_str(&format!(
@@ -442,6 +473,13 @@ pub fn agent_control_info(a: &AgentInfo) -> String {
         out.push_str(&format!(
             "   Spool depth:         {}\n   Dropped events:      {}\n",
             a.spool_depth, a.dropped_events
+        ));
+    }
+    if !a.last_refusal.is_empty() {
+        out.push_str(&format!(
+            "   Last refused:        {} ({})\n",
+            ctime_text(a.last_refused_at.as_ref()),
+            a.last_refusal
         ));
     }
     out
@@ -460,12 +498,12 @@ pub fn agent_control_info_csv(a: &AgentInfo) -> String {
     };
     format!(
         "{},{},{},{},{},{},{},{},{},{},\n",
-        a.id,
-        a.name,
-        ip,
+        e(&a.id),
+        e(&a.name),
+        e(&ip),
         status,
-        or_unknown(&a.os),
-        or_unknown(&a.version),
+        e(or_unknown(&a.os)),
+        e(or_unknown(&a.version)),
         ctime_text(a.last_seen.as_ref()),
         ctime_text(a.started_at.as_ref()),
         a.spool_depth,
@@ -491,17 +529,20 @@ pub fn agent_control_info_json(a: &AgentInfo) -> Value {
 
 /// `-R ID`, as agent_control prints it.
 pub fn agent_control_restart(id: &str) -> String {
-    format!("\nPalisade agent_control: Restarting agent: {id}\n")
+    format!("\nPalisade agent_control: Restarting agent: {}\n", e(id))
 }
 
 /// `-R -a`: the agents asked, and those that could not be.
 pub fn agent_control_restart_all(r: &RestartAgentResponse) -> String {
     let mut out = String::from("\nPalisade agent_control: Restarting all agents.\n");
     for id in &r.sent_to {
-        out.push_str(&format!("   Agent {id}: restarting.\n"));
+        out.push_str(&format!("   Agent {}: restarting.\n", e(id)));
     }
     for id in &r.not_connected {
-        out.push_str(&format!("   Agent {id} is not connected: not restarted.\n"));
+        out.push_str(&format!(
+            "   Agent {} is not connected: not restarted.\n",
+            e(id)
+        ));
     }
     out
 }
@@ -536,9 +577,10 @@ pub fn agent_detail(a: &AgentInfo) -> String {
         ("Spool depth", a.spool_depth.to_string()),
         ("Dropped events", a.dropped_events.to_string()),
         ("Read lag", format!("{} bytes", a.read_lag_bytes)),
+        ("Last refused", last_refused(a)),
     ];
     rows.iter()
-        .map(|(k, v)| format!("{:<15} {v}\n", format!("{k}:")))
+        .map(|(k, v)| format!("{:<15} {}\n", format!("{k}:"), e(v)))
         .collect()
 }
 
@@ -548,8 +590,25 @@ pub fn agent_detail_json(a: &AgentInfo) -> Value {
     if let Value::Object(map) = &mut v {
         map.insert("started_at".into(), ts_json(a.started_at.as_ref()));
         map.insert("last_sequence".into(), json!(a.last_sequence));
+        map.insert(
+            "last_refused_at".into(),
+            ts_json(a.last_refused_at.as_ref()),
+        );
+        map.insert("last_refusal".into(), json!(a.last_refusal));
     }
     v
+}
+
+/// When and why the agent's last stream was refused, or `-`.
+fn last_refused(a: &AgentInfo) -> String {
+    if a.last_refusal.is_empty() {
+        return "-".into();
+    }
+    format!(
+        "{}: {}",
+        time_text(a.last_refused_at.as_ref()),
+        a.last_refusal
+    )
 }
 
 fn ts_json(t: Option<&prost_types::Timestamp>) -> Value {
@@ -562,7 +621,8 @@ fn ts_json(t: Option<&prost_types::Timestamp>) -> Value {
 pub fn removed_text(a: &AgentInfo) -> String {
     format!(
         "Agent {} ({}) removed: its certificate is revoked and its stream ended.\n",
-        a.id, a.name
+        e(&a.id),
+        e(&a.name)
     )
 }
 
@@ -641,7 +701,11 @@ pub fn alerts_table(alerts: &[Alert]) -> String {
 /// `alerts --follow`: one line per alert as it comes (tab-separated, the
 /// table's columns: columns cannot be aligned on a stream).
 pub fn alert_line(a: &Alert) -> String {
-    let mut line = alert_row(a).join("\t");
+    let mut line = alert_row(a)
+        .iter()
+        .map(|c| e(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("\t");
     line.push('\n');
     line
 }
@@ -699,8 +763,8 @@ pub fn status_text_block(s: &StatusResponse) -> String {
          Alerts:            {}\n\
          Responses issued:  {}\n\
          Mail queue:        {}\n",
-        s.version,
-        s.hostname,
+        e(&s.version),
+        e(&s.hostname),
         time_text(s.started_at.as_ref()),
         s.events_per_second,
         s.events_received,
@@ -729,9 +793,15 @@ pub fn status_json(s: &StatusResponse) -> Value {
     })
 }
 
-/// Prints JSON on one line.
+/// JSON on one line, the values exact and no control character in the
+/// text ([`json_safe`]).
+pub fn json_line(v: &Value) -> String {
+    json_safe(v.to_string())
+}
+
+/// Prints JSON on one line ([`json_line`]).
 pub fn print_json(v: &Value) {
-    println!("{v}");
+    println!("{}", json_line(v));
 }
 
 #[cfg(test)]
@@ -749,6 +819,89 @@ mod tests {
                 ..Default::default()
             }],
         }
+    }
+
+    /// Text that tries to forge a row, a line and a terminal sequence.
+    const FORGE: &str = "x\n999  evil  6.6.6.6  -  Active\r\x1b[2J\x1b]0;t\x07\u{9b}1m\tcol";
+    const FORGE_SHOWN: &str =
+        r"x\n999  evil  6.6.6.6  -  Active\r\x1b[2J\x1b]0;t\x07\u{009b}1m\tcol";
+
+    fn hostile_agent() -> AgentInfo {
+        AgentInfo {
+            id: "083".into(),
+            name: format!("web{FORGE}"),
+            registered_ip: "10.0.0.5".into(),
+            last_address: format!("10.0.0.5{FORGE}"),
+            status: AgentStatus::Active as i32,
+            version: format!("1.0{FORGE}"),
+            os: format!("Linux{FORGE}"),
+            hostname: format!("h{FORGE}"),
+            ..Default::default()
+        }
+    }
+
+    /// `text` has `lines` lines and no control character but their ends.
+    fn assert_clean(text: &str, lines: usize) {
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && palisade_engine::escape::needs_escape(c)),
+            "{text:?}"
+        );
+        assert_eq!(text.lines().count(), lines, "{text}");
+    }
+
+    #[test]
+    fn agent_fields_cannot_forge_rows_or_sequences() {
+        let list = ListAgentsResponse {
+            manager_hostname: format!("central{FORGE}"),
+            agents: vec![hostile_agent()],
+        };
+        let table = agents_table(&list);
+        assert_clean(&table, 2);
+        assert!(table.contains(&format!("web{FORGE_SHOWN}")), "{table}");
+        assert_clean(&agent_control_list(&list, true, false), 5);
+        assert_clean(&agent_control_csv(&list, true), 2);
+        let a = hostile_agent();
+        let info = agent_control_info(&a);
+        assert_clean(&info, info.lines().count());
+        assert!(info.contains(&format!("Client version:      1.0{FORGE_SHOWN}\n")));
+        assert_clean(&agent_control_info_csv(&a), 1);
+        let detail = agent_detail(&a);
+        assert_clean(&detail, 16);
+        assert!(detail.contains(&format!("OS:             Linux{FORGE_SHOWN}\n")));
+        assert_clean(&removed_text(&a), 1);
+        let json = json_line(&agents_json(&list));
+        assert_clean(&json, 1);
+        let back: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back[0]["version"], a.version, "JSON keeps the value");
+    }
+
+    #[test]
+    fn alert_fields_cannot_forge_rows_or_sequences() {
+        let alert = Alert {
+            id: "7".into(),
+            agent_id: "083".into(),
+            agent_name: format!("web{FORGE}"),
+            rule_id: 5716,
+            level: 5,
+            srcip: format!("1.2.3.4{FORGE}"),
+            description: format!("sshd{FORGE}"),
+            location: format!("/var/log/auth.log{FORGE}"),
+            log: vec![format!("line{FORGE}").into_bytes()],
+            ..Default::default()
+        };
+        let table = alerts_table(std::slice::from_ref(&alert));
+        assert_clean(&table, 2);
+        assert!(table.contains(&format!("sshd{FORGE_SHOWN}")));
+        let line = alert_line(&alert);
+        // The tabs are the separators; the fields' own are escaped.
+        assert_clean(&line.replace('\t', " "), 1);
+        assert_eq!(line.matches('\t').count(), ALERT_HEADER.len() - 1);
+        let json = json_line(&alert_json(&alert));
+        assert_clean(&json, 1);
+        let back: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["log"][0], format!("line{FORGE}"));
     }
 
     #[test]

@@ -32,6 +32,27 @@ fn ossec_330() -> Arc<Ruleset> {
     Arc::new(Ruleset::load_ossec_etc(&etc).unwrap_or_else(|e| panic!("{e}")))
 }
 
+/// Wazuh 4.14.7's ruleset, in the Wazuh dialect.
+fn wazuh() -> Arc<Ruleset> {
+    let dir = Path::new(SHARED).join("corpus/wazuh/ruleset");
+    let files = palisade_engine::wazuh::wazuh_ruleset_files(&dir).unwrap();
+    let read = |paths: &[std::path::PathBuf]| -> Vec<(String, String)> {
+        paths
+            .iter()
+            .map(|p| (p.display().to_string(), std::fs::read_to_string(p).unwrap()))
+            .collect()
+    };
+    Arc::new(
+        Ruleset::load_sources_in(
+            palisade_engine::dialect::RulesetDialect::Wazuh,
+            &read(&files.decoders),
+            &read(&files.rules),
+            Some(&files.list_dir),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
 fn palisade() -> Arc<Ruleset> {
     Arc::new(default_ruleset::load().unwrap_or_else(|e| panic!("{e}")))
 }
@@ -57,6 +78,9 @@ fn benches(c: &mut Criterion) {
     bench_one(c, "access_log/ossec_3.3.0", &ossec, &access, web);
     bench_one(c, "sshd/palisade", &ours, &sshd, auth);
     bench_one(c, "sshd/ossec_3.3.0", &ossec, &sshd, auth);
+    let wazuh = wazuh();
+    bench_one(c, "access_log/wazuh_4.14.7", &wazuh, &access, web);
+    bench_one(c, "sshd/wazuh_4.14.7", &wazuh, &sshd, auth);
 }
 
 criterion_group!(rules, benches);

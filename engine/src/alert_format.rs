@@ -6,6 +6,12 @@
 //! HIDS"). Operators grep and parse these with tools written for OSSEC, so
 //! the bytes matter; every layout is here so that they cannot drift apart.
 //!
+//! Every field is printed through [`crate::escape`]: the line, the
+//! location and the decoded fields come from agents and the clients they
+//! log, and a newline or an escape sequence in them must not forge an
+//! entry or drive a terminal. alerts.json keeps the values exact (JSON
+//! escapes, [`escape::json_safe`]).
+//!
 //! ```text
 //! ** Alert 1700000000.0: - syslog,sshd,authentication_failed,
 //! 2023 Nov 14 22:13:20 web01->/var/log/auth.log
@@ -20,6 +26,7 @@ use jiff::tz::TimeZone;
 use serde_json::{Map, Value, json};
 
 use crate::alert::Alert;
+use crate::escape::{self, escape_text};
 
 /// OSSEC prints at most this many bytes of the event's line.
 pub const FULL_LOG_LIMIT: usize = 1256;
@@ -39,11 +46,13 @@ pub fn alert_id(alert: &Alert, n: u64) -> String {
 
 /// Where the event came from as alerts.log's second line prints it:
 /// `host->location` when the host is not the location itself (a local
-/// syslog line), else the location (an agent's event).
+/// syslog line), else the location (an agent's event); escaped.
 pub fn source(alert: &Alert) -> String {
     match alert.hostname.as_deref() {
-        Some(h) if h != alert.location => format!("{h}->{}", alert.location),
-        _ => alert.location.clone(),
+        Some(h) if h != alert.location => {
+            format!("{}->{}", escape_text(h), escape_text(&alert.location))
+        }
+        _ => escape_text(&alert.location).into_owned(),
     }
 }
 
@@ -56,20 +65,22 @@ fn date(alert: &Alert, zone: &TimeZone) -> String {
 /// One alerts.log entry, ending with the empty line that separates
 /// entries. `n` completes the alert id (see [`alert_id`]); `mail` is the
 /// mail flag ([`Alert::mail_flag`]); `zone` is the manager's local zone
-/// for the date line. Lines are cut at OSSEC's 1256 bytes, correlated
-/// lines at its 11.
+/// for the date line. Lines are cut at OSSEC's 1256 bytes (then
+/// escaped), correlated lines at its 11.
 pub fn alerts_log_entry(alert: &Alert, n: u64, mail: bool, zone: &TimeZone) -> String {
     let mut s = String::with_capacity(256 + alert.full_log.len());
     let mailflag = if mail { " mail " } else { "" };
     s.push_str(&format!(
         "** Alert {}:{mailflag} - {}\n",
         alert_id(alert, n),
-        alert.groups
+        escape_text(&alert.groups)
     ));
     s.push_str(&format!("{} {}\n", date(alert, zone), source(alert)));
     s.push_str(&format!(
         "Rule: {} (level {}) -> '{}'\n",
-        alert.rule_id, alert.level, alert.description
+        alert.rule_id,
+        alert.level,
+        escape_text(&alert.description)
     ));
     let optional = [
         ("Src IP", &alert.srcip),
@@ -80,11 +91,11 @@ pub fn alerts_log_entry(alert: &Alert, n: u64, mail: bool, zone: &TimeZone) -> S
     ];
     for (label, v) in optional {
         if let Some(v) = v {
-            s.push_str(&format!("{label}: {v}\n"));
+            s.push_str(&format!("{label}: {}\n", escape_text(v)));
         }
     }
     for line in alert.log_lines().take(1 + CONTEXT_LINES) {
-        s.push_str(truncate(&line, FULL_LOG_LIMIT));
+        s.push_str(&escape_text(truncate(&line, FULL_LOG_LIMIT)));
         s.push('\n');
     }
     s.push('\n');
@@ -109,6 +120,8 @@ pub struct JsonAgent<'a> {
 /// `id`, `full_log`, `previous_output` (the correlated lines, when there
 /// are), `decoder{name}`, `data{srcip, srcport, dstip, dstport, srcuser,
 /// dstuser, url}` (the decoded ones) and `location` (the file path only).
+/// The values are exact; the text shows no control character (C0 as JSON
+/// escapes, the rest through [`escape::json_safe`]).
 pub fn alert_json(
     alert: &Alert,
     n: u64,
@@ -169,11 +182,11 @@ pub fn alert_json(
     if !data.is_empty() {
         o["data"] = Value::Object(data);
     }
-    o.to_string()
+    escape::json_safe(o.to_string())
 }
 
 /// The body of OSSEC's e-mail notification (`\n` line ends; a mailer
-/// turns them into CRLF).
+/// turns them into CRLF), every field escaped.
 pub fn notification_body(alert: &Alert, zone: &TimeZone) -> String {
     let mut s = format!(
         "\nPalisade Notification.\n{}\n\nReceived From: {}\nRule: {} fired (level {}) -> \"{}\"\n",
@@ -181,17 +194,17 @@ pub fn notification_body(alert: &Alert, zone: &TimeZone) -> String {
         source(alert),
         alert.rule_id,
         alert.level,
-        alert.description
+        escape_text(&alert.description)
     );
     if let Some(ip) = &alert.srcip {
-        s.push_str(&format!("Src IP: {ip}\n"));
+        s.push_str(&format!("Src IP: {}\n", escape_text(ip)));
     }
     if let Some(user) = &alert.dstuser {
-        s.push_str(&format!("User: {user}\n"));
+        s.push_str(&format!("User: {}\n", escape_text(user)));
     }
     s.push_str("Portion of the log(s):\n\n");
     for line in alert.log_lines() {
-        s.push_str(&line);
+        s.push_str(&escape_text(&line));
         s.push('\n');
     }
     s.push_str("\n\n --END OF NOTIFICATION\n\n\n");
@@ -199,35 +212,44 @@ pub fn notification_body(alert: &Alert, zone: &TimeZone) -> String {
 }
 
 /// The notification's subject: `Palisade Alert - <source before "->"> -
-/// Level <L> - <description>`, at most 127 bytes.
+/// Level <L> - <description>`, at most 127 bytes, escaped (a header line
+/// cannot be ended by the fields).
 pub fn notification_subject(alert: &Alert) -> String {
     let source = source(alert);
     let host = source.split("->").next().unwrap_or(&source);
     truncate_owned(
         format!(
             "Palisade Alert - {host} - Level {} - {}",
-            alert.level, alert.description
+            alert.level,
+            escape_text(&alert.description)
         ),
         SUBJECT_LIMIT,
     )
 }
 
 /// The subject of OSSEC's SMS layout: `Palisade <L> - <rule> - <description>`,
-/// at most 127 bytes.
+/// at most 127 bytes, escaped.
 pub fn sms_subject(alert: &Alert) -> String {
     truncate_owned(
         format!(
             "Palisade {} - {} - {}",
-            alert.level, alert.rule_id, alert.description
+            alert.level,
+            alert.rule_id,
+            escape_text(&alert.description)
         ),
         SUBJECT_LIMIT,
     )
 }
 
-/// The body of OSSEC's SMS layout: the first 127 bytes of the log lines.
+/// The body of OSSEC's SMS layout: the first 127 bytes of the log lines
+/// (each escaped).
 pub fn sms_body(alert: &Alert) -> String {
     truncate_owned(
-        alert.log_lines().collect::<Vec<_>>().join("\n"),
+        alert
+            .log_lines()
+            .map(|l| escape_text(&l).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n"),
         SUBJECT_LIMIT,
     )
 }
@@ -304,6 +326,91 @@ mod tests {
             full_log: b"line 14".to_vec(),
             correlated: vec!["line 13".into()],
         }
+    }
+
+    /// An alert whose every outside field tries to forge an entry, a
+    /// header or a terminal sequence.
+    fn hostile() -> Alert {
+        const FORGE: &str = "\n** Alert 1.2: - fake,\r\x1b[2J\x1b]0;owned\x07\u{9b}31m";
+        let mut a = scan();
+        a.location = format!("(web01) any->/var/log/x{FORGE}");
+        a.hostname = Some(format!("evil{FORGE}"));
+        a.srcip = Some(format!("203.0.113.7{FORGE}"));
+        a.dstuser = Some(format!("root{FORGE}"));
+        a.url = Some(format!("/x{FORGE}"));
+        a.description = format!("desc{FORGE}");
+        a.full_log = format!("line{FORGE}").into_bytes();
+        a.correlated = vec![format!("earlier{FORGE}")];
+        a
+    }
+
+    /// No control character but the layout's own line ends.
+    fn assert_only_layout_newlines(text: &str) {
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && crate::escape::needs_escape(c)),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn hostile_fields_cannot_forge_an_entry() {
+        let a = hostile();
+        let entry = alerts_log_entry(&a, 3, true, &TimeZone::UTC);
+        assert_only_layout_newlines(&entry);
+        let lines: Vec<&str> = entry.lines().collect();
+        // Header, source, rule, Src IP, User, the line, one context line, "".
+        assert_eq!(lines.len(), 8, "{entry}");
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("** Alert")).count(),
+            1
+        );
+        assert!(
+            lines[1].ends_with(
+                r"evil\n** Alert 1.2: - fake,\r\x1b[2J\x1b]0;owned\x07\u{009b}31m->(web01) any->/var/log/x\n** Alert 1.2: - fake,\r\x1b[2J\x1b]0;owned\x07\u{009b}31m"
+            ),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[5].starts_with(r"line\n** Alert 1.2"), "{}", lines[5]);
+    }
+
+    #[test]
+    fn hostile_fields_cannot_forge_mail() {
+        let a = hostile();
+        let body = notification_body(&a, &TimeZone::UTC);
+        assert_only_layout_newlines(&body);
+        assert_eq!(
+            body.lines()
+                .filter(|l| l.starts_with("** Alert") || l.starts_with("Src IP"))
+                .count(),
+            1
+        );
+        for subject in [notification_subject(&a), sms_subject(&a)] {
+            assert!(
+                !subject.chars().any(crate::escape::needs_escape),
+                "{subject:?}"
+            );
+        }
+        assert_only_layout_newlines(&sms_body(&a));
+        assert!(notification_subject(&a).starts_with(r"Palisade Alert - evil\n** Alert"));
+    }
+
+    #[test]
+    fn hostile_fields_stay_exact_in_json() {
+        let a = hostile();
+        let agent = JsonAgent {
+            id: "001",
+            name: "web01\nfake",
+            ip: "any",
+        };
+        let line = alert_json(&a, 7, Some(agent), true, "central", &TimeZone::UTC);
+        assert!(!line.chars().any(crate::escape::needs_escape), "{line}");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["full_log"], String::from_utf8_lossy(&a.full_log).as_ref());
+        assert_eq!(v["data"]["url"], a.url.as_deref().unwrap());
+        assert_eq!(v["agent"]["name"], "web01\nfake");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! and stops at the first event older than the timeframe or carrying a
 //! barrier mark at least the searching rule's level; it fires when
 //! `frequency + 1` earlier events pass the `same_*` filters, i.e. on the
-//! `frequency + 2`-th event (`Search_LastSids`, `Search_LastGroups`,
+//! `frequency + 2`-th event (Wazuh's dialect: on the `frequency`-th, see
+//! [`crate::rule::Rule::fires_after`]) (`Search_LastSids`, `Search_LastGroups`,
 //! `Search_LastEvents` in `src/analysisd/eventinfo.c`).
 //!
 //! Memory bound (why a flood of distinct source IPs cannot exhaust memory):
@@ -27,11 +28,31 @@
 //! `key_cap` entries; OSSEC keeps those on disk without bound, so a key
 //! evicted here may be "seen for the first time" again (documented
 //! deviation, option [`CorrelateLimits::key_cap`]).
+//!
+//! After a panic (the manager contains one to the event that caused it):
+//! every mutation here but [`Correlator::store`] is one step that leaves
+//! the state valid whatever follows (a barrier mark, a first-time-seen or
+//! ignore key, a `check_diff` output, an `ignore` time), as if the event
+//! had been judged that far. `store` adds one event to the arena, the
+//! history and the lists in several steps, which only allocate (an
+//! allocation failure aborts, it does not unwind); should a panic ever cut
+//! it anyway, [`Correlator::check_consistency`] finds the broken link and
+//! the engine starts its correlation memory afresh
+//! ([`crate::engine::Engine::recover_after_panic`]).
+//!
+//! Bytes as well as entries: the attacker writes the lines, and a few
+//! hundred multi-megabyte lines once took the manager to gigabytes here.
+//! Each stored event keeps ONE copy of its line, cut at
+//! [`CorrelateLimits::event_bytes`] (the text `if_matched_regex` searches
+//! and the "Portion of the log(s)" of a firing are read from it), and the
+//! arena is also bounded by [`CorrelateLimits::memory_bytes`]: the oldest
+//! events go first, as when the history is full. The string-keyed memories
+//! are bounded by [`CorrelateLimits::key_bytes`] each, the same way.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::event::{Category, Event};
-use crate::rule::{RuleIdx, RuleSet, Search};
+use crate::event::{Category, Event, Fields};
+use crate::rule::{FilterField, RuleIdx, RuleSet, Search, StaticFilter};
 
 /// Size limits of the correlation memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,16 +62,37 @@ pub struct CorrelateLimits {
     pub memory_size: usize,
     /// Entries kept in each string-keyed memory (ignore list, FTS, diff).
     pub key_cap: usize,
+    /// Bytes the stored events may take in all (their lines, fields and
+    /// bookkeeping, estimated); the oldest are evicted beyond it.
+    pub memory_bytes: usize,
+    /// Bytes of a stored event's line kept; the rest is cut (the event
+    /// counts for correlation as before; only the copy is shorter).
+    pub event_bytes: usize,
+    /// Bytes each string-keyed memory may take (ignore list, FTS, diff).
+    pub key_bytes: usize,
 }
+
+/// [`CorrelateLimits::memory_bytes`] by default.
+pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
+/// [`CorrelateLimits::event_bytes`] by default.
+pub const DEFAULT_EVENT_BYTES: usize = 16 << 10;
+/// [`CorrelateLimits::key_bytes`] by default.
+pub const DEFAULT_KEY_BYTES: usize = 16 << 20;
 
 impl Default for CorrelateLimits {
     fn default() -> Self {
         Self {
             memory_size: 8192,
             key_cap: 65_536,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            event_bytes: DEFAULT_EVENT_BYTES,
+            key_bytes: DEFAULT_KEY_BYTES,
         }
     }
 }
+
+/// What a stored string costs beside its bytes (allocation, `Option`).
+const STRING_OVERHEAD: usize = 32;
 
 /// How far a frequency rule's firing resets counting (OSSEC's "barrier").
 ///
@@ -87,8 +129,104 @@ struct Stored {
     hostname: Option<String>,
     url: Option<String>,
     category: Category,
-    log: Vec<u8>,
-    full_log: String,
+    /// The event's `full_log`, cut at `event_bytes`: the one copy kept.
+    line: Box<[u8]>,
+    /// Where `log` lies in `line` (cut with it).
+    log: std::ops::Range<usize>,
+    /// Every field and the location, kept only when some rule has Wazuh
+    /// static filters ([`RuleSet::keeps_fields`]).
+    wide: Option<Box<(Fields, String)>>,
+}
+
+impl Stored {
+    /// The text `if_matched_regex` searches (OSSEC `log`).
+    fn log(&self) -> &[u8] {
+        &self.line[self.log.clone()]
+    }
+
+    /// The line as an alert's "Portion of the log(s)" shows it.
+    fn full_log(&self) -> String {
+        // `from_utf8` has an ASCII fast path that the lossy decoder lacks.
+        std::str::from_utf8(&self.line).map_or_else(
+            |_| String::from_utf8_lossy(&self.line).into_owned(),
+            str::to_owned,
+        )
+    }
+
+    /// Bytes it takes, estimated: the line, the fields, the struct and its
+    /// list entries.
+    fn cost(&self) -> usize {
+        let text = |v: &Option<String>| v.as_ref().map_or(0, |s| s.len() + STRING_OVERHEAD);
+        std::mem::size_of::<Self>()
+            + 64
+            + self.line.len()
+            + text(&self.srcip)
+            + text(&self.srcport)
+            + text(&self.dstport)
+            + text(&self.dstuser)
+            + text(&self.id)
+            + text(&self.hostname)
+            + text(&self.url)
+            + self.wide.as_deref().map_or(0, |(f, location)| {
+                let statics = [
+                    &f.srcip,
+                    &f.dstip,
+                    &f.srcport,
+                    &f.dstport,
+                    &f.protocol,
+                    &f.action,
+                    &f.srcuser,
+                    &f.dstuser,
+                    &f.id,
+                    &f.url,
+                    &f.data,
+                    &f.status,
+                    &f.system_name,
+                    &f.filename,
+                ];
+                std::mem::size_of::<(Fields, String)>()
+                    + location.len()
+                    + statics.into_iter().map(text).sum::<usize>()
+                    + f.dynamic
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 2 * STRING_OVERHEAD)
+                        .sum::<usize>()
+            })
+    }
+}
+
+/// Cuts `bytes` to at most `max` bytes, at a UTF-8 boundary when the text
+/// is UTF-8 there (so a cut line still reads as text).
+pub fn cut_at(bytes: &[u8], max: usize) -> &[u8] {
+    if bytes.len() <= max {
+        return bytes;
+    }
+    let mut end = max;
+    // Back off at most 3 continuation bytes to a character start.
+    while end > 0 && max - end < 3 && (bytes[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    if (bytes[end] & 0xC0) == 0x80 {
+        end = max;
+    }
+    &bytes[..end]
+}
+
+/// Whether an earlier event passes a rule's Wazuh static filters against
+/// the current one (a field unknown on either side passes neither
+/// `same_*` nor `different_*`; GeoIP is never known here).
+fn static_filters_hold(filters: &[StaticFilter], ev: &Event, earlier: &(Fields, String)) -> bool {
+    filters.iter().all(|flt| {
+        let (now, then) = match &flt.field {
+            FilterField::Field(name) => (ev.fields.get(name), earlier.0.get(name)),
+            FilterField::Location => (Some(ev.location.as_str()), Some(earlier.1.as_str())),
+            FilterField::SrcGeoip | FilterField::DstGeoip => (None, None),
+        };
+        match (now, then) {
+            (Some(a), Some(b)) => (a == b) == flt.same,
+            _ => false,
+        }
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,11 +235,12 @@ enum ListKey {
     Group(RuleIdx),
 }
 
-/// A FIFO-bounded set of strings.
+/// A FIFO-bounded set of strings, bounded in entries and in bytes.
 #[derive(Debug, Default)]
 struct BoundedSet {
     set: HashSet<String>,
     order: VecDeque<String>,
+    bytes: usize,
 }
 
 impl BoundedSet {
@@ -109,15 +248,18 @@ impl BoundedSet {
         self.set.contains(k)
     }
 
-    /// Inserts; returns false if it was already there.
-    fn insert(&mut self, k: String, cap: usize) -> bool {
+    /// Inserts; returns false if it was already there. Keeps at most
+    /// `cap` keys and about `max_bytes` bytes (the newest key always).
+    fn insert(&mut self, k: String, cap: usize, max_bytes: usize) -> bool {
         if self.set.contains(&k) {
             return false;
         }
+        self.bytes += 2 * (k.len() + STRING_OVERHEAD);
         self.set.insert(k.clone());
         self.order.push_back(k);
-        while self.order.len() > cap.max(1) {
+        while self.order.len() > cap.max(1) || (self.order.len() > 1 && self.bytes > max_bytes) {
             if let Some(old) = self.order.pop_front() {
+                self.bytes -= 2 * (old.len() + STRING_OVERHEAD);
                 self.set.remove(&old);
             }
         }
@@ -218,6 +360,8 @@ pub struct Correlator {
     /// Walk every list in full (the reference for the index; tests only).
     full_walk: bool,
     events: Arena,
+    /// What the arena's events cost ([`Stored::cost`]), summed.
+    event_bytes: usize,
     history: VecDeque<u64>,
     lists: HashMap<ListKey, List>,
     next_id: u64,
@@ -226,6 +370,8 @@ pub struct Correlator {
     fts: BoundedSet,
     diffs: HashMap<(RuleIdx, String), Vec<u8>>,
     diff_order: VecDeque<(RuleIdx, String)>,
+    /// What `diffs` holds, in bytes (keys and outputs).
+    diff_bytes: usize,
 }
 
 /// Result of a successful context search: the earlier events' lines,
@@ -264,6 +410,12 @@ impl Correlator {
     /// Number of events held (for tests and metrics).
     pub fn stored_events(&self) -> usize {
         self.events.events.len()
+    }
+
+    /// What the held events take, in bytes (estimated; for tests and
+    /// metrics): at most [`CorrelateLimits::memory_bytes`] plus one event.
+    pub fn stored_bytes(&self) -> usize {
+        self.event_bytes
     }
 
     /// Total list entries held (for tests and metrics).
@@ -405,9 +557,17 @@ impl Correlator {
                 // No GeoIP data: the field is missing on both sides.
                 continue;
             }
+            if !rule.ctx.filters.is_empty()
+                && !p
+                    .wide
+                    .as_deref()
+                    .is_some_and(|w| static_filters_hold(&rule.ctx.filters, ev, w))
+            {
+                continue;
+            }
             if events_search {
                 if let Some(re) = &rule.ctx.if_matched_regex
-                    && !re.is_match(&p.log)
+                    && !re.is_match(p.log())
                 {
                     continue;
                 }
@@ -434,8 +594,8 @@ impl Correlator {
                 }
             }
             lines.push(pid);
-            if count < rule.frequency {
-                count += 1;
+            count += 1;
+            if count < rule.fires_after {
                 continue;
             }
             return Some((lines, pid, newest));
@@ -468,7 +628,7 @@ impl Correlator {
         Some(
             lines
                 .into_iter()
-                .filter_map(|id| self.events.get(id).map(|e| e.full_log.clone()))
+                .filter_map(|id| self.events.get(id).map(Stored::full_log))
                 .collect(),
         )
     }
@@ -480,23 +640,34 @@ impl Correlator {
         let id = self.next_id;
         self.next_id += 1;
         let f = &ev.fields;
+        let line = cut_at(&ev.full_log, self.limits.event_bytes);
+        let log = ev.log_range();
+        let log = log.start.min(line.len())..log.end.min(line.len());
+        // Fields are cut like the line: a URL can be as long as the line
+        // (`different_url` then compares the kept heads).
+        let max = self.limits.event_bytes;
+        let field = |v: &Option<String>| {
+            v.as_deref().map(|s| {
+                let kept = cut_at(s.as_bytes(), max).len();
+                s.get(..kept).unwrap_or(s).to_string()
+            })
+        };
         let stored = Stored {
             time: now,
             matched,
-            srcip: f.srcip.clone(),
-            srcport: f.srcport.clone(),
-            dstport: f.dstport.clone(),
-            dstuser: f.dstuser.clone(),
-            id: f.id.clone(),
-            hostname: ev.hostname.clone(),
-            url: f.url.clone(),
+            srcip: field(&f.srcip),
+            srcport: field(&f.srcport),
+            dstport: field(&f.dstport),
+            dstuser: field(&f.dstuser),
+            id: field(&f.id),
+            hostname: field(&ev.hostname),
+            url: field(&f.url),
             category: ev.category,
-            log: ev.log().to_vec(),
-            // `from_utf8` has an ASCII fast path that the lossy decoder lacks.
-            full_log: std::str::from_utf8(&ev.full_log).map_or_else(
-                |_| String::from_utf8_lossy(&ev.full_log).into_owned(),
-                str::to_owned,
-            ),
+            line: line.into(),
+            log,
+            wide: rs
+                .keeps_fields
+                .then(|| Box::new((ev.fields.clone(), ev.location.clone()))),
         };
         let mut keys = Vec::new();
         if rs.has_sid_list.get(r).copied().unwrap_or(false) {
@@ -519,12 +690,20 @@ impl Correlator {
             }
             list.push(id, &stored);
         }
+        #[cfg(feature = "test-panic-trigger")]
+        if crate::engine::test_panic_trigger::holds(ev, crate::engine::test_panic_trigger::IN_STORE)
+        {
+            panic!("test panic trigger: in the middle of storing an event");
+        }
         if self.events.events.is_empty() {
             self.events.base = id;
         }
+        self.event_bytes += stored.cost();
         self.events.events.push_back(stored);
         self.history.push_back(id);
-        while self.history.len() > self.limits.memory_size.max(1) {
+        while self.history.len() > self.limits.memory_size.max(1)
+            || (self.history.len() > 1 && self.event_bytes > self.limits.memory_bytes)
+        {
             if let Some(old) = self.history.pop_front() {
                 self.evict(old);
             }
@@ -544,9 +723,87 @@ impl Correlator {
             !list.ids.is_empty()
         });
         // The arena's front is the oldest stored event, `old` itself.
-        while self.events.base <= old && self.events.events.pop_front().is_some() {
+        while self.events.base <= old {
+            let Some(gone) = self.events.events.pop_front() else {
+                break;
+            };
+            self.event_bytes = self.event_bytes.saturating_sub(gone.cost());
             self.events.base += 1;
         }
+    }
+
+    /// Checks the links between the arena, the history and the lists that
+    /// the searches rely on: the history holds the arena's ids in order,
+    /// every list id is a stored event, every address index entry is one of
+    /// its list's ids for that address and every mark is a list id. `Err`
+    /// names the first broken one. Linear in the memory's size: for after a
+    /// panic, not for every event.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        let base = self.events.base;
+        let stored = self.events.events.len();
+        if self.history.len() != stored {
+            return Err(format!(
+                "history holds {} ids, the arena {stored} events",
+                self.history.len()
+            ));
+        }
+        if let Some((i, &id)) =
+            self.history.iter().enumerate().find(|&(i, &id)| {
+                u64::try_from(i).ok().and_then(|i| base.checked_add(i)) != Some(id)
+            })
+        {
+            return Err(format!(
+                "history slot {i} holds id {id}, not {}",
+                base + i as u64
+            ));
+        }
+        let end = base + stored as u64;
+        if stored > 0 && self.next_id != end {
+            return Err(format!("next id {} after arena end {end}", self.next_id));
+        }
+        for (key, list) in &self.lists {
+            if !list
+                .ids
+                .iter()
+                .zip(list.ids.iter().skip(1))
+                .all(|(a, b)| a < b)
+            {
+                return Err(format!("{key:?}: ids out of order"));
+            }
+            if let Some(id) = list.ids.iter().find(|&&id| id < base || id >= end) {
+                return Err(format!("{key:?}: id {id} is not a stored event"));
+            }
+            if let Some(id) = list.marks.iter().find(|&&id| !list.contains(id)) {
+                return Err(format!("{key:?}: mark {id} is not in the list"));
+            }
+            let mut indexed = 0;
+            for (src, ids) in &list.by_src {
+                for &id in ids {
+                    let from = self.events.get(id).and_then(|e| e.srcip.as_deref());
+                    if !list.contains(id) || from != Some(src.as_str()) {
+                        return Err(format!("{key:?}: index entry {id} for {src} is stale"));
+                    }
+                }
+                indexed += ids.len();
+            }
+            let with_src = list
+                .ids
+                .iter()
+                .filter(|&&id| self.events.get(id).is_some_and(|e| e.srcip.is_some()))
+                .count();
+            if indexed != with_src {
+                return Err(format!(
+                    "{key:?}: {indexed} index entries for {with_src} events with an address"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every memory (events, lists, keys), keeping the limits and
+    /// the barrier: a fresh start after a panic left the links broken.
+    pub fn reset(&mut self) {
+        *self = Self::with_barrier(self.limits, self.barrier);
     }
 
     /// The `ignore="N"` attribute: true if this firing of rule `r` must be
@@ -572,12 +829,14 @@ impl Correlator {
 
     /// `<ignore>`: adds a key to the ignore list.
     pub fn add_to_ignore_list(&mut self, key: String) {
-        self.ignore_list.insert(key, self.limits.key_cap);
+        self.ignore_list
+            .insert(key, self.limits.key_cap, self.limits.key_bytes);
     }
 
     /// First-time-seen: true if `key` was never seen (and records it).
     pub fn first_time_seen(&mut self, key: String) -> bool {
-        self.fts.insert(key, self.limits.key_cap)
+        self.fts
+            .insert(key, self.limits.key_cap, self.limits.key_bytes)
     }
 
     /// `check_diff`: true when `output` differs from the previous output
@@ -587,19 +846,79 @@ impl Correlator {
         match self.diffs.get_mut(&key) {
             Some(prev) if prev.as_slice() == output => false,
             Some(prev) => {
+                self.diff_bytes = self.diff_bytes - prev.len() + output.len();
                 *prev = output.to_vec();
                 true
             }
             None => {
+                self.diff_bytes += 2 * (key.1.len() + STRING_OVERHEAD) + output.len();
                 self.diffs.insert(key.clone(), output.to_vec());
                 self.diff_order.push_back(key);
-                while self.diff_order.len() > self.limits.key_cap.max(1) {
-                    if let Some(old) = self.diff_order.pop_front() {
-                        self.diffs.remove(&old);
+                while self.diff_order.len() > self.limits.key_cap.max(1)
+                    || (self.diff_order.len() > 1 && self.diff_bytes > self.limits.key_bytes)
+                {
+                    if let Some(old) = self.diff_order.pop_front()
+                        && let Some(out) = self.diffs.remove(&old)
+                    {
+                        self.diff_bytes -= 2 * (old.1.len() + STRING_OVERHEAD) + out.len();
                     }
                 }
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::default_ruleset;
+    use crate::engine::{Engine, EngineConfig};
+    use crate::predecode::predecode;
+
+    fn engine_with_history() -> Engine {
+        let rs = Arc::new(default_ruleset::load().unwrap_or_else(|e| panic!("{e}")));
+        let mut engine = Engine::new(rs, EngineConfig::default());
+        let now = jiff::Timestamp::from_second(1_765_000_000).unwrap_or_default();
+        for ip in ["198.51.100.7", "198.51.100.8", "198.51.100.7"] {
+            let line = format!(
+                "Dec  6 23:59:01 web01 sshd[42]: Failed password for root from {ip} port 5 ssh2"
+            );
+            let mut ev = predecode(line.as_bytes(), "/var/log/auth.log", "mgr");
+            assert!(engine.process(&mut ev, now).is_some());
+        }
+        engine
+    }
+
+    #[test]
+    fn consistency_is_checked_and_restored() {
+        let mut engine = engine_with_history();
+        assert_eq!(engine.state().check_consistency(), Ok(()));
+        assert_eq!(engine.recover_after_panic(), None, "kept when whole");
+        assert_eq!(engine.state().stored_events(), 3);
+
+        // A store cut after the lists were fed: an id no event holds.
+        let c = engine.state_mut();
+        c.next_id += 1;
+        let Some(list) = c.lists.values_mut().next() else {
+            panic!("no list")
+        };
+        list.ids.push_back(c.next_id - 1);
+        assert!(c.check_consistency().is_err());
+        let why = engine.recover_after_panic();
+        assert!(why.is_some_and(|w| w.contains("next id")));
+        assert_eq!(engine.state().stored_events(), 0);
+        assert_eq!(engine.state().check_consistency(), Ok(()));
+
+        // A stale address index entry.
+        let mut engine = engine_with_history();
+        let c = engine.state_mut();
+        for list in c.lists.values_mut() {
+            for ids in list.by_src.values_mut() {
+                ids.push_back(0);
+            }
+        }
+        assert!(c.check_consistency().is_err_and(|e| e.contains("index")));
     }
 }

@@ -16,10 +16,10 @@ use jiff::tz::TimeZone;
 pub use crate::alert::Alert;
 use crate::correlate::{Barrier, CorrelateLimits, Correlator};
 use crate::decoder::DecoderSet;
+use crate::dialect::RulesetDialect;
 use crate::error::{LoadError, LoadErrors};
 use crate::event::Event;
-use crate::pattern::Pattern;
-use crate::rule::{IgnoreFields, LoadOptions, RuleIdx, RuleSet};
+use crate::rule::{IgnoreFields, LoadOptions, Matcher, RuleIdx, RuleSet};
 use crate::xml;
 
 /// Decoders and rules, loaded together so that `decoded_as` is checked.
@@ -31,6 +31,8 @@ pub struct Ruleset {
     pub rules: RuleSet,
     /// `<fts>` fields by decoder own name (first block that has them).
     fts_by_decoder: HashMap<String, Vec<String>>,
+    /// The rule language the files were read in.
+    pub dialect: RulesetDialect,
 }
 
 impl Ruleset {
@@ -45,10 +47,20 @@ impl Ruleset {
             }
         }
         Self {
+            dialect: decoders.dialect(),
             decoders,
             rules,
             fts_by_decoder,
         }
+    }
+
+    /// Decodes a pre-decoded event in place. Needs no state, so callers
+    /// may decode on any thread before handing the event to the engine's
+    /// rules ([`Engine::judge`]); [`Engine::process`] is both steps.
+    pub fn decode(&self, event: &mut Event) {
+        #[cfg(feature = "test-panic-trigger")]
+        test_panic_trigger::before_decoding(event);
+        self.decoders.decode(event);
     }
 
     /// Loads decoder files, then rule files (in order), checking
@@ -59,9 +71,12 @@ impl Ruleset {
         rules: &[PathBuf],
         list_dir: Option<&Path>,
     ) -> Result<Ruleset, LoadErrors> {
-        Self::load_with(DecoderSet::load_files(decoders), list_dir, |opts| {
-            RuleSet::load_files(rules, opts)
-        })
+        Self::load_with(
+            DecoderSet::load_files(decoders),
+            RulesetDialect::Ossec,
+            list_dir,
+            |opts| RuleSet::load_files(rules, opts),
+        )
     }
 
     /// Like [`Ruleset::load_files`], from `(name, content)` pairs already
@@ -72,9 +87,22 @@ impl Ruleset {
         rules: &[(String, String)],
         list_dir: Option<&Path>,
     ) -> Result<Ruleset, LoadErrors> {
-        Self::load_with(DecoderSet::load(decoders), list_dir, |opts| {
-            RuleSet::load(rules, opts)
-        })
+        Self::load_sources_in(RulesetDialect::Ossec, decoders, rules, list_dir)
+    }
+
+    /// [`Ruleset::load_sources`] for files written in `dialect`.
+    pub fn load_sources_in(
+        dialect: RulesetDialect,
+        decoders: &[(String, String)],
+        rules: &[(String, String)],
+        list_dir: Option<&Path>,
+    ) -> Result<Ruleset, LoadErrors> {
+        Self::load_with(
+            DecoderSet::load_in(dialect, decoders),
+            dialect,
+            list_dir,
+            |opts| RuleSet::load(rules, opts),
+        )
     }
 
     /// Loads the rules once the decoders are loaded (or failed to), so
@@ -82,6 +110,7 @@ impl Ruleset {
     /// of both steps together.
     fn load_with(
         decoders: Result<DecoderSet, LoadErrors>,
+        dialect: RulesetDialect,
         list_dir: Option<&Path>,
         load_rules: impl FnOnce(&LoadOptions) -> Result<RuleSet, LoadErrors>,
     ) -> Result<Ruleset, LoadErrors> {
@@ -96,6 +125,7 @@ impl Ruleset {
         let opts = LoadOptions {
             decoder_names: dec.as_ref().map(decoder_names),
             list_dir: list_dir.map(Path::to_path_buf),
+            dialect,
             ..LoadOptions::default()
         };
         let rs = match load_rules(&opts) {
@@ -136,11 +166,33 @@ pub const BUILTIN_DECODERS: [&str; 8] = [
     "hostinfo_new",
 ];
 
+/// Names Wazuh's analysisd registers besides OSSEC's: decoders of its
+/// agent modules (FIM registry, inventory, CIS-CAT, SCA, Windows event
+/// channel). Palisade's agents send no such events, so rules on them load
+/// and never match.
+pub const WAZUH_BUILTIN_DECODERS: [&str; 10] = [
+    "syscheck_registry_key_modified",
+    "syscheck_registry_key_deleted",
+    "syscheck_registry_key_added",
+    "syscheck_registry_value_modified",
+    "syscheck_registry_value_deleted",
+    "syscheck_registry_value_added",
+    "syscollector",
+    "ciscat",
+    "sca",
+    "windows_eventchannel",
+];
+
 fn decoder_names(d: &DecoderSet) -> HashSet<String> {
+    let wazuh: &[&str] = if d.dialect().is_wazuh() {
+        &WAZUH_BUILTIN_DECODERS
+    } else {
+        &[]
+    };
     d.decoders()
         .iter()
         .map(|x| x.name.clone())
-        .chain(BUILTIN_DECODERS.iter().map(|s| s.to_string()))
+        .chain(BUILTIN_DECODERS.iter().chain(wazuh).map(|s| s.to_string()))
         .collect()
 }
 
@@ -352,8 +404,22 @@ impl Engine {
     /// Decodes a pre-decoded event in place, then runs the rules; returns
     /// the alert if one is due.
     pub fn process(&mut self, event: &mut Event, now: Timestamp) -> Option<Alert> {
-        self.ruleset.decoders.decode(event);
+        self.ruleset.decode(event);
         self.judge(event, now).into_alert()
+    }
+
+    /// Makes the engine fit to go on after a panic was caught in
+    /// [`process`](Self::process) (the manager contains one to its event):
+    /// the per-event scratch is rebuilt on the next event anyway, and the
+    /// correlation memory is kept when its links hold
+    /// ([`Correlator::check_consistency`]; see [`crate::correlate`] on why
+    /// they do) and started afresh when not. Returns why it was reset, if
+    /// it was.
+    pub fn recover_after_panic(&mut self) -> Option<String> {
+        self.lower_buf = Vec::new();
+        let broken = self.state.check_consistency().err()?;
+        self.state.reset();
+        Some(broken)
     }
 
     /// Runs only the rules on an already decoded event (`ossec-logtest`'s
@@ -469,14 +535,14 @@ impl Engine {
         let ev = ctx.ev;
         let f = &ev.fields;
         let log = ev.log();
-        let pat = |p: &Option<Pattern>, v: Option<&str>| -> bool {
+        let pat = |p: &Option<Matcher>, v: Option<&str>| -> bool {
             match p {
                 None => true,
-                Some(p) => v.is_some_and(|v| p.is_match(v.as_bytes())),
+                Some(p) => p.holds(v),
             }
         };
         // Plain element, else its pcre2 twin.
-        let twin = |p: &Option<Pattern>, q: &Option<Pattern>, v: Option<&str>| -> bool {
+        let twin = |p: &Option<Matcher>, q: &Option<Matcher>, v: Option<&str>| -> bool {
             if p.is_some() { pat(p, v) } else { pat(q, v) }
         };
         if let Some(d) = &c.decoded_as
@@ -499,11 +565,14 @@ impl Engine {
         {
             return false;
         }
+        if !pat(&c.action_match, f.action.as_deref()) || !pat(&c.location, Some(&ev.location)) {
+            return false;
+        }
         if !pat(&c.url, f.url.as_deref()) || !pat(&c.url_pcre2, f.url.as_deref()) {
             return false;
         }
         for (name, p) in &c.fields {
-            if !f.get(name).is_some_and(|v| p.is_match(v.as_bytes())) {
+            if !p.holds(f.get(name)) {
                 return false;
             }
         }
@@ -732,4 +801,30 @@ fn ignore_key(ev: &Event, sel: IgnoreFields, data_from_ignore: bool) -> String {
         },
     ]
     .join(" ")
+}
+
+/// Test-only panic triggers (cargo feature `test-panic-trigger`, never
+/// enabled in a build that ships): no input makes the engine panic, so the
+/// manager's containment of a panic is tested with these. A line holding
+/// [`BEFORE_DECODING`] panics before the decoders run; one holding
+/// [`IN_STORE`] panics in the middle of storing its alert in the
+/// correlation memory, leaving it inconsistent (the worst case).
+#[cfg(feature = "test-panic-trigger")]
+pub mod test_panic_trigger {
+    use crate::event::Event;
+
+    /// Panics before decoding.
+    pub const BEFORE_DECODING: &[u8] = b"PALISADE-TEST-PANIC-BEFORE-DECODING";
+    /// Panics half-way through storing the event's alert.
+    pub const IN_STORE: &[u8] = b"PALISADE-TEST-PANIC-IN-STORE";
+
+    pub(crate) fn holds(event: &Event, trigger: &[u8]) -> bool {
+        memchr::memmem::find(&event.full_log, trigger).is_some()
+    }
+
+    pub(crate) fn before_decoding(event: &Event) {
+        if holds(event, BEFORE_DECODING) {
+            panic!("test panic trigger: before decoding");
+        }
+    }
 }

@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::dialect::RulesetDialect;
+
 /// One event as the engine sees it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Event {
@@ -204,6 +206,18 @@ impl FieldName {
             n if n.contains("filename") => Self::Filename,
             n => Self::Dynamic(n.to_string()),
         }
+    }
+}
+
+impl FieldName {
+    /// [`FieldName::parse`] in a ruleset's dialect: Wazuh keeps `data`
+    /// apart from `extra_data` (its own field, compared and matched on its
+    /// own), where OSSEC takes both for one.
+    pub fn parse_in(name: &str, dialect: RulesetDialect) -> Self {
+        if dialect.is_wazuh() && name == "data" {
+            return Self::Dynamic(name.to_string());
+        }
+        Self::parse(name)
     }
 }
 

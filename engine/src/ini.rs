@@ -63,8 +63,24 @@ pub struct Ini {
     pub errors: Vec<IniError>,
 }
 
-/// Parses INI text.
+/// What a key repeated in one section does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RepeatedKeys {
+    /// Replaces the earlier value in place (OSSEC's runner, Python 2).
+    #[default]
+    Overwrite,
+    /// Joins the values into one multi-line value, in file order (Wazuh's
+    /// runner: `RawConfigParser(dict_type=MultiOrderedDict, strict=False)`).
+    Join,
+}
+
+/// Parses INI text, a repeated key overwriting the earlier value.
 pub fn parse(text: &str) -> Ini {
+    parse_with(text, RepeatedKeys::Overwrite)
+}
+
+/// Parses INI text with the given treatment of repeated keys.
+pub fn parse_with(text: &str, repeated: RepeatedKeys) -> Ini {
     let mut ini = Ini::default();
     // Current section index and current key index, with the value lines.
     let mut cur: Option<usize> = None;
@@ -122,7 +138,10 @@ pub fn parse(text: &str) -> Ini {
                 let o = match sec.entries.iter().position(|(k, _, _)| *k == key) {
                     Some(o) => {
                         sec.entries[o].2 = lineno;
-                        values[s][o] = vec![val.to_string()];
+                        match repeated {
+                            RepeatedKeys::Overwrite => values[s][o] = vec![val.to_string()],
+                            RepeatedKeys::Join => values[s][o].push(val.to_string()),
+                        }
                         o
                     }
                     None => {
@@ -290,6 +309,15 @@ mod tests {
                 ("user".to_string(), String::new())
             ]
         );
+    }
+
+    #[test]
+    fn wazuh_joins_repeated_keys() {
+        let text = "[s]\nlog 1 pass = a\nrule = 1\nlog 1 pass = b\nlog 2 pass = c\n";
+        let joined = parse_with(text, RepeatedKeys::Join);
+        assert_eq!(joined.sections[0].get("log 1 pass"), Some("a\nb"));
+        assert_eq!(joined.sections[0].get("log 2 pass"), Some("c"));
+        assert_eq!(parse(text).sections[0].get("log 1 pass"), Some("b"));
     }
 
     #[test]

@@ -28,12 +28,18 @@
 //!   `parse` (XML to a rule), `tree` (placement), [`rule::cond`]
 //!   (IP lists, time, CDB lists, compiled rules).
 //! - [`correlate`]: frequency / `if_matched_*` state, bounded.
+//! - [`steerable`]: OSSEC's decoders known to take an address or a user
+//!   from text the client writes, for the start-up warning.
 //! - [`engine`]: [`engine::Ruleset`] and [`engine::Engine`], events in, alerts out.
 //! - [`default_ruleset`]: Palisade's own ruleset (`ruleset/`), embedded.
 //! - [`ruletest`]: OSSEC INI ruleset tests run against a ruleset.
 //! - [`logtest_rules`]: logtest's rule phase and `-a` (alerts only) mode.
 //! - [`alert`]: the one alert model, from the engine to every output.
 //! - [`alert_format`]: its layouts: alerts.log, alerts.json, e-mail.
+//! - [`dialect`]: OSSEC or Wazuh, the rule language a ruleset is read in.
+//! - [`wazuh`]: where a Wazuh `ruleset/` directory keeps its files.
+//! - [`escape`]: the one escaping of text from outside (control
+//!   characters made visible) for every output.
 //! - [`error`]: file, line and reason for every load problem, and the one
 //!   reader of decoder and rule files.
 #![forbid(unsafe_code)]
@@ -43,8 +49,10 @@ pub mod alert_format;
 pub mod correlate;
 pub mod decoder;
 pub mod default_ruleset;
+pub mod dialect;
 pub mod engine;
 pub mod error;
+pub mod escape;
 pub mod event;
 pub mod ini;
 pub mod logtest;
@@ -53,5 +61,7 @@ pub mod pattern;
 pub mod predecode;
 pub mod rule;
 pub mod ruletest;
+pub mod steerable;
 pub mod timestamp;
+pub mod wazuh;
 pub mod xml;

@@ -19,7 +19,7 @@
 
 use crate::decoder::DecoderSet;
 use crate::event::Event;
-use crate::predecode::predecode;
+use crate::predecode::predecode_in;
 
 /// What `ossec-logtest` prints before the first line (`ARGV0` is
 /// `ossec-testrule` in OSSEC's build).
@@ -177,7 +177,8 @@ impl<'a> Logtest<'a> {
         if line.len() < 2 {
             return None;
         }
-        let mut event = predecode(line, LOCATION, &self.manager_host);
+        let dialect = self.decoders.dialect();
+        let mut event = predecode_in(line, LOCATION, &self.manager_host, dialect);
         let mut text = String::from("\n\n");
         phase1(&mut text, &event);
         let trace = self.decoders.decode_traced(&mut event);

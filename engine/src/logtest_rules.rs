@@ -20,7 +20,7 @@ use crate::alert_format::alerts_log_entry;
 use crate::engine::{Alert, Engine, EngineConfig, Ruleset, TraceLine, Verdict};
 use crate::event::Event;
 use crate::logtest::{LOCATION, RuleOutcome, RulePhase};
-use crate::predecode::predecode;
+use crate::predecode::predecode_in;
 use crate::timestamp::{TimeSource, judge_time};
 
 /// Phase 3 backed by the real engine.
@@ -203,7 +203,8 @@ impl AlertsOnly {
         if line.len() < 2 {
             return Ok(None);
         }
-        let mut event = predecode(line, LOCATION, &self.manager_host);
+        let dialect = self.phase.engine.ruleset().dialect;
+        let mut event = predecode_in(line, LOCATION, &self.manager_host, dialect);
         self.phase.engine.ruleset().decoders.decode(&mut event);
         self.phase.set_now(arrival);
         self.phase.judge(&event);

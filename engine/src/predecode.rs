@@ -18,6 +18,7 @@
 //! take locations from the network call [`predecode_checked`], which refuses
 //! such an event as OSSEC does (it logs a format error and drops it).
 
+use crate::dialect::RulesetDialect;
 use crate::event::Event;
 
 /// Why an event was refused before pre-decoding.
@@ -56,9 +57,20 @@ pub fn check_location(location: &str) -> Result<(), LocationError> {
     }
 }
 
-/// [`check_location`], then [`predecode`]: what the manager calls for every
+/// [`check_location`], then [`predecode_in`]: what the manager calls for every
 /// received event. An `Err` means "drop the event" (OSSEC logs a format
 /// error).
+pub fn predecode_checked_in(
+    line: &[u8],
+    location: &str,
+    manager_host: &str,
+    dialect: RulesetDialect,
+) -> Result<Event, LocationError> {
+    check_location(location)?;
+    Ok(predecode_in(line, location, manager_host, dialect))
+}
+
+/// [`predecode_checked_in`] in OSSEC's dialect.
 pub fn predecode_checked(
     line: &[u8],
     location: &str,
@@ -120,7 +132,21 @@ fn lossy(b: &[u8]) -> String {
 
 /// Length of the syslog-style timestamp prefixes that are followed by a host
 /// name, checked in OSSEC's order; `None` if none fits.
-fn syslog_like_prefix(p: &[u8], len: usize) -> Option<usize> {
+fn syslog_like_prefix(p: &[u8], len: usize, dialect: RulesetDialect) -> Option<usize> {
+    // Wazuh: macOS unified logs, 2021-04-21 10:16:09.404756-0700
+    if dialect.is_wazuh()
+        && len >= 33
+        && at(p, 4) == b'-'
+        && at(p, 7) == b'-'
+        && at(p, 10) == b' '
+        && at(p, 13) == b':'
+        && at(p, 16) == b':'
+        && at(p, 19) == b'.'
+        && matches!(at(p, 26), b'-' | b'+')
+        && at(p, 31) == b' '
+    {
+        return Some(32);
+    }
     // `loglen` in C is strlen + 1; "loglen > N" is "len >= N".
     // Dec 29 10:00:01
     if len >= 17
@@ -195,6 +221,17 @@ fn syslog_like_prefix(p: &[u8], len: usize) -> Option<usize> {
 /// events whose header names no host. The location is not checked here; see
 /// [`predecode_checked`].
 pub fn predecode(line: &[u8], location: &str, manager_host: &str) -> Event {
+    predecode_in(line, location, manager_host, RulesetDialect::Ossec)
+}
+
+/// [`predecode`] as the ruleset's dialect does it: Wazuh's `OS_CleanMSG`
+/// also takes `prog[pid]:msg` (no space after the colon) as a program name.
+pub fn predecode_in(
+    line: &[u8],
+    location: &str,
+    manager_host: &str,
+    dialect: RulesetDialect,
+) -> Event {
     let full = remove_control_characters(line);
     let len = full.len();
     let mut ev = Event {
@@ -217,13 +254,13 @@ pub fn predecode(line: &[u8], location: &str, manager_host: &str) -> Event {
     let mut program: Option<String> = None;
     let mut header_time: Option<String> = None;
 
-    if let Some(skip) = syslog_like_prefix(p, len) {
+    if let Some(skip) = syslog_like_prefix(p, len, dialect) {
         log = skip.min(len);
         header_time = Some(lossy(&full[..log]).trim().to_string());
         if at(&full, log) == b' ' {
             log += 1;
         }
-        parse_host_and_program(&full, &mut log, &mut hostname, &mut program);
+        parse_host_and_program(&full, &mut log, &mut hostname, &mut program, dialect);
     } else if len >= 28
         && at(p, 3) == b' '
         && at(p, 7) == b' '
@@ -329,6 +366,7 @@ fn parse_host_and_program(
     log: &mut usize,
     hostname: &mut Option<String>,
     program: &mut Option<String>,
+    dialect: RulesetDialect,
 ) {
     let host_start = *log;
     let mut i = host_start;
@@ -366,7 +404,10 @@ fn parse_host_and_program(
             if at(s, k) == b']' && at(s, k + 1) == b':' && at(s, k + 2) == b' ' {
                 *program = Some(lossy(&s[prog_start..j]));
                 pieces = Some(k + 3);
-            } else if at(s, k) == b']' && at(s, k + 1) == b' ' {
+            } else if at(s, k) == b']'
+                && (at(s, k + 1) == b' ' || (dialect.is_wazuh() && at(s, k + 1) == b':'))
+            {
+                // `p_name[pid] msg`, and in Wazuh's dialect `p_name[pid]:msg`.
                 *program = Some(lossy(&s[prog_start..j]));
                 pieces = Some(k + 2);
             } else {

@@ -16,6 +16,11 @@
 //!   [`business_hours`]; so is the rest of the engine's configuration
 //!   (the manager passes its `[ruleset]` barrier).
 //!
+//! Wazuh's runner (a ruleset read in the Wazuh dialect): a key repeated
+//! in a section is one case whose lines are fed, in order, to one engine
+//! (Wazuh's `MultiOrderedDict` joins them into one logtest session); the
+//! last line's triple is judged.
+//!
 //! Palisade extension, for correlation rules that OSSEC's format cannot
 //! test: a section with `sequence = yes` is ONE case. Its `log` keys are
 //! fed in file order to one engine (state kept), `interval` seconds apart
@@ -40,9 +45,9 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::engine::{Engine, EngineConfig, Ruleset, Verdict};
 use crate::event::{Event, FieldName};
-use crate::ini::{self, Section};
+use crate::ini::{self, RepeatedKeys, Section};
 use crate::logtest::{LOCATION, RuleOutcome, UnitTest};
-use crate::predecode::predecode;
+use crate::predecode::predecode_in;
 
 /// The host name logtest gives lines whose header names none.
 pub const MANAGER_HOST: &str = "localhost";
@@ -155,7 +160,13 @@ fn run_one(
     config: &EngineConfig,
     out: &mut dyn Write,
 ) -> io::Result<Summary> {
-    let parsed = ini::parse(text);
+    let wazuh = ruleset.dialect.is_wazuh();
+    let repeated = if wazuh {
+        RepeatedKeys::Join
+    } else {
+        RepeatedKeys::Overwrite
+    };
+    let parsed = ini::parse_with(text, repeated);
     for e in &parsed.errors {
         writeln!(
             out,
@@ -179,7 +190,11 @@ fn run_one(
     };
     for case in ini::test_cases(&singles) {
         let mut engine = Engine::new(Arc::clone(ruleset), config.clone());
-        let actual = feed(&mut engine, &case.log, now);
+        let actual = if wazuh {
+            feed_session(&mut engine, &case.log, now)
+        } else {
+            feed(&mut engine, &case.log, now)
+        };
         let ut = UnitTest {
             rule: case.rule.clone(),
             alert: case.alert.clone(),
@@ -272,8 +287,19 @@ fn run_one(
     Ok(s)
 }
 
+/// Wazuh's runner: a multi-line value is one logtest session, every line
+/// judged in turn with its state kept; the verdict is the last line's.
+fn feed_session(engine: &mut Engine, lines: &str, now: Timestamp) -> Actual {
+    let mut last = None;
+    for line in lines.split('\n') {
+        last = Some(feed(engine, line, now));
+    }
+    last.unwrap_or_else(|| feed(engine, "", now))
+}
+
 fn feed(engine: &mut Engine, line: &str, now: Timestamp) -> Actual {
-    let mut event = predecode(line.as_bytes(), LOCATION, MANAGER_HOST);
+    let dialect = engine.ruleset().dialect;
+    let mut event = predecode_in(line.as_bytes(), LOCATION, MANAGER_HOST, dialect);
     engine.ruleset().decoders.decode(&mut event);
     let verdict = engine.judge(&event, now);
     Actual {

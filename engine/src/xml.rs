@@ -18,6 +18,8 @@
 
 use std::fmt;
 
+use crate::dialect::RulesetDialect;
+
 /// One element with its attributes, text and children.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Element {
@@ -128,6 +130,26 @@ enum TagEnd {
 
 /// Parses a whole file: every top-level element, in order.
 pub fn parse(src: &str) -> Result<Vec<Element>, XmlError> {
+    parse_with(src, false)
+}
+
+/// [`parse`] as Wazuh's reader does it: a doubled backslash is an escaped
+/// backslash, so `E:\\</field>` closes the element (OSSEC's reader would
+/// take that `<` as text).
+pub fn parse_wazuh(src: &str) -> Result<Vec<Element>, XmlError> {
+    parse_with(src, true)
+}
+
+/// Parses as the chosen dialect's reader does, then applies `<var>`s.
+pub fn parse_in(src: &str, dialect: RulesetDialect) -> Result<Vec<Element>, XmlError> {
+    if dialect.is_wazuh() {
+        parse_wazuh(src).and_then(apply_wazuh_variables)
+    } else {
+        parse(src).and_then(apply_variables)
+    }
+}
+
+fn parse_with(src: &str, backslash_pairs: bool) -> Result<Vec<Element>, XmlError> {
     let mut r = Reader {
         src: src.as_bytes(),
         pos: 0,
@@ -141,7 +163,7 @@ pub fn parse(src: &str) -> Result<Vec<Element>, XmlError> {
 
     while let Some(c) = r.next() {
         if c == b'\\' {
-            escaped = true;
+            escaped = !(backslash_pairs && escaped);
         } else if escaped && c != b'<' {
             escaped = false;
         }
@@ -348,6 +370,20 @@ fn attributes(r: &mut Reader<'_>, el: &mut Element) -> Result<TagEnd, XmlError> 
 /// regex anchor) is left alone. A nested `<var>` is left in place for the
 /// loader to reject.
 pub fn apply_variables(elements: Vec<Element>) -> Result<Vec<Element>, XmlError> {
+    apply_variables_with(elements, false)
+}
+
+/// [`apply_variables`] for Wazuh's files, where `$(field)` is a
+/// reference to a decoded field (filled into descriptions when an alert
+/// is made), not a variable: it is left as written.
+pub fn apply_wazuh_variables(elements: Vec<Element>) -> Result<Vec<Element>, XmlError> {
+    apply_variables_with(elements, true)
+}
+
+fn apply_variables_with(
+    elements: Vec<Element>,
+    keep_field_refs: bool,
+) -> Result<Vec<Element>, XmlError> {
     let mut vars: Vec<(String, String)> = Vec::new();
     let mut out = Vec::with_capacity(elements.len());
     for mut el in elements {
@@ -370,31 +406,40 @@ pub fn apply_variables(elements: Vec<Element>) -> Result<Vec<Element>, XmlError>
                 });
             };
             if !vars.is_empty() {
-                el.text = substitute(&el.text, &vars, el.line)?;
+                el.text = substitute(&el.text, &vars, el.line, keep_field_refs)?;
             }
             vars.push((name, el.text));
             continue;
         }
         if !vars.is_empty() {
-            substitute_tree(&mut el, &vars)?;
+            substitute_tree(&mut el, &vars, keep_field_refs)?;
         }
         out.push(el);
     }
     Ok(out)
 }
 
-fn substitute_tree(el: &mut Element, vars: &[(String, String)]) -> Result<(), XmlError> {
+fn substitute_tree(
+    el: &mut Element,
+    vars: &[(String, String)],
+    keep_field_refs: bool,
+) -> Result<(), XmlError> {
     for (_, v) in &mut el.attrs {
-        *v = substitute(v, vars, el.line)?;
+        *v = substitute(v, vars, el.line, keep_field_refs)?;
     }
-    el.text = substitute(&el.text, vars, el.line)?;
+    el.text = substitute(&el.text, vars, el.line, keep_field_refs)?;
     for c in &mut el.children {
-        substitute_tree(c, vars)?;
+        substitute_tree(c, vars, keep_field_refs)?;
     }
     Ok(())
 }
 
-fn substitute(s: &str, vars: &[(String, String)], line: usize) -> Result<String, XmlError> {
+fn substitute(
+    s: &str,
+    vars: &[(String, String)],
+    line: usize,
+    keep_field_refs: bool,
+) -> Result<String, XmlError> {
     if s.len() <= 2 || !s.contains('$') {
         return Ok(s.to_string());
     }
@@ -405,8 +450,10 @@ fn substitute(s: &str, vars: &[(String, String)], line: usize) -> Result<String,
         let after = &rest[i + 1..];
         let end = after.find(['$', '.', '|', ',', ' ']).unwrap_or(after.len());
         let name = &after[..end];
-        if name.is_empty() {
+        if name.is_empty() || (keep_field_refs && name.starts_with('(')) {
             out.push('$');
+            rest = after;
+            continue;
         } else if let Some((_, v)) = vars
             .iter()
             .rev()

@@ -300,6 +300,7 @@ fn a_flood_of_distinct_sources_keeps_memory_bounded() {
     let limits = palisade_engine::correlate::CorrelateLimits {
         memory_size: 2048,
         key_cap: 1024,
+        ..Default::default()
     };
     let mut engine = Engine::new(
         rs,
@@ -323,4 +324,55 @@ fn a_flood_of_distinct_sources_keeps_memory_bounded() {
     }
     assert!(engine.state().stored_events() <= 2048);
     assert!(engine.state().list_entries() <= 2 * 2048);
+}
+
+#[test]
+fn long_lines_keep_the_memory_bounded_in_bytes_and_still_correlate() {
+    let limits = palisade_engine::correlate::CorrelateLimits {
+        memory_bytes: 100 << 10,
+        event_bytes: 1 << 10,
+        ..Default::default()
+    };
+    let mut engine = Engine::new(
+        ruleset("etc"),
+        EngineConfig {
+            limits,
+            ..EngineConfig::default()
+        },
+    );
+    let mut now = start();
+    // Under 7900 bytes: a longer access line is an alert of its own
+    // (31115, maxsize).
+    let padding = "A".repeat(6_000);
+    let mut scans = 0;
+    for i in 0..600u32 {
+        now += SignedDuration::from_millis(100);
+        // Every 14th address scans: 14 long 404s in a row fire 31151.
+        let ip = format!("10.0.{}.{}", (i / 14) / 250, (i / 14) % 250);
+        // A long user agent, as nginx writes big headers.
+        let line = format!(
+            r#"{ip} - - [13/Mar/2024:10:00:00 +0000] "GET /{i}.php HTTP/1.1" 404 512 "-" "{padding}""#
+        );
+        let mut ev = predecode(line.as_bytes(), "/var/log/access.log", "m");
+        engine.ruleset().decoders.decode(&mut ev);
+        let verdict = engine.judge(&ev, now);
+        if let Verdict::Alert(a) = &verdict
+            && a.rule_id == 31151
+        {
+            scans += 1;
+            assert!(!a.correlated.is_empty());
+            for line in &a.correlated {
+                assert!(line.len() <= 1 << 10, "a correlated line of {}", line.len());
+                assert!(line.starts_with(&ip), "{line:.60}");
+            }
+        }
+        // One event past the budget at most, however long the lines.
+        assert!(
+            engine.state().stored_bytes() <= (100 << 10) + 4_000,
+            "{} bytes held after {i} events",
+            engine.state().stored_bytes()
+        );
+    }
+    assert!(engine.state().stored_events() < 600);
+    assert_eq!(scans, 600 / 14, "every address's 14th 404 fires 31151");
 }

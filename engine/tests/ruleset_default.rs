@@ -102,6 +102,7 @@ fn the_url_gate_lists_exactly_the_attack_patterns() {
             .url
             .as_ref()
             .unwrap()
+            .pattern()
             .source()
             .split('|')
             .map(str::to_string)

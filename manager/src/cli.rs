@@ -42,6 +42,9 @@ struct RulesetArgs {
     /// An OSSEC etc directory: decoder.xml, and rules/ in the <include> order of ossec.conf.
     #[arg(long, value_name = "DIR")]
     ossec_etc: Option<PathBuf>,
+    /// A Wazuh ruleset/ directory (decoders/, rules/, lists/, testing/ruleset/), read in Wazuh's dialect.
+    #[arg(long, value_name = "DIR", conflicts_with = "ossec_etc")]
+    wazuh_ruleset: Option<PathBuf>,
     /// Decoder files to use instead of the built-in decoders (repeatable).
     #[arg(long = "decoders", value_name = "FILE")]
     decoders: Vec<PathBuf>,
@@ -124,6 +127,11 @@ enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// Register, remove or list operators (palisadectl users).
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
     /// One-time enrollment tokens for `palisade-agent enroll`.
     Token {
         #[command(subcommand)]
@@ -151,6 +159,35 @@ enum TokenCommand {
     },
     /// List tokens: unused, used (by which agent) or expired.
     List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Register an operator and write its palisadectl bundle (certificate, key, ctl.toml).
+    Add {
+        /// The operator's name.
+        name: String,
+        /// Where to write the bundle (default: operators/NAME beside manager.toml).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove an operator: its certificate is refused from then on, also on open connections.
+    Remove {
+        /// The operator's name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List operators, removed ones too.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -231,6 +268,7 @@ fn load_config(path: &std::path::Path) -> Result<ManagerConfig, ExitCode> {
 /// manager's `[ruleset]` whole (the files and the engine settings).
 fn load_ruleset(
     args: &RulesetArgs,
+    test_runner: bool,
 ) -> Result<(palisade_engine::engine::Ruleset, crate::ruleset::Judging), ExitCode> {
     let (source, judging) = match &args.config {
         Some(path) => {
@@ -240,15 +278,30 @@ fn load_ruleset(
         }
         None => Default::default(),
     };
-    let source = crate::ruleset::RulesetSource {
-        ossec_etc: args.ossec_etc.clone().or(source.ossec_etc),
-        ..source
+    let source = match (&args.ossec_etc, &args.wazuh_ruleset) {
+        (Some(etc), _) => crate::ruleset::RulesetSource {
+            ossec_etc: Some(etc.clone()),
+            wazuh_ruleset: None,
+            dialect: palisade_engine::dialect::RulesetDialect::Ossec,
+            ..source
+        },
+        (None, Some(dir)) => crate::ruleset::RulesetSource {
+            ossec_etc: None,
+            wazuh_ruleset: Some(dir.clone()),
+            ..source
+        },
+        (None, None) => source,
     };
-    let ruleset = crate::ruleset::load_with(&source, &args.decoders, args.rules_dir.as_deref())
-        .map_err(|e| {
-            eprintln!("palisade-manager: the ruleset has errors:\n{e}");
-            ExitCode::from(Exit::Usage)
-        })?;
+    let ruleset = crate::ruleset::load_with(
+        &source,
+        &args.decoders,
+        args.rules_dir.as_deref(),
+        test_runner,
+    )
+    .map_err(|e| {
+        eprintln!("palisade-manager: the ruleset has errors:\n{e}");
+        ExitCode::from(Exit::Usage)
+    })?;
     Ok((ruleset, judging))
 }
 
@@ -285,6 +338,11 @@ async fn dispatch(command: Command) -> ExitCode {
                         "  operator:      {} (for palisadectl --config)",
                         report.ctl_config.display()
                     );
+                    if let Some(ip) = report.ssh_client {
+                        println!(
+                            "  white list:    {ip} added, the address of your SSH session (never blocked)"
+                        );
+                    }
                     if let Ok(f) =
                         crate::enroll::ca_fingerprint(&options.dir.join("pki").join("ca.pem"))
                     {
@@ -316,7 +374,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 now,
                 event_time,
             };
-            match load_ruleset(&ruleset) {
+            match load_ruleset(&ruleset, false) {
                 Ok((rs, judging)) => crate::logtest_cli::logtest(rs, judging, &options),
                 Err(code) => code,
             }
@@ -325,7 +383,7 @@ async fn dispatch(command: Command) -> ExitCode {
             ruleset,
             now,
             files,
-        } => match load_ruleset(&ruleset) {
+        } => match load_ruleset(&ruleset, true) {
             Ok((rs, judging)) => crate::logtest_cli::ruletest(rs, judging, now.as_deref(), &files),
             Err(code) => code,
         },
@@ -364,6 +422,17 @@ async fn dispatch(command: Command) -> ExitCode {
                     }
                 }
                 let text = ConfigError::read(&arg.config).unwrap_or_default();
+                let ruleset = match crate::ruleset::load(&config.ruleset) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("palisade-manager: the ruleset does not load\n{e}");
+                        return ExitCode::from(Exit::Usage);
+                    }
+                };
+                // Warnings, not errors: OSSEC's decoders stay usable as they are.
+                for finding in crate::ruleset::steerable_decoders(&ruleset) {
+                    eprintln!("palisade-manager: warning: {finding}");
+                }
                 match missing.into_result(&arg.config, &text) {
                     Ok(()) => {
                         println!("{}: configuration is valid", arg.config.display());
@@ -400,6 +469,7 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         }
         Command::Token { command } => token_command(command).await,
+        Command::Operator { command } => operator_command(command).await,
         Command::Ca {
             command: CaCommand::Fingerprint { config },
         } => {
@@ -525,6 +595,86 @@ async fn token_command(command: TokenCommand) -> ExitCode {
                     t.id,
                     t.name.as_deref().unwrap_or("-"),
                     crate::store::show_time(t.expires_at)
+                );
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn operator_command(command: OperatorCommand) -> ExitCode {
+    use crate::identities;
+    match command {
+        OperatorCommand::Add { name, out, config } => {
+            let config = match load_config(&config.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match identities::add_operator(&config, &name, out.as_deref()).await {
+                Ok(bundle) => {
+                    println!("Operator added: {name}");
+                    println!(
+                        "Bundle: {} (give it to the operator; palisadectl -c {})",
+                        bundle.dir.display(),
+                        bundle.ctl_config.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => setup_failed(e),
+            }
+        }
+        OperatorCommand::Remove { name, config } => {
+            let config = match load_config(&config.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match identities::remove_operator(&config, &name).await {
+                Ok(_) => {
+                    println!("Operator removed: {name}. Its certificate is revoked.");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => setup_failed(e),
+            }
+        }
+        OperatorCommand::List { json, config } => {
+            let config = match load_config(&config.config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let operators = match identities::list_operators(&config).await {
+                Ok(o) => o,
+                Err(e) => return setup_failed(e),
+            };
+            let show = crate::store::show_time;
+            if json {
+                let rows: Vec<serde_json::Value> = operators
+                    .iter()
+                    .map(|o| {
+                        serde_json::json!({
+                            "name": o.name,
+                            "serial": o.cert_serial,
+                            "registered_at": show(o.registered_at),
+                            "removed_at": o.removed_at.map(show),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+                return ExitCode::SUCCESS;
+            }
+            println!(
+                "{:<20} {:<21} {:<32} STATUS",
+                "NAME", "REGISTERED", "SERIAL"
+            );
+            for o in operators {
+                let status = match o.removed_at {
+                    Some(at) => format!("removed {}", show(at)),
+                    None => "active".to_string(),
+                };
+                println!(
+                    "{:<20} {:<21} {:<32} {status}",
+                    o.name,
+                    show(o.registered_at),
+                    o.cert_serial
                 );
             }
             ExitCode::SUCCESS

@@ -41,6 +41,8 @@ struct RawConfig {
     enrollment: crate::enroll::RawEnrollment,
     #[serde(default)]
     flow: crate::pipeline::flow::RawFlow,
+    #[serde(default)]
+    limits: crate::limits::RawLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +145,10 @@ pub struct ResponseSpec {
 struct RawRuleset {
     /// Use an OSSEC etc directory instead of the embedded ruleset.
     ossec_etc: Option<PathBuf>,
+    /// Use a Wazuh ruleset/ directory instead of the embedded ruleset.
+    wazuh_ruleset: Option<PathBuf>,
+    /// "ossec" (default) or "wazuh": the rule language of every file.
+    dialect: Option<String>,
     /// Local rule directories loaded after the base set.
     #[serde(default)]
     dirs: Vec<PathBuf>,
@@ -153,6 +159,7 @@ struct RawRuleset {
 }
 
 pub use palisade_engine::correlate::Barrier;
+pub use palisade_engine::dialect::RulesetDialect;
 pub use palisade_engine::timestamp::TimeSource;
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +208,7 @@ impl Default for RawStorage {
 struct RawGlobal {
     #[serde(default)]
     white_list: Vec<String>,
+    max_new_blocks_per_minute: Option<u32>,
 }
 
 fn default_listen() -> String {
@@ -250,6 +258,9 @@ pub struct ManagerConfig {
     pub logall: bool,
     /// Addresses and networks never to block.
     pub white_list: Vec<ipnet::IpNet>,
+    /// The circuit breaker: more new blocks than this on one agent within
+    /// a minute stop new blocks there (0: never).
+    pub max_new_blocks_per_minute: u32,
     /// Where decoders and rules come from.
     pub ruleset: crate::ruleset::RulesetSource,
     /// Which clock correlation uses.
@@ -272,6 +283,11 @@ pub struct ManagerConfig {
     pub enrollment: crate::enroll::EnrollmentConfig,
     /// Flow control of agents' streams.
     pub flow: crate::pipeline::flow::FlowConfig,
+    /// The wall clock certificates are issued by (the system's; not in the
+    /// file: tests move a manual one).
+    pub clock: std::sync::Arc<dyn palisade_common::clock::Clock>,
+    /// Sizes taken in from agents (`[limits]`).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// Three missed heartbeats (30 s each, the agent's default) plus 30 s, as
@@ -343,10 +359,40 @@ impl ManagerConfig {
                 Barrier::Global
             }
         };
+        let dialect = match raw.ruleset.dialect.as_deref() {
+            None if raw.ruleset.wazuh_ruleset.is_some() => RulesetDialect::Wazuh,
+            None => RulesetDialect::Ossec,
+            Some(word) => word.parse().unwrap_or_else(|e: String| {
+                errors.push("ruleset.dialect", e);
+                RulesetDialect::Ossec
+            }),
+        };
+        if raw.ruleset.wazuh_ruleset.is_some() && !dialect.is_wazuh() {
+            errors.push(
+                "ruleset.wazuh_ruleset",
+                "a Wazuh ruleset is read in dialect = \"wazuh\"",
+            );
+        }
+        if raw.ruleset.ossec_etc.is_some() && dialect.is_wazuh() {
+            errors.push(
+                "ruleset.ossec_etc",
+                "an OSSEC etc directory is read in dialect = \"ossec\"; use wazuh_ruleset",
+            );
+        }
         let ruleset = crate::ruleset::RulesetSource {
             ossec_etc: raw.ruleset.ossec_etc.map(|p| base.join(p)),
+            wazuh_ruleset: raw.ruleset.wazuh_ruleset.map(|p| base.join(p)),
+            dialect,
             dirs: raw.ruleset.dirs.iter().map(|p| base.join(p)).collect(),
         };
+        if let Some(dir) = &ruleset.wazuh_ruleset
+            && !dir.is_dir()
+        {
+            errors.push(
+                "ruleset.wazuh_ruleset",
+                format!("{} is not a directory", dir.display()),
+            );
+        }
         if let Some(dir) = &ruleset.ossec_etc
             && !dir.is_dir()
         {
@@ -375,6 +421,7 @@ impl ManagerConfig {
         let metrics = crate::metrics::compile(raw.metrics, base, &mut errors);
         let enrollment = crate::enroll::compile(raw.enrollment, base, &mut errors);
         let flow = crate::pipeline::flow::compile(raw.flow, &mut errors);
+        let limits = crate::limits::compile(raw.limits, &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(errors.into_error(path, text));
         };
@@ -390,6 +437,10 @@ impl ManagerConfig {
             database: base.join(raw.storage.database),
             logall: raw.storage.logall,
             white_list,
+            max_new_blocks_per_minute: raw
+                .global
+                .max_new_blocks_per_minute
+                .unwrap_or(crate::breaker::DEFAULT_MAX_PER_MINUTE),
             ruleset,
             time_source,
             barrier,
@@ -401,6 +452,8 @@ impl ManagerConfig {
             metrics,
             enrollment,
             flow,
+            clock: std::sync::Arc::new(palisade_common::clock::SystemClock),
+            limits,
         })
     }
 }
@@ -662,7 +715,26 @@ pub fn toml_error(e: &toml::de::Error) -> String {
 
 /// The manager.toml that `init` writes, every option shown.
 pub fn render_default(listen: SocketAddr, advertise: &str) -> String {
+    render_with_white_list(listen, advertise, None)
+}
+
+/// [`render_default`], white-listing also `ssh_client`, the address of
+/// the operator's SSH session (as fail2ban's `ignoreself`).
+pub fn render_with_white_list(
+    listen: SocketAddr,
+    advertise: &str,
+    ssh_client: Option<std::net::IpAddr>,
+) -> String {
     let enroll_listen = SocketAddr::new(listen.ip(), crate::enroll::DEFAULT_PORT);
+    let mut white_list = vec!["\"127.0.0.1\"".to_string(), "\"::1\"".to_string()];
+    let mut ssh_note = String::new();
+    if let Some(ip) = ssh_client {
+        white_list.push(format!("\"{ip}\""));
+        ssh_note = format!(
+            "\n# {ip} is the address of the SSH session that ran `init`, so a block\n# never locks its operator out."
+        );
+    }
+    let white_list = white_list.join(", ");
     format!(
         r#"# Palisade manager configuration. Relative paths are relative to this file.
 
@@ -685,13 +757,22 @@ database = "palisade.db"
 logall = false
 
 [global]
-# Addresses and networks that are never blocked.
-white_list = ["127.0.0.1", "::1"]
+# Addresses and networks that are never blocked.{ssh_note}
+white_list = [{white_list}]
+# The circuit breaker: more new blocks than this on one agent within a
+# minute stop new blocks there, raise an alert (rule 690) and wait for
+# `palisadectl breaker reset AGENT`. 0 turns it off.
+max_new_blocks_per_minute = 60
 
 [ruleset]
 # Palisade's own ruleset is built in. To judge with an existing OSSEC
 # installation's decoders and rules instead:
 # ossec_etc = "/var/ossec/etc"
+# or a Wazuh 4.x ruleset/ directory, read in Wazuh's dialect (see
+# docs/migrating-from-wazuh.md):
+# wazuh_ruleset = "/var/ossec/ruleset"
+# The rule language of every file, "ossec" (default) or "wazuh".
+# dialect = "ossec"
 # Local directories with decoders/*.xml and rules/*.xml, loaded after:
 # dirs = ["/etc/palisade/local"]
 # "arrival" correlates on the time events arrive (OSSEC); "event" on each
@@ -780,6 +861,36 @@ mod tests {
         );
         assert!(c.retention.enabled());
         assert_eq!(c.metrics.listen, None);
+    }
+
+    #[test]
+    fn ruleset_dialect() {
+        let dir = std::env::temp_dir();
+        let base = dir.join("m.toml");
+        let default = render_default("127.0.0.1:1514".parse().unwrap(), "127.0.0.1:1514");
+        let parse = |body: &str| {
+            let text = default.replacen("[ruleset]\n", &format!("[ruleset]\n{body}\n"), 1);
+            ManagerConfig::parse(&text, &base)
+        };
+        assert_eq!(parse("").unwrap().ruleset.dialect(), RulesetDialect::Ossec);
+        let c = parse("dialect = \"wazuh\"").unwrap();
+        assert_eq!(c.ruleset.dialect(), RulesetDialect::Wazuh);
+        let c = parse(&format!("wazuh_ruleset = {:?}", dir.display().to_string())).unwrap();
+        assert_eq!(c.ruleset.dialect(), RulesetDialect::Wazuh);
+        assert_eq!(c.ruleset.wazuh_ruleset.as_deref(), Some(dir.as_path()));
+        let msg = parse("dialect = \"snort\"").unwrap_err().to_string();
+        assert!(msg.contains("ruleset.dialect"), "{msg}");
+        let msg = parse(&format!(
+            "dialect = \"ossec\"\nwazuh_ruleset = {:?}",
+            dir.display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("ruleset.wazuh_ruleset"), "{msg}");
+        let msg = parse("dialect = \"wazuh\"\nossec_etc = \"/\"")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("ruleset.ossec_etc"), "{msg}");
     }
 
     #[test]

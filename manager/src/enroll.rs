@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_common::config::Problems;
+use palisade_engine::escape::Escaped;
 use palisade_proto::identity;
 use palisade_proto::v1::enrollment_service_server::{EnrollmentService, EnrollmentServiceServer};
 use palisade_proto::v1::{EnrollRequest, EnrollResponse};
@@ -309,7 +310,7 @@ impl EnrollmentService for Enroller {
             .await;
         match result {
             Ok(agent) => {
-                info!(%peer, agent = %agent.id, name = %agent.name, "Agent enrolled.");
+                info!(%peer, agent = %agent.id, name = %Escaped(&agent.name), "Agent enrolled.");
                 Ok(tonic::Response::new(EnrollResponse {
                     agent_id: agent.id,
                     agent_name: agent.name,
@@ -320,7 +321,7 @@ impl EnrollmentService for Enroller {
                 }))
             }
             Err(StoreError::NotFound(reason) | StoreError::Conflict(reason)) => {
-                warn!(%peer, %reason, "Refused enrollment.");
+                warn!(%peer, reason = %Escaped(&reason.to_string()), "Refused enrollment.");
                 Err(tonic::Status::permission_denied(reason))
             }
             Err(error) => {

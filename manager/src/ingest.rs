@@ -3,16 +3,35 @@
 //!
 //! The agent's identity comes from its verified client certificate and is
 //! checked against the database when the stream opens (registered, not
-//! removed, this very certificate). Each event batch goes to the pipeline
-//! and is acknowledged only after it is committed, with the agent's
-//! highest stored sequence number, so a batch sent twice is stored once.
-//! Hellos, heartbeats and command results update the agent's record.
+//! removed, this very certificate). The stream's first message must be
+//! Hello ([`crate::protocol`] checks it); only then does the manager
+//! answer with Welcome (the stored sequence, the batch byte limit) and
+//! count the agent as connected. A Hello naming a new spool resets the
+//! agent's sequence (a reinstalled agent starts again at 1), said at WARN.
+//! Each event batch goes to the pipeline's flow control (a few batches in
+//! flight per stream; while they wait, the stream is not read) and is
+//! acknowledged only after it is committed, with the agent's highest
+//! stored sequence number, so a batch sent twice is stored once. Heartbeats and command results update
+//! the agent's record. Every refusal is logged at WARN with its reason,
+//! which the agent receives too.
+//!
+//! The identity's life cycle is enforced here too: a stream must come from
+//! the address or network the agent was registered with (`agent add
+//! --ip`); a second stream while the agent's stream is live is refused (see
+//! [`crate::sessions`]); an agent asks for a renewed certificate over its
+//! stream, and its first stream with that certificate makes it the agent's
+//! and revokes the old one. These refusals are also recorded on the agent,
+//! where `palisadectl` shows them.
 
+use palisade_engine::escape::Escaped;
 use palisade_proto::identity::{self, Role};
 use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::agent_service_server::AgentService;
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
-use palisade_proto::v1::{AgentMessage, ManagerMessage, Welcome};
+use palisade_proto::v1::{AgentMessage, ManagerMessage, RenewRequest, Renewed, Welcome};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -21,9 +40,11 @@ use tracing::{debug, info, warn};
 
 use crate::pipeline::flow::{Stream, SubmitError};
 use crate::pipeline::{Pipeline, Source};
+use crate::pki::CertificateAuthority;
+use crate::protocol::{self, HELLO_TIMEOUT};
 use crate::responder::Responder;
-use crate::sessions::{AgentSender, EndReason, SessionGuard, Sessions};
-use crate::store::{AgentHello, Store};
+use crate::sessions::{AgentSender, EndReason, NewStream, SessionGuard, Sessions};
+use crate::store::{AgentHello, SpoolChange, Store};
 use crate::wire;
 
 /// The agent stream service.
@@ -34,6 +55,22 @@ pub struct Ingest {
     pipeline: Pipeline,
     responder: Responder,
     shutdown: CancellationToken,
+    /// Announced in Welcome (`[limits] max_batch_bytes`).
+    max_batch_bytes: usize,
+    /// Signs renewed agent certificates; `None` when the CA key is not on
+    /// this host (renewals are then refused with that reason).
+    ca: Option<Arc<CertificateAuthority>>,
+    /// A live stream silent this long may be taken over.
+    agent_timeout: Duration,
+}
+
+/// An agent stream the database admits.
+struct Admitted {
+    agent_id: String,
+    name: String,
+    serial: String,
+    /// The certificate is the agent's renewed one, first used now.
+    renewed: bool,
 }
 
 impl Ingest {
@@ -52,20 +89,56 @@ impl Ingest {
             pipeline,
             responder,
             shutdown,
+            max_batch_bytes: crate::limits::DEFAULT_MAX_BATCH_BYTES,
+            ca: None,
+            agent_timeout: crate::config::DEFAULT_AGENT_TIMEOUT,
         }
     }
 
-    /// Checks a peer against the database; returns its id and name.
-    async fn admit(
-        &self,
-        request: &Request<Streaming<AgentMessage>>,
-    ) -> Result<(String, String, String), Status> {
+    /// Renews agents' certificates with `ca`.
+    pub fn with_ca(mut self, ca: Option<Arc<CertificateAuthority>>) -> Self {
+        self.ca = ca;
+        self
+    }
+
+    /// A live stream silent for `timeout` may be taken over by a new one.
+    pub fn with_agent_timeout(mut self, timeout: Duration) -> Self {
+        self.agent_timeout = timeout;
+        self
+    }
+
+    /// Records a refusal on the agent, for `palisadectl`.
+    async fn record_refusal(&self, agent_id: &str, reason: &str) {
+        if let Err(error) = self.store.agent_refused(agent_id, reason).await {
+            warn!(agent = %agent_id, %error, "Cannot record the refusal.");
+        }
+    }
+
+    /// Announces `bytes` as the batch limit in Welcome.
+    pub fn with_max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
+        self
+    }
+
+    /// What the Welcome tells an agent never to block: the address it
+    /// reached, and this host's addresses (at most 64).
+    fn announced_addresses(&self, local: Option<std::net::SocketAddr>) -> Vec<String> {
+        let mut addresses = self.responder.own_addresses();
+        addresses.extend(local.map(|a| a.ip().to_canonical()));
+        addresses.sort();
+        addresses.dedup();
+        addresses.truncate(64);
+        addresses.iter().map(ToString::to_string).collect()
+    }
+
+    /// Checks a peer against the database.
+    async fn admit(&self, request: &Request<Streaming<AgentMessage>>) -> Result<Admitted, Status> {
         let peer = request
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
         let refuse = |status: Status| {
-            warn!(%peer, reason = status.message(), "Refused agent stream.");
+            warn!(%peer, reason = %Escaped(status.message()), "Refused agent stream.");
             status
         };
         let id = identity::identity_from_request(request)
@@ -83,12 +156,19 @@ impl Ingest {
                 "agent {agent_id} is not registered with this manager"
             )))
         })?;
-        if record.removed_at.is_some() || self.store.is_revoked(&id.serial).await? {
+        if record.removed_at.is_some() {
             return Err(refuse(Status::permission_denied(format!(
                 "agent {agent_id} was removed; its certificate is revoked"
             ))));
         }
-        if record.cert_serial != id.serial {
+        if self.store.is_revoked(&id.serial).await? {
+            return Err(refuse(Status::permission_denied(format!(
+                "certificate {} of agent {agent_id} is revoked (replaced by a renewed one, or revoked by an operator)",
+                id.serial
+            ))));
+        }
+        let renewed = record.pending_serial.as_deref() == Some(id.serial.as_str());
+        if record.cert_serial != id.serial && !renewed {
             return Err(refuse(Status::permission_denied(format!(
                 "certificate {} is not the one issued to agent {agent_id}",
                 id.serial
@@ -100,7 +180,20 @@ impl Ingest {
                 record.name
             ))));
         }
-        Ok((agent_id, name, id.serial))
+        if let Err(reason) = address_allowed(
+            &agent_id,
+            &record.registered_ip,
+            request.remote_addr().map(|a| a.ip()),
+        ) {
+            self.record_refusal(&agent_id, &reason).await;
+            return Err(refuse(Status::permission_denied(reason)));
+        }
+        Ok(Admitted {
+            agent_id,
+            name,
+            serial: id.serial,
+            renewed,
+        })
     }
 }
 
@@ -112,44 +205,200 @@ impl AgentService for Ingest {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let (agent_id, name, serial) = self.admit(&request).await?;
+        let Admitted {
+            agent_id,
+            name,
+            serial,
+            renewed,
+        } = self.admit(&request).await?;
         let address = request.remote_addr().map(|a| a.ip().to_string());
-        let record = self
+        let manager_addresses = self.announced_addresses(request.local_addr());
+        let (tx, rx) = mpsc::channel(64);
+        let opening = Opening {
+            ingest: self.clone(),
+            agent_id,
+            name,
+            serial,
+            renewed,
+            address,
+            manager_addresses,
+            tx,
+        };
+        tokio::spawn(opening.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// A stream admitted by its certificate, waiting for its Hello.
+struct Opening {
+    ingest: Ingest,
+    agent_id: String,
+    name: String,
+    serial: String,
+    /// The agent's renewed certificate, used for the first time.
+    renewed: bool,
+    address: Option<String>,
+    /// The manager's addresses, for the Welcome.
+    manager_addresses: Vec<String>,
+    tx: AgentSender,
+}
+
+impl Opening {
+    fn new_stream(&self) -> NewStream<'_> {
+        NewStream {
+            agent_id: &self.agent_id,
+            serial: &self.serial,
+            address: self.address.clone(),
+            stale_after: self.ingest.agent_timeout,
+            takeover: self.renewed,
+        }
+    }
+
+    /// Refuses a second stream while the agent's is live (logged as a
+    /// possible stolen certificate, recorded on the agent).
+    async fn refuse_second(&self, live: crate::sessions::LiveStream) -> Status {
+        let agent = &self.agent_id;
+        let live_address = live.address.as_deref().unwrap_or("-");
+        warn!(%agent, address = self.address.as_deref().unwrap_or("-"), %live_address, "A second stream for the agent was refused: it has a live one (possible stolen certificate).");
+        let reason = format!(
+            "agent {agent} already has a live stream (from {live_address}, heard {} s ago); a second one is refused: is its certificate in use elsewhere?",
+            live.silent_for.as_secs()
+        );
+        self.ingest.record_refusal(agent, &reason).await;
+        Status::already_exists(reason)
+    }
+
+    async fn run(self, mut inbound: Streaming<AgentMessage>) {
+        let agent = self.agent_id.clone();
+        match self.open(&mut inbound).await {
+            Ok(task) => task.run(inbound).await,
+            Err(status) => {
+                warn!(%agent, reason = %Escaped(status.message()), "Refused agent stream.");
+                let _ = self.tx.send(Err(status)).await;
+            }
+        }
+    }
+
+    /// Reads and checks the Hello, records it, answers with Welcome and
+    /// registers the stream.
+    async fn open(&self, inbound: &mut Streaming<AgentMessage>) -> Result<SessionTask, Status> {
+        let agent = &self.agent_id;
+        let ingest = &self.ingest;
+        let first = tokio::select! {
+            _ = ingest.shutdown.cancelled() => {
+                return Err(Status::unavailable("manager is shutting down"));
+            }
+            m = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => match m {
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "no Hello within {} s of opening the stream",
+                        HELLO_TIMEOUT.as_secs()
+                    )));
+                }
+                Ok(Err(status)) => return Err(status),
+                Ok(Ok(None)) => {
+                    return Err(Status::cancelled("the agent closed the stream before its Hello"));
+                }
+                Ok(Ok(Some(m))) => m,
+            },
+        };
+        let hello = protocol::first_message(first.kind)
+            .map_err(|v| Status::failed_precondition(v.to_string()))?;
+        protocol::check_hello(&hello).map_err(|v| Status::invalid_argument(v.to_string()))?;
+        info!(
+            %agent,
+            version = %Escaped(&hello.agent_version),
+            hostname = %Escaped(&hello.hostname),
+            os = %Escaped(&hello.os),
+            spool = %Escaped(&hello.spool_id),
+            "Agent said hello."
+        );
+        let started_at = hello
+            .started_at
+            .as_ref()
+            .map(wire::millis)
+            .map(|t| protocol::sane_read_at(t, crate::store::now_ms()))
+            .and_then(|(t, clamped)| (!clamped).then_some(t));
+        ingest
             .store
-            .agent(&agent_id)
+            .agent_connected(
+                agent,
+                &AgentHello {
+                    version: &hello.agent_version,
+                    hostname: &hello.hostname,
+                    os: &hello.os,
+                    address: self.address.clone(),
+                    started_at,
+                },
+            )
+            .await?;
+        match ingest.store.agent_spool(agent, &hello.spool_id).await? {
+            SpoolChange::New { last_sequence } => warn!(
+                %agent,
+                spool = %Escaped(&hello.spool_id),
+                stored_until = last_sequence,
+                "The agent's spool is new (a reinstalled agent, or its spool was deleted): its sequence numbers start again at 1, and are accepted from there."
+            ),
+            SpoolChange::First | SpoolChange::Same => {}
+        }
+        if let Some(live) = ingest.sessions.live_stream(&self.new_stream()) {
+            return Err(self.refuse_second(live).await);
+        }
+        if self.renewed {
+            let old = ingest.store.switch_to_renewed(agent, &self.serial).await?;
+            info!(%agent, serial = %self.serial, revoked = %old, "Agent connected with its renewed certificate; the old one is revoked.");
+        }
+        let record = ingest
+            .store
+            .agent(agent)
             .await?
             .ok_or_else(|| Status::internal("agent vanished"))?;
-        let (tx, rx) = mpsc::channel(64);
         let welcome = ManagerMessage {
             kind: Some(ManagerKind::Welcome(Welcome {
-                agent_id: agent_id.clone(),
-                agent_name: name.clone(),
+                agent_id: agent.clone(),
+                agent_name: self.name.clone(),
                 last_sequence: record.last_sequence,
                 protocol_version: palisade_proto::PROTOCOL_VERSION,
+                max_batch_bytes: ingest.max_batch_bytes as u64,
+                manager_addresses: self.manager_addresses.clone(),
             })),
         };
-        tx.send(Ok(welcome))
+        self.tx
+            .send(Ok(welcome))
             .await
-            .map_err(|_| Status::internal("stream closed"))?;
-        let guard = self
-            .sessions
-            .register(&agent_id, &serial, tx.clone(), &self.shutdown);
-        info!(agent = %agent_id, %name, address = address.as_deref().unwrap_or("-"), "Agent stream opened.");
-        let stream = self
-            .pipeline
-            .open(Source::agent(&record), tx.clone(), guard.token.clone());
-        let task = SessionTask {
-            store: self.store.clone(),
-            sessions: self.sessions.clone(),
-            responder: self.responder.clone(),
-            stream,
-            agent_id,
-            address,
-            tx,
-            guard,
+            .map_err(|_| Status::cancelled("stream closed"))?;
+        let registered =
+            ingest
+                .sessions
+                .register(self.new_stream(), self.tx.clone(), &ingest.shutdown);
+        let guard = match registered {
+            Ok((guard, None)) => guard,
+            Ok((guard, Some(old))) => {
+                if !self.renewed {
+                    warn!(%agent, address = self.address.as_deref().unwrap_or("-"), old_address = old.address.as_deref().unwrap_or("-"), silent_s = old.silent_for.as_secs(), "Agent's stream was silent past the agent timeout; a new stream took over.");
+                }
+                guard
+            }
+            // Another stream registered since the check above.
+            Err(live) => return Err(self.refuse_second(live).await),
         };
-        tokio::spawn(task.run(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        info!(%agent, name = %Escaped(&self.name), address = self.address.as_deref().unwrap_or("-"), "Agent stream opened.");
+        let stream =
+            ingest
+                .pipeline
+                .open(Source::agent(&record), self.tx.clone(), guard.token.clone());
+        Ok(SessionTask {
+            store: ingest.store.clone(),
+            sessions: ingest.sessions.clone(),
+            responder: ingest.responder.clone(),
+            stream,
+            agent_id: agent.clone(),
+            name: self.name.clone(),
+            ca: ingest.ca.clone(),
+            renewals: 0,
+            tx: self.tx.clone(),
+            guard,
+        })
     }
 }
 
@@ -160,7 +409,10 @@ struct SessionTask {
     /// The agent's events through the pipeline (flow control, acks).
     stream: Stream,
     agent_id: String,
-    address: Option<String>,
+    name: String,
+    ca: Option<Arc<CertificateAuthority>>,
+    /// Renewed certificates issued on this stream (one is allowed).
+    renewals: u32,
     tx: AgentSender,
     guard: SessionGuard,
 }
@@ -196,14 +448,30 @@ impl SessionTask {
                 Ok(Some(m)) => {
                     self.guard.heard();
                     if let Err(status) = self.handle(m).await {
-                        warn!(%agent, error = %status.message(), "Agent stream failed.");
+                        warn!(%agent, error = %Escaped(status.message()), "Agent stream failed.");
+                        // The batches admitted before are stored and
+                        // acknowledged before the stream ends.
+                        let _ = self.stream.finish().await;
                         let _ = self.tx.send(Err(status)).await;
                         break;
                     }
                 }
                 Ok(None) => break,
                 Err(status) => {
-                    debug!(%agent, error = %status, "Agent stream broke.");
+                    // A message over the size limit, a malformed one: the
+                    // agent's fault, said at WARN. A connection that went
+                    // away is not.
+                    if matches!(
+                        status.code(),
+                        tonic::Code::ResourceExhausted
+                            | tonic::Code::InvalidArgument
+                            | tonic::Code::Internal
+                            | tonic::Code::OutOfRange
+                    ) {
+                        warn!(%agent, reason = %Escaped(status.message()), "Refused a message; the stream ended.");
+                    } else {
+                        debug!(%agent, error = %Escaped(&status.to_string()), "Agent stream broke.");
+                    }
                     break;
                 }
             }
@@ -220,32 +488,16 @@ impl SessionTask {
 
     async fn handle(&mut self, message: AgentMessage) -> Result<(), Status> {
         match message.kind {
-            Some(AgentKind::Hello(hello)) => {
-                info!(
-                    agent = %self.agent_id,
-                    version = %hello.agent_version,
-                    hostname = %hello.hostname,
-                    os = %hello.os,
-                    "Agent said hello."
-                );
-                self.store
-                    .agent_connected(
-                        &self.agent_id,
-                        &AgentHello {
-                            version: &hello.agent_version,
-                            hostname: &hello.hostname,
-                            os: &hello.os,
-                            address: self.address.clone(),
-                            started_at: hello.started_at.as_ref().map(wire::millis),
-                        },
-                    )
-                    .await?;
+            Some(AgentKind::Hello(_)) => {
+                return Err(Status::failed_precondition(
+                    "Hello was already said on this stream",
+                ));
             }
             Some(AgentKind::Events(batch)) => {
                 // Returns once the batch is admitted; the stream commits and
                 // acknowledges it. While it waits, nothing more is read.
                 let events = batch.events.into_iter().map(wire::received_event).collect();
-                match self.stream.submit(events).await {
+                match self.stream.submit(events, batch.lost_before).await {
                     Ok(()) => {}
                     // The session's own select says why it ends.
                     Err(SubmitError::Ending) => {}
@@ -265,8 +517,93 @@ impl SessionTask {
             Some(AgentKind::CommandResult(result)) => {
                 self.responder.on_result(&self.agent_id, &result).await?;
             }
+            Some(AgentKind::Renew(request)) => {
+                let answer = self.renew(&request).await?;
+                self.tx
+                    .send(Ok(ManagerMessage {
+                        kind: Some(ManagerKind::Renewed(answer)),
+                    }))
+                    .await
+                    .map_err(|_| Status::cancelled("stream closed"))?;
+            }
             None => return Err(Status::invalid_argument("empty message")),
         }
         Ok(())
+    }
+    /// A renewed certificate for the agent's new key, recorded as its
+    /// pending certificate; or why not. One per stream: the agent
+    /// reconnects with the new certificate.
+    async fn renew(&mut self, request: &RenewRequest) -> Result<Renewed, Status> {
+        let agent = &self.agent_id;
+        let issued = match (&self.ca, self.renewals) {
+            (_, 1..) => Err("one renewal per stream: connect with the renewed certificate".into()),
+            (None, _) => {
+                Err("this manager cannot renew certificates: its CA key is not readable".into())
+            }
+            (Some(ca), _) => ca
+                .issue_agent_for_request(agent, &self.name, &request.csr_der)
+                .map_err(|e| e.to_string()),
+        };
+        match issued {
+            Ok(cert) => {
+                self.store.set_pending_serial(agent, &cert.serial).await?;
+                self.renewals += 1;
+                info!(%agent, serial = %cert.serial, "Issued the agent a renewed certificate.");
+                Ok(Renewed {
+                    certificate_pem: cert.cert_pem,
+                    error: String::new(),
+                })
+            }
+            Err(error) => {
+                warn!(%agent, %error, "Refused to renew the agent's certificate.");
+                Ok(Renewed {
+                    certificate_pem: String::new(),
+                    error,
+                })
+            }
+        }
+    }
+}
+
+/// Whether an agent registered with `registered` (`any`, an address or a
+/// CIDR) may connect from `peer`; the refusal says why.
+fn address_allowed(agent_id: &str, registered: &str, peer: Option<IpAddr>) -> Result<(), String> {
+    if registered == "any" {
+        return Ok(());
+    }
+    let network = palisade_common::network::parse_network(registered)
+        .map_err(|e| format!("agent {agent_id}'s registered address is unusable: {e}"))?;
+    let Some(peer) = peer.map(|ip| ip.to_canonical()) else {
+        return Err(format!(
+            "agent {agent_id} may connect only from {network}; this connection's address is unknown"
+        ));
+    };
+    if network.contains(&peer) {
+        Ok(())
+    } else {
+        Err(format!(
+            "agent {agent_id} may connect only from {network} (agent add --ip); this connection came from {peer}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registered_address_is_enforced() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert!(address_allowed("001", "any", None).is_ok());
+        assert!(address_allowed("001", "10.0.0.0/8", ip("10.1.2.3")).is_ok());
+        assert!(address_allowed("001", "10.0.0.5/32", ip("::ffff:10.0.0.5")).is_ok());
+        assert!(address_allowed("001", "2001:db8::/32", ip("2001:db8::1")).is_ok());
+        let refused = address_allowed("001", "10.0.0.0/8", ip("127.0.0.1")).unwrap_err();
+        assert_eq!(
+            refused,
+            "agent 001 may connect only from 10.0.0.0/8 (agent add --ip); this connection came from 127.0.0.1"
+        );
+        assert!(address_allowed("001", "10.0.0.0/8", None).is_err());
+        assert!(address_allowed("001", "10.0.0.5/32", ip("10.0.0.6")).is_err());
     }
 }

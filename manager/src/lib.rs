@@ -10,11 +10,17 @@
 //! - [`store`]: the SQLite database.
 //! - [`ruleset`]: the embedded default ruleset, or an OSSEC `etc`, and the
 //!   engine settings of `[ruleset]` (the daemon's and logtest's).
+//! - [`limits`]: `[limits]`, the sizes taken in from agents.
+//! - [`protocol`]: what an agent may send on its stream, checked before
+//!   use (Hello first, sequences, field lengths, times).
 //! - [`pipeline`]: a batch of events through the engine thread
 //!   ([`pipeline::analysis`]), the store, the responder and the outputs.
 //! - [`responder`]: active-response decisions, delivery and results.
 //! - [`tls`]: the mutual-TLS endpoint that logs every refused handshake.
-//! - [`sessions`]: open agent streams.
+//! - [`sessions`]: open agent streams, one live stream per agent.
+//! - [`identities`]: registered operators (`operator add/remove/list`),
+//!   who may call the control API, and the CA that renews agents'
+//!   certificates.
 //! - [`ingest`]: `AgentService`, the agents' stream, feeding the pipeline.
 //! - [`control`]: `ControlService`, the operators' API (and its alert
 //!   follower).
@@ -45,18 +51,22 @@
 #![forbid(unsafe_code)]
 
 pub mod alert_files;
+pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod enroll;
+pub mod identities;
 pub mod import_ossec;
 pub mod ingest;
+pub mod limits;
 pub mod logtest_cli;
 pub mod mail;
 pub mod metrics;
 pub mod outputs;
 pub mod pipeline;
 pub mod pki;
+pub mod protocol;
 pub mod responder;
 pub mod retention;
 pub mod ruleset;
@@ -226,6 +236,9 @@ pub async fn run(
     };
     let tls = tls::server_config(&config.ca_cert, &config.cert, &config.key)?;
     let ruleset = std::sync::Arc::new(ruleset::load(&config.ruleset)?);
+    for finding in ruleset::steerable_decoders(&ruleset) {
+        tracing::warn!(decoder = finding.known.decoder, "{finding}");
+    }
     let hostname = setup::host_name();
     let judging = ruleset::Judging::of(&config);
     let analyzer = pipeline::analysis::Analyzer::start(
@@ -235,6 +248,7 @@ pub async fn run(
         hostname.clone(),
     )?;
     let store = store::Store::open(&config.database).await?;
+    identities::adopt_legacy_operator(&config, &store).await;
     let sessions = sessions::Sessions::default();
     let stats = std::sync::Arc::new(stats::Stats::default());
     let mut sinks: Vec<Box<dyn outputs::AlertSink>> = Vec::new();
@@ -270,19 +284,13 @@ pub async fn run(
         config.retention.clone(),
         shutdown.clone(),
     ));
-    let revocations = tokio::spawn(watch_revocations(
-        store.clone(),
-        sessions.clone(),
-        shutdown.clone(),
-    ));
 
-    let mut own = palisade_common::address::host_addresses().unwrap_or_else(|error| {
-        warn!(%error, "Cannot list this host's addresses; only the listen address is protected.");
-        Vec::new()
-    });
-    if !config.listen.ip().is_unspecified() {
-        own.push(config.listen.ip());
-    }
+    // The interfaces' addresses are read by the responder, again when
+    // they change; the listen address is protected besides.
+    let own: Vec<std::net::IpAddr> = Some(config.listen.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .into_iter()
+        .collect();
     let responder = responder::Responder::new(
         config.responses.clone(),
         config.white_list.clone(),
@@ -291,7 +299,9 @@ pub async fn run(
         sessions.clone(),
     )
     .with_stats(stats.clone())
-    .with_mailer(mailer);
+    .with_mailer(mailer)
+    .with_breaker_limit(config.max_new_blocks_per_minute)
+    .with_outputs(outputs.clone());
     let metrics = match metrics_listener {
         Some(listener) => {
             let sources = metrics::Sources {
@@ -315,14 +325,18 @@ pub async fn run(
         outputs.clone(),
         config.logall,
         config.flow,
-    );
+    )
+    .with_max_line_length(config.limits.max_line_length);
     let ingest = ingest::Ingest::new(
         store.clone(),
         sessions.clone(),
         pipeline,
         responder.clone(),
         shutdown.clone(),
-    );
+    )
+    .with_max_batch_bytes(config.limits.max_batch_bytes)
+    .with_ca(identities::renewing_ca(&config))
+    .with_agent_timeout(config.agent_timeout);
     let control = control::Control::new(
         store.clone(),
         sessions.clone(),
@@ -332,6 +346,12 @@ pub async fn run(
         config.agent_timeout,
         shutdown.clone(),
     );
+    let revocations = tokio::spawn(watch_revocations(
+        store.clone(),
+        sessions.clone(),
+        control.operators(),
+        shutdown.clone(),
+    ));
     let incoming = tls::incoming(listener, tls, shutdown.clone());
     let enrollment = match enrollment_listener {
         Some(listener) => Some(enroll::start(
@@ -347,7 +367,12 @@ pub async fn run(
     palisade_common::systemd::spawn_watchdog(shutdown.clone());
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(AgentServiceServer::new(ingest))
+        .add_service(
+            // Explicit: an agent batches below max_batch_bytes, and this
+            // leaves headroom above it ([limits]).
+            AgentServiceServer::new(ingest)
+                .max_decoding_message_size(config.limits.max_message_size),
+        )
         .add_service(ControlServiceServer::new(control))
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     let result = tokio::select! {
@@ -379,6 +404,7 @@ pub async fn run(
 async fn watch_revocations(
     store: store::Store,
     sessions: sessions::Sessions,
+    operators: identities::Operators,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(REVOCATION_POLL);
@@ -387,7 +413,7 @@ async fn watch_revocations(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if sessions.connected_count() == 0 {
+        if sessions.connected_count() == 0 && !operators.any_open() {
             continue;
         }
         let removed: Vec<String> = match store.agents().await {
@@ -405,5 +431,6 @@ async fn watch_revocations(
         for agent in sessions.revoke(&removed, &serials) {
             warn!(%agent, "Agent removed; its open stream was ended.");
         }
+        operators.revoke(&serials);
     }
 }

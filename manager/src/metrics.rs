@@ -16,6 +16,7 @@
 //! | `palisade_events_per_second` | gauge (last minute) | |
 //! | `palisade_events_decoded_total` | counter | |
 //! | `palisade_events_rejected_total` | counter | |
+//! | `palisade_engine_panics_total`, `palisade_correlation_resets_total` | counter | |
 //! | `palisade_alerts_total` | counter | `level` |
 //! | `palisade_responses_issued_total`, `_delivered_total`, `_failed_total` | counter | |
 //! | `palisade_agents_connected` | gauge | |
@@ -146,6 +147,18 @@ pub async fn registry(sources: &Sources) -> Registry {
         "palisade_events_rejected",
         "Events dropped before decoding for an invalid location",
         load(&a.rejected),
+    );
+    counter(
+        &mut r,
+        "palisade_engine_panics",
+        "Events skipped because the analysis engine panicked on them",
+        load(&a.panics),
+    );
+    counter(
+        &mut r,
+        "palisade_correlation_resets",
+        "Times the correlation memory was started afresh after an engine panic",
+        load(&a.correlation_resets),
     );
     counter(
         &mut r,

@@ -11,7 +11,9 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
 
+use palisade_common::clock::{Clock, SystemClock};
 use palisade_proto::identity;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -21,8 +23,9 @@ use time::{Duration, OffsetDateTime};
 
 /// How long the CA is valid.
 const CA_VALIDITY: Duration = Duration::days(3650);
-/// How long server, agent and operator certificates are valid.
-const LEAF_VALIDITY: Duration = Duration::days(825);
+/// How long server, agent and operator certificates are valid. Agents
+/// renew theirs over their stream after two thirds of it.
+pub const LEAF_VALIDITY: Duration = Duration::days(825);
 
 /// A PKI failure.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +60,11 @@ pub struct IssuedCert {
     pub serial: String,
 }
 
-/// The loaded CA, able to sign certificates.
+/// The loaded CA, able to sign certificates valid from its clock's now.
 pub struct CertificateAuthority {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -86,7 +90,7 @@ impl CertificateAuthority {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        set_validity(&mut params, CA_VALIDITY);
+        set_validity(&mut params, OffsetDateTime::now_utc(), CA_VALIDITY);
         params.serial_number = Some(random_serial());
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
@@ -94,6 +98,7 @@ impl CertificateAuthority {
         let ca = Self {
             cert_pem: cert.pem(),
             issuer: Issuer::new(params, key),
+            clock: Arc::new(SystemClock),
         };
         Ok((ca, key_pem))
     }
@@ -104,7 +109,23 @@ impl CertificateAuthority {
         let key_pem = read(key_path)?;
         let key = KeyPair::from_pem(&key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
-        Ok(Self { issuer, cert_pem })
+        Ok(Self {
+            issuer,
+            cert_pem,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// The same CA, issuing certificates valid from `clock`'s now.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        let nanos = i128::from(self.clock.now_ms()) * 1_000_000;
+        OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc())
     }
 
     /// The CA certificate, PEM.
@@ -151,7 +172,7 @@ impl CertificateAuthority {
         )
         .map_err(|e| PkiError::Request(e.to_string()))?;
         let mut params = agent_params(id, name)?;
-        leaf_defaults(&mut params);
+        leaf_defaults(&mut params, self.now());
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
         let issued = IssuedCert {
             cert_pem: cert.pem(),
@@ -184,7 +205,7 @@ impl CertificateAuthority {
     }
 
     fn sign(&self, mut params: CertificateParams) -> Result<IssuedCert, PkiError> {
-        leaf_defaults(&mut params);
+        leaf_defaults(&mut params, self.now());
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert {
@@ -208,14 +229,14 @@ fn agent_params(id: &str, name: &str) -> Result<CertificateParams, PkiError> {
     Ok(params)
 }
 
-fn leaf_defaults(params: &mut CertificateParams) {
+fn leaf_defaults(params: &mut CertificateParams, now: OffsetDateTime) {
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyAgreement,
     ];
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
-    set_validity(params, LEAF_VALIDITY);
+    set_validity(params, now, LEAF_VALIDITY);
 }
 
 fn serial_of(der: &[u8]) -> String {
@@ -257,8 +278,7 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-fn set_validity(params: &mut CertificateParams, validity: Duration) {
-    let now = OffsetDateTime::now_utc();
+fn set_validity(params: &mut CertificateParams, now: OffsetDateTime, validity: Duration) {
     // Allow for clocks a little behind the issuer's.
     params.not_before = now - Duration::hours(1);
     params.not_after = now + validity;

@@ -11,22 +11,31 @@
 //! Addresses are parsed as IPs and checked against the one address policy
 //! (`palisade_common::address`, which the agents apply again) before
 //! anything is recorded: white-listed addresses, the manager's own
-//! addresses, loopback, unspecified, multicast and broadcast addresses are
-//! refused, and so is a field that is not an IP. Refusals are logged and
-//! kept in the database.
+//! addresses, its subnets' network and broadcast addresses, its gateways
+//! and resolvers (read from the host every few seconds), loopback,
+//! link-local, unspecified, multicast and broadcast addresses are refused,
+//! and so is a field that is not an IP. New automatic blocks also pass the
+//! circuit breaker ([`crate::breaker`]). Refusals, the manager's and those
+//! an agent reports, are logged and kept in the database.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use ipnet::IpNet;
-use palisade_common::address::{AddressPolicy, Host, HostFacts, Refusal};
+use palisade_common::address::{AddressPolicy, Host, Refusal};
+use palisade_common::hostfacts::{FactsCache, Sources};
 use palisade_engine::alert::Alert;
+use palisade_engine::escape::Escaped;
 use palisade_engine::pattern::{Dialect, Pattern};
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
 use palisade_proto::v1::{CommandResult, ManagerMessage};
 use tracing::{info, warn};
 
+use crate::breaker::{Admission, Breaker};
 use crate::config::{ResponseLocation, ResponseSpec};
 use crate::mail::report::ResponseReport;
+use crate::pipeline::analysis::Origin;
 use crate::sessions::Sessions;
 use crate::store::{Action, NewResponse, ResponseRow, Store, StoreError, StoredAlert};
 
@@ -70,7 +79,9 @@ pub struct Responder {
     specs: Vec<ResponseSpec>,
     groups: Vec<Option<Pattern>>,
     policy: AddressPolicy,
-    host: HostFacts,
+    facts: Arc<FactsCache>,
+    breaker: Breaker,
+    outputs: Option<crate::outputs::Outputs>,
     store: Store,
     sessions: Sessions,
     stats: std::sync::Arc<crate::stats::Stats>,
@@ -78,8 +89,12 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// A responder for the configured responses. `own_addresses` are the
-    /// manager's addresses, never blocked.
+    /// How old the host's facts may be before they are read again.
+    pub const FACTS_TTL: Duration = Duration::from_secs(5);
+
+    /// A responder for the configured responses. `own_addresses` are
+    /// addresses of the manager never blocked besides those of its
+    /// interfaces (the listen address).
     pub fn new(
         specs: Vec<ResponseSpec>,
         white_list: Vec<IpNet>,
@@ -99,10 +114,13 @@ impl Responder {
             specs,
             groups,
             policy: AddressPolicy::new(Host::Manager, &white_list),
-            host: HostFacts {
-                managers: Vec::new(),
+            facts: Arc::new(FactsCache::new(
+                Self::FACTS_TTL,
+                Sources::default(),
                 own_addresses,
-            },
+            )),
+            breaker: Breaker::new(store.clone(), crate::breaker::DEFAULT_MAX_PER_MINUTE),
+            outputs: None,
             store,
             sessions,
             stats: Default::default(),
@@ -120,6 +138,42 @@ impl Responder {
         counter(&self.stats).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Trips the circuit breaker after `max_per_minute` new blocks on one
+    /// agent within a minute (0: never).
+    pub fn with_breaker_limit(mut self, max_per_minute: u32) -> Self {
+        self.breaker = Breaker::new(self.store.clone(), max_per_minute);
+        self
+    }
+
+    /// Publishes the alerts the responder raises itself (the breaker's).
+    pub fn with_outputs(mut self, outputs: crate::outputs::Outputs) -> Self {
+        self.outputs = Some(outputs);
+        self
+    }
+
+    /// The circuit breaker.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// The manager's own addresses as last read (for the agents'
+    /// Welcome), loopback left out.
+    pub fn own_addresses(&self) -> Vec<IpAddr> {
+        let facts = match self.facts.get() {
+            Ok(f) => Some(f),
+            Err((_, last)) => last,
+        };
+        facts
+            .map(|f| {
+                f.own_addresses
+                    .iter()
+                    .copied()
+                    .filter(|a| !a.is_loopback())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Mails agents' results ("E-mail alerts on active responses").
     pub fn with_mailer(mut self, mailer: Option<crate::mail::Mailer>) -> Self {
         self.mailer = mailer;
@@ -134,7 +188,17 @@ impl Responder {
     /// Parses and vets an address with the address policy: the reason
     /// when it must not be blocked.
     pub fn vet_address(&self, text: &str) -> Result<IpAddr, Refusal> {
-        self.policy.vet(text, &self.host)
+        // The fixed rules first: they need nothing read from the host.
+        let ip = self.policy.vet(text, &Default::default())?;
+        let facts = match self.facts.get() {
+            Ok(facts) => facts,
+            Err((error, last)) => {
+                warn!(%error, "Cannot read this host's addresses and routes; using the last ones read.");
+                last.ok_or_else(|| Refusal::OwnAddressesUnknown(error.to_string()))?
+            }
+        };
+        self.policy.check(ip, &facts)?;
+        Ok(ip)
     }
 
     fn triggers(&self, i: usize, alert: &Alert) -> bool {
@@ -167,10 +231,22 @@ impl Responder {
         stored: &StoredAlert,
         reason: &str,
     ) -> Result<(), StoreError> {
+        self.refuse_for(spec, stored, stored.origin.agent_id.as_deref(), reason)
+            .await
+    }
+
+    async fn refuse_for(
+        &self,
+        spec: &ResponseSpec,
+        stored: &StoredAlert,
+        agent: Option<&str>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         let (alert_id, alert) = (stored.id, &stored.alert);
         warn!(
             response = %spec.name,
             alert = alert_id,
+            agent = agent.unwrap_or("-"),
             rule = alert.rule_id,
             srcip = alert.srcip.as_deref().unwrap_or("-"),
             %reason,
@@ -179,13 +255,44 @@ impl Responder {
         self.store
             .insert_refusal(
                 &spec.name,
-                stored.origin.agent_id.as_deref(),
+                agent,
                 Some(alert_id),
                 Some(alert.rule_id),
                 alert.srcip.as_deref(),
                 reason,
             )
             .await
+    }
+
+    /// Passes a new block through the circuit breaker; false when it is
+    /// refused (recorded, and the breaker's alert raised the first time).
+    async fn breaker_admits(
+        &self,
+        spec: &ResponseSpec,
+        stored: &StoredAlert,
+        agent: &str,
+        srcip: &str,
+    ) -> Result<bool, StoreError> {
+        let Admission::Refused { reason, alert } = self.breaker.admit(agent, srcip).await? else {
+            return Ok(true);
+        };
+        if let Some(alert) = alert {
+            let origin = if stored.origin.agent_id.as_deref() == Some(agent) {
+                stored.origin.clone()
+            } else {
+                Origin {
+                    agent_id: Some(agent.to_string()),
+                    name: agent.to_string(),
+                    ip: "any".into(),
+                }
+            };
+            let raised = self.breaker.store_alert(&origin, *alert).await?;
+            if let Some(outputs) = &self.outputs {
+                outputs.publish(vec![raised]);
+            }
+        }
+        self.refuse_for(spec, stored, Some(agent), &reason).await?;
+        Ok(false)
     }
 
     async fn respond(&self, spec: &ResponseSpec, stored: &StoredAlert) -> Result<(), StoreError> {
@@ -205,18 +312,18 @@ impl Responder {
             }
             (None, false) => None,
         };
-        let user = alert.dstuser.clone().or_else(|| alert.srcuser.clone());
-        if spec.command.expect_user {
-            let valid = user.as_deref().is_some_and(|u| {
-                !u.is_empty()
-                    && u.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._@?-".contains(&b))
-            });
-            if !valid {
-                return self
-                    .refuse(spec, stored, "the alert has no valid user name")
-                    .await;
-            }
+        // The user name is the attacker's text (sshd logs it verbatim): one
+        // the agents would refuse is left out, so that a space in it cannot
+        // spare its sender the block; a response that needs it is refused.
+        let user = alert
+            .dstuser
+            .clone()
+            .or_else(|| alert.srcuser.clone())
+            .filter(|u| !u.is_empty() && palisade_proto::action::is_valid_user(u));
+        if spec.command.expect_user && user.is_none() {
+            return self
+                .refuse(spec, stored, "the alert has no valid user name")
+                .await;
         }
         let targets: Vec<String> = match &spec.location {
             ResponseLocation::Local => match &stored.origin.agent_id {
@@ -241,6 +348,11 @@ impl Responder {
         };
         for agent in targets {
             let srcip_text = srcip.map(|ip| ip.to_string());
+            if let Some(ip) = &srcip_text
+                && !self.breaker_admits(spec, stored, &agent, ip).await?
+            {
+                continue;
+            }
             let timeout_s = match (&srcip_text, spec.timeout) {
                 (Some(ip), Some(base)) if !spec.repeated_offenders.is_empty() => {
                     let n = self.store.offences(&agent, &spec.name, ip).await?;
@@ -331,7 +443,7 @@ impl Responder {
         result: &CommandResult,
     ) -> Result<(), StoreError> {
         let Ok(id) = result.command_id.parse::<i64>() else {
-            warn!(agent = %agent_id, command = %result.command_id, "Result for an unknown command.");
+            warn!(agent = %agent_id, command = %Escaped(&result.command_id), "Result for an unknown command.");
             return Ok(());
         };
         let action = crate::wire::action(result.action);
@@ -351,6 +463,27 @@ impl Responder {
                 executed_at,
             )
             .await?;
+        if let Some(row) = &row
+            && !result.ok
+            && !result.refusal_reason.is_empty()
+        {
+            // The agent's own address policy refused it: listed with the
+            // manager's refusals.
+            self.store
+                .insert_refusal(
+                    &row.request.response,
+                    Some(agent_id),
+                    row.request.alert_id,
+                    row.request.rule_id,
+                    row.request.srcip.as_deref(),
+                    // The agent's text: bounded here, escaped by the outputs.
+                    &format!(
+                        "agent {agent_id}: {}",
+                        result.message.chars().take(256).collect::<String>()
+                    ),
+                )
+                .await?;
+        }
         match &row {
             Some(row) if result.ok => info!(
                 command = id,
@@ -358,7 +491,7 @@ impl Responder {
                 %action,
                 response = %row.request.response,
                 srcip = row.request.srcip.as_deref().unwrap_or("-"),
-                message = %result.message,
+                message = %Escaped(&result.message),
                 "Active response carried out."
             ),
             Some(row) => {
@@ -369,7 +502,7 @@ impl Responder {
                     %action,
                     response = %row.request.response,
                     srcip = row.request.srcip.as_deref().unwrap_or("-"),
-                    message = %result.message,
+                    message = %Escaped(&result.message),
                     "Active response failed on the agent."
                 )
             }
@@ -406,10 +539,27 @@ impl Responder {
                 known.join(", ")
             ))
         })?;
-        let ip = self
-            .vet_address(srcip)
-            .map_err(|r| ResponseError::Refused(r.to_string()))?;
         let agents = self.resolve(targets).await?;
+        let ip = match self.vet_address(srcip) {
+            Ok(ip) => ip,
+            Err(refusal) => {
+                // Listed with the refusals of automatic responses.
+                warn!(response = %spec.name, srcip, reason = %refusal, "Active response run by an operator refused.");
+                for agent in &agents {
+                    self.store
+                        .insert_refusal(
+                            &spec.name,
+                            Some(agent),
+                            None,
+                            None,
+                            srcip.parse::<IpAddr>().is_ok().then_some(srcip),
+                            &refusal.to_string(),
+                        )
+                        .await?;
+                }
+                return Err(ResponseError::Refused(refusal.to_string()));
+            }
+        };
         let mut outcome = Outcome::default();
         for agent in agents {
             let row = self

@@ -260,6 +260,7 @@ mod tests {
                 location: "/var/log/x",
                 log_format: "syslog",
                 read_at: 1,
+                read_at_clamped: false,
                 truncated: false,
                 line: b"GET / 404",
             })

@@ -4,6 +4,11 @@
 //! that local rules can refer to and overwrite it, as OSSEC's
 //! `local_rules.xml` does.
 //!
+//! OSSEC's decoders are kept as they are, including those known to take
+//! an address or a user from text the client writes
+//! ([`steerable_decoders`], warned about once at start-up and by
+//! `check-config`).
+//!
 //! And how the engine judges with them ([`Judging`]: the barrier and the
 //! clock of `[ruleset]`), read here once for the daemon and for
 //! `logtest -c` / `ruletest -c`, so that a preview shows the alerts the
@@ -12,11 +17,13 @@
 use std::path::{Path, PathBuf};
 
 use jiff::tz::TimeZone;
-use palisade_engine::correlate::Barrier;
+use palisade_engine::correlate::{Barrier, CorrelateLimits};
 use palisade_engine::default_ruleset;
+use palisade_engine::dialect::RulesetDialect;
 use palisade_engine::engine::{EngineConfig, Ruleset, ossec_etc_files};
 use palisade_engine::error::{LoadError, LoadErrors};
 use palisade_engine::timestamp::TimeSource;
+use palisade_engine::wazuh::{test_runner_rewrite, wazuh_ruleset_files};
 
 use crate::config::ManagerConfig;
 
@@ -28,6 +35,8 @@ pub struct Judging {
     pub barrier: Barrier,
     /// The clock correlation runs on.
     pub time_source: TimeSource,
+    /// The correlation memory's bounds (`[limits]`).
+    pub limits: CorrelateLimits,
 }
 
 impl Judging {
@@ -36,6 +45,7 @@ impl Judging {
         Self {
             barrier: config.barrier,
             time_source: config.time_source,
+            limits: config.limits.correlation,
         }
     }
 
@@ -45,7 +55,7 @@ impl Judging {
         EngineConfig {
             zone: TimeZone::system(),
             barrier: self.barrier,
-            ..EngineConfig::default()
+            limits: self.limits,
         }
     }
 }
@@ -55,6 +65,11 @@ impl Judging {
 pub struct RulesetSource {
     /// Replace the embedded set with an OSSEC `etc` directory.
     pub ossec_etc: Option<PathBuf>,
+    /// Replace the embedded set with a Wazuh `ruleset/` directory (read in
+    /// the Wazuh dialect).
+    pub wazuh_ruleset: Option<PathBuf>,
+    /// The rule language of every file (`wazuh_ruleset` implies Wazuh's).
+    pub dialect: RulesetDialect,
     /// Local directories, each with `decoders/*.xml` and `rules/*.xml`
     /// (loaded in file-name order after the base set).
     pub dirs: Vec<PathBuf>,
@@ -115,27 +130,51 @@ pub fn embedded() -> (Sources, Sources) {
 
 /// Loads the ruleset; every problem in every file is reported at once.
 pub fn load(source: &RulesetSource) -> Result<Ruleset, LoadErrors> {
-    load_with(source, &[], None)
+    load_with(source, &[], None, false)
+}
+
+/// The decoders of `ruleset` known to be steerable by the client (OSSEC's
+/// stock ones, kept as they are for compatibility), each once: the
+/// manager logs them at start-up and `check-config` prints them.
+pub fn steerable_decoders(ruleset: &Ruleset) -> Vec<palisade_engine::steerable::Finding> {
+    palisade_engine::steerable::find(&ruleset.decoders)
 }
 
 /// Like [`load`], but `decoder_files` and the rule files of `rules_dir`
 /// (file-name order) replace the base set's decoders and rules when given
-/// (`logtest --decoders --rules-dir`).
+/// (`logtest --decoders --rules-dir`); `test_runner` makes the changes
+/// Wazuh's test runner makes to a Wazuh ruleset
+/// ([`palisade_engine::wazuh::test_runner_rewrite`], for `ruletest`).
 pub fn load_with(
     source: &RulesetSource,
     decoder_files: &[PathBuf],
     rules_dir: Option<&Path>,
+    test_runner: bool,
 ) -> Result<Ruleset, LoadErrors> {
     let mut errors = Vec::new();
-    let (mut decoders, mut rules, list_dir) = match &source.ossec_etc {
-        Some(dir) => {
+    let dialect = source.dialect();
+    let (mut decoders, mut rules, list_dir) = match (&source.wazuh_ruleset, &source.ossec_etc) {
+        (Some(dir), _) => {
+            let files = wazuh_ruleset_files(dir)?;
+            let (mut ds, mut rs) = (Vec::new(), Vec::new());
+            read_all(&files.decoders, &mut ds, &mut errors);
+            read_all(&files.rules, &mut rs, &mut errors);
+            if test_runner {
+                for (name, text) in &mut rs {
+                    *text = test_runner_rewrite(name, text);
+                }
+            }
+            (ds, rs, Some(files.list_dir))
+        }
+        (None, Some(dir)) => {
             let (d, r) = ossec_etc_files(dir)?;
             let (mut ds, mut rs) = (Vec::new(), Vec::new());
             read_all(&d, &mut ds, &mut errors);
             read_all(&r, &mut rs, &mut errors);
             (ds, rs, Some(dir.clone()))
         }
-        None => {
+        (None, None) if dialect.is_wazuh() => (Vec::new(), Vec::new(), None),
+        (None, None) => {
             let (d, r) = embedded();
             (d, r, None)
         }
@@ -173,5 +212,16 @@ pub fn load_with(
     if !errors.is_empty() {
         return Err(LoadErrors(errors));
     }
-    Ruleset::load_sources(&decoders, &rules, list_dir.as_deref())
+    Ruleset::load_sources_in(dialect, &decoders, &rules, list_dir.as_deref())
+}
+
+impl RulesetSource {
+    /// The rule language the files are read in.
+    pub fn dialect(&self) -> RulesetDialect {
+        if self.wazuh_ruleset.is_some() {
+            RulesetDialect::Wazuh
+        } else {
+            self.dialect
+        }
+    }
 }

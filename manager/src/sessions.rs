@@ -1,9 +1,18 @@
 //! The registry of open agent streams: who is connected, how to reach them,
 //! and how to end a stream when its agent is removed or reconnects.
+//!
+//! One live stream per agent: a second stream for an agent whose stream
+//! was heard from within the agent timeout is refused (the certificate may
+//! have been stolen; letting the newcomer win would let a thief keep
+//! kicking the real agent off). Once the first has been silent that long it
+//! is presumed dead (a host that crashed leaves its TCP connection open)
+//! and the newcomer takes over, as it does when it presents the agent's
+//! just-renewed certificate.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use palisade_proto::v1::ManagerMessage;
 use tokio::sync::mpsc;
@@ -28,6 +37,8 @@ pub enum EndReason {
 struct Session {
     generation: u64,
     serial: String,
+    /// The peer address of the stream, for the log.
+    address: Option<String>,
     sender: AgentSender,
     token: CancellationToken,
     reason: Arc<Mutex<Option<EndReason>>>,
@@ -62,6 +73,31 @@ impl SessionGuard {
     }
 }
 
+/// A new stream for `agent_id`.
+#[derive(Debug, Clone)]
+pub struct NewStream<'a> {
+    /// The agent.
+    pub agent_id: &'a str,
+    /// The serial of the certificate it presented.
+    pub serial: &'a str,
+    /// Its peer address.
+    pub address: Option<String>,
+    /// A live stream silent for this long is presumed dead.
+    pub stale_after: Duration,
+    /// Take over a live stream anyway (the agent's renewed certificate:
+    /// only the holder of the live stream was given it).
+    pub takeover: bool,
+}
+
+/// The agent already has a live stream: the new one is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveStream {
+    /// The live stream's peer address.
+    pub address: Option<String>,
+    /// How long ago the live stream was last heard from.
+    pub silent_for: Duration,
+}
+
 /// Open agent streams by agent id.
 #[derive(Debug, Clone, Default)]
 pub struct Sessions {
@@ -74,30 +110,63 @@ struct Inner {
     by_agent: HashMap<String, Session>,
 }
 
+impl Inner {
+    /// The agent's open stream, if any.
+    fn live(&self, agent_id: &str, now: i64) -> Option<LiveStream> {
+        self.by_agent.get(agent_id).map(|s| LiveStream {
+            address: s.address.clone(),
+            silent_for: Duration::from_millis(
+                u64::try_from(now.saturating_sub(s.last_heard.load(Ordering::Relaxed)))
+                    .unwrap_or(0),
+            ),
+        })
+    }
+
+    /// The live stream that refuses `new`: one heard from within
+    /// `stale_after`, unless `new` takes over.
+    fn refusal(&self, new: &NewStream<'_>, now: i64) -> Option<LiveStream> {
+        self.live(new.agent_id, now)
+            .filter(|live| !new.takeover && live.silent_for < new.stale_after)
+    }
+}
+
 impl Sessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a new stream for `agent_id`, ending any older one.
+    /// The live stream that would make [`Self::register`] refuse `new`.
+    pub fn live_stream(&self, new: &NewStream<'_>) -> Option<LiveStream> {
+        self.lock().refusal(new, crate::store::now_ms())
+    }
+
+    /// Registers a new stream, ending an older one that has been silent
+    /// past `stale_after` (or any older one with `takeover`); refuses it
+    /// while the older one is live. `Ok` carries the guard and whether an
+    /// older stream was ended.
     pub fn register(
         &self,
-        agent_id: &str,
-        serial: &str,
+        new: NewStream<'_>,
         sender: AgentSender,
         parent: &CancellationToken,
-    ) -> SessionGuard {
+    ) -> Result<(SessionGuard, Option<LiveStream>), LiveStream> {
         let mut inner = self.lock();
+        let now = crate::store::now_ms();
+        if let Some(live) = inner.refusal(&new, now) {
+            return Err(live);
+        }
+        let live = inner.live(new.agent_id, now);
         inner.next_generation += 1;
         let generation = inner.next_generation;
         let token = parent.child_token();
         let reason = Arc::new(Mutex::new(None));
-        let last_heard = Arc::new(AtomicI64::new(crate::store::now_ms()));
+        let last_heard = Arc::new(AtomicI64::new(now));
         let old = inner.by_agent.insert(
-            agent_id.to_string(),
+            new.agent_id.to_string(),
             Session {
                 generation,
-                serial: serial.to_string(),
+                serial: new.serial.to_string(),
+                address: new.address,
                 sender,
                 token: token.clone(),
                 reason: reason.clone(),
@@ -107,12 +176,15 @@ impl Sessions {
         if let Some(old) = old {
             end(&old, EndReason::Replaced);
         }
-        SessionGuard {
-            generation,
-            token,
-            reason,
-            last_heard,
-        }
+        Ok((
+            SessionGuard {
+                generation,
+                token,
+                reason,
+                last_heard,
+            },
+            live,
+        ))
     }
 
     /// Forgets a stream that ended, unless a newer one replaced it.
@@ -181,4 +253,52 @@ fn end(session: &Session, reason: EndReason) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = Some(reason);
     session.token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(takeover: bool, stale_after: Duration) -> NewStream<'static> {
+        NewStream {
+            agent_id: "001",
+            serial: "aa",
+            address: Some("192.0.2.1".into()),
+            stale_after,
+            takeover,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_stream_is_refused_while_the_first_is_live() {
+        let sessions = Sessions::default();
+        let parent = CancellationToken::new();
+        let (tx, _rx) = mpsc::channel(1);
+        let (first, replaced) = sessions
+            .register(stream(false, Duration::from_secs(60)), tx.clone(), &parent)
+            .unwrap();
+        assert_eq!(replaced, None);
+        let live = sessions
+            .register(stream(false, Duration::from_secs(60)), tx.clone(), &parent)
+            .unwrap_err();
+        assert_eq!(live.address.as_deref(), Some("192.0.2.1"));
+        assert!(!first.token.is_cancelled());
+
+        // Silent past the timeout (here: no timeout at all), it is taken over.
+        let (second, replaced) = sessions
+            .register(stream(false, Duration::ZERO), tx.clone(), &parent)
+            .unwrap();
+        assert!(replaced.is_some());
+        assert!(first.token.is_cancelled());
+        assert_eq!(first.reason(), Some(EndReason::Replaced));
+        // The agent's renewed certificate takes over a live stream.
+        sessions
+            .register(stream(true, Duration::from_secs(60)), tx, &parent)
+            .unwrap();
+        assert!(second.token.is_cancelled());
+        // The ended ones do not unregister the live one.
+        sessions.unregister("001", first.generation);
+        sessions.unregister("001", second.generation);
+        assert!(sessions.is_connected("001"));
+    }
 }

@@ -1,5 +1,5 @@
-//! Setting a manager up on disk: `init` (CA, server certificate, operator
-//! bundle, `manager.toml`, database) and agent registration (`agent add`
+//! Setting a manager up on disk: `init` (CA, server certificate, the first
+//! operator's bundle, `manager.toml`, database) and agent registration (`agent add`
 //! writes a bundle an agent can run from; `agent remove` revokes it).
 
 use std::net::SocketAddr;
@@ -60,6 +60,21 @@ pub struct InitReport {
     pub ctl_config: PathBuf,
     /// The database.
     pub database: PathBuf,
+    /// The address of the operator's SSH session, white-listed.
+    pub ssh_client: Option<std::net::IpAddr>,
+}
+
+/// The client address of the SSH session this process runs in, from
+/// `SSH_CONNECTION` ("client port server port") or the older `SSH_CLIENT`
+/// ("client port port"); `None` outside SSH or when it does not parse.
+pub fn ssh_session_client(
+    ssh_connection: Option<&str>,
+    ssh_client: Option<&str>,
+) -> Option<std::net::IpAddr> {
+    [ssh_connection, ssh_client]
+        .into_iter()
+        .flatten()
+        .find_map(|v| palisade_common::address::parse_ip(v.split_whitespace().next()?).ok())
 }
 
 fn mkdir(path: &Path) -> Result<(), SetupError> {
@@ -116,9 +131,13 @@ pub async fn init(options: &InitOptions) -> Result<InitReport, SetupError> {
             options.listen.to_string()
         }
     });
+    let ssh_client = ssh_session_client(
+        std::env::var("SSH_CONNECTION").ok().as_deref(),
+        std::env::var("SSH_CLIENT").ok().as_deref(),
+    );
     pki::write_public(
         &config_path,
-        &config::render_default(options.listen, &advertise),
+        &config::render_with_white_list(options.listen, &advertise, ssh_client),
     )?;
     let config = ManagerConfig::load(&config_path)?;
 
@@ -141,15 +160,21 @@ pub async fn init(options: &InitOptions) -> Result<InitReport, SetupError> {
         }
     }
     let store = Store::open(&config.database).await?;
+    let registered = store
+        .add_operator("admin", || Ok((operator.serial.clone(), ())))
+        .await;
     store.close().await;
+    registered?;
     Ok(InitReport {
         config: config_path,
         ctl_config,
         database: config.database,
+        ssh_client,
     })
 }
 
-fn render_ctl_config(address: &str, server_name: &str) -> String {
+/// The `ctl.toml` of an operator bundle.
+pub(crate) fn render_ctl_config(address: &str, server_name: &str) -> String {
     format!(
         r#"# palisadectl configuration. Relative paths are relative to this file.
 manager = "{address}"
@@ -194,7 +219,8 @@ pub async fn add_agent(
             .map(|n| n.to_string())
             .map_err(|e| SetupError::Usage(format!("--ip {e}")))?,
     };
-    let ca = CertificateAuthority::load(&config.ca_cert, &config.ca_key)?;
+    let ca = CertificateAuthority::load(&config.ca_cert, &config.ca_key)?
+        .with_clock(config.clock.clone());
     let store = Store::open(&config.database).await?;
     let result = store
         .add_agent(name, &ip, |id| {

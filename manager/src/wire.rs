@@ -11,8 +11,7 @@ use crate::config::ResponseSpec;
 use crate::pipeline::PipelineError;
 use crate::responder::ResponseError;
 use crate::store::{
-    Action, AgentRecord, BlockRow, IncomingEvent, RefusalRow, ResponseRow, StoreError, StoredAlert,
-    now_ms,
+    Action, AgentRecord, BlockRow, RefusalRow, ResponseRow, StoreError, StoredAlert, now_ms,
 };
 
 /// Epoch milliseconds to and from protobuf timestamps (the shared
@@ -35,6 +34,7 @@ impl From<PipelineError> for Status {
             PipelineError::Analysis(e) => Status::unavailable(e.to_string()),
             PipelineError::Store(e) => e.into(),
             PipelineError::Ended(m) => Status::aborted(m),
+            PipelineError::Refused(v) => Status::invalid_argument(v.to_string()),
         }
     }
 }
@@ -77,23 +77,11 @@ pub fn received_event(e: pb::Event) -> crate::pipeline::ReceivedEvent {
     crate::pipeline::ReceivedEvent {
         sequence: e.sequence,
         read_at: e.read_at.as_ref().map(millis).unwrap_or_else(now_ms),
+        read_at_clamped: false,
         location: e.location,
         log_format: e.log_format,
         truncated: e.truncated,
         line: e.line,
-    }
-}
-
-/// An agent's event as the store archives it (now, when the agent did not
-/// say when it read the line).
-pub fn incoming_event(e: &pb::Event) -> IncomingEvent<'_> {
-    IncomingEvent {
-        sequence: e.sequence,
-        location: &e.location,
-        log_format: &e.log_format,
-        read_at: e.read_at.as_ref().map(millis).unwrap_or_else(now_ms),
-        truncated: e.truncated,
-        line: &e.line,
     }
 }
 
@@ -163,6 +151,8 @@ pub fn agent_info(a: &AgentRecord, status: pb::AgentStatus) -> pb::AgentInfo {
         dropped_events: a.dropped_events,
         read_lag_bytes: a.read_lag_bytes,
         started_at: a.started_at.map(timestamp),
+        last_refused_at: a.last_refused_at.map(timestamp),
+        last_refusal: a.last_refusal.clone().unwrap_or_default(),
     }
 }
 

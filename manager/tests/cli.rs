@@ -8,9 +8,17 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn manager(args: &[&str]) -> Output {
+    manager_with_env(args, &[])
+}
+
+/// Runs the manager outside any SSH session, with `env` set.
+fn manager_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_palisade-manager"))
         .args(args)
         .env_remove("PALISADE_MANAGER_CONFIG")
+        .env_remove("SSH_CONNECTION")
+        .env_remove("SSH_CLIENT")
+        .envs(env.iter().copied())
         .output()
         .expect("runs")
 }
@@ -79,6 +87,57 @@ fn init_makes_a_complete_setup_and_refuses_to_overwrite_it() {
     assert!(text(&again).contains("--force"), "{}", text(&again));
     let forced = manager(&["init", "--dir", d, "--force"]);
     assert!(forced.status.success(), "{}", text(&forced));
+}
+
+#[test]
+fn init_white_lists_the_operators_ssh_session_and_says_so() {
+    for (env, expected) in [
+        (
+            ("SSH_CONNECTION", "198.51.100.23 52114 192.0.2.10 22"),
+            "198.51.100.23",
+        ),
+        (("SSH_CLIENT", "2001:db8::23 52114 22"), "2001:db8::23"),
+        (
+            ("SSH_CONNECTION", "::ffff:198.51.100.24 52114 192.0.2.10 22"),
+            "198.51.100.24",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let out = manager_with_env(&["init", "--dir", d], &[env]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!(
+                "white list:    {expected} added, the address of your SSH session"
+            )),
+            "{}",
+            text(&out)
+        );
+        let toml = std::fs::read_to_string(dir.path().join("manager.toml")).unwrap();
+        assert!(
+            toml.contains(&format!(
+                "white_list = [\"127.0.0.1\", \"::1\", \"{expected}\"]"
+            )),
+            "{toml}"
+        );
+        let config = dir.path().join("manager.toml");
+        let check = manager(&["check-config", "-c", config.to_str().unwrap()]);
+        assert!(check.status.success(), "{}", text(&check));
+    }
+
+    // Outside SSH, or with garbage in the variable, nothing is added.
+    for env in [("TERM", "dumb"), ("SSH_CONNECTION", "$(reboot) 1 2 3")] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let out = manager_with_env(&["init", "--dir", d], &[env]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(!text(&out).contains("SSH session"), "{}", text(&out));
+        let toml = std::fs::read_to_string(dir.path().join("manager.toml")).unwrap();
+        assert!(
+            toml.contains("white_list = [\"127.0.0.1\", \"::1\"]\n"),
+            "{toml}"
+        );
+    }
 }
 
 #[test]
@@ -251,4 +310,90 @@ fn run_tells_systemd_when_it_is_ready_and_stopping() {
     let n = socket.recv(&mut buf).expect("STOPPING=1");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
     assert!(child.wait().unwrap().success());
+}
+
+/// OSSEC's unchanged decoders: `check-config` and the start-up name each
+/// steerable one once, with the safer Palisade decoder; Palisade's own
+/// ruleset gets no such warning.
+#[test]
+fn ossecs_steerable_decoders_are_warned_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert!(
+        manager(&["init", "--dir", d, "--listen", "127.0.0.1:0"])
+            .status
+            .success()
+    );
+    let config = dir.path().join("manager.toml");
+    let out = manager(&["check-config", "-c", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("steered"), "{}", text(&out));
+
+    let etc = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/ossec/etc");
+    let toml = std::fs::read_to_string(&config).unwrap().replace(
+        "# ossec_etc = \"/var/ossec/etc\"",
+        &format!("ossec_etc = \"{etc}\""),
+    );
+    assert!(toml.contains("\nossec_etc = "), "init's template changed");
+    std::fs::write(&config, toml).unwrap();
+    let out = manager(&["check-config", "-c", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let warnings = String::from_utf8_lossy(&out.stderr).into_owned();
+    let count = |what: &str| warnings.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        count("decoder `ssh-invalid-user` can be steered"),
+        1,
+        "{warnings}"
+    );
+    assert!(warnings.contains("Palisade's `sshd-invalid`"), "{warnings}");
+    assert_eq!(count("decoder `nginx-errorlog-ip` can be steered"), 1);
+    assert_eq!(
+        count("palisade-manager: warning: "),
+        palisade_engine::steerable::KNOWN.len(),
+        "{warnings}"
+    );
+
+    // The daemon's start-up: the same warnings, once, in its log.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade-manager"))
+        .args(["run", "-c", config.to_str().unwrap()])
+        .env("RUST_LOG", "warn,palisade_manager=info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let mut log = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        let started = line.contains("Manager started.");
+        log.push(line);
+        if started {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join("\n");
+    assert!(log.contains("Manager started."), "{log}");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("decoder `ssh-invalid-user` can be steered"))
+            .count(),
+        1,
+        "{log}"
+    );
 }

@@ -20,6 +20,11 @@ fn example_configurations_are_valid() {
         "the disabled example is left out"
     );
     assert_eq!(manager.responses[0].name, "route-null600");
+    assert_eq!(
+        manager.limits,
+        palisade_manager::limits::LimitsConfig::default(),
+        "[limits] lists the defaults"
+    );
 }
 
 #[test]

@@ -50,6 +50,18 @@ impl From<Action> for CommandAction {
     }
 }
 
+/// Whether a user name may travel in a `Command` (OSSEC's `expect user`
+/// characters: letters, digits and `._@?-`, at most 64). The user name
+/// comes from a log line the attacker wrote: the manager leaves out one
+/// that fails (and refuses a response that needs it), and the agent
+/// refuses an order that carries one.
+pub fn is_valid_user(user: &str) -> bool {
+    user.len() <= 64
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@?-".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,6 +160,16 @@ pub fn identity_from_der(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
     })
 }
 
+/// When a DER certificate's validity begins and ends, in epoch
+/// milliseconds.
+pub fn validity_from_der(der: &[u8]) -> Result<(i64, i64), IdentityError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| IdentityError::Unparsable(e.to_string()))?;
+    let validity = cert.validity();
+    let ms = |t: &x509_parser::time::ASN1Time| t.timestamp().saturating_mul(1000);
+    Ok((ms(&validity.not_before), ms(&validity.not_after)))
+}
+
 /// Reads the identity of the peer of a gRPC request (mutual TLS).
 pub fn identity_from_request<T>(
     request: &tonic::Request<T>,

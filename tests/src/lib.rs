@@ -12,6 +12,8 @@
 //!   its bundle.
 //! - [`LogCapture`]: the tracing output of the process, to assert on the
 //!   reasons the daemons log.
+//! - [`raw_agent`]: a client speaking the agents' protocol directly with
+//!   a real agent certificate (a compromised agent).
 //! - [`netns`]: test hosts in network namespaces, nginx, curl.
 //! - [`site`]: a web server with nginx, manager and agent, and an attacker.
 //! - [`smtp`]: a real SMTP server (aiosmtpd) on loopback.
@@ -56,6 +58,7 @@
 
 pub mod netns;
 pub mod process;
+pub mod raw_agent;
 pub mod site;
 pub mod smtp;
 

@@ -60,6 +60,19 @@ pub struct Policy {
     pub white_list: Vec<&'static str>,
 }
 
+/// What a site has besides nginx and the 31151 response.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// More rules the response answers (e.g. sshd's 5712).
+    pub rules_id: Vec<u32>,
+    /// A syslog file (`auth.log` in the site's directory) the agent tails
+    /// too, for sshd's lines.
+    pub auth_log: bool,
+    /// A default gateway for the web server's namespace, on the link to
+    /// the attacker, set before the daemons start.
+    pub web_gateway: Option<&'static str>,
+}
+
 impl Policy {
     /// OSSEC's name for the response: command plus timeout in seconds.
     pub fn name(&self) -> String {
@@ -103,12 +116,24 @@ impl Site {
     /// Builds the namespaces, nginx, manager and agent, and waits until the
     /// agent is connected.
     pub fn start(programs: Programs, policy: &Policy) -> anyhow::Result<Self> {
+        Self::start_with(programs, policy, &Extras::default())
+    }
+
+    /// [`Site::start`] with `extras`.
+    pub fn start_with(
+        programs: Programs,
+        policy: &Policy,
+        extras: &Extras,
+    ) -> anyhow::Result<Self> {
         crate::install_crypto();
         let runtime = tokio::runtime::Runtime::new()?;
         let dir = tempfile::tempdir()?;
         let web = Netns::create("pw")?;
         let attacker = Netns::create("pa")?;
         link(&web, WEB, &attacker, ATTACKER)?;
+        if let Some(gateway) = extras.web_gateway {
+            web.ip(&["route", "add", "default", "via", gateway])?;
+        }
         let nginx_dir = dir.path().join("nginx");
         std::fs::create_dir_all(&nginx_dir)?;
         let nginx = Nginx::start(&web, &nginx_dir)?;
@@ -128,6 +153,10 @@ impl Site {
             .iter()
             .map(|r| format!("\"{r}\""))
             .collect();
+        let rules_id: Vec<String> = std::iter::once(31151)
+            .chain(extras.rules_id.iter().copied())
+            .map(|r| r.to_string())
+            .collect();
         let manager_toml = mdir.join("manager.toml");
         write(
             &manager_toml,
@@ -135,9 +164,10 @@ impl Site {
                 "[server]\nlisten = \"0.0.0.0:1514\"\nadvertise = \"127.0.0.1:1514\"\n\
                  [global]\nwhite_list = [{}]\n\
                  [ruleset]\nbarrier = \"per-source\"\n\
-                 [[active_response]]\ncommand = \"{}\"\nlocation = \"local\"\nrules_id = [31151]\ntimeout = \"{}\"\nrepeated_offenders = [{}]\n",
+                 [[active_response]]\ncommand = \"{}\"\nlocation = \"local\"\nrules_id = [{}]\ntimeout = \"{}\"\nrepeated_offenders = [{}]\n",
                 white.join(", "),
                 policy.command,
+                rules_id.join(", "),
                 policy.timeout,
                 repeated.join(", ")
             ),
@@ -145,15 +175,26 @@ impl Site {
         let config = ManagerConfig::load(&manager_toml)?;
         let bundle = runtime.block_on(setup::add_agent(&config, "web01", None, None))?;
         let agent_toml = bundle.config.clone();
+        let auth_log = dir.path().join("auth.log");
+        let auth_localfile = if extras.auth_log {
+            std::fs::write(&auth_log, "")?;
+            format!(
+                "[[localfile]]\nlocation = \"{}\"\nlog_format = \"syslog\"\n",
+                auth_log.display()
+            )
+        } else {
+            String::new()
+        };
         write(
             &agent_toml,
             &format!(
                 "[manager]\naddress = \"127.0.0.1:1514\"\nserver_name = \"localhost\"\nca_cert = \"ca.pem\"\ncert = \"agent.pem\"\nkey = \"agent.key\"\n\
                  [spool]\ndatabase = \"agent.db\"\n\
                  [agent]\npoll_interval = \"20ms\"\nread_from_start = true\n\
-                 [[localfile]]\nlocation = \"{}\"\nlog_format = \"nginx\"\n\
+                 [[localfile]]\nlocation = \"{}\"\nlog_format = \"nginx\"\n{}\
                  [active_response]\nlog_file = \"active-responses.log\"\nhosts_deny = \"hosts.deny\"\n",
-                nginx.access_log.display()
+                nginx.access_log.display(),
+                auth_localfile
             ),
         )?;
         let ctl_toml = mdir.join("operator/ctl.toml");

@@ -8,10 +8,11 @@
 //! - Nothing from a log line reaches a shell. The address is parsed as an
 //!   IP first and everything downstream works from the parsed value;
 //!   scripts get an argv, `nft` a script built from that value.
-//! - The agent refuses to block its manager, itself, loopback,
-//!   unspecified/multicast/broadcast addresses and its own white list,
-//!   whatever the manager says: the one address policy of
-//!   `palisade_common::address`, which the manager applies too.
+//! - The agent refuses to block its manager, itself, its subnets'
+//!   network and broadcast addresses, its gateways and DNS resolvers,
+//!   loopback, link-local, unspecified, multicast and broadcast addresses
+//!   and its own white list, whatever the manager says: the one address
+//!   policy of `palisade_common::address`, which the manager applies too.
 //! - Blocks survive an agent restart: a shutdown leaves them in force
 //!   (unlike OSSEC's execd, which undoes everything when it stops) and the
 //!   timer undoes them on time after the next start. A block that expired
@@ -32,7 +33,7 @@
 //! - [`config`], the `[active_response]` section.
 //! - [`order`], the manager's orders, their validation and outcome.
 //! - [`backend`], the trait every backend implements and their registry:
-//!   - [`netlink`], `route-null` routes (and the host's own addresses);
+//!   - [`netlink`], `route-null` routes;
 //!   - [`nft`], `firewall-drop`;
 //!   - [`hostdeny`], `host-deny`;
 //!   - [`script`], custom scripts with OSSEC's arguments.
@@ -62,6 +63,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use palisade_common::address::{self, AddressPolicy, HostFacts};
+use palisade_common::hostfacts;
 use palisade_proto::v1::{Command, CommandResult};
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
@@ -102,12 +104,12 @@ struct Inner {
     config: RespondConfig,
     policy: AddressPolicy,
     ledger: Ledger,
-    /// For the host's own addresses (the route backend holds a clone).
-    netlink: Netlink,
     backends: Vec<Registered>,
     clock: Arc<dyn Clock>,
     arlog: arlog::ArLog,
     managers: RwLock<Vec<IpAddr>>,
+    /// The addresses the manager announced in its Welcome.
+    announced: RwLock<Vec<IpAddr>>,
     wake: Notify,
     locks: KeyedLocks,
     /// Where blocks the agent lifts by itself (timeout, flush) are reported,
@@ -149,9 +151,9 @@ impl Responder {
                 policy: AddressPolicy::new(address::Host::Agent, &config.white_list),
                 config,
                 ledger,
-                netlink,
                 clock,
                 managers: RwLock::new(managers),
+                announced: RwLock::new(Vec::new()),
                 wake: Notify::new(),
                 locks: KeyedLocks::default(),
                 reports: Mutex::new(None),
@@ -198,6 +200,22 @@ impl Responder {
             .managers
             .write()
             .unwrap_or_else(|e| e.into_inner()) = managers;
+    }
+
+    /// Replaces the addresses the manager announced as its own (the
+    /// Welcome's); text that is not an address is skipped, and at most 64
+    /// are kept. They are protected besides the configured manager's.
+    pub fn set_announced_manager_addresses(&self, announced: &[String]) {
+        let parsed: Vec<IpAddr> = announced
+            .iter()
+            .take(64)
+            .filter_map(|a| address::parse_ip(a).ok())
+            .collect();
+        *self
+            .inner
+            .announced
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = parsed;
     }
 
     /// The ledger.
@@ -276,23 +294,29 @@ impl Responder {
     }
 
     async fn check_safety(&self, ip: IpAddr) -> Result<(), Refusal> {
-        let managers = self
+        let mut managers = self
             .inner
             .managers
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let mut facts = HostFacts {
+        managers.extend(
+            self.inner
+                .announced
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter(),
+        );
+        // Cheap checks first: they need nothing read from the host.
+        let facts = HostFacts {
             managers,
-            own_addresses: Vec::new(),
+            ..HostFacts::default()
         };
-        // Cheap checks first: they need no netlink round trip.
         self.inner.policy.check(ip, &facts)?;
-        facts.own_addresses = self
-            .inner
-            .netlink
-            .own_addresses()
-            .await
+        // Read again for every block (they are rare, and the host's
+        // addresses and routes change), on this thread: its network
+        // namespace is the one that counts.
+        let facts = hostfacts::gather(facts.managers, &hostfacts::Sources::default())
             .map_err(|e| Refusal::OwnAddressesUnknown(e.to_string()))?;
         self.inner.policy.check(ip, &facts)
     }

@@ -14,8 +14,6 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use netlink_packet_route::AddressFamily;
-use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType,
 };
@@ -279,37 +277,6 @@ impl Netlink {
                 }
             }
         }
-        Ok(out)
-    }
-
-    /// Every address configured on this host's interfaces.
-    pub async fn own_addresses(&self) -> Result<Vec<IpAddr>, NetlinkError> {
-        let dumping = self.dump_lock.lock().await;
-        let msgs: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| NetlinkError::Request {
-                what: "listing this host's addresses".into(),
-                source,
-            })?;
-        drop(dumping);
-        let mut out = Vec::new();
-        for m in msgs {
-            if !matches!(m.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
-                continue;
-            }
-            for a in m.attributes {
-                if let AddressAttribute::Address(ip) | AddressAttribute::Local(ip) = a {
-                    out.push(ip.to_canonical());
-                }
-            }
-        }
-        out.sort();
-        out.dedup();
         Ok(out)
     }
 }

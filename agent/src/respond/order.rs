@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use palisade_proto::action::is_valid_user as valid_user;
 use palisade_proto::v1::{Command, CommandAction, CommandResult};
 
 use super::backend::BackendError;
@@ -164,6 +165,11 @@ impl Outcome {
                 seconds: self.executed_at.as_second(),
                 nanos: self.executed_at.subsec_nanosecond(),
             }),
+            refusal_reason: self
+                .refusal
+                .as_ref()
+                .map(|r| r.reason().to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -180,13 +186,6 @@ pub struct OssecArgs {
     pub rule_id: String,
     /// `(agent) location`, or empty.
     pub location: String,
-}
-
-/// Characters OSSEC's manager allows in a user name (`expect user`).
-fn valid_user(s: &str) -> bool {
-    s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._@?-".contains(&b))
 }
 
 /// Alert ids are `<seconds>.<offset>`; allow a little more, nothing that

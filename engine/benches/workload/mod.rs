@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use palisade_engine::engine::{Engine, EngineConfig, Ruleset};
-use palisade_engine::predecode::predecode;
+use palisade_engine::predecode::predecode_in;
 
 /// The repository's `shared/` directory.
 pub const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
@@ -136,7 +136,7 @@ pub fn judge_all<'l>(
     let (mut n, mut alerts) = (0, 0);
     for l in lines {
         now += step;
-        let mut ev = predecode(l, location, "manager");
+        let mut ev = predecode_in(l, location, "manager", rs.dialect);
         alerts += usize::from(engine.process(&mut ev, now).is_some());
         n += 1;
     }

@@ -3,7 +3,7 @@
 //! assignment of captured values to the event's fields. The hot path
 //! allocates nothing but the field values.
 
-use super::{DecodeTrace, DecoderSet, Node, Plugin, RegexOffset, plugins};
+use super::{DecodeTrace, DecoderSet, Node, Plugin, RegexOffset, json, plugins};
 use crate::event::{Category, Event, FieldName};
 
 impl DecoderSet {
@@ -61,6 +61,7 @@ impl DecoderSet {
         let Some((parent, info, plugin)) = outcome else {
             return;
         };
+        let plugin = plugin.map(|(p, start)| (p, start, self.decoders[info].json_null));
         let d = &self.decoders[info];
         event.decoder_name = Some(d.name.clone());
         event.decoder_own_name = Some(d.own_name.clone());
@@ -84,14 +85,21 @@ impl DecoderSet {
             }
             event.fields.set(field, value);
         }
-        if let Some(p) = plugin {
-            // Plugins print nothing in logtest.
-            plugins::run(p, event);
+        match plugin {
+            Some((Plugin::Json, start, nulls)) => {
+                let assigned = json::decode(event, start, nulls);
+                if let Some(t) = trace {
+                    t.assigned.extend(assigned);
+                }
+            }
+            // OSSEC's plugins print nothing in logtest.
+            Some((p, _, _)) => plugins::run(p, event),
+            None => {}
         }
     }
 
     /// The matching walk of `DecodeEvent`. Returns (parent, decoder_info,
-    /// plugin to run) and leaves the field assignments, as (decoder,
+    /// plugin to run, where in `log` it starts) and leaves the field assignments, as (decoder,
     /// `order` index, byte range in `log`), in `scratch.assigned`.
     fn run<'n>(
         &self,
@@ -99,7 +107,7 @@ impl DecoderSet {
         program_name: Option<&str>,
         log: &[u8],
         scratch: &mut Scratch,
-    ) -> Option<(usize, usize, Option<Plugin>)> {
+    ) -> Option<(usize, usize, Option<PluginAt>)> {
         for node in list {
             let p = &self.decoders[node.dec];
             let mut pmatch = 0;
@@ -155,7 +163,12 @@ impl DecoderSet {
             };
             let mut cur = first;
             if let Some(plugin) = self.decoders[cur].plugin {
-                return Some((node.dec, info, Some(plugin)));
+                let start = match self.decoders[cur].plugin_offset {
+                    RegexOffset::AfterParent => pmatch,
+                    RegexOffset::AfterPrematch => cmatch,
+                    RegexOffset::None | RegexOffset::AfterRegex => 0,
+                };
+                return Some((node.dec, info, Some((plugin, start))));
             }
             let mut regex_prev: Option<usize> = None;
             loop {
@@ -195,6 +208,9 @@ impl DecoderSet {
         None
     }
 }
+
+/// A plugin to run and the offset in `log` where it starts reading.
+type PluginAt = (Plugin, usize);
 
 /// Per-thread buffers of the decoding walk, reused from event to event.
 #[derive(Default)]

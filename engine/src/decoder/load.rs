@@ -5,21 +5,40 @@
 
 use std::path::PathBuf;
 
-use super::{Decoder, DecoderSet, Node, Plugin, RegexOffset};
+use super::{Decoder, DecoderSet, JsonNull, Node, Plugin, RegexOffset};
+use crate::dialect::RulesetDialect;
 use crate::error::{LoadError, LoadErrors, load_files_with};
 use crate::event::{Category, FieldName};
 use crate::pattern::{Dialect, Pattern};
 use crate::xml::{self, Element};
 
 impl Plugin {
-    fn parse(s: &str) -> Option<Plugin> {
-        Some(match s {
+    fn parse(s: &str, dialect: RulesetDialect) -> Option<Plugin> {
+        Some(match s.trim() {
             "PF_Decoder" => Plugin::Pf,
             "SymantecWS_Decoder" => Plugin::SymantecWs,
             "SonicWall_Decoder" => Plugin::SonicWall,
             "OSSECAlert_Decoder" => Plugin::OssecAlert,
+            "JSON_Decoder" if dialect.is_wazuh() => Plugin::Json,
             _ => return None,
         })
+    }
+}
+
+/// Wazuh's `type=` on a decoder pattern (`None`: the element's default);
+/// OSSEC's decoders take no such attribute.
+fn pattern_type(e: &Element, dialect: RulesetDialect) -> Result<Option<Dialect>, String> {
+    let Some(t) = e.attr("type").filter(|_| dialect.is_wazuh()) else {
+        return Ok(None);
+    };
+    match t.to_ascii_lowercase().as_str() {
+        "osmatch" => Ok(Some(Dialect::OsMatch)),
+        "osregex" => Ok(Some(Dialect::OsRegex)),
+        "pcre2" => Ok(Some(Dialect::Pcre2)),
+        _ => Err(format!(
+            "invalid type '{t}' on <{}> (osmatch, osregex or pcre2)",
+            e.name
+        )),
     }
 }
 
@@ -27,9 +46,12 @@ fn elem_text(e: &Element) -> &str {
     &e.text
 }
 
-fn offset_attr(e: &Element) -> Result<RegexOffset, String> {
+fn offset_attr(e: &Element, dialect: RulesetDialect) -> Result<RegexOffset, String> {
     let mut off = RegexOffset::None;
     for (n, v) in &e.attrs {
+        if n == "type" && dialect.is_wazuh() {
+            continue;
+        }
         if n != "offset" {
             return Err(format!("invalid attribute '{n}' on <{}>", e.name));
         }
@@ -74,6 +96,13 @@ fn append(
     Ok(())
 }
 
+/// Wazuh: the joined fragments take the dialect of the newest `type=`.
+fn retype(slot: &mut Option<(Dialect, String)>, dialect: Dialect, wazuh: bool) {
+    if wazuh && let Some((d, _)) = slot {
+        *d = dialect;
+    }
+}
+
 /// One fragment of a `<prematch>` or `<regex>` (or its PCRE2 form): only
 /// the first fragment may carry an `offset`.
 fn add_offset_fragment(
@@ -82,8 +111,9 @@ fn add_offset_fragment(
     e: &Element,
     dialect: Dialect,
     what: &str,
+    rules: RulesetDialect,
 ) -> Result<(), String> {
-    let off = offset_attr(e)?;
+    let off = offset_attr(e, rules)?;
     if slot.is_some() && off != RegexOffset::None {
         return Err(format!("only the first {what} may have an offset"));
     }
@@ -97,10 +127,21 @@ impl DecoderSet {
     /// Loads decoder files given as (file name, text), in order (OSSEC:
     /// `decoder.xml` then `local_decoder.xml`). Every problem is reported.
     pub fn load(sources: &[(String, String)]) -> Result<DecoderSet, LoadErrors> {
-        let mut set = DecoderSet::default();
+        Self::load_in(RulesetDialect::Ossec, sources)
+    }
+
+    /// [`DecoderSet::load`] for files written in `dialect`.
+    pub fn load_in(
+        dialect: RulesetDialect,
+        sources: &[(String, String)],
+    ) -> Result<DecoderSet, LoadErrors> {
+        let mut set = DecoderSet {
+            dialect,
+            ..DecoderSet::default()
+        };
         let mut errors = Vec::new();
         for (file, text) in sources {
-            let roots = match xml::parse(text).and_then(xml::apply_variables) {
+            let roots = match xml::parse_in(text, dialect) {
                 Ok(r) => r,
                 Err(e) => {
                     errors.push(LoadError::new(file, e.line, e.message));
@@ -150,52 +191,88 @@ impl DecoderSet {
         let mut category = Category::Syslog;
         let mut use_own_name = false;
         let mut plugin = None;
+        let mut plugin_offset = RegexOffset::None;
+        let mut json_null = JsonNull::default();
         let mut accumulate = false;
 
         for e in &root.children {
             let n = e.name.to_ascii_lowercase();
             let text = elem_text(e);
+            // Wazuh: fragments of one element are joined whatever their
+            // `type=`; the last one given decides the dialect.
+            let typed = |slot: &Option<(Dialect, String)>, default: Dialect| {
+                pattern_type(e, self.dialect)
+                    .map(|t| t.or(slot.as_ref().map(|(d, _)| *d)).unwrap_or(default))
+            };
+            let wazuh = self.dialect.is_wazuh();
             match n.as_str() {
                 "parent" => raw.parent.get_or_insert_with(String::new).push_str(text),
                 "program_name" | "program_name_pcre2" => {
                     let d = if n == "program_name" {
-                        Dialect::OsMatch
+                        typed(&raw.program_name, Dialect::OsMatch).map_err(ctx)?
                     } else {
                         Dialect::Pcre2
                     };
+                    retype(&mut raw.program_name, d, wazuh);
                     append(&mut raw.program_name, d, text, "program_name").map_err(ctx)?;
                 }
                 "prematch" | "prematch_pcre2" => {
                     let d = if n == "prematch" {
-                        Dialect::OsRegex
+                        typed(&raw.prematch, Dialect::OsRegex).map_err(ctx)?
                     } else {
                         Dialect::Pcre2
                     };
+                    retype(&mut raw.prematch, d, wazuh);
                     add_offset_fragment(
                         &mut raw.prematch,
                         &mut raw.prematch_offset,
                         e,
                         d,
                         "prematch",
+                        self.dialect,
                     )
                     .map_err(ctx)?;
                 }
                 "regex" | "pcre2" => {
                     let d = if n == "regex" {
-                        Dialect::OsRegex
+                        typed(&raw.regex, Dialect::OsRegex).map_err(ctx)?
                     } else {
                         Dialect::Pcre2
                     };
-                    add_offset_fragment(&mut raw.regex, &mut raw.regex_offset, e, d, "regex")
-                        .map_err(ctx)?;
+                    retype(&mut raw.regex, d, wazuh);
+                    add_offset_fragment(
+                        &mut raw.regex,
+                        &mut raw.regex_offset,
+                        e,
+                        d,
+                        "regex",
+                        self.dialect,
+                    )
+                    .map_err(ctx)?;
                 }
+                "json_null_field" if self.dialect.is_wazuh() => {
+                    json_null = match text.trim() {
+                        "discard" => JsonNull::Discard,
+                        "empty" => JsonNull::Empty,
+                        "string" => JsonNull::String,
+                        other => {
+                            return Err(ctx(format!(
+                                "invalid json_null_field '{other}' (discard, empty or string)"
+                            )));
+                        }
+                    };
+                }
+                "json_array_structure" if self.dialect.is_wazuh() => {}
                 "ftscomment" => {}
                 "use_own_name" => use_own_name = text == "true",
                 "plugin_decoder" => {
                     plugin = Some(
-                        Plugin::parse(text)
+                        Plugin::parse(text, self.dialect)
                             .ok_or_else(|| ctx(format!("invalid plugin_decoder '{text}'")))?,
                     );
+                    if self.dialect.is_wazuh() {
+                        plugin_offset = offset_attr(e, self.dialect).map_err(ctx)?;
+                    }
                 }
                 "order" => {
                     let mut fields = Vec::new();
@@ -204,7 +281,7 @@ impl DecoderSet {
                         if f.is_empty() {
                             return Err(ctx(format!("empty field in order '{text}'")));
                         }
-                        fields.push(FieldName::parse(f));
+                        fields.push(FieldName::parse_in(f, self.dialect));
                     }
                     order = Some(fields);
                 }
@@ -307,6 +384,8 @@ impl DecoderSet {
             category,
             use_own_name,
             plugin,
+            plugin_offset,
+            json_null,
             accumulate,
             get_next: false,
             file: file.to_string(),
@@ -389,12 +468,13 @@ impl DecoderSet {
                         dec.own_name
                     ));
                 }
-                let same_family = match (&prev.regex, &dec.regex) {
-                    (Some(a), Some(b)) => {
-                        (a.dialect() == Dialect::Pcre2) == (b.dialect() == Dialect::Pcre2)
-                    }
-                    _ => false,
-                };
+                let same_family = self.dialect.is_wazuh()
+                    || match (&prev.regex, &dec.regex) {
+                        (Some(a), Some(b)) => {
+                            (a.dialect() == Dialect::Pcre2) == (b.dialect() == Dialect::Pcre2)
+                        }
+                        _ => false,
+                    };
                 if !same_family {
                     return Err(format!(
                         "decoder '{}': every repeated decoder block needs a regex of the same dialect",

@@ -21,12 +21,15 @@
 //!
 //! Submodules: `load` (decoder XML to the two parent lists, with every
 //! validation of spec 4.1), `decode` (the `DecodeEvent` walk and the field
-//! assignments), [`plugins`] (the compiled C plugin decoders).
+//! assignments), [`plugins`] (the compiled C plugin decoders), `json`
+//! (Wazuh's `JSON_Decoder`).
 
 mod decode;
+mod json;
 mod load;
 pub mod plugins;
 
+use crate::dialect::RulesetDialect;
 use crate::event::{Category, Event, FieldName};
 use crate::pattern::Pattern;
 
@@ -55,6 +58,20 @@ pub enum Plugin {
     SonicWall,
     /// `OSSECAlert_Decoder`: OSSEC alerts forwarded by syslog.
     OssecAlert,
+    /// `JSON_Decoder` (Wazuh): every key of a JSON object becomes a field.
+    Json,
+}
+
+/// What `JSON_Decoder` does with a `null` (Wazuh `<json_null_field>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JsonNull {
+    /// The key is left out (`discard`).
+    #[default]
+    Discard,
+    /// The field is set empty (`empty`).
+    Empty,
+    /// The field is set to `null` (`string`).
+    String,
 }
 
 /// One `<decoder>` block after validation.
@@ -86,6 +103,10 @@ pub struct Decoder {
     pub use_own_name: bool,
     /// `plugin_decoder`.
     pub plugin: Option<Plugin>,
+    /// Where the plugin starts reading (`offset` of `plugin_decoder`, Wazuh).
+    pub plugin_offset: RegexOffset,
+    /// `json_null_field` (Wazuh).
+    pub json_null: JsonNull,
     /// `accumulate` was given (accepted, not acted upon).
     pub accumulate: bool,
     /// This block continues into the next sibling (same-name chain).
@@ -125,6 +146,8 @@ pub struct DecoderSet {
     /// otherwise tried against every prematch-only parent before its own
     /// (15 in OSSEC 3.3.0); here most are skipped on one table lookup.
     without_by_first: Vec<Vec<usize>>,
+    /// The rule language the decoders were read in.
+    dialect: RulesetDialect,
 }
 
 impl DecoderSet {
@@ -142,6 +165,11 @@ impl DecoderSet {
         } else {
             !self.without_pname.is_empty()
         }
+    }
+
+    /// The rule language the decoders were read in.
+    pub fn dialect(&self) -> RulesetDialect {
+        self.dialect
     }
 
     /// Whether any decoder reports `name` (for rule `decoded_as`).

@@ -25,6 +25,8 @@ pub(crate) fn run(plugin: Plugin, event: &mut Event) {
         Plugin::SymantecWs => symantec_ws(event),
         Plugin::SonicWall => sonicwall(event),
         Plugin::OssecAlert => ossec_alert(event),
+        // Run by the decoding walk itself: it needs the decoder's offset.
+        Plugin::Json => {}
     }
 }
 

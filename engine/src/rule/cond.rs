@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::event::Event;
+use crate::dialect::RulesetDialect;
+use crate::event::{Event, FieldName};
 use crate::pattern::{Dialect, Pattern};
 
 /// One `<srcip>`/`<dstip>` entry: an address or network, possibly negated.
@@ -246,7 +247,7 @@ impl Weekdays {
 }
 
 /// The event field a `<list>` looks up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListField {
     /// `srcip`
     SrcIp,
@@ -270,6 +271,8 @@ pub enum ListField {
     Status,
     /// `action`
     Action,
+    /// Any other decoded field (Wazuh: a dynamic field by name).
+    Named(FieldName),
 }
 
 impl ListField {
@@ -304,6 +307,7 @@ impl ListField {
             Self::ProgramName => ev.program_name.as_deref(),
             Self::Status => f.status.as_deref(),
             Self::Action => f.action.as_deref(),
+            Self::Named(name) => f.get(name),
         }
     }
 }
@@ -333,7 +337,14 @@ pub type KeyList = HashMap<String, String>;
 pub fn parse_list(text: &str) -> KeyList {
     let mut m = KeyList::new();
     for line in text.lines() {
-        if let Some((k, v)) = line.split_once(':') {
+        // A key may be quoted to hold a ':' (an IPv6 address), as Wazuh's
+        // list compiler allows.
+        if let Some(rest) = line.strip_prefix('"')
+            && let Some((k, after)) = rest.split_once('"')
+        {
+            let v = after.strip_prefix(':').unwrap_or(after);
+            m.insert(k.to_string(), v.to_string());
+        } else if let Some((k, v)) = line.split_once(':') {
             m.insert(k.to_string(), v.to_string());
         }
     }
@@ -360,10 +371,16 @@ impl ListCheck {
         field: Option<&str>,
         lookup: Option<&str>,
         check_value: Option<&str>,
+        dialect: RulesetDialect,
     ) -> Result<ListCheck, String> {
         let field = field.ok_or("list without a 'field' attribute")?;
-        let field =
-            ListField::parse(field).ok_or_else(|| format!("invalid list field '{field}'"))?;
+        let field = match ListField::parse(field) {
+            Some(f) => f,
+            None if dialect.is_wazuh() && !field.trim().is_empty() => {
+                ListField::Named(FieldName::parse(field.trim()))
+            }
+            None => return Err(format!("invalid list field '{field}'")),
+        };
         let lookup = match lookup.unwrap_or("match_key") {
             "match_key" => Lookup::MatchKey,
             "not_match_key" => Lookup::NotMatchKey,
@@ -585,17 +602,38 @@ mod tests {
         assert_eq!(l.len(), 3);
         let mut ev = Event::default();
         ev.fields.srcip = Some("10.2.9.9".into());
-        let c = ListCheck::parse("x", Some("srcip"), Some("address_match_key"), None).unwrap();
+        let c = ListCheck::parse(
+            "x",
+            Some("srcip"),
+            Some("address_match_key"),
+            None,
+            RulesetDialect::Ossec,
+        )
+        .unwrap();
         assert!(c.matches(&ev, Some(&l)));
-        let c = ListCheck::parse("x", Some("srcip"), Some("match_key"), None).unwrap();
+        let c = ListCheck::parse(
+            "x",
+            Some("srcip"),
+            Some("match_key"),
+            None,
+            RulesetDialect::Ossec,
+        )
+        .unwrap();
         assert!(!c.matches(&ev, Some(&l)));
-        let c = ListCheck::parse("x", Some("srcip"), Some("not_match_key"), None).unwrap();
+        let c = ListCheck::parse(
+            "x",
+            Some("srcip"),
+            Some("not_match_key"),
+            None,
+            RulesetDialect::Ossec,
+        )
+        .unwrap();
         assert!(c.matches(&ev, None));
         ev.fields.srcuser = Some("user1".into());
-        let c = ListCheck::parse("x", Some("user"), None, None).unwrap();
+        let c = ListCheck::parse("x", Some("user"), None, None, RulesetDialect::Ossec).unwrap();
         assert!(c.matches(&ev, Some(&l)));
-        assert!(ListCheck::parse("x", Some("nope"), None, None).is_err());
-        assert!(ListCheck::parse("x", None, None, None).is_err());
+        assert!(ListCheck::parse("x", Some("nope"), None, None, RulesetDialect::Ossec).is_err());
+        assert!(ListCheck::parse("x", None, None, None, RulesetDialect::Ossec).is_err());
     }
 
     #[test]

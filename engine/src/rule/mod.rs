@@ -13,17 +13,20 @@
 //! rules), `parse` (XML to [`Rule`]), `tree` (placement).
 
 pub mod cond;
+pub mod matcher;
 mod parse;
 mod tree;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use crate::dialect::RulesetDialect;
 use crate::error::{LoadErrors, load_files_with};
 use crate::event::{Category, FieldName};
 use crate::pattern::Pattern;
 
 pub use cond::{CompiledRule, IpList, KeyList, ListCheck, TimeRange, Weekdays};
+pub use matcher::Matcher;
 pub use tree::Search;
 
 /// `<options>` of a rule (one keyword per element, OSSEC).
@@ -39,6 +42,10 @@ pub struct RuleOptions {
     pub no_log: bool,
     /// `no_ar`: no active response.
     pub no_ar: bool,
+    /// `no_full_log` (Wazuh): the alert carries no `full_log`.
+    pub no_full_log: bool,
+    /// `no_counter` (Wazuh): the alert carries no firing count.
+    pub no_counter: bool,
 }
 
 /// One `<info>` or `<cve>` entry.
@@ -69,6 +76,31 @@ pub struct SameFlags {
     pub different_url: bool,
     /// `different_srcgeoip` (no GeoIP data: never filters).
     pub different_srcgeoip: bool,
+}
+
+/// What a Wazuh static filter compares between the current event and an
+/// earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterField {
+    /// A decoded field, static or dynamic.
+    Field(FieldName),
+    /// The event's location.
+    Location,
+    /// The source address's GeoIP location (no GeoIP data: never known).
+    SrcGeoip,
+    /// The destination address's GeoIP location (never known either).
+    DstGeoip,
+}
+
+/// One Wazuh static filter (`same_*`, `different_*`): an earlier event
+/// counts only if the field is known on both and equal (`same`) or
+/// different.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticFilter {
+    /// The field compared.
+    pub field: FilterField,
+    /// `same_*` (else `different_*`).
+    pub same: bool,
 }
 
 /// Fields selected by `<ignore>` / `<check_if_ignored>` (substring words,
@@ -103,25 +135,25 @@ impl IgnoreFields {
 #[derive(Debug, Default)]
 pub struct Pcre2Twins {
     /// `match_pcre2`.
-    pub matches: Option<Pattern>,
+    pub matches: Option<Matcher>,
     /// `pcre2`.
-    pub regex: Option<Pattern>,
+    pub regex: Option<Matcher>,
     /// `user_pcre2`.
-    pub user: Option<Pattern>,
+    pub user: Option<Matcher>,
     /// `id_pcre2`.
-    pub id: Option<Pattern>,
+    pub id: Option<Matcher>,
     /// `srcport_pcre2`.
-    pub srcport: Option<Pattern>,
+    pub srcport: Option<Matcher>,
     /// `dstport_pcre2`.
-    pub dstport: Option<Pattern>,
+    pub dstport: Option<Matcher>,
     /// `status_pcre2`.
-    pub status: Option<Pattern>,
+    pub status: Option<Matcher>,
     /// `hostname_pcre2`.
-    pub hostname: Option<Pattern>,
+    pub hostname: Option<Matcher>,
     /// `extra_data_pcre2`.
-    pub extra_data: Option<Pattern>,
+    pub extra_data: Option<Matcher>,
     /// `program_name_pcre2`.
-    pub program_name: Option<Pattern>,
+    pub program_name: Option<Matcher>,
 }
 
 /// Every per-event condition of one rule.
@@ -132,33 +164,38 @@ pub struct Conditions {
     /// `decoded_as`: decoder name.
     pub decoded_as: Option<String>,
     /// `program_name`.
-    pub program_name: Option<Pattern>,
+    pub program_name: Option<Matcher>,
     /// `id` / `id_pcre2`.
-    pub id: Option<Pattern>,
+    pub id: Option<Matcher>,
     /// `match` / `match_pcre2`.
-    pub matches: Option<Pattern>,
+    pub matches: Option<Matcher>,
     /// `regex` / `pcre2`.
-    pub regex: Option<Pattern>,
-    /// `action` (exact, case-sensitive).
+    pub regex: Option<Matcher>,
+    /// `action` (exact, case-sensitive; OSSEC).
     pub action: Option<String>,
+    /// `action` (a pattern, Wazuh).
+    pub action_match: Option<Matcher>,
+    /// `location` (Wazuh).
+    pub location: Option<Matcher>,
     /// `url`.
-    pub url: Option<Pattern>,
+    pub url: Option<Matcher>,
     /// `url_pcre2` (checked in addition to `url`).
-    pub url_pcre2: Option<Pattern>,
-    /// `<field name="x">` (OS_Regex on the dynamic field).
-    pub fields: Vec<(FieldName, Pattern)>,
+    pub url_pcre2: Option<Matcher>,
+    /// `<field name="x">` (OS_Regex on the dynamic field by default), and
+    /// Wazuh's `<protocol>`, `<system_name>`, `<data>`.
+    pub fields: Vec<(FieldName, Matcher)>,
     /// `srcip`.
     pub srcip: Option<IpList>,
     /// `dstip`.
     pub dstip: Option<IpList>,
     /// `srcport` / `srcport_pcre2`.
-    pub srcport: Option<Pattern>,
+    pub srcport: Option<Matcher>,
     /// `dstport` / `dstport_pcre2`.
-    pub dstport: Option<Pattern>,
+    pub dstport: Option<Matcher>,
     /// `compiled_rule`.
     pub compiled: Option<CompiledRule>,
     /// `user` / `user_pcre2` (dstuser, else srcuser).
-    pub user: Option<Pattern>,
+    pub user: Option<Matcher>,
     /// `srcgeoip` / `dstgeoip`: no GeoIP data here, so a rule with one never
     /// matches (as an OSSEC build without GeoIP).
     pub geoip: bool,
@@ -167,11 +204,11 @@ pub struct Conditions {
     /// `weekday`.
     pub weekday: Option<Weekdays>,
     /// `extra_data` / `extra_data_pcre2`.
-    pub extra_data: Option<Pattern>,
+    pub extra_data: Option<Matcher>,
     /// `hostname` / `hostname_pcre2`.
-    pub hostname: Option<Pattern>,
+    pub hostname: Option<Matcher>,
     /// `status` / `status_pcre2`.
-    pub status: Option<Pattern>,
+    pub status: Option<Matcher>,
     /// `check_diff`.
     pub check_diff: bool,
     /// `if_fts`.
@@ -193,6 +230,8 @@ pub struct ContextSpec {
     pub if_matched_regex: Option<Pattern>,
     /// Filters.
     pub same: SameFlags,
+    /// Wazuh's static filters on any field (besides `same.source_ip`).
+    pub filters: Vec<StaticFilter>,
 }
 
 impl ContextSpec {
@@ -248,6 +287,12 @@ pub struct Rule {
     pub if_group: Option<String>,
     /// `if_level`.
     pub if_level: Option<u32>,
+    /// `<mitre><id>` technique ids (Wazuh).
+    pub mitre: Vec<String>,
+    /// How many earlier matching events complete a context search: OSSEC
+    /// `frequency + 1` (fires on the `frequency + 2`-th event), Wazuh
+    /// `frequency - 1` (on the N-th), at least 1.
+    pub fires_after: u32,
     /// File the rule came from.
     pub file: String,
     /// Line of the `<rule>` element.
@@ -291,6 +336,8 @@ pub struct LoadOptions {
     pub list_dir: Option<PathBuf>,
     /// `analysisd.default_timeframe` (OSSEC: 360).
     pub default_timeframe: u32,
+    /// The rule language of the files.
+    pub dialect: RulesetDialect,
 }
 
 impl Default for LoadOptions {
@@ -299,6 +346,7 @@ impl Default for LoadOptions {
             decoder_names: None,
             list_dir: None,
             default_timeframe: 360,
+            dialect: RulesetDialect::Ossec,
         }
     }
 }
@@ -328,6 +376,12 @@ pub struct RuleSet {
     pub events_horizon: u32,
     /// Loaded `<list>` files, by the path text used in the rules.
     pub lists: HashMap<String, KeyList>,
+    /// Problems Wazuh only warns about (a rule left out, an `if_sid`
+    /// target ignored): the rest of the set loads.
+    pub warnings: Vec<crate::error::LoadError>,
+    /// Whether a context rule compares fields beyond OSSEC's few
+    /// (Wazuh static filters): stored events then keep all their fields.
+    pub keeps_fields: bool,
 }
 
 impl RuleSet {

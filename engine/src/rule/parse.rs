@@ -7,9 +7,11 @@
 use std::collections::HashSet;
 
 use super::cond::{CompiledRule, IpEntry, IpList, ListCheck, TimeRange, Weekdays};
-use super::{ContextSpec, IgnoreFields, InfoEntry, Rule, RuleOptions};
+use super::matcher::Matcher;
+use super::{ContextSpec, FilterField, IgnoreFields, InfoEntry, Rule, RuleOptions, StaticFilter};
+use crate::dialect::RulesetDialect;
 use crate::event::{Category, FieldName};
-use crate::pattern::{Dialect, Pattern};
+use crate::pattern::Dialect;
 use crate::xml::Element;
 
 /// Errors for one rule: (line, reason).
@@ -27,32 +29,47 @@ fn number(attr: &str, value: &str, width: usize) -> Result<u32, String> {
         .map_err(|_| format!("invalid {attr} '{value}'"))
 }
 
+/// One matcher element's text, fragments concatenated (`loadmemory`),
+/// with the Wazuh `type=` and `negate=` of its last fragment.
+#[derive(Default, Clone)]
+struct Frag {
+    text: String,
+    dialect: Option<Dialect>,
+    negate: bool,
+    /// Wazuh: a leading `!` negates an OS_Match pattern.
+    bang_negates: bool,
+}
+
 /// Concatenation buffers (`loadmemory`).
 #[derive(Default)]
 struct Texts {
-    regex: Option<String>,
-    pcre2: Option<String>,
-    matches: Option<String>,
-    match_pcre2: Option<String>,
-    user: Option<String>,
-    user_pcre2: Option<String>,
-    url: Option<String>,
-    url_pcre2: Option<String>,
-    id: Option<String>,
-    id_pcre2: Option<String>,
-    srcport: Option<String>,
-    srcport_pcre2: Option<String>,
-    dstport: Option<String>,
-    dstport_pcre2: Option<String>,
-    status: Option<String>,
-    status_pcre2: Option<String>,
-    hostname: Option<String>,
-    hostname_pcre2: Option<String>,
-    extra_data: Option<String>,
-    extra_data_pcre2: Option<String>,
-    program_name: Option<String>,
-    program_name_pcre2: Option<String>,
-    action: Option<String>,
+    regex: Option<Frag>,
+    pcre2: Option<Frag>,
+    matches: Option<Frag>,
+    match_pcre2: Option<Frag>,
+    user: Option<Frag>,
+    user_pcre2: Option<Frag>,
+    url: Option<Frag>,
+    url_pcre2: Option<Frag>,
+    id: Option<Frag>,
+    id_pcre2: Option<Frag>,
+    srcport: Option<Frag>,
+    srcport_pcre2: Option<Frag>,
+    dstport: Option<Frag>,
+    dstport_pcre2: Option<Frag>,
+    status: Option<Frag>,
+    status_pcre2: Option<Frag>,
+    hostname: Option<Frag>,
+    hostname_pcre2: Option<Frag>,
+    extra_data: Option<Frag>,
+    extra_data_pcre2: Option<Frag>,
+    program_name: Option<Frag>,
+    program_name_pcre2: Option<Frag>,
+    action: Option<Frag>,
+    protocol: Option<Frag>,
+    system_name: Option<Frag>,
+    data: Option<Frag>,
+    location: Option<Frag>,
     if_sid: Option<String>,
     if_group: Option<String>,
     if_matched_group: Option<String>,
@@ -66,18 +83,81 @@ fn append(slot: &mut Option<String>, text: &str) {
     }
 }
 
+fn append_frag(slot: &mut Option<Frag>, text: &str, attrs: (Option<Dialect>, bool, bool)) {
+    let f = slot.get_or_insert_with(Frag::default);
+    f.text.push_str(text);
+    f.dialect = attrs.0.or(f.dialect);
+    f.negate = attrs.1;
+    f.bang_negates = attrs.2;
+}
+
+/// Wazuh's `type=` and `negate=` of a matcher element (`None`, `false`
+/// when absent), and whether a leading `!` negates an OS_Match pattern
+/// (Wazuh's `OSMatch_Compile`); OSSEC's dialect has none of these.
+fn matcher_attrs(
+    c: &Element,
+    dialect: RulesetDialect,
+    who: &str,
+    problems: &mut Problems,
+) -> (Option<Dialect>, bool, bool) {
+    if !dialect.is_wazuh() {
+        return (None, false, false);
+    }
+    let ty = match c.attr("type") {
+        None => None,
+        Some(t) => match t.to_ascii_lowercase().as_str() {
+            "osmatch" => Some(Dialect::OsMatch),
+            "osregex" => Some(Dialect::OsRegex),
+            "pcre2" => Some(Dialect::Pcre2),
+            _ => {
+                problems.push((
+                    c.line,
+                    format!(
+                        "{who}: invalid type '{t}' on <{}> (osmatch, osregex or pcre2)",
+                        c.name
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    let negate = match c.attr("negate") {
+        None => false,
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "yes" => true,
+            "no" => false,
+            _ => {
+                problems.push((
+                    c.line,
+                    format!("{who}: invalid negate '{v}' on <{}> (yes or no)", c.name),
+                ));
+                false
+            }
+        },
+    };
+    (ty, negate, true)
+}
+
 fn compile(
     d: Dialect,
-    src: Option<&String>,
+    src: Option<&Frag>,
     what: &str,
     problems: &mut Problems,
     line: usize,
-) -> Option<Pattern> {
+) -> Option<Matcher> {
     let src = src?;
-    match Pattern::new(d, src) {
+    let dialect = src.dialect.unwrap_or(d);
+    let (text, negate) = match src.text.strip_prefix('!') {
+        Some(rest) if src.bang_negates && dialect == Dialect::OsMatch => (rest, !src.negate),
+        _ => (src.text.as_str(), src.negate),
+    };
+    match Matcher::new(dialect, text, negate) {
         Ok(p) => Some(p),
         Err(e) => {
-            problems.push((line, format!("invalid <{what}> pattern '{src}': {e:?}")));
+            problems.push((
+                line,
+                format!("invalid <{what}> pattern '{}': {e:?}", src.text),
+            ));
             None
         }
     }
@@ -90,6 +170,8 @@ pub(crate) fn parse_rule(
     file: &str,
     default_timeframe: u32,
     decoder_names: Option<&HashSet<String>>,
+    dialect: RulesetDialect,
+    warnings: &mut Problems,
 ) -> Result<Rule, Problems> {
     let mut problems: Problems = Vec::new();
     let line = el.line;
@@ -114,7 +196,8 @@ pub(crate) fn parse_rule(
             "ignore" => number("ignore", value, 6).map(|v| ignore_secs = v),
             "accuracy" => number("accuracy", value, 4).map(|v| accuracy = v != 0),
             "noalert" => {
-                noalert = true;
+                // Wazuh: noalert="0" alerts.
+                noalert = !(dialect.is_wazuh() && value.trim() == "0");
                 Ok(())
             }
             "overwrite" => match value.as_str() {
@@ -166,6 +249,8 @@ pub(crate) fn parse_rule(
         if_sid: Vec::new(),
         if_group: None,
         if_level: None,
+        mitre: Vec::new(),
+        fires_after: 0,
         file: file.to_string(),
         line,
     };
@@ -176,6 +261,20 @@ pub(crate) fn parse_rule(
     for c in &el.children {
         let l = c.line;
         let text = c.text.as_str();
+        if dialect.is_wazuh()
+            && let Some(filter) = wazuh_filter(&c.name, text)
+        {
+            match filter {
+                Ok(StaticFilter {
+                    field: FilterField::Field(FieldName::SrcIp),
+                    same: true,
+                }) => rule.ctx.same.source_ip = true,
+                Ok(f) => rule.ctx.filters.push(f),
+                Err(e) => problems.push((l, format!("{who}: {e}"))),
+            }
+            context_opts = true;
+            continue;
+        }
         // Names compared case-sensitively in OSSEC.
         match c.name.as_str() {
             "same_id" => {
@@ -205,29 +304,131 @@ pub(crate) fn parse_rule(
         }
         let name = c.name.to_ascii_lowercase();
         match name.as_str() {
-            "regex" => append(&mut t.regex, text),
-            "pcre2" => append(&mut t.pcre2, text),
-            "match" => append(&mut t.matches, text),
-            "match_pcre2" => append(&mut t.match_pcre2, text),
-            "user" => append(&mut t.user, text),
-            "user_pcre2" => append(&mut t.user_pcre2, text),
-            "url" => append(&mut t.url, text),
-            "url_pcre2" => append(&mut t.url_pcre2, text),
-            "id" => append(&mut t.id, text),
-            "id_pcre2" => append(&mut t.id_pcre2, text),
-            "srcport" => append(&mut t.srcport, text),
-            "srcport_pcre2" => append(&mut t.srcport_pcre2, text),
-            "dstport" => append(&mut t.dstport, text),
-            "dstport_pcre2" => append(&mut t.dstport_pcre2, text),
-            "status" => append(&mut t.status, text),
-            "status_pcre2" => append(&mut t.status_pcre2, text),
-            "hostname" => append(&mut t.hostname, text),
-            "hostname_pcre2" => append(&mut t.hostname_pcre2, text),
-            "extra_data" => append(&mut t.extra_data, text),
-            "extra_data_pcre2" => append(&mut t.extra_data_pcre2, text),
-            "program_name" => append(&mut t.program_name, text),
-            "program_name_pcre2" => append(&mut t.program_name_pcre2, text),
-            "action" => append(&mut t.action, text),
+            "regex" => append_frag(
+                &mut t.regex,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "pcre2" => append_frag(
+                &mut t.pcre2,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "match" => append_frag(
+                &mut t.matches,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "match_pcre2" => append_frag(
+                &mut t.match_pcre2,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "user" => append_frag(
+                &mut t.user,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "user_pcre2" => append_frag(
+                &mut t.user_pcre2,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "url" => append_frag(
+                &mut t.url,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "url_pcre2" => append_frag(
+                &mut t.url_pcre2,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "id" => append_frag(
+                &mut t.id,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "id_pcre2" => append_frag(
+                &mut t.id_pcre2,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "srcport" => append_frag(
+                &mut t.srcport,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "srcport_pcre2" => append_frag(
+                &mut t.srcport_pcre2,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "dstport" => append_frag(
+                &mut t.dstport,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "dstport_pcre2" => append_frag(
+                &mut t.dstport_pcre2,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "status" => append_frag(
+                &mut t.status,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "status_pcre2" => append_frag(
+                &mut t.status_pcre2,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "hostname" => append_frag(
+                &mut t.hostname,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "hostname_pcre2" => append_frag(
+                &mut t.hostname_pcre2,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "extra_data" => append_frag(
+                &mut t.extra_data,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "extra_data_pcre2" => append_frag(
+                &mut t.extra_data_pcre2,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "program_name" => append_frag(
+                &mut t.program_name,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "program_name_pcre2" => append_frag(
+                &mut t.program_name_pcre2,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "action" => append_frag(
+                &mut t.action,
+                text,
+                matcher_attrs(c, dialect, &who, &mut problems),
+            ),
+            "protocol" | "system_name" | "data" | "location" if dialect.is_wazuh() => {
+                let attrs = matcher_attrs(c, dialect, &who, &mut problems);
+                let slot = match name.as_str() {
+                    "protocol" => &mut t.protocol,
+                    "system_name" => &mut t.system_name,
+                    "data" => &mut t.data,
+                    _ => &mut t.location,
+                };
+                append_frag(slot, text, attrs);
+            }
             "if_sid" => append(&mut t.if_sid, text),
             "if_group" => append(&mut t.if_group, text),
             "if_matched_group" => append(&mut t.if_matched_group, text),
@@ -278,14 +479,19 @@ pub(crate) fn parse_rule(
                 rule.description.push_str(&text.replacen('\n', " ", 1));
             }
             "group" => rule.group.push_str(text),
-            "srcip" => match IpEntry::parse(text) {
-                Ok(e) => srcip.push(e),
-                Err(e) => problems.push((l, format!("{who}: <srcip>: {e}"))),
-            },
-            "dstip" => match IpEntry::parse(text) {
-                Ok(e) => dstip.push(e),
-                Err(e) => problems.push((l, format!("{who}: <dstip>: {e}"))),
-            },
+            "srcip" | "dstip" => {
+                let (_, negate, _) = matcher_attrs(c, dialect, &who, &mut problems);
+                let entry = if negate {
+                    IpEntry::parse(&format!("!{}", text.trim()))
+                } else {
+                    IpEntry::parse(text)
+                };
+                match (entry, name.as_str()) {
+                    (Ok(e), "srcip") => srcip.push(e),
+                    (Ok(e), _) => dstip.push(e),
+                    (Err(e), _) => problems.push((l, format!("{who}: <{name}>: {e}"))),
+                }
+            }
             "compiled_rule" => match CompiledRule::parse(text) {
                 Some(f) => rule.cond.compiled = Some(f),
                 None => problems.push((l, format!("{who}: unknown compiled_rule '{text}'"))),
@@ -295,6 +501,7 @@ pub(crate) fn parse_rule(
                 c.attr("field"),
                 c.attr("lookup"),
                 c.attr("check_value"),
+                dialect,
             ) {
                 Ok(lc) => rule.cond.lists.push(lc),
                 Err(e) => problems.push((l, format!("{who}: {e}"))),
@@ -304,10 +511,29 @@ pub(crate) fn parse_rule(
                     problems.push((l, format!("{who}: <field> without a name")));
                     continue;
                 };
-                match Pattern::new(Dialect::OsRegex, text) {
-                    Ok(p) => rule.cond.fields.push((FieldName::parse(fname), p)),
-                    Err(e) => problems
-                        .push((l, format!("{who}: invalid <field> pattern '{text}': {e:?}"))),
+                let (ty, negate, bang_negates) = matcher_attrs(c, dialect, &who, &mut problems);
+                let frag = Frag {
+                    text: text.to_string(),
+                    dialect: ty,
+                    negate,
+                    bang_negates,
+                };
+                if let Some(m) = compile(Dialect::OsRegex, Some(&frag), "field", &mut problems, l) {
+                    rule.cond
+                        .fields
+                        .push((FieldName::parse_in(fname, dialect), m));
+                }
+            }
+            "mitre" if dialect.is_wazuh() => {
+                for m in &c.children {
+                    if m.name.eq_ignore_ascii_case("id") {
+                        rule.mitre.push(m.text.trim().to_string());
+                    } else {
+                        problems.push((
+                            m.line,
+                            format!("{who}: invalid <mitre> option <{}>", m.name),
+                        ));
+                    }
                 }
             }
             "if_level" => match number("if_level", text, 4) {
@@ -351,6 +577,8 @@ pub(crate) fn parse_rule(
                 "log_alert" => rule.options.log_alert = true,
                 "no_log" => rule.options.no_log = true,
                 "no_ar" => rule.options.no_ar = true,
+                "no_full_log" if dialect.is_wazuh() => rule.options.no_full_log = true,
+                "no_counter" if dialect.is_wazuh() => rule.options.no_counter = true,
                 _ => problems.push((
                     l,
                     format!("{who}: invalid option '{text}' (one keyword per <options>)"),
@@ -409,34 +637,66 @@ pub(crate) fn parse_rule(
     );
     rule.cond.url = compile(Dialect::OsMatch, t.url.as_ref(), "url", p, ln);
     rule.cond.url_pcre2 = compile(Dialect::Pcre2, t.url_pcre2.as_ref(), "url_pcre2", p, ln);
-    rule.cond.action = t.action.clone();
+    if dialect.is_wazuh() {
+        rule.cond.action_match = compile(Dialect::OsMatch, t.action.as_ref(), "action", p, ln);
+        for (slot, field, what) in [
+            (&t.protocol, FieldName::Protocol, "protocol"),
+            (&t.system_name, FieldName::SystemName, "system_name"),
+            (&t.data, FieldName::parse_in("data", dialect), "data"),
+        ] {
+            if let Some(m) = compile(Dialect::OsMatch, slot.as_ref(), what, p, ln) {
+                rule.cond.fields.push((field, m));
+            }
+        }
+        rule.cond.location = compile(Dialect::OsMatch, t.location.as_ref(), "location", p, ln);
+    } else {
+        rule.cond.action = t.action.as_ref().map(|f| f.text.clone());
+    }
     if !srcip.is_empty() {
         rule.cond.srcip = Some(IpList(srcip));
     }
     if !dstip.is_empty() {
         rule.cond.dstip = Some(IpList(dstip));
     }
+    let plain = |s: &Option<String>| {
+        s.as_ref().map(|text| Frag {
+            text: text.clone(),
+            ..Frag::default()
+        })
+    };
     rule.ctx.if_matched_group = compile(
         Dialect::OsMatch,
-        t.if_matched_group.as_ref(),
+        plain(&t.if_matched_group).as_ref(),
         "if_matched_group",
         p,
         ln,
-    );
+    )
+    .map(|m| m.pattern().clone());
     rule.ctx.if_matched_group_text = t.if_matched_group.clone();
     rule.ctx.if_matched_regex = compile(
         Dialect::OsRegex,
-        t.if_matched_regex.as_ref(),
+        plain(&t.if_matched_regex).as_ref(),
         "if_matched_regex",
         p,
         ln,
-    );
+    )
+    .map(|m| m.pattern().clone());
 
     // if_sid: comma/space separated ids.
     if let Some(s) = &t.if_sid {
         for tok in s.split([',', ' ']).filter(|x| !x.is_empty()) {
             match tok.parse::<u32>() {
                 Ok(v) => rule.if_sid.push(v),
+                // Wazuh warns and leaves the rule out.
+                Err(_) if dialect.is_wazuh() => {
+                    warnings.push((
+                        line,
+                        format!(
+                            "{who}: invalid if_sid '{tok}'; the rule is ignored, as Wazuh does"
+                        ),
+                    ));
+                    return Err(problems);
+                }
                 Err(_) => problems.push((
                     line,
                     format!("{who}: invalid if_sid '{tok}': signature ids must be integers"),
@@ -465,6 +725,13 @@ pub(crate) fn parse_rule(
         }
     }
     let _ = overwrite;
+    rule.fires_after = if dialect.is_wazuh() {
+        // Wazuh fires on the N-th event: N - 1 earlier ones.
+        rule.frequency.saturating_sub(1).max(1)
+    } else {
+        // OSSEC on the (N + 2)-th.
+        rule.frequency + 1
+    };
     if problems.is_empty() {
         Ok(rule)
     } else {
@@ -475,4 +742,48 @@ pub(crate) fn parse_rule(
 /// Whether `<rule overwrite="yes">`.
 pub(crate) fn is_overwrite(el: &Element) -> bool {
     el.attr("overwrite") == Some("yes")
+}
+
+/// Wazuh's static filters of a context rule: `same_X`, `different_X` and
+/// `not_same_X` (an older spelling of `different_X`), X being a static
+/// field, `location`, a GeoIP field, or `field` naming a dynamic one.
+/// `None` for any other element.
+fn wazuh_filter(element: &str, text: &str) -> Option<Result<StaticFilter, String>> {
+    let (same, x) = if let Some(x) = element.strip_prefix("same_") {
+        (true, x)
+    } else if let Some(x) = element.strip_prefix("different_") {
+        (false, x)
+    } else if let Some(x) = element.strip_prefix("not_same_") {
+        (false, x)
+    } else {
+        return None;
+    };
+    let field = match x {
+        "srcip" | "source_ip" => FilterField::Field(FieldName::SrcIp),
+        "dstip" => FilterField::Field(FieldName::DstIp),
+        "srcport" | "src_port" => FilterField::Field(FieldName::SrcPort),
+        "dstport" | "dst_port" => FilterField::Field(FieldName::DstPort),
+        "srcuser" => FilterField::Field(FieldName::SrcUser),
+        "dstuser" | "user" => FilterField::Field(FieldName::DstUser),
+        "protocol" => FilterField::Field(FieldName::Protocol),
+        "action" => FilterField::Field(FieldName::Action),
+        "id" => FilterField::Field(FieldName::Id),
+        "url" => FilterField::Field(FieldName::Url),
+        "data" => FilterField::Field(FieldName::parse_in("data", RulesetDialect::Wazuh)),
+        "extra_data" => FilterField::Field(FieldName::Data),
+        "status" => FilterField::Field(FieldName::Status),
+        "system_name" => FilterField::Field(FieldName::SystemName),
+        "location" | "agent" => FilterField::Location,
+        "srcgeoip" => FilterField::SrcGeoip,
+        "dstgeoip" => FilterField::DstGeoip,
+        "field" => {
+            let name = text.trim();
+            if name.is_empty() {
+                return Some(Err(format!("<{element}> needs a field name")));
+            }
+            FilterField::Field(FieldName::parse_in(name, RulesetDialect::Wazuh))
+        }
+        _ => return Some(Err(format!("invalid option <{element}>"))),
+    };
+    Some(Ok(StaticFilter { field, same }))
 }

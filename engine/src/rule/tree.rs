@@ -52,6 +52,8 @@ pub(crate) struct Builder {
     opts: LoadOptions,
     rs: RuleSet,
     errors: Vec<LoadError>,
+    /// Wazuh: `if_sid` ids not found while placing the current rule.
+    missing_sids: Vec<String>,
 }
 
 impl Builder {
@@ -60,6 +62,7 @@ impl Builder {
             opts,
             rs: RuleSet::default(),
             errors: Vec::new(),
+            missing_sids: Vec::new(),
         }
     }
 
@@ -67,8 +70,12 @@ impl Builder {
         self.errors.push(LoadError::new(file, line, reason));
     }
 
+    fn warn(&mut self, file: &str, line: usize, reason: impl Into<String>) {
+        self.rs.warnings.push(LoadError::new(file, line, reason));
+    }
+
     pub(crate) fn add_file(&mut self, file: &str, text: &str) {
-        let roots = match xml::parse(text).and_then(xml::apply_variables) {
+        let roots = match xml::parse_in(text, self.opts.dialect) {
             Ok(r) => r,
             Err(e) => {
                 self.err(file, e.line, e.message);
@@ -120,13 +127,20 @@ impl Builder {
     }
 
     fn add_rule_element(&mut self, el: &Element, group: &str, file: &str) {
-        let rule = match parse_rule(
+        let mut warnings = Vec::new();
+        let parsed = parse_rule(
             el,
             group,
             file,
             self.opts.default_timeframe,
             self.opts.decoder_names.as_ref(),
-        ) {
+            self.opts.dialect,
+            &mut warnings,
+        );
+        for (line, reason) in warnings {
+            self.warn(file, line, reason);
+        }
+        let rule = match parsed {
             Ok(r) => r,
             Err(problems) => {
                 for (line, reason) in problems {
@@ -137,10 +151,21 @@ impl Builder {
         };
         let overwrite = is_overwrite(el);
         if !overwrite && self.rs.by_id.contains_key(&rule.id) {
-            self.err(file, rule.line, format!("duplicate rule id {}", rule.id));
+            if self.opts.dialect.is_wazuh() {
+                // Wazuh (7612): only the first occurrence is considered.
+                self.warn(
+                    file,
+                    rule.line,
+                    format!("rule id {} is duplicated; the first one is kept", rule.id),
+                );
+            } else {
+                self.err(file, rule.line, format!("duplicate rule id {}", rule.id));
+            }
             return;
         }
-        self.load_lists(&rule);
+        if !self.load_lists(&rule) {
+            return;
+        }
         let id = rule.id;
         let line = rule.line;
         if id < 10 {
@@ -153,6 +178,9 @@ impl Builder {
             self.wire(idx);
         } else if overwrite {
             match self.rs.by_id.get(&id).copied() {
+                Some(existing) if self.opts.dialect.is_wazuh() => {
+                    overwrite_wazuh_rule(&mut self.rs.rules[existing], rule)
+                }
                 Some(existing) => overwrite_rule(&mut self.rs.rules[existing], rule),
                 None => self.err(
                     file,
@@ -162,11 +190,17 @@ impl Builder {
             }
         } else {
             let idx = self.push_rule(rule);
-            match self.place(idx) {
+            let placed = self.place(idx);
+            for reason in std::mem::take(&mut self.missing_sids) {
+                self.warn(file, line, reason);
+            }
+            match placed {
                 Ok(()) => {
                     self.rs.by_id.insert(id, idx);
                     self.wire(idx);
                 }
+                // Wazuh leaves a rule it cannot place out, with a warning.
+                Err(reason) if self.opts.dialect.is_wazuh() => self.warn(file, line, reason),
                 Err(reason) => {
                     self.err(file, line, reason);
                     // Keep indices stable: the rule stays unplaced and unknown.
@@ -175,7 +209,9 @@ impl Builder {
         }
     }
 
-    fn load_lists(&mut self, rule: &Rule) {
+    /// Loads the lists `rule` reads; false when the rule must be left out
+    /// (Wazuh leaves out a rule whose list is missing, with a warning).
+    fn load_lists(&mut self, rule: &Rule) -> bool {
         for lc in &rule.cond.lists {
             if self.rs.lists.contains_key(&lc.path) {
                 continue;
@@ -186,6 +222,17 @@ impl Builder {
                 Some(bytes) => {
                     let list = cond::parse_list(&String::from_utf8_lossy(&bytes));
                     self.rs.lists.insert(lc.path.clone(), list);
+                }
+                None if self.opts.dialect.is_wazuh() => {
+                    self.rs.warnings.push(LoadError::new(
+                        rule.file.clone(),
+                        rule.line,
+                        format!(
+                            "rule {}: list '{}' not found; the rule is ignored, as Wazuh does",
+                            rule.id, lc.path
+                        ),
+                    ));
+                    return false;
                 }
                 None => {
                     let tried: Vec<String> =
@@ -203,6 +250,7 @@ impl Builder {
                 }
             }
         }
+        true
     }
 
     fn push_rule(&mut self, rule: Rule) -> RuleIdx {
@@ -242,13 +290,26 @@ impl Builder {
         let r = &self.rs.rules[idx];
         let id = r.id;
         if !r.if_sid.is_empty() {
+            let mut placed = false;
             for sid in r.if_sid.clone() {
                 let top = self.rs.top.clone();
-                if !self.add_to_rule(&top, &Target::Sid(sid), idx) {
+                if self.add_to_rule(&top, &Target::Sid(sid), idx) {
+                    placed = true;
+                } else if self.opts.dialect.is_wazuh() {
+                    // Wazuh ignores the missing id and keeps the others.
+                    self.missing_sids.push(format!(
+                        "rule {id}: signature id {sid} not found in if_sid; ignored"
+                    ));
+                } else {
                     return Err(format!(
                         "rule {id}: signature id {sid} not found (invalid if_sid)"
                     ));
                 }
+            }
+            if !placed {
+                return Err(format!(
+                    "rule {id}: no signature id of if_sid was found; the rule is ignored"
+                ));
             }
         } else if let Some(lvl) = r.if_level {
             let top = self.rs.top.clone();
@@ -364,6 +425,7 @@ impl Builder {
                 _ => {}
             }
         }
+        self.rs.keeps_fields = self.rs.rules.iter().any(|r| !r.ctx.filters.is_empty());
         self.rs.events_horizon = (0..n)
             .filter(|&i| self.rs.search[i] == Search::Events)
             .map(|i| self.rs.rules[i].timeframe)
@@ -375,6 +437,29 @@ impl Builder {
             Err(LoadErrors(self.errors))
         }
     }
+}
+
+/// Wazuh's overwrite: every condition, option and annotation of the new
+/// rule replaces the old one's; the tree position, the category and the
+/// context wiring stay (as in OSSEC).
+fn overwrite_wazuh_rule(old: &mut Rule, new: Rule) {
+    old.level = new.level;
+    old.sort_level = new.sort_level;
+    old.maxsize = new.maxsize;
+    old.frequency = new.frequency;
+    old.fires_after = new.fires_after;
+    old.timeframe = new.timeframe;
+    old.ignore_secs = new.ignore_secs;
+    old.noalert = new.noalert;
+    old.group = new.group;
+    old.description = new.description;
+    old.info = new.info;
+    old.mitre = new.mitre;
+    old.options = new.options;
+    old.cond = new.cond;
+    old.ctx = new.ctx;
+    old.ignore_fields = new.ignore_fields;
+    old.check_if_ignored = new.check_if_ignored;
 }
 
 /// `OS_AddRuleInfo`: copy what OSSEC copies onto the existing rule. Not

@@ -20,7 +20,7 @@ mod follow;
 use std::time::Duration;
 
 use palisade_proto::MAX_ALERTS_PER_PAGE;
-use palisade_proto::identity::{self, Role};
+use palisade_proto::identity;
 use palisade_proto::v1::control_service_server::ControlService;
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
 use palisade_proto::v1::*;
@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::identities::Operators;
 use crate::outputs::Outputs;
 use crate::responder::{Outcome, Responder, Targets};
 use crate::sessions::Sessions;
@@ -54,6 +55,8 @@ pub struct Control {
     agent_timeout: Duration,
     /// Ends `FollowAlerts` streams when the manager stops.
     shutdown: CancellationToken,
+    /// Who may call, and their open alert feeds.
+    operators: Operators,
 }
 
 impl Control {
@@ -69,14 +72,21 @@ impl Control {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            store,
+            store: store.clone(),
             sessions,
             responder,
             outputs,
             hostname,
             agent_timeout,
             shutdown,
+            operators: Operators::new(store),
         }
+    }
+
+    /// The registered operators and their open feeds, for the revocation
+    /// watcher.
+    pub fn operators(&self) -> Operators {
+        self.operators.clone()
     }
 
     fn status_of(&self, a: &AgentRecord) -> AgentStatus {
@@ -132,36 +142,13 @@ impl Control {
     }
 }
 
-/// Refuses callers without the operator role.
-pub fn require_operator<T>(request: &Request<T>) -> Result<String, Status> {
-    let peer = request
-        .remote_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    match identity::identity_from_request(request) {
-        Ok(id) => match id.role {
-            Role::Operator { name } => Ok(name),
-            other => {
-                warn!(%peer, caller = %other, "Refused control call.");
-                Err(Status::permission_denied(format!(
-                    "the control API needs an operator certificate; this is the certificate of {other}"
-                )))
-            }
-        },
-        Err(e) => {
-            warn!(%peer, reason = %e, "Refused control call.");
-            Err(Status::unauthenticated(e.to_string()))
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl ControlService for Control {
     async fn list_agents(
         &self,
         request: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
-        require_operator(&request)?;
+        self.operators.check(&request).await?;
         let req = request.into_inner();
         let agents = self
             .store
@@ -183,7 +170,7 @@ impl ControlService for Control {
         &self,
         request: Request<GetAgentRequest>,
     ) -> Result<Response<AgentInfo>, Status> {
-        require_operator(&request)?;
+        self.operators.check(&request).await?;
         let id = request.into_inner().agent_id;
         if id == "000" {
             return Ok(Response::new(self.manager_info()));
@@ -201,7 +188,7 @@ impl ControlService for Control {
         &self,
         request: Request<ListResponsesRequest>,
     ) -> Result<Response<ListResponsesResponse>, Status> {
-        require_operator(&request)?;
+        self.operators.check(&request).await?;
         let responses = self
             .responder
             .specs()
@@ -215,7 +202,7 @@ impl ControlService for Control {
         &self,
         request: Request<RunResponseRequest>,
     ) -> Result<Response<RunResponseResponse>, Status> {
-        require_operator(&request)?;
+        self.operators.check(&request).await?;
         let req = request.into_inner();
         let targets = if req.all_agents {
             Targets::All
@@ -242,7 +229,7 @@ impl ControlService for Control {
         &self,
         request: Request<UnblockRequest>,
     ) -> Result<Response<UnblockResponse>, Status> {
-        require_operator(&request)?;
+        self.operators.check(&request).await?;
         let req = request.into_inner();
         let targets = if req.all_agents || req.agent_ids.is_empty() {
             Targets::All
@@ -260,7 +247,7 @@ impl ControlService for Control {
         &self,
         request: Request<ListBlocksRequest>,
     ) -> Result<Response<ListBlocksResponse>, Status> {
-        require_operator(&request)?;
+        self.operators.check(&request).await?;
         let blocks = self
             .store
             .blocks(None, None)
@@ -275,7 +262,7 @@ impl ControlService for Control {
         &self,
         request: Request<ListAlertsRequest>,
     ) -> Result<Response<ListAlertsResponse>, Status> {
-        require_operator(&request)?;
+        self.operators.check(&request).await?;
         let req = request.into_inner();
         let mut filter = alert_filter(&req)?;
         // One page; palisadectl pages on with before_id.
@@ -293,7 +280,7 @@ impl ControlService for Control {
         &self,
         request: Request<ListRefusalsRequest>,
     ) -> Result<Response<ListRefusalsResponse>, Status> {
-        require_operator(&request)?;
+        self.operators.check(&request).await?;
         let limit = match request.into_inner().limit {
             0 => DEFAULT_REFUSALS,
             n => n.min(MAX_REFUSALS),
@@ -314,9 +301,11 @@ impl ControlService for Control {
         &self,
         request: Request<ListAlertsRequest>,
     ) -> Result<Response<Self::FollowAlertsStream>, Status> {
-        let operator = require_operator(&request)?;
+        let caller = self.operators.check(&request).await?;
+        let operator = caller.name.clone();
         let req = request.into_inner();
         let filter = alert_filter(&req)?;
+        let feed_guard = self.operators.open_feed(&caller);
         // Subscribe before reading the store: an alert committed meanwhile
         // is then in one or the other (or both, and sent once).
         let feed = self.outputs.subscribe();
@@ -333,6 +322,13 @@ impl ControlService for Control {
                 }
                 _ = tx.closed() => {}
                 _ = this.shutdown.cancelled() => {}
+                _ = feed_guard.revoked.cancelled() => {
+                    warn!(operator = %caller.name, "Operator removed; its alert feed was ended.");
+                    let _ = tx.send(Err(Status::permission_denied(format!(
+                        "operator {} was removed; its certificate is revoked",
+                        caller.name
+                    )))).await;
+                }
             }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
@@ -345,7 +341,7 @@ impl ControlService for Control {
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         use std::sync::atomic::Ordering;
-        require_operator(&request)?;
+        self.operators.check(&request).await?;
         let stats = self.outputs.stats();
         let agents: Vec<AgentRecord> = self
             .store
@@ -378,7 +374,7 @@ impl ControlService for Control {
         &self,
         request: Request<RestartAgentRequest>,
     ) -> Result<Response<RestartAgentResponse>, Status> {
-        let operator = require_operator(&request)?;
+        let operator = self.operators.check(&request).await?.name;
         let req = request.into_inner();
         let ids: Vec<String> = if req.all_agents {
             self.store
@@ -422,7 +418,7 @@ impl ControlService for Control {
         &self,
         request: Request<RemoveAgentRequest>,
     ) -> Result<Response<AgentInfo>, Status> {
-        let operator = require_operator(&request)?;
+        let operator = self.operators.check(&request).await?.name;
         let req = request.into_inner();
         check_id(&req.agent_id)?;
         let reason = if req.reason.is_empty() {
@@ -444,6 +440,31 @@ impl ControlService for Control {
         self.sessions.revoke(std::slice::from_ref(&agent.id), &[]);
         warn!(agent = %agent.id, name = %agent.name, %operator, "Agent removed; its certificate is revoked.");
         Ok(Response::new(self.info(&agent)))
+    }
+
+    async fn reset_breaker(
+        &self,
+        request: Request<ResetBreakerRequest>,
+    ) -> Result<Response<ResetBreakerResponse>, Status> {
+        let operator = self.operators.check(&request).await?.name;
+        let req = request.into_inner();
+        check_id(&req.agent_id)?;
+        if self.store.agent(&req.agent_id).await?.is_none() {
+            return Err(Status::not_found(format!("unknown agent {}", req.agent_id)));
+        }
+        let tripped_at = self.responder.breaker().reset(&req.agent_id).await?;
+        match tripped_at {
+            Some(_) => {
+                warn!(agent = %req.agent_id, %operator, "Circuit breaker reset: new blocks on this agent resume.");
+            }
+            None => {
+                info!(agent = %req.agent_id, %operator, "Circuit breaker reset (it was not tripped).");
+            }
+        }
+        Ok(Response::new(ResetBreakerResponse {
+            was_tripped: tripped_at.is_some(),
+            tripped_at: tripped_at.map(timestamp),
+        }))
     }
 }
 

@@ -6,6 +6,7 @@
 
 use jiff::tz::TimeZone;
 use palisade_engine::alert_format::{SUBJECT_LIMIT, truncate_owned};
+use palisade_engine::escape::escape_text;
 
 use crate::store::Action;
 
@@ -30,39 +31,47 @@ pub struct ResponseReport<'a> {
     pub message: &'a str,
 }
 
-/// The subject of an active-response mail.
+/// The subject of an active-response mail (fields escaped).
 pub fn response_subject(r: &ResponseReport<'_>) -> String {
     truncate_owned(
         format!(
             "Palisade Active Response - ({}) - {} {} {} - {}",
-            r.agent_id,
-            r.response,
+            escape_text(r.agent_id),
+            escape_text(r.response),
             r.action,
-            r.srcip.unwrap_or("-"),
+            escape_text(r.srcip.unwrap_or("-")),
             if r.ok { "executed" } else { "failed" }
         ),
         SUBJECT_LIMIT,
     )
 }
 
-/// The body of an active-response mail, in `zone`'s local time.
+/// The body of an active-response mail, in `zone`'s local time; what the
+/// agent said (and every other field) escaped.
 pub fn response_body(r: &ResponseReport<'_>, zone: &TimeZone) -> String {
+    let agent_id = escape_text(r.agent_id);
+    let response = escape_text(r.response);
+    let srcip = escape_text(r.srcip.unwrap_or("-"));
     let t = jiff::Timestamp::from_millisecond(r.time)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
         .to_zoned_datetime(zone.clone());
     format!(
         "\nPalisade Notification.\n{}\n\nReceived From: ({}) active-response\nActive response: {} {} {}\nSrc IP: {}\nAgent said: {}\nPortion of the log(s):\n\n{} {} {} - {} {} {}\n\n\n --END OF NOTIFICATION\n\n\n",
         t.strftime("%Y %b %d %H:%M:%S"),
-        r.agent_id,
-        r.response,
+        agent_id,
+        response,
         r.action,
         if r.ok { "executed" } else { "failed" },
-        r.srcip.unwrap_or("-"),
-        if r.message.is_empty() { "-" } else { r.message },
+        srcip,
+        if r.message.is_empty() {
+            "-".into()
+        } else {
+            escape_text(r.message)
+        },
         t.strftime("%a %b %e %H:%M:%S %Z %Y"),
-        r.response,
+        response,
         r.action,
-        r.srcip.unwrap_or("-"),
+        srcip,
         r.time.div_euclid(1000),
         r.rule_id
             .map(|id| id.to_string())
@@ -104,5 +113,23 @@ mod tests {
             "Fri Nov 28 10:00:01 UTC 2025 route-null600 add - 203.0.113.7 1764324001 31151"
         );
         assert!(body.ends_with("\n\n --END OF NOTIFICATION\n\n\n"));
+    }
+
+    #[test]
+    fn what_the_agent_said_cannot_forge_lines() {
+        let report = ResponseReport {
+            time: 1_764_324_001_000,
+            agent_id: "001",
+            response: "route-null600",
+            action: Action::Add,
+            srcip: Some("203.0.113.7"),
+            rule_id: None,
+            ok: false,
+            message: "denied\r\nSrc IP: 10.0.0.1\x1b[2J",
+        };
+        let body = response_body(&report, &TimeZone::UTC);
+        assert_eq!(body.lines().filter(|l| l.starts_with("Src IP")).count(), 1);
+        assert!(body.contains("Agent said: denied\\r\\nSrc IP: 10.0.0.1\\x1b[2J\n"));
+        assert!(!body.contains(['\r', '\x1b']));
     }
 }

@@ -11,24 +11,38 @@
 //! agent's backlog cannot hold back another's detection. It runs on a
 //! plain thread, not a tokio worker, so a burst of rule work never stalls
 //! network I/O.
+//!
+//! A panic in the engine costs one event, not the manager: each event is
+//! prepared and judged inside `catch_unwind`; a panic is logged at ERROR
+//! with the agent and the line (cut and escaped), counted
+//! (`palisade_engine_panics_total`), and the work goes on with the next
+//! event. After a panic in the rules the engine keeps its correlation
+//! memory when its links still hold and starts it afresh when not
+//! ([`Engine::recover_after_panic`]; `palisade_correlation_resets_total`);
+//! preparing holds no state to repair.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use palisade_engine::engine::{Alert, Engine, EngineConfig, Ruleset};
+use palisade_engine::escape::{Escaped, escape_truncated};
 use palisade_engine::event::Event;
-use palisade_engine::predecode::predecode_checked;
+use palisade_engine::predecode::predecode_checked_in;
 use palisade_engine::timestamp::judge_time;
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::fair::{Cost, FairQueue};
 use crate::config::TimeSource;
 
 /// The lane of callers that judge one batch at a time ([`Analyzer::analyze`]).
 const SHARED_LANE: u64 = 0;
+
+/// How much of the line a panic's log message quotes.
+const PANIC_LINE_QUOTE: usize = 256;
 
 /// The agent an event came from, as OSSEC names it in the location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +96,7 @@ pub struct Prepared {
 }
 
 struct Job {
+    origin: Origin,
     events: Vec<Prepared>,
     reply: oneshot::Sender<Vec<Judged>>,
 }
@@ -103,6 +118,11 @@ pub struct AnalysisStats {
     pub time_fallbacks: AtomicU64,
     /// Alerts raised.
     pub alerts: AtomicU64,
+    /// Events whose preparing or judging panicked (each skipped, the work
+    /// going on).
+    pub panics: AtomicU64,
+    /// Times the correlation memory was started afresh after a panic.
+    pub correlation_resets: AtomicU64,
 }
 
 /// Closes the queue when the last [`Analyzer`] goes, so the thread ends.
@@ -161,7 +181,7 @@ impl Analyzer {
             .spawn(move || {
                 let mut engine = Engine::new(thread_ruleset, config);
                 while let Some(job) = thread_queue.pop_blocking() {
-                    let alerts = judge(&mut engine, job.events, &thread_stats);
+                    let alerts = judge(&mut engine, &job.origin, job.events, &thread_stats);
                     let _ = job.reply.send(alerts);
                 }
                 debug!("Analysis thread stopped.");
@@ -186,7 +206,7 @@ impl Analyzer {
     /// Pre-decodes and decodes `(sequence, path, line)`s of `origin`, and
     /// fixes the time each is judged at (stateless: any thread, any number
     /// of batches at once). Events with an invalid location are dropped
-    /// and counted.
+    /// and counted, as is an event whose preparing panicked.
     pub fn prepare<'a>(
         &self,
         origin: &Origin,
@@ -201,39 +221,65 @@ impl Analyzer {
                 location = Some((path, origin.location(path)));
             }
             let loc = location.as_ref().map_or("", |(_, l)| l.as_str());
-            let arrival = Timestamp::now();
-            let mut event = match predecode_checked(line, loc, &self.manager_host) {
-                Ok(e) => e,
-                Err(error) => {
-                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    warn!(location = %loc, %error, "Dropped an event with an invalid location.");
-                    continue;
+            match catch_unwind(AssertUnwindSafe(|| self.prepare_one(loc, line))) {
+                Ok(Some((event, time))) => prepared.push(Prepared {
+                    sequence,
+                    event,
+                    time,
+                }),
+                Ok(None) => {}
+                Err(panic) => {
+                    self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                    log_panic(origin, path, sequence, line, panic.as_ref(), None);
                 }
-            };
-            let judged = judge_time(&event, arrival, self.time_source, &self.zone);
-            if judged.fell_back {
-                self.stats.time_fallbacks.fetch_add(1, Ordering::Relaxed);
             }
-            self.ruleset.decoders.decode(&mut event);
-            prepared.push(Prepared {
-                sequence,
-                event,
-                time: judged.time,
-            });
         }
         prepared
     }
 
-    /// Queues prepared events in `lane` for the rules; the answer is the
-    /// alerts they raised.
+    /// One event pre-decoded, timed and decoded; `None` when its location
+    /// is refused.
+    fn prepare_one(&self, location: &str, line: &[u8]) -> Option<(Event, Timestamp)> {
+        let arrival = Timestamp::now();
+        let dialect = self.ruleset.dialect;
+        let mut event = match predecode_checked_in(line, location, &self.manager_host, dialect) {
+            Ok(e) => e,
+            Err(error) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    location = %Escaped(location),
+                    error = %Escaped(&error.to_string()),
+                    "Dropped an event with an invalid location."
+                );
+                return None;
+            }
+        };
+        let judged = judge_time(&event, arrival, self.time_source, &self.zone);
+        if judged.fell_back {
+            self.stats.time_fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ruleset.decode(&mut event);
+        Some((event, judged.time))
+    }
+
+    /// Queues prepared events of `origin` in `lane` for the rules; the
+    /// answer is the alerts they raised.
     pub fn submit(
         &self,
         lane: u64,
+        origin: Origin,
         events: Vec<Prepared>,
     ) -> Result<oneshot::Receiver<Vec<Judged>>, AnalysisStopped> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .push(lane, Job { events, reply })
+            .push(
+                lane,
+                Job {
+                    origin,
+                    events,
+                    reply,
+                },
+            )
             .map_err(|_| AnalysisStopped)?;
         Ok(answer)
     }
@@ -250,7 +296,7 @@ impl Analyzer {
                 .iter()
                 .map(|e| (e.sequence, e.path.as_str(), e.line.as_slice())),
         );
-        self.submit(SHARED_LANE, prepared)?
+        self.submit(SHARED_LANE, origin, prepared)?
             .await
             .map_err(|_| AnalysisStopped)
     }
@@ -266,14 +312,40 @@ impl Analyzer {
     }
 }
 
-fn judge(engine: &mut Engine, events: Vec<Prepared>, stats: &AnalysisStats) -> Vec<Judged> {
+fn judge(
+    engine: &mut Engine,
+    origin: &Origin,
+    events: Vec<Prepared>,
+    stats: &AnalysisStats,
+) -> Vec<Judged> {
     let mut alerts = Vec::new();
-    stats
-        .events
-        .fetch_add(events.len() as u64, Ordering::Relaxed);
     for prepared in events {
-        let verdict = engine.judge(&prepared.event, prepared.time);
-        if let Some(mut alert) = verdict.into_alert() {
+        stats.events.fetch_add(1, Ordering::Relaxed);
+        // The rules and the correlation run inside the containment.
+        let judged = catch_unwind(AssertUnwindSafe(|| {
+            engine.judge(&prepared.event, prepared.time).into_alert()
+        }));
+        let alert = match judged {
+            Ok(alert) => alert,
+            Err(panic) => {
+                stats.panics.fetch_add(1, Ordering::Relaxed);
+                let reset = engine.recover_after_panic();
+                if reset.is_some() {
+                    stats.correlation_resets.fetch_add(1, Ordering::Relaxed);
+                }
+                let event = &prepared.event;
+                log_panic(
+                    origin,
+                    &event.location,
+                    prepared.sequence,
+                    &event.full_log,
+                    panic.as_ref(),
+                    Some(reset.as_deref().unwrap_or("no")),
+                );
+                continue;
+            }
+        };
+        if let Some(mut alert) = alert {
             stats.alerts.fetch_add(1, Ordering::Relaxed);
             // The store keeps milliseconds; the alert published is the one stored.
             alert.time =
@@ -285,4 +357,129 @@ fn judge(engine: &mut Engine, events: Vec<Prepared>, stats: &AnalysisStats) -> V
         }
     }
     alerts
+}
+
+/// Logs a panic contained on one event (`correlation_reset`: what became
+/// of the correlation memory, when the rules panicked).
+fn log_panic(
+    origin: &Origin,
+    path: &str,
+    sequence: u64,
+    line: &[u8],
+    panic: &(dyn std::any::Any + Send),
+    correlation_reset: Option<&str>,
+) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    error!(
+        agent = origin.agent_id.as_deref().unwrap_or("000"),
+        name = %Escaped(&origin.name),
+        path = %Escaped(path),
+        sequence,
+        line = %escape_truncated(line, PANIC_LINE_QUOTE),
+        panic = %Escaped(message),
+        correlation_reset = correlation_reset.unwrap_or("no (while decoding)"),
+        "The analysis engine panicked on an event; the event is skipped and analysis goes on."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_engine::default_ruleset;
+    use palisade_engine::engine::test_panic_trigger::{BEFORE_DECODING, IN_STORE};
+
+    use super::*;
+
+    fn failed_login(user: &str, ip: &str) -> Vec<u8> {
+        format!(
+            "Dec  6 23:59:01 web01 sshd[42]: Failed password for {user} from {ip} port 50022 ssh2"
+        )
+        .into_bytes()
+    }
+
+    fn inputs(lines: Vec<Vec<u8>>, first: u64) -> Vec<Input> {
+        lines
+            .into_iter()
+            .zip(first..)
+            .map(|(line, sequence)| Input {
+                sequence,
+                path: "/var/log/auth.log".into(),
+                line,
+            })
+            .collect()
+    }
+
+    fn marker(trigger: &[u8]) -> &str {
+        std::str::from_utf8(trigger).unwrap_or_default()
+    }
+
+    /// A real engine thread with Palisade's ruleset and the engine's
+    /// test-only panic triggers: a panic costs its event only, the thread
+    /// goes on, and the sshd brute-force count (rule 5720, on the 8th
+    /// failure from one address) survives a panic that left the
+    /// correlation memory whole and restarts after one that broke it.
+    #[tokio::test]
+    async fn a_panic_costs_one_event() {
+        let ruleset = Arc::new(default_ruleset::load().unwrap());
+        let analyzer = Analyzer::start(
+            ruleset,
+            EngineConfig::default(),
+            TimeSource::Arrival,
+            "mgr".into(),
+        )
+        .unwrap();
+        let origin = Origin {
+            agent_id: Some("001".into()),
+            name: "web01".into(),
+            ip: "any".into(),
+        };
+        let ip = "198.51.100.7";
+        // 4 failures, a panic before decoding, 4 failures.
+        let mut lines: Vec<Vec<u8>> = (0..4).map(|_| failed_login("root", ip)).collect();
+        lines.push(failed_login(
+            &format!("x{}\n\x1b[2J", marker(BEFORE_DECODING)),
+            ip,
+        ));
+        lines.extend((0..4).map(|_| failed_login("root", ip)));
+        let judged = analyzer
+            .analyze(origin.clone(), inputs(lines, 1))
+            .await
+            .unwrap();
+        let stats = analyzer.stats();
+        assert_eq!(stats.panics.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.correlation_resets.load(Ordering::Relaxed), 0);
+        let seqs: Vec<u64> = judged.iter().map(|j| j.sequence).collect();
+        assert_eq!(
+            seqs,
+            [1, 2, 3, 4, 6, 7, 8, 9],
+            "only the panicking event is lost"
+        );
+        let rules: Vec<u32> = judged.iter().map(|j| j.alert.rule_id).collect();
+        assert_eq!(
+            rules,
+            [5716, 5716, 5716, 5716, 5716, 5716, 5716, 5720],
+            "the count went on across the panic"
+        );
+
+        // A panic half-way through storing: the memory is started afresh,
+        // and counting restarts.
+        let ip = "198.51.100.8";
+        let mut lines: Vec<Vec<u8>> = (0..3).map(|_| failed_login("root", ip)).collect();
+        lines.push(failed_login(marker(IN_STORE), ip));
+        lines.extend((0..8).map(|_| failed_login("root", ip)));
+        let judged = analyzer.analyze(origin, inputs(lines, 10)).await.unwrap();
+        assert_eq!(stats.panics.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.correlation_resets.load(Ordering::Relaxed), 1);
+        let seqs: Vec<u64> = judged.iter().map(|j| j.sequence).collect();
+        assert_eq!(seqs, (10..22).filter(|&s| s != 13).collect::<Vec<_>>());
+        let fired: Vec<u64> = judged
+            .iter()
+            .filter(|j| j.alert.rule_id == 5720)
+            .map(|j| j.sequence)
+            .collect();
+        assert_eq!(fired, [21], "the 8th failure after the reset");
+    }
 }

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::warn;
 
-use super::analysis::{AnalysisStopped, Judged, Origin};
+use super::analysis::{AnalysisStopped, Judged};
 use super::{Pipeline, PipelineError, ReceivedEvent, Source};
 use crate::sessions::AgentSender;
 
@@ -186,9 +186,10 @@ impl Pending {
 pub struct Stream {
     pipeline: Pipeline,
     lane: u64,
-    origin: Origin,
-    /// Highest sequence handed to the engine (or stored before).
-    submitted_upto: u64,
+    source: Source,
+    /// Highest sequence accepted on this stream (handed to the engine, or
+    /// stored before): the next batch's sequence numbers follow it.
+    accepted_upto: u64,
     credits: Arc<Semaphore>,
     rate: Option<RateLimit>,
     cancel: CancellationToken,
@@ -220,8 +221,8 @@ impl Stream {
         let committer = tokio::spawn(commit_loop(pipeline.clone(), source.clone(), rx, acks));
         Self {
             lane: pipeline.analyzer.new_lane(),
-            origin: source.origin,
-            submitted_upto: source.stored_upto,
+            accepted_upto: source.stored_upto,
+            source,
             credits: Arc::new(Semaphore::new(flow.in_flight)),
             rate: flow
                 .events_per_second
@@ -233,10 +234,25 @@ impl Stream {
         }
     }
 
-    /// Admits one batch: waits for the rate limit and for a free place
-    /// (the session reads nothing meanwhile), decodes it and hands it to
-    /// the engine; the committer stores and acknowledges it later.
-    pub async fn submit(&mut self, events: Vec<ReceivedEvent>) -> Result<(), SubmitError> {
+    /// Admits one batch (`lost_before` events lost by the agent before
+    /// it): checks it ([`Pipeline::admit`]; a batch that breaks the
+    /// protocol is refused whole), waits for the rate limit and for a free
+    /// place (the session reads nothing meanwhile), decodes it and hands it
+    /// to the engine; the committer stores and acknowledges it later.
+    pub async fn submit(
+        &mut self,
+        mut events: Vec<ReceivedEvent>,
+        lost_before: u64,
+    ) -> Result<(), SubmitError> {
+        let upto = self
+            .pipeline
+            .admit(
+                &self.source,
+                &mut self.accepted_upto,
+                &mut events,
+                lost_before,
+            )
+            .await?;
         if let Some(rate) = &mut self.rate {
             let wait = rate.take(events.len(), Instant::now());
             if !wait.is_zero() {
@@ -250,35 +266,31 @@ impl Stream {
             _ = self.cancel.cancelled() => return Err(SubmitError::Ending),
             p = self.credits.clone().acquire_owned() => p.map_err(|_| SubmitError::Ending)?,
         };
-        let upto = self.submitted_upto;
         let fresh = events.iter().filter(|e| e.sequence > upto).count();
-        self.submitted_upto = events.iter().map(|e| e.sequence).fold(upto, u64::max);
         self.pipeline.outputs.stats().events(fresh as u64);
-        let judged = if fresh == 0 {
-            None
-        } else {
-            let analyzer = self.pipeline.analyzer.clone();
-            let origin = self.origin.clone();
-            let (events_back, prepared) = tokio::task::spawn_blocking(move || {
-                let prepared = analyzer.prepare(
-                    &origin,
-                    events
-                        .iter()
-                        .filter(|e| e.sequence > upto)
-                        .map(|e| (e.sequence, e.location.as_str(), e.line.as_slice())),
-                );
-                (events, prepared)
-            })
-            .await
-            .map_err(|_| PipelineError::Analysis(AnalysisStopped))?;
-            let rx = self
-                .pipeline
-                .analyzer
-                .submit(self.lane, prepared)
-                .map_err(PipelineError::Analysis)?;
-            return self.send(events_back, Some(rx), permit).await;
-        };
-        self.send(events, judged, permit).await
+        if fresh == 0 {
+            return self.send(events, None, permit).await;
+        }
+        let analyzer = self.pipeline.analyzer.clone();
+        let origin = self.source.origin.clone();
+        let (events, origin, prepared) = tokio::task::spawn_blocking(move || {
+            let prepared = analyzer.prepare(
+                &origin,
+                events
+                    .iter()
+                    .filter(|e| e.sequence > upto)
+                    .map(|e| (e.sequence, e.location.as_str(), e.line.as_slice())),
+            );
+            (events, origin, prepared)
+        })
+        .await
+        .map_err(|_| PipelineError::Analysis(AnalysisStopped))?;
+        let rx = self
+            .pipeline
+            .analyzer
+            .submit(self.lane, origin, prepared)
+            .map_err(PipelineError::Analysis)?;
+        self.send(events, Some(rx), permit).await
     }
 
     async fn send(

@@ -19,18 +19,25 @@
 //!    followers), only now that they are committed, and the highest stored
 //!    sequence is acknowledged.
 //!
-//! This is where checks on what a source may send (sequences, sizes) and
-//! how fast it may send belong, and how commits are grouped: in front of
-//! the store, behind every transport.
+//! This is where checks on what a source may send belong, in front of
+//! the store, behind every transport: before step 1 a batch's sequence
+//! numbers are checked ([`crate::protocol::check_sequences`]; a gap or a
+//! jump refuses the batch) against the last sequence the stream
+//! ACCEPTED (several batches are in flight; the stored one lags), and its
+//! lines are cut at `[limits] max_line_length`, its locations cleaned and
+//! its times checked ([`crate::protocol`]), so the engine, the archive and
+//! the alerts only ever see bounded text. How fast a source may send
+//! ([`flow`]), and how commits are grouped, belong here too.
 
 pub mod analysis;
 pub mod fair;
 pub mod flow;
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::outputs::Outputs;
+use crate::protocol::{self, SequenceCheck, Violation};
 use crate::responder::Responder;
 use crate::sessions::AgentSender;
 use crate::store::{AgentRecord, IncomingEvent, Store, StoreError, StoredAlert};
@@ -40,7 +47,7 @@ use flow::{FlowConfig, Ready, Stream};
 /// Why a batch was not processed.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// The engine thread has stopped (the manager is going down).
+    /// The engine thread is gone.
     #[error(transparent)]
     Analysis(#[from] AnalysisStopped),
     /// Storing the batch or deciding its responses failed.
@@ -49,6 +56,10 @@ pub enum PipelineError {
     /// The stream was ended after a failure (the agent was told why).
     #[error("stream ended: {0}")]
     Ended(String),
+    /// The batch breaks the protocol (a gap or a jump in its sequence
+    /// numbers); nothing of it was stored.
+    #[error("refused: {0}")]
+    Refused(#[from] Violation),
 }
 
 /// One event as received, owned: what the stream keeps of it from the
@@ -63,7 +74,9 @@ pub struct ReceivedEvent {
     pub log_format: String,
     /// When the agent read it (ms).
     pub read_at: i64,
-    /// Cut at the agent's line limit.
+    /// `read_at` was out of range and is the arrival time instead.
+    pub read_at_clamped: bool,
+    /// Cut at the agent's (or the manager's) line limit.
     pub truncated: bool,
     /// The raw line.
     pub line: Vec<u8>,
@@ -77,6 +90,7 @@ impl ReceivedEvent {
             location: &self.location,
             log_format: &self.log_format,
             read_at: self.read_at,
+            read_at_clamped: self.read_at_clamped,
             truncated: self.truncated,
             line: &self.line,
         }
@@ -89,11 +103,16 @@ impl ReceivedEvent {
 pub struct Source {
     agent_id: String,
     origin: Origin,
-    /// The highest sequence stored, so only new events are judged.
+    /// The highest sequence stored when the stream opened.
     stored_upto: u64,
 }
 
 impl Source {
+    /// The highest sequence stored, as this source last saw it.
+    pub fn stored_upto(&self) -> u64 {
+        self.stored_upto
+    }
+
     /// The events of a registered agent, stored up to its last sequence.
     pub fn agent(record: &AgentRecord) -> Self {
         Self {
@@ -118,6 +137,8 @@ pub struct Pipeline {
     /// Keep every event (OSSEC's `logall`), not only the alerts.
     archive: bool,
     flow: FlowConfig,
+    /// Lines are cut here (`[limits] max_line_length`).
+    max_line_length: usize,
 }
 
 impl Pipeline {
@@ -139,13 +160,125 @@ impl Pipeline {
             outputs,
             archive,
             flow,
+            max_line_length: crate::limits::DEFAULT_MAX_LINE_LENGTH,
         }
+    }
+
+    /// Lines longer than `max` bytes are cut and flagged.
+    pub fn with_max_line_length(mut self, max: usize) -> Self {
+        self.max_line_length = max;
+        self
     }
 
     /// Opens `source`'s stream: acknowledgements (and a failure that ends
     /// it) go to `acks`; waits for admission end when `cancel` is.
     pub fn open(&self, source: Source, acks: AgentSender, cancel: CancellationToken) -> Stream {
         Stream::open(self.clone(), source, acks, cancel)
+    }
+
+    /// Checks a batch's sequence numbers against `accepted`, the highest
+    /// sequence the stream has accepted (its batches in flight included),
+    /// and moves it on; returns the sequence the batch's new events follow
+    /// (the events up to it were received before). The store is read once
+    /// when that fails: a stream replaced by a newer one may have stored
+    /// past it meanwhile.
+    async fn check_sequences(
+        &self,
+        source: &Source,
+        accepted: &mut u64,
+        events: &[ReceivedEvent],
+        lost_before: u64,
+    ) -> Result<u64, PipelineError> {
+        let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
+        let check = match protocol::check_sequences(*accepted, lost_before, &sequences) {
+            Ok(check) => check,
+            Err(violation) => {
+                let stored = self
+                    .store
+                    .agent(&source.agent_id)
+                    .await?
+                    .map(|a| a.last_sequence);
+                match stored {
+                    // Only ever forward: what this stream accepted and has
+                    // not committed yet is above the stored sequence.
+                    Some(stored) if stored > *accepted => {
+                        *accepted = stored;
+                        protocol::check_sequences(stored, lost_before, &sequences)?
+                    }
+                    _ => return Err(violation.into()),
+                }
+            }
+        };
+        let (first, last) = (
+            sequences.first().copied().unwrap_or(0),
+            sequences.last().copied().unwrap_or(0),
+        );
+        match check {
+            SequenceCheck::Stored if !sequences.is_empty() => warn!(
+                agent = %source.agent_id,
+                first,
+                last,
+                accepted = *accepted,
+                "A batch already received was sent again; acknowledged, nothing stored twice."
+            ),
+            SequenceCheck::AfterLoss { lost } => warn!(
+                agent = %source.agent_id,
+                lost,
+                from = *accepted + 1,
+                to = *accepted + lost,
+                "The agent lost events before sending them (its spool was full)."
+            ),
+            _ => {}
+        }
+        let before = *accepted;
+        *accepted = before.max(last);
+        Ok(before)
+    }
+
+    /// Admits a batch of `source`'s events (`lost_before` events lost by
+    /// the source before it) after the highest sequence `accepted`: checks
+    /// its sequence numbers (a batch that breaks the protocol is refused
+    /// whole), cleans its locations, cuts its lines and clamps its times in
+    /// place. Returns the sequence its new events follow.
+    async fn admit(
+        &self,
+        source: &Source,
+        accepted: &mut u64,
+        events: &mut [ReceivedEvent],
+        lost_before: u64,
+    ) -> Result<u64, PipelineError> {
+        let before = self
+            .check_sequences(source, accepted, events, lost_before)
+            .await?;
+        let arrival = crate::store::now_ms();
+        let (mut cut, mut longest, mut clamped) = (0u64, 0usize, 0u64);
+        for e in events.iter_mut() {
+            if let Err((cleaned, reason)) = protocol::clean_location(&e.location) {
+                warn!(agent = %source.agent_id, sequence = e.sequence, location = %cleaned, reason, "An event's location was adjusted.");
+                e.location = cleaned;
+            }
+            let (line, was_cut) = protocol::cut_line(&e.line, self.max_line_length);
+            if was_cut {
+                let len = line.len();
+                cut += 1;
+                longest = longest.max(e.line.len());
+                e.line.truncate(len);
+                e.truncated = true;
+            }
+            let (read_at, was_clamped) = protocol::sane_read_at(e.read_at, arrival);
+            if was_clamped {
+                clamped += 1;
+                e.read_at = read_at;
+                e.read_at_clamped = true;
+            }
+        }
+        if cut > 0 {
+            warn!(agent = %source.agent_id, lines = cut, longest, limit = self.max_line_length, "Cut lines longer than max_line_length (flagged truncated).");
+        }
+        if clamped > 0 {
+            warn!(agent = %source.agent_id, events = clamped, "Events read more than a year before or a day after arrival: their time is the arrival time (flagged read_at_clamped).");
+        }
+        Ok(before)
     }
 
     /// Stores judged batches of `source` in one transaction, responds to

@@ -17,9 +17,13 @@ use palisade_engine::rule::RuleOptions;
 
 use crate::pipeline::analysis::{Judged, Origin};
 
+mod breakers;
+mod identities;
 mod prune;
 mod responses;
 mod tokens;
+pub use breakers::BreakerState;
+pub use identities::OperatorRow;
 pub use prune::Pruned;
 pub use responses::{Action, BlockRow, NewResponse, RefusalRow, ResponseRow};
 pub use tokens::{Redeemed, TokenRow, show_time};
@@ -98,6 +102,12 @@ pub struct AgentRecord {
     pub read_lag_bytes: u64,
     /// When the agent process last started, from its Hello (ms).
     pub started_at: Option<i64>,
+    /// A renewed certificate issued and not used yet.
+    pub pending_serial: Option<String>,
+    /// When a stream of this agent was last refused (ms).
+    pub last_refused_at: Option<i64>,
+    /// Why.
+    pub last_refusal: Option<String>,
 }
 
 /// One event as received from an agent.
@@ -111,10 +121,27 @@ pub struct IncomingEvent<'a> {
     pub log_format: &'a str,
     /// When the agent read it (ms).
     pub read_at: i64,
-    /// Whether the agent cut it.
+    /// `read_at` was out of range and is the arrival time instead.
+    pub read_at_clamped: bool,
+    /// Whether the agent (or the manager, at its own limit) cut it.
     pub truncated: bool,
     /// The raw line.
     pub line: &'a [u8],
+}
+
+/// What an agent's Hello said of its spool ([`Store::agent_spool`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolChange {
+    /// The spool the manager knows (or no id given).
+    Same,
+    /// The first id this agent named (recorded; nothing reset).
+    First,
+    /// A new spool: sequences start again; the agent had been stored up
+    /// to `last_sequence`.
+    New {
+        /// The last sequence stored from the old spool.
+        last_sequence: u64,
+    },
 }
 
 /// What storing a batch did.
@@ -359,6 +386,46 @@ impl Store {
         Ok(())
     }
 
+    /// Records the spool id an agent's Hello names. A different one than
+    /// recorded means a new spool whose sequence numbers start again at 1:
+    /// the agent's last sequence is reset to 0 and its spool epoch (which
+    /// keys the archive with the sequence) counted up, in the same
+    /// transaction, and the old last sequence returned. An empty id (an older agent) changes
+    /// nothing.
+    pub async fn agent_spool(&self, id: &str, spool_id: &str) -> Result<SpoolChange, StoreError> {
+        if spool_id.is_empty() {
+            return Ok(SpoolChange::Same);
+        }
+        let mut tx = self.write_tx().await?;
+        let (known, last): (Option<String>, i64) =
+            sqlx::query_as("SELECT spool_id, last_sequence FROM agents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no agent with id {id}")))?;
+        let change = match known.as_deref() {
+            Some(k) if k == spool_id => return Ok(SpoolChange::Same),
+            None => SpoolChange::First,
+            Some(_) => SpoolChange::New {
+                last_sequence: to_u64(last),
+            },
+        };
+        let reset = matches!(change, SpoolChange::New { .. });
+        sqlx::query(
+            "UPDATE agents SET spool_id = $1,
+                 last_sequence = CASE WHEN $2 THEN 0 ELSE last_sequence END,
+                 spool_epoch = spool_epoch + CASE WHEN $2 THEN 1 ELSE 0 END
+             WHERE id = $3",
+        )
+        .bind(spool_id)
+        .bind(reset)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(change)
+    }
+
     /// Records that an agent was heard from, with its status figures.
     pub async fn agent_heartbeat(
         &self,
@@ -405,11 +472,12 @@ impl Store {
     ) -> Result<StoredBatch, StoreError> {
         let received_at = now_ms();
         let mut tx = self.write_tx().await?;
-        let last: i64 = sqlx::query_scalar("SELECT last_sequence FROM agents WHERE id = $1")
-            .bind(agent_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))?;
+        let (last, spool_epoch): (i64, i64) =
+            sqlx::query_as("SELECT last_sequence, spool_epoch FROM agents WHERE id = $1")
+                .bind(agent_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))?;
         let mut highest = last;
         // New events only; one multi-row INSERT per chunk: a statement per
         // row costs more in sqlx than SQLite's own work.
@@ -425,7 +493,7 @@ impl Store {
         if archive {
             for chunk in fresh.chunks(ARCHIVE_ROWS_PER_INSERT) {
                 let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "INSERT INTO archive (agent_id, sequence, location, log_format, read_at, received_at, truncated, line) ",
+                    "INSERT INTO archive (agent_id, sequence, location, log_format, read_at, received_at, truncated, line, read_at_clamped, spool_epoch) ",
                 );
                 insert.push_values(chunk, |mut row, event| {
                     row.push_bind(agent_id)
@@ -435,7 +503,9 @@ impl Store {
                         .push_bind(event.read_at)
                         .push_bind(received_at)
                         .push_bind(event.truncated)
-                        .push_bind(event.line);
+                        .push_bind(event.line)
+                        .push_bind(event.read_at_clamped)
+                        .push_bind(spool_epoch);
                 });
                 insert.build().execute(&mut *tx).await?;
             }
@@ -679,6 +749,7 @@ fn options_from_bits(bits: i64) -> RuleOptions {
         log_alert: set(2),
         no_log: set(3),
         no_ar: set(4),
+        ..RuleOptions::default()
     }
 }
 
@@ -744,6 +815,9 @@ fn agent_from_row(r: &sqlx::sqlite::SqliteRow) -> AgentRecord {
         dropped_events: to_u64(r.get("dropped_events")),
         read_lag_bytes: to_u64(r.get("read_lag_bytes")),
         started_at: r.get("started_at"),
+        pending_serial: r.get("pending_serial"),
+        last_refused_at: r.get("last_refused_at"),
+        last_refusal: r.get("last_refusal"),
     }
 }
 
@@ -854,6 +928,7 @@ mod tests {
             location: "/var/log/x",
             log_format: "syslog",
             read_at: 1,
+            read_at_clamped: false,
             truncated: false,
             line: b"line",
         };

@@ -36,11 +36,7 @@ pub struct Redeemed<E> {
 }
 
 /// A time in ms as the operator reads it (UTC, to the second).
-pub fn show_time(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms - ms.rem_euclid(1000))
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| ms.to_string())
-}
+pub use palisade_common::time::show_millis as show_time;
 
 impl Store {
     /// Stores a new token's hash; it expires at `expires_at` (ms).

@@ -2,7 +2,7 @@
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
-    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3, 4, 60")]
     pub kind: ::core::option::Option<agent_message::Kind>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -18,6 +18,8 @@ pub mod agent_message {
         CommandResult(super::CommandResult),
         #[prost(message, tag = "4")]
         Heartbeat(super::Heartbeat),
+        #[prost(message, tag = "60")]
+        Renew(super::RenewRequest),
     }
 }
 #[allow(clippy::all)]
@@ -34,15 +36,27 @@ pub struct Hello {
     /// When this agent process started (a restart shows as a newer time).
     #[prost(message, optional, tag = "5")]
     pub started_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// Names the agent's spool, made once when the spool is created. A new
+    /// one (a reinstalled agent, a deleted spool) starts its sequence numbers
+    /// again at 1: the manager says so and accepts the new sequence space.
+    /// Empty from agents that predate it.
+    #[prost(string, tag = "20")]
+    pub spool_id: ::prost::alloc::string::String,
 }
-/// Events in sequence order. Sequence numbers are per agent, strictly
-/// increasing and never reused, so the manager can drop a batch it already
-/// stored.
+/// Events in sequence order. Sequence numbers are per agent, consecutive
+/// within a batch and never reused, so the manager can drop a batch it
+/// already stored. A batch's first new event must follow the last one
+/// stored (plus `lost_before`); the manager refuses a gap or a jump.
+/// At most Welcome.max_batch_bytes long, encoded.
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct EventBatch {
     #[prost(message, repeated, tag = "1")]
     pub events: ::prost::alloc::vec::Vec<Event>,
+    /// Events the agent lost (its spool was full) between the last event it
+    /// sent before this batch and this batch's first one.
+    #[prost(uint64, tag = "20")]
+    pub lost_before: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -62,7 +76,8 @@ pub struct Event {
     /// OSSEC's log_format name: syslog, apache, nginx, command, multi-line ...
     #[prost(string, tag = "5")]
     pub log_format: ::prost::alloc::string::String,
-    /// The line was longer than the agent's limit and was cut.
+    /// The line was longer than the agent's limit (or than a batch may hold)
+    /// and was cut.
     #[prost(bool, tag = "6")]
     pub truncated: bool,
 }
@@ -80,6 +95,11 @@ pub struct CommandResult {
     pub action: i32,
     #[prost(message, optional, tag = "5")]
     pub executed_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// Set when the agent refused the command by the address policy: its
+    /// short reason ("gateway", "own address" ...); `message` has the
+    /// sentence. The manager records it with its own refusals.
+    #[prost(string, tag = "30")]
+    pub refusal_reason: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -99,7 +119,7 @@ pub struct Heartbeat {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ManagerMessage {
-    #[prost(oneof = "manager_message::Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "manager_message::Kind", tags = "1, 2, 3, 4, 60")]
     pub kind: ::core::option::Option<manager_message::Kind>,
 }
 /// Nested message and enum types in `ManagerMessage`.
@@ -115,6 +135,8 @@ pub mod manager_message {
         Command(super::Command),
         #[prost(message, tag = "4")]
         Restart(super::Restart),
+        #[prost(message, tag = "60")]
+        Renewed(super::Renewed),
     }
 }
 /// Restart the agent process (agent_control -R): it stops reading, keeps
@@ -140,6 +162,14 @@ pub struct Welcome {
     pub last_sequence: u64,
     #[prost(uint32, tag = "4")]
     pub protocol_version: u32,
+    /// The most bytes an encoded EventBatch may take; the manager refuses a
+    /// larger message. 0 from managers that predate it (4 MiB then held).
+    #[prost(uint64, tag = "20")]
+    pub max_batch_bytes: u64,
+    /// The manager's own addresses: the agent never blocks them, besides the
+    /// address it connected to (which may be a proxy's or a NAT's).
+    #[prost(string, repeated, tag = "30")]
+    pub manager_addresses: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// Every event up to and including `sequence` is durably stored.
 #[allow(clippy::all)]
@@ -176,6 +206,28 @@ pub struct Command {
     pub agent_id: ::prost::alloc::string::String,
     #[prost(string, tag = "10")]
     pub location: ::prost::alloc::string::String,
+}
+/// The agent asks for a new certificate for a new key, over its
+/// authenticated stream, once two thirds of its certificate's lifetime have
+/// passed. The manager answers with Renewed; the new certificate becomes
+/// the agent's (and the old one is revoked) when the agent first connects
+/// with it.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RenewRequest {
+    /// A PKCS#10 certificate request (DER); only its public key is used.
+    #[prost(bytes = "vec", tag = "1")]
+    pub csr_der: ::prost::alloc::vec::Vec<u8>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Renewed {
+    /// The agent's new certificate (PEM), or empty when refused.
+    #[prost(string, tag = "1")]
+    pub certificate_pem: ::prost::alloc::string::String,
+    /// Why the manager refused, when it did.
+    #[prost(string, tag = "2")]
+    pub error: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -272,6 +324,13 @@ pub struct AgentInfo {
     /// as a newer time.
     #[prost(message, optional, tag = "15")]
     pub started_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// The last time a stream of this agent's certificate was refused (a
+    /// connection from outside its registered address, a second stream while
+    /// one is live), and why.
+    #[prost(message, optional, tag = "60")]
+    pub last_refused_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(string, tag = "61")]
+    pub last_refusal: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -547,6 +606,22 @@ pub struct RemoveAgentRequest {
     pub reason: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResetBreakerRequest {
+    #[prost(string, tag = "1")]
+    pub agent_id: ::prost::alloc::string::String,
+}
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResetBreakerResponse {
+    /// Whether the breaker was tripped (false: there was nothing to reset).
+    #[prost(bool, tag = "1")]
+    pub was_tripped: bool,
+    /// When it tripped, if it was.
+    #[prost(message, optional, tag = "2")]
+    pub tripped_at: ::core::option::Option<::prost_types::Timestamp>,
+}
+#[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum CommandAction {
@@ -703,8 +778,9 @@ pub mod agent_service_client {
             self.inner = self.inner.max_encoding_message_size(limit);
             self
         }
-        /// The agent's one stream. The first message must be Hello; the manager
-        /// answers with Welcome, then acknowledges batches and sends commands.
+        /// The agent's one stream. The first message must be Hello (anything
+        /// else is refused); the manager answers with Welcome, then acknowledges
+        /// batches and sends commands.
         pub async fn session(
             &mut self,
             request: impl tonic::IntoStreamingRequest<Message = super::AgentMessage>,
@@ -750,8 +826,9 @@ pub mod agent_service_server {
             >
             + std::marker::Send
             + 'static;
-        /// The agent's one stream. The first message must be Hello; the manager
-        /// answers with Welcome, then acknowledges batches and sends commands.
+        /// The agent's one stream. The first message must be Hello (anything
+        /// else is refused); the manager answers with Welcome, then acknowledges
+        /// batches and sends commands.
         async fn session(
             &self,
             request: tonic::Request<tonic::Streaming<super::AgentMessage>>,
@@ -1298,6 +1375,31 @@ pub mod control_service_client {
                 .insert(GrpcMethod::new("palisade.v1.ControlService", "RemoveAgent"));
             self.inner.unary(req, path, codec).await
         }
+        /// Close an agent's tripped circuit breaker: new blocks there resume.
+        pub async fn reset_breaker(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResetBreakerRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResetBreakerResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/palisade.v1.ControlService/ResetBreaker",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("palisade.v1.ControlService", "ResetBreaker"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1398,6 +1500,14 @@ pub mod control_service_server {
             &self,
             request: tonic::Request<super::RemoveAgentRequest>,
         ) -> std::result::Result<tonic::Response<super::AgentInfo>, tonic::Status>;
+        /// Close an agent's tripped circuit breaker: new blocks there resume.
+        async fn reset_breaker(
+            &self,
+            request: tonic::Request<super::ResetBreakerRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ResetBreakerResponse>,
+            tonic::Status,
+        >;
     }
     #[derive(Debug)]
     pub struct ControlServiceServer<T> {
@@ -2001,6 +2111,51 @@ pub mod control_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RemoveAgentSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/palisade.v1.ControlService/ResetBreaker" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResetBreakerSvc<T: ControlService>(pub Arc<T>);
+                    impl<
+                        T: ControlService,
+                    > tonic::server::UnaryService<super::ResetBreakerRequest>
+                    for ResetBreakerSvc<T> {
+                        type Response = super::ResetBreakerResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ResetBreakerRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as ControlService>::reset_breaker(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResetBreakerSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -1,0 +1,171 @@
+//! One test per Wazuh semantic the dialect adds, on small hand-written
+//! decoders and rules (the corpus test covers Wazuh's own files).
+
+// Test code: a failed setup step should stop it loudly.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use palisade_engine::dialect::RulesetDialect;
+use palisade_engine::engine::{Engine, EngineConfig, Ruleset};
+use palisade_engine::predecode::predecode_in;
+
+const DECODERS: &str = r#"
+<decoder name="app">
+  <program_name>^app$</program_name>
+  <regex type="pcre2">user=(\w+) ip=(\S+) tag=(\w+) data=(\w+)</regex>
+  <order>user, srcip, tag, data</order>
+</decoder>
+<decoder name="json">
+  <prematch>^{\s*"</prematch>
+  <plugin_decoder>JSON_Decoder</plugin_decoder>
+</decoder>
+"#;
+
+const RULES: &str = r#"
+<group name="t,">
+  <rule id="1" level="0" noalert="1">
+    <category>syslog</category>
+    <description>Generic template for all syslog rules.</description>
+  </rule>
+  <rule id="100" level="3">
+    <decoded_as>app</decoded_as>
+    <description>app</description>
+  </rule>
+  <rule id="101" level="5">
+    <if_sid>100</if_sid>
+    <field name="tag" type="pcre2" negate="yes">^ok$</field>
+    <description>tag is not ok</description>
+    <mitre><id>T1110</id></mitre>
+  </rule>
+  <rule id="102" level="8" frequency="3" timeframe="60">
+    <if_matched_sid>101</if_matched_sid>
+    <same_field>tag</same_field>
+    <different_srcip />
+    <description>three bad tags from different addresses</description>
+  </rule>
+  <rule id="103" level="4" noalert="0">
+    <if_sid>100</if_sid>
+    <user>!root</user>
+    <data>^keep$</data>
+    <description>not root, data keep</description>
+  </rule>
+  <rule id="200" level="6">
+    <decoded_as>json</decoded_as>
+    <field name="a.b">^2$</field>
+    <list field="a.user" lookup="match_key">etc/lists/users</list>
+    <description>json</description>
+  </rule>
+</group>
+"#;
+
+fn engine() -> Engine {
+    let dir = std::env::temp_dir().join(format!("palisade-wazuh-sem-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("lists")).unwrap();
+    std::fs::write(dir.join("lists/users"), "alice:admin\n\"::1\":v6\n").unwrap();
+    let rs = Ruleset::load_sources_in(
+        RulesetDialect::Wazuh,
+        &[("d.xml".into(), DECODERS.into())],
+        &[("r.xml".into(), RULES.into())],
+        Some(&dir),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    Engine::new(Arc::new(rs), EngineConfig::default())
+}
+
+fn judge(e: &mut Engine, line: &str) -> Option<(u32, u32)> {
+    let now: Timestamp = "2024-03-13T10:00:00Z".parse().unwrap();
+    let mut ev = predecode_in(line.as_bytes(), "stdin", "h", RulesetDialect::Wazuh);
+    let verdict = {
+        e.ruleset().decoders.decode(&mut ev);
+        e.judge(&ev, now)
+    };
+    verdict.rule_and_level()
+}
+
+#[test]
+fn negated_pcre2_field_and_mitre() {
+    let mut e = engine();
+    // `prog[pid]:msg` without a space is a program name in Wazuh's dialect.
+    assert_eq!(
+        judge(
+            &mut e,
+            "Dec 19 17:20:08 h app[1]:user=bob ip=1.1.1.1 tag=ok data=x"
+        ),
+        Some((100, 3))
+    );
+    assert_eq!(
+        judge(
+            &mut e,
+            "Dec 19 17:20:08 h app[1]:user=bob ip=1.1.1.1 tag=bad data=x"
+        ),
+        Some((101, 5))
+    );
+    assert_eq!(e.ruleset().rules.rule(101).unwrap().mitre, ["T1110"]);
+}
+
+#[test]
+fn frequency_fires_on_the_nth_event_with_static_filters() {
+    let mut e = engine();
+    let line = |ip: &str, tag: &str| {
+        format!("Dec 19 17:20:08 h app[1]: user=bob ip={ip} tag={tag} data=x")
+    };
+    assert_eq!(judge(&mut e, &line("1.1.1.1", "bad")), Some((101, 5)));
+    // Another tag: same_field keeps the first event out of its count.
+    assert_eq!(judge(&mut e, &line("2.2.2.2", "worse")), Some((101, 5)));
+    // One earlier event counts (1.1.1.1); 2.2.2.2's other tag does not.
+    assert_eq!(judge(&mut e, &line("2.2.2.2", "bad")), Some((101, 5)));
+    // The same address again: different_srcip keeps 2.2.2.2 out.
+    assert_eq!(judge(&mut e, &line("2.2.2.2", "bad")), Some((101, 5)));
+    // Two earlier events pass both filters: the third fires (frequency
+    // 3, where OSSEC would need five).
+    assert_eq!(judge(&mut e, &line("3.3.3.3", "bad")), Some((102, 8)));
+}
+
+#[test]
+fn os_match_bang_negates_and_data_is_its_own_field() {
+    let mut e = engine();
+    let l = "Dec 19 17:20:08 h app[1]: user=bob ip=1.1.1.1 tag=ok data=keep";
+    assert_eq!(judge(&mut e, l), Some((103, 4)));
+    let l = "Dec 19 17:20:08 h app[1]: user=root ip=1.1.1.1 tag=ok data=keep";
+    assert_eq!(judge(&mut e, l), Some((100, 3)));
+}
+
+#[test]
+fn json_decoder_and_lists_on_dynamic_fields() {
+    let mut e = engine();
+    assert_eq!(
+        judge(&mut e, r#"{"a":{"b":2,"user":"alice"}}"#),
+        Some((200, 6))
+    );
+    assert_eq!(judge(&mut e, r#"{"a":{"b":2,"user":"eve"}}"#), None);
+    assert_eq!(judge(&mut e, r#"{"a":{"b":3,"user":"alice"}}"#), None);
+}
+
+#[test]
+fn wazuh_only_warnings() {
+    let rules = r#"<group name="g,">
+  <rule id="1" level="0"><category>syslog</category><description>root</description></rule>
+  <rule id="100" level="3"><match>a</match><description>x</description></rule>
+  <rule id="100" level="3"><match>b</match><description>duplicate</description></rule>
+  <rule id="101" level="3"><if_sid>100, 999</if_sid><description>one missing sid</description></rule>
+  <rule id="102" level="3"><if_sid>100|1</if_sid><description>malformed</description></rule>
+  <rule id="103" level="3"><list field="srcip" lookup="match_key">etc/lists/none</list><description>no list</description></rule>
+</group>"#;
+    let rs = Ruleset::load_sources_in(
+        RulesetDialect::Wazuh,
+        &[],
+        &[("r.xml".into(), rules.into())],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rs.rules.rules.len(), 3, "1, 100, 101 load");
+    assert!(rs.rules.rule(1).is_some());
+    assert!(rs.rules.rule(101).is_some());
+    assert!(rs.rules.rule(102).is_none());
+    assert!(rs.rules.rule(103).is_none());
+    assert_eq!(rs.rules.warnings.len(), 4, "{:?}", rs.rules.warnings);
+    // The same file is an error in OSSEC's dialect.
+    assert!(Ruleset::load_sources(&[], &[("r.xml".into(), rules.into())], None).is_err());
+}
