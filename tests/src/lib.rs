@@ -144,6 +144,8 @@ impl ManagerHandle {
         let addr = agents.local_addr()?;
         config.listen = addr;
         config.advertise = addr.to_string();
+        // Tests see what was delivered in the archive (off by default).
+        config.logall = true;
         adjust(&mut config);
         let enrollment = match endpoints.enrollment {
             true => Some(loopback().await?),
@@ -310,6 +312,14 @@ impl Drop for AgentHandle {
             task.abort();
         }
     }
+}
+
+/// `manager.toml` as `init` writes it, with `logall` turned on (tests
+/// see what was delivered in the archive; it is off by default).
+pub fn with_logall(toml: String) -> String {
+    let on = toml.replace("\nlogall = false\n", "\nlogall = true\n");
+    assert!(on.contains("\nlogall = true\n"), "init wrote no logall key");
+    on
 }
 
 /// Selects the ring provider for rustls once per process.
