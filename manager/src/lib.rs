@@ -346,6 +346,7 @@ pub async fn run(
         responder.clone(),
         outputs.clone(),
         config.logall,
+        config.flow,
     )
     .with_max_line_length(config.limits.max_line_length);
     let heartbeats = heartbeats::Heartbeats::default();
