@@ -297,3 +297,41 @@ async fn connection_limits_hold_and_refusals_are_summarised() -> anyhow::Result<
     fifth.wait_active(1, WAIT).await?;
     Ok(())
 }
+
+/// At shutdown the agents' streams end first, then their last-seen times
+/// are written, then the database closes: every agent's `last_seen` is
+/// the time its stream ended, and nothing fails to be recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_records_every_agents_last_seen() -> anyhow::Result<()> {
+    let logs = palisade_tests::LogCapture::install();
+    let mut manager = ManagerHandle::start_with(one_address_for_all).await?;
+    let identities = fleet::register(&manager.config, "web", 20).await?;
+    let fleet = Fleet::start(
+        &Target::of(&manager.config, manager.addr)?,
+        &identities,
+        None,
+    )?;
+    fleet.wait_active(identities.len(), WAIT).await?;
+    // Every Hello has been recorded (at or before now); the streams end
+    // strictly later.
+    let connected_by = palisade_manager::store::now_ms();
+    while palisade_manager::store::now_ms() <= connected_by {
+        tokio::task::yield_now().await;
+    }
+    manager.stop().await?;
+    let store = manager.store().await?;
+    for identity in &identities {
+        let agent = store
+            .agent(&identity.id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("agent {} vanished", identity.id))?;
+        assert!(
+            agent.last_seen.is_some_and(|t| t > connected_by),
+            "agent {}: last seen {:?}, connected by {connected_by}",
+            identity.id,
+            agent.last_seen
+        );
+    }
+    assert!(!logs.text().contains("Cannot record"));
+    Ok(())
+}
