@@ -49,6 +49,10 @@ use crate::sessions::{AgentSender, EndReason, NewStream, SessionGuard, Sessions}
 use crate::store::{AgentHello, SpoolChange, Store};
 use crate::wire;
 
+/// Streams doing their opening database work at once (the pool has 4
+/// connections).
+const OPENINGS_AT_ONCE: usize = 8;
+
 /// The agent stream service.
 #[derive(Debug, Clone)]
 pub struct Ingest {
@@ -69,6 +73,10 @@ pub struct Ingest {
     /// Every stream's task, so that shutdown waits for them (and their
     /// last-seen times) before the database closes.
     tasks: TaskTracker,
+    /// Streams doing their opening database work at once: in a reconnect
+    /// storm of thousands the others wait their turn here, in order,
+    /// instead of timing out on the database's connection pool.
+    openings: Arc<tokio::sync::Semaphore>,
 }
 
 /// An agent stream the database admits.
@@ -101,6 +109,7 @@ impl Ingest {
             agent_timeout: crate::config::DEFAULT_AGENT_TIMEOUT,
             heartbeats: Heartbeats::default(),
             tasks: TaskTracker::new(),
+            openings: Arc::new(tokio::sync::Semaphore::new(OPENINGS_AT_ONCE)),
         }
     }
 
@@ -230,7 +239,11 @@ impl AgentService for Ingest {
             name,
             serial,
             renewed,
-        } = self.admit(&request).await.inspect_err(|status| {
+        } = {
+            let _turn = self.openings.acquire().await;
+            self.admit(&request).await
+        }
+        .inspect_err(|status| {
             // The refusals of admit() are logged there; a database that
             // failed or timed out (the pool) is logged here.
             if matches!(status.code(), tonic::Code::Internal | tonic::Code::Unavailable) {
@@ -336,6 +349,8 @@ impl Opening {
                 Ok(Ok(Some(m))) => m,
             },
         };
+        // The Hello's database work, a few agents at a time.
+        let _turn = ingest.openings.acquire().await;
         let hello = protocol::first_message(first.kind)
             .map_err(|v| Status::failed_precondition(v.to_string()))?;
         protocol::check_hello(&hello).map_err(|v| Status::invalid_argument(v.to_string()))?;
