@@ -85,7 +85,11 @@ fn ctl(config: &Path, args: &[&str]) -> Duration {
         .status()
         .expect("palisadectl");
     let took = start.elapsed();
-    assert!(status.success(), "palisadectl {args:?} failed: {status}");
+    if !status.success() {
+        // Said, not fatal: a fan-out goes on after its caller gave up,
+        // and the bench measures when the agents have it.
+        println!("  palisadectl {args:?} failed after {took:?}: {status}");
+    }
     took
 }
 
