@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use jiff::Timestamp;
 use palisade_engine::dialect::RulesetDialect;
@@ -61,7 +62,11 @@ const RULES: &str = r#"
 "#;
 
 fn engine() -> Engine {
-    let dir = std::env::temp_dir().join(format!("palisade-wazuh-sem-{}", std::process::id()));
+    // One directory per engine: tests run in parallel, and one rewriting
+    // the list while another reads it would race.
+    static ENGINES: AtomicUsize = AtomicUsize::new(0);
+    let n = ENGINES.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("palisade-wazuh-sem-{}-{n}", std::process::id()));
     std::fs::create_dir_all(dir.join("lists")).unwrap();
     std::fs::write(dir.join("lists/users"), "alice:admin\n\"::1\":v6\n").unwrap();
     let rs = Ruleset::load_sources_in(
@@ -71,6 +76,7 @@ fn engine() -> Engine {
         Some(&dir),
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(&dir).unwrap();
     Engine::new(Arc::new(rs), EngineConfig::default())
 }
 

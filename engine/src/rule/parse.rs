@@ -527,7 +527,16 @@ pub(crate) fn parse_rule(
             "mitre" if dialect.is_wazuh() => {
                 for m in &c.children {
                     if m.name.eq_ignore_ascii_case("id") {
-                        rule.mitre.push(m.text.trim().to_string());
+                        let id = m.text.trim();
+                        if crate::mitre::technique(id).is_none() {
+                            warnings.push((
+                                m.line,
+                                format!(
+                                    "{who}: MITRE ATT&CK technique '{id}' is unknown; alerts.json leaves it out, as Wazuh does"
+                                ),
+                            ));
+                        }
+                        rule.mitre.push(id.to_string());
                     } else {
                         problems.push((
                             m.line,
