@@ -11,7 +11,10 @@
 //! `frequency + 1` earlier events pass the `same_*` filters, i.e. on the
 //! `frequency + 2`-th event (Wazuh's dialect: on the `frequency`-th, see
 //! [`crate::rule::Rule::fires_after`]) (`Search_LastSids`, `Search_LastGroups`,
-//! `Search_LastEvents` in `src/analysisd/eventinfo.c`).
+//! `Search_LastEvents` in `src/analysisd/eventinfo.c`). Wazuh 4 tests the
+//! barrier after the filters and marks only the current event and, when
+//! more than one event was counted, the newest counted one: a ruleset read
+//! in its dialect is searched that way, whatever [`Barrier`] says.
 //!
 //! Memory bound (why a flood of distinct source IPs cannot exhaust memory):
 //! the only per-source state is the lists' address index, whose entries
@@ -445,7 +448,8 @@ impl Correlator {
             Search::Events => (None, true),
         };
         let s = rule.ctx.same;
-        let global = self.barrier == Barrier::Global;
+        let wazuh = rs.dialect.is_wazuh();
+        let global = self.barrier == Barrier::Global && !wazuh;
         // The indexed walk: only this address's entries.
         if let Some(list) = list
             && s.source_ip
@@ -471,7 +475,7 @@ impl Correlator {
                 .copied()
                 .take_while(|&id| stop_at.is_none_or(|b| id > b));
             let hit = self.walk(rule, ev, now, walk, false, global, newest);
-            return self.fire(rule, hit, cur_matched);
+            return self.fire(rule, hit, wazuh, cur_matched);
         }
         let ids = match list {
             Some(l) => &l.ids,
@@ -486,7 +490,7 @@ impl Correlator {
             global,
             None,
         );
-        self.fire(rule, hit, cur_matched)
+        self.fire(rule, hit, wazuh, cur_matched)
     }
 
     /// The newest event of `list` whose barrier mark reaches `level`,
@@ -604,17 +608,27 @@ impl Correlator {
     }
 
     /// A firing: the barrier marks on the current event, the event that
-    /// completed the count and the list's newest.
+    /// completed the count and the list's newest. Wazuh 4 (`wazuh`) marks
+    /// the current event and, when more than one event was counted, only
+    /// the newest counted one (its `first_matched`): a rule that needs one
+    /// earlier event leaves it unmarked, so a chain of `if_matched_sid`
+    /// rules fires again on the next event.
     fn fire(
         &mut self,
         rule: &crate::rule::Rule,
         hit: Option<(Vec<u64>, u64, Option<u64>)>,
+        wazuh: bool,
         cur_matched: &mut u32,
     ) -> Option<ContextLines> {
         let (lines, pid, newest) = hit?;
         let level = rule.level;
         *cur_matched = level;
-        for id in std::iter::once(pid).chain(newest) {
+        let marked = if wazuh {
+            [None, newest.filter(|_| lines.len() > 1)]
+        } else {
+            [Some(pid), newest]
+        };
+        for id in marked.into_iter().flatten() {
             if let Some(e) = self.events.get_mut(id) {
                 e.matched = level;
                 // The event may sit in several (group) lists.

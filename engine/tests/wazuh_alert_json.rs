@@ -191,6 +191,8 @@ fn a_json_event_nests_its_fields_under_data() {
                 "time": "1766395777",
             },
             "tags": ["a", "b"],
+            // Wazuh's JSON decoder keeps a null as the text "null".
+            "gone": "null",
         })
     );
     // <options>no_full_log</options>; no syslog header, no predecoder.

@@ -58,6 +58,24 @@ const RULES: &str = r#"
     <list field="a.user" lookup="match_key">etc/lists/users</list>
     <description>json</description>
   </rule>
+  <rule id="201" level="3">
+    <decoded_as>json</decoded_as>
+    <field name="chain">^x$</field>
+    <description>chain start</description>
+  </rule>
+  <rule id="202" level="5" timeframe="60">
+    <if_matched_sid>201</if_matched_sid>
+    <description>chain, second step</description>
+  </rule>
+  <rule id="203" level="7" timeframe="60">
+    <if_matched_sid>202</if_matched_sid>
+    <description>chain, third step</description>
+  </rule>
+  <rule id="204" level="4">
+    <decoded_as>json</decoded_as>
+    <field name="code">^null$</field>
+    <description>a JSON null kept as the text null</description>
+  </rule>
 </group>
 "#;
 
@@ -174,4 +192,30 @@ fn wazuh_only_warnings() {
     assert_eq!(rs.rules.warnings.len(), 4, "{:?}", rs.rules.warnings);
     // The same file is an error in OSSEC's dialect.
     assert!(Ruleset::load_sources(&[], &[("r.xml".into(), rules.into())], None).is_err());
+}
+
+#[test]
+fn nested_if_matched_sid_chains_fire_again() {
+    // Wazuh marks only the newest counted event when more than one was
+    // counted: a rule needing one earlier event leaves it unmarked, so
+    // the chain climbs on the third line and stays on top (OSSEC's
+    // barrier would drop back to 201 there).
+    let mut e = engine();
+    let line = r#"{"chain":"x"}"#;
+    let got: Vec<_> = (0..4).map(|_| judge(&mut e, line)).collect();
+    assert_eq!(
+        got,
+        [
+            Some((201, 3)),
+            Some((202, 5)),
+            Some((203, 7)),
+            Some((203, 7))
+        ]
+    );
+}
+
+#[test]
+fn a_json_null_is_the_text_null_by_default() {
+    let mut e = engine();
+    assert_eq!(judge(&mut e, r#"{"code":null}"#), Some((204, 4)));
 }

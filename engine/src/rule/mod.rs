@@ -382,6 +382,9 @@ pub struct RuleSet {
     /// Whether a context rule compares fields beyond OSSEC's few
     /// (Wazuh static filters): stored events then keep all their fields.
     pub keeps_fields: bool,
+    /// The rule language the set was read in (Wazuh's context searches
+    /// mark events differently, see [`crate::correlate`]).
+    pub dialect: RulesetDialect,
 }
 
 impl RuleSet {
