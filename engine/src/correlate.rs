@@ -139,6 +139,20 @@ struct Stored {
     /// Every field and the location, kept only when some rule has Wazuh
     /// static filters ([`RuleSet::keeps_fields`]).
     wide: Option<Box<(Fields, String)>>,
+    /// The agent the event came from ([`agent_of`]), kept in the Wazuh
+    /// dialect only (its searches count one agent's events); `None` for
+    /// the manager's own.
+    agent: Option<Box<str>>,
+}
+
+/// The agent named by an agent event's location (`(web01) ip->path`:
+/// `web01`); empty for the manager's own events. Wazuh counts only the
+/// current event's agent's earlier events unless `<global_frequency/>`.
+fn agent_of(location: &str) -> &str {
+    location
+        .strip_prefix('(')
+        .and_then(|rest| rest.split_once(") "))
+        .map_or("", |(name, _)| name)
 }
 
 impl Stored {
@@ -170,6 +184,7 @@ impl Stored {
             + text(&self.id)
             + text(&self.hostname)
             + text(&self.url)
+            + self.agent.as_ref().map_or(0, |a| a.len() + STRING_OVERHEAD)
             + self.wide.as_deref().map_or(0, |(f, location)| {
                 let statics = [
                     &f.srcip,
@@ -474,7 +489,7 @@ impl Correlator {
                 .rev()
                 .copied()
                 .take_while(|&id| stop_at.is_none_or(|b| id > b));
-            let hit = self.walk(rule, ev, now, walk, false, global, newest);
+            let hit = self.walk(rule, ev, now, walk, false, global, wazuh, newest);
             return self.fire(rule, hit, wazuh, cur_matched);
         }
         let ids = match list {
@@ -488,6 +503,7 @@ impl Correlator {
             ids.iter().rev().copied(),
             events_search,
             global,
+            wazuh,
             None,
         );
         self.fire(rule, hit, wazuh, cur_matched)
@@ -523,10 +539,13 @@ impl Correlator {
         ids: impl Iterator<Item = u64>,
         events_search: bool,
         global: bool,
+        wazuh: bool,
         mut newest: Option<u64>,
     ) -> Option<(Vec<u64>, u64, Option<u64>)> {
         let f = &ev.fields;
         let s = rule.ctx.same;
+        // Wazuh's searches stay within the current event's agent.
+        let agent = (wazuh && !rule.ctx.global_frequency).then(|| agent_of(&ev.location));
         let mut count = 0u32;
         let mut lines = Vec::new();
         for pid in ids {
@@ -538,6 +557,11 @@ impl Correlator {
             }
             if now - p.time > i64::from(rule.timeframe) {
                 return None;
+            }
+            if let Some(agent) = agent
+                && p.agent.as_deref().unwrap_or("") != agent
+            {
+                continue;
             }
             if global && p.matched >= rule.level {
                 return None;
@@ -682,6 +706,9 @@ impl Correlator {
             wide: rs
                 .keeps_fields
                 .then(|| Box::new((ev.fields.clone(), ev.location.clone()))),
+            agent: Some(agent_of(&ev.location))
+                .filter(|a| rs.dialect.is_wazuh() && !a.is_empty())
+                .map(Box::from),
         };
         let mut keys = Vec::new();
         if rs.has_sid_list.get(r).copied().unwrap_or(false) {

@@ -76,6 +76,16 @@ const RULES: &str = r#"
     <field name="code">^null$</field>
     <description>a JSON null kept as the text null</description>
   </rule>
+  <rule id="205" level="3">
+    <decoded_as>json</decoded_as>
+    <field name="g">^x$</field>
+    <description>g</description>
+  </rule>
+  <rule id="206" level="6" timeframe="60">
+    <if_matched_sid>205</if_matched_sid>
+    <global_frequency />
+    <description>g again, from any agent</description>
+  </rule>
 </group>
 "#;
 
@@ -99,8 +109,14 @@ fn engine() -> Engine {
 }
 
 fn judge(e: &mut Engine, line: &str) -> Option<(u32, u32)> {
+    judge_at(e, line, "stdin")
+}
+
+/// Judges `line` as coming from `location` (`(agent) ip->path` for an
+/// agent's event).
+fn judge_at(e: &mut Engine, line: &str, location: &str) -> Option<(u32, u32)> {
     let now: Timestamp = "2024-03-13T10:00:00Z".parse().unwrap();
-    let mut ev = predecode_in(line.as_bytes(), "stdin", "h", RulesetDialect::Wazuh);
+    let mut ev = predecode_in(line.as_bytes(), location, "h", RulesetDialect::Wazuh);
     let verdict = {
         e.ruleset().decoders.decode(&mut ev);
         e.judge(&ev, now)
@@ -218,4 +234,20 @@ fn nested_if_matched_sid_chains_fire_again() {
 fn a_json_null_is_the_text_null_by_default() {
     let mut e = engine();
     assert_eq!(judge(&mut e, r#"{"code":null}"#), Some((204, 4)));
+}
+
+#[test]
+fn context_searches_stay_within_one_agent_unless_global_frequency() {
+    let mut e = engine();
+    let (a, b) = ("(a) any->/var/log/x", "(b) any->/var/log/x");
+    let chain = r#"{"chain":"x"}"#;
+    assert_eq!(judge_at(&mut e, chain, a), Some((201, 3)));
+    // Agent b's event does not count agent a's.
+    assert_eq!(judge_at(&mut e, chain, b), Some((201, 3)));
+    assert_eq!(judge_at(&mut e, chain, a), Some((202, 5)));
+    assert_eq!(judge_at(&mut e, chain, "stdin"), Some((201, 3)));
+    // <global_frequency/>: every agent's events count.
+    let g = r#"{"g":"x"}"#;
+    assert_eq!(judge_at(&mut e, g, a), Some((205, 3)));
+    assert_eq!(judge_at(&mut e, g, b), Some((206, 6)));
 }

@@ -232,6 +232,9 @@ pub struct ContextSpec {
     pub same: SameFlags,
     /// Wazuh's static filters on any field (besides `same.source_ip`).
     pub filters: Vec<StaticFilter>,
+    /// `<global_frequency/>` (Wazuh): count earlier events of every agent,
+    /// not only the current event's agent.
+    pub global_frequency: bool,
 }
 
 impl ContextSpec {

@@ -275,6 +275,10 @@ pub(crate) fn parse_rule(
             context_opts = true;
             continue;
         }
+        if dialect.is_wazuh() && c.name == "global_frequency" {
+            rule.ctx.global_frequency = true;
+            continue;
+        }
         // Names compared case-sensitively in OSSEC.
         match c.name.as_str() {
             "same_id" => {
