@@ -7,11 +7,16 @@
 //!
 //! The spool is bounded on disk (`[spool] max_size`, database, WAL and
 //! shared-memory file together). Half of the limit is for events, a
-//! quarter for the WAL; when the events outgrow their half, the oldest are
-//! deleted in the same transaction that added the new ones, down to 7/8 of
-//! it, and counted in the persistent `dropped_events` counter that the
-//! heartbeat reports. Only whole prefixes of the sequence are ever deleted
-//! (acknowledged or dropped), so the spool stays one contiguous range.
+//! quarter for the WAL. The tailer stops reading while the events are
+//! above the high-water mark, three quarters of their half ([`Spool::room`]),
+//! and resumes at the same file position once acknowledgements made room:
+//! the files are the buffer behind the spool. Only if the events still
+//! outgrow their half (lines from commands, which cannot wait) are the
+//! oldest deleted in the same transaction that added the new ones, down to
+//! 7/8 of it, and counted in the persistent `dropped_events` counter that
+//! the heartbeat reports. Only whole prefixes of the sequence are ever
+//! deleted (acknowledged or dropped), so the spool stays one contiguous
+//! range.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -114,6 +119,8 @@ pub struct Spool {
     page_size: u64,
     /// Bytes of live pages allowed for events before the oldest go.
     data_budget: u64,
+    /// Bytes of live pages above which readers wait ([`Spool::room`]).
+    high_water: u64,
     /// WAL bytes above which it is checkpointed and truncated.
     wal_budget: u64,
 }
@@ -165,6 +172,7 @@ impl Spool {
             path: path.to_path_buf(),
             page_size: u64_of(page_size).max(512),
             data_budget: options.max_size / 2,
+            high_water: options.max_size / 2 / 4 * 3,
             wal_budget,
         })
     }
@@ -232,6 +240,14 @@ impl Spool {
             self.limit_wal().await?;
         }
         Ok(dropped)
+    }
+
+    /// Bytes of events that may still be added before the high-water mark
+    /// (0: readers should wait for acknowledgements to make room).
+    pub async fn room(&self) -> Result<u64, SpoolError> {
+        let mut conn = self.pool.acquire().await?;
+        let used = self.used_bytes(&mut conn).await?;
+        Ok(self.high_water.saturating_sub(used))
     }
 
     /// Bytes of pages in use in the main database, as this transaction

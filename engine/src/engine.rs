@@ -55,6 +55,15 @@ impl Ruleset {
         }
     }
 
+    /// Decodes a pre-decoded event in place. Needs no state, so callers
+    /// may decode on any thread before handing the event to the engine's
+    /// rules ([`Engine::judge`]); [`Engine::process`] is both steps.
+    pub fn decode(&self, event: &mut Event) {
+        #[cfg(feature = "test-panic-trigger")]
+        test_panic_trigger::before_decoding(event);
+        self.decoders.decode(event);
+    }
+
     /// Loads decoder files, then rule files (in order), checking
     /// `decoded_as` against the decoders. `list_dir` is where `<list>`
     /// paths are resolved. Every problem of both steps is returned at once.
@@ -400,9 +409,7 @@ impl Engine {
     /// Decodes a pre-decoded event in place, then runs the rules; returns
     /// the alert if one is due.
     pub fn process(&mut self, event: &mut Event, now: Timestamp) -> Option<Alert> {
-        #[cfg(feature = "test-panic-trigger")]
-        test_panic_trigger::before_decoding(event);
-        self.ruleset.decoders.decode(event);
+        self.ruleset.decode(event);
         self.judge(event, now).into_alert()
     }
 

@@ -40,6 +40,8 @@ struct RawConfig {
     #[serde(default)]
     enrollment: crate::enroll::RawEnrollment,
     #[serde(default)]
+    flow: crate::pipeline::flow::RawFlow,
+    #[serde(default)]
     limits: crate::limits::RawLimits,
 }
 
@@ -187,8 +189,8 @@ struct RawServer {
 struct RawStorage {
     #[serde(default = "default_database")]
     database: PathBuf,
-    /// Keep every received event (OSSEC's `logall`).
-    #[serde(default = "default_true")]
+    /// Keep every received event (OSSEC's `logall`, off by default).
+    #[serde(default)]
     logall: bool,
 }
 
@@ -196,7 +198,7 @@ impl Default for RawStorage {
     fn default() -> Self {
         Self {
             database: default_database(),
-            logall: true,
+            logall: false,
         }
     }
 }
@@ -229,9 +231,6 @@ fn default_key() -> PathBuf {
 }
 fn default_database() -> PathBuf {
     "palisade.db".into()
-}
-fn default_true() -> bool {
-    true
 }
 
 /// A validated manager configuration.
@@ -282,6 +281,8 @@ pub struct ManagerConfig {
     pub metrics: crate::metrics::MetricsConfig,
     /// Agent enrollment with tokens.
     pub enrollment: crate::enroll::EnrollmentConfig,
+    /// Flow control of agents' streams.
+    pub flow: crate::pipeline::flow::FlowConfig,
     /// The wall clock certificates are issued by (the system's; not in the
     /// file: tests move a manual one).
     pub clock: std::sync::Arc<dyn palisade_common::clock::Clock>,
@@ -419,6 +420,7 @@ impl ManagerConfig {
         let retention = crate::retention::compile(raw.retention, base, &mut errors);
         let metrics = crate::metrics::compile(raw.metrics, base, &mut errors);
         let enrollment = crate::enroll::compile(raw.enrollment, base, &mut errors);
+        let flow = crate::pipeline::flow::compile(raw.flow, &mut errors);
         let limits = crate::limits::compile(raw.limits, &mut errors);
         let Some(listen) = listen.filter(|_| errors.is_empty()) else {
             return Err(errors.into_error(path, text));
@@ -449,6 +451,7 @@ impl ManagerConfig {
             retention,
             metrics,
             enrollment,
+            flow,
             clock: std::sync::Arc::new(palisade_common::clock::SystemClock),
             limits,
         })
@@ -749,8 +752,9 @@ key = "pki/manager.key"
 
 [storage]
 database = "palisade.db"
-# Keep every received event (OSSEC's logall).
-logall = true
+# Keep every received event, not only alerts (OSSEC's logall, off by
+# default as in OSSEC). [retention] bounds it by age and by size.
+logall = false
 
 [global]
 # Addresses and networks that are never blocked.{ssh_note}
@@ -791,6 +795,12 @@ log_alert_level = 1
 # Prune old alerts and archived events in the background.
 alerts_max_age = "90d"
 archive_max_age = "30d"
+archive_max_size = "10GiB"
+
+[flow]
+# Most events per second taken from one agent; a faster agent is slowed
+# (its backlog waits in its spool and its files), never dropped. 0: no limit.
+agent_events_per_second = 50000
 
 [metrics]
 # Prometheus /metrics over plain HTTP; off unless set.

@@ -8,9 +8,10 @@
 //! answer with Welcome (the stored sequence, the batch byte limit) and
 //! count the agent as connected. A Hello naming a new spool resets the
 //! agent's sequence (a reinstalled agent starts again at 1), said at WARN.
-//! Each event batch goes to the pipeline and is acknowledged only after
-//! it is committed, with the agent's highest stored sequence number, so a
-//! batch sent twice is stored once. Heartbeats and command results update
+//! Each event batch goes to the pipeline's flow control (a few batches in
+//! flight per stream; while they wait, the stream is not read) and is
+//! acknowledged only after it is committed, with the agent's highest
+//! stored sequence number, so a batch sent twice is stored once. Heartbeats and command results update
 //! the agent's record. Every refusal is logged at WARN with its reason,
 //! which the agent receives too.
 //!
@@ -27,7 +28,7 @@ use palisade_proto::identity::{self, Role};
 use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::agent_service_server::AgentService;
 use palisade_proto::v1::manager_message::Kind as ManagerKind;
-use palisade_proto::v1::{Ack, AgentMessage, ManagerMessage, RenewRequest, Renewed, Welcome};
+use palisade_proto::v1::{AgentMessage, ManagerMessage, RenewRequest, Renewed, Welcome};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,12 +38,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::pipeline::flow::{Stream, SubmitError};
 use crate::pipeline::{Pipeline, Source};
 use crate::pki::CertificateAuthority;
 use crate::protocol::{self, HELLO_TIMEOUT};
 use crate::responder::Responder;
 use crate::sessions::{AgentSender, EndReason, NewStream, SessionGuard, Sessions};
-use crate::store::{AgentHello, IncomingEvent, SpoolChange, Store};
+use crate::store::{AgentHello, SpoolChange, Store};
 use crate::wire;
 
 /// The agent stream service.
@@ -381,12 +383,15 @@ impl Opening {
             Err(live) => return Err(self.refuse_second(live).await),
         };
         info!(%agent, name = %Escaped(&self.name), address = self.address.as_deref().unwrap_or("-"), "Agent stream opened.");
+        let stream =
+            ingest
+                .pipeline
+                .open(Source::agent(&record), self.tx.clone(), guard.token.clone());
         Ok(SessionTask {
             store: ingest.store.clone(),
             sessions: ingest.sessions.clone(),
-            pipeline: ingest.pipeline.clone(),
             responder: ingest.responder.clone(),
-            source: Source::agent(&record),
+            stream,
             agent_id: agent.clone(),
             name: self.name.clone(),
             ca: ingest.ca.clone(),
@@ -400,10 +405,9 @@ impl Opening {
 struct SessionTask {
     store: Store,
     sessions: Sessions,
-    pipeline: Pipeline,
     responder: Responder,
-    /// The agent as the pipeline knows it.
-    source: Source,
+    /// The agent's events through the pipeline (flow control, acks).
+    stream: Stream,
     agent_id: String,
     name: String,
     ca: Option<Arc<CertificateAuthority>>,
@@ -445,6 +449,9 @@ impl SessionTask {
                     self.guard.heard();
                     if let Err(status) = self.handle(m).await {
                         warn!(%agent, error = %Escaped(status.message()), "Agent stream failed.");
+                        // The batches admitted before are stored and
+                        // acknowledged before the stream ends.
+                        let _ = self.stream.finish().await;
                         let _ = self.tx.send(Err(status)).await;
                         break;
                     }
@@ -469,6 +476,9 @@ impl SessionTask {
                 }
             }
         }
+        // What was admitted is stored and acknowledged before the stream
+        // is let go (a failure was logged and told to the agent).
+        let _ = self.stream.finish().await;
         self.sessions.unregister(&agent, self.guard.generation);
         if let Err(error) = self.store.agent_seen(&agent).await {
             warn!(%agent, %error, "Cannot record last seen.");
@@ -484,19 +494,15 @@ impl SessionTask {
                 ));
             }
             Some(AgentKind::Events(batch)) => {
-                let events: Vec<IncomingEvent<'_>> =
-                    batch.events.iter().map(wire::incoming_event).collect();
-                let highest = self
-                    .pipeline
-                    .process(&mut self.source, &events, batch.lost_before)
-                    .await?;
-                let ack = ManagerMessage {
-                    kind: Some(ManagerKind::Ack(Ack { sequence: highest })),
-                };
-                self.tx
-                    .send(Ok(ack))
-                    .await
-                    .map_err(|_| Status::cancelled("stream closed"))?;
+                // Returns once the batch is admitted; the stream commits and
+                // acknowledges it. While it waits, nothing more is read.
+                let events = batch.events.into_iter().map(wire::received_event).collect();
+                match self.stream.submit(events, batch.lost_before).await {
+                    Ok(()) => {}
+                    // The session's own select says why it ends.
+                    Err(SubmitError::Ending) => {}
+                    Err(SubmitError::Failed(e)) => return Err(e.into()),
+                }
             }
             Some(AgentKind::Heartbeat(hb)) => {
                 self.store

@@ -324,6 +324,7 @@ pub async fn run(
         responder.clone(),
         outputs.clone(),
         config.logall,
+        config.flow,
     )
     .with_max_line_length(config.limits.max_line_length);
     let ingest = ingest::Ingest::new(

@@ -5,6 +5,7 @@
 //! alerts_max_age = "90d"      # alerts judged longer ago are deleted
 //! alerts_max_count = 1000000  # only the newest this many alerts are kept
 //! archive_max_age = "30d"     # archived events (logall) received longer ago
+//! archive_max_size = "10GiB"  # the oldest archived events beyond this size
 //! interval = "10m"            # how often to look
 //! ```
 //!
@@ -43,6 +44,8 @@ pub struct RawRetention {
     pub alerts_max_count: Option<u64>,
     /// Archived events older than this are deleted ("30d").
     pub archive_max_age: Option<String>,
+    /// The oldest archived events beyond this size are deleted ("10GiB").
+    pub archive_max_size: Option<String>,
     /// How often to prune ("10m").
     pub interval: Option<String>,
 }
@@ -56,6 +59,9 @@ pub struct RetentionConfig {
     pub alerts_max_count: Option<u64>,
     /// Archived events older than this are deleted.
     pub archive_max_age: Option<Duration>,
+    /// The oldest archived events beyond this size (bytes, as
+    /// [`Store::archive_bytes`] counts) are deleted.
+    pub archive_max_size: Option<u64>,
     /// How often to prune.
     pub interval: Duration,
 }
@@ -66,6 +72,7 @@ impl Default for RetentionConfig {
             alerts_max_age: None,
             alerts_max_count: None,
             archive_max_age: None,
+            archive_max_size: None,
             interval: DEFAULT_INTERVAL,
         }
     }
@@ -77,6 +84,7 @@ impl RetentionConfig {
         self.alerts_max_age.is_some()
             || self.alerts_max_count.is_some()
             || self.archive_max_age.is_some()
+            || self.archive_max_size.is_some()
     }
 }
 
@@ -99,6 +107,20 @@ pub fn compile(raw: RawRetention, _base: &Path, errors: &mut Problems) -> Retent
     let alerts_max_age = age("alerts_max_age", raw.alerts_max_age.as_deref());
     let archive_max_age = age("archive_max_age", raw.archive_max_age.as_deref());
     let interval = age("interval", raw.interval.as_deref()).unwrap_or(DEFAULT_INTERVAL);
+    let archive_max_size = match raw.archive_max_size.as_deref() {
+        None => None,
+        Some(v) => match palisade_common::units::parse_size(v) {
+            Ok(0) => {
+                errors.push("retention.archive_max_size", "must be above zero");
+                None
+            }
+            Ok(n) => Some(n),
+            Err(e) => {
+                errors.push("retention.archive_max_size", e);
+                None
+            }
+        },
+    };
     if raw.alerts_max_count == Some(0) {
         errors.push("retention.alerts_max_count", "must be above zero");
     }
@@ -106,6 +128,7 @@ pub fn compile(raw: RawRetention, _base: &Path, errors: &mut Problems) -> Retent
         alerts_max_age,
         alerts_max_count: raw.alerts_max_count.filter(|n| *n > 0),
         archive_max_age,
+        archive_max_size,
         interval,
     }
 }
@@ -135,6 +158,9 @@ pub async fn prune_once(
     if let Some(age) = config.archive_max_age {
         let cutoff = before(age);
         report.archive = drain(shutdown, || store.prune_archive_older_than(cutoff, BATCH)).await?;
+    }
+    if let Some(max) = config.archive_max_size {
+        report.archive += drain(shutdown, || store.prune_archive_beyond_size(max, BATCH)).await?;
     }
     if let Some(age) = config.alerts_max_age {
         let cutoff = before(age);
@@ -258,6 +284,7 @@ mod tests {
                 alerts_max_age: Some("90d".into()),
                 alerts_max_count: Some(1000),
                 archive_max_age: Some("36h".into()),
+                archive_max_size: None,
                 interval: None,
             },
             Path::new("."),
@@ -273,6 +300,7 @@ mod tests {
                 alerts_max_age: Some("ninety days".into()),
                 alerts_max_count: Some(0),
                 archive_max_age: Some("0s".into()),
+                archive_max_size: Some("ten gigs".into()),
                 interval: Some("5m".into()),
             },
             Path::new("."),
@@ -283,12 +311,55 @@ mod tests {
             [
                 "retention.alerts_max_age",
                 "retention.archive_max_age",
+                "retention.archive_max_size",
                 "retention.alerts_max_count"
             ],
             "{errors:?}"
         );
         assert_eq!(c.interval, Duration::from_secs(300));
         assert!(!RetentionConfig::default().enabled());
+    }
+
+    #[tokio::test]
+    async fn the_archive_is_kept_under_its_size_the_oldest_going_first() {
+        let (dir, s, agent) = store().await;
+        // 3000 events of 9 + 10 + 6 bytes and the row overhead each.
+        let row = 9 + 10 + 6 + crate::store::ARCHIVE_ROW_OVERHEAD;
+        events(&s, &agent, 0, 3000, &[]).await;
+        assert_eq!(s.archive_bytes().await.unwrap(), 3000 * row);
+        let max = 1000 * row + row / 2;
+        let c = RetentionConfig {
+            archive_max_size: Some(max),
+            ..config()
+        };
+        let report = prune_once(&s, &c, now_ms(), &CancellationToken::new())
+            .await
+            .unwrap();
+        // Down to the bound, by whole rows, in batches of BATCH.
+        assert_eq!(report.archive, 2000);
+        assert_eq!(s.archive_count().await.unwrap(), 1000);
+        assert_eq!(s.archive_bytes().await.unwrap(), 1000 * row);
+        let oldest: i64 = sqlx::query_scalar("SELECT MIN(sequence) FROM archive")
+            .fetch_one(&raw(&dir).await)
+            .await
+            .unwrap();
+        assert_eq!(oldest, 2001, "the newest events are the ones kept");
+        // Under the bound nothing more goes; the age limit keeps the count right.
+        events(&s, &agent, 3000, 10, &[]).await;
+        let report = prune_once(&s, &c, now_ms(), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.archive, 10);
+        assert_eq!(s.archive_bytes().await.unwrap(), 1000 * row);
+        let aged = RetentionConfig {
+            archive_max_age: Some(Duration::from_secs(1)),
+            ..config()
+        };
+        prune_once(&s, &aged, now_ms() + 10_000, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(s.archive_count().await.unwrap(), 0);
+        assert_eq!(s.archive_bytes().await.unwrap(), 0);
     }
 
     #[tokio::test]

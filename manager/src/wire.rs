@@ -11,8 +11,7 @@ use crate::config::ResponseSpec;
 use crate::pipeline::PipelineError;
 use crate::responder::ResponseError;
 use crate::store::{
-    Action, AgentRecord, BlockRow, IncomingEvent, RefusalRow, ResponseRow, StoreError, StoredAlert,
-    now_ms,
+    Action, AgentRecord, BlockRow, RefusalRow, ResponseRow, StoreError, StoredAlert, now_ms,
 };
 
 /// Epoch milliseconds to and from protobuf timestamps (the shared
@@ -34,6 +33,7 @@ impl From<PipelineError> for Status {
         match e {
             PipelineError::Analysis(e) => Status::unavailable(e.to_string()),
             PipelineError::Store(e) => e.into(),
+            PipelineError::Ended(m) => Status::aborted(m),
             PipelineError::Refused(v) => Status::invalid_argument(v.to_string()),
         }
     }
@@ -71,17 +71,17 @@ pub fn command(row: &ResponseRow) -> pb::Command {
     }
 }
 
-/// An agent's event as the store archives it (now, when the agent did not
-/// say when it read the line).
-pub fn incoming_event(e: &pb::Event) -> IncomingEvent<'_> {
-    IncomingEvent {
+/// An agent's event as the pipeline keeps it, moved out of the message
+/// (now, when the agent did not say when it read the line).
+pub fn received_event(e: pb::Event) -> crate::pipeline::ReceivedEvent {
+    crate::pipeline::ReceivedEvent {
         sequence: e.sequence,
-        location: &e.location,
-        log_format: &e.log_format,
         read_at: e.read_at.as_ref().map(millis).unwrap_or_else(now_ms),
         read_at_clamped: false,
+        location: e.location,
+        log_format: e.log_format,
         truncated: e.truncated,
-        line: &e.line,
+        line: e.line,
     }
 }
 

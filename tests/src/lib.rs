@@ -144,6 +144,8 @@ impl ManagerHandle {
         let addr = agents.local_addr()?;
         config.listen = addr;
         config.advertise = addr.to_string();
+        // Tests see what was delivered in the archive (off by default).
+        config.logall = true;
         adjust(&mut config);
         let enrollment = match endpoints.enrollment {
             true => Some(loopback().await?),
@@ -312,6 +314,14 @@ impl Drop for AgentHandle {
     }
 }
 
+/// `manager.toml` as `init` writes it, with `logall` turned on (tests
+/// see what was delivered in the archive; it is off by default).
+pub fn with_logall(toml: String) -> String {
+    let on = toml.replace("\nlogall = false\n", "\nlogall = true\n");
+    assert!(on.contains("\nlogall = true\n"), "init wrote no logall key");
+    on
+}
+
 /// Selects the ring provider for rustls once per process.
 pub fn install_crypto() {
     palisade_common::tls::install_crypto_provider();
@@ -334,6 +344,18 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One number from a manager's database (opened read-only beside the
+/// running manager): `sql` with the agent id bound as `$1`.
+pub async fn db_number(db: &Path, sql: &'static str, agent: &str) -> anyhow::Result<i64> {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await?;
+    let v = sqlx::query_scalar(sql).bind(agent).fetch_one(&pool).await;
+    pool.close().await;
+    Ok(v?)
 }
 
 /// Appends lines to a file, creating it if needed.

@@ -59,8 +59,18 @@ pub struct ManagerProcess {
 }
 
 impl ManagerProcess {
-    /// `init` in a fresh temp dir, then runs `program` on a free port.
+    /// `init` in a fresh temp dir, then runs `program` on a free port,
+    /// with `logall` on: tests see what was delivered in the archive.
     pub async fn start(program: &Path) -> anyhow::Result<Self> {
+        Self::start_with(program, crate::with_logall).await
+    }
+
+    /// As [`Self::start`], with `manager.toml` rewritten by `edit` (the
+    /// text `init` wrote in, the text to run with out) before the start.
+    pub async fn start_with(
+        program: &Path,
+        edit: impl FnOnce(String) -> String,
+    ) -> anyhow::Result<Self> {
         crate::install_crypto();
         let dir = tempfile::tempdir()?;
         let addr = free_port()?;
@@ -72,6 +82,8 @@ impl ManagerProcess {
             force: false,
         })
         .await?;
+        let text = std::fs::read_to_string(&report.config)?;
+        std::fs::write(&report.config, edit(text))?;
         let config = ManagerConfig::load(&report.config)?;
         let mut manager = Self {
             dir,

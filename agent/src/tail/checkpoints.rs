@@ -30,6 +30,19 @@ pub(super) struct Batch {
     pub(super) checkpoints: HashMap<FileId, FileCheckpoint>,
 }
 
+impl Batch {
+    /// What the batch will take in the spool, over-estimated: rows hold
+    /// the location and format beside the line, and pages are not full.
+    pub(super) fn spool_cost(&self) -> u64 {
+        let per_event: usize = self
+            .events
+            .first()
+            .map(|e| e.location.len() + e.log_format.len() + 64)
+            .unwrap_or(0);
+        (2 * (self.bytes + self.events.len() * per_event)) as u64
+    }
+}
+
 impl Watcher {
     /// The position to store for this file.
     pub(super) fn checkpoint(&self, id: FileId) -> FileCheckpoint {

@@ -32,6 +32,16 @@
 //! the same for every generation (a constant header) can pick an older
 //! copy.
 //!
+//! # Backpressure
+//!
+//! Before each read the spool says how much room it has below its
+//! high-water mark ([`Spool::room`]); the tailer reads no more than fits
+//! and, when it is full, stops with the file position where the spooled
+//! lines end and tries again next poll. A burst therefore waits in its
+//! file, not in memory and not in a spool that would have to drop lines;
+//! a file rotated away or deleted meanwhile is still read through the
+//! handle kept open on it.
+//!
 //! # Positions
 //!
 //! Read positions are stored with the lines read up to them, in one spool
@@ -155,6 +165,8 @@ pub struct Tailer {
     last_forget: Option<Instant>,
     /// When the previous poll looked at the files (ms).
     last_poll_ms: i64,
+    /// Reading is paused for the spool's high-water mark (logged once).
+    paused: bool,
 }
 
 fn now_ms() -> i64 {
@@ -195,6 +207,7 @@ impl Tailer {
             loaded: false,
             last_forget: None,
             last_poll_ms: now_ms(),
+            paused: false,
             options,
         }
     }

@@ -190,9 +190,28 @@ impl Tailer {
             .map(|s| s.log_format.as_str())
             .unwrap_or("syslog");
         while w.offset < size {
+            // Backpressure: read only what the spool has room for; when it
+            // is above its high-water mark, stop here (the position stays
+            // where the lines spooled end) and look again next poll.
+            let spool_room = self.spool.room().await?;
+            let pending = self.batch.spool_cost();
+            let least = 2 * (max as u64 + 1);
+            if spool_room < pending + least {
+                flush(&self.spool, &mut self.batch, &mut self.known, &self.spooled).await?;
+                if !self.paused {
+                    info!(file = %w.location, offset = w.offset, unread = size - w.offset, "Spool is above its high-water mark; reading paused until the manager catches up.");
+                    self.paused = true;
+                }
+                break;
+            }
+            if std::mem::replace(&mut self.paused, false) {
+                info!(file = %w.location, offset = w.offset, "Spool has room again; reading resumed.");
+            }
+            let allowance = usize::try_from((spool_room - pending) / 2).unwrap_or(usize::MAX);
             let want = usize::try_from(size - w.offset)
                 .unwrap_or(usize::MAX)
-                .min(self.buf.len());
+                .min(self.buf.len())
+                .min(allowance.max(max + 1));
             let n = match w.file.read_at(&mut self.buf[..want], w.offset) {
                 Ok(0) => break,
                 Ok(n) => n,

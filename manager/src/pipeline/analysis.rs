@@ -1,20 +1,25 @@
 //! The analysis engine's thread: every event received from an agent is
-//! pre-decoded, decoded and run through the rules here, in arrival order.
+//! judged by the rules here, in the order the fair queue hands batches
+//! out.
 //!
 //! One thread owns the engine and its correlation state, so rules that
 //! count events across agents (OSSEC's frequency rules) see one ordered
-//! stream and need no locks; session tasks hand it whole batches and wait
-//! for the alerts, which are stored in the same transaction as the events.
-//! It runs on a plain thread, not a tokio worker, so a burst of rule work
-//! never stalls network I/O.
+//! stream and need no locks. What needs no state, pre-decoding and the
+//! decoders, is done before, by the caller ([`Analyzer::prepare`], on any
+//! thread, several batches at once), so the one thread only runs the rules.
+//! Batches wait in a [`FairQueue`] with one lane per stream, so one
+//! agent's backlog cannot hold back another's detection. It runs on a
+//! plain thread, not a tokio worker, so a burst of rule work never stalls
+//! network I/O.
 //!
 //! A panic in the engine costs one event, not the manager: each event is
-//! judged inside `catch_unwind`; a panic is logged at ERROR with the agent
-//! and the line (cut and escaped), counted
-//! (`palisade_engine_panics_total`), and the thread goes on with the next
-//! event. The engine keeps its correlation memory when its links still
-//! hold and starts it afresh when not
-//! ([`Engine::recover_after_panic`]; `palisade_correlation_resets_total`).
+//! prepared and judged inside `catch_unwind`; a panic is logged at ERROR
+//! with the agent and the line (cut and escaped), counted
+//! (`palisade_engine_panics_total`), and the work goes on with the next
+//! event. After a panic in the rules the engine keeps its correlation
+//! memory when its links still hold and starts it afresh when not
+//! ([`Engine::recover_after_panic`]; `palisade_correlation_resets_total`);
+//! preparing holds no state to repair.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -24,15 +29,17 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use palisade_engine::engine::{Alert, Engine, EngineConfig, Ruleset};
 use palisade_engine::escape::{Escaped, escape_truncated};
+use palisade_engine::event::Event;
 use palisade_engine::predecode::predecode_checked_in;
 use palisade_engine::timestamp::judge_time;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
+use super::fair::{Cost, FairQueue};
 use crate::config::TimeSource;
 
-/// Batches waiting for the engine.
-const QUEUE: usize = 64;
+/// The lane of callers that judge one batch at a time ([`Analyzer::analyze`]).
+const SHARED_LANE: u64 = 0;
 
 /// How much of the line a panic's log message quotes.
 const PANIC_LINE_QUOTE: usize = 256;
@@ -79,10 +86,25 @@ pub struct Judged {
     pub alert: Alert,
 }
 
+/// An event pre-decoded and decoded, with the time it is judged at.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The agent's sequence number.
+    pub sequence: u64,
+    event: Event,
+    time: Timestamp,
+}
+
 struct Job {
     origin: Origin,
-    events: Vec<Input>,
+    events: Vec<Prepared>,
     reply: oneshot::Sender<Vec<Judged>>,
+}
+
+impl Cost for Job {
+    fn cost(&self) -> usize {
+        self.events.len()
+    }
 }
 
 /// Counters the analysis thread keeps.
@@ -96,17 +118,42 @@ pub struct AnalysisStats {
     pub time_fallbacks: AtomicU64,
     /// Alerts raised.
     pub alerts: AtomicU64,
-    /// Events whose judging panicked (each skipped, the thread going on).
+    /// Events whose preparing or judging panicked (each skipped, the work
+    /// going on).
     pub panics: AtomicU64,
     /// Times the correlation memory was started afresh after a panic.
     pub correlation_resets: AtomicU64,
 }
 
+/// Closes the queue when the last [`Analyzer`] goes, so the thread ends.
+#[derive(Debug)]
+struct Closer(Arc<FairQueue<Job>>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("events", &self.events.len())
+            .finish()
+    }
+}
+
 /// The handle session tasks use to reach the engine thread.
 #[derive(Debug, Clone)]
 pub struct Analyzer {
-    tx: mpsc::Sender<Job>,
+    queue: Arc<FairQueue<Job>>,
+    _closer: Arc<Closer>,
     stats: Arc<AnalysisStats>,
+    ruleset: Arc<Ruleset>,
+    zone: TimeZone,
+    time_source: TimeSource,
+    manager_host: Arc<str>,
+    lanes: Arc<AtomicU64>,
 }
 
 /// The engine thread has stopped.
@@ -124,27 +171,117 @@ impl Analyzer {
         manager_host: String,
     ) -> std::io::Result<Self> {
         let zone = config.zone.clone();
-        let (tx, mut rx) = mpsc::channel::<Job>(QUEUE);
+        let queue = Arc::new(FairQueue::<Job>::default());
         let stats = Arc::new(AnalysisStats::default());
         let thread_stats = stats.clone();
+        let thread_queue = queue.clone();
+        let thread_ruleset = ruleset.clone();
         std::thread::Builder::new()
             .name("palisade-analysis".into())
             .spawn(move || {
-                let mut engine = Engine::new(ruleset, config);
-                while let Some(job) = rx.blocking_recv() {
-                    let alerts = judge(
-                        &mut engine,
-                        &job,
-                        &zone,
-                        time_source,
-                        &manager_host,
-                        &thread_stats,
-                    );
+                let mut engine = Engine::new(thread_ruleset, config);
+                while let Some(job) = thread_queue.pop_blocking() {
+                    let alerts = judge(&mut engine, &job.origin, job.events, &thread_stats);
                     let _ = job.reply.send(alerts);
                 }
                 debug!("Analysis thread stopped.");
             })?;
-        Ok(Self { tx, stats })
+        Ok(Self {
+            _closer: Arc::new(Closer(queue.clone())),
+            queue,
+            stats,
+            ruleset,
+            zone,
+            time_source,
+            manager_host: manager_host.into(),
+            lanes: Arc::new(AtomicU64::new(SHARED_LANE + 1)),
+        })
+    }
+
+    /// A lane of its own in the fair queue, for one stream.
+    pub fn new_lane(&self) -> u64 {
+        self.lanes.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Pre-decodes and decodes `(sequence, path, line)`s of `origin`, and
+    /// fixes the time each is judged at (stateless: any thread, any number
+    /// of batches at once). Events with an invalid location are dropped
+    /// and counted, as is an event whose preparing panicked.
+    pub fn prepare<'a>(
+        &self,
+        origin: &Origin,
+        events: impl IntoIterator<Item = (u64, &'a str, &'a [u8])>,
+    ) -> Vec<Prepared> {
+        let events = events.into_iter();
+        let mut prepared = Vec::with_capacity(events.size_hint().0);
+        // Most batches come from one file: its location is made once.
+        let mut location: Option<(&str, String)> = None;
+        for (sequence, path, line) in events {
+            if location.as_ref().is_none_or(|(p, _)| *p != path) {
+                location = Some((path, origin.location(path)));
+            }
+            let loc = location.as_ref().map_or("", |(_, l)| l.as_str());
+            match catch_unwind(AssertUnwindSafe(|| self.prepare_one(loc, line))) {
+                Ok(Some((event, time))) => prepared.push(Prepared {
+                    sequence,
+                    event,
+                    time,
+                }),
+                Ok(None) => {}
+                Err(panic) => {
+                    self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                    log_panic(origin, path, sequence, line, panic.as_ref(), None);
+                }
+            }
+        }
+        prepared
+    }
+
+    /// One event pre-decoded, timed and decoded; `None` when its location
+    /// is refused.
+    fn prepare_one(&self, location: &str, line: &[u8]) -> Option<(Event, Timestamp)> {
+        let arrival = Timestamp::now();
+        let dialect = self.ruleset.dialect;
+        let mut event = match predecode_checked_in(line, location, &self.manager_host, dialect) {
+            Ok(e) => e,
+            Err(error) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    location = %Escaped(location),
+                    error = %Escaped(&error.to_string()),
+                    "Dropped an event with an invalid location."
+                );
+                return None;
+            }
+        };
+        let judged = judge_time(&event, arrival, self.time_source, &self.zone);
+        if judged.fell_back {
+            self.stats.time_fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ruleset.decode(&mut event);
+        Some((event, judged.time))
+    }
+
+    /// Queues prepared events of `origin` in `lane` for the rules; the
+    /// answer is the alerts they raised.
+    pub fn submit(
+        &self,
+        lane: u64,
+        origin: Origin,
+        events: Vec<Prepared>,
+    ) -> Result<oneshot::Receiver<Vec<Judged>>, AnalysisStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .push(
+                lane,
+                Job {
+                    origin,
+                    events,
+                    reply,
+                },
+            )
+            .map_err(|_| AnalysisStopped)?;
+        Ok(answer)
     }
 
     /// Judges a batch of one agent's events; returns the alerts.
@@ -153,16 +290,20 @@ impl Analyzer {
         origin: Origin,
         events: Vec<Input>,
     ) -> Result<Vec<Judged>, AnalysisStopped> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Job {
-                origin,
-                events,
-                reply,
-            })
+        let prepared = self.prepare(
+            &origin,
+            events
+                .iter()
+                .map(|e| (e.sequence, e.path.as_str(), e.line.as_slice())),
+        );
+        self.submit(SHARED_LANE, origin, prepared)?
             .await
-            .map_err(|_| AnalysisStopped)?;
-        answer.await.map_err(|_| AnalysisStopped)
+            .map_err(|_| AnalysisStopped)
+    }
+
+    /// Batches waiting for the engine thread.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
     }
 
     /// The thread's counters.
@@ -173,31 +314,34 @@ impl Analyzer {
 
 fn judge(
     engine: &mut Engine,
-    job: &Job,
-    zone: &TimeZone,
-    time_source: TimeSource,
-    manager_host: &str,
+    origin: &Origin,
+    events: Vec<Prepared>,
     stats: &AnalysisStats,
 ) -> Vec<Judged> {
     let mut alerts = Vec::new();
-    for input in &job.events {
-        // The whole engine path (pre-decoding, time, decoders, rules,
-        // correlation) runs inside the containment.
+    for prepared in events {
+        stats.events.fetch_add(1, Ordering::Relaxed);
+        // The rules and the correlation run inside the containment.
         let judged = catch_unwind(AssertUnwindSafe(|| {
-            judge_one(
-                engine,
-                &job.origin,
-                input,
-                zone,
-                time_source,
-                manager_host,
-                stats,
-            )
+            engine.judge(&prepared.event, prepared.time).into_alert()
         }));
         let alert = match judged {
             Ok(alert) => alert,
             Err(panic) => {
-                contain_panic(engine, &job.origin, input, panic.as_ref(), stats);
+                stats.panics.fetch_add(1, Ordering::Relaxed);
+                let reset = engine.recover_after_panic();
+                if reset.is_some() {
+                    stats.correlation_resets.fetch_add(1, Ordering::Relaxed);
+                }
+                let event = &prepared.event;
+                log_panic(
+                    origin,
+                    &event.location,
+                    prepared.sequence,
+                    &event.full_log,
+                    panic.as_ref(),
+                    Some(reset.as_deref().unwrap_or("no")),
+                );
                 continue;
             }
         };
@@ -207,7 +351,7 @@ fn judge(
             alert.time =
                 Timestamp::from_millisecond(alert.time.as_millisecond()).unwrap_or(alert.time);
             alerts.push(Judged {
-                sequence: input.sequence,
+                sequence: prepared.sequence,
                 alert,
             });
         }
@@ -215,66 +359,29 @@ fn judge(
     alerts
 }
 
-/// One event through the engine; its alert, if any.
-fn judge_one(
-    engine: &mut Engine,
+/// Logs a panic contained on one event (`correlation_reset`: what became
+/// of the correlation memory, when the rules panicked).
+fn log_panic(
     origin: &Origin,
-    input: &Input,
-    zone: &TimeZone,
-    time_source: TimeSource,
-    manager_host: &str,
-    stats: &AnalysisStats,
-) -> Option<Alert> {
-    let arrival = Timestamp::now();
-    let location = origin.location(&input.path);
-    let dialect = engine.ruleset().dialect;
-    let mut event = match predecode_checked_in(&input.line, &location, manager_host, dialect) {
-        Ok(e) => e,
-        Err(error) => {
-            stats.rejected.fetch_add(1, Ordering::Relaxed);
-            warn!(
-                location = %Escaped(&location),
-                error = %Escaped(&error.to_string()),
-                "Dropped an event with an invalid location."
-            );
-            return None;
-        }
-    };
-    let judged = judge_time(&event, arrival, time_source, zone);
-    if judged.fell_back {
-        stats.time_fallbacks.fetch_add(1, Ordering::Relaxed);
-    }
-    stats.events.fetch_add(1, Ordering::Relaxed);
-    engine.process(&mut event, judged.time)
-}
-
-/// After the engine panicked on `input`: counts it, logs it and makes the
-/// engine fit for the next event.
-fn contain_panic(
-    engine: &mut Engine,
-    origin: &Origin,
-    input: &Input,
+    path: &str,
+    sequence: u64,
+    line: &[u8],
     panic: &(dyn std::any::Any + Send),
-    stats: &AnalysisStats,
+    correlation_reset: Option<&str>,
 ) {
-    stats.panics.fetch_add(1, Ordering::Relaxed);
     let message = panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)");
-    let reset = engine.recover_after_panic();
-    if reset.is_some() {
-        stats.correlation_resets.fetch_add(1, Ordering::Relaxed);
-    }
     error!(
         agent = origin.agent_id.as_deref().unwrap_or("000"),
         name = %Escaped(&origin.name),
-        path = %Escaped(&input.path),
-        sequence = input.sequence,
-        line = %escape_truncated(&input.line, PANIC_LINE_QUOTE),
+        path = %Escaped(path),
+        sequence,
+        line = %escape_truncated(line, PANIC_LINE_QUOTE),
         panic = %Escaped(message),
-        correlation_reset = reset.as_deref().unwrap_or("no"),
+        correlation_reset = correlation_reset.unwrap_or("no (while decoding)"),
         "The analysis engine panicked on an event; the event is skipped and analysis goes on."
     );
 }

@@ -1,51 +1,100 @@
 //! The pipeline: what becomes of a batch of an agent's events, whichever
 //! transport received it. A transport (today the gRPC stream in
-//! [`crate::ingest`]) only admits the agent, hands each batch to
-//! [`Pipeline::process`] and acknowledges the sequence number it returns.
+//! [`crate::ingest`]) only admits the agent, opens a [`flow::Stream`] for
+//! it and hands it each batch; the stream acknowledges what it stored.
 //!
 //! For each batch, in order:
 //!
-//! 1. the events not stored yet (a batch resent after a lost
-//!    acknowledgement repeats some) are judged by the engine thread
-//!    ([`analysis`]);
-//! 2. the events (with `logall`) and the alerts they raised are stored in
-//!    one transaction, which also advances the agent's stored sequence;
-//! 3. the responder decides and sends the active responses of the alerts;
-//! 4. the alerts are published ([`crate::outputs`]: alert files, mail,
-//!    followers), only now that they are committed.
+//! 1. flow control admits it ([`flow`]: a bounded number of batches per
+//!    stream, the per-agent rate limit), or the transport stops reading;
+//! 2. the events not stored yet (a batch resent after a lost
+//!    acknowledgement repeats some) are pre-decoded and decoded, then
+//!    judged by the engine thread behind a fair queue ([`analysis`],
+//!    [`fair`]);
+//! 3. the events (with `logall`) and the alerts they raised are stored in
+//!    one transaction, which also advances the agent's stored sequence
+//!    (batches judged meanwhile are grouped into it);
+//! 4. the responder decides and sends the active responses of the alerts;
+//! 5. the alerts are published ([`crate::outputs`]: alert files, mail,
+//!    followers), only now that they are committed, and the highest stored
+//!    sequence is acknowledged.
 //!
 //! This is where checks on what a source may send belong, in front of
 //! the store, behind every transport: before step 1 a batch's sequence
 //! numbers are checked ([`crate::protocol::check_sequences`]; a gap or a
-//! jump refuses the batch), and its lines are cut at `[limits]
-//! max_line_length`, its locations cleaned and its times checked
-//! ([`crate::protocol`]), so the engine, the archive and the alerts only
-//! ever see bounded text. How fast a source may send, and how commits are
-//! grouped, belong here too.
+//! jump refuses the batch) against the last sequence the stream
+//! ACCEPTED (several batches are in flight; the stored one lags), and its
+//! lines are cut at `[limits] max_line_length`, its locations cleaned and
+//! its times checked ([`crate::protocol`]), so the engine, the archive and
+//! the alerts only ever see bounded text. How fast a source may send
+//! ([`flow`]), and how commits are grouped, belong here too.
 
 pub mod analysis;
+pub mod fair;
+pub mod flow;
 
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::outputs::Outputs;
 use crate::protocol::{self, SequenceCheck, Violation};
 use crate::responder::Responder;
+use crate::sessions::AgentSender;
 use crate::store::{AgentRecord, IncomingEvent, Store, StoreError, StoredAlert};
-use analysis::{AnalysisStopped, Analyzer, Input, Origin};
+use analysis::{AnalysisStopped, Analyzer, Origin};
+use flow::{FlowConfig, Ready, Stream};
 
 /// Why a batch was not processed.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// The engine thread has stopped (the manager is going down).
+    /// The engine thread is gone.
     #[error(transparent)]
     Analysis(#[from] AnalysisStopped),
     /// Storing the batch or deciding its responses failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The stream was ended after a failure (the agent was told why).
+    #[error("stream ended: {0}")]
+    Ended(String),
     /// The batch breaks the protocol (a gap or a jump in its sequence
     /// numbers); nothing of it was stored.
     #[error("refused: {0}")]
     Refused(#[from] Violation),
+}
+
+/// One event as received, owned: what the stream keeps of it from the
+/// wire until it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedEvent {
+    /// The agent's sequence number.
+    pub sequence: u64,
+    /// The file it was read from.
+    pub location: String,
+    /// OSSEC log_format.
+    pub log_format: String,
+    /// When the agent read it (ms).
+    pub read_at: i64,
+    /// `read_at` was out of range and is the arrival time instead.
+    pub read_at_clamped: bool,
+    /// Cut at the agent's (or the manager's) line limit.
+    pub truncated: bool,
+    /// The raw line.
+    pub line: Vec<u8>,
+}
+
+impl ReceivedEvent {
+    /// The event as the store takes it.
+    pub fn as_incoming(&self) -> IncomingEvent<'_> {
+        IncomingEvent {
+            sequence: self.sequence,
+            location: &self.location,
+            log_format: &self.log_format,
+            read_at: self.read_at,
+            read_at_clamped: self.read_at_clamped,
+            truncated: self.truncated,
+            line: &self.line,
+        }
+    }
 }
 
 /// One source of events (an agent's stream): who sends them, and how far
@@ -54,7 +103,7 @@ pub enum PipelineError {
 pub struct Source {
     agent_id: String,
     origin: Origin,
-    /// The highest sequence stored, so only new events are judged.
+    /// The highest sequence stored when the stream opened.
     stored_upto: u64,
 }
 
@@ -87,20 +136,22 @@ pub struct Pipeline {
     outputs: Outputs,
     /// Keep every event (OSSEC's `logall`), not only the alerts.
     archive: bool,
+    flow: FlowConfig,
     /// Lines are cut here (`[limits] max_line_length`).
     max_line_length: usize,
 }
 
 impl Pipeline {
     /// A pipeline judging with `analyzer`, storing in `store` (every event
-    /// when `archive`), responding with `responder` and publishing to
-    /// `outputs`.
+    /// when `archive`), responding with `responder`, publishing to
+    /// `outputs`, admitting batches as `flow` says.
     pub fn new(
         store: Store,
         analyzer: Analyzer,
         responder: Responder,
         outputs: Outputs,
         archive: bool,
+        flow: FlowConfig,
     ) -> Self {
         Self {
             store,
@@ -108,6 +159,7 @@ impl Pipeline {
             responder,
             outputs,
             archive,
+            flow,
             max_line_length: crate::limits::DEFAULT_MAX_LINE_LENGTH,
         }
     }
@@ -118,28 +170,40 @@ impl Pipeline {
         self
     }
 
-    /// Checks a batch's sequence numbers against what is stored (read
-    /// again once when the source's view fails: a stream replaced by a
-    /// newer one may have stored meanwhile).
+    /// Opens `source`'s stream: acknowledgements (and a failure that ends
+    /// it) go to `acks`; waits for admission end when `cancel` is.
+    pub fn open(&self, source: Source, acks: AgentSender, cancel: CancellationToken) -> Stream {
+        Stream::open(self.clone(), source, acks, cancel)
+    }
+
+    /// Checks a batch's sequence numbers against `accepted`, the highest
+    /// sequence the stream has accepted (its batches in flight included),
+    /// and moves it on; returns the sequence the batch's new events follow
+    /// (the events up to it were received before). The store is read once
+    /// when that fails: a stream replaced by a newer one may have stored
+    /// past it meanwhile.
     async fn check_sequences(
         &self,
-        source: &mut Source,
-        events: &[IncomingEvent<'_>],
+        source: &Source,
+        accepted: &mut u64,
+        events: &[ReceivedEvent],
         lost_before: u64,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<u64, PipelineError> {
         let sequences: Vec<u64> = events.iter().map(|e| e.sequence).collect();
-        let check = match protocol::check_sequences(source.stored_upto, lost_before, &sequences) {
+        let check = match protocol::check_sequences(*accepted, lost_before, &sequences) {
             Ok(check) => check,
             Err(violation) => {
-                let fresh = self
+                let stored = self
                     .store
                     .agent(&source.agent_id)
                     .await?
                     .map(|a| a.last_sequence);
-                match fresh {
-                    Some(fresh) if fresh != source.stored_upto => {
-                        source.stored_upto = fresh;
-                        protocol::check_sequences(fresh, lost_before, &sequences)?
+                match stored {
+                    // Only ever forward: what this stream accepted and has
+                    // not committed yet is above the stored sequence.
+                    Some(stored) if stored > *accepted => {
+                        *accepted = stored;
+                        protocol::check_sequences(stored, lost_before, &sequences)?
                     }
                     _ => return Err(violation.into()),
                 }
@@ -154,92 +218,85 @@ impl Pipeline {
                 agent = %source.agent_id,
                 first,
                 last,
-                stored = source.stored_upto,
-                "A batch already stored was sent again; acknowledged, nothing stored twice."
+                accepted = *accepted,
+                "A batch already received was sent again; acknowledged, nothing stored twice."
             ),
             SequenceCheck::AfterLoss { lost } => warn!(
                 agent = %source.agent_id,
                 lost,
-                from = source.stored_upto + 1,
-                to = source.stored_upto + lost,
+                from = *accepted + 1,
+                to = *accepted + lost,
                 "The agent lost events before sending them (its spool was full)."
             ),
             _ => {}
         }
-        Ok(())
+        let before = *accepted;
+        *accepted = before.max(last);
+        Ok(before)
     }
 
-    /// Judges, stores, responds to and publishes one batch of `source`'s
-    /// events (`lost_before` events lost by the source before it); returns
-    /// the highest sequence stored, to acknowledge. A batch whose sequence
-    /// numbers break the protocol is refused whole.
-    pub async fn process(
+    /// Admits a batch of `source`'s events (`lost_before` events lost by
+    /// the source before it) after the highest sequence `accepted`: checks
+    /// its sequence numbers (a batch that breaks the protocol is refused
+    /// whole), cleans its locations, cuts its lines and clamps its times in
+    /// place. Returns the sequence its new events follow.
+    async fn admit(
         &self,
-        source: &mut Source,
-        events: &[IncomingEvent<'_>],
+        source: &Source,
+        accepted: &mut u64,
+        events: &mut [ReceivedEvent],
         lost_before: u64,
     ) -> Result<u64, PipelineError> {
-        self.check_sequences(source, events, lost_before).await?;
-        let locations: Vec<Option<String>> = events
-            .iter()
-            .map(|e| match protocol::clean_location(e.location) {
-                Ok(_) => None,
-                Err((cleaned, reason)) => {
-                    warn!(agent = %source.agent_id, sequence = e.sequence, location = %cleaned, reason, "An event's location was adjusted.");
-                    Some(cleaned)
-                }
-            })
-            .collect();
+        let before = self
+            .check_sequences(source, accepted, events, lost_before)
+            .await?;
         let arrival = crate::store::now_ms();
         let (mut cut, mut longest, mut clamped) = (0u64, 0usize, 0u64);
-        let admitted: Vec<IncomingEvent<'_>> = events
-            .iter()
-            .zip(&locations)
-            .map(|(e, location)| {
-                let (line, was_cut) = protocol::cut_line(e.line, self.max_line_length);
-                let (read_at, was_clamped) = protocol::sane_read_at(e.read_at, arrival);
-                if was_cut {
-                    cut += 1;
-                    longest = longest.max(e.line.len());
-                }
-                clamped += u64::from(was_clamped);
-                IncomingEvent {
-                    location: location.as_deref().unwrap_or(e.location),
-                    line,
-                    truncated: e.truncated || was_cut,
-                    read_at,
-                    read_at_clamped: e.read_at_clamped || was_clamped,
-                    ..e.clone()
-                }
-            })
-            .collect();
+        for e in events.iter_mut() {
+            if let Err((cleaned, reason)) = protocol::clean_location(&e.location) {
+                warn!(agent = %source.agent_id, sequence = e.sequence, location = %cleaned, reason, "An event's location was adjusted.");
+                e.location = cleaned;
+            }
+            let (line, was_cut) = protocol::cut_line(&e.line, self.max_line_length);
+            if was_cut {
+                let len = line.len();
+                cut += 1;
+                longest = longest.max(e.line.len());
+                e.line.truncate(len);
+                e.truncated = true;
+            }
+            let (read_at, was_clamped) = protocol::sane_read_at(e.read_at, arrival);
+            if was_clamped {
+                clamped += 1;
+                e.read_at = read_at;
+                e.read_at_clamped = true;
+            }
+        }
         if cut > 0 {
             warn!(agent = %source.agent_id, lines = cut, longest, limit = self.max_line_length, "Cut lines longer than max_line_length (flagged truncated).");
         }
         if clamped > 0 {
             warn!(agent = %source.agent_id, events = clamped, "Events read more than a year before or a day after arrival: their time is the arrival time (flagged read_at_clamped).");
         }
-        let events = &admitted[..];
-        let inputs: Vec<Input> = events
-            .iter()
-            .filter(|e| e.sequence > source.stored_upto)
-            .map(|e| Input {
-                sequence: e.sequence,
-                path: e.location.to_string(),
-                line: e.line.to_vec(),
-            })
+        Ok(before)
+    }
+
+    /// Stores judged batches of `source` in one transaction, responds to
+    /// and publishes their alerts; returns the highest sequence stored.
+    async fn commit(&self, source: &Source, mut group: Vec<Ready>) -> Result<u64, PipelineError> {
+        let judged: Vec<analysis::Judged> = group
+            .iter_mut()
+            .flat_map(|r| std::mem::take(&mut r.judged))
             .collect();
-        self.outputs.stats().events(inputs.len() as u64);
-        let judged = if inputs.is_empty() {
-            Vec::new()
-        } else {
-            self.analyzer.analyze(source.origin.clone(), inputs).await?
-        };
+        let events: Vec<IncomingEvent<'_>> = group
+            .iter()
+            .flat_map(|r| r.events.iter().map(ReceivedEvent::as_incoming))
+            .collect();
         let stored = self
             .store
-            .store_events(&source.agent_id, events, &judged, self.archive)
+            .store_events(&source.agent_id, &events, &judged, self.archive)
             .await?;
-        source.stored_upto = stored.highest;
+        drop(events);
         let alerts: Vec<StoredAlert> = stored
             .alert_ids
             .iter()

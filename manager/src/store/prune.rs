@@ -14,7 +14,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{ARCHIVE_ROW_OVERHEAD, Store, StoreError};
 
 /// What one prune batch removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -108,16 +108,60 @@ impl Store {
         let Some(last_old) = last_old else {
             return Ok(Pruned::default());
         };
-        let deleted = sqlx::query("DELETE FROM archive WHERE id <= $1")
-            .bind(last_old)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let deleted = delete_archive_upto(&mut tx, last_old).await?;
         tx.commit().await?;
         Ok(Pruned {
             rows: deleted,
             more: deleted == u64::from(batch),
         })
+    }
+
+    /// Deletes up to `batch` of the oldest archived events while the
+    /// archive is above `max_bytes` (as [`Store::archive_bytes`] counts).
+    pub async fn prune_archive_beyond_size(
+        &self,
+        max_bytes: u64,
+        batch: u32,
+    ) -> Result<Pruned, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let size = archive_bytes(&mut tx).await?;
+        if size <= max_bytes {
+            return Ok(Pruned::default());
+        }
+        let rows = sqlx::query(
+            "SELECT id, LENGTH(line) + LENGTH(location) + LENGTH(log_format) AS bytes
+             FROM archive ORDER BY id LIMIT $1",
+        )
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx)
+        .await?;
+        // The oldest rows, as many as bring the archive down to the bound.
+        let mut freed = 0u64;
+        let mut last = None;
+        for r in &rows {
+            if size - freed <= max_bytes {
+                break;
+            }
+            freed += u64::try_from(r.get::<i64, _>("bytes")).unwrap_or(0) + ARCHIVE_ROW_OVERHEAD;
+            last = Some(r.get::<i64, _>("id"));
+        }
+        let Some(last) = last else {
+            return Ok(Pruned::default());
+        };
+        let deleted = delete_archive_upto(&mut tx, last).await?;
+        let left = archive_bytes(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Pruned {
+            rows: deleted,
+            more: left > max_bytes && deleted > 0,
+        })
+    }
+
+    /// The archive's size as `[retention] archive_max_size` counts it:
+    /// lines, locations and formats, and [`ARCHIVE_ROW_OVERHEAD`] a row.
+    pub async fn archive_bytes(&self) -> Result<u64, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        archive_bytes(&mut conn).await
     }
 
     /// Alerts stored.
@@ -135,6 +179,39 @@ impl Store {
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
+}
+
+async fn archive_bytes(conn: &mut sqlx::SqliteConnection) -> Result<u64, StoreError> {
+    let bytes: Option<i64> = sqlx::query_scalar("SELECT bytes FROM archive_size WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(bytes.and_then(|b| u64::try_from(b).ok()).unwrap_or(0))
+}
+
+/// Deletes the archived events up to id `last`, and their bytes from the
+/// archive's size; returns the rows deleted.
+async fn delete_archive_upto(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    last: i64,
+) -> Result<u64, StoreError> {
+    let (rows, bytes): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(LENGTH(line) + LENGTH(location) + LENGTH(log_format)), 0)
+         FROM archive WHERE id <= $1",
+    )
+    .bind(last)
+    .fetch_one(&mut **tx)
+    .await?;
+    let rows = u64::try_from(rows).unwrap_or(0);
+    let freed = u64::try_from(bytes).unwrap_or(0) + rows * ARCHIVE_ROW_OVERHEAD;
+    sqlx::query("DELETE FROM archive WHERE id <= $1")
+        .bind(last)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE archive_size SET bytes = MAX(bytes - $1, 0) WHERE id = 1")
+        .bind(i64::try_from(freed).unwrap_or(i64::MAX))
+        .execute(&mut **tx)
+        .await?;
+    Ok(rows)
 }
 
 /// Deletes `ids` from alerts after clearing the references to them.

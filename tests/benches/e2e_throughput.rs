@@ -1,0 +1,319 @@
+//! End-to-end lines per second for one agent, with the real programs: a
+//! manager process and an agent process (both as `main` runs them, on
+//! loopback with mutual TLS), the agent following a file into which a
+//! generated Apache access log (`shared/tools/gen_access_log.py`, one
+//! million lines by default) is appended at once. The clock runs from the
+//! start of the append until the manager has stored the last line (its
+//! `last_sequence`), once with `logall` off and once with it on; the
+//! manager correlates on event time, and active responses are issued as
+//! usual (the agent runs them in `dry_run`, the host is not changed).
+//!
+//! Baseline in the same run, on the same lines: the manager's own
+//! analysis thread ([`Analyzer`]: pre-decoding, decoders, rules,
+//! correlation) fed in batches, with nothing around it, so the end-to-end
+//! figures read as ratios to the engine alone on any machine.
+//!
+//! Also reported: the agent's spool on disk at its largest (sampled) and
+//! the events it dropped, the manager's peak memory, the alerts stored.
+//!
+//! Run: `cargo bench -p palisade-tests --bench e2e_throughput`
+//! (`PALISADE_BENCH_LINES=200000` for a shorter run). The log is made in a
+//! temporary directory under /tmp and deleted afterwards.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use palisade_manager::ManagerConfig;
+use palisade_manager::pipeline::analysis::{Analyzer, Input, Origin};
+use palisade_manager::ruleset::{self, Judging};
+use palisade_tests::process::{AgentProcess, ManagerProcess};
+
+const DEFAULT_LINES: usize = 1_000_000;
+/// Lines per batch handed to the engine in the baseline (the agent's
+/// default `batch_events`).
+const ENGINE_BATCH: usize = 500;
+const LOCATION: &str = "/var/log/apache2/access.log";
+
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+}
+
+fn generate(lines: usize, out: &Path) {
+    let status = std::process::Command::new("python3")
+        .arg(shared().join("tools/gen_access_log.py"))
+        .args(["-n", &lines.to_string(), "--seed", "42", "-o"])
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "gen_access_log.py failed");
+}
+
+/// The manager configuration the runs use: event-time correlation and
+/// `logall` as asked.
+fn manager_toml(text: String, logall: bool) -> String {
+    let text = text.replace("time_source = \"arrival\"", "time_source = \"event\"");
+    // `init` writes the key; whatever its value, this run sets it.
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with("logall") {
+            out.push_str(&format!("logall = {logall}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(
+        out.contains(&format!("logall = {logall}")),
+        "no logall key in manager.toml"
+    );
+    out
+}
+
+/// Lines per second of the manager's analysis thread alone.
+async fn engine_only(config: &ManagerConfig, lines: &[Vec<u8>]) -> f64 {
+    let rules = std::sync::Arc::new(ruleset::load(&config.ruleset).unwrap());
+    let judging = Judging::of(config);
+    let analyzer = Analyzer::start(
+        rules,
+        judging.engine_config(),
+        judging.time_source,
+        "bench-manager".into(),
+    )
+    .unwrap();
+    let origin = Origin {
+        agent_id: Some("001".into()),
+        name: "bench".into(),
+        ip: "any".into(),
+    };
+    let started = Instant::now();
+    let mut alerts = 0usize;
+    let mut sequence = 0u64;
+    for chunk in lines.chunks(ENGINE_BATCH) {
+        let inputs = chunk
+            .iter()
+            .map(|line| {
+                sequence += 1;
+                Input {
+                    sequence,
+                    path: LOCATION.into(),
+                    line: line.clone(),
+                }
+            })
+            .collect();
+        alerts += analyzer
+            .analyze(origin.clone(), inputs)
+            .await
+            .unwrap()
+            .len();
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "engine only (analysis thread): {} lines in {:.2} s, {} alerts",
+        lines.len(),
+        elapsed.as_secs_f64(),
+        alerts
+    );
+    lines.len() as f64 / elapsed.as_secs_f64()
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn spool_bytes(db: &Path) -> u64 {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|s| {
+            std::fs::metadata(format!("{}{s}", db.display()))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+struct RunFigures {
+    lines_per_second: f64,
+    seconds: f64,
+    spool_peak: u64,
+    spool_bound: u64,
+    dropped: u64,
+    alerts: i64,
+    manager_peak_kib: u64,
+}
+
+/// One end-to-end run: a fresh manager and agent, the whole log appended.
+async fn end_to_end(log: &Path, lines: usize, logall: bool) -> RunFigures {
+    let manager = ManagerProcess::start_with(Path::new(env!("CARGO_BIN_EXE_e2e-manager")), |t| {
+        manager_toml(t, logall)
+    })
+    .await
+    .unwrap();
+    let (id, bundle) = manager.add_agent("bench").await.unwrap();
+    let followed = manager.dir.path().join("access.log");
+    std::fs::write(&followed, "").unwrap();
+    // The agent's defaults (those `agent add` writes), one followed file,
+    // responses decided and reported but not carried out on this host.
+    let spool_bound: u64 = 256 * 1024 * 1024;
+    let toml = format!(
+        "[manager]\naddress = \"{}\"\nserver_name = \"localhost\"\nca_cert = \"ca.pem\"\ncert = \"agent.pem\"\nkey = \"agent.key\"\n\n\
+         [spool]\ndatabase = \"agent.db\"\n\n[active_response]\ndry_run = true\n\n\
+         [[localfile]]\nlocation = {:?}\nlog_format = \"apache\"\n",
+        manager.addr,
+        followed.display().to_string()
+    );
+    let agent_config = bundle.join("agent.toml");
+    std::fs::write(&agent_config, toml).unwrap();
+    let agent =
+        AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_e2e-agent")), &agent_config).unwrap();
+    let store = manager.store().await.unwrap();
+    // A file first seen is read from its end: one line through shows the
+    // agent follows it.
+    let mut warmed = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while warmed == 0 {
+        palisade_tests::append_lines(&followed, ["warm up".to_string()]).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        warmed = store.agent(&id).await.unwrap().unwrap().last_sequence;
+        assert!(
+            Instant::now() < deadline,
+            "the agent never delivered a line"
+        );
+    }
+    let target = warmed + lines as u64;
+    let spool = bundle.join("agent.db");
+    let manager_pid = manager.pid().unwrap();
+
+    let started = Instant::now();
+    {
+        let mut from = std::fs::File::open(log).unwrap();
+        let mut to = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&followed)
+            .unwrap();
+        std::io::copy(&mut from, &mut to).unwrap();
+    }
+    let mut spool_peak = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        spool_peak = spool_peak.max(spool_bytes(&spool));
+        let record = store.agent(&id).await.unwrap().unwrap();
+        if record.last_sequence >= target {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stored {} of {target} after 900 s",
+            record.last_sequence
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let manager_peak_kib = status_kib(manager_pid, "VmHWM:");
+    // The heartbeat after the burst carries the final dropped count.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dropped = store.agent(&id).await.unwrap().unwrap().dropped_events;
+    let alerts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts")
+        .fetch_one(
+            &sqlx::SqlitePool::connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&manager.config.database)
+                    .read_only(true),
+            )
+            .await
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    drop(agent);
+    drop(manager);
+    RunFigures {
+        lines_per_second: lines as f64 / elapsed.as_secs_f64(),
+        seconds: elapsed.as_secs_f64(),
+        spool_peak,
+        spool_bound,
+        dropped,
+        alerts,
+        manager_peak_kib,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs it with
+    // no flag and expects a quick pass: build only.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    palisade_tests::install_crypto();
+    let lines: usize = std::env::var("PALISADE_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_LINES);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let scratch = tempfile::Builder::new()
+        .prefix("palisade-e2e-bench")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let log = scratch.path().join("access.log");
+    generate(lines, &log);
+    let text = std::fs::read(&log).unwrap();
+    let all: Vec<Vec<u8>> = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert_eq!(
+        all.len(),
+        lines,
+        "the generator wrote another number of lines"
+    );
+    drop(text);
+    println!(
+        "{lines} lines, {} MB ({})",
+        std::fs::metadata(&log).unwrap().len() / 1_000_000,
+        log.display()
+    );
+
+    rt.block_on(async {
+        // The engine's figure with the configuration the runs use.
+        let manager =
+            ManagerProcess::start_with(Path::new(env!("CARGO_BIN_EXE_e2e-manager")), |t| {
+                manager_toml(t, false)
+            })
+            .await
+            .unwrap();
+        let engine = engine_only(&manager.config, &all).await;
+        drop(manager);
+        drop(all);
+        println!("engine only: {engine:.0} lines/s");
+        for logall in [false, true] {
+            let f = end_to_end(&log, lines, logall).await;
+            println!(
+                "end to end, logall {}: {:.0} lines/s ({:.2} s), {:.3} of the engine alone; \
+                 spool peak {:.1} MiB of {} MiB, dropped {}, alerts {}, manager peak RSS {:.0} MiB",
+                if logall { "on " } else { "off" },
+                f.lines_per_second,
+                f.seconds,
+                f.lines_per_second / engine,
+                f.spool_peak as f64 / 1048576.0,
+                f.spool_bound / 1048576,
+                f.dropped,
+                f.alerts,
+                f.manager_peak_kib as f64 / 1024.0,
+            );
+        }
+    });
+    drop(scratch);
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
