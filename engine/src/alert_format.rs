@@ -280,28 +280,70 @@ fn add_wazuh_detail(o: &mut Value, alert: &Alert, w: &WazuhDetail) {
     }
 }
 
+/// How deep `data` nests a dotted name; the rest of a longer name is one
+/// key. JSON keys are the sender's and may hold dots themselves: without
+/// a bound, `{"a.a.a....": 1}` would nest as deep as the line is long (and
+/// overflow the stack when printed or freed).
+const MAX_DATA_NESTING: usize = 32;
+
 /// Wazuh's `W_JSON_AddField`: `a.b.c` becomes `{"a": {"b": {"c": ..}}}`;
 /// a name already taken keeps its first value (a part that is a value,
 /// not an object, drops the field); a value that reads whole as a JSON
-/// array is that array, anything else a string.
-fn add_field(object: &mut Map<String, Value>, name: &str, value: &str) {
-    if let Some((head, rest)) = name.split_once('.') {
+/// array is that array, anything else a string. Nesting stops at
+/// [`MAX_DATA_NESTING`].
+fn add_field(root: &mut Map<String, Value>, name: &str, value: &str) {
+    let mut object = root;
+    let mut rest = name;
+    for _ in 0..MAX_DATA_NESTING {
+        let Some((head, tail)) = rest.split_once('.') else {
+            break;
+        };
         let slot = object
             .entry(head)
             .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(inner) = slot {
-            add_field(inner, rest, value);
-        }
+        let Value::Object(inner) = slot else {
+            return;
+        };
+        object = inner;
+        rest = tail;
+    }
+    if object.contains_key(rest) {
         return;
     }
-    if object.contains_key(name) {
-        return;
-    }
-    let parsed = value
-        .starts_with('[')
+    // An array nested deeper than the names may stays text, so that the
+    // line stays within what JSON readers accept (serde_json: 128 levels).
+    let parsed = (value.starts_with('[') && json_depth(value) <= MAX_DATA_NESTING)
         .then(|| serde_json::from_str::<Value>(value).ok())
         .flatten();
-    object.insert(name.into(), parsed.unwrap_or_else(|| json!(value)));
+    object.insert(rest.into(), parsed.unwrap_or_else(|| json!(value)));
+}
+
+/// How deep the brackets of JSON text nest (those inside strings not
+/// counted).
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// The body of OSSEC's e-mail notification (`\n` line ends; a mailer
@@ -674,6 +716,33 @@ mod tests {
             Value::Object(data),
             json!({"a": {"b": {"c": "1", "d": [1, "x"]}}, "x": "plain", "list": "[not json"})
         );
+    }
+
+    #[test]
+    fn a_hostile_dotted_key_nests_only_so_deep() {
+        let name = "a.".repeat(100_000) + "z";
+        let mut a = scan();
+        a.wazuh = Some(Box::new(WazuhDetail {
+            data: vec![(name, "x".into())],
+            ..WazuhDetail::default()
+        }));
+        let line = alert_json(&a, 7, None, false, "central", &TimeZone::UTC);
+        let mut v = &serde_json::from_str::<Value>(&line).unwrap()["data"];
+        for _ in 0..MAX_DATA_NESTING {
+            v = &v["a"];
+        }
+        let rest = "a.".repeat(100_000 - MAX_DATA_NESTING) + "z";
+        assert_eq!(v[rest.as_str()], "x");
+        // A deep array stays text; one within the bound is an array.
+        let deep = "[".repeat(100) + &"]".repeat(100);
+        let shallow = r#"[["]]]]]]"], 1]"#;
+        assert_eq!(json_depth(shallow), 2);
+        assert_eq!(json_depth(r#"["\"[[[["]"#), 1);
+        let mut data = Map::new();
+        add_field(&mut data, "deep", &deep);
+        add_field(&mut data, "shallow", shallow);
+        assert_eq!(data["deep"], json!(deep));
+        assert_eq!(data["shallow"], json!([["]]]]]]"], 1]));
     }
 
     #[test]
