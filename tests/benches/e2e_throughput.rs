@@ -50,15 +50,18 @@ fn generate(lines: usize, out: &Path) {
     assert!(status.success(), "gen_access_log.py failed");
 }
 
-/// The manager configuration the runs use: event-time correlation and
-/// `logall` as asked.
+/// The manager configuration the runs use: event-time correlation,
+/// `logall` as asked, and no per-agent rate limit (`init` writes one; the
+/// bench measures what the pipeline can take, not the limit).
 fn manager_toml(text: String, logall: bool) -> String {
     let text = text.replace("time_source = \"arrival\"", "time_source = \"event\"");
-    // `init` writes the key; whatever its value, this run sets it.
+    // `init` writes the keys; whatever their values, this run sets them.
     let mut out = String::new();
     for line in text.lines() {
         if line.starts_with("logall") {
             out.push_str(&format!("logall = {logall}\n"));
+        } else if line.starts_with("agent_events_per_second") {
+            out.push_str("agent_events_per_second = 0\n");
         } else {
             out.push_str(line);
             out.push('\n');
@@ -67,6 +70,10 @@ fn manager_toml(text: String, logall: bool) -> String {
     assert!(
         out.contains(&format!("logall = {logall}")),
         "no logall key in manager.toml"
+    );
+    assert!(
+        out.contains("agent_events_per_second = 0"),
+        "no [flow] agent_events_per_second key in manager.toml"
     );
     out
 }
