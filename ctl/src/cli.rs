@@ -266,12 +266,13 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The message may quote the manager's or an agent's words.
         Err(Failure::Usage(msg)) => {
-            eprintln!("palisadectl: {msg}");
+            eprintln!("palisadectl: {}", output::escaped(&msg));
             Exit::Usage.into()
         }
         Err(Failure::Runtime(msg)) => {
-            eprintln!("palisadectl: {msg}");
+            eprintln!("palisadectl: {}", output::escaped(&msg));
             Exit::Failure.into()
         }
     }

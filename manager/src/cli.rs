@@ -159,6 +159,9 @@ enum TokenCommand {
     },
     /// List tokens: unused, used (by which agent) or expired.
     List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -563,7 +566,7 @@ async fn token_command(command: TokenCommand) -> ExitCode {
                 Err(e) => setup_failed(e),
             }
         }
-        TokenCommand::List { config } => {
+        TokenCommand::List { json, config } => {
             let config = match load_config(&config.config) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -579,16 +582,39 @@ async fn token_command(command: TokenCommand) -> ExitCode {
                 Err(e) => return setup_failed(e.into()),
             };
             let now = crate::store::now_ms();
+            let show = crate::store::show_time;
+            let state = |t: &crate::store::TokenRow| match t.used_at {
+                Some(_) => "used",
+                None if t.expires_at <= now => "expired",
+                None => "unused",
+            };
+            if json {
+                let rows: Vec<serde_json::Value> = tokens
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "id": t.id,
+                            "name": t.name,
+                            "created_at": show(t.created_at),
+                            "expires_at": show(t.expires_at),
+                            "status": state(t),
+                            "used_at": t.used_at.map(show),
+                            "used_by": t.used_by,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+                return ExitCode::SUCCESS;
+            }
             println!("{:<5} {:<20} {:<21} STATUS", "ID", "NAME", "EXPIRES");
             for t in tokens {
-                let status = match (&t.used_at, &t.used_by) {
+                let status = match (t.used_at, &t.used_by) {
                     (Some(at), by) => format!(
                         "used by agent {} at {}",
                         by.as_deref().unwrap_or("?"),
-                        crate::store::show_time(*at)
+                        show(at)
                     ),
-                    (None, _) if t.expires_at <= now => "expired".to_string(),
-                    (None, _) => "unused".to_string(),
+                    _ => state(&t).to_string(),
                 };
                 println!(
                     "{:<5} {:<20} {:<21} {status}",

@@ -15,7 +15,8 @@
 //!   a jump is refused, so a poisoned sequence (`u64::MAX`) is never
 //!   stored and the agent's later events still are.
 //! - **Locations** longer than [`MAX_LOCATION`] are cut, and control
-//!   characters in them are escaped (`\n` → `\x0a`), with a WARN: a
+//!   characters in them are escaped as every output escapes them
+//!   (`palisade_engine::escape`: `\n` → `\\n`), with a WARN: a
 //!   file name may hold a newline, and refusing the event would stall the
 //!   agent or lose the line ([`clean_location`]).
 //! - **Times** ([`sane_read_at`]): a `read_at` more than
@@ -25,9 +26,9 @@
 //! - **Lines** longer than `[limits] max_line_length` are cut and flagged
 //!   `truncated`, as the agent flags its own cuts ([`cut_line`]).
 
-use std::borrow::Cow;
 use std::time::Duration;
 
+use palisade_engine::escape::{escape_text, needs_escape};
 use palisade_proto::v1::Hello;
 use palisade_proto::v1::agent_message::Kind as AgentKind;
 
@@ -96,11 +97,11 @@ pub fn check_hello(hello: &Hello) -> Result<(), Violation> {
                 value.len()
             )));
         }
-        if let Some(c) = value.chars().find(|c| c.is_control()) {
+        if let Some(c) = value.chars().find(|&c| needs_escape(c)) {
             return Err(Violation(format!(
-                "Hello's {name} holds the control character {:?} ({:?})",
-                c,
-                escape_control(value)
+                "Hello's {name} holds the control character U+{:04X} (\"{}\")",
+                u32::from(c),
+                escape_text(value)
             )));
         }
     }
@@ -179,7 +180,7 @@ pub fn check_sequences(
 /// when anything changed.
 pub fn clean_location(location: &str) -> Result<&str, (String, &'static str)> {
     let long = location.len() > MAX_LOCATION;
-    let control = location.chars().any(char::is_control);
+    let control = location.chars().any(needs_escape);
     if !long && !control {
         return Ok(location);
     }
@@ -187,7 +188,7 @@ pub fn clean_location(location: &str) -> Result<&str, (String, &'static str)> {
     while !location.is_char_boundary(end) {
         end -= 1;
     }
-    let mut cleaned = escape_control(&location[..end]).into_owned();
+    let mut cleaned = escape_text(&location[..end]).into_owned();
     let reason = if long {
         cleaned.push_str("...");
         "longer than 4096 bytes; cut"
@@ -195,26 +196,6 @@ pub fn clean_location(location: &str) -> Result<&str, (String, &'static str)> {
         "holds control characters; escaped"
     };
     Err((cleaned, reason))
-}
-
-/// Control characters as `\xNN`, `\u{NNNN}` for the wider ones, and the
-/// backslash doubled, so the text shows what it holds on one line.
-pub fn escape_control(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(|c| c.is_control() || c == '\\') {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() && (c as u32) < 0x100 => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
 }
 
 /// `read_at` if it lies within [`MAX_PAST`] and [`MAX_FUTURE`] of
@@ -310,7 +291,10 @@ mod tests {
             ..good.clone()
         };
         let why = check_hello(&forged).unwrap_err().0;
-        assert!(why.contains("host name") && why.contains("\\x0a"), "{why}");
+        assert!(
+            why.contains("host name") && why.contains("U+000A") && !why.contains('\n'),
+            "{why}"
+        );
         let escape = Hello {
             agent_version: "\u{1b}[31mred".into(),
             ..good.clone()
@@ -348,7 +332,7 @@ mod tests {
     fn locations_are_cut_and_escaped() {
         assert_eq!(clean_location("/var/log/auth.log"), Ok("/var/log/auth.log"));
         let (clean, why) = clean_location("/tmp/a\n2026 forged").unwrap_err();
-        assert_eq!(clean, "/tmp/a\\x0a2026 forged");
+        assert_eq!(clean, "/tmp/a\\n2026 forged");
         assert!(why.contains("control"));
         let (clean, why) = clean_location(&"é".repeat(3000)).unwrap_err();
         assert!(clean.len() <= MAX_LOCATION + 3 && clean.ends_with("..."));

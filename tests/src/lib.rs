@@ -346,6 +346,18 @@ where
     }
 }
 
+/// One number from a manager's database (opened read-only beside the
+/// running manager): `sql` with the agent id bound as `$1`.
+pub async fn db_number(db: &Path, sql: &'static str, agent: &str) -> anyhow::Result<i64> {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await?;
+    let v = sqlx::query_scalar(sql).bind(agent).fetch_one(&pool).await;
+    pool.close().await;
+    Ok(v?)
+}
+
 /// Appends lines to a file, creating it if needed.
 pub fn append_lines(path: &Path, lines: impl IntoIterator<Item = String>) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()

@@ -7,14 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::time::Duration;
 
 use palisade_proto::v1::Hello;
 use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::{AgentMessage, Event};
 use palisade_tests::raw_agent::{Credentials, RawAgent, batch, event, refusal};
-use palisade_tests::{AgentHandle, LogCapture, ManagerHandle, append_lines, eventually};
+use palisade_tests::{AgentHandle, LogCapture, ManagerHandle, append_lines, db_number, eventually};
 use tonic::Code;
 
 /// The sequence numbers stored for `agent`, in order.
@@ -23,21 +22,6 @@ async fn stored(manager: &ManagerHandle, agent: &str) -> Vec<u64> {
     let events = store.archived_events(Some(agent)).await.unwrap();
     store.close().await;
     events.iter().map(|e| e.sequence).collect()
-}
-
-/// One number from the manager's database.
-async fn scalar(db: &Path, sql: &'static str, agent: &str) -> i64 {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .read_only(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    let v = sqlx::query_scalar(sql)
-        .bind(agent)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    v
 }
 
 fn line(n: u64) -> String {
@@ -158,22 +142,26 @@ async fn a_poisoned_sequence_is_refused_and_the_agents_later_events_are_stored()
     assert_eq!(raw.send_batch(vec![ancient], 0).await.unwrap(), 8);
     assert_eq!(stored(&manager, &id).await, [1, 2, 6, 7, 8]);
     let db = &manager.config.database;
-    let clamped = scalar(
+    let clamped = db_number(
         db,
         "SELECT read_at_clamped FROM archive WHERE agent_id = $1 AND sequence = 8",
         &id,
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(clamped, 1);
-    let read_at = scalar(
+    let read_at = db_number(
         db,
         "SELECT read_at FROM archive WHERE agent_id = $1 AND sequence = 8",
         &id,
     )
-    .await;
+    .await
+    .unwrap();
     assert!(read_at > 1_700_000_000_000, "the arrival time, not 1970");
     assert_eq!(
-        scalar(db, "SELECT last_sequence FROM agents WHERE id = $1", &id).await,
+        db_number(db, "SELECT last_sequence FROM agents WHERE id = $1", &id)
+            .await
+            .unwrap(),
         8
     );
 }

@@ -12,25 +12,10 @@ use std::time::Duration;
 
 use palisade_tests::process::{AgentProcess, AgentSetup, ManagerProcess, write_agent_config};
 use palisade_tests::raw_agent::{Credentials, RawAgent, event};
-use palisade_tests::{AgentHandle, ManagerHandle, append_lines, eventually, scan_lines};
+use palisade_tests::{AgentHandle, ManagerHandle, append_lines, db_number, eventually, scan_lines};
 
 const MANAGER: &str = env!("CARGO_BIN_EXE_e2e-manager");
 const AGENT: &str = env!("CARGO_BIN_EXE_e2e-agent");
-
-/// One number from the manager's database.
-async fn scalar(db: &Path, sql: &'static str, agent: &str) -> i64 {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(db)
-        .read_only(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    let v = sqlx::query_scalar(sql)
-        .bind(agent)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    v
-}
 
 /// An access-log line as nginx writes a request with a big header: the
 /// user agent escaped (`"` as `\x22`), about `size` bytes long.
@@ -135,12 +120,13 @@ async fn five_hundred_4_mb_lines_leave_the_manager_bounded_and_another_agent_ser
     let count = |agent: String| {
         let db = db.clone();
         async move {
-            scalar(
+            db_number(
                 &db,
                 "SELECT COUNT(*) FROM archive WHERE agent_id = $1",
                 &agent,
             )
             .await
+            .unwrap()
         }
     };
     append_lines(&other_log, [escaped_header_line("192.0.2.1", 0, 200, 100)]).unwrap();
@@ -186,18 +172,20 @@ async fn five_hundred_4_mb_lines_leave_the_manager_bounded_and_another_agent_ser
     .await
     .unwrap();
     let stored = count(attacker.clone()).await;
-    let cut = scalar(
+    let cut = db_number(
         &db,
         "SELECT COUNT(*) FROM archive WHERE agent_id = $1 AND truncated AND length(line) = 65536",
         &attacker,
     )
-    .await;
-    let alerts = scalar(
+    .await
+    .unwrap();
+    let alerts = db_number(
         &db,
         "SELECT COUNT(*) FROM alerts WHERE agent_id = $1 AND rule_id IN (31101, 31151)",
         &attacker,
     )
-    .await;
+    .await
+    .unwrap();
     eprintln!(
         "4 MB attack: manager VmRSS {rss_before} KiB before, {rss_after} KiB after, \
          VmHWM {hwm} KiB; attacker events stored {stored} (cut {cut}), alerts {alerts}; \
