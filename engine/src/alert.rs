@@ -10,7 +10,8 @@ use std::borrow::Cow;
 
 use jiff::Timestamp;
 
-use crate::event::Event;
+use crate::dialect::RulesetDialect;
+use crate::event::{Event, FieldName};
 use crate::rule::{Rule, RuleOptions};
 
 /// OSSEC's default `<email_alert_level>`.
@@ -60,6 +61,99 @@ pub struct Alert {
     /// For a correlation alert, the earlier events' lines that made it
     /// fire, newest first.
     pub correlated: Vec<String>,
+    /// What an alert judged in the Wazuh dialect carries beyond OSSEC's
+    /// fields, for alerts.json in Wazuh's shape; `None` in the OSSEC
+    /// dialect, whose outputs stay OSSEC's.
+    pub wazuh: Option<Box<WazuhDetail>>,
+}
+
+/// The part of an alert only Wazuh's alerts.json shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WazuhDetail {
+    /// The rule's `<mitre><id>` technique ids.
+    pub mitre: Vec<String>,
+    /// How many times the rule has fired in this engine, this alert
+    /// included (Wazuh's `firedtimes`); `None` with `<options>no_counter`.
+    pub firedtimes: Option<u64>,
+    /// The rule's `frequency`, when it is a frequency rule.
+    pub frequency: Option<u32>,
+    /// The parent decoder's name, when a child decoder matched.
+    pub decoder_parent: Option<String>,
+    /// Every decoded field by its Wazuh name (`srcip`, `extra_data`,
+    /// `win.system.eventID`), the static ones first; no empty value.
+    pub data: Vec<(String, String)>,
+    /// The syslog header's program name.
+    pub program_name: Option<String>,
+    /// The syslog header's timestamp text.
+    pub header_time: Option<String>,
+    /// The syslog header's host name.
+    pub header_host: Option<String>,
+    /// The line carries no `full_log` (`<options>no_full_log`).
+    pub no_full_log: bool,
+}
+
+impl WazuhDetail {
+    /// What `rule` adds for `event`, the rule having fired `firedtimes`
+    /// times so far.
+    pub fn new(rule: &Rule, event: &Event, firedtimes: u64) -> Self {
+        let f = &event.fields;
+        let mut data: Vec<(String, String)> = [
+            ("srcip", &f.srcip),
+            ("srcport", &f.srcport),
+            ("dstip", &f.dstip),
+            ("dstport", &f.dstport),
+            ("protocol", &f.protocol),
+            ("action", &f.action),
+            ("srcuser", &f.srcuser),
+            ("dstuser", &f.dstuser),
+            ("id", &f.id),
+            ("status", &f.status),
+            ("url", &f.url),
+            ("extra_data", &f.data),
+            ("system_name", &f.system_name),
+            ("filename", &f.filename),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.clone()?)))
+        .chain(f.dynamic.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+        data.shrink_to_fit();
+        let header = event.header_time.is_some();
+        Self {
+            mitre: rule.mitre.clone(),
+            firedtimes: (!rule.options.no_counter).then_some(firedtimes),
+            frequency: (rule.frequency > 0).then_some(rule.frequency),
+            decoder_parent: event.decoder_parent.clone(),
+            data,
+            program_name: event.program_name.clone(),
+            header_time: event.header_time.clone(),
+            header_host: event.hostname.clone().filter(|_| header),
+            no_full_log: rule.options.no_full_log,
+        }
+    }
+}
+
+/// A Wazuh rule description with every `$(field)` replaced by the event's
+/// value of that field (nothing when the event lacks it), as Wazuh's
+/// analysisd does; an unclosed `$(` is kept as it is.
+pub fn fill_description(description: &str, event: &Event) -> String {
+    let mut out = String::with_capacity(description.len());
+    let mut rest = description;
+    while let Some(start) = rest.find("$(") {
+        let Some(len) = rest[start + 2..].find(')') else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        let name = &rest[start + 2..start + 2 + len];
+        let field = FieldName::parse_in(name, RulesetDialect::Wazuh);
+        if let Some(v) = event.fields.get(&field) {
+            out.push_str(v);
+        }
+        rest = &rest[start + 2 + len + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Alert {
@@ -85,6 +179,7 @@ impl Alert {
             url: f.url.clone(),
             full_log: event.full_log.clone(),
             correlated,
+            wazuh: None,
         }
     }
 
@@ -141,6 +236,7 @@ mod tests {
             url: None,
             full_log: b"line".to_vec(),
             correlated: vec!["earlier".into()],
+            wazuh: None,
         }
     }
 
@@ -156,6 +252,21 @@ mod tests {
         a.options.no_email_alert = false;
         a.options.no_log = true;
         assert!(!a.mail_flag(7), "an alert not logged is not mailed");
+    }
+
+    #[test]
+    fn wazuh_descriptions_take_the_events_fields() {
+        let mut ev = Event::default();
+        ev.fields.srcip = Some("192.0.2.1".into());
+        ev.fields.dynamic.insert("a.b".into(), "x".into());
+        ev.fields.data = Some("extra".into());
+        assert_eq!(
+            fill_description("$(srcip) did $(a.b) ($(extra_data)), $(missing)!", &ev),
+            "192.0.2.1 did x (extra), !"
+        );
+        assert_eq!(fill_description("no field", &ev), "no field");
+        assert_eq!(fill_description("open $(srcip", &ev), "open $(srcip");
+        assert_eq!(fill_description("$(srcip)$(", &ev), "192.0.2.1$(");
     }
 
     #[test]

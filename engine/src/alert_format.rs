@@ -25,8 +25,9 @@
 use jiff::tz::TimeZone;
 use serde_json::{Map, Value, json};
 
-use crate::alert::Alert;
+use crate::alert::{Alert, WazuhDetail};
 use crate::escape::{self, escape_text};
+use crate::mitre;
 
 /// OSSEC prints at most this many bytes of the event's line.
 pub const FULL_LOG_LIMIT: usize = 1256;
@@ -121,7 +122,9 @@ pub struct JsonAgent<'a> {
 /// are), `decoder{name}`, `data{srcip, srcport, dstip, dstport, srcuser,
 /// dstuser, url}` (the decoded ones) and `location` (the file path only).
 /// The values are exact; the text shows no control character (C0 as JSON
-/// escapes, the rest through [`escape::json_safe`]).
+/// escapes, the rest through [`escape::json_safe`]). An alert judged in the
+/// Wazuh dialect ([`Alert::wazuh`]) gets the rest of Wazuh's shape (see
+/// `add_wazuh_detail`); an OSSEC one is exactly the above.
 pub fn alert_json(
     alert: &Alert,
     n: u64,
@@ -182,7 +185,165 @@ pub fn alert_json(
     if !data.is_empty() {
         o["data"] = Value::Object(data);
     }
+    if let Some(w) = &alert.wazuh {
+        add_wazuh_detail(&mut o, alert, w);
+    }
     escape::json_safe(o.to_string())
+}
+
+/// The group prefixes Wazuh's alerts.json moves out of `rule.groups` into
+/// arrays of their own (`pci_dss_10.2.4` → `rule.pci_dss: ["10.2.4"]`), in
+/// the order it tries them (`json_extended.c:W_JSON_ParseGroups`).
+const COMPLIANCE_GROUPS: [(&str, &str); 7] = [
+    ("pci_dss_", "pci_dss"),
+    ("cis_", "cis"),
+    ("gdpr_", "gdpr"),
+    ("gpg13_", "gpg13"),
+    ("hipaa_", "hipaa"),
+    ("nist_800_53_", "nist_800_53"),
+    ("tsc_", "tsc"),
+];
+
+/// What Wazuh's alerts.json adds for an alert judged in its dialect:
+/// `rule.mitre{id, tactic, technique}` (ids ATT&CK does not know are left
+/// out, as Wazuh does when its database lacks them), `rule.firedtimes`,
+/// `rule.frequency`, the compliance groups apart, `decoder.parent`, every
+/// decoded field under `data` (dotted names as nested objects, a value
+/// that is a JSON array as that array), `predecoder` and no `full_log`
+/// for `no_full_log` rules.
+fn add_wazuh_detail(o: &mut Value, alert: &Alert, w: &WazuhDetail) {
+    let rule = &mut o["rule"];
+    let mut groups = Vec::new();
+    for g in alert.group_list() {
+        match COMPLIANCE_GROUPS
+            .iter()
+            .find_map(|(prefix, key)| Some((*key, g.strip_prefix(prefix)?)))
+        {
+            Some((key, value)) => match &mut rule[key] {
+                Value::Array(list) => list.push(json!(value)),
+                slot => *slot = json!([value]),
+            },
+            None => groups.push(g),
+        }
+    }
+    rule["groups"] = json!(groups);
+    let (mut ids, mut tactics, mut techniques) = (Vec::new(), Vec::<&str>::new(), Vec::new());
+    for id in &w.mitre {
+        if let Some(t) = mitre::technique(id) {
+            ids.push(id.as_str());
+            techniques.push(t.name);
+            for tactic in t.tactic_list() {
+                if !tactics.contains(&tactic) {
+                    tactics.push(tactic);
+                }
+            }
+        }
+    }
+    if !ids.is_empty() {
+        rule["mitre"] = json!({ "id": ids, "tactic": tactics, "technique": techniques });
+    }
+    if let Some(n) = w.firedtimes {
+        rule["firedtimes"] = json!(n);
+    }
+    if let Some(n) = w.frequency {
+        rule["frequency"] = json!(n);
+    }
+    if let (Some(parent), Some(decoder)) = (&w.decoder_parent, o.get_mut("decoder")) {
+        decoder["parent"] = json!(parent);
+    }
+    let mut data = Map::new();
+    for (name, value) in &w.data {
+        add_field(&mut data, name, value);
+    }
+    if let Some(m) = o.as_object_mut() {
+        if data.is_empty() {
+            m.remove("data");
+        } else {
+            m.insert("data".into(), Value::Object(data));
+        }
+        if w.no_full_log {
+            m.remove("full_log");
+        }
+    }
+    let mut predecoder = Map::new();
+    for (key, value) in [
+        ("program_name", &w.program_name),
+        ("timestamp", &w.header_time),
+        ("hostname", &w.header_host),
+    ] {
+        if let Some(v) = value {
+            predecoder.insert(key.into(), json!(v));
+        }
+    }
+    if !predecoder.is_empty() {
+        o["predecoder"] = Value::Object(predecoder);
+    }
+}
+
+/// How deep `data` nests a dotted name; the rest of a longer name is one
+/// key. JSON keys are the sender's and may hold dots themselves: without
+/// a bound, `{"a.a.a....": 1}` would nest as deep as the line is long (and
+/// overflow the stack when printed or freed).
+const MAX_DATA_NESTING: usize = 32;
+
+/// Wazuh's `W_JSON_AddField`: `a.b.c` becomes `{"a": {"b": {"c": ..}}}`;
+/// a name already taken keeps its first value (a part that is a value,
+/// not an object, drops the field); a value that reads whole as a JSON
+/// array is that array, anything else a string. Nesting stops at
+/// [`MAX_DATA_NESTING`].
+fn add_field(root: &mut Map<String, Value>, name: &str, value: &str) {
+    let mut object = root;
+    let mut rest = name;
+    for _ in 0..MAX_DATA_NESTING {
+        let Some((head, tail)) = rest.split_once('.') else {
+            break;
+        };
+        let slot = object
+            .entry(head)
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Value::Object(inner) = slot else {
+            return;
+        };
+        object = inner;
+        rest = tail;
+    }
+    if object.contains_key(rest) {
+        return;
+    }
+    // An array nested deeper than the names may stays text, so that the
+    // line stays within what JSON readers accept (serde_json: 128 levels).
+    let parsed = (value.starts_with('[') && json_depth(value) <= MAX_DATA_NESTING)
+        .then(|| serde_json::from_str::<Value>(value).ok())
+        .flatten();
+    object.insert(rest.into(), parsed.unwrap_or_else(|| json!(value)));
+}
+
+/// How deep the brackets of JSON text nest (those inside strings not
+/// counted).
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// The body of OSSEC's e-mail notification (`\n` line ends; a mailer
@@ -301,6 +462,7 @@ mod tests {
             url: ev.fields.url,
             full_log: ev.full_log,
             correlated,
+            wazuh: None,
         }
     }
 
@@ -325,6 +487,7 @@ mod tests {
             url: None,
             full_log: b"line 14".to_vec(),
             correlated: vec!["line 13".into()],
+            wazuh: None,
         }
     }
 
@@ -533,6 +696,80 @@ mod tests {
             "Palisade 10 - 31151 - Many 4xx answers to one address in 90 seconds (web scan)."
         );
         assert_eq!(sms_body(&scan()), "line 14\nline 13");
+    }
+
+    #[test]
+    fn wazuh_fields_nest_as_wazuh_adds_them() {
+        let mut data = Map::new();
+        for (k, v) in [
+            ("a.b.c", "1"),
+            ("a.b.d", "[1, \"x\"]"),
+            ("a.b", "taken: a.b is an object"),
+            ("x", "plain"),
+            ("x.y", "dropped: x is a value"),
+            ("x", "second"),
+            ("list", "[not json"),
+        ] {
+            add_field(&mut data, k, v);
+        }
+        assert_eq!(
+            Value::Object(data),
+            json!({"a": {"b": {"c": "1", "d": [1, "x"]}}, "x": "plain", "list": "[not json"})
+        );
+    }
+
+    #[test]
+    fn a_hostile_dotted_key_nests_only_so_deep() {
+        let name = "a.".repeat(100_000) + "z";
+        let mut a = scan();
+        a.wazuh = Some(Box::new(WazuhDetail {
+            data: vec![(name, "x".into())],
+            ..WazuhDetail::default()
+        }));
+        let line = alert_json(&a, 7, None, false, "central", &TimeZone::UTC);
+        let mut v = &serde_json::from_str::<Value>(&line).unwrap()["data"];
+        for _ in 0..MAX_DATA_NESTING {
+            v = &v["a"];
+        }
+        let rest = "a.".repeat(100_000 - MAX_DATA_NESTING) + "z";
+        assert_eq!(v[rest.as_str()], "x");
+        // A deep array stays text; one within the bound is an array.
+        let deep = "[".repeat(100) + &"]".repeat(100);
+        let shallow = r#"[["]]]]]]"], 1]"#;
+        assert_eq!(json_depth(shallow), 2);
+        assert_eq!(json_depth(r#"["\"[[[["]"#), 1);
+        let mut data = Map::new();
+        add_field(&mut data, "deep", &deep);
+        add_field(&mut data, "shallow", shallow);
+        assert_eq!(data["deep"], json!(deep));
+        assert_eq!(data["shallow"], json!([["]]]]]]"], 1]));
+    }
+
+    #[test]
+    fn the_ossec_json_line_has_no_wazuh_detail() {
+        let mut a = scan();
+        a.groups = "web,pci_dss_10.2.4,".into();
+        let v: Value =
+            serde_json::from_str(&alert_json(&a, 7, None, false, "central", &TimeZone::UTC))
+                .unwrap();
+        assert_eq!(v["rule"]["groups"], json!(["web", "pci_dss_10.2.4"]));
+        for key in ["pci_dss", "firedtimes", "mitre"] {
+            assert!(v["rule"].get(key).is_none(), "{key}");
+        }
+        a.wazuh = Some(Box::new(WazuhDetail {
+            mitre: vec!["T1110".into(), "T0000".into()],
+            firedtimes: None,
+            ..WazuhDetail::default()
+        }));
+        let v: Value =
+            serde_json::from_str(&alert_json(&a, 7, None, false, "central", &TimeZone::UTC))
+                .unwrap();
+        assert_eq!(v["rule"]["groups"], json!(["web"]));
+        assert_eq!(v["rule"]["pci_dss"], json!(["10.2.4"]));
+        // An id ATT&CK does not know is left out; no_counter: no count.
+        assert_eq!(v["rule"]["mitre"]["id"], json!(["T1110"]));
+        assert!(v["rule"].get("firedtimes").is_none());
+        assert!(v.get("data").is_none(), "no decoded field: {v}");
     }
 
     #[test]

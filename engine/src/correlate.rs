@@ -11,7 +11,10 @@
 //! `frequency + 1` earlier events pass the `same_*` filters, i.e. on the
 //! `frequency + 2`-th event (Wazuh's dialect: on the `frequency`-th, see
 //! [`crate::rule::Rule::fires_after`]) (`Search_LastSids`, `Search_LastGroups`,
-//! `Search_LastEvents` in `src/analysisd/eventinfo.c`).
+//! `Search_LastEvents` in `src/analysisd/eventinfo.c`). Wazuh 4 tests the
+//! barrier after the filters and marks only the current event and, when
+//! more than one event was counted, the newest counted one: a ruleset read
+//! in its dialect is searched that way, whatever [`Barrier`] says.
 //!
 //! Memory bound (why a flood of distinct source IPs cannot exhaust memory):
 //! the only per-source state is the lists' address index, whose entries
@@ -136,6 +139,20 @@ struct Stored {
     /// Every field and the location, kept only when some rule has Wazuh
     /// static filters ([`RuleSet::keeps_fields`]).
     wide: Option<Box<(Fields, String)>>,
+    /// The agent the event came from ([`agent_of`]), kept in the Wazuh
+    /// dialect only (its searches count one agent's events); `None` for
+    /// the manager's own.
+    agent: Option<Box<str>>,
+}
+
+/// The agent named by an agent event's location (`(web01) ip->path`:
+/// `web01`); empty for the manager's own events. Wazuh counts only the
+/// current event's agent's earlier events unless `<global_frequency/>`.
+fn agent_of(location: &str) -> &str {
+    location
+        .strip_prefix('(')
+        .and_then(|rest| rest.split_once(") "))
+        .map_or("", |(name, _)| name)
 }
 
 impl Stored {
@@ -167,6 +184,7 @@ impl Stored {
             + text(&self.id)
             + text(&self.hostname)
             + text(&self.url)
+            + self.agent.as_ref().map_or(0, |a| a.len() + STRING_OVERHEAD)
             + self.wide.as_deref().map_or(0, |(f, location)| {
                 let statics = [
                     &f.srcip,
@@ -445,7 +463,8 @@ impl Correlator {
             Search::Events => (None, true),
         };
         let s = rule.ctx.same;
-        let global = self.barrier == Barrier::Global;
+        let wazuh = rs.dialect.is_wazuh();
+        let global = self.barrier == Barrier::Global && !wazuh;
         // The indexed walk: only this address's entries.
         if let Some(list) = list
             && s.source_ip
@@ -470,8 +489,8 @@ impl Correlator {
                 .rev()
                 .copied()
                 .take_while(|&id| stop_at.is_none_or(|b| id > b));
-            let hit = self.walk(rule, ev, now, walk, false, global, newest);
-            return self.fire(rule, hit, cur_matched);
+            let hit = self.walk(rule, ev, now, walk, false, global, wazuh, newest);
+            return self.fire(rule, hit, wazuh, cur_matched);
         }
         let ids = match list {
             Some(l) => &l.ids,
@@ -484,9 +503,10 @@ impl Correlator {
             ids.iter().rev().copied(),
             events_search,
             global,
+            wazuh,
             None,
         );
-        self.fire(rule, hit, cur_matched)
+        self.fire(rule, hit, wazuh, cur_matched)
     }
 
     /// The newest event of `list` whose barrier mark reaches `level`,
@@ -519,10 +539,13 @@ impl Correlator {
         ids: impl Iterator<Item = u64>,
         events_search: bool,
         global: bool,
+        wazuh: bool,
         mut newest: Option<u64>,
     ) -> Option<(Vec<u64>, u64, Option<u64>)> {
         let f = &ev.fields;
         let s = rule.ctx.same;
+        // Wazuh's searches stay within the current event's agent.
+        let agent = (wazuh && !rule.ctx.global_frequency).then(|| agent_of(&ev.location));
         let mut count = 0u32;
         let mut lines = Vec::new();
         for pid in ids {
@@ -534,6 +557,11 @@ impl Correlator {
             }
             if now - p.time > i64::from(rule.timeframe) {
                 return None;
+            }
+            if let Some(agent) = agent
+                && p.agent.as_deref().unwrap_or("") != agent
+            {
+                continue;
             }
             if global && p.matched >= rule.level {
                 return None;
@@ -604,17 +632,27 @@ impl Correlator {
     }
 
     /// A firing: the barrier marks on the current event, the event that
-    /// completed the count and the list's newest.
+    /// completed the count and the list's newest. Wazuh 4 (`wazuh`) marks
+    /// the current event and, when more than one event was counted, only
+    /// the newest counted one (its `first_matched`): a rule that needs one
+    /// earlier event leaves it unmarked, so a chain of `if_matched_sid`
+    /// rules fires again on the next event.
     fn fire(
         &mut self,
         rule: &crate::rule::Rule,
         hit: Option<(Vec<u64>, u64, Option<u64>)>,
+        wazuh: bool,
         cur_matched: &mut u32,
     ) -> Option<ContextLines> {
         let (lines, pid, newest) = hit?;
         let level = rule.level;
         *cur_matched = level;
-        for id in std::iter::once(pid).chain(newest) {
+        let marked = if wazuh {
+            [None, newest.filter(|_| lines.len() > 1)]
+        } else {
+            [Some(pid), newest]
+        };
+        for id in marked.into_iter().flatten() {
             if let Some(e) = self.events.get_mut(id) {
                 e.matched = level;
                 // The event may sit in several (group) lists.
@@ -668,6 +706,9 @@ impl Correlator {
             wide: rs
                 .keeps_fields
                 .then(|| Box::new((ev.fields.clone(), ev.location.clone()))),
+            agent: Some(agent_of(&ev.location))
+                .filter(|a| rs.dialect.is_wazuh() && !a.is_empty())
+                .map(Box::from),
         };
         let mut keys = Vec::new();
         if rs.has_sid_list.get(r).copied().unwrap_or(false) {

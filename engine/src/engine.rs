@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 pub use crate::alert::Alert;
+use crate::alert::{WazuhDetail, fill_description};
 use crate::correlate::{Barrier, CorrelateLimits, Correlator};
 use crate::decoder::DecoderSet;
 use crate::dialect::RulesetDialect;
@@ -344,6 +345,9 @@ pub struct Engine {
     zone: TimeZone,
     state: Correlator,
     lower_buf: Vec<u8>,
+    /// How many alerts each rule raised (Wazuh's `firedtimes`; counted in
+    /// the Wazuh dialect only).
+    fired: HashMap<RuleIdx, u64>,
 }
 
 /// Per-event evaluation scratch.
@@ -382,6 +386,7 @@ impl Engine {
             zone: config.zone,
             state: Correlator::with_barrier(config.limits, config.barrier),
             lower_buf: Vec::new(),
+            fired: HashMap::new(),
         }
     }
 
@@ -497,7 +502,14 @@ impl Engine {
         self.state
             .store(&rs.rules, fin, ctx.ev, ctx.now, ctx.matched);
         let correlated = ctx.lines.remove(&fin).unwrap_or_default();
-        Verdict::Alert(Box::new(Alert::new(rule, ctx.ev, now, correlated)))
+        let mut alert = Alert::new(rule, ctx.ev, now, correlated);
+        if rs.dialect.is_wazuh() {
+            let fired = self.fired.entry(fin).or_default();
+            *fired += 1;
+            alert.description = fill_description(&rule.description, ctx.ev);
+            alert.wazuh = Some(Box::new(WazuhDetail::new(rule, ctx.ev, *fired)));
+        }
+        Verdict::Alert(Box::new(alert))
     }
 
     /// OSSEC's recursive `OS_CheckIfRuleMatch` + child walk.

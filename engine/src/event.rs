@@ -40,6 +40,9 @@ pub struct Event {
     /// [`decoder_name`](Self::decoder_name), i.e. the parent's name unless
     /// the child has `use_own_name`. Used for the decoder's `<fts>` fields.
     pub decoder_own_name: Option<String>,
+    /// The parent's name when a child decoder matched, in the Wazuh
+    /// dialect only (alerts.json's `decoder.parent`).
+    pub decoder_parent: Option<String>,
     /// Decoder `type`, OSSEC's event category (`syslog` by default).
     pub category: Category,
     /// Fields filled by the decoder's `order`.

@@ -36,6 +36,7 @@
 //! - [`logtest_rules`]: logtest's rule phase and `-a` (alerts only) mode.
 //! - [`alert`]: the one alert model, from the engine to every output.
 //! - [`alert_format`]: its layouts: alerts.log, alerts.json, e-mail.
+//! - [`mitre`]: ATT&CK technique names and tactics for Wazuh's alerts.json.
 //! - [`dialect`]: OSSEC or Wazuh, the rule language a ruleset is read in.
 //! - [`wazuh`]: where a Wazuh `ruleset/` directory keeps its files.
 //! - [`escape`]: the one escaping of text from outside (control
@@ -57,6 +58,7 @@ pub mod event;
 pub mod ini;
 pub mod logtest;
 pub mod logtest_rules;
+pub mod mitre;
 pub mod pattern;
 pub mod predecode;
 pub mod rule;

@@ -1,6 +1,7 @@
 //! The rules engine behind `logtest`: the [`RulePhase`] that
 //! [`crate::logtest::Logtest`] calls for Phase 3, and the `-a` mode that
-//! prints only alerts, in alerts.log layout, for a whole stream of lines.
+//! prints only alerts, in alerts.log layout (or as alerts.json lines,
+//! `-a --json`), for a whole stream of lines.
 //!
 //! `logtest` is a session: correlation state is kept across lines, as in
 //! `ossec-logtest`, so pasting a burst of 404s shows 31151 on the 14th. The
@@ -16,7 +17,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::alert::DEFAULT_EMAIL_ALERT_LEVEL;
-use crate::alert_format::alerts_log_entry;
+use crate::alert_format::{alert_json, alerts_log_entry};
 use crate::engine::{Alert, Engine, EngineConfig, Ruleset, TraceLine, Verdict};
 use crate::event::Event;
 use crate::logtest::{LOCATION, RuleOutcome, RulePhase};
@@ -165,6 +166,7 @@ pub struct AlertsOnly {
     zone: TimeZone,
     email_alert_level: u32,
     offset: u64,
+    json: bool,
 }
 
 impl AlertsOnly {
@@ -177,7 +179,15 @@ impl AlertsOnly {
             manager_host: manager_host.to_string(),
             email_alert_level: DEFAULT_EMAIL_ALERT_LEVEL,
             offset: 0,
+            json: false,
         }
+    }
+
+    /// Prints each alert as one alerts.json line (the manager's own event:
+    /// agent `000`, named after the manager) instead of an alerts.log entry.
+    pub fn with_json(mut self, json: bool) -> Self {
+        self.json = json;
+        self
     }
 
     /// Sets `email_alert_level` (for the ` mail ` flag).
@@ -192,7 +202,7 @@ impl AlertsOnly {
     }
 
     /// Judges one input line (without its newline) that arrived at
-    /// `arrival`; writes its alerts.log entry to `out` if it alerted and
+    /// `arrival`; writes its alerts.log entry (or alerts.json line) to `out` if it alerted and
     /// is logged. Lines shorter than two bytes are skipped, as logtest does.
     pub fn line(
         &mut self,
@@ -213,7 +223,20 @@ impl AlertsOnly {
         };
         if alert.log_it() {
             let mail = alert.mail_flag(self.email_alert_level);
-            let text = alerts_log_entry(&alert, self.offset, mail, &self.zone);
+            let text = if self.json {
+                let mut line = alert_json(
+                    &alert,
+                    self.offset,
+                    None,
+                    mail,
+                    &self.manager_host,
+                    &self.zone,
+                );
+                line.push('\n');
+                line
+            } else {
+                alerts_log_entry(&alert, self.offset, mail, &self.zone)
+            };
             out.write_all(text.as_bytes())?;
             self.offset += text.len() as u64;
         }

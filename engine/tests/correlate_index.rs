@@ -8,7 +8,7 @@
 //! these step sizes 31151 and 5720 fire about ten times per case.)
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use jiff::{SignedDuration, Timestamp};
 use palisade_engine::correlate::{Barrier, CorrelateLimits};
@@ -18,6 +18,10 @@ use palisade_engine::predecode::predecode;
 use proptest::prelude::*;
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/ossec");
+
+/// Both rule sets, loaded once for every case (loading dominates a case's
+/// time in a debug build).
+static SETS: LazyLock<Vec<Arc<Ruleset>>> = LazyLock::new(sets);
 
 fn sets() -> Vec<Arc<Ruleset>> {
     let ours = match default_ruleset::load() {
@@ -68,10 +72,10 @@ proptest! {
             memory_size: if small_memory { 16 } else { 8192 },
             ..CorrelateLimits::default()
         };
-        for rs in sets() {
+        for rs in SETS.iter() {
             let config = EngineConfig { limits, barrier, ..EngineConfig::default() };
-            let mut indexed = Engine::new(Arc::clone(&rs), config.clone());
-            let mut full = Engine::new(Arc::clone(&rs), config);
+            let mut indexed = Engine::new(Arc::clone(rs), config.clone());
+            let mut full = Engine::new(Arc::clone(rs), config);
             full.state_mut().set_full_walk(true);
             let mut now: Timestamp = match "2024-03-13T10:00:00Z".parse() {
                 Ok(t) => t,

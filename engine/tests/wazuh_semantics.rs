@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use jiff::Timestamp;
 use palisade_engine::dialect::RulesetDialect;
@@ -57,11 +58,43 @@ const RULES: &str = r#"
     <list field="a.user" lookup="match_key">etc/lists/users</list>
     <description>json</description>
   </rule>
+  <rule id="201" level="3">
+    <decoded_as>json</decoded_as>
+    <field name="chain">^x$</field>
+    <description>chain start</description>
+  </rule>
+  <rule id="202" level="5" timeframe="60">
+    <if_matched_sid>201</if_matched_sid>
+    <description>chain, second step</description>
+  </rule>
+  <rule id="203" level="7" timeframe="60">
+    <if_matched_sid>202</if_matched_sid>
+    <description>chain, third step</description>
+  </rule>
+  <rule id="204" level="4">
+    <decoded_as>json</decoded_as>
+    <field name="code">^null$</field>
+    <description>a JSON null kept as the text null</description>
+  </rule>
+  <rule id="205" level="3">
+    <decoded_as>json</decoded_as>
+    <field name="g">^x$</field>
+    <description>g</description>
+  </rule>
+  <rule id="206" level="6" timeframe="60">
+    <if_matched_sid>205</if_matched_sid>
+    <global_frequency />
+    <description>g again, from any agent</description>
+  </rule>
 </group>
 "#;
 
 fn engine() -> Engine {
-    let dir = std::env::temp_dir().join(format!("palisade-wazuh-sem-{}", std::process::id()));
+    // One directory per engine: tests run in parallel, and one rewriting
+    // the list while another reads it would race.
+    static ENGINES: AtomicUsize = AtomicUsize::new(0);
+    let n = ENGINES.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("palisade-wazuh-sem-{}-{n}", std::process::id()));
     std::fs::create_dir_all(dir.join("lists")).unwrap();
     std::fs::write(dir.join("lists/users"), "alice:admin\n\"::1\":v6\n").unwrap();
     let rs = Ruleset::load_sources_in(
@@ -71,12 +104,19 @@ fn engine() -> Engine {
         Some(&dir),
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_dir_all(&dir).unwrap();
     Engine::new(Arc::new(rs), EngineConfig::default())
 }
 
 fn judge(e: &mut Engine, line: &str) -> Option<(u32, u32)> {
+    judge_at(e, line, "stdin")
+}
+
+/// Judges `line` as coming from `location` (`(agent) ip->path` for an
+/// agent's event).
+fn judge_at(e: &mut Engine, line: &str, location: &str) -> Option<(u32, u32)> {
     let now: Timestamp = "2024-03-13T10:00:00Z".parse().unwrap();
-    let mut ev = predecode_in(line.as_bytes(), "stdin", "h", RulesetDialect::Wazuh);
+    let mut ev = predecode_in(line.as_bytes(), location, "h", RulesetDialect::Wazuh);
     let verdict = {
         e.ruleset().decoders.decode(&mut ev);
         e.judge(&ev, now)
@@ -168,4 +208,46 @@ fn wazuh_only_warnings() {
     assert_eq!(rs.rules.warnings.len(), 4, "{:?}", rs.rules.warnings);
     // The same file is an error in OSSEC's dialect.
     assert!(Ruleset::load_sources(&[], &[("r.xml".into(), rules.into())], None).is_err());
+}
+
+#[test]
+fn nested_if_matched_sid_chains_fire_again() {
+    // Wazuh marks only the newest counted event when more than one was
+    // counted: a rule needing one earlier event leaves it unmarked, so
+    // the chain climbs on the third line and stays on top (OSSEC's
+    // barrier would drop back to 201 there).
+    let mut e = engine();
+    let line = r#"{"chain":"x"}"#;
+    let got: Vec<_> = (0..4).map(|_| judge(&mut e, line)).collect();
+    assert_eq!(
+        got,
+        [
+            Some((201, 3)),
+            Some((202, 5)),
+            Some((203, 7)),
+            Some((203, 7))
+        ]
+    );
+}
+
+#[test]
+fn a_json_null_is_the_text_null_by_default() {
+    let mut e = engine();
+    assert_eq!(judge(&mut e, r#"{"code":null}"#), Some((204, 4)));
+}
+
+#[test]
+fn context_searches_stay_within_one_agent_unless_global_frequency() {
+    let mut e = engine();
+    let (a, b) = ("(a) any->/var/log/x", "(b) any->/var/log/x");
+    let chain = r#"{"chain":"x"}"#;
+    assert_eq!(judge_at(&mut e, chain, a), Some((201, 3)));
+    // Agent b's event does not count agent a's.
+    assert_eq!(judge_at(&mut e, chain, b), Some((201, 3)));
+    assert_eq!(judge_at(&mut e, chain, a), Some((202, 5)));
+    assert_eq!(judge_at(&mut e, chain, "stdin"), Some((201, 3)));
+    // <global_frequency/>: every agent's events count.
+    let g = r#"{"g":"x"}"#;
+    assert_eq!(judge_at(&mut e, g, a), Some((205, 3)));
+    assert_eq!(judge_at(&mut e, g, b), Some((206, 6)));
 }

@@ -723,6 +723,47 @@ mod tests {
     }
 
     #[test]
+    fn an_alert_judged_in_the_wazuh_dialect_is_written_in_wazuhs_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = compile(
+            RawAlertFiles {
+                log_file: Some("".into()),
+                json_file: Some("alerts.json".into()),
+                log_alert_level: None,
+                keep_days: None,
+            },
+            dir.path(),
+            &mut Problems::new(),
+        );
+        let clock: Clock = Arc::new(|| zoned(date(2026, 11, 28), 12));
+        let rendering = Rendering {
+            email_alert_level: 7,
+            manager: "central".into(),
+            zone: TimeZone::UTC,
+        };
+        let files = AlertFiles::start(&config, rendering, clock)
+            .unwrap()
+            .unwrap();
+        let mut stored = published(1, 5, true);
+        stored.alert.groups = "sshd,pci_dss_10.2.4,".into();
+        stored.alert.wazuh = Some(Box::new(palisade_engine::alert::WazuhDetail {
+            mitre: vec!["T1110".into()],
+            firedtimes: Some(3),
+            data: vec![("win.system.eventID".into(), "4625".into())],
+            ..Default::default()
+        }));
+        files.publish(&stored);
+        files.close();
+        let json = read(&dir.path().join("alerts.json"));
+        let v: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
+        assert_eq!(v["rule"]["groups"], serde_json::json!(["sshd"]));
+        assert_eq!(v["rule"]["pci_dss"], serde_json::json!(["10.2.4"]));
+        assert_eq!(v["rule"]["firedtimes"], 3);
+        assert_eq!(v["rule"]["mitre"]["tactic"][0], "Credential Access");
+        assert_eq!(v["data"]["win"]["system"]["eventID"], "4625");
+    }
+
+    #[test]
     fn the_section_has_ossecs_defaults_and_is_checked() {
         let base = Path::new("/etc/palisade");
         let mut errors = Problems::new();

@@ -141,6 +141,7 @@ impl Breaker {
             dstuser: None,
             url: None,
             correlated: Vec::new(),
+            wazuh: None,
         }
     }
 

@@ -87,6 +87,9 @@ enum Command {
         /// Print only alerts, in alerts.log layout, for the whole stream.
         #[arg(short = 'a')]
         alerts_only: bool,
+        /// With -a: print each alert as an alerts.json line instead (Wazuh's shape for a Wazuh ruleset).
+        #[arg(long, requires = "alerts_only")]
+        json: bool,
         /// No banner.
         #[arg(short = 'q')]
         quiet: bool,
@@ -305,7 +308,22 @@ fn load_ruleset(
         eprintln!("palisade-manager: the ruleset has errors:\n{e}");
         ExitCode::from(Exit::Usage)
     })?;
+    print_warnings(&ruleset.rules.warnings);
     Ok((ruleset, judging))
+}
+
+/// The ruleset's load warnings on stderr, then their count, as Wazuh's
+/// analysisd reports what it left out or ignored; they are not fatal.
+fn print_warnings(warnings: &[palisade_engine::error::LoadError]) {
+    if warnings.is_empty() {
+        return;
+    }
+    for w in warnings {
+        eprintln!("palisade-manager: warning: {w}");
+    }
+    let n = warnings.len();
+    let s = if n == 1 { "" } else { "s" };
+    eprintln!("palisade-manager: the ruleset loaded with {n} warning{s}");
 }
 
 fn setup_failed(e: SetupError) -> ExitCode {
@@ -363,6 +381,7 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::Logtest {
             ruleset,
             alerts_only,
+            json,
             quiet,
             verbose,
             unit_test,
@@ -371,6 +390,7 @@ async fn dispatch(command: Command) -> ExitCode {
         } => {
             let options = crate::logtest_cli::LogtestOptions {
                 alerts_only,
+                json,
                 quiet,
                 verbose,
                 unit_test,

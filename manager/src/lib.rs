@@ -261,6 +261,10 @@ pub async fn run(
     for finding in ruleset::steerable_decoders(&ruleset) {
         tracing::warn!(decoder = finding.known.decoder, "{finding}");
     }
+    // What Wazuh's analysisd only warns about (logtest/ruletest print it too).
+    for warning in &ruleset.rules.warnings {
+        tracing::warn!("ruleset: {warning}");
+    }
     let hostname = setup::host_name();
     let judging = ruleset::Judging::of(&config);
     let analyzer = pipeline::analysis::Analyzer::start(

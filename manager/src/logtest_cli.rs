@@ -22,6 +22,8 @@ use crate::ruleset::Judging;
 pub struct LogtestOptions {
     /// `-a`.
     pub alerts_only: bool,
+    /// `--json` (with `-a`): alerts.json lines.
+    pub json: bool,
     /// `-q`.
     pub quiet: bool,
     /// `-v`.
@@ -93,7 +95,7 @@ pub fn logtest(ruleset: Ruleset, judging: Judging, options: &LogtestOptions) -> 
     }
     let mut lines = stdin.lock().split(b'\n');
     if options.alerts_only {
-        let mut stream = AlertsOnly::new(phase, &host);
+        let mut stream = AlertsOnly::new(phase, &host).with_json(options.json);
         for line in lines.by_ref() {
             let Ok(mut line) = line else { break };
             strip_cr(&mut line);

@@ -10,7 +10,8 @@
 //!   ([`check_hello`]). They are shown to operators in tables and logs.
 //! - **Sequences** ([`check_sequences`]): consecutive within a batch,
 //!   within `1..=i64::MAX` (the store's integer; nothing saturates), and
-//!   the first new one exactly follows the last stored, plus the events
+//!   the first new one exactly follows the last accepted on the stream
+//!   (stored, or in flight to the store), plus the events
 //!   the agent says it lost (`lost_before`, its spool was full). A gap or
 //!   a jump is refused, so a poisoned sequence (`u64::MAX`) is never
 //!   stored and the agent's later events still are.
@@ -113,7 +114,7 @@ pub fn check_hello(hello: &Hello) -> Result<(), Violation> {
 pub enum SequenceCheck {
     /// Nothing new (empty, or every event already stored).
     Stored,
-    /// New events, following the last stored one.
+    /// New events, following the last accepted one.
     Follows,
     /// New events after `lost` events the agent lost (its spool was
     /// full): sequences `stored + 1 ..= stored + lost`.
@@ -124,7 +125,7 @@ pub enum SequenceCheck {
 }
 
 /// Checks a batch's sequence numbers against `stored`, the agent's last
-/// stored one.
+/// accepted one (stored, or in a batch still on its way to the store).
 pub fn check_sequences(
     stored: u64,
     lost_before: u64,
@@ -166,7 +167,7 @@ pub fn check_sequences(
             n => format!(" and {n} lost"),
         };
         return Err(Violation(format!(
-            "sequence number {first} does not follow the last one stored, {stored}{said} (expected {expected}): a gap or a jump"
+            "sequence number {first} does not follow the last one accepted, {stored}{said} (expected {expected}): a gap or a jump"
         )));
     }
     Ok(match lost_before {

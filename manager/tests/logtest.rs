@@ -254,3 +254,73 @@ fn logtest_and_ruletest_with_c_judge_with_the_managers_ruleset_settings() {
     );
     assert!(out.status.success());
 }
+
+/// A small Wazuh `ruleset/` directory in a temporary place: Wazuh's sshd
+/// decoders and rules (read from `shared/corpus/wazuh`, never kept in the
+/// repo) and a local file whose duplicate rule id Wazuh only warns about.
+fn small_wazuh_ruleset() -> PathBuf {
+    let wazuh = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/corpus/wazuh/ruleset"
+    ));
+    let dir = std::env::temp_dir().join(format!("palisade-wazuh-cli-{}", std::process::id()));
+    for sub in ["decoders", "rules"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    for (sub, file) in [
+        ("decoders", "0310-ssh_decoders.xml"),
+        ("rules", "0010-rules_config.xml"),
+        ("rules", "0095-sshd_rules.xml"),
+    ] {
+        std::fs::copy(wazuh.join(sub).join(file), dir.join(sub).join(file))
+            .unwrap_or_else(|e| panic!("{sub}/{file} of the Wazuh corpus: {e}"));
+    }
+    std::fs::write(
+        dir.join("rules/9999-local.xml"),
+        "<group name=\"local,\">\n<rule id=\"5760\" level=\"3\"><if_sid>5700</if_sid><match>x</match><description>dup</description></rule>\n</group>\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn logtest_json_prints_wazuhs_alert_shape_and_warnings() {
+    let dir = small_wazuh_ruleset();
+    let line = "Dec  7 10:00:01 web01 sshd[123]: Failed password for root from 203.0.113.7 port 4242 ssh2\n";
+    let out = manager(
+        &[
+            "logtest",
+            "--wazuh-ruleset",
+            dir.to_str().unwrap(),
+            "-q",
+            "-a",
+            "--json",
+            "--now",
+            "2026-12-07T10:00:00Z",
+        ],
+        line,
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim_end()).expect(&stdout);
+    assert_eq!(v["rule"]["id"], "5760");
+    assert_eq!(v["rule"]["mitre"]["technique"][0], "Password Guessing");
+    assert_eq!(v["rule"]["firedtimes"], 1);
+    assert_eq!(v["decoder"]["parent"], "sshd");
+    assert_eq!(v["data"]["srcip"], "203.0.113.7");
+    assert_eq!(v["agent"]["id"], "000");
+    // The load warnings, counted, on stderr; not fatal.
+    assert!(
+        stderr.contains("9999-local.xml:2: rule id 5760 is duplicated"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the ruleset loaded with 1 warning\n"),
+        "{stderr}"
+    );
+    // --json belongs to -a.
+    let out = manager(&["logtest", "--json"], "");
+    assert!(!out.status.success());
+}

@@ -32,6 +32,7 @@ impl DecoderSet {
     ) {
         event.decoder_name = None;
         event.decoder_own_name = None;
+        event.decoder_parent = None;
         event.category = Category::Syslog;
         scratch.assigned.clear();
         let outcome = {
@@ -65,6 +66,9 @@ impl DecoderSet {
         let d = &self.decoders[info];
         event.decoder_name = Some(d.name.clone());
         event.decoder_own_name = Some(d.own_name.clone());
+        if self.dialect().is_wazuh() && info != parent {
+            event.decoder_parent = Some(self.decoders[parent].name.clone());
+        }
         event.category = d.category;
         let log_start = event.log_range().start;
         let mut trace = trace;

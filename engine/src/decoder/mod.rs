@@ -63,14 +63,17 @@ pub enum Plugin {
 }
 
 /// What `JSON_Decoder` does with a `null` (Wazuh `<json_null_field>`).
+/// Wazuh's default is `string`: its own rules match `null` with `\w+`
+/// (gitlab's 65610), and only the decoders that want otherwise say
+/// `discard`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum JsonNull {
     /// The key is left out (`discard`).
-    #[default]
     Discard,
     /// The field is set empty (`empty`).
     Empty,
-    /// The field is set to `null` (`string`).
+    /// The field is set to `null` (`string`), the default.
+    #[default]
     String,
 }
 

@@ -232,6 +232,9 @@ pub struct ContextSpec {
     pub same: SameFlags,
     /// Wazuh's static filters on any field (besides `same.source_ip`).
     pub filters: Vec<StaticFilter>,
+    /// `<global_frequency/>` (Wazuh): count earlier events of every agent,
+    /// not only the current event's agent.
+    pub global_frequency: bool,
 }
 
 impl ContextSpec {
@@ -382,6 +385,9 @@ pub struct RuleSet {
     /// Whether a context rule compares fields beyond OSSEC's few
     /// (Wazuh static filters): stored events then keep all their fields.
     pub keeps_fields: bool,
+    /// The rule language the set was read in (Wazuh's context searches
+    /// mark events differently, see [`crate::correlate`]).
+    pub dialect: RulesetDialect,
 }
 
 impl RuleSet {

@@ -275,6 +275,10 @@ pub(crate) fn parse_rule(
             context_opts = true;
             continue;
         }
+        if dialect.is_wazuh() && c.name == "global_frequency" {
+            rule.ctx.global_frequency = true;
+            continue;
+        }
         // Names compared case-sensitively in OSSEC.
         match c.name.as_str() {
             "same_id" => {
@@ -527,7 +531,16 @@ pub(crate) fn parse_rule(
             "mitre" if dialect.is_wazuh() => {
                 for m in &c.children {
                     if m.name.eq_ignore_ascii_case("id") {
-                        rule.mitre.push(m.text.trim().to_string());
+                        let id = m.text.trim();
+                        if crate::mitre::technique(id).is_none() {
+                            warnings.push((
+                                m.line,
+                                format!(
+                                    "{who}: MITRE ATT&CK technique '{id}' is unknown; alerts.json leaves it out, as Wazuh does"
+                                ),
+                            ));
+                        }
+                        rule.mitre.push(id.to_string());
                     } else {
                         problems.push((
                             m.line,

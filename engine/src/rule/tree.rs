@@ -426,6 +426,7 @@ impl Builder {
             }
         }
         self.rs.keeps_fields = self.rs.rules.iter().any(|r| !r.ctx.filters.is_empty());
+        self.rs.dialect = self.opts.dialect;
         self.rs.events_horizon = (0..n)
             .filter(|&i| self.rs.search[i] == Search::Events)
             .map(|i| self.rs.rules[i].timeframe)

@@ -833,6 +833,7 @@ fn alert_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredAlert {
             url: r.get("url"),
             full_log,
             correlated,
+            wazuh: None,
         },
     }
 }
@@ -897,6 +898,7 @@ pub(crate) mod fixtures {
                 url: None,
                 full_log: b"a line".to_vec(),
                 correlated: Vec::new(),
+                wazuh: None,
             },
         }
     }
