@@ -405,7 +405,7 @@ async fn the_operator_of_an_older_init_is_adopted_as_the_first() {
     .await
     .unwrap();
     // As a database from before operators were registered.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", report.database.display()))
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", report.database))
         .await
         .unwrap();
     sqlx::query("DELETE FROM operators")
