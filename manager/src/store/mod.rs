@@ -22,6 +22,8 @@ use crate::pipeline::analysis::{Judged, Origin};
 
 mod backend;
 mod location;
+#[cfg(test)]
+pub(crate) mod testing;
 use backend::{Dialect, Pool, StoreRow, WriteTx, for_update, on_pool};
 pub use location::StoreLocation;
 
@@ -433,7 +435,7 @@ impl Store {
     pub async fn is_revoked(&self, serial: &str) -> Result<bool, StoreError> {
         on_pool!(self, pool => {
             let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM revoked_certificates WHERE serial = $1")
+                sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM revoked_certificates WHERE serial = $1")
                     .bind(serial)
                     .fetch_optional(pool)
                     .await?;
@@ -967,94 +969,93 @@ pub(crate) mod fixtures {
 mod tests {
     use super::*;
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("m.db")).await.unwrap();
-        (dir, store)
-    }
+    use crate::store::testing::both_backends;
 
     fn issue(serial: &str) -> impl FnOnce(&str) -> Result<(String, ()), String> + '_ {
         move |_id| Ok((serial.to_string(), ()))
     }
 
-    #[tokio::test]
-    async fn ids_are_sequential_and_never_reused() {
-        let (_d, s) = store().await;
-        let (a, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
-        let (b, _) = s
-            .add_agent("web02", "10.0.0.0/8", issue("bb"))
-            .await
-            .unwrap();
-        assert_eq!((a.as_str(), b.as_str()), ("001", "002"));
-        s.remove_agent("002", "test").await.unwrap();
-        let (c, _) = s.add_agent("web02", "any", issue("cc")).await.unwrap();
-        assert_eq!(c, "003");
-        assert!(s.is_revoked("bb").await.unwrap());
-        assert!(!s.is_revoked("cc").await.unwrap());
-        let dup = s.add_agent("web01", "any", issue("dd")).await;
-        assert!(matches!(dup, Err(StoreError::Conflict(_))));
+    both_backends! {
+        async fn ids_are_sequential_and_never_reused(db) {
+            let s = db.open().await;
+            let (a, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+            let (b, _) = s
+                .add_agent("web02", "10.0.0.0/8", issue("bb"))
+                .await
+                .unwrap();
+            assert_eq!((a.as_str(), b.as_str()), ("001", "002"));
+            s.remove_agent("002", "test").await.unwrap();
+            let (c, _) = s.add_agent("web02", "any", issue("cc")).await.unwrap();
+            assert_eq!(c, "003");
+            assert!(s.is_revoked("bb").await.unwrap());
+            assert!(!s.is_revoked("cc").await.unwrap());
+            let dup = s.add_agent("web01", "any", issue("dd")).await;
+            assert!(matches!(dup, Err(StoreError::Conflict(_))));
+        }
     }
 
-    #[tokio::test]
-    async fn an_alert_reads_back_as_it_was_stored() {
-        let (_d, s) = store().await;
-        let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
-        let mut expected = fixtures::stored_alert(1, 10);
-        let a = &mut expected.alert;
-        a.time = jiff::Timestamp::from_millisecond(a.time.as_millisecond()).unwrap();
-        a.srcport = Some("51234".into());
-        a.dstip = Some("192.0.2.1".into());
-        a.dstport = Some("443".into());
-        a.srcuser = Some("alice".into());
-        a.dstuser = Some("root".into());
-        a.url = Some("/x".into());
-        a.correlated = vec!["earlier 1".into(), "earlier 2".into()];
-        a.options.no_ar = true;
-        a.options.alert_by_email = true;
-        let judged = Judged {
-            sequence: 1,
-            alert: expected.alert.clone(),
-        };
-        let stored = s.store_events(&id, &[], &[judged], false).await.unwrap();
-        expected.id = stored.alert_ids[0];
-        let read = s.alerts(&AlertFilter::default()).await.unwrap();
-        assert_eq!(read, [expected]);
+    both_backends! {
+        async fn an_alert_reads_back_as_it_was_stored(db) {
+            let s = db.open().await;
+            let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+            let mut expected = fixtures::stored_alert(1, 10);
+            let a = &mut expected.alert;
+            a.time = jiff::Timestamp::from_millisecond(a.time.as_millisecond()).unwrap();
+            a.srcport = Some("51234".into());
+            a.dstip = Some("192.0.2.1".into());
+            a.dstport = Some("443".into());
+            a.srcuser = Some("alice".into());
+            a.dstuser = Some("root".into());
+            a.url = Some("/x".into());
+            a.correlated = vec!["earlier 1".into(), "earlier 2".into()];
+            a.options.no_ar = true;
+            a.options.alert_by_email = true;
+            let judged = Judged {
+                sequence: 1,
+                alert: expected.alert.clone(),
+            };
+            let stored = s.store_events(&id, &[], &[judged], false).await.unwrap();
+            expected.id = stored.alert_ids[0];
+            let read = s.alerts(&AlertFilter::default()).await.unwrap();
+            assert_eq!(read, [expected]);
+        }
     }
 
-    #[tokio::test]
-    async fn a_resent_batch_is_stored_once() {
-        let (_d, s) = store().await;
-        let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
-        let ev = |seq| IncomingEvent {
-            sequence: seq,
-            location: "/var/log/x",
-            log_format: "syslog",
-            read_at: 1,
-            read_at_clamped: false,
-            truncated: false,
-            line: b"line",
-        };
-        assert_eq!(
-            s.store_events(&id, &[ev(1), ev(2)], &[], true)
+    both_backends! {
+        async fn a_resent_batch_is_stored_once(db) {
+            let s = db.open().await;
+            let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+            let ev = |seq| IncomingEvent {
+                sequence: seq,
+                location: "/var/log/x",
+                log_format: "syslog",
+                read_at: 1,
+                read_at_clamped: false,
+                truncated: false,
+                line: b"line",
+            };
+            assert_eq!(
+                s.store_events(&id, &[ev(1), ev(2)], &[], true)
+                    .await
+                    .unwrap()
+                    .highest,
+                2
+            );
+            assert_eq!(
+                s.store_events(&id, &[ev(1), ev(2), ev(3)], &[], true)
+                    .await
+                    .unwrap()
+                    .highest,
+                3
+            );
+            let seqs: Vec<u64> = s
+                .archived_events(Some(&id))
                 .await
                 .unwrap()
-                .highest,
-            2
-        );
-        assert_eq!(
-            s.store_events(&id, &[ev(1), ev(2), ev(3)], &[], true)
-                .await
-                .unwrap()
-                .highest,
-            3
-        );
-        let seqs: Vec<u64> = s
-            .archived_events(Some(&id))
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.sequence)
-            .collect();
-        assert_eq!(seqs, vec![1, 2, 3]);
+                .iter()
+                .map(|e| e.sequence)
+                .collect();
+            assert_eq!(seqs, vec![1, 2, 3]);
+        }
     }
 }
