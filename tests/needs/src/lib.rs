@@ -137,6 +137,29 @@ pub fn postgres_database() -> PostgresDatabase {
     }
 }
 
+impl PostgresDatabase {
+    /// Its URL through the server's Unix socket, for a process in another
+    /// network namespace (whose loopback is not the server's).
+    ///
+    /// # Panics
+    ///
+    /// When the server does not say where its socket is.
+    #[track_caller]
+    pub fn socket_url(&self) -> String {
+        let dir = psql_value(&self.server, "SHOW unix_socket_directories");
+        let dir = dir.split(',').next().unwrap_or_default().trim();
+        assert!(
+            dir.starts_with('/'),
+            "the server has no socket directory: {dir:?}"
+        );
+        let port = psql_value(&self.server, "SHOW port");
+        format!(
+            "postgres://postgres@localhost/{}?host={dir}&port={port}",
+            self.name
+        )
+    }
+}
+
 impl Drop for PostgresDatabase {
     fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
@@ -153,6 +176,20 @@ impl Drop for PostgresDatabase {
             ])
             .output();
     }
+}
+
+#[track_caller]
+fn psql_value(server: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-d", server, "-c", sql])
+        .output()
+        .unwrap_or_else(|e| panic!("psql does not run: {e}"));
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[track_caller]
