@@ -168,36 +168,35 @@ mod tests {
     use crate::responder::{Responder, Targets};
     use crate::sessions::Sessions;
     use crate::store::fixtures;
+    use crate::store::testing::{TestDb, both_backends};
 
     const CONFIG: &str = "[server]\nlisten = \"127.0.0.1:1514\"\n\
         [[active_response]]\ncommand = \"route-null\"\nlocation = \"local\"\nrules_id = [31151]\ntimeout = \"600s\"\n";
 
     struct Manager {
-        dir: tempfile::TempDir,
+        db: TestDb,
         store: Store,
         agent: String,
     }
 
     impl Manager {
-        async fn new() -> Self {
-            let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(&dir.path().join("m.db")).await.unwrap();
+        async fn new(db: TestDb) -> Self {
+            let store = db.open().await;
             let (agent, _) = store
                 .add_agent("web01", "any", |_| Ok::<_, String>(("aa".to_string(), ())))
                 .await
                 .unwrap();
-            Self { dir, store, agent }
+            Self { db, store, agent }
         }
 
         /// The store again, as after a restart.
         async fn reopen(&mut self) {
             self.store.close().await;
-            self.store = Store::open(&self.dir.path().join("m.db")).await.unwrap();
+            self.store = self.db.open().await;
         }
 
         fn responder(&self, limit: u32, outputs: &Outputs) -> Responder {
-            let config =
-                ManagerConfig::parse(CONFIG, &self.dir.path().join("manager.toml")).unwrap();
+            let config = ManagerConfig::parse(CONFIG, &self.db.dir().join("manager.toml")).unwrap();
             Responder::new(
                 config.responses,
                 vec![],
@@ -244,98 +243,100 @@ mod tests {
         Outputs::new(Vec::new(), Default::default())
     }
 
-    #[tokio::test]
-    async fn a_storm_trips_the_breaker_until_an_operator_resets_it() {
-        let mut m = Manager::new().await;
-        let outputs = outputs();
-        let mut followed = outputs.subscribe();
-        let r = m.responder(3, &outputs);
-        for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.2"] {
-            m.scan_from(&r, ip).await;
+    both_backends! {
+        async fn a_storm_trips_the_breaker_until_an_operator_resets_it(db) {
+            let mut m = Manager::new(db).await;
+            let outputs = outputs();
+            let mut followed = outputs.subscribe();
+            let r = m.responder(3, &outputs);
+            for ip in ["203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.2"] {
+                m.scan_from(&r, ip).await;
+            }
+            assert_eq!(
+                m.blocked().await,
+                ["203.0.113.1", "203.0.113.2", "203.0.113.3"],
+                "three new blocks and a repeat pass"
+            );
+            assert!(followed.try_recv().is_err(), "no breaker alert yet");
+
+            // The fourth new address in the minute trips it.
+            m.scan_from(&r, "203.0.113.4").await;
+            assert_eq!(m.blocked().await.len(), 3, "the fourth was blocked");
+            let raised = followed.try_recv().unwrap();
+            assert_eq!(raised.alert.rule_id, RULE_ID);
+            assert_eq!(raised.alert.level, RULE_LEVEL);
+            assert_eq!(raised.origin.agent_id.as_deref(), Some(m.agent.as_str()));
+            assert!(
+                raised
+                    .alert
+                    .description
+                    .contains("circuit breaker tripped on agent 001"),
+                "{}",
+                raised.alert.description
+            );
+            assert!(
+                raised
+                    .alert
+                    .description
+                    .contains("resume with: palisadectl breaker reset 001"),
+                "{}",
+                raised.alert.description
+            );
+            assert!(raised.alert.options.no_ar);
+            let stored = m
+                .store
+                .alerts(&crate::store::AlertFilter {
+                    rule_id: Some(RULE_ID),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(stored.len(), 1, "the alert is stored");
+            let refusals = m.store.refusals(10).await.unwrap();
+            assert_eq!(refusals[0].srcip.as_deref(), Some("203.0.113.4"));
+            assert_eq!(refusals[0].agent_id.as_deref(), Some("001"));
+            assert!(
+                refusals[0]
+                    .reason
+                    .contains("resume with: palisadectl breaker reset 001"),
+                "{}",
+                refusals[0].reason
+            );
+
+            // Tripped it stays, across a restart, without a second alert;
+            // unblocks go on.
+            m.reopen().await;
+            let r = m.responder(3, &outputs);
+            m.scan_from(&r, "203.0.113.5").await;
+            assert_eq!(m.blocked().await.len(), 3);
+            assert!(followed.try_recv().is_err(), "one alert per trip");
+            assert_eq!(m.store.refusals(10).await.unwrap().len(), 2);
+            let lifted = r.unblock("203.0.113.1", Targets::All).await.unwrap();
+            assert_eq!(lifted.command_ids.len(), 1);
+
+            // Reset: new blocks resume, counted from the reset.
+            assert!(r.breaker().reset("001").await.unwrap().is_some());
+            assert_eq!(r.breaker().reset("001").await.unwrap(), None);
+            for ip in ["203.0.113.6", "203.0.113.7", "203.0.113.8"] {
+                m.scan_from(&r, ip).await;
+            }
+            assert!(m.blocked().await.contains(&"203.0.113.8".to_string()));
+            assert!(followed.try_recv().is_err());
+            m.scan_from(&r, "203.0.113.9").await;
+            assert_eq!(followed.try_recv().unwrap().alert.rule_id, RULE_ID);
         }
-        assert_eq!(
-            m.blocked().await,
-            ["203.0.113.1", "203.0.113.2", "203.0.113.3"],
-            "three new blocks and a repeat pass"
-        );
-        assert!(followed.try_recv().is_err(), "no breaker alert yet");
-
-        // The fourth new address in the minute trips it.
-        m.scan_from(&r, "203.0.113.4").await;
-        assert_eq!(m.blocked().await.len(), 3, "the fourth was blocked");
-        let raised = followed.try_recv().unwrap();
-        assert_eq!(raised.alert.rule_id, RULE_ID);
-        assert_eq!(raised.alert.level, RULE_LEVEL);
-        assert_eq!(raised.origin.agent_id.as_deref(), Some(m.agent.as_str()));
-        assert!(
-            raised
-                .alert
-                .description
-                .contains("circuit breaker tripped on agent 001"),
-            "{}",
-            raised.alert.description
-        );
-        assert!(
-            raised
-                .alert
-                .description
-                .contains("resume with: palisadectl breaker reset 001"),
-            "{}",
-            raised.alert.description
-        );
-        assert!(raised.alert.options.no_ar);
-        let stored = m
-            .store
-            .alerts(&crate::store::AlertFilter {
-                rule_id: Some(RULE_ID),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(stored.len(), 1, "the alert is stored");
-        let refusals = m.store.refusals(10).await.unwrap();
-        assert_eq!(refusals[0].srcip.as_deref(), Some("203.0.113.4"));
-        assert_eq!(refusals[0].agent_id.as_deref(), Some("001"));
-        assert!(
-            refusals[0]
-                .reason
-                .contains("resume with: palisadectl breaker reset 001"),
-            "{}",
-            refusals[0].reason
-        );
-
-        // Tripped it stays, across a restart, without a second alert;
-        // unblocks go on.
-        m.reopen().await;
-        let r = m.responder(3, &outputs);
-        m.scan_from(&r, "203.0.113.5").await;
-        assert_eq!(m.blocked().await.len(), 3);
-        assert!(followed.try_recv().is_err(), "one alert per trip");
-        assert_eq!(m.store.refusals(10).await.unwrap().len(), 2);
-        let lifted = r.unblock("203.0.113.1", Targets::All).await.unwrap();
-        assert_eq!(lifted.command_ids.len(), 1);
-
-        // Reset: new blocks resume, counted from the reset.
-        assert!(r.breaker().reset("001").await.unwrap().is_some());
-        assert_eq!(r.breaker().reset("001").await.unwrap(), None);
-        for ip in ["203.0.113.6", "203.0.113.7", "203.0.113.8"] {
-            m.scan_from(&r, ip).await;
-        }
-        assert!(m.blocked().await.contains(&"203.0.113.8".to_string()));
-        assert!(followed.try_recv().is_err());
-        m.scan_from(&r, "203.0.113.9").await;
-        assert_eq!(followed.try_recv().unwrap().alert.rule_id, RULE_ID);
     }
 
-    #[tokio::test]
-    async fn zero_turns_it_off() {
-        let m = Manager::new().await;
-        let outputs = outputs();
-        let r = m.responder(0, &outputs);
-        for i in 1..=5 {
-            m.scan_from(&r, &format!("203.0.113.{i}")).await;
+    both_backends! {
+        async fn zero_turns_it_off(db) {
+            let m = Manager::new(db).await;
+            let outputs = outputs();
+            let r = m.responder(0, &outputs);
+            for i in 1..=5 {
+                m.scan_from(&r, &format!("203.0.113.{i}")).await;
+            }
+            assert_eq!(m.blocked().await.len(), 5);
         }
-        assert_eq!(m.blocked().await.len(), 5);
     }
 
     #[test]

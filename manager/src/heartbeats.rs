@@ -113,37 +113,38 @@ impl Heartbeats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::both_backends;
 
-    #[tokio::test]
-    async fn heartbeats_are_written_together_and_keep_their_figures() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("m.db")).await.unwrap();
-        for name in ["a", "b"] {
-            store
-                .add_agent(name, "any", |_| Ok((format!("serial-{name}"), ())))
-                .await
-                .unwrap();
+    both_backends! {
+        async fn heartbeats_are_written_together_and_keep_their_figures(db) {
+            let store = db.open().await;
+            for name in ["a", "b"] {
+                store
+                    .add_agent(name, "any", |_| Ok((format!("serial-{name}"), ())))
+                    .await
+                    .unwrap();
+            }
+            let beats = Heartbeats::default();
+            let figures = Figures {
+                spool_depth: 7,
+                dropped_events: 2,
+                read_lag_bytes: 99,
+            };
+            beats.heartbeat("001", figures);
+            // A later "seen" keeps the figures of the heartbeat before it.
+            beats.seen("001");
+            beats.seen("002");
+            assert_eq!(beats.flush(&store).await.unwrap(), 2);
+            assert_eq!(beats.flush(&store).await.unwrap(), 0);
+            let a = store.agent("001").await.unwrap().unwrap();
+            assert_eq!(
+                (a.spool_depth, a.dropped_events, a.read_lag_bytes),
+                (7, 2, 99)
+            );
+            assert!(a.last_seen.is_some());
+            let b = store.agent("002").await.unwrap().unwrap();
+            assert!(b.last_seen.is_some());
+            assert_eq!(b.spool_depth, 0);
         }
-        let beats = Heartbeats::default();
-        let figures = Figures {
-            spool_depth: 7,
-            dropped_events: 2,
-            read_lag_bytes: 99,
-        };
-        beats.heartbeat("001", figures);
-        // A later "seen" keeps the figures of the heartbeat before it.
-        beats.seen("001");
-        beats.seen("002");
-        assert_eq!(beats.flush(&store).await.unwrap(), 2);
-        assert_eq!(beats.flush(&store).await.unwrap(), 0);
-        let a = store.agent("001").await.unwrap().unwrap();
-        assert_eq!(
-            (a.spool_depth, a.dropped_events, a.read_lag_bytes),
-            (7, 2, 99)
-        );
-        assert!(a.last_seen.is_some());
-        let b = store.agent("002").await.unwrap().unwrap();
-        assert!(b.last_seen.is_some());
-        assert_eq!(b.spool_depth, 0);
     }
 }

@@ -223,24 +223,18 @@ mod tests {
     use palisade_engine::alert::Alert;
 
     use crate::pipeline::analysis::Judged;
+    use crate::store::testing::{TestDb, both_backends};
     use crate::store::{AlertFilter, IncomingEvent, NewResponse};
 
     const DAY: i64 = 86_400_000;
 
-    async fn store() -> (tempfile::TempDir, Store, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("m.db")).await.unwrap();
+    async fn store(db: &TestDb) -> (Store, String) {
+        let store = db.open().await;
         let (id, _) = store
             .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
             .await
             .unwrap();
-        (dir, store, id)
-    }
-
-    /// A second connection, to age rows as if they had been stored long ago.
-    async fn raw(dir: &tempfile::TempDir) -> sqlx::SqlitePool {
-        let url = format!("sqlite://{}", dir.path().join("m.db").display());
-        sqlx::SqlitePool::connect(&url).await.unwrap()
+        (store, id)
     }
 
     /// An alert judged at `time` (ms); the agent is the batch's.
@@ -320,259 +314,257 @@ mod tests {
         assert!(!RetentionConfig::default().enabled());
     }
 
-    #[tokio::test]
-    async fn the_archive_is_kept_under_its_size_the_oldest_going_first() {
-        let (dir, s, agent) = store().await;
-        // 3000 events of 9 + 10 + 6 bytes and the row overhead each.
-        let row = 9 + 10 + 6 + crate::store::ARCHIVE_ROW_OVERHEAD;
-        events(&s, &agent, 0, 3000, &[]).await;
-        assert_eq!(s.archive_bytes().await.unwrap(), 3000 * row);
-        let max = 1000 * row + row / 2;
-        let c = RetentionConfig {
-            archive_max_size: Some(max),
-            ..config()
-        };
-        let report = prune_once(&s, &c, now_ms(), &CancellationToken::new())
-            .await
-            .unwrap();
-        // Down to the bound, by whole rows, in batches of BATCH.
-        assert_eq!(report.archive, 2000);
-        assert_eq!(s.archive_count().await.unwrap(), 1000);
-        assert_eq!(s.archive_bytes().await.unwrap(), 1000 * row);
-        let oldest: i64 = sqlx::query_scalar("SELECT MIN(sequence) FROM archive")
-            .fetch_one(&raw(&dir).await)
-            .await
-            .unwrap();
-        assert_eq!(oldest, 2001, "the newest events are the ones kept");
-        // Under the bound nothing more goes; the age limit keeps the count right.
-        events(&s, &agent, 3000, 10, &[]).await;
-        let report = prune_once(&s, &c, now_ms(), &CancellationToken::new())
-            .await
-            .unwrap();
-        assert_eq!(report.archive, 10);
-        assert_eq!(s.archive_bytes().await.unwrap(), 1000 * row);
-        let aged = RetentionConfig {
-            archive_max_age: Some(Duration::from_secs(1)),
-            ..config()
-        };
-        prune_once(&s, &aged, now_ms() + 10_000, &CancellationToken::new())
-            .await
-            .unwrap();
-        assert_eq!(s.archive_count().await.unwrap(), 0);
-        assert_eq!(s.archive_bytes().await.unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn alerts_and_events_older_than_the_limits_go() {
-        let (dir, s, agent) = store().await;
-        let now = now_ms();
-        // 1200 alerts, one per hour going back 50 days.
-        let alerts: Vec<Judged> = (0..1200)
-            .map(|h| alert(now - h * 3_600_000, &agent))
-            .collect();
-        events(&s, &agent, 0, 1200, &alerts).await;
-        // The first 700 archived events were received 40 days ago.
-        sqlx::query("UPDATE archive SET received_at = received_at - $1 WHERE sequence <= 700")
-            .bind(40 * DAY)
-            .execute(&raw(&dir).await)
-            .await
-            .unwrap();
-        let c = RetentionConfig {
-            alerts_max_age: Some(Duration::from_secs(10 * 86_400)),
-            archive_max_age: Some(Duration::from_secs(30 * 86_400)),
-            ..config()
-        };
-        let report = prune_once(&s, &c, now, &CancellationToken::new())
-            .await
-            .unwrap();
-        // Hours 0..240 are within ten days; 240 itself is exactly ten days old and stays.
-        assert_eq!(report.alerts_aged, 1200 - 241);
-        assert_eq!(report.archive, 700);
-        assert_eq!(s.alert_count().await.unwrap(), 241);
-        let left = s
-            .alerts(&AlertFilter {
-                limit: 10_000,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert!(
-            left.iter()
-                .all(|a| a.alert.time.as_millisecond() >= now - 10 * DAY)
-        );
-        let seqs: Vec<u64> = s
-            .archived_events(None)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.sequence)
-            .collect();
-        assert_eq!(seqs, (701..=1200).collect::<Vec<_>>());
-        // A second pass finds nothing.
-        let again = prune_once(&s, &c, now, &CancellationToken::new())
-            .await
-            .unwrap();
-        assert_eq!(again, PruneReport::default());
-    }
-
-    #[tokio::test]
-    async fn only_the_newest_alerts_are_kept_by_count() {
-        let (_dir, s, agent) = store().await;
-        let now = now_ms();
-        let alerts: Vec<Judged> = (0..1234).map(|i| alert(now + i, &agent)).collect();
-        let ids = events(&s, &agent, 0, 10, &alerts).await;
-        let c = RetentionConfig {
-            alerts_max_count: Some(100),
-            ..config()
-        };
-        let report = prune_once(&s, &c, now, &CancellationToken::new())
-            .await
-            .unwrap();
-        assert_eq!(report.alerts_counted, 1134);
-        let mut left: Vec<i64> = s
-            .alerts(&AlertFilter {
-                limit: 10_000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .iter()
-            .map(|a| a.id)
-            .collect();
-        left.sort();
-        assert_eq!(left, ids[1134..].to_vec());
-        // Nothing is due while at or below the count.
-        let again = prune_once(&s, &c, now, &CancellationToken::new())
-            .await
-            .unwrap();
-        assert_eq!(again.alerts_counted, 0);
-    }
-
-    #[tokio::test]
-    async fn responses_outlive_their_pruned_alerts() {
-        let (dir, s, agent) = store().await;
-        let now = now_ms();
-        let ids = events(
-            &s,
-            &agent,
-            0,
-            2,
-            &[alert(now - 20 * DAY, &agent), alert(now, &agent)],
-        )
-        .await;
-        let respond = |alert_id: i64| NewResponse {
-            agent_id: agent.clone(),
-            response: "route-null600".into(),
-            command: "route-null".into(),
-            executable: "route-null".into(),
-            action: crate::store::Action::Add,
-            srcip: Some("203.0.113.7".into()),
-            user: None,
-            alert_id: Some(alert_id),
-            rule_id: Some(31151),
-            location: Some("local".into()),
-            timeout_s: Some(600),
-            undoes: None,
-        };
-        let old = s.insert_response(&respond(ids[0])).await.unwrap();
-        let new = s.insert_response(&respond(ids[1])).await.unwrap();
-        s.insert_refusal(
-            "route-null600",
-            Some(&agent),
-            Some(ids[0]),
-            Some(31151),
-            Some("10.0.0.1"),
-            "white-listed",
-        )
-        .await
-        .unwrap();
-        let c = RetentionConfig {
-            alerts_max_age: Some(Duration::from_secs(10 * 86_400)),
-            ..config()
-        };
-        let report = prune_once(&s, &c, now, &CancellationToken::new())
-            .await
-            .unwrap();
-        assert_eq!(report.alerts_aged, 1);
-        let old = s.response(old.id).await.unwrap().unwrap();
-        assert_eq!(old.request.alert_id, None);
-        assert_eq!(old.request.rule_id, Some(31151));
-        assert_eq!(old.request.srcip.as_deref(), Some("203.0.113.7"));
-        let new = s.response(new.id).await.unwrap().unwrap();
-        assert_eq!(new.request.alert_id, Some(ids[1]));
-        // The refusal is recent, so it stays, without its alert.
-        assert_eq!(s.refusals(10).await.unwrap().len(), 1);
-        let pool = raw(&dir).await;
-        let dangling: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-        assert!(dangling.is_empty());
-        let refusal_alert: Option<i64> =
-            sqlx::query_scalar("SELECT alert_id FROM response_refusals")
-                .fetch_one(&pool)
+    both_backends! {
+        async fn the_archive_is_kept_under_its_size_the_oldest_going_first(db) {
+            let (s, agent) = store(&db).await;
+            // 3000 events of 9 + 10 + 6 bytes and the row overhead each.
+            let row = 9 + 10 + 6 + crate::store::ARCHIVE_ROW_OVERHEAD;
+            events(&s, &agent, 0, 3000, &[]).await;
+            assert_eq!(s.archive_bytes().await.unwrap(), 3000 * row);
+            let max = 1000 * row + row / 2;
+            let c = RetentionConfig {
+                archive_max_size: Some(max),
+                ..config()
+            };
+            let report = prune_once(&s, &c, now_ms(), &CancellationToken::new())
                 .await
                 .unwrap();
-        assert_eq!(refusal_alert, None);
+            // Down to the bound, by whole rows, in batches of BATCH.
+            assert_eq!(report.archive, 2000);
+            assert_eq!(s.archive_count().await.unwrap(), 1000);
+            assert_eq!(s.archive_bytes().await.unwrap(), 1000 * row);
+            let oldest = s.scalar_for_test("SELECT MIN(sequence) FROM archive").await;
+            assert_eq!(oldest, Some(2001), "the newest events are the ones kept");
+            // Under the bound nothing more goes; the age limit keeps the count right.
+            events(&s, &agent, 3000, 10, &[]).await;
+            let report = prune_once(&s, &c, now_ms(), &CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(report.archive, 10);
+            assert_eq!(s.archive_bytes().await.unwrap(), 1000 * row);
+            let aged = RetentionConfig {
+                archive_max_age: Some(Duration::from_secs(1)),
+                ..config()
+            };
+            prune_once(&s, &aged, now_ms() + 10_000, &CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(s.archive_count().await.unwrap(), 0);
+            assert_eq!(s.archive_bytes().await.unwrap(), 0);
+        }
     }
 
-    #[tokio::test]
-    async fn ingestion_goes_on_while_a_big_archive_is_pruned() {
-        let (dir, s, agent) = store().await;
-        const OLD: u64 = 60_000;
-        for chunk in 0..OLD / 5000 {
-            events(&s, &agent, chunk * 5000, 5000, &[]).await;
+    both_backends! {
+        async fn alerts_and_events_older_than_the_limits_go(db) {
+            let (s, agent) = store(&db).await;
+            let now = now_ms();
+            // 1200 alerts, one per hour going back 50 days.
+            let alerts: Vec<Judged> = (0..1200)
+                .map(|h| alert(now - h * 3_600_000, &agent))
+                .collect();
+            events(&s, &agent, 0, 1200, &alerts).await;
+            // The first 700 archived events were received 40 days ago.
+            s.execute_for_test(
+                "UPDATE archive SET received_at = received_at - $1 WHERE sequence <= 700",
+                40 * DAY,
+            )
+            .await;
+            let c = RetentionConfig {
+                alerts_max_age: Some(Duration::from_secs(10 * 86_400)),
+                archive_max_age: Some(Duration::from_secs(30 * 86_400)),
+                ..config()
+            };
+            let report = prune_once(&s, &c, now, &CancellationToken::new())
+                .await
+                .unwrap();
+            // Hours 0..240 are within ten days; 240 itself is exactly ten days old and stays.
+            assert_eq!(report.alerts_aged, 1200 - 241);
+            assert_eq!(report.archive, 700);
+            assert_eq!(s.alert_count().await.unwrap(), 241);
+            let left = s
+                .alerts(&AlertFilter {
+                    limit: 10_000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(
+                left.iter()
+                    .all(|a| a.alert.time.as_millisecond() >= now - 10 * DAY)
+            );
+            let seqs: Vec<u64> = s
+                .archived_events(None)
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.sequence)
+                .collect();
+            assert_eq!(seqs, (701..=1200).collect::<Vec<_>>());
+            // A second pass finds nothing.
+            let again = prune_once(&s, &c, now, &CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(again, PruneReport::default());
         }
-        sqlx::query("UPDATE archive SET received_at = received_at - $1")
-            .bind(40 * DAY)
-            .execute(&raw(&dir).await)
+    }
+
+    both_backends! {
+        async fn only_the_newest_alerts_are_kept_by_count(db) {
+            let (s, agent) = store(&db).await;
+            let now = now_ms();
+            let alerts: Vec<Judged> = (0..1234).map(|i| alert(now + i, &agent)).collect();
+            let ids = events(&s, &agent, 0, 10, &alerts).await;
+            let c = RetentionConfig {
+                alerts_max_count: Some(100),
+                ..config()
+            };
+            let report = prune_once(&s, &c, now, &CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(report.alerts_counted, 1134);
+            let mut left: Vec<i64> = s
+                .alerts(&AlertFilter {
+                    limit: 10_000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .iter()
+                .map(|a| a.id)
+                .collect();
+            left.sort();
+            assert_eq!(left, ids[1134..].to_vec());
+            // Nothing is due while at or below the count.
+            let again = prune_once(&s, &c, now, &CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(again.alerts_counted, 0);
+        }
+    }
+
+    both_backends! {
+        async fn responses_outlive_their_pruned_alerts(db) {
+            let (s, agent) = store(&db).await;
+            let now = now_ms();
+            let ids = events(
+                &s,
+                &agent,
+                0,
+                2,
+                &[alert(now - 20 * DAY, &agent), alert(now, &agent)],
+            )
+            .await;
+            let respond = |alert_id: i64| NewResponse {
+                agent_id: agent.clone(),
+                response: "route-null600".into(),
+                command: "route-null".into(),
+                executable: "route-null".into(),
+                action: crate::store::Action::Add,
+                srcip: Some("203.0.113.7".into()),
+                user: None,
+                alert_id: Some(alert_id),
+                rule_id: Some(31151),
+                location: Some("local".into()),
+                timeout_s: Some(600),
+                undoes: None,
+            };
+            let old = s.insert_response(&respond(ids[0])).await.unwrap();
+            let new = s.insert_response(&respond(ids[1])).await.unwrap();
+            s.insert_refusal(
+                "route-null600",
+                Some(&agent),
+                Some(ids[0]),
+                Some(31151),
+                Some("10.0.0.1"),
+                "white-listed",
+            )
             .await
             .unwrap();
-        let c = RetentionConfig {
-            archive_max_age: Some(Duration::from_secs(30 * 86_400)),
-            ..config()
-        };
-        let now = now_ms();
-        let prune = {
-            let s = s.clone();
-            tokio::spawn(async move { prune_once(&s, &c, now, &CancellationToken::new()).await })
-        };
-        // Store batches until the prune is over; some must land while it runs.
-        let mut next = OLD;
-        let mut during = 0;
-        while !prune.is_finished() {
-            let alerts = [alert(now_ms(), &agent)];
-            events(&s, &agent, next, 10, &alerts).await;
-            next += 10;
-            if !prune.is_finished() {
-                during += 1;
+            let c = RetentionConfig {
+                alerts_max_age: Some(Duration::from_secs(10 * 86_400)),
+                ..config()
+            };
+            let report = prune_once(&s, &c, now, &CancellationToken::new())
+                .await
+                .unwrap();
+            assert_eq!(report.alerts_aged, 1);
+            let old = s.response(old.id).await.unwrap().unwrap();
+            assert_eq!(old.request.alert_id, None);
+            assert_eq!(old.request.rule_id, Some(31151));
+            assert_eq!(old.request.srcip.as_deref(), Some("203.0.113.7"));
+            let new = s.response(new.id).await.unwrap().unwrap();
+            assert_eq!(new.request.alert_id, Some(ids[1]));
+            // The refusal is recent, so it stays, without its alert.
+            assert_eq!(s.refusals(10).await.unwrap().len(), 1);
+            // No reference left to a deleted alert (PostgreSQL checks
+            // them at every statement; SQLite's check is explicit).
+            let dangling = s
+                .scalar_for_test(
+                    "SELECT COUNT(*) FROM responses WHERE alert_id IS NOT NULL
+                       AND alert_id NOT IN (SELECT id FROM alerts)",
+                )
+                .await;
+            assert_eq!(dangling, Some(0));
+            let refusal_alert = s
+                .scalar_for_test("SELECT alert_id FROM response_refusals")
+                .await;
+            assert_eq!(refusal_alert, None);
+        }
+    }
+
+    both_backends! {
+        async fn ingestion_goes_on_while_a_big_archive_is_pruned(db) {
+            let (s, agent) = store(&db).await;
+            const OLD: u64 = 60_000;
+            for chunk in 0..OLD / 5000 {
+                events(&s, &agent, chunk * 5000, 5000, &[]).await;
             }
+            s.execute_for_test("UPDATE archive SET received_at = received_at - $1", 40 * DAY)
+                .await;
+            let c = RetentionConfig {
+                archive_max_age: Some(Duration::from_secs(30 * 86_400)),
+                ..config()
+            };
+            let now = now_ms();
+            let prune = {
+                let s = s.clone();
+                tokio::spawn(async move { prune_once(&s, &c, now, &CancellationToken::new()).await })
+            };
+            // Store batches until the prune is over; some must land while it runs.
+            let mut next = OLD;
+            let mut during = 0;
+            while !prune.is_finished() {
+                let alerts = [alert(now_ms(), &agent)];
+                events(&s, &agent, next, 10, &alerts).await;
+                next += 10;
+                if !prune.is_finished() {
+                    during += 1;
+                }
+            }
+            let report = prune.await.unwrap().unwrap();
+            assert!(during > 0, "no batch was stored while the prune ran");
+            assert_eq!(report.archive, OLD);
+            let left = s.archived_events(Some(&agent)).await.unwrap();
+            assert_eq!(left.len() as u64, next - OLD);
+            assert!(left.iter().all(|e| e.sequence > OLD));
+            assert_eq!(s.alert_count().await.unwrap(), (next - OLD) / 10);
         }
-        let report = prune.await.unwrap().unwrap();
-        assert!(during > 0, "no batch was stored while the prune ran");
-        assert_eq!(report.archive, OLD);
-        let left = s.archived_events(Some(&agent)).await.unwrap();
-        assert_eq!(left.len() as u64, next - OLD);
-        assert!(left.iter().all(|e| e.sequence > OLD));
-        assert_eq!(s.alert_count().await.unwrap(), (next - OLD) / 10);
     }
 
-    #[tokio::test]
-    async fn a_cancelled_prune_stops_between_batches() {
-        let (dir, s, agent) = store().await;
-        events(&s, &agent, 0, 3 * u64::from(BATCH), &[]).await;
-        sqlx::query("UPDATE archive SET received_at = received_at - $1")
-            .bind(40 * DAY)
-            .execute(&raw(&dir).await)
-            .await
-            .unwrap();
-        let c = RetentionConfig {
-            archive_max_age: Some(Duration::from_secs(30 * 86_400)),
-            ..config()
-        };
-        let stop = CancellationToken::new();
-        stop.cancel();
-        let report = prune_once(&s, &c, now_ms(), &stop).await.unwrap();
-        assert_eq!(report.archive, u64::from(BATCH));
+    both_backends! {
+        async fn a_cancelled_prune_stops_between_batches(db) {
+            let (s, agent) = store(&db).await;
+            events(&s, &agent, 0, 3 * u64::from(BATCH), &[]).await;
+            s.execute_for_test("UPDATE archive SET received_at = received_at - $1", 40 * DAY)
+                .await;
+            let c = RetentionConfig {
+                archive_max_age: Some(Duration::from_secs(30 * 86_400)),
+                ..config()
+            };
+            let stop = CancellationToken::new();
+            stop.cancel();
+            let report = prune_once(&s, &c, now_ms(), &stop).await.unwrap();
+            assert_eq!(report.archive, u64::from(BATCH));
+        }
     }
 }

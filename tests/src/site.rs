@@ -71,6 +71,11 @@ pub struct Extras {
     /// A default gateway for the web server's namespace, on the link to
     /// the attacker, set before the daemons start.
     pub web_gateway: Option<&'static str>,
+    /// `[storage] database` (e.g. a PostgreSQL URL) instead of the SQLite
+    /// file `init` made, with every event archived (`logall`). The manager
+    /// runs in the web server's namespace: a PostgreSQL server is reached
+    /// through its Unix socket (see `PostgresDatabase::socket_url`).
+    pub database: Option<String>,
 }
 
 impl Policy {
@@ -157,11 +162,16 @@ impl Site {
             .chain(extras.rules_id.iter().copied())
             .map(|r| r.to_string())
             .collect();
+        let storage = extras
+            .database
+            .as_ref()
+            .map(|url| format!("[storage]\ndatabase = \"{url}\"\nlogall = true\n"))
+            .unwrap_or_default();
         let manager_toml = mdir.join("manager.toml");
         write(
             &manager_toml,
             &format!(
-                "[server]\nlisten = \"0.0.0.0:1514\"\nadvertise = \"127.0.0.1:1514\"\n\
+                "{storage}[server]\nlisten = \"0.0.0.0:1514\"\nadvertise = \"127.0.0.1:1514\"\n\
                  [global]\nwhite_list = [{}]\n\
                  [ruleset]\nbarrier = \"per-source\"\n\
                  [[active_response]]\ncommand = \"{}\"\nlocation = \"local\"\nrules_id = [{}]\ntimeout = \"{}\"\nrepeated_offenders = [{}]\n",

@@ -216,73 +216,71 @@ fn operator_from_row(r: &impl StoreRow) -> OperatorRow {
 mod tests {
     use super::*;
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("m.db")).await.unwrap();
-        (dir, store)
+    use crate::store::testing::both_backends;
+
+    both_backends! {
+        async fn a_renewed_certificate_replaces_and_revokes_the_old_one_when_used(db) {
+            let s = db.open().await;
+            let (id, ()) = s
+                .add_agent("web01", "any", |_| Ok(("aa".into(), ())))
+                .await
+                .unwrap();
+            // Not renewed yet: nothing to switch to.
+            assert!(matches!(
+                s.switch_to_renewed(&id, "bb").await,
+                Err(StoreError::Conflict(_))
+            ));
+            s.set_pending_serial(&id, "bb").await.unwrap();
+            assert!(!s.is_revoked("aa").await.unwrap());
+            assert_eq!(s.switch_to_renewed(&id, "bb").await.unwrap(), "aa");
+            assert!(s.is_revoked("aa").await.unwrap());
+            let agent = s.agent(&id).await.unwrap().unwrap();
+            assert_eq!(agent.cert_serial, "bb");
+            assert_eq!(agent.pending_serial, None);
+        }
     }
 
-    #[tokio::test]
-    async fn a_renewed_certificate_replaces_and_revokes_the_old_one_when_used() {
-        let (_d, s) = store().await;
-        let (id, ()) = s
-            .add_agent("web01", "any", |_| Ok(("aa".into(), ())))
-            .await
-            .unwrap();
-        // Not renewed yet: nothing to switch to.
-        assert!(matches!(
-            s.switch_to_renewed(&id, "bb").await,
-            Err(StoreError::Conflict(_))
-        ));
-        s.set_pending_serial(&id, "bb").await.unwrap();
-        assert!(!s.is_revoked("aa").await.unwrap());
-        assert_eq!(s.switch_to_renewed(&id, "bb").await.unwrap(), "aa");
-        assert!(s.is_revoked("aa").await.unwrap());
-        let agent = s.agent(&id).await.unwrap().unwrap();
-        assert_eq!(agent.cert_serial, "bb");
-        assert_eq!(agent.pending_serial, None);
-    }
-
-    #[tokio::test]
-    async fn operators_are_registered_once_and_revoked_on_removal() {
-        let (_d, s) = store().await;
-        assert!(s.adopt_first_operator("admin", "a1").await.unwrap());
-        // Only into an empty table.
-        assert!(!s.adopt_first_operator("admin", "a2").await.unwrap());
-        s.add_operator("bob", || Ok(("b1".into(), ())))
-            .await
-            .unwrap();
-        assert!(matches!(
-            s.add_operator("bob", || Ok(("b2".into(), ()))).await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert_eq!(s.live_operator("b1").await.unwrap().unwrap().name, "bob");
-        let removed = s.remove_operator("bob").await.unwrap();
-        assert!(removed.removed_at.is_some());
-        assert!(s.is_revoked("b1").await.unwrap());
-        assert_eq!(s.live_operator("b1").await.unwrap(), None);
-        assert!(matches!(
-            s.remove_operator("bob").await,
-            Err(StoreError::NotFound(_))
-        ));
-        // The name is free again.
-        s.add_operator("bob", || Ok(("b3".into(), ())))
-            .await
-            .unwrap();
-        let names: Vec<_> = s
-            .operators()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| (o.name, o.removed_at.is_some()))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                ("admin".to_string(), false),
-                ("bob".to_string(), true),
-                ("bob".to_string(), false)
-            ]
-        );
+    both_backends! {
+        async fn operators_are_registered_once_and_revoked_on_removal(db) {
+            let s = db.open().await;
+            assert!(s.adopt_first_operator("admin", "a1").await.unwrap());
+            // Only into an empty table.
+            assert!(!s.adopt_first_operator("admin", "a2").await.unwrap());
+            s.add_operator("bob", || Ok(("b1".into(), ())))
+                .await
+                .unwrap();
+            assert!(matches!(
+                s.add_operator("bob", || Ok(("b2".into(), ()))).await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert_eq!(s.live_operator("b1").await.unwrap().unwrap().name, "bob");
+            let removed = s.remove_operator("bob").await.unwrap();
+            assert!(removed.removed_at.is_some());
+            assert!(s.is_revoked("b1").await.unwrap());
+            assert_eq!(s.live_operator("b1").await.unwrap(), None);
+            assert!(matches!(
+                s.remove_operator("bob").await,
+                Err(StoreError::NotFound(_))
+            ));
+            // The name is free again.
+            s.add_operator("bob", || Ok(("b3".into(), ())))
+                .await
+                .unwrap();
+            let names: Vec<_> = s
+                .operators()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| (o.name, o.removed_at.is_some()))
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    ("admin".to_string(), false),
+                    ("bob".to_string(), true),
+                    ("bob".to_string(), false)
+                ]
+            );
+        }
     }
 }

@@ -22,6 +22,8 @@ use crate::pipeline::analysis::{Judged, Origin};
 
 mod backend;
 mod location;
+#[cfg(test)]
+pub(crate) mod testing;
 use backend::{Dialect, Pool, StoreRow, WriteTx, for_update, on_pool};
 pub use location::StoreLocation;
 
@@ -433,7 +435,7 @@ impl Store {
     pub async fn is_revoked(&self, serial: &str) -> Result<bool, StoreError> {
         on_pool!(self, pool => {
             let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM revoked_certificates WHERE serial = $1")
+                sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM revoked_certificates WHERE serial = $1")
                     .bind(serial)
                     .fetch_optional(pool)
                     .await?;
@@ -967,94 +969,340 @@ pub(crate) mod fixtures {
 mod tests {
     use super::*;
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("m.db")).await.unwrap();
-        (dir, store)
-    }
+    use crate::store::testing::both_backends;
 
     fn issue(serial: &str) -> impl FnOnce(&str) -> Result<(String, ()), String> + '_ {
         move |_id| Ok((serial.to_string(), ()))
     }
 
-    #[tokio::test]
-    async fn ids_are_sequential_and_never_reused() {
-        let (_d, s) = store().await;
-        let (a, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
-        let (b, _) = s
-            .add_agent("web02", "10.0.0.0/8", issue("bb"))
-            .await
-            .unwrap();
-        assert_eq!((a.as_str(), b.as_str()), ("001", "002"));
-        s.remove_agent("002", "test").await.unwrap();
-        let (c, _) = s.add_agent("web02", "any", issue("cc")).await.unwrap();
-        assert_eq!(c, "003");
-        assert!(s.is_revoked("bb").await.unwrap());
-        assert!(!s.is_revoked("cc").await.unwrap());
-        let dup = s.add_agent("web01", "any", issue("dd")).await;
-        assert!(matches!(dup, Err(StoreError::Conflict(_))));
+    both_backends! {
+        async fn ids_are_sequential_and_never_reused(db) {
+            let s = db.open().await;
+            let (a, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+            let (b, _) = s
+                .add_agent("web02", "10.0.0.0/8", issue("bb"))
+                .await
+                .unwrap();
+            assert_eq!((a.as_str(), b.as_str()), ("001", "002"));
+            s.remove_agent("002", "test").await.unwrap();
+            let (c, _) = s.add_agent("web02", "any", issue("cc")).await.unwrap();
+            assert_eq!(c, "003");
+            assert!(s.is_revoked("bb").await.unwrap());
+            assert!(!s.is_revoked("cc").await.unwrap());
+            let dup = s.add_agent("web01", "any", issue("dd")).await;
+            assert!(matches!(dup, Err(StoreError::Conflict(_))));
+        }
     }
 
-    #[tokio::test]
-    async fn an_alert_reads_back_as_it_was_stored() {
-        let (_d, s) = store().await;
-        let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
-        let mut expected = fixtures::stored_alert(1, 10);
-        let a = &mut expected.alert;
-        a.time = jiff::Timestamp::from_millisecond(a.time.as_millisecond()).unwrap();
-        a.srcport = Some("51234".into());
-        a.dstip = Some("192.0.2.1".into());
-        a.dstport = Some("443".into());
-        a.srcuser = Some("alice".into());
-        a.dstuser = Some("root".into());
-        a.url = Some("/x".into());
-        a.correlated = vec!["earlier 1".into(), "earlier 2".into()];
-        a.options.no_ar = true;
-        a.options.alert_by_email = true;
-        let judged = Judged {
-            sequence: 1,
-            alert: expected.alert.clone(),
-        };
-        let stored = s.store_events(&id, &[], &[judged], false).await.unwrap();
-        expected.id = stored.alert_ids[0];
-        let read = s.alerts(&AlertFilter::default()).await.unwrap();
-        assert_eq!(read, [expected]);
+    both_backends! {
+        async fn an_alert_reads_back_as_it_was_stored(db) {
+            let s = db.open().await;
+            let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+            let mut expected = fixtures::stored_alert(1, 10);
+            let a = &mut expected.alert;
+            a.time = jiff::Timestamp::from_millisecond(a.time.as_millisecond()).unwrap();
+            a.srcport = Some("51234".into());
+            a.dstip = Some("192.0.2.1".into());
+            a.dstport = Some("443".into());
+            a.srcuser = Some("alice".into());
+            a.dstuser = Some("root".into());
+            a.url = Some("/x".into());
+            a.correlated = vec!["earlier 1".into(), "earlier 2".into()];
+            a.options.no_ar = true;
+            a.options.alert_by_email = true;
+            let judged = Judged {
+                sequence: 1,
+                alert: expected.alert.clone(),
+            };
+            let stored = s.store_events(&id, &[], &[judged], false).await.unwrap();
+            expected.id = stored.alert_ids[0];
+            let read = s.alerts(&AlertFilter::default()).await.unwrap();
+            assert_eq!(read, [expected]);
+        }
     }
 
-    #[tokio::test]
-    async fn a_resent_batch_is_stored_once() {
-        let (_d, s) = store().await;
-        let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
-        let ev = |seq| IncomingEvent {
-            sequence: seq,
+    both_backends! {
+        async fn a_resent_batch_is_stored_once(db) {
+            let s = db.open().await;
+            let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+            let ev = |seq| IncomingEvent {
+                sequence: seq,
+                location: "/var/log/x",
+                log_format: "syslog",
+                read_at: 1,
+                read_at_clamped: false,
+                truncated: false,
+                line: b"line",
+            };
+            assert_eq!(
+                s.store_events(&id, &[ev(1), ev(2)], &[], true)
+                    .await
+                    .unwrap()
+                    .highest,
+                2
+            );
+            assert_eq!(
+                s.store_events(&id, &[ev(1), ev(2), ev(3)], &[], true)
+                    .await
+                    .unwrap()
+                    .highest,
+                3
+            );
+            let seqs: Vec<u64> = s
+                .archived_events(Some(&id))
+                .await
+                .unwrap()
+                .iter()
+                .map(|e| e.sequence)
+                .collect();
+            assert_eq!(seqs, vec![1, 2, 3]);
+        }
+    }
+
+    fn event(sequence: u64) -> IncomingEvent<'static> {
+        IncomingEvent {
+            sequence,
             location: "/var/log/x",
             log_format: "syslog",
             read_at: 1,
             read_at_clamped: false,
-            truncated: false,
+            truncated: sequence.is_multiple_of(2),
             line: b"line",
-        };
-        assert_eq!(
-            s.store_events(&id, &[ev(1), ev(2)], &[], true)
+        }
+    }
+
+    fn block(agent: &str, srcip: &str, action: Action, undoes: Option<i64>) -> NewResponse {
+        NewResponse {
+            agent_id: agent.into(),
+            response: "route-null600".into(),
+            command: "route-null".into(),
+            executable: "route-null".into(),
+            action,
+            srcip: Some(srcip.into()),
+            user: Some("root".into()),
+            alert_id: None,
+            rule_id: Some(31151),
+            location: None,
+            timeout_s: Some(600),
+            undoes,
+        }
+    }
+
+    both_backends! {
+        async fn batches_of_one_agent_racing_are_each_stored_once(db) {
+            // Sessions of one agent storing overlapping batches at once (a
+            // reconnect while the old stream still commits): the sequence
+            // check and the insert must be one step on both backends.
+            let s = db.open().await;
+            let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+            let tasks: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let (s, id) = (s.clone(), id.clone());
+                    tokio::spawn(async move {
+                        let batch: Vec<_> = (1 + t * 10..=40 + t * 10).map(event).collect();
+                        s.store_events(&id, &batch, &[], true).await.unwrap()
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let seqs: Vec<u64> = s
+                .archived_events(Some(&id))
                 .await
                 .unwrap()
-                .highest,
-            2
-        );
-        assert_eq!(
-            s.store_events(&id, &[ev(1), ev(2), ev(3)], &[], true)
+                .iter()
+                .map(|e| e.sequence)
+                .collect();
+            let mut sorted = seqs.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), seqs.len(), "an event stored twice: {seqs:?}");
+            assert_eq!(s.agent(&id).await.unwrap().unwrap().last_sequence, 70);
+            let truncated = s.archived_events(Some(&id)).await.unwrap();
+            assert!(truncated.iter().all(|e| e.truncated == e.sequence.is_multiple_of(2)));
+        }
+    }
+
+    both_backends! {
+        async fn agents_added_at_once_get_distinct_ids(db) {
+            let s = db.open().await;
+            let tasks: Vec<_> = (0..6)
+                .map(|n| {
+                    let s = s.clone();
+                    tokio::spawn(async move {
+                        s.add_agent(&format!("web{n}"), "any", |_| Ok((format!("serial{n}"), ())))
+                            .await
+                            .unwrap()
+                            .0
+                    })
+                })
+                .collect();
+            let mut ids = Vec::new();
+            for t in tasks {
+                ids.push(t.await.unwrap());
+            }
+            ids.sort();
+            assert_eq!(ids, ["001", "002", "003", "004", "005", "006"]);
+            assert_eq!(s.live_agent_ids().await.unwrap(), ids);
+        }
+    }
+
+    both_backends! {
+        async fn a_token_is_spent_once_with_the_registration(db) {
+            let s = db.open().await;
+            s.insert_token("hash1", Some("web01"), now_ms() + 60_000)
                 .await
-                .unwrap()
-                .highest,
-            3
-        );
-        let seqs: Vec<u64> = s
-            .archived_events(Some(&id))
+                .unwrap();
+            s.insert_token("hash2", None, now_ms() - 1).await.unwrap();
+            let first = s
+                .redeem_token("hash1", None, "host", "192.0.2.1:5000", |id, name| {
+                    Ok((format!("serial-{id}-{name}"), ()))
+                })
+                .await
+                .unwrap();
+            assert_eq!((first.id.as_str(), first.name.as_str()), ("001", "web01"));
+            let again = s
+                .redeem_token("hash1", None, "host", "192.0.2.1:5000", |_, _| {
+                    Ok(("other".to_string(), ()))
+                })
+                .await;
+            assert!(matches!(again, Err(StoreError::Conflict(m)) if m.contains("already used")));
+            let expired = s
+                .redeem_token("hash2", None, "host", "192.0.2.1:5000", |_, _| {
+                    Ok(("other".to_string(), ()))
+                })
+                .await;
+            assert!(matches!(expired, Err(StoreError::Conflict(m)) if m.contains("expired")));
+            let unknown = s
+                .redeem_token("nope", None, "host", "peer", |_, _| Ok(("x".to_string(), ())))
+                .await;
+            assert!(matches!(unknown, Err(StoreError::NotFound(_))));
+            let tokens = s.tokens().await.unwrap();
+            assert_eq!(tokens.len(), 2);
+            assert_eq!(tokens[1].used_by.as_deref(), Some("001"));
+            assert_eq!(tokens[0].used_at, None);
+            assert_eq!(s.agents().await.unwrap().len(), 1, "a refusal registers nobody");
+            assert_eq!(
+                s.agent("001").await.unwrap().unwrap().cert_serial,
+                "serial-001-web01"
+            );
+        }
+    }
+
+    both_backends! {
+        async fn alerts_are_filtered_and_paged(db) {
+            let s = db.open().await;
+            let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+            let judged: Vec<Judged> = (1..=6u32)
+                .map(|n| {
+                    let mut alert = fixtures::stored_alert(i64::from(n), n).alert;
+                    alert.rule_id = 31100 + n % 2;
+                    alert.srcip = Some(format!("203.0.113.{}", n % 3));
+                    Judged {
+                        sequence: u64::from(n),
+                        alert,
+                    }
+                })
+                .collect();
+            let ids = s.store_events(&id, &[], &judged, false).await.unwrap().alert_ids;
+            let levels = |v: Vec<StoredAlert>| v.iter().map(|a| a.alert.level).collect::<Vec<_>>();
+            let all = AlertFilter::default();
+            assert_eq!(levels(s.alerts(&all).await.unwrap()), [6, 5, 4, 3, 2, 1]);
+            let f = AlertFilter { min_level: 4, ..all.clone() };
+            assert_eq!(levels(s.alerts(&f).await.unwrap()), [6, 5, 4]);
+            let f = AlertFilter { rule_id: Some(31101), ..all.clone() };
+            assert_eq!(levels(s.alerts(&f).await.unwrap()), [5, 3, 1]);
+            let f = AlertFilter { srcip: Some("203.0.113.0".into()), ..all.clone() };
+            assert_eq!(levels(s.alerts(&f).await.unwrap()), [6, 3]);
+            let f = AlertFilter { agent_id: Some("999".into()), ..all.clone() };
+            assert!(s.alerts(&f).await.unwrap().is_empty());
+            let f = AlertFilter { after_id: ids[1], limit: 2, ..all.clone() };
+            assert_eq!(levels(s.alerts_after(&f).await.unwrap()), [3, 4]);
+            let f = AlertFilter { before_id: Some(ids[2]), ..all.clone() };
+            assert_eq!(levels(s.alerts(&f).await.unwrap()), [2, 1]);
+            assert_eq!(s.nth_newest_alert_id(&all, 2).await.unwrap(), Some(ids[4]));
+            assert_eq!(s.nth_newest_alert_id(&all, 7).await.unwrap(), None);
+            let stored = s.alerts(&all).await.unwrap();
+            assert_eq!(stored[0].origin.name, "web01");
+            assert_eq!(stored[0].event_sequence, Some(6));
+        }
+    }
+
+    both_backends! {
+        async fn a_new_spool_starts_the_sequence_again(db) {
+            let s = db.open().await;
+            let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+            assert_eq!(s.agent_spool(&id, "spool-a").await.unwrap(), SpoolChange::First);
+            s.store_events(&id, &[event(1), event(2)], &[], true).await.unwrap();
+            assert_eq!(s.agent_spool(&id, "spool-a").await.unwrap(), SpoolChange::Same);
+            assert_eq!(
+                s.agent_spool(&id, "spool-b").await.unwrap(),
+                SpoolChange::New { last_sequence: 2 }
+            );
+            let again = s.store_events(&id, &[event(1)], &[], true).await.unwrap();
+            assert_eq!(again.highest, 1, "sequence 1 of the new spool is new");
+            assert_eq!(s.archived_events(Some(&id)).await.unwrap().len(), 3);
+            s.agent_connected(
+                &id,
+                &AgentHello {
+                    version: "1.0",
+                    hostname: "web01.example",
+                    os: "Debian",
+                    address: Some("192.0.2.9".into()),
+                    started_at: Some(5),
+                },
+            )
             .await
-            .unwrap()
-            .iter()
-            .map(|e| e.sequence)
-            .collect();
-        assert_eq!(seqs, vec![1, 2, 3]);
+            .unwrap();
+            let a = s.agent(&id).await.unwrap().unwrap();
+            assert_eq!(a.hostname.as_deref(), Some("web01.example"));
+            assert_eq!(a.started_at, Some(5));
+            assert!(a.first_seen.is_some());
+            let before = s.revocation_generation().await.unwrap();
+            s.remove_agent(&id, "test").await.unwrap();
+            assert!(s.revocation_generation().await.unwrap() > before);
+            assert_eq!(s.removed_agent_ids().await.unwrap(), [id.as_str()]);
+            assert_eq!(s.revoked_serials().await.unwrap(), ["aa"]);
+            assert!(matches!(s.remove_agent(&id, "again").await, Err(StoreError::Conflict(_))));
+        }
+    }
+
+    both_backends! {
+        async fn a_repeated_block_supersedes_and_an_unblock_lifts_it(db) {
+            let s = db.open().await;
+            let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+            let first = s.insert_response(&block(&id, "203.0.113.7", Action::Add, None)).await.unwrap();
+            let second = s.insert_response(&block(&id, "203.0.113.7", Action::Add, None)).await.unwrap();
+            assert_eq!(s.response(first.id).await.unwrap().unwrap().status, "superseded");
+            assert_eq!(s.offences(&id, "route-null600", "203.0.113.7").await.unwrap(), 2);
+            assert_eq!(s.pending_responses(&id).await.unwrap().len(), 1);
+            s.responses_sent(&[second.id]).await.unwrap();
+            let done = s
+                .response_result(&id, second.id, Action::Add, true, "ok", now_ms())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(done.status, "done");
+            assert_eq!(done.request.user.as_deref(), Some("root"));
+            let blocks = s.blocks(None, Some(&id)).await.unwrap();
+            assert_eq!(blocks.len(), 1);
+            assert_eq!((blocks[0].id, blocks[0].state), (second.id, "active"));
+            assert_eq!(s.blocking_commands("203.0.113.7").await.unwrap().len(), 1);
+            let lift = s
+                .insert_response(&block(&id, "203.0.113.7", Action::Delete, Some(second.id)))
+                .await
+                .unwrap();
+            s.response_result(&id, lift.id, Action::Delete, true, "ok", now_ms())
+                .await
+                .unwrap();
+            assert!(s.blocks(Some("203.0.113.7"), None).await.unwrap().is_empty());
+            assert!(s.blocking_commands("203.0.113.7").await.unwrap().is_empty());
+            s.insert_refusal("route-null600", Some(&id), None, Some(31151), Some("10.0.0.1"), "white-listed")
+                .await
+                .unwrap();
+            assert_eq!(s.refusals(10).await.unwrap()[0].reason, "white-listed");
+            assert_eq!(s.recent_blocks(&id, "203.0.113.7", 0).await.unwrap(), (0, false));
+        }
     }
 }
