@@ -346,11 +346,33 @@ impl Spool {
     }
 
     /// Bytes of events that may still be added before the high-water mark
-    /// (0: readers should wait for acknowledgements to make room).
+    /// (0: readers should wait for acknowledgements to make room). What is
+    /// added goes through the WAL first, so the WAL's share of the bound
+    /// limits it too: a WAL over a quarter of its share is checkpointed
+    /// and truncated here, and one that a busy reader kept from being
+    /// truncated holds readers back until it is (a burst once took the
+    /// spool past its bound on a loaded machine that way).
     pub async fn room(&self) -> Result<u64, SpoolError> {
-        let mut conn = self.pool.acquire().await?;
-        let used = self.used_bytes(&mut conn).await?;
-        Ok(self.high_water.saturating_sub(used))
+        let used = {
+            let mut conn = self.pool.acquire().await?;
+            self.used_bytes(&mut conn).await?
+        };
+        let mut wal = self.wal_size();
+        if wal > self.wal_budget / 4 {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+            wal = self.wal_size();
+        }
+        let by_events = self.high_water.saturating_sub(used);
+        let by_wal = self.wal_budget.saturating_sub(wal);
+        Ok(by_events.min(by_wal))
+    }
+
+    fn wal_size(&self) -> u64 {
+        std::fs::metadata(format!("{}-wal", self.path.display()))
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 
     /// Bytes of pages in use in the main database, as this transaction
@@ -421,9 +443,7 @@ impl Spool {
     /// Keeps the WAL within its share of the bound: SQLite only
     /// checkpoints passively, and a busy reader can let the file grow.
     async fn limit_wal(&self) -> Result<(), SpoolError> {
-        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
-        let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
-        if size > self.wal_budget {
+        if self.wal_size() > self.wal_budget {
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&self.pool)
                 .await?;
