@@ -17,13 +17,26 @@
 //! the heartbeat reports. Only whole prefixes of the sequence are ever
 //! deleted (acknowledged or dropped), so the spool stays one contiguous
 //! range.
+//!
+//! What one append stores goes in as chunks (`spool_chunks`, migration
+//! 0070): a blob of framed events under the sequence of its first, up to
+//! [`CHUNK_EVENTS`] events or [`CHUNK_BYTES`] bytes each, so a line costs
+//! SQLite a share of one insert, one read and one delete rather than one
+//! of each (a spool of a row per line took over half the agent's CPU under
+//! a burst). Sequences come from `spool_cursor`, advanced in the same
+//! transaction; the cursor also remembers what was acknowledged, since an
+//! acknowledgement may end inside a chunk, which is deleted once all of it
+//! is. Drops take whole chunks, counting only their unacknowledged events.
+//! A spool of rows from before the upgrade is moved into chunks under its
+//! own sequence numbers when it is opened.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{Row, SqlitePool};
 use tracing::warn;
 
 /// The counter of events dropped because the spool was full.
@@ -32,8 +45,11 @@ pub const DROPPED_EVENTS: &str = "dropped_events";
 /// Default bound of the spool on disk.
 pub const DEFAULT_MAX_SIZE: u64 = 256 * 1024 * 1024;
 
-/// Rows per multi-row INSERT (5 parameters each, well under SQLite's limit).
-const INSERT_CHUNK: usize = 100;
+/// Most events in one chunk.
+pub const CHUNK_EVENTS: usize = 256;
+/// Most bytes of framed events in one chunk (a longer event is a chunk of
+/// its own).
+pub const CHUNK_BYTES: usize = 128 * 1024;
 
 /// A spool failure.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +60,17 @@ pub enum SpoolError {
     /// Applying the schema failed.
     #[error("spool migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored chunk does not decode (the file was damaged).
+    #[error("spool chunk at sequence {sequence} is damaged: {reason}")]
+    Corrupt {
+        /// The chunk's first sequence.
+        sequence: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An event too large to frame (over 4 GiB).
+    #[error("an event of {0} bytes is too large for the spool")]
+    TooLarge(usize),
 }
 
 // `migrator()`: every file of migrations/agent, embedded by build.rs.
@@ -167,14 +194,22 @@ impl Spool {
         let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
             .fetch_one(&pool)
             .await?;
-        Ok(Self {
+        let spool = Self {
             pool,
             path: path.to_path_buf(),
             page_size: u64_of(page_size).max(512),
             data_budget: options.max_size / 2,
             high_water: options.max_size / 2 / 4 * 3,
             wal_budget,
-        })
+        };
+        let moved = spool.convert_line_rows().await?;
+        if moved > 0 {
+            tracing::info!(
+                events = moved,
+                "Moved the events of the per-line spool into chunks."
+            );
+        }
+        Ok(spool)
     }
 
     /// Closes the database.
@@ -196,18 +231,24 @@ impl Spool {
         // connection (acknowledgements, the active-response ledger) wrote
         // in between; IMMEDIATE takes the write lock first and waits.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in events.chunks(INSERT_CHUNK) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO spool (location, log_format, read_at, truncated, line) ",
-            );
-            insert.push_values(chunk, |mut row, e| {
-                row.push_bind(&e.location)
-                    .push_bind(&e.log_format)
-                    .push_bind(e.read_at)
-                    .push_bind(e.truncated)
-                    .push_bind(&e.line);
-            });
-            insert.build().persistent(true).execute(&mut *tx).await?;
+        if !events.is_empty() {
+            let first: i64 = sqlx::query_scalar("SELECT next_sequence FROM spool_cursor")
+                .fetch_one(&mut *tx)
+                .await?;
+            let mut next = u64_of(first);
+            let mut data = Vec::new();
+            for chunk in chunks(events) {
+                data.clear();
+                for e in chunk {
+                    encode(&mut data, e)?;
+                }
+                insert_chunk(&mut tx, next, chunk.len(), &data).await?;
+                next += chunk.len() as u64;
+            }
+            sqlx::query("UPDATE spool_cursor SET next_sequence = $1")
+                .bind(i64_of(next))
+                .execute(&mut *tx)
+                .await?;
         }
         for cp in checkpoints {
             sqlx::query(
@@ -242,6 +283,68 @@ impl Spool {
         Ok(dropped)
     }
 
+    /// Moves the rows of the per-line spool (migrations/agent/0001) into
+    /// chunks under their own sequence numbers, a thousand per
+    /// transaction, so a spool written before the upgrade is still sent,
+    /// once.
+    async fn convert_line_rows(&self) -> Result<u64, SpoolError> {
+        let mut moved = 0u64;
+        loop {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let rows = sqlx::query(
+                "SELECT sequence, location, log_format, read_at, truncated, line FROM spool
+                 ORDER BY sequence LIMIT 1000",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(last) = rows.last().map(|r| r.get::<i64, _>("sequence")) else {
+                tx.commit().await?;
+                return Ok(moved);
+            };
+            let mut run: Vec<NewEvent> = Vec::new();
+            let mut run_first = 0u64;
+            let mut data = Vec::new();
+            for r in &rows {
+                let sequence = u64_of(r.get("sequence"));
+                if !run.is_empty() && run_first + run.len() as u64 != sequence {
+                    for chunk in chunks(&run) {
+                        data.clear();
+                        for e in chunk {
+                            encode(&mut data, e)?;
+                        }
+                        insert_chunk(&mut tx, run_first, chunk.len(), &data).await?;
+                        run_first += chunk.len() as u64;
+                    }
+                    run.clear();
+                }
+                if run.is_empty() {
+                    run_first = sequence;
+                }
+                run.push(NewEvent {
+                    location: r.get("location"),
+                    log_format: r.get("log_format"),
+                    read_at: r.get("read_at"),
+                    truncated: r.get("truncated"),
+                    line: r.get("line"),
+                });
+            }
+            for chunk in chunks(&run) {
+                data.clear();
+                for e in chunk {
+                    encode(&mut data, e)?;
+                }
+                insert_chunk(&mut tx, run_first, chunk.len(), &data).await?;
+                run_first += chunk.len() as u64;
+            }
+            sqlx::query("DELETE FROM spool WHERE sequence <= $1")
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            moved += rows.len() as u64;
+        }
+    }
+
     /// Bytes of events that may still be added before the high-water mark
     /// (0: readers should wait for acknowledgements to make room).
     pub async fn room(&self) -> Result<u64, SpoolError> {
@@ -270,24 +373,36 @@ impl Spool {
             if used <= self.data_budget {
                 break;
             }
-            let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM spool")
+            let chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM spool_chunks")
                 .fetch_one(&mut *tx)
                 .await?;
-            let rows = u64_of(rows);
-            if rows == 0 {
+            let chunks = u64_of(chunks);
+            if chunks == 0 {
                 break;
             }
             let excess = used - self.data_budget * 7 / 8;
-            let per_row = (used / rows).max(1);
-            let n = excess.div_ceil(per_row).clamp(1, rows);
-            let deleted = sqlx::query(
-                "DELETE FROM spool WHERE sequence IN (SELECT sequence FROM spool ORDER BY sequence LIMIT $1)",
+            let per_chunk = (used / chunks).max(1);
+            let n = excess.div_ceil(per_chunk).clamp(1, chunks);
+            let acknowledged: i64 = sqlx::query_scalar("SELECT acknowledged FROM spool_cursor")
+                .fetch_one(&mut *tx)
+                .await?;
+            let oldest: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT first_sequence, events FROM spool_chunks ORDER BY first_sequence LIMIT $1",
             )
             .bind(i64_of(n))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            dropped += deleted;
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(&(last, _)) = oldest.last() else {
+                break;
+            };
+            sqlx::query("DELETE FROM spool_chunks WHERE first_sequence <= $1")
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
+            dropped += oldest
+                .iter()
+                .map(|&(first, events)| unacknowledged(first, events, acknowledged))
+                .sum::<u64>();
         }
         if dropped > 0 {
             sqlx::query(
@@ -380,9 +495,10 @@ impl Spool {
     /// Up to `limit` spooled events after `after`, in order, whose lines,
     /// locations and formats with `per_event` bytes each add up to at most
     /// `max_bytes`; always the first one, however long (the caller cuts
-    /// it). The sizes are read first, so a spool of long lines is never
-    /// loaded beyond one batch. The flag says the byte bound, not the
-    /// count or the spool's end, ended the batch (it is full).
+    /// it). Chunks are read one after the other and only as far as the
+    /// batch goes, so a spool of long lines is never loaded beyond one
+    /// batch and a chunk. The flag says the byte bound, not the count or
+    /// the spool's end, ended the batch (it is full).
     pub async fn pending_within(
         &self,
         after: u64,
@@ -390,68 +506,88 @@ impl Spool {
         max_bytes: u64,
         per_event: u64,
     ) -> Result<(Vec<SpooledEvent>, bool), SpoolError> {
-        let sizes: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT sequence, length(line) + length(location) + length(log_format) FROM spool
-             WHERE sequence > $1 ORDER BY sequence LIMIT $2",
-        )
-        .bind(i64_of(after))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let mut out = Vec::new();
         let mut total = 0u64;
-        let mut take = 0u32;
-        let mut full = false;
-        for (_, size) in &sizes {
-            total = total.saturating_add(u64_of(*size) + per_event);
-            if take > 0 && total > max_bytes {
-                full = true;
-                break;
-            }
-            take += 1;
+        let limit = limit as usize;
+        if limit == 0 {
+            return Ok((out, false));
         }
-        Ok((self.pending(after, take).await?, full))
+        // From the chunk that holds `after + 1` (or the first after it).
+        let mut rows = sqlx::query_as::<_, (i64, i64, Vec<u8>)>(
+            "SELECT first_sequence, events, data FROM spool_chunks
+             WHERE first_sequence >= COALESCE(
+                 (SELECT MAX(first_sequence) FROM spool_chunks WHERE first_sequence <= $1), 0)
+             ORDER BY first_sequence",
+        )
+        .bind(i64_of(after.saturating_add(1)))
+        .fetch(&self.pool);
+        while let Some((first, events, data)) = rows.try_next().await? {
+            let mut decoder = Decoder {
+                data: &data,
+                first: u64_of(first),
+            };
+            for i in 0..u64_of(events) {
+                let sequence = u64_of(first) + i;
+                if sequence <= after {
+                    decoder.skip()?;
+                    continue;
+                }
+                let event = decoder.event()?;
+                let size = (event.line.len() + event.location.len() + event.log_format.len())
+                    as u64
+                    + per_event;
+                total = total.saturating_add(size);
+                if !out.is_empty() && total > max_bytes {
+                    return Ok((out, true));
+                }
+                out.push(SpooledEvent { sequence, event });
+                if out.len() >= limit {
+                    return Ok((out, false));
+                }
+            }
+        }
+        Ok((out, false))
     }
 
     /// Up to `limit` spooled events after `after`, in order.
     pub async fn pending(&self, after: u64, limit: u32) -> Result<Vec<SpooledEvent>, SpoolError> {
-        let rows = sqlx::query(
-            "SELECT sequence, location, log_format, read_at, truncated, line FROM spool
-             WHERE sequence > $1 ORDER BY sequence LIMIT $2",
-        )
-        .bind(i64_of(after))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| SpooledEvent {
-                sequence: u64_of(r.get("sequence")),
-                event: NewEvent {
-                    location: r.get("location"),
-                    log_format: r.get("log_format"),
-                    read_at: r.get("read_at"),
-                    truncated: r.get("truncated"),
-                    line: r.get("line"),
-                },
-            })
-            .collect())
+        Ok(self.pending_within(after, limit, u64::MAX, 0).await?.0)
     }
 
-    /// Deletes everything up to and including `sequence`: the manager has it.
+    /// Deletes everything up to and including `sequence`: the manager has
+    /// it. A chunk goes once all its events are acknowledged; the cursor
+    /// remembers the rest.
     pub async fn acknowledge(&self, sequence: u64) -> Result<(), SpoolError> {
-        sqlx::query("DELETE FROM spool WHERE sequence <= $1")
-            .bind(i64_of(sequence))
-            .execute(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let sequence = i64_of(sequence);
+        sqlx::query(
+            "DELETE FROM spool_chunks WHERE first_sequence <= $1 AND first_sequence + events - 1 <= $1",
+        )
+        .bind(sequence)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE spool_cursor SET acknowledged = MIN(MAX(acknowledged, $1), next_sequence - 1)",
+        )
+        .bind(sequence)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// How many events wait for acknowledgement.
     pub async fn depth(&self) -> Result<u64, SpoolError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM spool")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64_of(n))
+        let (total, first, acknowledged): (i64, Option<i64>, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(events), 0), MIN(first_sequence),
+                    (SELECT acknowledged FROM spool_cursor)
+             FROM spool_chunks",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        // Only the oldest chunk can be acknowledged in part.
+        let acknowledged_part = first.map_or(0, |first| u64_of((acknowledged - first + 1).max(0)));
+        Ok(u64_of(total).saturating_sub(acknowledged_part))
     }
 
     /// A persistent counter (e.g. [`DROPPED_EVENTS`]).
@@ -473,6 +609,137 @@ impl Spool {
                     .unwrap_or(0)
             })
             .sum()
+    }
+}
+
+/// `events` cut into chunks of at most [`CHUNK_EVENTS`] events and about
+/// [`CHUNK_BYTES`] bytes (never empty: at least one event each).
+fn chunks(events: &[NewEvent]) -> impl Iterator<Item = &[NewEvent]> {
+    let mut rest = events;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0usize;
+        let mut n = 0usize;
+        while n < rest.len() && n < CHUNK_EVENTS {
+            let e = &rest[n];
+            let size = FRAME_OVERHEAD + e.location.len() + e.log_format.len() + e.line.len();
+            if n > 0 && bytes + size > CHUNK_BYTES {
+                break;
+            }
+            bytes += size;
+            n += 1;
+        }
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// Framing bytes per event: three u32 lengths, the time, the flag.
+const FRAME_OVERHEAD: usize = 4 * 3 + 8 + 1;
+
+/// Appends one event's frame: location, format and line each as a
+/// little-endian u32 length and the bytes; the read time (i64 LE) and
+/// the truncated flag (one byte) after the format.
+fn encode(out: &mut Vec<u8>, e: &NewEvent) -> Result<(), SpoolError> {
+    fn put(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), SpoolError> {
+        let len = u32::try_from(bytes.len()).map_err(|_| SpoolError::TooLarge(bytes.len()))?;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(bytes);
+        Ok(())
+    }
+    out.reserve(FRAME_OVERHEAD + e.location.len() + e.log_format.len() + e.line.len());
+    put(out, e.location.as_bytes())?;
+    put(out, e.log_format.as_bytes())?;
+    out.extend_from_slice(&e.read_at.to_le_bytes());
+    out.push(u8::from(e.truncated));
+    put(out, &e.line)
+}
+
+async fn insert_chunk(
+    tx: &mut sqlx::SqliteConnection,
+    first_sequence: u64,
+    events: usize,
+    data: &[u8],
+) -> Result<(), SpoolError> {
+    sqlx::query("INSERT INTO spool_chunks (first_sequence, events, data) VALUES ($1, $2, $3)")
+        .bind(i64_of(first_sequence))
+        .bind(i64_of(events as u64))
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Events of the chunk (`first`, `events`) after `acknowledged`.
+fn unacknowledged(first: i64, events: i64, acknowledged: i64) -> u64 {
+    let last = first + events - 1;
+    u64_of(last - acknowledged.max(first - 1))
+}
+
+/// Reads the frames of one chunk, in order.
+struct Decoder<'a> {
+    data: &'a [u8],
+    /// The chunk's first sequence, for errors.
+    first: u64,
+}
+
+impl Decoder<'_> {
+    fn corrupt(&self, reason: &'static str) -> SpoolError {
+        SpoolError::Corrupt {
+            sequence: self.first,
+            reason,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8], SpoolError> {
+        if self.data.len() < n {
+            return Err(self.corrupt("a frame runs past its end"));
+        }
+        let (head, tail) = self.data.split_at(n);
+        self.data = tail;
+        Ok(head)
+    }
+
+    fn field(&mut self) -> Result<&[u8], SpoolError> {
+        let len = self.take(4)?;
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        self.take(len)
+    }
+
+    fn text(&mut self) -> Result<String, SpoolError> {
+        let bytes = self.field()?;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s.to_owned()),
+            Err(_) => Err(self.corrupt("a location or format is not UTF-8")),
+        }
+    }
+
+    fn event(&mut self) -> Result<NewEvent, SpoolError> {
+        let location = self.text()?;
+        let log_format = self.text()?;
+        let time = self.take(9)?;
+        let mut read_at = [0u8; 8];
+        read_at.copy_from_slice(&time[..8]);
+        let truncated = time[8] != 0;
+        let line = self.field()?.to_vec();
+        Ok(NewEvent {
+            location,
+            log_format,
+            read_at: i64::from_le_bytes(read_at),
+            truncated,
+            line,
+        })
+    }
+
+    fn skip(&mut self) -> Result<(), SpoolError> {
+        self.field()?;
+        self.field()?;
+        self.take(9)?;
+        self.field()?;
+        Ok(())
     }
 }
 
@@ -623,5 +890,139 @@ mod tests {
         let left = spool.file_checkpoints().await.unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].inode, 2);
+    }
+
+    #[tokio::test]
+    async fn a_spool_of_rows_per_line_is_sent_after_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        // The layout before chunks: migrations up to 0011, a row per line.
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .unwrap()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        let old = sqlx::migrate::Migrator::with_migrations(
+            migrator()
+                .migrations
+                .iter()
+                .filter(|m| m.version < 70)
+                .cloned()
+                .collect(),
+        );
+        old.run(&pool).await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        for i in 1..=2500 {
+            sqlx::query(
+                "INSERT INTO spool (location, log_format, read_at, truncated, line)
+                 VALUES ($1, 'syslog', $2, $3, $4)",
+            )
+            .bind(if i % 2 == 0 {
+                "/var/log/a"
+            } else {
+                "/var/log/b"
+            })
+            .bind(i64::from(i))
+            .bind(i == 7)
+            .bind(format!("old {i}").into_bytes())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+        // 1-10 were acknowledged and 1,000-1,004 dropped, as the old spool did
+        // it; the numbering must go on after 2,500 all the same.
+        sqlx::query("DELETE FROM spool WHERE sequence <= 10 OR sequence BETWEEN 1000 AND 1004")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+
+        let spool = Spool::open(&path).await.unwrap();
+        assert_eq!(spool.depth().await.unwrap(), 2485);
+        let p = spool.pending(0, 10_000).await.unwrap();
+        let sequences: Vec<u64> = p.iter().map(|e| e.sequence).collect();
+        let expected: Vec<u64> = (11..=2500).filter(|s| !(1000..=1004).contains(s)).collect();
+        assert_eq!(sequences, expected);
+        for e in &p {
+            assert_eq!(e.event.line, format!("old {}", e.sequence).into_bytes());
+            assert_eq!(e.event.read_at, e.sequence as i64);
+            assert_eq!(e.event.truncated, e.sequence == 7);
+            let location = if e.sequence % 2 == 0 {
+                "/var/log/a"
+            } else {
+                "/var/log/b"
+            };
+            assert_eq!(e.event.location, location);
+        }
+        spool.append(&[ev("new")], &[]).await.unwrap();
+        let last = spool.pending(2500, 10).await.unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].sequence, 2501, "a sequence number was reused");
+        spool.close().await;
+        // Moved once: reopening finds the same.
+        let spool = Spool::open(&path).await.unwrap();
+        assert_eq!(spool.depth().await.unwrap(), 2486);
+    }
+
+    #[tokio::test]
+    async fn an_acknowledgement_inside_a_chunk_holds_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let spool = Spool::open(&path).await.unwrap();
+        // 600 events: three chunks (256, 256, 88).
+        let events: Vec<NewEvent> = (1..=600).map(|i| ev(&format!("line {i}"))).collect();
+        spool.append(&events, &[cp(1)]).await.unwrap();
+        spool.acknowledge(300).await.unwrap();
+        assert_eq!(spool.depth().await.unwrap(), 300);
+        let chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM spool_chunks")
+            .fetch_one(&spool.pool())
+            .await
+            .unwrap();
+        assert_eq!(chunks, 2, "only the fully acknowledged chunk goes");
+        spool.close().await;
+
+        let spool = Spool::open(&path).await.unwrap();
+        assert_eq!(spool.depth().await.unwrap(), 300);
+        let (p, full) = spool.pending_within(300, 500, u64::MAX, 0).await.unwrap();
+        assert!(!full);
+        assert_eq!(p.len(), 300);
+        assert_eq!(p[0].sequence, 301);
+        assert_eq!(p[0].event.line, b"line 301");
+        // An acknowledgement beyond what was ever spooled moves nothing
+        // past the end: the next event still gets the next number.
+        spool.acknowledge(10_000).await.unwrap();
+        assert_eq!(spool.depth().await.unwrap(), 0);
+        spool.append(&[ev("after")], &[]).await.unwrap();
+        assert_eq!(spool.depth().await.unwrap(), 1);
+        assert_eq!(spool.pending(0, 10).await.unwrap()[0].sequence, 601);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_chunk_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("a.db")).await.unwrap();
+        spool.append(&[ev("a"), ev("b")], &[]).await.unwrap();
+        sqlx::query("UPDATE spool_chunks SET data = substr(data, 1, length(data) - 3)")
+            .execute(&spool.pool())
+            .await
+            .unwrap();
+        let error = spool.pending(0, 10).await.unwrap_err();
+        assert!(
+            matches!(error, SpoolError::Corrupt { sequence: 1, .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn chunks_are_bounded_in_events_and_bytes() {
+        let small: Vec<NewEvent> = (0..600).map(|_| ev("x")).collect();
+        let sizes: Vec<usize> = chunks(&small).map(<[NewEvent]>::len).collect();
+        assert_eq!(sizes, [256, 256, 88]);
+        let long = ev(&"y".repeat(CHUNK_BYTES * 2));
+        let mixed = vec![ev("a"), long.clone(), ev("b"), ev("c")];
+        let sizes: Vec<usize> = chunks(&mixed).map(<[NewEvent]>::len).collect();
+        assert_eq!(sizes, [1, 1, 2], "a long event is a chunk of its own");
+        assert_eq!(chunks(&[]).count(), 0);
     }
 }
