@@ -191,6 +191,54 @@ mod tests {
     use crate::store::testing::{Backend, TestDb};
     use crate::store::{Action, AlertFilter, IncomingEvent, NewResponse, fixtures, now_ms};
 
+    /// Every table and column of each schema, sorted.
+    async fn schema(store: &Store) -> Vec<(String, Vec<String>)> {
+        let (tables_sql, columns_sql) = match &store.pool {
+            Pool::Sqlite(_) => (
+                "SELECT name FROM sqlite_master WHERE type = 'table'
+                   AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations' ORDER BY name",
+                "SELECT name FROM pragma_table_info($1) ORDER BY name",
+            ),
+            Pool::Postgres(_) => (
+                "SELECT table_name::text FROM information_schema.tables
+                  WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations' ORDER BY 1",
+                "SELECT column_name::text FROM information_schema.columns
+                  WHERE table_schema = current_schema() AND table_name = $1 ORDER BY 1",
+            ),
+        };
+        let tables: Vec<String> = match &store.pool {
+            Pool::Sqlite(p) => sqlx::query_scalar(tables_sql).fetch_all(p).await.unwrap(),
+            Pool::Postgres(p) => sqlx::query_scalar(tables_sql).fetch_all(p).await.unwrap(),
+        };
+        let mut out = Vec::new();
+        for t in tables {
+            let columns: Vec<String> = match &store.pool {
+                Pool::Sqlite(p) => sqlx::query_scalar(columns_sql).bind(&t).fetch_all(p).await,
+                Pool::Postgres(p) => sqlx::query_scalar(columns_sql).bind(&t).fetch_all(p).await,
+            }
+            .unwrap();
+            out.push((t, columns));
+        }
+        out
+    }
+
+    /// A new SQLite migration needs its PostgreSQL twin (and a new table
+    /// its place in `migrate-store`'s order).
+    #[tokio::test]
+    #[cfg_attr(
+        not(palisade_postgres),
+        ignore = "needs PostgreSQL: PALISADE_TEST_POSTGRES=URL (scripts/pg-test-cluster; scripts/test sets it)"
+    )]
+    async fn both_schemas_have_the_same_tables_and_columns() {
+        let (lite, pg) = (TestDb::new(Backend::Sqlite), TestDb::new(Backend::Postgres));
+        let lite = schema(&lite.open().await).await;
+        assert_eq!(lite, schema(&pg.open().await).await);
+        let mut tables: Vec<&str> = TABLES.to_vec();
+        tables.sort_unstable();
+        let names: Vec<&str> = lite.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(names, tables, "migrate-store's TABLES");
+    }
+
     #[tokio::test]
     #[cfg_attr(
         not(palisade_postgres),
