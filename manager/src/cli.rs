@@ -145,6 +145,14 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Copy the SQLite store of manager.toml into an empty PostgreSQL database (stop the manager first).
+    MigrateStore {
+        /// The PostgreSQL database, e.g. postgres://palisade:SECRET@db.example.org/palisade.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -492,6 +500,7 @@ async fn dispatch(command: Command) -> ExitCode {
             }
         }
         Command::Token { command } => token_command(command).await,
+        Command::MigrateStore { to, config } => migrate_store(&to, &config.config).await,
         Command::Operator { command } => operator_command(command).await,
         Command::Ca {
             command: CaCommand::Fingerprint { config },
@@ -548,6 +557,74 @@ async fn dispatch(command: Command) -> ExitCode {
                 }
             }
         },
+    }
+}
+
+/// `migrate-store`: copies the configured SQLite store into the empty
+/// PostgreSQL database `to`, showing each table's progress, and says what
+/// to change in manager.toml.
+async fn migrate_store(to: &str, config_path: &std::path::Path) -> ExitCode {
+    use std::io::Write as _;
+
+    use crate::store::{Store, StoreLocation};
+
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let target = match StoreLocation::parse(to, std::path::Path::new("/")) {
+        Ok(t @ StoreLocation::Postgres(_)) => t,
+        Ok(StoreLocation::Sqlite(_)) => {
+            eprintln!("palisade-manager: --to must be a postgres:// URL");
+            return ExitCode::from(Exit::Usage);
+        }
+        Err(e) => {
+            eprintln!("palisade-manager: --to: {e}");
+            return ExitCode::from(Exit::Usage);
+        }
+    };
+    if config.database.sqlite_path().is_none() {
+        eprintln!(
+            "palisade-manager: {} already uses {}; migrate-store copies an SQLite store",
+            config_path.display(),
+            config.database
+        );
+        return ExitCode::from(Exit::Usage);
+    }
+    let copy = async {
+        let source = Store::open(&config.database).await?;
+        let target_store = Store::open(&target).await?;
+        let mut stderr = std::io::stderr();
+        let copied = source
+            .copy_to(&target_store, |table, done, total| {
+                let _ = write!(stderr, "\r  {table:<22} {done:>10} / {total}");
+                if done == total {
+                    let _ = writeln!(stderr);
+                }
+            })
+            .await;
+        source.close().await;
+        target_store.close().await;
+        copied
+    };
+    match copy.await {
+        Ok(tables) => {
+            println!("Copied {} to {target}:", config.database);
+            for t in &tables {
+                println!("  {:<22} {:>10} rows (checked)", t.table, t.target_rows);
+            }
+            println!(
+                "Now set, in {}:\n  [storage]\n  database = \"{target}\"\n(with the password of --to) \
+                 and start the manager; agents reconnect with their certificates. Keep {} as a backup.",
+                config_path.display(),
+                config.database
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\npalisade-manager: migrate-store: {e}");
+            ExitCode::from(Exit::Failure)
+        }
     }
 }
 

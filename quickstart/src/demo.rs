@@ -184,7 +184,7 @@ async fn demo(
     .await?;
     println!(
         "  created a CA, the manager's certificate, an operator certificate and {}",
-        report.database.display()
+        report.database
     );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -68,11 +68,13 @@ macro_rules! register {
 }
 
 mod breakers;
+mod copy;
 mod identities;
 mod prune;
 mod responses;
 mod tokens;
 pub use breakers::BreakerState;
+pub use copy::CopiedTable;
 pub use identities::OperatorRow;
 pub use prune::Pruned;
 pub use responses::{Action, BlockRow, NewResponse, RefusalRow, ResponseRow};
