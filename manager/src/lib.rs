@@ -18,6 +18,8 @@
 //! - [`pipeline`]: a batch of events through the engine thread
 //!   ([`pipeline::analysis`]), the store, the responder and the outputs.
 //! - [`responder`]: active-response decisions, delivery and results.
+//! - [`grouped`]: small writes of many streams (command results, Hellos)
+//!   committed together.
 //! - [`tls`]: the mutual-TLS endpoint that logs every refused handshake.
 //! - [`sessions`]: open agent streams, one live stream per agent.
 //! - [`heartbeats`]: agents' heartbeats and last-seen times, written
@@ -61,6 +63,7 @@ pub mod config;
 pub mod connections;
 pub mod control;
 pub mod enroll;
+pub mod grouped;
 pub mod heartbeats;
 pub mod identities;
 pub mod import_ossec;

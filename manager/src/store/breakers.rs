@@ -20,7 +20,7 @@ impl Store {
         let row =
             sqlx::query("SELECT tripped_at, reset_at FROM circuit_breakers WHERE agent_id = $1")
                 .bind(agent_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         Ok(BreakerState {
             tripped_at: row.as_ref().and_then(|r| r.get("tripped_at")),
@@ -46,7 +46,7 @@ impl Store {
         .bind(agent_id)
         .bind(srcip)
         .bind(since)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         let n: i64 = row.get("n");
         let seen: i64 = row.get("seen");

@@ -176,7 +176,7 @@ impl Store {
     /// Every operator, removed ones too, in the order they were added.
     pub async fn operators(&self) -> Result<Vec<OperatorRow>, StoreError> {
         let rows = sqlx::query("SELECT * FROM operators ORDER BY id")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         Ok(rows.iter().map(operator_from_row).collect())
     }
@@ -186,7 +186,7 @@ impl Store {
         let row =
             sqlx::query("SELECT * FROM operators WHERE cert_serial = $1 AND removed_at IS NULL")
                 .bind(serial)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         Ok(row.as_ref().map(operator_from_row))
     }

@@ -25,7 +25,7 @@ mod tokens;
 pub use breakers::BreakerState;
 pub use identities::OperatorRow;
 pub use prune::Pruned;
-pub use responses::{Action, BlockRow, NewResponse, RefusalRow, ResponseRow};
+pub use responses::{Action, BlockRow, CommandReport, NewResponse, RefusalRow, ResponseRow};
 pub use tokens::{Redeemed, TokenRow, show_time};
 
 /// A database failure.
@@ -239,8 +239,16 @@ pub struct AgentHello<'a> {
 /// The manager's database.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Every write, and the reads inside write transactions.
     pool: SqlitePool,
+    /// Reads that answer operators and open streams: SQLite's WAL lets
+    /// them run beside a write, so they get connections of their own
+    /// instead of queueing behind ingestion's commits for `pool`'s.
+    reads: SqlitePool,
 }
+
+/// Connections of the read pool ([`Store::reads`]).
+const READ_CONNECTIONS: u32 = 4;
 
 impl Store {
     /// Opens (creating if needed) the database file and applies the schema.
@@ -254,10 +262,14 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         migrator().run(&pool).await?;
-        Ok(Self { pool })
+        let reads = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .connect_with(options.pragma("query_only", "ON"))
+            .await?;
+        Ok(Self { pool, reads })
     }
 
     /// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`).
@@ -271,6 +283,7 @@ impl Store {
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
+        self.reads.close().await;
         self.pool.close().await;
     }
 
@@ -331,7 +344,7 @@ impl Store {
     pub async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM agents WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         Ok(row.as_ref().map(agent_from_row))
     }
@@ -339,7 +352,7 @@ impl Store {
     /// Every agent, in id order.
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM agents ORDER BY CAST(id AS INTEGER)")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         Ok(rows.iter().map(agent_from_row).collect())
     }
@@ -350,7 +363,7 @@ impl Store {
         Ok(sqlx::query_scalar(
             "SELECT id FROM agents WHERE removed_at IS NULL ORDER BY CAST(id AS INTEGER)",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?)
     }
 
@@ -359,7 +372,7 @@ impl Store {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM revoked_certificates WHERE serial = $1")
                 .bind(serial)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         Ok(found.is_some())
     }
@@ -368,7 +381,7 @@ impl Store {
     pub async fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT serial FROM revoked_certificates")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?,
         )
     }
@@ -379,22 +392,36 @@ impl Store {
         id: &str,
         hello: &AgentHello<'_>,
     ) -> Result<(), StoreError> {
+        self.agents_connected(&[(id, hello.clone())]).await
+    }
+
+    /// Records many agents' Hellos in one transaction: in a reconnect
+    /// storm (a manager restart) thousands arrive at once, and one commit
+    /// each would queue them on the write lock.
+    pub async fn agents_connected(
+        &self,
+        hellos: &[(&str, AgentHello<'_>)],
+    ) -> Result<(), StoreError> {
         let now = now_ms();
-        sqlx::query(
-            "UPDATE agents SET first_seen = COALESCE(first_seen, $1), last_seen = $1,
-                 last_address = COALESCE($2, last_address), version = $3, hostname = $4, os = $5,
-                 started_at = COALESCE($7, started_at)
-             WHERE id = $6",
-        )
-        .bind(now)
-        .bind(hello.address.as_deref())
-        .bind(hello.version)
-        .bind(hello.hostname)
-        .bind(hello.os)
-        .bind(id)
-        .bind(hello.started_at)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.write_tx().await?;
+        for (id, hello) in hellos {
+            sqlx::query(
+                "UPDATE agents SET first_seen = COALESCE(first_seen, $1), last_seen = $1,
+                     last_address = COALESCE($2, last_address), version = $3, hostname = $4, os = $5,
+                     started_at = COALESCE($7, started_at)
+                 WHERE id = $6",
+            )
+            .bind(now)
+            .bind(hello.address.as_deref())
+            .bind(hello.version)
+            .bind(hello.hostname)
+            .bind(hello.os)
+            .bind(*id)
+            .bind(hello.started_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -413,7 +440,7 @@ impl Store {
         let known: Option<Option<String>> =
             sqlx::query_scalar("SELECT spool_id FROM agents WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         if known.flatten().as_deref() == Some(spool_id) {
             return Ok(SpoolChange::Same);
@@ -484,7 +511,7 @@ impl Store {
     pub async fn revocation_generation(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT generation FROM revocation_generation WHERE id = 1")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reads)
                 .await?,
         )
     }
@@ -493,7 +520,7 @@ impl Store {
     pub async fn removed_agent_ids(&self) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT id FROM agents WHERE removed_at IS NOT NULL")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?,
         )
     }
@@ -656,7 +683,7 @@ impl Store {
         .bind(filter.after_id)
         .bind(i64::from(n.saturating_sub(1)))
         .bind(filter.before_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?)
     }
 
@@ -676,7 +703,7 @@ impl Store {
             .bind(filter.after_id)
             .bind(i64::from(filter.limit))
             .bind(filter.before_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         Ok(rows.iter().map(alert_from_row).collect())
     }
@@ -691,7 +718,7 @@ impl Store {
              WHERE $1 IS NULL OR agent_id = $1 ORDER BY id",
         )
         .bind(agent_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows
             .iter()

@@ -167,7 +167,7 @@ impl Store {
     /// Alerts stored.
     pub async fn alert_count(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
@@ -175,7 +175,7 @@ impl Store {
     /// Archived events stored.
     pub async fn archive_count(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM archive")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }

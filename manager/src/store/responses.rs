@@ -146,6 +146,90 @@ fn row_to_response(r: &sqlx::sqlite::SqliteRow) -> ResponseRow {
     }
 }
 
+/// What an agent reported for one of its commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandReport {
+    /// The reporting agent.
+    pub agent_id: String,
+    /// The command id it reported on.
+    pub id: i64,
+    /// What it executed.
+    pub action: Action,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// Its message.
+    pub message: String,
+    /// When (ms).
+    pub executed_at: i64,
+}
+
+/// Applies `report` to its command `row` (read in `tx`).
+async fn record_result(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    row: &ResponseRow,
+    report: &CommandReport,
+) -> Result<(), StoreError> {
+    let CommandReport {
+        id,
+        action,
+        ok,
+        executed_at,
+        ..
+    } = *report;
+    let message = report.message.as_str();
+    match (row.request.action, action) {
+        (Action::Add, Action::Add) => {
+            let expires_at = row
+                .request
+                .timeout_s
+                .map(|t| executed_at + to_i64(t) * 1000);
+            sqlx::query(
+                "UPDATE responses SET status = CASE WHEN status = 'superseded' THEN status WHEN $1 THEN 'done' ELSE 'failed' END,
+                     executed_at = $2, expires_at = COALESCE($3, expires_at), message = $4,
+                     undone_at = CASE WHEN $1 THEN undone_at ELSE $2 END
+                 WHERE id = $5",
+            )
+            .bind(ok)
+            .bind(executed_at)
+            .bind(expires_at)
+            .bind(message)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        (Action::Add, Action::Delete) => {
+            // The agent lifted the block itself (timeout).
+            sqlx::query("UPDATE responses SET undone_at = COALESCE(undone_at, $1), message = $2 WHERE id = $3")
+                .bind(executed_at)
+                .bind(message)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        (Action::Delete, _) => {
+            sqlx::query(
+                "UPDATE responses SET status = CASE WHEN $1 THEN 'done' ELSE 'failed' END, executed_at = $2, message = $3 WHERE id = $4",
+            )
+            .bind(ok)
+            .bind(executed_at)
+            .bind(message)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            if ok && let Some(undoes) = row.request.undoes {
+                sqlx::query(
+                    "UPDATE responses SET undone_at = COALESCE(undone_at, $1) WHERE id = $2",
+                )
+                .bind(executed_at)
+                .bind(undoes)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Records a command as pending. An add for an address that already has
     /// a block of the same response on the same agent supersedes it (the
@@ -253,7 +337,7 @@ impl Store {
         .bind(agent_id)
         .bind(response)
         .bind(srcip)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         Ok(to_u64(n))
     }
@@ -292,7 +376,7 @@ impl Store {
     pub async fn responses_for_alert(&self, alert_id: i64) -> Result<Vec<ResponseRow>, StoreError> {
         let rows = sqlx::query("SELECT * FROM responses WHERE alert_id = $1 ORDER BY id")
             .bind(alert_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         Ok(rows.iter().map(row_to_response).collect())
     }
@@ -310,7 +394,7 @@ impl Store {
             sqlx::query("SELECT * FROM responses WHERE alert_id BETWEEN $1 AND $2 ORDER BY id")
                 .bind(low)
                 .bind(high)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?;
         let wanted: HashSet<i64> = alert_ids.iter().copied().collect();
         let mut by_alert: HashMap<i64, Vec<ResponseRow>> = HashMap::new();
@@ -334,7 +418,7 @@ impl Store {
             "SELECT * FROM responses WHERE agent_id = $1 AND status = 'pending' ORDER BY id",
         )
         .bind(agent_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let (expired, pending): (Vec<ResponseRow>, Vec<ResponseRow>) =
             rows.iter().map(row_to_response).partition(|r| {
@@ -360,7 +444,7 @@ impl Store {
     pub async fn response(&self, id: i64) -> Result<Option<ResponseRow>, StoreError> {
         let row = sqlx::query("SELECT * FROM responses WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         Ok(row.as_ref().map(row_to_response))
     }
@@ -377,65 +461,48 @@ impl Store {
         message: &str,
         executed_at: i64,
     ) -> Result<Option<ResponseRow>, StoreError> {
-        let Some(row) = self.response(id).await? else {
-            return Ok(None);
+        let report = CommandReport {
+            agent_id: agent_id.to_string(),
+            id,
+            action,
+            ok,
+            message: message.to_string(),
+            executed_at,
         };
-        if row.request.agent_id != agent_id {
-            return Ok(None);
-        }
+        Ok(self.response_results(&[report]).await?.pop().flatten())
+    }
+
+    /// Records many agents' reports ([`Self::response_result`] each) in
+    /// one transaction: after a fan-out to thousands of agents their
+    /// results arrive together, and one commit each would queue them all
+    /// on the write lock. Returns, per report, the command as it now is
+    /// (`None` for an unknown command or another agent's).
+    pub async fn response_results(
+        &self,
+        reports: &[CommandReport],
+    ) -> Result<Vec<Option<ResponseRow>>, StoreError> {
         let mut tx = self.write_tx().await?;
-        match (row.request.action, action) {
-            (Action::Add, Action::Add) => {
-                let expires_at = row
-                    .request
-                    .timeout_s
-                    .map(|t| executed_at + to_i64(t) * 1000);
-                sqlx::query(
-                    "UPDATE responses SET status = CASE WHEN status = 'superseded' THEN status WHEN $1 THEN 'done' ELSE 'failed' END,
-                         executed_at = $2, expires_at = COALESCE($3, expires_at), message = $4,
-                         undone_at = CASE WHEN $1 THEN undone_at ELSE $2 END
-                     WHERE id = $5",
-                )
-                .bind(ok)
-                .bind(executed_at)
-                .bind(expires_at)
-                .bind(message)
-                .bind(id)
-                .execute(&mut *tx)
+        let mut recorded = Vec::with_capacity(reports.len());
+        for report in reports {
+            let row = sqlx::query("SELECT * FROM responses WHERE id = $1")
+                .bind(report.id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| row_to_response(&r))
+                .filter(|row| row.request.agent_id == report.agent_id);
+            let Some(row) = row else {
+                recorded.push(None);
+                continue;
+            };
+            record_result(&mut tx, &row, report).await?;
+            let now = sqlx::query("SELECT * FROM responses WHERE id = $1")
+                .bind(report.id)
+                .fetch_optional(&mut *tx)
                 .await?;
-            }
-            (Action::Add, Action::Delete) => {
-                // The agent lifted the block itself (timeout).
-                sqlx::query("UPDATE responses SET undone_at = COALESCE(undone_at, $1), message = $2 WHERE id = $3")
-                    .bind(executed_at)
-                    .bind(message)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            (Action::Delete, _) => {
-                sqlx::query(
-                    "UPDATE responses SET status = CASE WHEN $1 THEN 'done' ELSE 'failed' END, executed_at = $2, message = $3 WHERE id = $4",
-                )
-                .bind(ok)
-                .bind(executed_at)
-                .bind(message)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                if ok && let Some(undoes) = row.request.undoes {
-                    sqlx::query(
-                        "UPDATE responses SET undone_at = COALESCE(undone_at, $1) WHERE id = $2",
-                    )
-                    .bind(executed_at)
-                    .bind(undoes)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+            recorded.push(now.as_ref().map(row_to_response));
         }
         tx.commit().await?;
-        self.response(id).await
+        Ok(recorded)
     }
 
     /// The add commands of the blocks of `srcip` in force (or waiting
@@ -449,7 +516,7 @@ impl Store {
         )
         .bind(now_ms())
         .bind(srcip)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows.iter().map(row_to_response).collect())
     }
@@ -470,7 +537,7 @@ impl Store {
         .bind(now_ms())
         .bind(srcip)
         .bind(agent_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows
             .iter()
@@ -525,7 +592,7 @@ impl Store {
     pub async fn refusals(&self, limit: u32) -> Result<Vec<RefusalRow>, StoreError> {
         let rows = sqlx::query("SELECT * FROM response_refusals ORDER BY id DESC LIMIT $1")
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         Ok(rows
             .iter()

@@ -63,7 +63,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT id, name, created_at, expires_at, used_at, used_by FROM enrollment_tokens ORDER BY id DESC",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows
             .iter()
