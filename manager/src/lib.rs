@@ -24,6 +24,7 @@
 //! - [`sessions`]: open agent streams, one live stream per agent.
 //! - [`heartbeats`]: agents' heartbeats and last-seen times, written
 //!   together every few seconds.
+//! - [`memory`]: freed memory given back after many agents left.
 //! - [`identities`]: registered operators (`operator add/remove/list`),
 //!   who may call the control API, and the CA that renews agents'
 //!   certificates.
@@ -71,6 +72,7 @@ pub mod ingest;
 pub mod limits;
 pub mod logtest_cli;
 pub mod mail;
+pub mod memory;
 pub mod metrics;
 pub mod outputs;
 pub mod pipeline;
@@ -370,6 +372,10 @@ pub async fn run(
     .with_agent_timeout(config.agent_timeout)
     .with_heartbeats(heartbeats.clone());
     let stream_tasks = ingest.tasks();
+    let memory = tokio::spawn(memory::release_after_drops(
+        sessions.clone(),
+        shutdown.clone(),
+    ));
     let control = control::Control::new(
         store.clone(),
         sessions.clone(),
@@ -440,6 +446,7 @@ pub async fn run(
         enrollment.stopped().await;
     }
     revocations.abort();
+    let _ = memory.await;
     // Cancelled with the rest: it stops after the batch in hand.
     let _ = retention.await;
     if let Some(metrics) = metrics {
