@@ -30,7 +30,10 @@ struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManager {
-    address: String,
+    address: RawAddresses,
+    /// While connected to a later address of the list, how often the
+    /// earlier ones are tried.
+    failback_interval: Option<String>,
     #[serde(default = "default_server_name")]
     server_name: String,
     #[serde(default = "default_ca")]
@@ -61,6 +64,23 @@ impl Default for RawSpool {
             max_size: None,
             batch_events: None,
             batch_age: None,
+        }
+    }
+}
+
+/// One manager address, or a list in order of preference.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawAddresses {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RawAddresses {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(a) => vec![a],
+            Self::Many(list) => list,
         }
     }
 }
@@ -103,6 +123,9 @@ struct RawLocalfile {
     /// How often the command runs.
     frequency: Option<String>,
 }
+
+/// How often an agent on a later manager address tries the earlier ones.
+pub const DEFAULT_FAILBACK_INTERVAL: Duration = Duration::from_secs(60);
 
 fn default_server_name() -> String {
     "localhost".into()
@@ -193,8 +216,12 @@ pub struct Localfile {
 pub struct AgentConfig {
     /// Where the file was read from.
     pub source: PathBuf,
-    /// The manager's host:port.
-    pub manager_address: String,
+    /// The managers' host:port, in order of preference: the agent
+    /// connects to the first that answers ([`crate::uplink`]).
+    pub manager_addresses: Vec<String>,
+    /// While connected to a later address, how often the earlier ones are
+    /// tried (`[manager] failback_interval`).
+    pub failback_interval: Duration,
     /// The TLS name verified in the manager's certificate.
     pub server_name: String,
     /// The CA that signed the manager's and this agent's certificates.
@@ -281,12 +308,24 @@ impl AgentConfig {
             Duration::from_millis(200),
             Duration::ZERO,
         );
-        match raw.manager.address.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-            _ => errors.push(
-                "manager.address",
-                format!("{:?} is not host:port", raw.manager.address),
-            ),
+        let failback_interval = duration(
+            "manager.failback_interval",
+            raw.manager.failback_interval.as_deref(),
+            DEFAULT_FAILBACK_INTERVAL,
+            Duration::from_secs(1),
+        );
+        let manager_addresses = raw.manager.address.into_vec();
+        if manager_addresses.is_empty() {
+            errors.push("manager.address", "the list is empty");
+        }
+        for (i, address) in manager_addresses.iter().enumerate() {
+            match address.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => errors.push("manager.address", format!("{address:?} is not host:port")),
+            }
+            if manager_addresses[..i].contains(address) {
+                errors.push("manager.address", format!("{address:?} is listed twice"));
+            }
         }
         if raw.manager.server_name.is_empty() {
             errors.push("manager.server_name", "must not be empty");
@@ -429,7 +468,8 @@ impl AgentConfig {
         };
         Ok(Self {
             source: path.to_path_buf(),
-            manager_address: raw.manager.address,
+            manager_addresses,
+            failback_interval,
             server_name: raw.manager.server_name,
             ca_cert: base.join(raw.manager.ca_cert),
             cert: base.join(raw.manager.cert),
@@ -469,6 +509,43 @@ mod tests {
         assert_eq!(c.ca_cert, Path::new("/etc/palisade/ca.pem"));
         assert_eq!(c.localfiles[0].log_format, "syslog");
         assert_eq!(c.poll_interval, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_manager_address_may_be_a_list_in_order_of_preference() {
+        let one = AgentConfig::parse(
+            "[manager]\naddress = \"m.example.net:1514\"\n[[localfile]]\nlocation = \"/x\"\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert_eq!(one.manager_addresses, ["m.example.net:1514"]);
+        assert_eq!(one.failback_interval, DEFAULT_FAILBACK_INTERVAL);
+        let two = AgentConfig::parse(
+            "[manager]\naddress = [\"a:1514\", \"b:1514\"]\nfailback_interval = \"30s\"\n[[localfile]]\nlocation = \"/x\"\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        assert_eq!(two.manager_addresses, ["a:1514", "b:1514"]);
+        assert_eq!(two.failback_interval, Duration::from_secs(30));
+        for (address, problem) in [
+            ("[]", "the list is empty"),
+            ("[\"a:1514\", \"b\"]", "\"b\" is not host:port"),
+            ("[\"a:1514\", \"a:1514\"]", "\"a:1514\" is listed twice"),
+        ] {
+            let err = AgentConfig::parse(
+                &format!("[manager]\naddress = {address}\n[[localfile]]\nlocation = \"/x\"\n"),
+                Path::new("a.toml"),
+            )
+            .unwrap_err();
+            assert_eq!(keys(&err), ["manager.address"], "{err}");
+            assert!(err.to_string().contains(problem), "{err}");
+        }
+        let err = AgentConfig::parse(
+            "[manager]\naddress = \"a:1\"\nfailback_interval = \"10ms\"\n[[localfile]]\nlocation = \"/x\"\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(keys(&err), ["manager.failback_interval"], "{err}");
     }
 
     #[test]

@@ -109,10 +109,13 @@ pub async fn run_until(
             )
         })
         .collect();
-    let managers: Vec<std::net::IpAddr> = tokio::net::lookup_host(&config.manager_address)
-        .await
-        .map(|addrs| addrs.map(|a| a.ip()).collect())
-        .unwrap_or_default();
+    // Every configured manager is protected from this agent's blocks.
+    let mut managers: Vec<std::net::IpAddr> = Vec::new();
+    for address in &config.manager_addresses {
+        if let Ok(addrs) = tokio::net::lookup_host(address).await {
+            managers.extend(addrs.map(|a| a.ip()));
+        }
+    }
     let responder = respond::Responder::new(
         config.respond.clone(),
         respond::ledger::Ledger::new(spool.pool()),
@@ -131,7 +134,7 @@ pub async fn run_until(
     systemd::ready();
     systemd::spawn_watchdog(stop.clone());
     info!(
-        manager = %config.manager_address,
+        managers = %config.manager_addresses.join(", "),
         files = config.localfiles.len(),
         commands = config.commands.len(),
         "Agent started."

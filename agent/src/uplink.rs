@@ -22,6 +22,16 @@
 //! Events the full spool dropped before they were sent are declared in the
 //! next batch (`lost_before`), so the manager accepts the gap.
 //!
+//! With several manager addresses (`[manager] address` as a list, in order
+//! of preference) the agent connects to the first that answers, starting
+//! after the one whose stream just ended, so it moves on when its manager
+//! goes away. While on a later address it tries the earlier ones every
+//! `failback_interval`; when one answers (TCP and the TLS handshake), it
+//! leaves gracefully: it ends its side of the stream, takes the
+//! acknowledgements and commands the manager still sends until the manager
+//! closes, and only then connects to the earlier address, so the old
+//! manager has let go of the agent's stream before the new one sees it.
+//!
 //! When the certificate is due for renewal ([`crate::renew`]) the session
 //! asks for a new one; once it is installed the agent reconnects at once
 //! with it. A refused stream (a second stream while this agent's is live,
@@ -33,6 +43,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::StreamExt;
 use palisade_common::tls::{ClientIdentity, error_chain, refused_certificate_alert};
 use palisade_proto::v1::agent_message::Kind as AgentKind;
 use palisade_proto::v1::agent_service_client::AgentServiceClient;
@@ -65,6 +76,10 @@ const BATCH_OVERHEAD: u64 = 64;
 const MIN_BATCH_BYTES: u64 = 4096;
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long a failback probe may take to connect to an earlier address.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a graceful leave waits for the manager to close the stream.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a refused renewal, ask again this much later (by the agent's clock).
 const RENEW_RETRY_MS: i64 = 3_600_000;
 
@@ -188,6 +203,8 @@ impl Uplink {
         let mut backoff = BACKOFF_MIN;
         // Not before this time (the agent's clock): a refused renewal.
         let mut renew_after = i64::MIN;
+        // The manager address tried first by the next connection.
+        let mut first = 0;
         loop {
             // Read again for every connection: the certificate may have
             // been renewed.
@@ -195,7 +212,7 @@ impl Uplink {
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(Stop::Shutdown),
-                r = self.session(tls, &shutdown, &mut renew_after) => r,
+                r = self.session(tls, &shutdown, &mut renew_after, &mut first) => r,
             };
             match result {
                 Ok(Some(stop)) => return Ok(stop),
@@ -240,33 +257,101 @@ impl Uplink {
         .map_err(|e| UplinkError::Tls(e.to_string()))
     }
 
-    async fn connect(&self, tls: ClientTlsConfig) -> Result<Channel, UplinkError> {
-        let address = self.config.manager_address.clone();
-        let connect_error = |reason: String| UplinkError::Connect {
-            address: address.clone(),
-            reason,
-        };
-        palisade_common::tls::endpoint(&address, tls)
-            .map_err(|e| connect_error(e.to_string()))?
-            .connect_timeout(Duration::from_secs(10))
+    /// A connection to the first manager address that answers, trying
+    /// them in order from `first` round to the start; and its index.
+    async fn connect(
+        &self,
+        tls: &ClientTlsConfig,
+        first: usize,
+    ) -> Result<(Channel, usize), UplinkError> {
+        let addresses = &self.config.manager_addresses;
+        let mut reasons = Vec::new();
+        for i in (0..addresses.len()).map(|k| (first + k) % addresses.len()) {
+            match self
+                .connect_to(&addresses[i], tls.clone(), Duration::from_secs(10))
+                .await
+            {
+                Ok(channel) => return Ok((channel, i)),
+                Err(reason) if addresses.len() == 1 => {
+                    return Err(UplinkError::Connect {
+                        address: addresses[i].clone(),
+                        reason,
+                    });
+                }
+                Err(reason) => {
+                    warn!(address = %addresses[i], %reason, "Cannot connect to this manager; trying the next.");
+                    reasons.push(format!("{}: {reason}", addresses[i]));
+                }
+            }
+        }
+        Err(UplinkError::Connect {
+            address: addresses.join(", "),
+            reason: reasons.join("; "),
+        })
+    }
+
+    async fn connect_to(
+        &self,
+        address: &str,
+        tls: ClientTlsConfig,
+        timeout: Duration,
+    ) -> Result<Channel, String> {
+        palisade_common::tls::endpoint(address, tls)
+            .map_err(|e| e.to_string())?
+            .connect_timeout(timeout)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true)
             .connect()
             .await
-            .map_err(|e| connect_error(error_chain(&e)))
+            .map_err(|e| error_chain(&e))
     }
 
-    /// One stream; `Ok(None)` when the certificate was renewed and the
-    /// agent should reconnect with it now.
+    /// Resolves with the index of an address before `connected` once one
+    /// answers, trying every `failback_interval`; never while on the first.
+    async fn failback(&self, tls: &ClientTlsConfig, connected: usize) -> usize {
+        if connected == 0 {
+            return std::future::pending().await;
+        }
+        let every = self.config.failback_interval;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for (i, address) in self.config.manager_addresses[..connected]
+                .iter()
+                .enumerate()
+            {
+                if self
+                    .connect_to(address, tls.clone(), PROBE_TIMEOUT)
+                    .await
+                    .is_ok()
+                {
+                    return i;
+                }
+            }
+        }
+    }
+
+    /// One stream; `Ok(None)` when the agent should connect again at once:
+    /// its certificate was renewed, or an earlier manager address answers
+    /// again (`first` then names it).
     async fn session(
         &self,
         tls: ClientTlsConfig,
         shutdown: &CancellationToken,
         renew_after: &mut i64,
+        first: &mut usize,
     ) -> Result<Option<Stop>, UplinkError> {
-        let channel = self.connect(tls).await?;
+        let (channel, connected) = self.connect(&tls, *first).await?;
+        // Should this stream break, the next connection starts with the
+        // next address.
+        *first = (connected + 1) % self.config.manager_addresses.len();
         let mut client = AgentServiceClient::new(channel);
         let (tx, rx) = mpsc::channel::<AgentMessage>(WINDOW + 4);
+        // Cancelled to end this side of the stream when moving back to an
+        // earlier manager address.
+        let leave = CancellationToken::new();
+        let outbound = ReceiverStream::new(rx).take_until(leave.clone().cancelled_owned());
         let send = |m: AgentKind| {
             let tx = tx.clone();
             async move {
@@ -288,7 +373,7 @@ impl Uplink {
         }))
         .await?;
         let mut inbound = client
-            .session(ReceiverStream::new(rx))
+            .session(outbound)
             .await
             .map_err(explain_status)?
             .into_inner();
@@ -320,6 +405,7 @@ impl Uplink {
         };
         let renew_at = certificate.as_ref().map(|c| c.due.max(*renew_after));
         info!(
+            manager = %self.config.manager_addresses[connected],
             agent = %welcome.agent_id,
             name = %welcome.agent_name,
             stored = welcome.last_sequence,
@@ -343,6 +429,11 @@ impl Uplink {
         heartbeat.tick().await;
         send(AgentKind::Heartbeat(self.heartbeat().await?)).await?;
         let mut results = self.results.lock().await;
+        let failback = self.failback(&tls, connected);
+        tokio::pin!(failback);
+        // Moving back to this earlier address, once the manager closed the
+        // stream or at this deadline.
+        let mut leaving: Option<(usize, tokio::time::Instant)> = None;
         while let Some(r) = results.unsent.pop_front() {
             if send(AgentKind::CommandResult(r.clone())).await.is_err() {
                 results.unsent.push_front(r);
@@ -357,7 +448,7 @@ impl Uplink {
             // agent adds no delay to detection. Under load, acknowledgements
             // take a moment and batches fill up meanwhile (up to
             // `batch_events`, held at most `batch_age`).
-            while in_flight.len() < WINDOW && hold_until.is_none() {
+            while in_flight.len() < WINDOW && hold_until.is_none() && leaving.is_none() {
                 let (batch, full) = self
                     .spool
                     .pending_within(sent, self.config.batch_events, budget, EVENT_OVERHEAD)
@@ -413,14 +504,14 @@ impl Uplink {
                 in_flight.push_back(last);
             }
             tokio::select! {
-                Some(result) = results.rx.recv() => {
+                Some(result) = results.rx.recv(), if leaving.is_none() => {
                     if send(AgentKind::CommandResult(result.clone())).await.is_err() {
                         results.unsent.push_back(result);
                         return Err(UplinkError::Protocol("stream closed".into()));
                     }
                 }
                 _ = shutdown.cancelled() => return Ok(Some(Stop::Shutdown)),
-                _ = sleep_until_clock(&*self.config.clock, renew_at), if renewing.is_none() => {
+                _ = sleep_until_clock(&*self.config.clock, renew_at), if renewing.is_none() && leaving.is_none() => {
                     match renew::Pending::new() {
                         Ok(pending) => {
                             info!("This agent's certificate is due for renewal; asking the manager.");
@@ -434,7 +525,27 @@ impl Uplink {
                         }
                     }
                 }
+                index = &mut failback, if leaving.is_none() => {
+                    info!(
+                        from = %self.config.manager_addresses[connected],
+                        to = %self.config.manager_addresses[index],
+                        "An earlier manager address answers again; moving back to it."
+                    );
+                    leaving = Some((index, tokio::time::Instant::now() + LEAVE_TIMEOUT));
+                    leave.cancel();
+                }
+                _ = sleep_until_some(leaving.map(|(_, deadline)| deadline)) => {
+                    if let Some((index, _)) = leaving {
+                        warn!("The manager did not close the stream in time; moving on.");
+                        *first = index;
+                        return Ok(None);
+                    }
+                }
                 m = inbound.message() => {
+                    if let (Some((index, _)), Err(_) | Ok(None)) = (leaving, &m) {
+                        *first = index;
+                        return Ok(None);
+                    }
                     let Some(m) = m.map_err(explain_status)? else {
                         return Err(UplinkError::Protocol("the manager closed the stream".into()));
                     };
@@ -465,6 +576,7 @@ impl Uplink {
                             match pending.install(&renewed.certificate_pem, current, &self.config.cert, &self.config.key) {
                                 Ok(()) => {
                                     info!("Installed this agent's renewed certificate; reconnecting with it.");
+                                    *first = connected;
                                     return Ok(None);
                                 }
                                 Err(error) => {
@@ -478,7 +590,7 @@ impl Uplink {
                 }
                 _ = self.spooled.notified(), if in_flight.len() < WINDOW => {}
                 _ = sleep_until_some(hold_until) => {}
-                _ = heartbeat.tick() => {
+                _ = heartbeat.tick(), if leaving.is_none() => {
                     send(AgentKind::Heartbeat(self.heartbeat().await?)).await?;
                 }
             }

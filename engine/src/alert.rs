@@ -183,6 +183,40 @@ impl Alert {
         }
     }
 
+    /// An alert the system raises itself, with no event behind it (the
+    /// manager's active-response circuit breaker), judged now: its
+    /// description is also its log line.
+    pub fn without_event(
+        rule_id: u32,
+        level: u32,
+        description: String,
+        groups: &str,
+        options: RuleOptions,
+        location: &str,
+    ) -> Self {
+        Self {
+            time: Timestamp::now(),
+            rule_id,
+            level,
+            full_log: description.clone().into_bytes(),
+            description,
+            groups: groups.into(),
+            options,
+            location: location.into(),
+            hostname: None,
+            decoder: None,
+            srcip: None,
+            srcport: None,
+            dstip: None,
+            dstport: None,
+            srcuser: None,
+            dstuser: None,
+            url: None,
+            correlated: Vec::new(),
+            wazuh: None,
+        }
+    }
+
     /// Whether an alerts.log / alerts.json line is written (`no_log` unset).
     pub fn log_it(&self) -> bool {
         !self.options.no_log

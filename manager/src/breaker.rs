@@ -13,7 +13,6 @@
 //! A "new block" is an address not already blocked by an automatic
 //! response on that agent within the minute (a repeat extends a block).
 
-use jiff::Timestamp;
 use palisade_engine::alert::Alert;
 use palisade_engine::rule::RuleOptions;
 use tracing::warn;
@@ -119,30 +118,17 @@ impl Breaker {
             self.max_per_minute,
             resume_command(agent_id)
         );
-        Alert {
-            time: Timestamp::now(),
-            rule_id: RULE_ID,
-            level: RULE_LEVEL,
-            full_log: description.clone().into_bytes(),
+        Alert::without_event(
+            RULE_ID,
+            RULE_LEVEL,
             description,
-            groups: "palisade,active_response,circuit_breaker,".into(),
-            options: RuleOptions {
+            "palisade,active_response,circuit_breaker,",
+            RuleOptions {
                 no_ar: true,
                 ..RuleOptions::default()
             },
-            location: "palisade-manager".into(),
-            hostname: None,
-            decoder: None,
-            srcip: None,
-            srcport: None,
-            dstip: None,
-            dstport: None,
-            srcuser: None,
-            dstuser: None,
-            url: None,
-            correlated: Vec::new(),
-            wazuh: None,
-        }
+            "palisade-manager",
+        )
     }
 
     /// Stores the alert the breaker raised for `origin`'s agent; it has no

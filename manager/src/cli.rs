@@ -354,7 +354,7 @@ async fn dispatch(command: Command) -> ExitCode {
                 Ok(report) => {
                     println!("Created a Palisade manager in {}", options.dir.display());
                     println!("  configuration: {}", report.config.display());
-                    println!("  database:      {}", report.database.display());
+                    println!("  database:      {}", report.database);
                     println!(
                         "  operator:      {} (for palisadectl --config)",
                         report.ctl_config.display()

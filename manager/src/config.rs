@@ -190,7 +190,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawStorage {
     #[serde(default = "default_database")]
-    database: PathBuf,
+    database: String,
     /// Keep every received event (OSSEC's `logall`, off by default).
     #[serde(default)]
     logall: bool,
@@ -231,7 +231,7 @@ fn default_cert() -> PathBuf {
 fn default_key() -> PathBuf {
     "pki/manager.key".into()
 }
-fn default_database() -> PathBuf {
+fn default_database() -> String {
     "palisade.db".into()
 }
 
@@ -254,8 +254,8 @@ pub struct ManagerConfig {
     pub cert: PathBuf,
     /// Server private key.
     pub key: PathBuf,
-    /// SQLite database file.
-    pub database: PathBuf,
+    /// The store: an SQLite file or a PostgreSQL URL.
+    pub database: crate::store::StoreLocation,
     /// Keep every received event in the archive table.
     pub logall: bool,
     /// Addresses and networks never to block.
@@ -428,9 +428,15 @@ impl ManagerConfig {
         let flow = crate::pipeline::flow::compile(raw.flow, &mut errors);
         let limits = crate::limits::compile(raw.limits, &mut errors);
         let connections = crate::connections::compile(raw.connections, &mut errors);
-        let Some(listen) = listen.filter(|_| errors.is_empty()) else {
+        let database = crate::store::StoreLocation::parse(&raw.storage.database, base)
+            .map_err(|e| errors.push("storage.database", e))
+            .ok();
+        let (Some(listen), Some(database)) = (listen, database) else {
             return Err(errors.into_error(path, text));
         };
+        if !errors.is_empty() {
+            return Err(errors.into_error(path, text));
+        }
         Ok(Self {
             source: path.to_path_buf(),
             listen,
@@ -440,7 +446,7 @@ impl ManagerConfig {
             ca_key: base.join(raw.server.ca_key),
             cert: base.join(raw.server.cert),
             key: base.join(raw.server.key),
-            database: base.join(raw.storage.database),
+            database,
             logall: raw.storage.logall,
             white_list,
             max_new_blocks_per_minute: raw
@@ -860,7 +866,10 @@ mod tests {
     fn the_default_file_is_valid() {
         let text = render_default("127.0.0.1:1514".parse().unwrap(), "127.0.0.1:1514");
         let c = ManagerConfig::parse(&text, Path::new("/etc/palisade/manager.toml")).unwrap();
-        assert_eq!(c.database, Path::new("/etc/palisade/palisade.db"));
+        assert_eq!(
+            c.database.sqlite_path(),
+            Some(Path::new("/etc/palisade/palisade.db"))
+        );
         assert_eq!(c.white_list.len(), 2);
         assert_eq!(
             c.alert_files.log_file.as_deref(),

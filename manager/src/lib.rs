@@ -401,7 +401,7 @@ pub async fn run(
         )?),
         None => None,
     };
-    info!(listen = ?local, database = %config.database.display(), "Manager started.");
+    info!(listen = ?local, database = %config.database, "Manager started.");
     palisade_common::systemd::ready();
     palisade_common::systemd::spawn_watchdog(shutdown.clone());
     let server = tonic::transport::Server::builder()

@@ -59,7 +59,7 @@ pub struct InitReport {
     /// The operator's `ctl.toml`.
     pub ctl_config: PathBuf,
     /// The database.
-    pub database: PathBuf,
+    pub database: crate::store::StoreLocation,
     /// The address of the operator's SSH session, white-listed.
     pub ssh_client: Option<std::net::IpAddr>,
 }
@@ -153,9 +153,13 @@ pub async fn init(options: &InitOptions) -> Result<InitReport, SetupError> {
         &render_ctl_config(&advertise, &config.server_name),
     )?;
 
-    if options.force && config.database.exists() {
+    if let Some(database) = config
+        .database
+        .sqlite_path()
+        .filter(|p| options.force && p.exists())
+    {
         for suffix in ["", "-wal", "-shm"] {
-            let p = PathBuf::from(format!("{}{suffix}", config.database.display()));
+            let p = PathBuf::from(format!("{}{suffix}", database.display()));
             let _ = std::fs::remove_file(p);
         }
     }

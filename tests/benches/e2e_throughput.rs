@@ -268,7 +268,13 @@ async fn end_to_end(log: &Path, lines: usize, logall: bool) -> RunFigures {
         .fetch_one(
             &sqlx::SqlitePool::connect_with(
                 sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(&manager.config.database)
+                    .filename(
+                        manager
+                            .config
+                            .database
+                            .sqlite_path()
+                            .expect("an SQLite store"),
+                    )
                     .read_only(true),
             )
             .await

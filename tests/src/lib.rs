@@ -62,6 +62,7 @@ pub mod fleet;
 pub mod netns;
 pub mod process;
 pub mod raw_agent;
+pub mod relay;
 pub mod site;
 pub mod smtp;
 
@@ -243,7 +244,7 @@ impl ManagerHandle {
     pub async fn add_agent(&self, name: &str) -> anyhow::Result<(String, AgentConfig)> {
         let bundle = setup::add_agent(&self.config, name, None, None).await?;
         let mut config = AgentConfig::load(&bundle.config)?;
-        config.manager_address = self.addr.to_string();
+        config.manager_addresses = vec![self.addr.to_string()];
         config.localfiles.clear();
         config.poll_interval = Duration::from_millis(20);
         config.heartbeat_interval = Duration::from_millis(500);

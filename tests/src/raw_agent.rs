@@ -37,7 +37,7 @@ impl Credentials {
     /// The files of an agent's configuration.
     pub fn of(config: &palisade_agent::AgentConfig) -> Self {
         Self {
-            address: config.manager_address.clone(),
+            address: config.manager_addresses[0].clone(),
             server_name: config.server_name.clone(),
             ca_cert: config.ca_cert.clone(),
             cert: config.cert.clone(),

@@ -143,7 +143,7 @@ fn documented_cargo_commands_name_real_packages() {
 }
 
 #[test]
-fn documented_manager_toml_uses_known_keys() {
+fn documented_toml_uses_known_keys() {
     let mut checked = 0;
     for doc in documents() {
         let text = std::fs::read_to_string(&doc).unwrap();
@@ -152,7 +152,17 @@ fn documented_manager_toml_uses_known_keys() {
                 continue;
             }
             checked += 1;
-            if let Err(e) = palisade_manager::config::check_keys(&body) {
+            // `[manager]` is the agent's table (agent.toml); the rest is
+            // manager.toml.
+            let checked_body = if body.lines().any(|l| l.trim() == "[manager]") {
+                let file = format!("{body}\n[[localfile]]\nlocation = \"/x\"\n");
+                palisade_agent::AgentConfig::parse(&file, Path::new("agent.toml"))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            } else {
+                palisade_manager::config::check_keys(&body).map_err(|e| e.to_string())
+            };
+            if let Err(e) = checked_body {
                 panic!("{}:{line_no}: {e}\n{body}", doc.display());
             }
         }

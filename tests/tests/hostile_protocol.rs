@@ -141,7 +141,11 @@ async fn a_poisoned_sequence_is_refused_and_the_agents_later_events_are_stored()
     };
     assert_eq!(raw.send_batch(vec![ancient], 0).await.unwrap(), 8);
     assert_eq!(stored(&manager, &id).await, [1, 2, 6, 7, 8]);
-    let db = &manager.config.database;
+    let db = manager
+        .config
+        .database
+        .sqlite_path()
+        .expect("an SQLite store");
     let clamped = db_number(
         db,
         "SELECT read_at_clamped FROM archive WHERE agent_id = $1 AND sequence = 8",

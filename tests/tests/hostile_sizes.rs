@@ -116,7 +116,12 @@ async fn five_hundred_4_mb_lines_leave_the_manager_bounded_and_another_agent_ser
     )
     .unwrap();
     let _other_agent = AgentProcess::start(Path::new(AGENT), &other_config).unwrap();
-    let db = manager.config.database.clone();
+    let db = manager
+        .config
+        .database
+        .sqlite_path()
+        .expect("an SQLite store")
+        .to_path_buf();
     let count = |agent: String| {
         let db = db.clone();
         async move {

@@ -38,7 +38,7 @@ const DAY_MS: i64 = 86_400_000;
 async fn add_agent(m: &ctl_common::Running, name: &str, ip: Option<&str>) -> (String, AgentConfig) {
     let bundle = setup::add_agent(&m.config, name, ip, None).await.unwrap();
     let mut config = AgentConfig::load(&bundle.config).unwrap();
-    config.manager_address = m.config.advertise.clone();
+    config.manager_addresses = vec![m.config.advertise.clone()];
     config.localfiles.clear();
     config.poll_interval = Duration::from_millis(20);
     config.heartbeat_interval = Duration::from_millis(300);
@@ -67,7 +67,7 @@ async fn open_raw(
     }
     .tls_config()
     .unwrap();
-    let channel = palisade_common::tls::endpoint(&config.manager_address, tls)
+    let channel = palisade_common::tls::endpoint(&config.manager_addresses[0], tls)
         .unwrap()
         .connect()
         .await
@@ -405,7 +405,7 @@ async fn the_operator_of_an_older_init_is_adopted_as_the_first() {
     .await
     .unwrap();
     // As a database from before operators were registered.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", report.database.display()))
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", report.database))
         .await
         .unwrap();
     sqlx::query("DELETE FROM operators")

@@ -3,9 +3,7 @@
 //! refused streams an operator can see, and the registered operators whose
 //! certificates may call the control API.
 
-use sqlx::Row;
-
-use super::{Store, StoreError, now_ms};
+use super::{Dialect, Store, StoreError, StoreRow, WriteTx, for_update, now_ms, on_pool};
 
 /// An operator as registered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,19 +23,21 @@ impl Store {
     /// become its certificate when it connects with it. Replaces an earlier
     /// one that was never used (the answer was lost).
     pub async fn set_pending_serial(&self, agent_id: &str, serial: &str) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE agents SET pending_serial = $1 WHERE id = $2 AND removed_at IS NULL",
-        )
-        .bind(serial)
-        .bind(agent_id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "no live agent with id {agent_id}"
-            )));
-        }
-        Ok(())
+        on_pool!(self, pool => {
+            let done = sqlx::query(
+                "UPDATE agents SET pending_serial = $1 WHERE id = $2 AND removed_at IS NULL",
+            )
+            .bind(serial)
+            .bind(agent_id)
+            .execute(pool)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "no live agent with id {agent_id}"
+                )));
+            }
+            Ok(())
+        })
     }
 
     /// The agent connected with its renewed certificate: it becomes the
@@ -48,46 +48,48 @@ impl Store {
         agent_id: &str,
         serial: &str,
     ) -> Result<String, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let old: Option<String> = sqlx::query_scalar(
-            "SELECT cert_serial FROM agents WHERE id = $1 AND pending_serial = $2 AND removed_at IS NULL",
-        )
-        .bind(agent_id)
-        .bind(serial)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let old = old.ok_or_else(|| {
-            StoreError::Conflict(format!(
-                "certificate {serial} is not agent {agent_id}'s renewed certificate"
+        on_pool!(self, pool => {
+            let mut tx = pool.write_tx().await?;
+            let old: Option<String> = sqlx::query_scalar(for_update::<Db>(
+                "SELECT cert_serial FROM agents WHERE id = $1 AND pending_serial = $2 AND removed_at IS NULL",
             ))
-        })?;
-        sqlx::query("UPDATE agents SET cert_serial = $1, pending_serial = NULL WHERE id = $2")
-            .bind(serial)
             .bind(agent_id)
+            .bind(serial)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let old = old.ok_or_else(|| {
+                StoreError::Conflict(format!(
+                    "certificate {serial} is not agent {agent_id}'s renewed certificate"
+                ))
+            })?;
+            sqlx::query("UPDATE agents SET cert_serial = $1, pending_serial = NULL WHERE id = $2")
+                .bind(serial)
+                .bind(agent_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(Db::INSERT_REVOCATION)
+            .bind(&old)
+            .bind(agent_id)
+            .bind(now_ms())
+            .bind("replaced by a renewed certificate")
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO revoked_certificates (serial, agent_id, revoked_at, reason) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&old)
-        .bind(agent_id)
-        .bind(now_ms())
-        .bind("replaced by a renewed certificate")
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(old)
+            tx.commit().await?;
+            Ok(old)
+        })
     }
 
     /// Records that a stream of the agent's certificate was refused, and why.
     pub async fn agent_refused(&self, agent_id: &str, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE agents SET last_refused_at = $1, last_refusal = $2 WHERE id = $3")
-            .bind(now_ms())
-            .bind(reason)
-            .bind(agent_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE agents SET last_refused_at = $1, last_refusal = $2 WHERE id = $3")
+                .bind(now_ms())
+                .bind(reason)
+                .bind(agent_id)
+                .execute(pool)
+                .await?;
+            Ok(())
+        })
     }
 
     /// Registers an operator; `issue` makes its certificate and returns
@@ -96,108 +98,117 @@ impl Store {
     where
         F: FnOnce() -> Result<(String, E), String>,
     {
-        let mut tx = self.write_tx().await?;
-        let live: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM operators WHERE name = $1 AND removed_at IS NULL")
+        on_pool!(self, pool => {
+            let mut tx = pool.write_tx().await?;
+            let live: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM operators WHERE name = $1 AND removed_at IS NULL")
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if live.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "an operator named {name:?} already exists"
+                )));
+            }
+            let (serial, extra) = issue().map_err(StoreError::Conflict)?;
+            sqlx::query("INSERT INTO operators (name, cert_serial, registered_at) VALUES ($1, $2, $3)")
                 .bind(name)
-                .fetch_optional(&mut *tx)
+                .bind(&serial)
+                .bind(now_ms())
+                .execute(&mut *tx)
                 .await?;
-        if live.is_some() {
-            return Err(StoreError::Conflict(format!(
-                "an operator named {name:?} already exists"
-            )));
-        }
-        let (serial, extra) = issue().map_err(StoreError::Conflict)?;
-        sqlx::query("INSERT INTO operators (name, cert_serial, registered_at) VALUES ($1, $2, $3)")
-            .bind(name)
-            .bind(&serial)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(extra)
+            tx.commit().await?;
+            Ok(extra)
+        })
     }
 
     /// Registers an operator certificate issued before operators were
     /// registered (`init`'s `admin` of an older manager), only while no
     /// operator is registered at all; returns whether it did.
     pub async fn adopt_first_operator(&self, name: &str, serial: &str) -> Result<bool, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let any: Option<i64> = sqlx::query_scalar("SELECT id FROM operators LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        if any.is_some() {
-            return Ok(false);
-        }
-        sqlx::query("INSERT INTO operators (name, cert_serial, registered_at) VALUES ($1, $2, $3)")
-            .bind(name)
-            .bind(serial)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+        on_pool!(self, pool => {
+            let mut tx = pool.write_tx().await?;
+            let any: Option<i64> = sqlx::query_scalar("SELECT id FROM operators LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+            if any.is_some() {
+                return Ok(false);
+            }
+            sqlx::query("INSERT INTO operators (name, cert_serial, registered_at) VALUES ($1, $2, $3)")
+                .bind(name)
+                .bind(serial)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     /// Removes a live operator: its certificate is revoked, also on the
     /// connections it has open.
     pub async fn remove_operator(&self, name: &str) -> Result<OperatorRow, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let serial: Option<String> = sqlx::query_scalar(
-            "SELECT cert_serial FROM operators WHERE name = $1 AND removed_at IS NULL",
-        )
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let serial =
-            serial.ok_or_else(|| StoreError::NotFound(format!("no operator named {name:?}")))?;
-        let now = now_ms();
-        sqlx::query("UPDATE operators SET removed_at = $1 WHERE cert_serial = $2")
-            .bind(now)
+        on_pool!(self, pool => {
+            let mut tx = pool.write_tx().await?;
+            let serial: Option<String> = sqlx::query_scalar(
+                "SELECT cert_serial FROM operators WHERE name = $1 AND removed_at IS NULL",
+            )
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let serial =
+                serial.ok_or_else(|| StoreError::NotFound(format!("no operator named {name:?}")))?;
+            let now = now_ms();
+            sqlx::query("UPDATE operators SET removed_at = $1 WHERE cert_serial = $2")
+                .bind(now)
+                .bind(&serial)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(Db::INSERT_REVOCATION)
             .bind(&serial)
+            .bind(None::<&str>)
+            .bind(now)
+            .bind(format!("operator {name} was removed"))
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO revoked_certificates (serial, agent_id, revoked_at, reason) VALUES ($1, NULL, $2, $3)",
-        )
-        .bind(&serial)
-        .bind(now)
-        .bind(format!("operator {name} was removed"))
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query("SELECT * FROM operators WHERE cert_serial = $1")
-            .bind(&serial)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(operator_from_row(&row))
+            let row = sqlx::query("SELECT * FROM operators WHERE cert_serial = $1")
+                .bind(&serial)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(operator_from_row(&row))
+        })
     }
 
     /// Every operator, removed ones too, in the order they were added.
     pub async fn operators(&self) -> Result<Vec<OperatorRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM operators ORDER BY id")
-            .fetch_all(&self.reads)
-            .await?;
-        Ok(rows.iter().map(operator_from_row).collect())
+        on_pool!(self.reads, pool => {
+            let rows = sqlx::query("SELECT * FROM operators ORDER BY id")
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(operator_from_row).collect())
+        })
     }
 
     /// The live operator holding the certificate `serial`, if any.
     pub async fn live_operator(&self, serial: &str) -> Result<Option<OperatorRow>, StoreError> {
-        let row =
-            sqlx::query("SELECT * FROM operators WHERE cert_serial = $1 AND removed_at IS NULL")
-                .bind(serial)
-                .fetch_optional(&self.reads)
-                .await?;
-        Ok(row.as_ref().map(operator_from_row))
+        on_pool!(self.reads, pool => {
+            let row =
+                sqlx::query("SELECT * FROM operators WHERE cert_serial = $1 AND removed_at IS NULL")
+                    .bind(serial)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(row.as_ref().map(operator_from_row))
+        })
     }
 }
 
-fn operator_from_row(r: &sqlx::sqlite::SqliteRow) -> OperatorRow {
+fn operator_from_row(r: &impl StoreRow) -> OperatorRow {
     OperatorRow {
-        name: r.get("name"),
-        cert_serial: r.get("cert_serial"),
-        registered_at: r.get("registered_at"),
-        removed_at: r.get("removed_at"),
+        name: r.col("name"),
+        cert_serial: r.col("cert_serial"),
+        registered_at: r.col("registered_at"),
+        removed_at: r.col("removed_at"),
     }
 }
 

@@ -1,21 +1,69 @@
-//! The manager's SQLite database: agents, revoked certificates, the event
-//! archive, alerts and active responses.
+//! The manager's database: agents, revoked certificates, the event
+//! archive, alerts and active responses, on SQLite or PostgreSQL
+//! ([`StoreLocation`]; how one operation runs on both: `backend.rs`).
 //!
-//! One file in WAL mode, opened by the daemon and, briefly, by the
+//! SQLite: one file in WAL mode, opened by the daemon and, briefly, by the
 //! `agent add`/`agent remove` commands while the daemon runs; SQLite's
-//! locking and a busy timeout make that safe. Times are epoch milliseconds.
+//! locking and a busy timeout make that safe. PostgreSQL: one database
+//! that several processes (and, later, several managers) share. Times are
+//! epoch milliseconds.
 
-use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Row;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 
 use palisade_engine::alert::Alert;
 use palisade_engine::rule::RuleOptions;
 
 use crate::pipeline::analysis::{Judged, Origin};
+
+mod backend;
+mod location;
+use backend::{Dialect, Pool, StoreRow, WriteTx, for_update, on_pool};
+pub use location::StoreLocation;
+
+/// Registers an agent under the next free id inside the write
+/// transaction `$tx` of backend `$db`; `$issue` makes its certificate once
+/// the id is known. Evaluates to `(id, what issue returned)`; a refusal
+/// returns from the calling operation. A macro rather than a function so
+/// that it is written once for both backends (see `backend.rs`).
+macro_rules! register {
+    ($db:ty, $tx:ident, $name:expr, $ip:expr, $issue:expr) => {{
+        let (name, ip): (&str, &str) = ($name, $ip);
+        if let Some(lock) = <$db as $crate::store::backend::Dialect>::LOCK_REGISTRY {
+            sqlx::query(lock).execute(&mut *$tx).await?;
+        }
+        let live: Option<String> =
+            sqlx::query_scalar("SELECT id FROM agents WHERE name = $1 AND removed_at IS NULL")
+                .bind(name)
+                .fetch_optional(&mut *$tx)
+                .await?;
+        if let Some(id) = live {
+            return Err(StoreError::Conflict(format!(
+                "an agent named {name:?} already exists (id {id})"
+            )));
+        }
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(CAST(id AS BIGINT)) FROM agents")
+            .fetch_one(&mut *$tx)
+            .await?;
+        let id = format!("{:03}", max.unwrap_or(0) + 1);
+        let (serial, extra) = ($issue)(&id).map_err(StoreError::Conflict)?;
+        sqlx::query(
+            "INSERT INTO agents (id, name, registered_ip, cert_serial, registered_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(ip)
+        .bind(&serial)
+        .bind(now_ms())
+        .execute(&mut *$tx)
+        .await?;
+        (id, extra)
+    }};
+}
 
 mod breakers;
 mod identities;
@@ -47,6 +95,11 @@ pub enum StoreError {
 
 // `migrator()`: every file of migrations/manager, embedded by build.rs.
 include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+// `postgres_migrator()`: every file of migrations/postgres.
+include!(concat!(env!("OUT_DIR"), "/postgres_migrations.rs"));
+
+/// Connections to a PostgreSQL server per manager process.
+const POSTGRES_CONNECTIONS: u32 = 8;
 
 /// Agents per heartbeat UPDATE (5 parameters each).
 const AGENTS_PER_UPDATE: usize = 500;
@@ -240,21 +293,46 @@ pub struct AgentHello<'a> {
 #[derive(Debug, Clone)]
 pub struct Store {
     /// Every write, and the reads inside write transactions.
-    pool: SqlitePool,
-    /// Reads that answer operators and open streams: SQLite's WAL lets
-    /// them run beside a write, so they get connections of their own
-    /// instead of queueing behind ingestion's commits for `pool`'s.
-    reads: SqlitePool,
+    pool: Pool,
+    /// Reads that answer operators and open streams. With SQLite their
+    /// own connections: its WAL lets them run beside a write, and on
+    /// `pool` they queued behind ingestion's commits for a connection.
+    /// With PostgreSQL the same pool.
+    reads: Reads,
 }
 
-/// Connections of the read pool ([`Store::reads`]).
-const READ_CONNECTIONS: u32 = 4;
+/// The pool of [`Store::reads`] (a struct with a `pool`, for
+/// [`on_pool!`]).
+#[derive(Debug, Clone)]
+struct Reads {
+    pool: Pool,
+}
+
+/// Connections of SQLite's read pool ([`Store::reads`]).
+const SQLITE_READ_CONNECTIONS: u32 = 4;
 
 impl Store {
-    /// Opens (creating if needed) the database file and applies the schema.
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens the database (creating an SQLite file if needed) and applies
+    /// the schema: `location` is a [`StoreLocation`] or an SQLite path.
+    pub async fn open(location: impl Into<StoreLocation>) -> Result<Self, StoreError> {
+        let path = match location.into() {
+            StoreLocation::Sqlite(path) => path,
+            StoreLocation::Postgres(url) => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(POSTGRES_CONNECTIONS)
+                    .connect(&url)
+                    .await?;
+                postgres_migrator().run(&pool).await?;
+                return Ok(Self {
+                    reads: Reads {
+                        pool: Pool::Postgres(pool.clone()),
+                    },
+                    pool: Pool::Postgres(pool),
+                });
+            }
+        };
         let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
+            .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -266,25 +344,30 @@ impl Store {
             .await?;
         migrator().run(&pool).await?;
         let reads = SqlitePoolOptions::new()
-            .max_connections(READ_CONNECTIONS)
+            .max_connections(SQLITE_READ_CONNECTIONS)
             .connect_with(options.pragma("query_only", "ON"))
             .await?;
-        Ok(Self { pool, reads })
+        Ok(Self {
+            pool: Pool::Sqlite(pool),
+            reads: Reads {
+                pool: Pool::Sqlite(reads),
+            },
+        })
     }
 
-    /// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`).
-    /// A deferred transaction that reads and then writes fails at once with
-    /// SQLITE_BUSY when another connection (the daemon, or `agent add` in
-    /// another process) wrote in between; an immediate one waits its turn
-    /// under the busy timeout instead.
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// Whether this store is on PostgreSQL (for messages and tests).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
     }
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
-        self.reads.close().await;
-        self.pool.close().await;
+        on_pool!(self.reads, pool => {
+            pool.close().await;
+        });
+        on_pool!(self, pool => {
+            pool.close().await;
+        })
     }
 
     /// Registers a new agent under the next free id; `issue` makes its
@@ -299,91 +382,103 @@ impl Store {
     where
         F: FnOnce(&str) -> Result<(String, E), String>,
     {
-        let mut tx = self.write_tx().await?;
-        let (id, extra) = register(&mut tx, name, ip, issue).await?;
-        tx.commit().await?;
-        Ok((id, extra))
+        on_pool!(self, pool => {
+            let mut tx = pool.write_tx().await?;
+            let (id, extra) = register!(Db, tx, name, ip, issue);
+            tx.commit().await?;
+            Ok((id, extra))
+        })
     }
 
     /// Removes an agent: its certificate is revoked and refused from then on.
     pub async fn remove_agent(&self, id: &str, reason: &str) -> Result<AgentRecord, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let row = sqlx::query("SELECT cert_serial, removed_at FROM agents WHERE id = $1")
+        on_pool!(self, pool => {
+            let mut tx = pool.write_tx().await?;
+            let row = sqlx::query(for_update::<Db>("SELECT cert_serial, removed_at FROM agents WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no agent with id {id}")))?;
+            if row.get::<Option<i64>, _>("removed_at").is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "agent {id} is already removed"
+                )));
+            }
+            let serial: String = row.get("cert_serial");
+            let now = now_ms();
+            sqlx::query("UPDATE agents SET removed_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(Db::INSERT_REVOCATION)
+            .bind(&serial)
             .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no agent with id {id}")))?;
-        if row.get::<Option<i64>, _>("removed_at").is_some() {
-            return Err(StoreError::Conflict(format!(
-                "agent {id} is already removed"
-            )));
-        }
-        let serial: String = row.get("cert_serial");
-        let now = now_ms();
-        sqlx::query("UPDATE agents SET removed_at = $1 WHERE id = $2")
             .bind(now)
-            .bind(id)
+            .bind(reason)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO revoked_certificates (serial, agent_id, revoked_at, reason) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&serial)
-        .bind(id)
-        .bind(now)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        self.agent(id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no agent with id {id}")))
+            tx.commit().await?;
+            self.agent(id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no agent with id {id}")))
+        })
     }
 
     /// One agent, removed or not.
     pub async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM agents WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.reads)
-            .await?;
-        Ok(row.as_ref().map(agent_from_row))
+        on_pool!(self.reads, pool => {
+            let row = sqlx::query("SELECT * FROM agents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.as_ref().map(agent_from_row))
+        })
     }
 
     /// Every agent, in id order.
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM agents ORDER BY CAST(id AS INTEGER)")
-            .fetch_all(&self.reads)
-            .await?;
-        Ok(rows.iter().map(agent_from_row).collect())
+        on_pool!(self.reads, pool => {
+            let rows = sqlx::query("SELECT * FROM agents ORDER BY CAST(id AS INTEGER)")
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(agent_from_row).collect())
+        })
     }
 
     /// The ids of the agents not removed, in id order (what `-a`
     /// targets), without reading their records.
     pub async fn live_agent_ids(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM agents WHERE removed_at IS NULL ORDER BY CAST(id AS INTEGER)",
-        )
-        .fetch_all(&self.reads)
-        .await?)
+        on_pool!(self.reads, pool => {
+            Ok(sqlx::query_scalar(
+                "SELECT id FROM agents WHERE removed_at IS NULL ORDER BY CAST(id AS INTEGER)",
+            )
+            .fetch_all(pool)
+            .await?)
+        })
     }
 
     /// Whether a certificate serial has been revoked.
     pub async fn is_revoked(&self, serial: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM revoked_certificates WHERE serial = $1")
-                .bind(serial)
-                .fetch_optional(&self.reads)
-                .await?;
-        Ok(found.is_some())
+        on_pool!(self.reads, pool => {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM revoked_certificates WHERE serial = $1")
+                    .bind(serial)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(found.is_some())
+        })
     }
 
     /// Every revoked serial (small: one per removed agent).
     pub async fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT serial FROM revoked_certificates")
-                .fetch_all(&self.reads)
-                .await?,
-        )
+        on_pool!(self.reads, pool => {
+            Ok(
+                sqlx::query_scalar("SELECT serial FROM revoked_certificates")
+                    .fetch_all(pool)
+                    .await?,
+            )
+        })
     }
 
     /// Records an agent's Hello.
@@ -402,27 +497,29 @@ impl Store {
         &self,
         hellos: &[(&str, AgentHello<'_>)],
     ) -> Result<(), StoreError> {
-        let now = now_ms();
-        let mut tx = self.write_tx().await?;
-        for (id, hello) in hellos {
-            sqlx::query(
-                "UPDATE agents SET first_seen = COALESCE(first_seen, $1), last_seen = $1,
-                     last_address = COALESCE($2, last_address), version = $3, hostname = $4, os = $5,
-                     started_at = COALESCE($7, started_at)
-                 WHERE id = $6",
-            )
-            .bind(now)
-            .bind(hello.address.as_deref())
-            .bind(hello.version)
-            .bind(hello.hostname)
-            .bind(hello.os)
-            .bind(*id)
-            .bind(hello.started_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        on_pool!(self, pool => {
+            let now = now_ms();
+            let mut tx = pool.write_tx().await?;
+            for (id, hello) in hellos {
+                sqlx::query(
+                    "UPDATE agents SET first_seen = COALESCE(first_seen, $1), last_seen = $1,
+                         last_address = COALESCE($2, last_address), version = $3, hostname = $4, os = $5,
+                         started_at = COALESCE($7, started_at)
+                     WHERE id = $6",
+                )
+                .bind(now)
+                .bind(hello.address.as_deref())
+                .bind(hello.version)
+                .bind(hello.hostname)
+                .bind(hello.os)
+                .bind(*id)
+                .bind(hello.started_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Records the spool id an agent's Hello names. A different one than
@@ -432,47 +529,49 @@ impl Store {
     /// transaction, and the old last sequence returned. An empty id (an older agent) changes
     /// nothing.
     pub async fn agent_spool(&self, id: &str, spool_id: &str) -> Result<SpoolChange, StoreError> {
-        if spool_id.is_empty() {
-            return Ok(SpoolChange::Same);
-        }
-        // The common case, at every connect: the same spool, read without
-        // taking the write lock.
-        let known: Option<Option<String>> =
-            sqlx::query_scalar("SELECT spool_id FROM agents WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.reads)
-                .await?;
-        if known.flatten().as_deref() == Some(spool_id) {
-            return Ok(SpoolChange::Same);
-        }
-        let mut tx = self.write_tx().await?;
-        let (known, last): (Option<String>, i64) =
-            sqlx::query_as("SELECT spool_id, last_sequence FROM agents WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("no agent with id {id}")))?;
-        let change = match known.as_deref() {
-            Some(k) if k == spool_id => return Ok(SpoolChange::Same),
-            None => SpoolChange::First,
-            Some(_) => SpoolChange::New {
-                last_sequence: to_u64(last),
-            },
-        };
-        let reset = matches!(change, SpoolChange::New { .. });
-        sqlx::query(
-            "UPDATE agents SET spool_id = $1,
-                 last_sequence = CASE WHEN $2 THEN 0 ELSE last_sequence END,
-                 spool_epoch = spool_epoch + CASE WHEN $2 THEN 1 ELSE 0 END
-             WHERE id = $3",
-        )
-        .bind(spool_id)
-        .bind(reset)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(change)
+        on_pool!(self, pool => {
+            if spool_id.is_empty() {
+                return Ok(SpoolChange::Same);
+            }
+            // The common case, at every connect: the same spool, read without
+            // taking the write lock.
+            let known: Option<Option<String>> =
+                sqlx::query_scalar("SELECT spool_id FROM agents WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+            if known.flatten().as_deref() == Some(spool_id) {
+                return Ok(SpoolChange::Same);
+            }
+            let mut tx = pool.write_tx().await?;
+            let (known, last): (Option<String>, i64) =
+                sqlx::query_as(for_update::<Db>("SELECT spool_id, last_sequence FROM agents WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("no agent with id {id}")))?;
+            let change = match known.as_deref() {
+                Some(k) if k == spool_id => return Ok(SpoolChange::Same),
+                None => SpoolChange::First,
+                Some(_) => SpoolChange::New {
+                    last_sequence: to_u64(last),
+                },
+            };
+            let reset = matches!(change, SpoolChange::New { .. });
+            sqlx::query(
+                "UPDATE agents SET spool_id = $1,
+                     last_sequence = CASE WHEN $2 THEN 0 ELSE last_sequence END,
+                     spool_epoch = spool_epoch + CASE WHEN $2 THEN 1 ELSE 0 END
+                 WHERE id = $3",
+            )
+            .bind(spool_id)
+            .bind(reset)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(change)
+        })
     }
 
     /// Records gathered heartbeats ([`crate::heartbeats`]) in one
@@ -482,47 +581,54 @@ impl Store {
         &self,
         seen: &[(String, crate::heartbeats::Seen)],
     ) -> Result<(), StoreError> {
-        let mut tx = self.write_tx().await?;
-        for chunk in seen.chunks(AGENTS_PER_UPDATE) {
-            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "UPDATE agents SET last_seen = MAX(COALESCE(last_seen, 0), v.column2),
-                     spool_depth = COALESCE(v.column3, spool_depth),
-                     dropped_events = COALESCE(v.column4, dropped_events),
-                     read_lag_bytes = COALESCE(v.column5, read_lag_bytes)
-                 FROM (",
-            );
-            update.push_values(chunk, |mut row, (agent, seen)| {
-                let f = seen.figures;
-                row.push_bind(agent.as_str())
-                    .push_bind(seen.at)
-                    .push_bind(f.map(|f| to_i64(f.spool_depth)))
-                    .push_bind(f.map(|f| to_i64(f.dropped_events)))
-                    .push_bind(f.map(|f| to_i64(f.read_lag_bytes)));
-            });
-            update.push(") AS v WHERE agents.id = v.column1");
-            update.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        on_pool!(self, pool => {
+            let mut tx = pool.write_tx().await?;
+            for chunk in seen.chunks(AGENTS_PER_UPDATE) {
+                let mut update = sqlx::QueryBuilder::<Db>::new(format!(
+                    "UPDATE agents SET last_seen = {}(COALESCE(last_seen, 0), v.column2),
+                         spool_depth = COALESCE(v.column3, spool_depth),
+                         dropped_events = COALESCE(v.column4, dropped_events),
+                         read_lag_bytes = COALESCE(v.column5, read_lag_bytes)
+                     FROM (",
+                    Db::GREATEST
+                ));
+                update.push_values(chunk, |mut row, (agent, seen)| {
+                    let f = seen.figures;
+                    row.push_bind(agent.as_str())
+                        .push_bind(seen.at)
+                        .push_bind(f.map(|f| to_i64(f.spool_depth)))
+                        .push_bind(f.map(|f| to_i64(f.dropped_events)))
+                        .push_bind(f.map(|f| to_i64(f.read_lag_bytes)));
+                });
+                update.push(") AS v WHERE agents.id = v.column1");
+                update.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// The revocation generation: it changes whenever an agent is removed
     /// or a certificate revoked, by any process (`0040_fleet.sql`).
     pub async fn revocation_generation(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT generation FROM revocation_generation WHERE id = 1")
-                .fetch_one(&self.reads)
-                .await?,
-        )
+        on_pool!(self.reads, pool => {
+            Ok(
+                sqlx::query_scalar("SELECT generation FROM revocation_generation WHERE id = 1")
+                    .fetch_one(pool)
+                    .await?,
+            )
+        })
     }
 
     /// The ids of removed agents.
     pub async fn removed_agent_ids(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT id FROM agents WHERE removed_at IS NOT NULL")
-                .fetch_all(&self.reads)
-                .await?,
-        )
+        on_pool!(self.reads, pool => {
+            Ok(
+                sqlx::query_scalar("SELECT id FROM agents WHERE removed_at IS NOT NULL")
+                    .fetch_all(pool)
+                    .await?,
+            )
+        })
     }
 
     /// Stores a batch of an agent's events and the alerts they raised in
@@ -538,96 +644,98 @@ impl Store {
         alerts: &[Judged],
         archive: bool,
     ) -> Result<StoredBatch, StoreError> {
-        let received_at = now_ms();
-        let mut tx = self.write_tx().await?;
-        let (last, spool_epoch): (i64, i64) =
-            sqlx::query_as("SELECT last_sequence, spool_epoch FROM agents WHERE id = $1")
-                .bind(agent_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))?;
-        let mut highest = last;
-        // New events only; one multi-row INSERT per chunk: a statement per
-        // row costs more in sqlx than SQLite's own work.
-        let fresh: Vec<&IncomingEvent<'_>> = events
-            .iter()
-            .filter(|e| {
-                let seq = to_i64(e.sequence);
-                let new = seq > highest;
-                highest = highest.max(seq);
-                new
-            })
-            .collect();
-        if archive {
-            for chunk in fresh.chunks(ARCHIVE_ROWS_PER_INSERT) {
-                let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "INSERT INTO archive (agent_id, sequence, location, log_format, read_at, received_at, truncated, line, read_at_clamped, spool_epoch) ",
-                );
-                insert.push_values(chunk, |mut row, event| {
-                    row.push_bind(agent_id)
-                        .push_bind(to_i64(event.sequence))
-                        .push_bind(event.location)
-                        .push_bind(event.log_format)
-                        .push_bind(event.read_at)
-                        .push_bind(received_at)
-                        .push_bind(event.truncated)
-                        .push_bind(event.line)
-                        .push_bind(event.read_at_clamped)
-                        .push_bind(spool_epoch);
-                });
-                insert.build().execute(&mut *tx).await?;
+        on_pool!(self, pool => {
+            let received_at = now_ms();
+            let mut tx = pool.write_tx().await?;
+            let (last, spool_epoch): (i64, i64) =
+                sqlx::query_as(for_update::<Db>("SELECT last_sequence, spool_epoch FROM agents WHERE id = $1"))
+                    .bind(agent_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))?;
+            let mut highest = last;
+            // New events only; one multi-row INSERT per chunk: a statement per
+            // row costs more in sqlx than SQLite's own work.
+            let fresh: Vec<&IncomingEvent<'_>> = events
+                .iter()
+                .filter(|e| {
+                    let seq = to_i64(e.sequence);
+                    let new = seq > highest;
+                    highest = highest.max(seq);
+                    new
+                })
+                .collect();
+            if archive {
+                for chunk in fresh.chunks(ARCHIVE_ROWS_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::<Db>::new(
+                        "INSERT INTO archive (agent_id, sequence, location, log_format, read_at, received_at, truncated, line, read_at_clamped, spool_epoch) ",
+                    );
+                    insert.push_values(chunk, |mut row, event| {
+                        row.push_bind(agent_id)
+                            .push_bind(to_i64(event.sequence))
+                            .push_bind(event.location)
+                            .push_bind(event.log_format)
+                            .push_bind(event.read_at)
+                            .push_bind(received_at)
+                            .push_bind(event.truncated)
+                            .push_bind(event.line)
+                            .push_bind(event.read_at_clamped)
+                            .push_bind(spool_epoch);
+                    });
+                    insert.build().execute(&mut *tx).await?;
+                }
+                if !fresh.is_empty() {
+                    let bytes: u64 = fresh.iter().map(|e| archive_row_bytes(e)).sum();
+                    sqlx::query("UPDATE archive_size SET bytes = bytes + $1 WHERE id = 1")
+                        .bind(to_i64(bytes))
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
-            if !fresh.is_empty() {
-                let bytes: u64 = fresh.iter().map(|e| archive_row_bytes(e)).sum();
-                sqlx::query("UPDATE archive_size SET bytes = bytes + $1 WHERE id = 1")
-                    .bind(to_i64(bytes))
+            let mut alert_ids = Vec::with_capacity(alerts.len());
+            for Judged { sequence, alert: a } in alerts {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO alerts (time, rule_id, level, description, groups, agent_id, location, decoder,
+                         srcip, dstip, srcuser, dstuser, url, event_sequence, log, srcport, dstport, hostname, options)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+                     RETURNING id",
+                )
+                .bind(a.time.as_millisecond())
+                .bind(i64::from(a.rule_id))
+                .bind(i64::from(a.level))
+                .bind(&a.description)
+                .bind(&a.groups)
+                .bind(agent_id)
+                .bind(&a.location)
+                .bind(a.decoder.as_deref())
+                .bind(a.srcip.as_deref())
+                .bind(a.dstip.as_deref())
+                .bind(a.srcuser.as_deref())
+                .bind(a.dstuser.as_deref())
+                .bind(a.url.as_deref())
+                .bind(to_i64(*sequence))
+                .bind(stored_log(a))
+                .bind(a.srcport.as_deref())
+                .bind(a.dstport.as_deref())
+                .bind(a.hostname.as_deref())
+                .bind(options_bits(a.options))
+                .fetch_one(&mut *tx)
+                .await?;
+                alert_ids.push(id);
+            }
+            if highest != last {
+                sqlx::query("UPDATE agents SET last_sequence = $1, last_seen = $2 WHERE id = $3")
+                    .bind(highest)
+                    .bind(received_at)
+                    .bind(agent_id)
                     .execute(&mut *tx)
                     .await?;
             }
-        }
-        let mut alert_ids = Vec::with_capacity(alerts.len());
-        for Judged { sequence, alert: a } in alerts {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO alerts (time, rule_id, level, description, groups, agent_id, location, decoder,
-                     srcip, dstip, srcuser, dstuser, url, event_sequence, log, srcport, dstport, hostname, options)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-                 RETURNING id",
-            )
-            .bind(a.time.as_millisecond())
-            .bind(i64::from(a.rule_id))
-            .bind(i64::from(a.level))
-            .bind(&a.description)
-            .bind(&a.groups)
-            .bind(agent_id)
-            .bind(&a.location)
-            .bind(a.decoder.as_deref())
-            .bind(a.srcip.as_deref())
-            .bind(a.dstip.as_deref())
-            .bind(a.srcuser.as_deref())
-            .bind(a.dstuser.as_deref())
-            .bind(a.url.as_deref())
-            .bind(to_i64(*sequence))
-            .bind(stored_log(a))
-            .bind(a.srcport.as_deref())
-            .bind(a.dstport.as_deref())
-            .bind(a.hostname.as_deref())
-            .bind(options_bits(a.options))
-            .fetch_one(&mut *tx)
-            .await?;
-            alert_ids.push(id);
-        }
-        if highest != last {
-            sqlx::query("UPDATE agents SET last_sequence = $1, last_seen = $2 WHERE id = $3")
-                .bind(highest)
-                .bind(received_at)
-                .bind(agent_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(StoredBatch {
-            highest: to_u64(highest),
-            alert_ids,
+            tx.commit().await?;
+            Ok(StoredBatch {
+                highest: to_u64(highest),
+                alert_ids,
+            })
         })
     }
 
@@ -668,23 +776,25 @@ impl Store {
         filter: &AlertFilter,
         n: u32,
     ) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM alerts
-             WHERE ($1 IS NULL OR time >= $1) AND level >= $2 AND ($3 IS NULL OR rule_id = $3)
-               AND ($4 IS NULL OR agent_id = $4) AND ($5 IS NULL OR srcip = $5)
-               AND id > $6 AND ($8 IS NULL OR id < $8)
-             ORDER BY id DESC LIMIT 1 OFFSET $7",
-        )
-        .bind(filter.since)
-        .bind(i64::from(filter.min_level))
-        .bind(filter.rule_id.map(i64::from))
-        .bind(filter.agent_id.as_deref())
-        .bind(filter.srcip.as_deref())
-        .bind(filter.after_id)
-        .bind(i64::from(n.saturating_sub(1)))
-        .bind(filter.before_id)
-        .fetch_optional(&self.reads)
-        .await?)
+        on_pool!(self.reads, pool => {
+            Ok(sqlx::query_scalar(
+                "SELECT id FROM alerts
+                 WHERE ($1 IS NULL OR time >= $1) AND level >= $2 AND ($3 IS NULL OR rule_id = $3)
+                   AND ($4 IS NULL OR agent_id = $4) AND ($5 IS NULL OR srcip = $5)
+                   AND id > $6 AND ($8 IS NULL OR id < $8)
+                 ORDER BY id DESC LIMIT 1 OFFSET $7",
+            )
+            .bind(filter.since)
+            .bind(i64::from(filter.min_level))
+            .bind(filter.rule_id.map(i64::from))
+            .bind(filter.agent_id.as_deref())
+            .bind(filter.srcip.as_deref())
+            .bind(filter.after_id)
+            .bind(i64::from(n.saturating_sub(1)))
+            .bind(filter.before_id)
+            .fetch_optional(pool)
+            .await?)
+        })
     }
 
     /// Runs one of the two alert queries (they differ only in order) with
@@ -694,18 +804,20 @@ impl Store {
         sql: &'static str,
         filter: &AlertFilter,
     ) -> Result<Vec<StoredAlert>, StoreError> {
-        let rows = sqlx::query(sql)
-            .bind(filter.since)
-            .bind(i64::from(filter.min_level))
-            .bind(filter.rule_id.map(i64::from))
-            .bind(filter.agent_id.as_deref())
-            .bind(filter.srcip.as_deref())
-            .bind(filter.after_id)
-            .bind(i64::from(filter.limit))
-            .bind(filter.before_id)
-            .fetch_all(&self.reads)
-            .await?;
-        Ok(rows.iter().map(alert_from_row).collect())
+        on_pool!(self.reads, pool => {
+            let rows = sqlx::query(sql)
+                .bind(filter.since)
+                .bind(i64::from(filter.min_level))
+                .bind(filter.rule_id.map(i64::from))
+                .bind(filter.agent_id.as_deref())
+                .bind(filter.srcip.as_deref())
+                .bind(filter.after_id)
+                .bind(i64::from(filter.limit))
+                .bind(filter.before_id)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(alert_from_row).collect())
+        })
     }
 
     /// Archived events of one agent (or all), in arrival order.
@@ -713,63 +825,26 @@ impl Store {
         &self,
         agent_id: Option<&str>,
     ) -> Result<Vec<ArchivedEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT agent_id, sequence, location, line, truncated FROM archive
-             WHERE $1 IS NULL OR agent_id = $1 ORDER BY id",
-        )
-        .bind(agent_id)
-        .fetch_all(&self.reads)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ArchivedEvent {
-                agent_id: r.get("agent_id"),
-                sequence: u64::try_from(r.get::<i64, _>("sequence")).unwrap_or(0),
-                location: r.get("location"),
-                line: r.get("line"),
-                truncated: r.get("truncated"),
-            })
-            .collect())
-    }
-}
-
-/// Registers an agent under the next free id inside `tx` (which holds
-/// the write lock); `issue` makes its certificate once the id is known.
-async fn register<F, E>(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    name: &str,
-    ip: &str,
-    issue: F,
-) -> Result<(String, E), StoreError>
-where
-    F: FnOnce(&str) -> Result<(String, E), String>,
-{
-    let live: Option<String> =
-        sqlx::query_scalar("SELECT id FROM agents WHERE name = $1 AND removed_at IS NULL")
-            .bind(name)
-            .fetch_optional(&mut **tx)
+        on_pool!(self.reads, pool => {
+            let rows = sqlx::query(
+                "SELECT agent_id, sequence, location, line, truncated FROM archive
+                 WHERE $1 IS NULL OR agent_id = $1 ORDER BY id",
+            )
+            .bind(agent_id)
+            .fetch_all(pool)
             .await?;
-    if let Some(id) = live {
-        return Err(StoreError::Conflict(format!(
-            "an agent named {name:?} already exists (id {id})"
-        )));
+            Ok(rows
+                .iter()
+                .map(|r| ArchivedEvent {
+                    agent_id: r.get("agent_id"),
+                    sequence: u64::try_from(r.get::<i64, _>("sequence")).unwrap_or(0),
+                    location: r.get("location"),
+                    line: r.get("line"),
+                    truncated: r.get("truncated"),
+                })
+                .collect())
+        })
     }
-    let max: Option<i64> = sqlx::query_scalar("SELECT MAX(CAST(id AS INTEGER)) FROM agents")
-        .fetch_one(&mut **tx)
-        .await?;
-    let id = format!("{:03}", max.unwrap_or(0) + 1);
-    let (serial, extra) = issue(&id).map_err(StoreError::Conflict)?;
-    sqlx::query(
-        "INSERT INTO agents (id, name, registered_ip, cert_serial, registered_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&id)
-    .bind(name)
-    .bind(ip)
-    .bind(&serial)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
-    Ok((id, extra))
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -821,43 +896,43 @@ fn options_from_bits(bits: i64) -> RuleOptions {
     }
 }
 
-fn alert_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredAlert {
-    let log: Vec<u8> = r.get("log");
+fn alert_from_row(r: &impl StoreRow) -> StoredAlert {
+    let log: Vec<u8> = r.col("log");
     let mut lines = log.split(|b| *b == b'\n');
     let full_log = lines.next().unwrap_or_default().to_vec();
     let correlated = lines
         .map(|l| String::from_utf8_lossy(l).into_owned())
         .collect();
-    let agent_id: Option<String> = r.get("agent_id");
+    let agent_id: Option<String> = r.col("agent_id");
     let origin = Origin {
-        name: r.get::<Option<String>, _>("agent_name").unwrap_or_default(),
+        name: r.col::<Option<String>>("agent_name").unwrap_or_default(),
         ip: r
-            .get::<Option<String>, _>("agent_ip")
+            .col::<Option<String>>("agent_ip")
             .unwrap_or_else(|| "any".into()),
         agent_id,
     };
     StoredAlert {
-        id: r.get("id"),
+        id: r.col("id"),
         origin,
-        event_sequence: r.get::<Option<i64>, _>("event_sequence").map(to_u64),
+        event_sequence: r.col::<Option<i64>>("event_sequence").map(to_u64),
         alert: Alert {
-            time: jiff::Timestamp::from_millisecond(r.get("time"))
+            time: jiff::Timestamp::from_millisecond(r.col("time"))
                 .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-            rule_id: u32::try_from(r.get::<i64, _>("rule_id")).unwrap_or(0),
-            level: u32::try_from(r.get::<i64, _>("level")).unwrap_or(0),
-            description: r.get("description"),
-            groups: r.get("groups"),
-            options: options_from_bits(r.get("options")),
-            location: r.get("location"),
-            hostname: r.get("hostname"),
-            decoder: r.get("decoder"),
-            srcip: r.get("srcip"),
-            srcport: r.get("srcport"),
-            dstip: r.get("dstip"),
-            dstport: r.get("dstport"),
-            srcuser: r.get("srcuser"),
-            dstuser: r.get("dstuser"),
-            url: r.get("url"),
+            rule_id: u32::try_from(r.col::<i64>("rule_id")).unwrap_or(0),
+            level: u32::try_from(r.col::<i64>("level")).unwrap_or(0),
+            description: r.col("description"),
+            groups: r.col("groups"),
+            options: options_from_bits(r.col("options")),
+            location: r.col("location"),
+            hostname: r.col("hostname"),
+            decoder: r.col("decoder"),
+            srcip: r.col("srcip"),
+            srcport: r.col("srcport"),
+            dstip: r.col("dstip"),
+            dstport: r.col("dstport"),
+            srcuser: r.col("srcuser"),
+            dstuser: r.col("dstuser"),
+            url: r.col("url"),
             full_log,
             correlated,
             wazuh: None,
@@ -865,28 +940,28 @@ fn alert_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredAlert {
     }
 }
 
-fn agent_from_row(r: &sqlx::sqlite::SqliteRow) -> AgentRecord {
+fn agent_from_row(r: &impl StoreRow) -> AgentRecord {
     AgentRecord {
-        id: r.get("id"),
-        name: r.get("name"),
-        registered_ip: r.get("registered_ip"),
-        cert_serial: r.get("cert_serial"),
-        registered_at: r.get("registered_at"),
-        removed_at: r.get("removed_at"),
-        first_seen: r.get("first_seen"),
-        last_seen: r.get("last_seen"),
-        last_address: r.get("last_address"),
-        version: r.get("version"),
-        hostname: r.get("hostname"),
-        os: r.get("os"),
-        last_sequence: to_u64(r.get("last_sequence")),
-        spool_depth: to_u64(r.get("spool_depth")),
-        dropped_events: to_u64(r.get("dropped_events")),
-        read_lag_bytes: to_u64(r.get("read_lag_bytes")),
-        started_at: r.get("started_at"),
-        pending_serial: r.get("pending_serial"),
-        last_refused_at: r.get("last_refused_at"),
-        last_refusal: r.get("last_refusal"),
+        id: r.col("id"),
+        name: r.col("name"),
+        registered_ip: r.col("registered_ip"),
+        cert_serial: r.col("cert_serial"),
+        registered_at: r.col("registered_at"),
+        removed_at: r.col("removed_at"),
+        first_seen: r.col("first_seen"),
+        last_seen: r.col("last_seen"),
+        last_address: r.col("last_address"),
+        version: r.col("version"),
+        hostname: r.col("hostname"),
+        os: r.col("os"),
+        last_sequence: to_u64(r.col("last_sequence")),
+        spool_depth: to_u64(r.col("spool_depth")),
+        dropped_events: to_u64(r.col("dropped_events")),
+        read_lag_bytes: to_u64(r.col("read_lag_bytes")),
+        started_at: r.col("started_at"),
+        pending_serial: r.col("pending_serial"),
+        last_refused_at: r.col("last_refused_at"),
+        last_refusal: r.col("last_refusal"),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Retention: deleting old alerts and archived events in small batches.
 //!
-//! Each batch is its own short `BEGIN IMMEDIATE` transaction, so a session
+//! Each batch is its own short write transaction, so a session
 //! storing a batch of events waits at most for one prune batch, never for a
 //! whole prune. [`crate::retention`] runs these in the background.
 //!
@@ -14,7 +14,7 @@
 
 use sqlx::Row;
 
-use super::{ARCHIVE_ROW_OVERHEAD, Store, StoreError};
+use super::{ARCHIVE_ROW_OVERHEAD, Store, StoreError, WriteTx, on_pool};
 
 /// What one prune batch removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,6 +25,93 @@ pub struct Pruned {
     pub more: bool,
 }
 
+// The helpers below are macros, not functions, so that each is written
+// once for both backends (see `backend.rs`); `?` in them returns from the
+// calling operation.
+
+/// The archive's size as counted (`[retention] archive_max_size`), read on
+/// the connection or transaction `$conn` (locking the counter row on
+/// PostgreSQL when `$conn` is a write transaction).
+macro_rules! archive_bytes {
+    ($db:ty, $conn:ident) => {{
+        let bytes: Option<i64> = sqlx::query_scalar($crate::store::backend::for_update::<$db>(
+            "SELECT bytes FROM archive_size WHERE id = 1",
+        ))
+        .fetch_optional(&mut *$conn)
+        .await?;
+        bytes.and_then(|b| u64::try_from(b).ok()).unwrap_or(0)
+    }};
+}
+
+/// Deletes the archived events up to id `$last` in the write transaction
+/// `$tx`, and their bytes from the archive's size; evaluates to the rows
+/// deleted. The size's row is locked first, so two managers pruning at
+/// once do not both subtract the same rows.
+macro_rules! delete_archive_upto {
+    ($db:ty, $tx:ident, $last:expr) => {{
+        let last: i64 = $last;
+        sqlx::query($crate::store::backend::for_update::<$db>(
+            "SELECT bytes FROM archive_size WHERE id = 1",
+        ))
+        .execute(&mut *$tx)
+        .await?;
+        let (rows, bytes): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(line) + LENGTH(location) + LENGTH(log_format)), 0) AS BIGINT)
+             FROM archive WHERE id <= $1",
+        )
+        .bind(last)
+        .fetch_one(&mut *$tx)
+        .await?;
+        let rows = u64::try_from(rows).unwrap_or(0);
+        let freed = u64::try_from(bytes).unwrap_or(0) + rows * ARCHIVE_ROW_OVERHEAD;
+        sqlx::query("DELETE FROM archive WHERE id <= $1")
+            .bind(last)
+            .execute(&mut *$tx)
+            .await?;
+        sqlx::query(<$db as $crate::store::backend::Dialect>::SUBTRACT_ARCHIVE_BYTES)
+            .bind(i64::try_from(freed).unwrap_or(i64::MAX))
+            .execute(&mut *$tx)
+            .await?;
+        rows
+    }};
+}
+
+/// Deletes the alerts `$ids` (ascending) in the transaction `$tx` after
+/// clearing the references to them.
+macro_rules! delete_alerts {
+    ($tx:ident, $ids:expr) => {{
+        let ids: &[i64] = $ids;
+        if let (Some(first), Some(last)) = (ids.first(), ids.last()) {
+            // One statement per table over a range when the ids are
+            // contiguous (the usual case), else per id.
+            let contiguous = ids.windows(2).all(|w| w[1] == w[0] + 1);
+            if contiguous {
+                for sql in [
+                    "UPDATE responses SET alert_id = NULL WHERE alert_id BETWEEN $1 AND $2",
+                    "UPDATE response_refusals SET alert_id = NULL WHERE alert_id BETWEEN $1 AND $2",
+                    "DELETE FROM alerts WHERE id BETWEEN $1 AND $2",
+                ] {
+                    sqlx::query(sql)
+                        .bind(first)
+                        .bind(last)
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+            } else {
+                for id in ids {
+                    for sql in [
+                        "UPDATE responses SET alert_id = NULL WHERE alert_id = $1",
+                        "UPDATE response_refusals SET alert_id = NULL WHERE alert_id = $1",
+                        "DELETE FROM alerts WHERE id = $1",
+                    ] {
+                        sqlx::query(sql).bind(id).execute(&mut *$tx).await?;
+                    }
+                }
+            }
+        }
+    }};
+}
+
 impl Store {
     /// Deletes up to `batch` alerts judged before `before` (ms), oldest
     /// first, clearing the references responses and refusals hold.
@@ -33,52 +120,56 @@ impl Store {
         before: i64,
         batch: u32,
     ) -> Result<Pruned, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM alerts WHERE time < $1 ORDER BY time LIMIT $2")
-                .bind(before)
-                .bind(i64::from(batch))
-                .fetch_all(&mut *tx)
-                .await?;
-        delete_alerts(&mut tx, &ids).await?;
-        sqlx::query(
-            "DELETE FROM response_refusals WHERE id IN
-               (SELECT id FROM response_refusals WHERE time < $1 ORDER BY id LIMIT $2)",
-        )
-        .bind(before)
-        .bind(i64::from(batch))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Pruned {
-            rows: ids.len() as u64,
-            more: ids.len() as u64 == u64::from(batch),
+        on_pool!(self, pool => {
+            let mut tx = pool.write_tx().await?;
+            let ids: Vec<i64> =
+                sqlx::query_scalar("SELECT id FROM alerts WHERE time < $1 ORDER BY time LIMIT $2")
+                    .bind(before)
+                    .bind(i64::from(batch))
+                    .fetch_all(&mut *tx)
+                    .await?;
+            delete_alerts!(tx, &ids);
+            sqlx::query(
+                "DELETE FROM response_refusals WHERE id IN
+                   (SELECT id FROM response_refusals WHERE time < $1 ORDER BY id LIMIT $2)",
+            )
+            .bind(before)
+            .bind(i64::from(batch))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Pruned {
+                rows: ids.len() as u64,
+                more: ids.len() as u64 == u64::from(batch),
+            })
         })
     }
 
     /// Deletes up to `batch` of the oldest alerts beyond the newest `keep`.
     pub async fn prune_alerts_beyond(&self, keep: u64, batch: u32) -> Result<Pruned, StoreError> {
-        let mut tx = self.write_tx().await?;
-        // Ids grow with time: the newest `keep` alerts are the highest ids.
-        let boundary: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM alerts ORDER BY id DESC LIMIT 1 OFFSET $1")
-                .bind(i64::try_from(keep).unwrap_or(i64::MAX))
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(boundary) = boundary else {
-            return Ok(Pruned::default());
-        };
-        let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM alerts WHERE id <= $1 ORDER BY id LIMIT $2")
-                .bind(boundary)
-                .bind(i64::from(batch))
-                .fetch_all(&mut *tx)
-                .await?;
-        delete_alerts(&mut tx, &ids).await?;
-        tx.commit().await?;
-        Ok(Pruned {
-            rows: ids.len() as u64,
-            more: ids.len() as u64 == u64::from(batch),
+        on_pool!(self, pool => {
+            let mut tx = pool.write_tx().await?;
+            // Ids grow with time: the newest `keep` alerts are the highest ids.
+            let boundary: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM alerts ORDER BY id DESC LIMIT 1 OFFSET $1")
+                    .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(boundary) = boundary else {
+                return Ok(Pruned::default());
+            };
+            let ids: Vec<i64> =
+                sqlx::query_scalar("SELECT id FROM alerts WHERE id <= $1 ORDER BY id LIMIT $2")
+                    .bind(boundary)
+                    .bind(i64::from(batch))
+                    .fetch_all(&mut *tx)
+                    .await?;
+            delete_alerts!(tx, &ids);
+            tx.commit().await?;
+            Ok(Pruned {
+                rows: ids.len() as u64,
+                more: ids.len() as u64 == u64::from(batch),
+            })
         })
     }
 
@@ -95,24 +186,26 @@ impl Store {
         before: i64,
         batch: u32,
     ) -> Result<Pruned, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let rows = sqlx::query("SELECT id, received_at FROM archive ORDER BY id LIMIT $1")
-            .bind(i64::from(batch))
-            .fetch_all(&mut *tx)
-            .await?;
-        let last_old = rows
-            .iter()
-            .take_while(|r| r.get::<i64, _>("received_at") < before)
-            .last()
-            .map(|r| r.get::<i64, _>("id"));
-        let Some(last_old) = last_old else {
-            return Ok(Pruned::default());
-        };
-        let deleted = delete_archive_upto(&mut tx, last_old).await?;
-        tx.commit().await?;
-        Ok(Pruned {
-            rows: deleted,
-            more: deleted == u64::from(batch),
+        on_pool!(self, pool => {
+            let mut tx = pool.write_tx().await?;
+            let rows = sqlx::query("SELECT id, received_at FROM archive ORDER BY id LIMIT $1")
+                .bind(i64::from(batch))
+                .fetch_all(&mut *tx)
+                .await?;
+            let last_old = rows
+                .iter()
+                .take_while(|r| r.get::<i64, _>("received_at") < before)
+                .last()
+                .map(|r| r.get::<i64, _>("id"));
+            let Some(last_old) = last_old else {
+                return Ok(Pruned::default());
+            };
+            let deleted = delete_archive_upto!(Db, tx, last_old);
+            tx.commit().await?;
+            Ok(Pruned {
+                rows: deleted,
+                more: deleted == u64::from(batch),
+            })
         })
     }
 
@@ -123,130 +216,68 @@ impl Store {
         max_bytes: u64,
         batch: u32,
     ) -> Result<Pruned, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let size = archive_bytes(&mut tx).await?;
-        if size <= max_bytes {
-            return Ok(Pruned::default());
-        }
-        let rows = sqlx::query(
-            "SELECT id, LENGTH(line) + LENGTH(location) + LENGTH(log_format) AS bytes
-             FROM archive ORDER BY id LIMIT $1",
-        )
-        .bind(i64::from(batch))
-        .fetch_all(&mut *tx)
-        .await?;
-        // The oldest rows, as many as bring the archive down to the bound.
-        let mut freed = 0u64;
-        let mut last = None;
-        for r in &rows {
-            if size - freed <= max_bytes {
-                break;
+        on_pool!(self, pool => {
+            let mut tx = pool.write_tx().await?;
+            let size = archive_bytes!(Db, tx);
+            if size <= max_bytes {
+                return Ok(Pruned::default());
             }
-            freed += u64::try_from(r.get::<i64, _>("bytes")).unwrap_or(0) + ARCHIVE_ROW_OVERHEAD;
-            last = Some(r.get::<i64, _>("id"));
-        }
-        let Some(last) = last else {
-            return Ok(Pruned::default());
-        };
-        let deleted = delete_archive_upto(&mut tx, last).await?;
-        let left = archive_bytes(&mut tx).await?;
-        tx.commit().await?;
-        Ok(Pruned {
-            rows: deleted,
-            more: left > max_bytes && deleted > 0,
+            let rows = sqlx::query(
+                "SELECT id, CAST(LENGTH(line) + LENGTH(location) + LENGTH(log_format) AS BIGINT) AS bytes
+                 FROM archive ORDER BY id LIMIT $1",
+            )
+            .bind(i64::from(batch))
+            .fetch_all(&mut *tx)
+            .await?;
+            // The oldest rows, as many as bring the archive down to the bound.
+            let mut freed = 0u64;
+            let mut last = None;
+            for r in &rows {
+                if size - freed <= max_bytes {
+                    break;
+                }
+                freed += u64::try_from(r.get::<i64, _>("bytes")).unwrap_or(0) + ARCHIVE_ROW_OVERHEAD;
+                last = Some(r.get::<i64, _>("id"));
+            }
+            let Some(last) = last else {
+                return Ok(Pruned::default());
+            };
+            let deleted = delete_archive_upto!(Db, tx, last);
+            let left = archive_bytes!(Db, tx);
+            tx.commit().await?;
+            Ok(Pruned {
+                rows: deleted,
+                more: left > max_bytes && deleted > 0,
+            })
         })
     }
 
     /// The archive's size as `[retention] archive_max_size` counts it:
     /// lines, locations and formats, and [`ARCHIVE_ROW_OVERHEAD`] a row.
     pub async fn archive_bytes(&self) -> Result<u64, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        archive_bytes(&mut conn).await
+        on_pool!(self, pool => {
+            let mut conn = pool.acquire().await?;
+            Ok(archive_bytes!(Db, conn))
+        })
     }
 
     /// Alerts stored.
     pub async fn alert_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts")
-            .fetch_one(&self.reads)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        on_pool!(self.reads, pool => {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts")
+                .fetch_one(pool)
+                .await?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
     }
 
     /// Archived events stored.
     pub async fn archive_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM archive")
-            .fetch_one(&self.reads)
-            .await?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-}
-
-async fn archive_bytes(conn: &mut sqlx::SqliteConnection) -> Result<u64, StoreError> {
-    let bytes: Option<i64> = sqlx::query_scalar("SELECT bytes FROM archive_size WHERE id = 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(bytes.and_then(|b| u64::try_from(b).ok()).unwrap_or(0))
-}
-
-/// Deletes the archived events up to id `last`, and their bytes from the
-/// archive's size; returns the rows deleted.
-async fn delete_archive_upto(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    last: i64,
-) -> Result<u64, StoreError> {
-    let (rows, bytes): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(LENGTH(line) + LENGTH(location) + LENGTH(log_format)), 0)
-         FROM archive WHERE id <= $1",
-    )
-    .bind(last)
-    .fetch_one(&mut **tx)
-    .await?;
-    let rows = u64::try_from(rows).unwrap_or(0);
-    let freed = u64::try_from(bytes).unwrap_or(0) + rows * ARCHIVE_ROW_OVERHEAD;
-    sqlx::query("DELETE FROM archive WHERE id <= $1")
-        .bind(last)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("UPDATE archive_size SET bytes = MAX(bytes - $1, 0) WHERE id = 1")
-        .bind(i64::try_from(freed).unwrap_or(i64::MAX))
-        .execute(&mut **tx)
-        .await?;
-    Ok(rows)
-}
-
-/// Deletes `ids` from alerts after clearing the references to them.
-async fn delete_alerts(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    ids: &[i64],
-) -> Result<(), StoreError> {
-    let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
-        return Ok(());
-    };
-    // One statement per table over a range when the ids are contiguous
-    // (the usual case), else per id.
-    let contiguous = ids.windows(2).all(|w| w[1] == w[0] + 1);
-    if contiguous {
-        for sql in [
-            "UPDATE responses SET alert_id = NULL WHERE alert_id BETWEEN $1 AND $2",
-            "UPDATE response_refusals SET alert_id = NULL WHERE alert_id BETWEEN $1 AND $2",
-            "DELETE FROM alerts WHERE id BETWEEN $1 AND $2",
-        ] {
-            sqlx::query(sql)
-                .bind(first)
-                .bind(last)
-                .execute(&mut **tx)
+        on_pool!(self.reads, pool => {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM archive")
+                .fetch_one(pool)
                 .await?;
-        }
-    } else {
-        for id in ids {
-            for sql in [
-                "UPDATE responses SET alert_id = NULL WHERE alert_id = $1",
-                "UPDATE response_refusals SET alert_id = NULL WHERE alert_id = $1",
-                "DELETE FROM alerts WHERE id = $1",
-            ] {
-                sqlx::query(sql).bind(id).execute(&mut **tx).await?;
-            }
-        }
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
     }
-    Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms, to_i64, to_u64};
+use super::{Store, StoreError, StoreRow, WriteTx, now_ms, on_pool, to_i64, to_u64};
 
 /// Rows (or ids) per multi-row statement: 14 parameters a row stays far
 /// below SQLite's limit of 32,766.
@@ -115,34 +115,34 @@ pub struct RefusalRow {
     pub reason: String,
 }
 
-fn row_to_response(r: &sqlx::sqlite::SqliteRow) -> ResponseRow {
-    let action: String = r.get("action");
+fn row_to_response(r: &impl StoreRow) -> ResponseRow {
+    let action: String = r.col("action");
     let action = action_from_column(&action);
     ResponseRow {
-        id: r.get("id"),
+        id: r.col("id"),
         request: NewResponse {
-            agent_id: r.get("agent_id"),
-            response: r.get("response"),
-            command: r.get("command"),
-            executable: r.get("executable"),
+            agent_id: r.col("agent_id"),
+            response: r.col("response"),
+            command: r.col("command"),
+            executable: r.col("executable"),
             action,
-            srcip: r.get("srcip"),
-            user: r.get("user"),
-            alert_id: r.get("alert_id"),
+            srcip: r.col("srcip"),
+            user: r.col("user"),
+            alert_id: r.col("alert_id"),
             rule_id: r
-                .get::<Option<i64>, _>("rule_id")
+                .col::<Option<i64>>("rule_id")
                 .and_then(|v| u32::try_from(v).ok()),
-            location: r.get("location"),
-            timeout_s: r.get::<Option<i64>, _>("timeout_s").map(to_u64),
-            undoes: r.get("undoes"),
+            location: r.col("location"),
+            timeout_s: r.col::<Option<i64>>("timeout_s").map(to_u64),
+            undoes: r.col("undoes"),
         },
-        issued_at: r.get("issued_at"),
-        sent_at: r.get("sent_at"),
-        executed_at: r.get("executed_at"),
-        expires_at: r.get("expires_at"),
-        undone_at: r.get("undone_at"),
-        status: r.get("status"),
-        message: r.get("message"),
+        issued_at: r.col("issued_at"),
+        sent_at: r.col("sent_at"),
+        executed_at: r.col("executed_at"),
+        expires_at: r.col("expires_at"),
+        undone_at: r.col("undone_at"),
+        status: r.col("status"),
+        message: r.col("message"),
     }
 }
 
@@ -161,73 +161,6 @@ pub struct CommandReport {
     pub message: String,
     /// When (ms).
     pub executed_at: i64,
-}
-
-/// Applies `report` to its command `row` (read in `tx`).
-async fn record_result(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    row: &ResponseRow,
-    report: &CommandReport,
-) -> Result<(), StoreError> {
-    let CommandReport {
-        id,
-        action,
-        ok,
-        executed_at,
-        ..
-    } = *report;
-    let message = report.message.as_str();
-    match (row.request.action, action) {
-        (Action::Add, Action::Add) => {
-            let expires_at = row
-                .request
-                .timeout_s
-                .map(|t| executed_at + to_i64(t) * 1000);
-            sqlx::query(
-                "UPDATE responses SET status = CASE WHEN status = 'superseded' THEN status WHEN $1 THEN 'done' ELSE 'failed' END,
-                     executed_at = $2, expires_at = COALESCE($3, expires_at), message = $4,
-                     undone_at = CASE WHEN $1 THEN undone_at ELSE $2 END
-                 WHERE id = $5",
-            )
-            .bind(ok)
-            .bind(executed_at)
-            .bind(expires_at)
-            .bind(message)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-        }
-        (Action::Add, Action::Delete) => {
-            // The agent lifted the block itself (timeout).
-            sqlx::query("UPDATE responses SET undone_at = COALESCE(undone_at, $1), message = $2 WHERE id = $3")
-                .bind(executed_at)
-                .bind(message)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        (Action::Delete, _) => {
-            sqlx::query(
-                "UPDATE responses SET status = CASE WHEN $1 THEN 'done' ELSE 'failed' END, executed_at = $2, message = $3 WHERE id = $4",
-            )
-            .bind(ok)
-            .bind(executed_at)
-            .bind(message)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-            if ok && let Some(undoes) = row.request.undoes {
-                sqlx::query(
-                    "UPDATE responses SET undone_at = COALESCE(undone_at, $1) WHERE id = $2",
-                )
-                .bind(executed_at)
-                .bind(undoes)
-                .execute(&mut **tx)
-                .await?;
-            }
-        }
-    }
-    Ok(())
 }
 
 impl Store {
@@ -250,76 +183,78 @@ impl Store {
         &self,
         new: &[NewResponse],
     ) -> Result<Vec<ResponseRow>, StoreError> {
-        let now = now_ms();
-        let mut tx = self.write_tx().await?;
-        // Superseding, per (response, address): one statement per chunk of
-        // agents.
-        let mut repeats: HashMap<(&str, Option<&str>), Vec<&str>> = HashMap::new();
-        for n in new.iter().filter(|n| n.action == Action::Add) {
-            repeats
-                .entry((n.response.as_str(), n.srcip.as_deref()))
-                .or_default()
-                .push(n.agent_id.as_str());
-        }
-        for ((response, srcip), agents) in &repeats {
-            for chunk in agents.chunks(ROWS_PER_STATEMENT) {
-                let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "UPDATE responses SET status = 'superseded', undone_at = ",
-                );
-                update
-                    .push_bind(now)
-                    .push(" WHERE response = ")
-                    .push_bind(*response)
-                    .push(" AND srcip IS ")
-                    .push_bind(*srcip)
-                    .push(
-                        " AND action = 'add' AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL AND agent_id IN (",
-                    );
-                let mut ids = update.separated(", ");
-                for agent in chunk {
-                    ids.push_bind(*agent);
-                }
-                update.push(")");
-                update.build().execute(&mut *tx).await?;
+        on_pool!(self, pool => {
+            let now = now_ms();
+            let mut tx = pool.write_tx().await?;
+            // Superseding, per (response, address): one statement per chunk of
+            // agents.
+            let mut repeats: HashMap<(&str, Option<&str>), Vec<&str>> = HashMap::new();
+            for n in new.iter().filter(|n| n.action == Action::Add) {
+                repeats
+                    .entry((n.response.as_str(), n.srcip.as_deref()))
+                    .or_default()
+                    .push(n.agent_id.as_str());
             }
-        }
-        let mut rows = Vec::with_capacity(new.len());
-        for chunk in new.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO responses (agent_id, response, command, executable, action, srcip, user, alert_id,
-                     rule_id, location, timeout_s, issued_at, expires_at, undoes, status) ",
-            );
-            insert.push_values(chunk, |mut row, new| {
-                let expires_at = new.timeout_s.map(|t| now + to_i64(t) * 1000);
-                row.push_bind(&new.agent_id)
-                    .push_bind(&new.response)
-                    .push_bind(&new.command)
-                    .push_bind(&new.executable)
-                    .push_bind(new.action.as_str())
-                    .push_bind(new.srcip.as_deref())
-                    .push_bind(new.user.as_deref())
-                    .push_bind(new.alert_id)
-                    .push_bind(new.rule_id.map(i64::from))
-                    .push_bind(new.location.as_deref())
-                    .push_bind(new.timeout_s.map(to_i64))
-                    .push_bind(now)
-                    .push_bind(expires_at)
-                    .push_bind(new.undoes)
-                    .push("'pending'");
-            });
-            insert.push(" RETURNING *");
-            rows.extend(
-                insert
-                    .build()
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .iter()
-                    .map(row_to_response),
-            );
-        }
-        tx.commit().await?;
-        rows.sort_by_key(|r| r.id);
-        Ok(rows)
+            for ((response, srcip), agents) in &repeats {
+                for chunk in agents.chunks(ROWS_PER_STATEMENT) {
+                    let mut update = sqlx::QueryBuilder::<Db>::new(
+                        "UPDATE responses SET status = 'superseded', undone_at = ",
+                    );
+                    update
+                        .push_bind(now)
+                        .push(" WHERE response = ")
+                        .push_bind(*response)
+                        .push(" AND srcip IS NOT DISTINCT FROM ")
+                        .push_bind(*srcip)
+                        .push(
+                            " AND action = 'add' AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL AND agent_id IN (",
+                        );
+                    let mut ids = update.separated(", ");
+                    for agent in chunk {
+                        ids.push_bind(*agent);
+                    }
+                    update.push(")");
+                    update.build().execute(&mut *tx).await?;
+                }
+            }
+            let mut rows = Vec::with_capacity(new.len());
+            for chunk in new.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = sqlx::QueryBuilder::<Db>::new(
+                    "INSERT INTO responses (agent_id, response, command, executable, action, srcip, \"user\", alert_id,
+                         rule_id, location, timeout_s, issued_at, expires_at, undoes, status) ",
+                );
+                insert.push_values(chunk, |mut row, new| {
+                    let expires_at = new.timeout_s.map(|t| now + to_i64(t) * 1000);
+                    row.push_bind(&new.agent_id)
+                        .push_bind(&new.response)
+                        .push_bind(&new.command)
+                        .push_bind(&new.executable)
+                        .push_bind(new.action.as_str())
+                        .push_bind(new.srcip.as_deref())
+                        .push_bind(new.user.as_deref())
+                        .push_bind(new.alert_id)
+                        .push_bind(new.rule_id.map(i64::from))
+                        .push_bind(new.location.as_deref())
+                        .push_bind(new.timeout_s.map(to_i64))
+                        .push_bind(now)
+                        .push_bind(expires_at)
+                        .push_bind(new.undoes)
+                        .push("'pending'");
+                });
+                insert.push(" RETURNING *");
+                rows.extend(
+                    insert
+                        .build()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .iter()
+                        .map(row_to_response),
+                );
+            }
+            tx.commit().await?;
+            rows.sort_by_key(|r| r.id);
+            Ok(rows)
+        })
     }
 
     /// How many adds of `response` for `srcip` on `agent_id` were ever
@@ -330,16 +265,18 @@ impl Store {
         response: &str,
         srcip: &str,
     ) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM responses WHERE agent_id = $1 AND response = $2 AND srcip = $3
-               AND action = 'add' AND status IN ('pending', 'sent', 'done', 'superseded')",
-        )
-        .bind(agent_id)
-        .bind(response)
-        .bind(srcip)
-        .fetch_one(&self.reads)
-        .await?;
-        Ok(to_u64(n))
+        on_pool!(self.reads, pool => {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM responses WHERE agent_id = $1 AND response = $2 AND srcip = $3
+                   AND action = 'add' AND status IN ('pending', 'sent', 'done', 'superseded')",
+            )
+            .bind(agent_id)
+            .bind(response)
+            .bind(srcip)
+            .fetch_one(pool)
+            .await?;
+            Ok(to_u64(n))
+        })
     }
 
     /// Marks a command as sent down the agent's stream.
@@ -349,36 +286,40 @@ impl Store {
 
     /// Marks commands as sent, in one transaction.
     pub async fn responses_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let now = now_ms();
-        let mut tx = self.write_tx().await?;
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "UPDATE responses SET status = 'sent', sent_at = ",
-            );
-            update
-                .push_bind(now)
-                .push(" WHERE status = 'pending' AND id IN (");
-            let mut list = update.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
+        on_pool!(self, pool => {
+            if ids.is_empty() {
+                return Ok(());
             }
-            update.push(")");
-            update.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            let now = now_ms();
+            let mut tx = pool.write_tx().await?;
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                let mut update = sqlx::QueryBuilder::<Db>::new(
+                    "UPDATE responses SET status = 'sent', sent_at = ",
+                );
+                update
+                    .push_bind(now)
+                    .push(" WHERE status = 'pending' AND id IN (");
+                let mut list = update.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                update.push(")");
+                update.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// The commands an alert caused, in order.
     pub async fn responses_for_alert(&self, alert_id: i64) -> Result<Vec<ResponseRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM responses WHERE alert_id = $1 ORDER BY id")
-            .bind(alert_id)
-            .fetch_all(&self.reads)
-            .await?;
-        Ok(rows.iter().map(row_to_response).collect())
+        on_pool!(self.reads, pool => {
+            let rows = sqlx::query("SELECT * FROM responses WHERE alert_id = $1 ORDER BY id")
+                .bind(alert_id)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(row_to_response).collect())
+        })
     }
 
     /// The commands each of `alert_ids` caused, in one query (a page of
@@ -387,25 +328,27 @@ impl Store {
         &self,
         alert_ids: &[i64],
     ) -> Result<HashMap<i64, Vec<ResponseRow>>, StoreError> {
-        let (Some(low), Some(high)) = (alert_ids.iter().min(), alert_ids.iter().max()) else {
-            return Ok(HashMap::new());
-        };
-        let rows =
-            sqlx::query("SELECT * FROM responses WHERE alert_id BETWEEN $1 AND $2 ORDER BY id")
-                .bind(low)
-                .bind(high)
-                .fetch_all(&self.reads)
-                .await?;
-        let wanted: HashSet<i64> = alert_ids.iter().copied().collect();
-        let mut by_alert: HashMap<i64, Vec<ResponseRow>> = HashMap::new();
-        for row in rows.iter().map(row_to_response) {
-            if let Some(id) = row.request.alert_id
-                && wanted.contains(&id)
-            {
-                by_alert.entry(id).or_default().push(row);
+        on_pool!(self.reads, pool => {
+            let (Some(low), Some(high)) = (alert_ids.iter().min(), alert_ids.iter().max()) else {
+                return Ok(HashMap::new());
+            };
+            let rows =
+                sqlx::query("SELECT * FROM responses WHERE alert_id BETWEEN $1 AND $2 ORDER BY id")
+                    .bind(low)
+                    .bind(high)
+                    .fetch_all(pool)
+                    .await?;
+            let wanted: HashSet<i64> = alert_ids.iter().copied().collect();
+            let mut by_alert: HashMap<i64, Vec<ResponseRow>> = HashMap::new();
+            for row in rows.iter().map(row_to_response) {
+                if let Some(id) = row.request.alert_id
+                    && wanted.contains(&id)
+                {
+                    by_alert.entry(id).or_default().push(row);
+                }
             }
-        }
-        Ok(by_alert)
+            Ok(by_alert)
+        })
     }
 
     /// Commands waiting for an agent, oldest first; those whose block
@@ -413,40 +356,44 @@ impl Store {
     /// with nothing waiting (the common case, at every connect) costs one
     /// read and no write.
     pub async fn pending_responses(&self, agent_id: &str) -> Result<Vec<ResponseRow>, StoreError> {
-        let now = now_ms();
-        let rows = sqlx::query(
-            "SELECT * FROM responses WHERE agent_id = $1 AND status = 'pending' ORDER BY id",
-        )
-        .bind(agent_id)
-        .fetch_all(&self.reads)
-        .await?;
-        let (expired, pending): (Vec<ResponseRow>, Vec<ResponseRow>) =
-            rows.iter().map(row_to_response).partition(|r| {
-                r.request.action == Action::Add && r.expires_at.is_some_and(|t| t <= now)
-            });
-        if !expired.is_empty() {
-            let mut tx = self.write_tx().await?;
-            for row in &expired {
-                sqlx::query(
-                    "UPDATE responses SET status = 'expired', message = 'expired before the agent came back'
-                     WHERE id = $1 AND status = 'pending'",
-                )
-                .bind(row.id)
-                .execute(&mut *tx)
-                .await?;
+        on_pool!(self, pool => {
+            let now = now_ms();
+            let rows = sqlx::query(
+                "SELECT * FROM responses WHERE agent_id = $1 AND status = 'pending' ORDER BY id",
+            )
+            .bind(agent_id)
+            .fetch_all(pool)
+            .await?;
+            let (expired, pending): (Vec<ResponseRow>, Vec<ResponseRow>) =
+                rows.iter().map(row_to_response).partition(|r| {
+                    r.request.action == Action::Add && r.expires_at.is_some_and(|t| t <= now)
+                });
+            if !expired.is_empty() {
+                let mut tx = pool.write_tx().await?;
+                for row in &expired {
+                    sqlx::query(
+                        "UPDATE responses SET status = 'expired', message = 'expired before the agent came back'
+                         WHERE id = $1 AND status = 'pending'",
+                    )
+                    .bind(row.id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
             }
-            tx.commit().await?;
-        }
-        Ok(pending)
+            Ok(pending)
+        })
     }
 
     /// One command.
     pub async fn response(&self, id: i64) -> Result<Option<ResponseRow>, StoreError> {
-        let row = sqlx::query("SELECT * FROM responses WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.reads)
-            .await?;
-        Ok(row.as_ref().map(row_to_response))
+        on_pool!(self.reads, pool => {
+            let row = sqlx::query("SELECT * FROM responses WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.as_ref().map(row_to_response))
+        })
     }
 
     /// Records what an agent reported for command `id`: `action` is what
@@ -481,44 +428,99 @@ impl Store {
         &self,
         reports: &[CommandReport],
     ) -> Result<Vec<Option<ResponseRow>>, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let mut recorded = Vec::with_capacity(reports.len());
-        for report in reports {
-            let row = sqlx::query("SELECT * FROM responses WHERE id = $1")
-                .bind(report.id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| row_to_response(&r))
-                .filter(|row| row.request.agent_id == report.agent_id);
-            let Some(row) = row else {
-                recorded.push(None);
-                continue;
-            };
-            record_result(&mut tx, &row, report).await?;
-            let now = sqlx::query("SELECT * FROM responses WHERE id = $1")
-                .bind(report.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            recorded.push(now.as_ref().map(row_to_response));
-        }
-        tx.commit().await?;
-        Ok(recorded)
+        on_pool!(self, pool => {
+            let mut tx = pool.write_tx().await?;
+            let mut recorded = Vec::with_capacity(reports.len());
+            for report in reports {
+                let CommandReport { id, action, ok, executed_at, .. } = *report;
+                let message = report.message.as_str();
+                let row = sqlx::query("SELECT * FROM responses WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| row_to_response(&r))
+                    .filter(|row| row.request.agent_id == report.agent_id);
+                let Some(row) = row else {
+                    recorded.push(None);
+                    continue;
+                };
+                match (row.request.action, action) {
+                    (Action::Add, Action::Add) => {
+                        let expires_at = row
+                            .request
+                            .timeout_s
+                            .map(|t| executed_at + to_i64(t) * 1000);
+                        sqlx::query(
+                            "UPDATE responses SET status = CASE WHEN status = 'superseded' THEN status WHEN $1 THEN 'done' ELSE 'failed' END,
+                                 executed_at = $2, expires_at = COALESCE($3, expires_at), message = $4,
+                                 undone_at = CASE WHEN $1 THEN undone_at ELSE $2 END
+                             WHERE id = $5",
+                        )
+                        .bind(ok)
+                        .bind(executed_at)
+                        .bind(expires_at)
+                        .bind(message)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    (Action::Add, Action::Delete) => {
+                        // The agent lifted the block itself (timeout).
+                        sqlx::query("UPDATE responses SET undone_at = COALESCE(undone_at, $1), message = $2 WHERE id = $3")
+                            .bind(executed_at)
+                            .bind(message)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    (Action::Delete, _) => {
+                        sqlx::query(
+                            "UPDATE responses SET status = CASE WHEN $1 THEN 'done' ELSE 'failed' END, executed_at = $2, message = $3 WHERE id = $4",
+                        )
+                        .bind(ok)
+                        .bind(executed_at)
+                        .bind(message)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                        if ok && let Some(undoes) = row.request.undoes {
+                            sqlx::query(
+                                "UPDATE responses SET undone_at = COALESCE(undone_at, $1) WHERE id = $2",
+                            )
+                            .bind(executed_at)
+                            .bind(undoes)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                }
+                let now = sqlx::query("SELECT * FROM responses WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                recorded.push(now.as_ref().map(row_to_response));
+            }
+            tx.commit().await?;
+            Ok(recorded)
+        })
     }
 
     /// The add commands of the blocks of `srcip` in force (or waiting
     /// for their agent), newest first: what an unblock lifts.
     pub async fn blocking_commands(&self, srcip: &str) -> Result<Vec<ResponseRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM responses
-             WHERE action = 'add' AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL
-               AND (expires_at IS NULL OR expires_at > $1) AND srcip = $2
-             ORDER BY id DESC",
-        )
-        .bind(now_ms())
-        .bind(srcip)
-        .fetch_all(&self.reads)
-        .await?;
-        Ok(rows.iter().map(row_to_response).collect())
+        on_pool!(self.reads, pool => {
+            let rows = sqlx::query(
+                "SELECT * FROM responses
+                 WHERE action = 'add' AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL
+                   AND (expires_at IS NULL OR expires_at > $1) AND srcip = $2
+                 ORDER BY id DESC",
+            )
+            .bind(now_ms())
+            .bind(srcip)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.iter().map(row_to_response).collect())
+        })
     }
 
     /// Blocks in force (or waiting for their agent), newest first.
@@ -527,39 +529,41 @@ impl Store {
         srcip: Option<&str>,
         agent_id: Option<&str>,
     ) -> Result<Vec<BlockRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM responses
-             WHERE action = 'add' AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL
-               AND (expires_at IS NULL OR expires_at > $1) AND srcip IS NOT NULL
-               AND ($2 IS NULL OR srcip = $2) AND ($3 IS NULL OR agent_id = $3)
-             ORDER BY id DESC",
-        )
-        .bind(now_ms())
-        .bind(srcip)
-        .bind(agent_id)
-        .fetch_all(&self.reads)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let row = row_to_response(r);
-                BlockRow {
-                    id: row.id,
-                    agent_id: row.request.agent_id,
-                    srcip: row.request.srcip.unwrap_or_default(),
-                    response: row.request.response,
-                    rule_id: row.request.rule_id,
-                    alert_id: row.request.alert_id,
-                    issued_at: row.issued_at,
-                    expires_at: row.expires_at,
-                    state: if row.status == "done" {
-                        "active"
-                    } else {
-                        "pending"
-                    },
-                }
-            })
-            .collect())
+        on_pool!(self.reads, pool => {
+            let rows = sqlx::query(
+                "SELECT * FROM responses
+                 WHERE action = 'add' AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL
+                   AND (expires_at IS NULL OR expires_at > $1) AND srcip IS NOT NULL
+                   AND ($2 IS NULL OR srcip = $2) AND ($3 IS NULL OR agent_id = $3)
+                 ORDER BY id DESC",
+            )
+            .bind(now_ms())
+            .bind(srcip)
+            .bind(agent_id)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let row = row_to_response(r);
+                    BlockRow {
+                        id: row.id,
+                        agent_id: row.request.agent_id,
+                        srcip: row.request.srcip.unwrap_or_default(),
+                        response: row.request.response,
+                        rule_id: row.request.rule_id,
+                        alert_id: row.request.alert_id,
+                        issued_at: row.issued_at,
+                        expires_at: row.expires_at,
+                        state: if row.status == "done" {
+                            "active"
+                        } else {
+                            "pending"
+                        },
+                    }
+                })
+                .collect())
+        })
     }
 
     /// Records a decision that was not carried out, and why.
@@ -572,40 +576,44 @@ impl Store {
         srcip: Option<&str>,
         reason: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO response_refusals (time, response, agent_id, alert_id, rule_id, srcip, reason)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(now_ms())
-        .bind(response)
-        .bind(agent_id)
-        .bind(alert_id)
-        .bind(rule_id.map(i64::from))
-        .bind(srcip)
-        .bind(reason)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO response_refusals (time, response, agent_id, alert_id, rule_id, srcip, reason)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(now_ms())
+            .bind(response)
+            .bind(agent_id)
+            .bind(alert_id)
+            .bind(rule_id.map(i64::from))
+            .bind(srcip)
+            .bind(reason)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
     }
 
     /// Refused decisions, newest first.
     pub async fn refusals(&self, limit: u32) -> Result<Vec<RefusalRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM response_refusals ORDER BY id DESC LIMIT $1")
-            .bind(i64::from(limit))
-            .fetch_all(&self.reads)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| RefusalRow {
-                time: r.get("time"),
-                response: r.get("response"),
-                agent_id: r.get("agent_id"),
-                rule_id: r
-                    .get::<Option<i64>, _>("rule_id")
-                    .and_then(|v| u32::try_from(v).ok()),
-                srcip: r.get("srcip"),
-                reason: r.get("reason"),
-            })
-            .collect())
+        on_pool!(self.reads, pool => {
+            let rows = sqlx::query("SELECT * FROM response_refusals ORDER BY id DESC LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| RefusalRow {
+                    time: r.get("time"),
+                    response: r.get("response"),
+                    agent_id: r.get("agent_id"),
+                    rule_id: r
+                        .get::<Option<i64>, _>("rule_id")
+                        .and_then(|v| u32::try_from(v).ok()),
+                    srcip: r.get("srcip"),
+                    reason: r.get("reason"),
+                })
+                .collect())
+        })
     }
 }

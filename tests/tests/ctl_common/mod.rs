@@ -118,7 +118,7 @@ impl Agent {
         let mut config = AgentConfig::load(&bundle.config).unwrap();
         let log = bundle.dir.join("access.log");
         std::fs::write(&log, "").unwrap();
-        config.manager_address = m.config.advertise.clone();
+        config.manager_addresses = vec![m.config.advertise.clone()];
         config.localfiles.clear();
         config.localfiles.push(palisade_agent::config::Localfile {
             location: log.clone(),
