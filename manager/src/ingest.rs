@@ -39,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::grouped::{Grouped, Hello, Hellos};
 use crate::heartbeats::{Figures, Heartbeats};
 use crate::pipeline::flow::{Stream, SubmitError};
 use crate::pipeline::{Pipeline, Source};
@@ -46,12 +47,13 @@ use crate::pki::CertificateAuthority;
 use crate::protocol::{self, HELLO_TIMEOUT};
 use crate::responder::Responder;
 use crate::sessions::{AgentSender, EndReason, NewStream, SessionGuard, Sessions};
-use crate::store::{AgentHello, SpoolChange, Store};
+use crate::store::{SpoolChange, Store};
 use crate::wire;
 
-/// Streams doing their opening database work at once (the pool has 4
-/// connections).
-const OPENINGS_AT_ONCE: usize = 8;
+/// Streams doing their opening database work at once: their reads go to
+/// the store's read pool, their Hellos are written in groups
+/// ([`crate::grouped`]), as many as wait at once.
+const OPENINGS_AT_ONCE: usize = 64;
 
 /// The agent stream service.
 #[derive(Debug, Clone)]
@@ -77,6 +79,8 @@ pub struct Ingest {
     /// storm of thousands the others wait their turn here, in order,
     /// instead of timing out on the database's connection pool.
     openings: Arc<tokio::sync::Semaphore>,
+    /// Agents' Hellos, written together.
+    hellos: Grouped<Hellos>,
 }
 
 /// An agent stream the database admits.
@@ -99,7 +103,6 @@ impl Ingest {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            store,
             sessions,
             pipeline,
             responder,
@@ -110,6 +113,8 @@ impl Ingest {
             heartbeats: Heartbeats::default(),
             tasks: TaskTracker::new(),
             openings: Arc::new(tokio::sync::Semaphore::new(OPENINGS_AT_ONCE)),
+            hellos: Grouped::new(Hellos(store.clone())),
+            store,
         }
     }
 
@@ -369,17 +374,15 @@ impl Opening {
             .map(|t| protocol::sane_read_at(t, crate::store::now_ms()))
             .and_then(|(t, clamped)| (!clamped).then_some(t));
         ingest
-            .store
-            .agent_connected(
-                agent,
-                &AgentHello {
-                    version: &hello.agent_version,
-                    hostname: &hello.hostname,
-                    os: &hello.os,
-                    address: self.address.clone(),
-                    started_at,
-                },
-            )
+            .hellos
+            .write(Hello {
+                agent_id: agent.clone(),
+                version: hello.agent_version.clone(),
+                hostname: hello.hostname.clone(),
+                os: hello.os.clone(),
+                address: self.address.clone(),
+                started_at,
+            })
             .await?;
         match ingest.store.agent_spool(agent, &hello.spool_id).await? {
             SpoolChange::New { last_sequence } => warn!(

@@ -18,10 +18,13 @@
 //! - [`pipeline`]: a batch of events through the engine thread
 //!   ([`pipeline::analysis`]), the store, the responder and the outputs.
 //! - [`responder`]: active-response decisions, delivery and results.
+//! - [`grouped`]: small writes of many streams (command results, Hellos)
+//!   committed together.
 //! - [`tls`]: the mutual-TLS endpoint that logs every refused handshake.
 //! - [`sessions`]: open agent streams, one live stream per agent.
 //! - [`heartbeats`]: agents' heartbeats and last-seen times, written
 //!   together every few seconds.
+//! - [`memory`]: freed memory given back after many agents left.
 //! - [`identities`]: registered operators (`operator add/remove/list`),
 //!   who may call the control API, and the CA that renews agents'
 //!   certificates.
@@ -61,6 +64,7 @@ pub mod config;
 pub mod connections;
 pub mod control;
 pub mod enroll;
+pub mod grouped;
 pub mod heartbeats;
 pub mod identities;
 pub mod import_ossec;
@@ -68,6 +72,7 @@ pub mod ingest;
 pub mod limits;
 pub mod logtest_cli;
 pub mod mail;
+pub mod memory;
 pub mod metrics;
 pub mod outputs;
 pub mod pipeline;
@@ -367,6 +372,10 @@ pub async fn run(
     .with_agent_timeout(config.agent_timeout)
     .with_heartbeats(heartbeats.clone());
     let stream_tasks = ingest.tasks();
+    let memory = tokio::spawn(memory::release_after_drops(
+        sessions.clone(),
+        shutdown.clone(),
+    ));
     let control = control::Control::new(
         store.clone(),
         sessions.clone(),
@@ -437,6 +446,7 @@ pub async fn run(
         enrollment.stopped().await;
     }
     revocations.abort();
+    let _ = memory.await;
     // Cancelled with the rest: it stops after the batch in hand.
     let _ = retention.await;
     if let Some(metrics) = metrics {

@@ -35,10 +35,13 @@ use tracing::{debug, info, warn};
 
 use crate::breaker::{Admission, Breaker};
 use crate::config::{ResponseLocation, ResponseSpec};
+use crate::grouped::{CommandResults, Grouped};
 use crate::mail::report::ResponseReport;
 use crate::pipeline::analysis::Origin;
 use crate::sessions::Sessions;
-use crate::store::{Action, NewResponse, ResponseRow, Store, StoreError, StoredAlert};
+use crate::store::{
+    Action, CommandReport, NewResponse, ResponseRow, Store, StoreError, StoredAlert,
+};
 
 /// How long a fan-out waits for one agent's stream to take its command
 /// when the stream's queue is full; the command then stays pending, as for
@@ -112,6 +115,8 @@ pub struct Responder {
     sessions: Sessions,
     stats: std::sync::Arc<crate::stats::Stats>,
     mailer: Option<crate::mail::Mailer>,
+    /// Agents' command results, committed together ([`crate::grouped`]).
+    results: Grouped<CommandResults>,
 }
 
 impl Responder {
@@ -147,6 +152,7 @@ impl Responder {
             )),
             breaker: Breaker::new(store.clone(), crate::breaker::DEFAULT_MAX_PER_MINUTE),
             outputs: None,
+            results: Grouped::new(CommandResults(store.clone())),
             store,
             sessions,
             stats: Default::default(),
@@ -524,15 +530,15 @@ impl Responder {
             .map(crate::wire::millis)
             .unwrap_or_else(crate::store::now_ms);
         let row = self
-            .store
-            .response_result(
-                agent_id,
+            .results
+            .write(CommandReport {
+                agent_id: agent_id.to_string(),
                 id,
                 action,
-                result.ok,
-                &result.message,
+                ok: result.ok,
+                message: result.message.clone(),
                 executed_at,
-            )
+            })
             .await?;
         if let Some(row) = &row
             && !result.ok

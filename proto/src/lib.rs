@@ -7,11 +7,13 @@
 //!   committed under `src/gen/` so that no build needs `protoc`; a test
 //!   regenerates it and fails on any difference.
 //! - [`action`]: a command's add or delete, one type on both sides.
+//! - [`codec`]: the services' gRPC codec (prost's, with small buffers).
 //! - [`identity`]: how a certificate names an agent, an operator or the
 //!   manager, and how to read that back from a peer certificate.
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod codec;
 pub mod identity;
 
 /// The generated code for package `palisade.v1`.

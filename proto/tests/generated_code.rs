@@ -13,6 +13,7 @@ fn generated_code_is_current() {
     config.protoc_executable(protoc);
     tonic_prost_build::configure()
         .out_dir(out.path())
+        .codec_path("crate::codec::LeanCodec")
         .compile_with_config(
             config,
             &[root.join("proto/palisade/v1/palisade.proto")],

@@ -66,6 +66,18 @@ async fn a_fan_out_reaches_every_agent_when_the_caller_goes_away() -> anyhow::Re
     )?;
     fleet.wait_active(AGENTS, WAIT).await?;
     let ctl = operator(&manager);
+    // Every Hello is recorded (they are written in groups) before its
+    // Welcome.
+    let store = manager.store().await?;
+    for agent in store.agents().await? {
+        assert_eq!(
+            (agent.version.as_deref(), agent.last_address.as_deref()),
+            (Some("0.0.0-raw"), Some("127.0.0.1")),
+            "agent {}'s Hello",
+            agent.id
+        );
+        assert!(agent.first_seen.is_some(), "agent {}", agent.id);
+    }
 
     // The block: the call is cancelled as soon as the first agent has its
     // command, i.e. in the middle of the delivery.
@@ -90,8 +102,7 @@ async fn a_fan_out_reaches_every_agent_when_the_caller_goes_away() -> anyhow::Re
     every_agent_gets(&mut fleet, srcip, add, Some(first.agent_id)).await?;
 
     // Every command is recorded (one per agent), and each agent's result
-    // arrives.
-    let store = manager.store().await?;
+    // arrives (results are written in groups).
     palisade_tests::eventually(WAIT, "every block confirmed", || async {
         let blocks = store.blocks(Some(srcip), None).await?;
         Ok((blocks.len() == AGENTS && blocks.iter().all(|b| b.state == "active")).then_some(()))

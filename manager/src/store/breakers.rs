@@ -17,7 +17,7 @@ pub struct BreakerState {
 impl Store {
     /// The breaker of `agent_id` (closed and never reset when absent).
     pub async fn breaker(&self, agent_id: &str) -> Result<BreakerState, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let row =
                 sqlx::query("SELECT tripped_at, reset_at FROM circuit_breakers WHERE agent_id = $1")
                     .bind(agent_id)
@@ -39,7 +39,7 @@ impl Store {
         srcip: &str,
         since: i64,
     ) -> Result<(u32, bool), StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let row = sqlx::query(
                 "SELECT COUNT(DISTINCT srcip) AS n, CAST(COALESCE(MAX(CASE WHEN srcip = $2 THEN 1 ELSE 0 END), 0) AS BIGINT) AS seen
                    FROM responses

@@ -182,7 +182,7 @@ impl Store {
 
     /// Every operator, removed ones too, in the order they were added.
     pub async fn operators(&self) -> Result<Vec<OperatorRow>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let rows = sqlx::query("SELECT * FROM operators ORDER BY id")
                 .fetch_all(pool)
                 .await?;
@@ -192,7 +192,7 @@ impl Store {
 
     /// The live operator holding the certificate `serial`, if any.
     pub async fn live_operator(&self, serial: &str) -> Result<Option<OperatorRow>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let row =
                 sqlx::query("SELECT * FROM operators WHERE cert_serial = $1 AND removed_at IS NULL")
                     .bind(serial)

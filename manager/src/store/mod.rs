@@ -77,7 +77,7 @@ pub use breakers::BreakerState;
 pub use copy::CopiedTable;
 pub use identities::OperatorRow;
 pub use prune::Pruned;
-pub use responses::{Action, BlockRow, NewResponse, RefusalRow, ResponseRow};
+pub use responses::{Action, BlockRow, CommandReport, NewResponse, RefusalRow, ResponseRow};
 pub use tokens::{Redeemed, TokenRow, show_time};
 
 /// A database failure.
@@ -296,8 +296,24 @@ pub struct AgentHello<'a> {
 /// The manager's database.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Every write, and the reads inside write transactions.
+    pool: Pool,
+    /// Reads that answer operators and open streams. With SQLite their
+    /// own connections: its WAL lets them run beside a write, and on
+    /// `pool` they queued behind ingestion's commits for a connection.
+    /// With PostgreSQL the same pool.
+    reads: Reads,
+}
+
+/// The pool of [`Store::reads`] (a struct with a `pool`, for
+/// [`on_pool!`]).
+#[derive(Debug, Clone)]
+struct Reads {
     pool: Pool,
 }
+
+/// Connections of SQLite's read pool ([`Store::reads`]).
+const SQLITE_READ_CONNECTIONS: u32 = 4;
 
 impl Store {
     /// Opens the database (creating an SQLite file if needed) and applies
@@ -312,6 +328,9 @@ impl Store {
                     .await?;
                 postgres_migrator().run(&pool).await?;
                 return Ok(Self {
+                    reads: Reads {
+                        pool: Pool::Postgres(pool.clone()),
+                    },
                     pool: Pool::Postgres(pool),
                 });
             }
@@ -325,11 +344,18 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         migrator().run(&pool).await?;
+        let reads = SqlitePoolOptions::new()
+            .max_connections(SQLITE_READ_CONNECTIONS)
+            .connect_with(options.pragma("query_only", "ON"))
+            .await?;
         Ok(Self {
             pool: Pool::Sqlite(pool),
+            reads: Reads {
+                pool: Pool::Sqlite(reads),
+            },
         })
     }
 
@@ -340,6 +366,9 @@ impl Store {
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
+        on_pool!(self.reads, pool => {
+            pool.close().await;
+        });
         on_pool!(self, pool => {
             pool.close().await;
         })
@@ -402,7 +431,7 @@ impl Store {
 
     /// One agent, removed or not.
     pub async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let row = sqlx::query("SELECT * FROM agents WHERE id = $1")
                 .bind(id)
                 .fetch_optional(pool)
@@ -413,7 +442,7 @@ impl Store {
 
     /// Every agent, in id order.
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let rows = sqlx::query("SELECT * FROM agents ORDER BY CAST(id AS INTEGER)")
                 .fetch_all(pool)
                 .await?;
@@ -424,7 +453,7 @@ impl Store {
     /// The ids of the agents not removed, in id order (what `-a`
     /// targets), without reading their records.
     pub async fn live_agent_ids(&self) -> Result<Vec<String>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             Ok(sqlx::query_scalar(
                 "SELECT id FROM agents WHERE removed_at IS NULL ORDER BY CAST(id AS INTEGER)",
             )
@@ -435,7 +464,7 @@ impl Store {
 
     /// Whether a certificate serial has been revoked.
     pub async fn is_revoked(&self, serial: &str) -> Result<bool, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let found: Option<i64> =
                 sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM revoked_certificates WHERE serial = $1")
                     .bind(serial)
@@ -447,7 +476,7 @@ impl Store {
 
     /// Every revoked serial (small: one per removed agent).
     pub async fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             Ok(
                 sqlx::query_scalar("SELECT serial FROM revoked_certificates")
                     .fetch_all(pool)
@@ -462,23 +491,37 @@ impl Store {
         id: &str,
         hello: &AgentHello<'_>,
     ) -> Result<(), StoreError> {
+        self.agents_connected(&[(id, hello.clone())]).await
+    }
+
+    /// Records many agents' Hellos in one transaction: in a reconnect
+    /// storm (a manager restart) thousands arrive at once, and one commit
+    /// each would queue them on the write lock.
+    pub async fn agents_connected(
+        &self,
+        hellos: &[(&str, AgentHello<'_>)],
+    ) -> Result<(), StoreError> {
         on_pool!(self, pool => {
             let now = now_ms();
-            sqlx::query(
-                "UPDATE agents SET first_seen = COALESCE(first_seen, $1), last_seen = $1,
-                     last_address = COALESCE($2, last_address), version = $3, hostname = $4, os = $5,
-                     started_at = COALESCE($7, started_at)
-                 WHERE id = $6",
-            )
-            .bind(now)
-            .bind(hello.address.as_deref())
-            .bind(hello.version)
-            .bind(hello.hostname)
-            .bind(hello.os)
-            .bind(id)
-            .bind(hello.started_at)
-            .execute(pool)
-            .await?;
+            let mut tx = pool.write_tx().await?;
+            for (id, hello) in hellos {
+                sqlx::query(
+                    "UPDATE agents SET first_seen = COALESCE(first_seen, $1), last_seen = $1,
+                         last_address = COALESCE($2, last_address), version = $3, hostname = $4, os = $5,
+                         started_at = COALESCE($7, started_at)
+                     WHERE id = $6",
+                )
+                .bind(now)
+                .bind(hello.address.as_deref())
+                .bind(hello.version)
+                .bind(hello.hostname)
+                .bind(hello.os)
+                .bind(*id)
+                .bind(hello.started_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
             Ok(())
         })
     }
@@ -572,7 +615,7 @@ impl Store {
     /// The revocation generation: it changes whenever an agent is removed
     /// or a certificate revoked, by any process (`0040_fleet.sql`).
     pub async fn revocation_generation(&self) -> Result<i64, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             Ok(
                 sqlx::query_scalar("SELECT generation FROM revocation_generation WHERE id = 1")
                     .fetch_one(pool)
@@ -583,7 +626,7 @@ impl Store {
 
     /// The ids of removed agents.
     pub async fn removed_agent_ids(&self) -> Result<Vec<String>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             Ok(
                 sqlx::query_scalar("SELECT id FROM agents WHERE removed_at IS NOT NULL")
                     .fetch_all(pool)
@@ -737,7 +780,7 @@ impl Store {
         filter: &AlertFilter,
         n: u32,
     ) -> Result<Option<i64>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             Ok(sqlx::query_scalar(
                 "SELECT id FROM alerts
                  WHERE ($1 IS NULL OR time >= $1) AND level >= $2 AND ($3 IS NULL OR rule_id = $3)
@@ -765,7 +808,7 @@ impl Store {
         sql: &'static str,
         filter: &AlertFilter,
     ) -> Result<Vec<StoredAlert>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let rows = sqlx::query(sql)
                 .bind(filter.since)
                 .bind(i64::from(filter.min_level))
@@ -786,7 +829,7 @@ impl Store {
         &self,
         agent_id: Option<&str>,
     ) -> Result<Vec<ArchivedEvent>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let rows = sqlx::query(
                 "SELECT agent_id, sequence, location, line, truncated FROM archive
                  WHERE $1 IS NULL OR agent_id = $1 ORDER BY id",

@@ -263,7 +263,7 @@ impl Store {
 
     /// Alerts stored.
     pub async fn alert_count(&self) -> Result<u64, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts")
                 .fetch_one(pool)
                 .await?;
@@ -273,7 +273,7 @@ impl Store {
 
     /// Archived events stored.
     pub async fn archive_count(&self) -> Result<u64, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM archive")
                 .fetch_one(pool)
                 .await?;

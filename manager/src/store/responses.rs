@@ -146,6 +146,23 @@ fn row_to_response(r: &impl StoreRow) -> ResponseRow {
     }
 }
 
+/// What an agent reported for one of its commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandReport {
+    /// The reporting agent.
+    pub agent_id: String,
+    /// The command id it reported on.
+    pub id: i64,
+    /// What it executed.
+    pub action: Action,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// Its message.
+    pub message: String,
+    /// When (ms).
+    pub executed_at: i64,
+}
+
 impl Store {
     /// Records a command as pending. An add for an address that already has
     /// a block of the same response on the same agent supersedes it (the
@@ -248,7 +265,7 @@ impl Store {
         response: &str,
         srcip: &str,
     ) -> Result<u64, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let n: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM responses WHERE agent_id = $1 AND response = $2 AND srcip = $3
                    AND action = 'add' AND status IN ('pending', 'sent', 'done', 'superseded')",
@@ -296,7 +313,7 @@ impl Store {
 
     /// The commands an alert caused, in order.
     pub async fn responses_for_alert(&self, alert_id: i64) -> Result<Vec<ResponseRow>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let rows = sqlx::query("SELECT * FROM responses WHERE alert_id = $1 ORDER BY id")
                 .bind(alert_id)
                 .fetch_all(pool)
@@ -311,7 +328,7 @@ impl Store {
         &self,
         alert_ids: &[i64],
     ) -> Result<HashMap<i64, Vec<ResponseRow>>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let (Some(low), Some(high)) = (alert_ids.iter().min(), alert_ids.iter().max()) else {
                 return Ok(HashMap::new());
             };
@@ -370,7 +387,7 @@ impl Store {
 
     /// One command.
     pub async fn response(&self, id: i64) -> Result<Option<ResponseRow>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let row = sqlx::query("SELECT * FROM responses WHERE id = $1")
                 .bind(id)
                 .fetch_optional(pool)
@@ -391,73 +408,107 @@ impl Store {
         message: &str,
         executed_at: i64,
     ) -> Result<Option<ResponseRow>, StoreError> {
+        let report = CommandReport {
+            agent_id: agent_id.to_string(),
+            id,
+            action,
+            ok,
+            message: message.to_string(),
+            executed_at,
+        };
+        Ok(self.response_results(&[report]).await?.pop().flatten())
+    }
+
+    /// Records many agents' reports ([`Self::response_result`] each) in
+    /// one transaction: after a fan-out to thousands of agents their
+    /// results arrive together, and one commit each would queue them all
+    /// on the write lock. Returns, per report, the command as it now is
+    /// (`None` for an unknown command or another agent's).
+    pub async fn response_results(
+        &self,
+        reports: &[CommandReport],
+    ) -> Result<Vec<Option<ResponseRow>>, StoreError> {
         on_pool!(self, pool => {
-            let Some(row) = self.response(id).await? else {
-                return Ok(None);
-            };
-            if row.request.agent_id != agent_id {
-                return Ok(None);
-            }
             let mut tx = pool.write_tx().await?;
-            match (row.request.action, action) {
-                (Action::Add, Action::Add) => {
-                    let expires_at = row
-                        .request
-                        .timeout_s
-                        .map(|t| executed_at + to_i64(t) * 1000);
-                    sqlx::query(
-                        "UPDATE responses SET status = CASE WHEN status = 'superseded' THEN status WHEN $1 THEN 'done' ELSE 'failed' END,
-                             executed_at = $2, expires_at = COALESCE($3, expires_at), message = $4,
-                             undone_at = CASE WHEN $1 THEN undone_at ELSE $2 END
-                         WHERE id = $5",
-                    )
-                    .bind(ok)
-                    .bind(executed_at)
-                    .bind(expires_at)
-                    .bind(message)
+            let mut recorded = Vec::with_capacity(reports.len());
+            for report in reports {
+                let CommandReport { id, action, ok, executed_at, .. } = *report;
+                let message = report.message.as_str();
+                let row = sqlx::query("SELECT * FROM responses WHERE id = $1")
                     .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                (Action::Add, Action::Delete) => {
-                    // The agent lifted the block itself (timeout).
-                    sqlx::query("UPDATE responses SET undone_at = COALESCE(undone_at, $1), message = $2 WHERE id = $3")
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| row_to_response(&r))
+                    .filter(|row| row.request.agent_id == report.agent_id);
+                let Some(row) = row else {
+                    recorded.push(None);
+                    continue;
+                };
+                match (row.request.action, action) {
+                    (Action::Add, Action::Add) => {
+                        let expires_at = row
+                            .request
+                            .timeout_s
+                            .map(|t| executed_at + to_i64(t) * 1000);
+                        sqlx::query(
+                            "UPDATE responses SET status = CASE WHEN status = 'superseded' THEN status WHEN $1 THEN 'done' ELSE 'failed' END,
+                                 executed_at = $2, expires_at = COALESCE($3, expires_at), message = $4,
+                                 undone_at = CASE WHEN $1 THEN undone_at ELSE $2 END
+                             WHERE id = $5",
+                        )
+                        .bind(ok)
+                        .bind(executed_at)
+                        .bind(expires_at)
+                        .bind(message)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    (Action::Add, Action::Delete) => {
+                        // The agent lifted the block itself (timeout).
+                        sqlx::query("UPDATE responses SET undone_at = COALESCE(undone_at, $1), message = $2 WHERE id = $3")
+                            .bind(executed_at)
+                            .bind(message)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    (Action::Delete, _) => {
+                        sqlx::query(
+                            "UPDATE responses SET status = CASE WHEN $1 THEN 'done' ELSE 'failed' END, executed_at = $2, message = $3 WHERE id = $4",
+                        )
+                        .bind(ok)
                         .bind(executed_at)
                         .bind(message)
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
-                }
-                (Action::Delete, _) => {
-                    sqlx::query(
-                        "UPDATE responses SET status = CASE WHEN $1 THEN 'done' ELSE 'failed' END, executed_at = $2, message = $3 WHERE id = $4",
-                    )
-                    .bind(ok)
-                    .bind(executed_at)
-                    .bind(message)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                    if ok && let Some(undoes) = row.request.undoes {
-                        sqlx::query(
-                            "UPDATE responses SET undone_at = COALESCE(undone_at, $1) WHERE id = $2",
-                        )
-                        .bind(executed_at)
-                        .bind(undoes)
-                        .execute(&mut *tx)
-                        .await?;
+                        if ok && let Some(undoes) = row.request.undoes {
+                            sqlx::query(
+                                "UPDATE responses SET undone_at = COALESCE(undone_at, $1) WHERE id = $2",
+                            )
+                            .bind(executed_at)
+                            .bind(undoes)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
                     }
                 }
+                let now = sqlx::query("SELECT * FROM responses WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                recorded.push(now.as_ref().map(row_to_response));
             }
             tx.commit().await?;
-            self.response(id).await
+            Ok(recorded)
         })
     }
 
     /// The add commands of the blocks of `srcip` in force (or waiting
     /// for their agent), newest first: what an unblock lifts.
     pub async fn blocking_commands(&self, srcip: &str) -> Result<Vec<ResponseRow>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let rows = sqlx::query(
                 "SELECT * FROM responses
                  WHERE action = 'add' AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL
@@ -478,7 +529,7 @@ impl Store {
         srcip: Option<&str>,
         agent_id: Option<&str>,
     ) -> Result<Vec<BlockRow>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let rows = sqlx::query(
                 "SELECT * FROM responses
                  WHERE action = 'add' AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL
@@ -545,7 +596,7 @@ impl Store {
 
     /// Refused decisions, newest first.
     pub async fn refusals(&self, limit: u32) -> Result<Vec<RefusalRow>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let rows = sqlx::query("SELECT * FROM response_refusals ORDER BY id DESC LIMIT $1")
                 .bind(i64::from(limit))
                 .fetch_all(pool)

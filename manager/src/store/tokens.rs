@@ -63,7 +63,7 @@ impl Store {
 
     /// Every token, newest first.
     pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        on_pool!(self, pool => {
+        on_pool!(self.reads, pool => {
             let rows = sqlx::query(
                 "SELECT id, name, created_at, expires_at, used_at, used_by FROM enrollment_tokens ORDER BY id DESC",
             )
