@@ -34,7 +34,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use tracing::warn;
@@ -532,39 +531,54 @@ impl Spool {
         if limit == 0 {
             return Ok((out, false));
         }
-        // From the chunk that holds `after + 1` (or the first after it).
-        let mut rows = sqlx::query_as::<_, (i64, i64, Vec<u8>)>(
-            "SELECT first_sequence, events, data FROM spool_chunks
-             WHERE first_sequence >= COALESCE(
-                 (SELECT MAX(first_sequence) FROM spool_chunks WHERE first_sequence <= $1), 0)
-             ORDER BY first_sequence",
+        // From the chunk that holds `after + 1` (or the first after it), a
+        // few chunks per query: sqlx reads a query's rows ahead of the
+        // caller, so an open-ended one would copy the whole spool's blobs
+        // for every batch.
+        let mut from: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(first_sequence), 0) FROM spool_chunks WHERE first_sequence <= $1",
         )
         .bind(i64_of(after.saturating_add(1)))
-        .fetch(&self.pool);
-        while let Some((first, events, data)) = rows.try_next().await? {
-            let mut decoder = Decoder {
-                data: &data,
-                first: u64_of(first),
+        .fetch_one(&self.pool)
+        .await?;
+        loop {
+            let page: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT first_sequence, events, data FROM spool_chunks
+                 WHERE first_sequence >= $1 ORDER BY first_sequence LIMIT $2",
+            )
+            .bind(from)
+            .bind(CHUNKS_PER_READ)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(&(last_first, _, _)) = page.last() else {
+                break;
             };
-            for i in 0..u64_of(events) {
-                let sequence = u64_of(first) + i;
-                if sequence <= after {
-                    decoder.skip()?;
-                    continue;
-                }
-                let event = decoder.event()?;
-                let size = (event.line.len() + event.location.len() + event.log_format.len())
-                    as u64
-                    + per_event;
-                total = total.saturating_add(size);
-                if !out.is_empty() && total > max_bytes {
-                    return Ok((out, true));
-                }
-                out.push(SpooledEvent { sequence, event });
-                if out.len() >= limit {
-                    return Ok((out, false));
+            for (first, events, data) in &page {
+                let mut decoder = Decoder {
+                    data,
+                    first: u64_of(*first),
+                };
+                for i in 0..u64_of(*events) {
+                    let sequence = u64_of(*first) + i;
+                    if sequence <= after {
+                        decoder.skip()?;
+                        continue;
+                    }
+                    let event = decoder.event()?;
+                    let size = (event.line.len() + event.location.len() + event.log_format.len())
+                        as u64
+                        + per_event;
+                    total = total.saturating_add(size);
+                    if !out.is_empty() && total > max_bytes {
+                        return Ok((out, true));
+                    }
+                    out.push(SpooledEvent { sequence, event });
+                    if out.len() >= limit {
+                        return Ok((out, false));
+                    }
                 }
             }
+            from = last_first + 1;
         }
         Ok((out, false))
     }
@@ -656,6 +670,9 @@ fn chunks(events: &[NewEvent]) -> impl Iterator<Item = &[NewEvent]> {
         Some(chunk)
     })
 }
+
+/// Chunks read per query when reading a batch back.
+const CHUNKS_PER_READ: i64 = 4;
 
 /// Framing bytes per event: three u32 lengths, the time, the flag.
 const FRAME_OVERHEAD: usize = 4 * 3 + 8 + 1;
