@@ -23,6 +23,7 @@ impl From<StoreError> for Status {
         match e {
             StoreError::NotFound(m) => Status::not_found(m),
             StoreError::Conflict(m) => Status::failed_precondition(m),
+            StoreError::LeaseLost(m) => Status::aborted(m),
             // Busy, not broken: the caller may try again.
             StoreError::Sqlx(sqlx::Error::PoolTimedOut) => Status::unavailable(
                 "the manager's database is busy (no connection free in time); try again",
