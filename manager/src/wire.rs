@@ -158,6 +158,8 @@ pub fn agent_info(a: &AgentRecord, status: pb::AgentStatus) -> pb::AgentInfo {
         started_at: a.started_at.map(timestamp),
         last_refused_at: a.last_refused_at.map(timestamp),
         last_refusal: a.last_refusal.clone().unwrap_or_default(),
+        // The control service fills it in (it knows the managers).
+        manager: String::new(),
     }
 }
 
