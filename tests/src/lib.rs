@@ -16,6 +16,8 @@
 //!   a real agent certificate (a compromised agent).
 //! - [`fleet`]: many simulated agents with real identities and streams,
 //!   for the fleet benchmark and fan-out tests.
+//! - [`cluster`]: two manager processes on one PostgreSQL database with
+//!   one CA, and agents listing both.
 //! - [`netns`]: test hosts in network namespaces, nginx, curl.
 //! - [`site`]: a web server with nginx, manager and agent, and an attacker.
 //! - [`smtp`]: a real SMTP server (aiosmtpd) on loopback.
@@ -58,6 +60,7 @@
 //! wait a whole poll interval.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod fleet;
 pub mod netns;
 pub mod process;
