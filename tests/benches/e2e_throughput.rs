@@ -161,17 +161,6 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn spool_bytes(db: &Path) -> u64 {
-    ["", "-wal", "-shm"]
-        .iter()
-        .map(|s| {
-            std::fs::metadata(format!("{}{s}", db.display()))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
 struct RunFigures {
     lines_per_second: f64,
     seconds: f64,
@@ -246,7 +235,7 @@ async fn end_to_end(log: &Path, lines: usize, logall: bool) -> RunFigures {
     let mut spool_peak = 0u64;
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        spool_peak = spool_peak.max(spool_bytes(&spool));
+        spool_peak = spool_peak.max(palisade_tests::sqlite_bytes(&spool));
         let record = store.agent(&id).await.unwrap().unwrap();
         if record.last_sequence >= target {
             break;

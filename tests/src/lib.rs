@@ -362,6 +362,19 @@ pub async fn db_number(db: &Path, sql: &'static str, agent: &str) -> anyhow::Res
     Ok(v?)
 }
 
+/// The bytes a SQLite database holds on disk: the file, its WAL and its
+/// shared-memory index (what a spool's bound is about).
+pub fn sqlite_bytes(db: &Path) -> u64 {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|s| {
+            std::fs::metadata(format!("{}{s}", db.display()))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
 /// Appends lines to a file, creating it if needed.
 pub fn append_lines(path: &Path, lines: impl IntoIterator<Item = String>) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new()
