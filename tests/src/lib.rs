@@ -16,6 +16,8 @@
 //!   a real agent certificate (a compromised agent).
 //! - [`fleet`]: many simulated agents with real identities and streams,
 //!   for the fleet benchmark and fan-out tests.
+//! - [`measure`]: CPU and memory figures from `/proc`, the generated
+//!   access log and configuration the benchmarks use.
 //! - [`netns`]: test hosts in network namespaces, nginx, curl.
 //! - [`site`]: a web server with nginx, manager and agent, and an attacker.
 //! - [`smtp`]: a real SMTP server (aiosmtpd) on loopback.
@@ -59,6 +61,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fleet;
+pub mod measure;
 pub mod netns;
 pub mod process;
 pub mod raw_agent;
