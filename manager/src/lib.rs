@@ -22,6 +22,9 @@
 //!   committed together.
 //! - [`tls`]: the mutual-TLS endpoint that logs every refused handshake.
 //! - [`sessions`]: open agent streams, one live stream per agent.
+//! - [`cluster`]: `[manager]`, this manager among several on one database:
+//!   its heartbeat row, the agents' leases (one live stream per agent in
+//!   the whole cluster).
 //! - [`heartbeats`]: agents' heartbeats and last-seen times, written
 //!   together every few seconds.
 //! - [`memory`]: freed memory given back after many agents left.
@@ -60,6 +63,7 @@
 pub mod alert_files;
 pub mod breaker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod control;
@@ -309,6 +313,23 @@ pub async fn run(
     }
     let outputs = outputs::Outputs::new(sinks, stats.clone());
     let local = listener.local_addr().ok();
+    let cluster = cluster::Cluster::join(
+        store.clone(),
+        config
+            .cluster
+            .name
+            .clone()
+            .unwrap_or_else(|| hostname.clone()),
+        &local.map_or_else(|| config.listen.to_string(), |a| a.to_string()),
+        config.cluster.clone(),
+        config.agent_timeout,
+    )
+    .await?;
+    let cluster_heartbeat = tokio::spawn(cluster.clone().run(
+        sessions.clone(),
+        stats.clone(),
+        shutdown.clone(),
+    ));
 
     let retention = tokio::spawn(retention::run(
         store.clone(),
@@ -370,7 +391,8 @@ pub async fn run(
     .with_max_batch_bytes(config.limits.max_batch_bytes)
     .with_ca(identities::renewing_ca(&config))
     .with_agent_timeout(config.agent_timeout)
-    .with_heartbeats(heartbeats.clone());
+    .with_heartbeats(heartbeats.clone())
+    .with_cluster(cluster.clone());
     let stream_tasks = ingest.tasks();
     let memory = tokio::spawn(memory::release_after_drops(
         sessions.clone(),
@@ -384,7 +406,8 @@ pub async fn run(
         hostname,
         config.agent_timeout,
         shutdown.clone(),
-    );
+    )
+    .with_cluster(cluster.clone());
     let revocations = tokio::spawn(watch_revocations(
         store.clone(),
         sessions.clone(),
@@ -442,6 +465,8 @@ pub async fn run(
         Ok(_) => {}
         Err(error) => warn!(%error, "Cannot record the agents' last-seen times."),
     }
+    let _ = cluster_heartbeat.await;
+    cluster.leave().await;
     if let Some(enrollment) = enrollment {
         enrollment.stopped().await;
     }
