@@ -190,3 +190,185 @@ pub async fn deliver_on_wakeups(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::time::Duration;
+
+    use palisade_proto::v1::manager_message::Kind;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::config::ManagerConfig;
+    use crate::responder::Targets;
+    use crate::sessions::{AgentSender, NewStream, Sessions};
+    use crate::store::testing::{Backend, TestDb};
+    use crate::store::{Action, NewResponse};
+
+    const CONFIG: &str = "[server]\nlisten = \"127.0.0.1:1514\"\n\
+        [[active_response]]\ncommand = \"route-null\"\nlocation = \"all\"\nrules_id = [31151]\ntimeout = \"600s\"\n";
+
+    /// A manager of the pair: its store on the shared database and the
+    /// streams it holds.
+    struct Manager {
+        store: Store,
+        sessions: Sessions,
+        responder: Responder,
+    }
+
+    impl Manager {
+        async fn new(db: &TestDb) -> Self {
+            let store = db.open().await;
+            let sessions = Sessions::default();
+            let config = ManagerConfig::parse(CONFIG, &db.dir().join("manager.toml")).unwrap();
+            let responder = Responder::new(
+                config.responses,
+                vec![],
+                vec![],
+                store.clone(),
+                sessions.clone(),
+            );
+            Self {
+                store,
+                sessions,
+                responder,
+            }
+        }
+
+        /// Opens a stream for `agent` here; its commands arrive on the
+        /// receiver.
+        fn hold(
+            &self,
+            agent: &str,
+        ) -> mpsc::Receiver<Result<palisade_proto::v1::ManagerMessage, tonic::Status>> {
+            let (tx, rx): (AgentSender, _) = mpsc::channel(64);
+            let stream = NewStream {
+                agent_id: agent,
+                serial: "aa",
+                address: None,
+                stale_after: Duration::from_secs(60),
+                takeover: false,
+            };
+            self.sessions
+                .register(stream, tx, &CancellationToken::new())
+                .unwrap();
+            rx
+        }
+    }
+
+    /// The command ids received so far.
+    fn received(
+        rx: &mut mpsc::Receiver<Result<palisade_proto::v1::ManagerMessage, tonic::Status>>,
+    ) -> Vec<i64> {
+        let mut ids = Vec::new();
+        while let Ok(Ok(message)) = rx.try_recv() {
+            if let Some(Kind::Command(c)) = message.kind {
+                ids.push(c.id.parse().unwrap());
+            }
+        }
+        ids
+    }
+
+    fn block(agent: &str, n: u32) -> NewResponse {
+        NewResponse {
+            agent_id: agent.into(),
+            response: "route-null600".into(),
+            command: "route-null".into(),
+            executable: "route-null".into(),
+            action: Action::Add,
+            srcip: Some(format!("203.0.113.{n}")),
+            user: None,
+            alert_id: None,
+            rule_id: None,
+            location: None,
+            timeout_s: Some(600),
+            undoes: None,
+        }
+    }
+
+    /// An operator's block asked of A reaches the agent B holds, once,
+    /// woken by A's notification.
+    #[tokio::test]
+    #[cfg_attr(
+        not(palisade_postgres),
+        ignore = "needs PostgreSQL: PALISADE_TEST_POSTGRES=URL (scripts/pg-test-cluster; scripts/test sets it)"
+    )]
+    async fn a_block_asked_of_one_manager_reaches_the_agent_the_other_holds() {
+        let db = TestDb::new(Backend::Postgres);
+        let (a, b) = (Manager::new(&db).await, Manager::new(&db).await);
+        let (agent, _) = a
+            .store
+            .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
+            .await
+            .unwrap();
+        let mut at_b = b.hold(&agent);
+        let shutdown = CancellationToken::new();
+        let wakeups = Wakeups::start(&b.store, shutdown.clone()).await.unwrap();
+        assert!(wakeups.is_live());
+        let delivering = tokio::spawn(deliver_on_wakeups(
+            wakeups,
+            b.responder.clone(),
+            shutdown.clone(),
+        ));
+        let outcome = a
+            .responder
+            .run("198.51.100.7", "route-null600", Targets::All)
+            .await
+            .unwrap();
+        // Sent (B took it within the hand-off wait) or queued (B was
+        // slower, on a loaded machine): either way listed once.
+        assert_eq!(outcome.sent_to.len() + outcome.queued_for.len(), 1);
+        let mut got = Vec::new();
+        while got.is_empty() {
+            got = match tokio::time::timeout(Duration::from_secs(20), at_b.recv()).await {
+                Ok(Some(Ok(m))) => match m.kind {
+                    Some(Kind::Command(c)) => vec![c.id.parse::<i64>().unwrap()],
+                    _ => vec![],
+                },
+                other => panic!("no command at B: {other:?}"),
+            };
+        }
+        assert_eq!(got, outcome.command_ids);
+        let row = a.store.response(got[0]).await.unwrap().unwrap();
+        assert_eq!(row.status, "sent");
+        shutdown.cancel();
+        delivering.await.unwrap();
+        assert!(received(&mut at_b).is_empty(), "sent once");
+    }
+
+    /// Both managers hold a stream of the agent (it is moving between
+    /// them) and deliver its pending commands at the same moment: each
+    /// command goes down exactly one stream.
+    #[tokio::test]
+    #[cfg_attr(
+        not(palisade_postgres),
+        ignore = "needs PostgreSQL: PALISADE_TEST_POSTGRES=URL (scripts/pg-test-cluster; scripts/test sets it)"
+    )]
+    async fn two_managers_racing_send_each_command_once() {
+        let db = TestDb::new(Backend::Postgres);
+        let (a, b) = (Manager::new(&db).await, Manager::new(&db).await);
+        let (agent, _) = a
+            .store
+            .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
+            .await
+            .unwrap();
+        let (mut at_a, mut at_b) = (a.hold(&agent), b.hold(&agent));
+        let commands: Vec<NewResponse> = (1..=40).map(|n| block(&agent, n)).collect();
+        let recorded = a.store.insert_responses(&commands).await.unwrap();
+        let (sent_a, sent_b) = tokio::join!(
+            a.responder.deliver_held(None),
+            b.responder.deliver_held(None)
+        );
+        let (sent_a, sent_b) = (sent_a.unwrap(), sent_b.unwrap());
+        let (mut got_a, got_b) = (received(&mut at_a), received(&mut at_b));
+        assert_eq!((got_a.len(), got_b.len()), (sent_a, sent_b));
+        // Each in order on its stream.
+        assert!(got_a.is_sorted() && got_b.is_sorted());
+        got_a.extend(got_b);
+        got_a.sort_unstable();
+        let ids: Vec<i64> = recorded.iter().map(|r| r.id).collect();
+        assert_eq!(got_a, ids, "every command once");
+        assert!(a.store.still_pending(&ids).await.unwrap().is_empty());
+    }
+}
