@@ -442,7 +442,7 @@ impl Responder {
         }
         // One transaction and one concurrent delivery, also for a
         // response on every agent (location "all").
-        let rows = self.store.insert_responses(&commands).await?;
+        let (rows, _) = self.record_and_deliver(&commands).await?;
         for row in &rows {
             self.count(|s| &s.responses_issued);
             info!(
@@ -455,7 +455,6 @@ impl Responder {
                 "Active response issued."
             );
         }
-        self.deliver_all(&rows).await?;
         Ok(())
     }
 
@@ -475,21 +474,49 @@ impl Responder {
     /// concurrently with other agents', each at most [`DELIVERY_WAIT`].
     /// Returns, per row, where it went.
     pub async fn deliver_all(&self, rows: &[ResponseRow]) -> Result<Vec<Delivery>, StoreError> {
+        self.deliver(rows, |_| false).await
+    }
+
+    /// Records the commands of one decision and delivers them: those of
+    /// agents held here are recorded already claimed (one commit before
+    /// they go out, as with one manager); the others are pending, and the
+    /// managers holding their agents are woken on commit.
+    async fn record_and_deliver(
+        &self,
+        commands: &[NewResponse],
+    ) -> Result<(Vec<ResponseRow>, Vec<Delivery>), StoreError> {
+        let rows = self
+            .store
+            .insert_responses_claiming(commands, |agent| self.sessions.is_connected(agent))
+            .await?;
+        // An agent that connected here meanwhile: claimed now.
+        let went = self.deliver(&rows, |row| row.status == "sent").await?;
+        Ok((rows, went))
+    }
+
+    /// [`Self::deliver_all`], rows for which `claimed_here` holds being
+    /// claimed by this manager already.
+    async fn deliver(
+        &self,
+        rows: &[ResponseRow],
+        claimed_here: impl Fn(&ResponseRow) -> bool,
+    ) -> Result<Vec<Delivery>, StoreError> {
         let senders = self
             .sessions
             .senders(rows.iter().map(|r| r.request.agent_id.as_str()));
         let held: Vec<i64> = rows
             .iter()
             .zip(&senders)
-            .filter(|(_, s)| s.as_ref().is_some_and(|s| !s.is_closed()))
+            .filter(|(row, s)| !claimed_here(row) && s.as_ref().is_some_and(|s| !s.is_closed()))
             .map(|(row, _)| row.id)
             .collect();
-        let claimed: HashSet<i64> = self
+        let mut claimed: HashSet<i64> = self
             .store
             .claim_responses(&held)
             .await?
             .into_iter()
             .collect();
+        claimed.extend(rows.iter().filter(|r| claimed_here(r)).map(|r| r.id));
         let held: HashSet<i64> = held.into_iter().collect();
         let mut went = vec![Delivery::Waiting; rows.len()];
         // Each agent's claimed commands, in order.
@@ -761,11 +788,7 @@ impl Responder {
                 undoes: None,
             })
             .collect();
-        let rows = self.store.insert_responses(&commands).await?;
-        self.stats
-            .responses_issued
-            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let outcome = self.fan_out(rows).await?;
+        let outcome = self.fan_out(&commands).await?;
         info!(
             response = %spec.name,
             srcip = %ip,
@@ -777,12 +800,15 @@ impl Responder {
         Ok(outcome)
     }
 
-    /// Delivers the recorded commands of one decision and says where they
-    /// went. With several managers (PostgreSQL), a command this manager
+    /// Records and delivers the commands of one decision and says where
+    /// they went. With several managers (PostgreSQL), a command this manager
     /// could not send counts as sent when another manager took it within
     /// [`HANDOFF_WAIT`] (it holds the agent's stream), as queued otherwise.
-    async fn fan_out(&self, rows: Vec<ResponseRow>) -> Result<Outcome, StoreError> {
-        let went = self.deliver_all(&rows).await?;
+    async fn fan_out(&self, commands: &[NewResponse]) -> Result<Outcome, StoreError> {
+        let (rows, went) = self.record_and_deliver(commands).await?;
+        self.stats
+            .responses_issued
+            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let waiting: Vec<i64> = rows
             .iter()
             .zip(&went)
@@ -855,11 +881,7 @@ impl Responder {
                 "{ip} is not blocked on the agents named"
             )));
         }
-        let rows = self.store.insert_responses(&lifts).await?;
-        self.stats
-            .responses_issued
-            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let outcome = self.fan_out(rows).await?;
+        let outcome = self.fan_out(&lifts).await?;
         info!(
             srcip = %ip,
             sent = outcome.sent_to.len(),

@@ -185,6 +185,20 @@ impl Store {
         &self,
         new: &[NewResponse],
     ) -> Result<Vec<ResponseRow>, StoreError> {
+        self.insert_responses_claiming(new, |_| false).await
+    }
+
+    /// [`Self::insert_responses`], the commands of agents for which
+    /// `held_here` holds recorded as already claimed for sending by this
+    /// manager (`sent`, as [`Self::claim_responses`] would mark them, in
+    /// the same transaction: no second commit before they go out). The
+    /// others stay pending and the managers holding their agents are
+    /// notified on commit.
+    pub async fn insert_responses_claiming(
+        &self,
+        new: &[NewResponse],
+        held_here: impl Fn(&str) -> bool,
+    ) -> Result<Vec<ResponseRow>, StoreError> {
         on_pool!(self, pool => {
             let now = now_ms();
             let mut tx = pool.write_tx().await?;
@@ -223,10 +237,11 @@ impl Store {
             for chunk in new.chunks(ROWS_PER_STATEMENT) {
                 let mut insert = sqlx::QueryBuilder::<Db>::new(
                     "INSERT INTO responses (agent_id, response, command, executable, action, srcip, \"user\", alert_id,
-                         rule_id, location, timeout_s, issued_at, expires_at, undoes, status) ",
+                         rule_id, location, timeout_s, issued_at, expires_at, undoes, status, sent_at) ",
                 );
                 insert.push_values(chunk, |mut row, new| {
                     let expires_at = new.timeout_s.map(|t| now + to_i64(t) * 1000);
+                    let claimed = held_here(&new.agent_id);
                     row.push_bind(&new.agent_id)
                         .push_bind(&new.response)
                         .push_bind(&new.command)
@@ -241,7 +256,8 @@ impl Store {
                         .push_bind(now)
                         .push_bind(expires_at)
                         .push_bind(new.undoes)
-                        .push("'pending'");
+                        .push_bind(if claimed { "sent" } else { "pending" })
+                        .push_bind(claimed.then_some(now));
                 });
                 insert.push(" RETURNING *");
                 rows.extend(
@@ -253,11 +269,16 @@ impl Store {
                         .map(row_to_response),
                 );
             }
-            // Wakes the managers holding these agents, on commit.
-            if let Some(notify) = Db::NOTIFY && !new.is_empty() {
+            // Wakes the managers holding the other agents, on commit.
+            let elsewhere: Vec<&str> = rows
+                .iter()
+                .filter(|r| r.status == "pending")
+                .map(|r| r.request.agent_id.as_str())
+                .collect();
+            if let Some(notify) = Db::NOTIFY && !elsewhere.is_empty() {
                 sqlx::query(notify)
                     .bind(RESPONSES_CHANNEL)
-                    .bind(responses_payload(self.origin, new.iter().map(|n| n.agent_id.as_str())))
+                    .bind(responses_payload(self.origin, elsewhere))
                     .execute(&mut *tx)
                     .await?;
             }
