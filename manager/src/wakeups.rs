@@ -371,4 +371,56 @@ mod tests {
         assert_eq!(got_a, ids, "every command once");
         assert!(a.store.still_pending(&ids).await.unwrap().is_empty());
     }
+
+    /// A command whose notification was missed (pending without one)
+    /// is delivered once the listener's connection is lost and found
+    /// again (or, at the latest, by the safety net).
+    #[tokio::test]
+    #[cfg_attr(
+        not(palisade_postgres),
+        ignore = "needs PostgreSQL: PALISADE_TEST_POSTGRES=URL (scripts/pg-test-cluster; scripts/test sets it)"
+    )]
+    async fn a_command_whose_wakeup_was_missed_is_still_delivered() {
+        let db = TestDb::new(Backend::Postgres);
+        let (a, b) = (Manager::new(&db).await, Manager::new(&db).await);
+        let (agent, _) = a
+            .store
+            .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
+            .await
+            .unwrap();
+        let mut at_b = b.hold(&agent);
+        let shutdown = CancellationToken::new();
+        let wakeups = Wakeups::start(&b.store, shutdown.clone()).await.unwrap();
+        let delivering = tokio::spawn(deliver_on_wakeups(
+            wakeups,
+            b.responder.clone(),
+            shutdown.clone(),
+        ));
+        // Recorded as A's own (no notification), then pending behind the
+        // store's back: as if its notification had been lost.
+        let row = a
+            .store
+            .insert_responses_claiming(&[block(&agent, 1)], |_| true)
+            .await
+            .unwrap()
+            .remove(0);
+        let sql = "UPDATE responses SET status = 'pending', sent_at = NULL WHERE id = $1";
+        assert_eq!(a.store.execute_for_test(sql, row.id).await, 1);
+        let sql = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                   WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> $1";
+        assert_eq!(a.store.execute_for_test(sql, 0).await, 1);
+        let got = loop {
+            match tokio::time::timeout(Duration::from_secs(20), at_b.recv()).await {
+                Ok(Some(Ok(m))) => {
+                    if let Some(Kind::Command(c)) = m.kind {
+                        break c.id.parse::<i64>().unwrap();
+                    }
+                }
+                other => panic!("no command at B: {other:?}"),
+            }
+        };
+        assert_eq!(got, row.id);
+        shutdown.cancel();
+        delivering.await.unwrap();
+    }
 }

@@ -245,4 +245,38 @@ mod tests {
         b.remove_agent(&agent, "test").await.unwrap();
         assert_eq!(heard_by_a.next().await.unwrap(), Notice::Revocations);
     }
+
+    /// The listening connection is killed: the listener says so (or
+    /// fails once, then says so), listens again, and hears what follows.
+    #[tokio::test]
+    #[cfg_attr(
+        not(palisade_postgres),
+        ignore = "needs PostgreSQL: PALISADE_TEST_POSTGRES=URL (scripts/pg-test-cluster; scripts/test sets it)"
+    )]
+    async fn a_listener_whose_connection_dies_says_so_and_listens_again() {
+        use crate::store::testing::{Backend, TestDb};
+
+        let db = TestDb::new(Backend::Postgres);
+        let s = db.open().await;
+        let mut listener = s.listener().await.unwrap().unwrap();
+        let killed = s
+            .execute_for_test(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> $1",
+                0,
+            )
+            .await;
+        assert_eq!(killed, 1, "the listening connection");
+        match listener.next().await {
+            Ok(Notice::Lost) => {}
+            Err(_) => assert_eq!(listener.next().await.unwrap(), Notice::Lost),
+            Ok(other) => panic!("{other:?}"),
+        }
+        let (agent, _) = s
+            .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
+            .await
+            .unwrap();
+        s.remove_agent(&agent, "test").await.unwrap();
+        assert_eq!(listener.next().await.unwrap(), Notice::Revocations);
+    }
 }
