@@ -21,6 +21,8 @@
 //! - [`netns`]: test hosts in network namespaces, nginx, curl.
 //! - [`site`]: a web server with nginx, manager and agent, and an attacker.
 //! - [`smtp`]: a real SMTP server (aiosmtpd) on loopback.
+//! - [`two_managers`]: two managers on one PostgreSQL database, an agent
+//!   on each, nginx and an attacker.
 //!
 //! Everything that needs more than one of the programs lives in this
 //! crate, so that no daemon crate depends on another: the end-to-end
@@ -68,6 +70,7 @@ pub mod raw_agent;
 pub mod relay;
 pub mod site;
 pub mod smtp;
+pub mod two_managers;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -22,10 +22,12 @@ use crate::pipeline::analysis::{Judged, Origin};
 
 mod backend;
 mod location;
+mod notify;
 #[cfg(test)]
 pub(crate) mod testing;
 use backend::{Dialect, Pool, StoreRow, WriteTx, for_update, on_pool};
 pub use location::StoreLocation;
+pub use notify::{AgentsWithCommands, Listener, Notice};
 
 /// Registers an agent under the next free id inside the write
 /// transaction `$tx` of backend `$db`; `$issue` makes its certificate once
@@ -313,6 +315,8 @@ pub struct Store {
     /// `pool` they queued behind ingestion's commits for a connection.
     /// With PostgreSQL the same pool.
     reads: Reads,
+    /// This process's id in notifications ([`Store::origin`]).
+    origin: u64,
 }
 
 /// The pool of [`Store::reads`] (a struct with a `pool`, for
@@ -320,6 +324,11 @@ pub struct Store {
 #[derive(Debug, Clone)]
 struct Reads {
     pool: Pool,
+}
+
+/// A random, non-zero id for this process's notifications.
+fn new_origin() -> u64 {
+    rand::random::<u64>() | 1
 }
 
 /// Connections of SQLite's read pool ([`Store::reads`]).
@@ -342,6 +351,7 @@ impl Store {
                         pool: Pool::Postgres(pool.clone()),
                     },
                     pool: Pool::Postgres(pool),
+                    origin: new_origin(),
                 });
             }
         };
@@ -366,6 +376,7 @@ impl Store {
             reads: Reads {
                 pool: Pool::Sqlite(reads),
             },
+            origin: new_origin(),
         })
     }
 
@@ -1378,7 +1389,8 @@ mod tests {
             assert_eq!(s.response(first.id).await.unwrap().unwrap().status, "superseded");
             assert_eq!(s.offences(&id, "route-null600", "203.0.113.7").await.unwrap(), 2);
             assert_eq!(s.pending_responses(&id).await.unwrap().len(), 1);
-            s.responses_sent(&[second.id]).await.unwrap();
+            assert_eq!(s.claim_responses(&[second.id]).await.unwrap(), [second.id]);
+            assert!(s.claim_responses(&[second.id]).await.unwrap().is_empty(), "claimed once");
             let done = s
                 .response_result(&id, second.id, Action::Add, true, "ok", now_ms())
                 .await
