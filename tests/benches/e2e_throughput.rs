@@ -19,6 +19,10 @@
 //! Run: `cargo bench -p palisade-tests --bench e2e_throughput`
 //! (`PALISADE_BENCH_LINES=200000` for a shorter run). The log is made in a
 //! temporary directory under /tmp and deleted afterwards.
+//! `PALISADE_BENCH_MANAGERS=before:PATH,...` also runs the end-to-end
+//! figures with each named manager program (a copy of an earlier release
+//! build of `e2e-manager`), after the one built with the bench, so that a
+//! change is compared before and after in the same run, on the same load.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -102,13 +106,30 @@ struct RunFigures {
     agent_cpu: f64,
 }
 
-/// One end-to-end run: a fresh manager and agent, the whole log appended.
-async fn end_to_end(log: &Path, lines: usize, logall: bool) -> RunFigures {
-    let manager = ManagerProcess::start_with(Path::new(env!("CARGO_BIN_EXE_e2e-manager")), |t| {
-        manager_toml(t, logall)
-    })
-    .await
-    .unwrap();
+/// The manager programs to measure: the one built with the bench, then
+/// those `PALISADE_BENCH_MANAGERS` names (`label:path`, comma-separated).
+fn manager_programs() -> Vec<(String, PathBuf)> {
+    let mut programs = vec![(
+        "this build".to_string(),
+        PathBuf::from(env!("CARGO_BIN_EXE_e2e-manager")),
+    )];
+    let named = std::env::var("PALISADE_BENCH_MANAGERS").unwrap_or_default();
+    for entry in named.split(',').filter(|e| !e.is_empty()) {
+        let (label, path) = entry
+            .split_once(':')
+            .expect("PALISADE_BENCH_MANAGERS entries are label:path");
+        assert!(Path::new(path).is_file(), "no manager program at {path}");
+        programs.push((label.to_string(), PathBuf::from(path)));
+    }
+    programs
+}
+
+/// One end-to-end run: a fresh manager (`program`) and agent, the whole
+/// log appended.
+async fn end_to_end(program: &Path, log: &Path, lines: usize, logall: bool) -> RunFigures {
+    let manager = ManagerProcess::start_with(program, |t| manager_toml(t, logall))
+        .await
+        .unwrap();
     let (id, bundle) = manager.add_agent("bench").await.unwrap();
     let followed = manager.dir.path().join("access.log");
     std::fs::write(&followed, "").unwrap();
@@ -270,10 +291,12 @@ fn main() {
             "load average now: {}",
             std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
         );
+        let programs = manager_programs();
+        for (label, program) in &programs {
         for logall in [false, true] {
-            let f = end_to_end(&log, lines, logall).await;
+            let f = end_to_end(program, &log, lines, logall).await;
             println!(
-                "end to end, logall {}: {:.0} lines/s ({:.2} s), {:.3} of the engine alone; \
+                "end to end ({label}), logall {}: {:.0} lines/s ({:.2} s), {:.3} of the engine alone; \
                  spool peak {:.1} MiB of {} MiB, dropped {}, alerts {}, manager peak RSS {:.0} MiB; \
                  CPU-s: manager {:.2} ({:.0} lines per CPU-s), agent {:.2} ({:.0} lines per CPU-s)",
                 if logall { "on " } else { "off" },
@@ -294,6 +317,7 @@ fn main() {
                 "load average now: {}",
                 std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
             );
+        }
         }
     });
     drop(scratch);
