@@ -18,6 +18,8 @@
 //! - [`pipeline`]: a batch of events through the engine thread
 //!   ([`pipeline::analysis`]), the store, the responder and the outputs.
 //! - [`responder`]: active-response decisions, delivery and results.
+//! - [`wakeups`]: other managers on the same PostgreSQL database waking
+//!   this one for their commands to agents held here, and revocations.
 //! - [`grouped`]: small writes of many streams (command results, Hellos)
 //!   committed together.
 //! - [`tls`]: the mutual-TLS endpoint that logs every refused handshake.
@@ -90,6 +92,7 @@ pub mod setup;
 pub mod stats;
 pub mod store;
 pub mod tls;
+pub mod wakeups;
 pub mod wire;
 
 use std::time::Duration;
@@ -102,7 +105,9 @@ use tracing::{info, warn};
 
 pub use config::ManagerConfig;
 
-/// How often the manager looks for agents removed by another process.
+/// How often the manager looks for agents removed by another process
+/// (on PostgreSQL a notification wakes it at once; this is the safety
+/// net).
 const REVOCATION_POLL: Duration = Duration::from_secs(1);
 /// HTTP/2 streams one connection may have open at once.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
@@ -398,6 +403,12 @@ pub async fn run(
         sessions.clone(),
         shutdown.clone(),
     ));
+    let wakeups = wakeups::Wakeups::start(&store, shutdown.clone()).await?;
+    let cross_delivery = tokio::spawn(wakeups::deliver_on_wakeups(
+        wakeups.clone(),
+        responder.clone(),
+        shutdown.clone(),
+    ));
     let control = control::Control::new(
         store.clone(),
         sessions.clone(),
@@ -412,6 +423,7 @@ pub async fn run(
         store.clone(),
         sessions.clone(),
         control.operators(),
+        wakeups.clone(),
         shutdown.clone(),
     ));
     let incoming = tls::incoming(listener, tls, shutdown.clone(), config.connections);
@@ -471,6 +483,8 @@ pub async fn run(
         enrollment.stopped().await;
     }
     revocations.abort();
+    // Not aborted: a command it claimed is sent or handed back whole.
+    let _ = cross_delivery.await;
     let _ = memory.await;
     // Cancelled with the rest: it stops after the batch in hand.
     let _ = retention.await;
@@ -487,13 +501,15 @@ pub async fn run(
 }
 
 /// Ends the open streams and alert feeds of revoked identities. It reads
-/// the revocation generation (one row) every [`REVOCATION_POLL`] and the
+/// the revocation generation (one row) every [`REVOCATION_POLL`], and at
+/// once when another manager's revocation wakes it (PostgreSQL), and the
 /// revoked identities only when it changed, so that a large idle fleet
 /// costs nothing here.
 async fn watch_revocations(
     store: store::Store,
     sessions: sessions::Sessions,
     operators: identities::Operators,
+    wakeups: wakeups::Wakeups,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(REVOCATION_POLL);
@@ -502,6 +518,7 @@ async fn watch_revocations(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            _ = wakeups.revoked() => {}
         }
         let generation = match store.revocation_generation().await {
             Ok(g) => g,

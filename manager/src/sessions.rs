@@ -290,6 +290,11 @@ impl Sessions {
             .map(|s| s.last_heard.load(Ordering::Relaxed))
     }
 
+    /// The agents with an open stream here.
+    pub fn connected_ids(&self) -> Vec<String> {
+        self.lock().by_agent.keys().cloned().collect()
+    }
+
     /// How many agents are connected.
     pub fn connected_count(&self) -> usize {
         self.lock().by_agent.len()

@@ -19,15 +19,22 @@
 //! Run: `cargo bench -p palisade-tests --bench e2e_throughput`
 //! (`PALISADE_BENCH_LINES=200000` for a shorter run). The log is made in a
 //! temporary directory under /tmp and deleted afterwards.
+//! `PALISADE_BENCH_MANAGERS=before:PATH,...` also runs the end-to-end
+//! figures with each named manager program (a copy of an earlier release
+//! build of `e2e-manager`), after the one built with the bench, so that a
+//! change is compared before and after in the same run, on the same load.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use palisade_manager::ManagerConfig;
 use palisade_manager::pipeline::analysis::{Analyzer, Input, Origin};
 use palisade_manager::ruleset::{self, Judging};
+use palisade_tests::measure::{
+    cpu_seconds, generate_access_log, status_kib, throughput_manager_toml as manager_toml,
+};
 use palisade_tests::process::{AgentProcess, ManagerProcess};
 
 const DEFAULT_LINES: usize = 1_000_000;
@@ -35,48 +42,6 @@ const DEFAULT_LINES: usize = 1_000_000;
 /// default `batch_events`).
 const ENGINE_BATCH: usize = 500;
 const LOCATION: &str = "/var/log/apache2/access.log";
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
-
-fn generate(lines: usize, out: &Path) {
-    let status = std::process::Command::new("python3")
-        .arg(shared().join("tools/gen_access_log.py"))
-        .args(["-n", &lines.to_string(), "--seed", "42", "-o"])
-        .arg(out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "gen_access_log.py failed");
-}
-
-/// The manager configuration the runs use: event-time correlation,
-/// `logall` as asked, and no per-agent rate limit (`init` writes one; the
-/// bench measures what the pipeline can take, not the limit).
-fn manager_toml(text: String, logall: bool) -> String {
-    let text = text.replace("time_source = \"arrival\"", "time_source = \"event\"");
-    // `init` writes the keys; whatever their values, this run sets them.
-    let mut out = String::new();
-    for line in text.lines() {
-        if line.starts_with("logall") {
-            out.push_str(&format!("logall = {logall}\n"));
-        } else if line.starts_with("agent_events_per_second") {
-            out.push_str("agent_events_per_second = 0\n");
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    assert!(
-        out.contains(&format!("logall = {logall}")),
-        "no logall key in manager.toml"
-    );
-    assert!(
-        out.contains("agent_events_per_second = 0"),
-        "no [flow] agent_events_per_second key in manager.toml"
-    );
-    out
-}
 
 /// Lines per second of the manager's analysis thread alone.
 async fn engine_only(config: &ManagerConfig, lines: &[Vec<u8>]) -> f64 {
@@ -129,49 +94,6 @@ async fn engine_only(config: &ManagerConfig, lines: &[Vec<u8>]) -> f64 {
     lines.len() as f64 / elapsed.as_secs_f64()
 }
 
-/// CPU seconds (user and system) a process has used so far ("self" for
-/// this one): a figure the other work on a shared machine does not move.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here;
-    // the kernel counts in USER_HZ, 100 on Linux.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn spool_bytes(db: &Path) -> u64 {
-    ["", "-wal", "-shm"]
-        .iter()
-        .map(|s| {
-            std::fs::metadata(format!("{}{s}", db.display()))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
 struct RunFigures {
     lines_per_second: f64,
     seconds: f64,
@@ -184,13 +106,30 @@ struct RunFigures {
     agent_cpu: f64,
 }
 
-/// One end-to-end run: a fresh manager and agent, the whole log appended.
-async fn end_to_end(log: &Path, lines: usize, logall: bool) -> RunFigures {
-    let manager = ManagerProcess::start_with(Path::new(env!("CARGO_BIN_EXE_e2e-manager")), |t| {
-        manager_toml(t, logall)
-    })
-    .await
-    .unwrap();
+/// The manager programs to measure: the one built with the bench, then
+/// those `PALISADE_BENCH_MANAGERS` names (`label:path`, comma-separated).
+fn manager_programs() -> Vec<(String, PathBuf)> {
+    let mut programs = vec![(
+        "this build".to_string(),
+        PathBuf::from(env!("CARGO_BIN_EXE_e2e-manager")),
+    )];
+    let named = std::env::var("PALISADE_BENCH_MANAGERS").unwrap_or_default();
+    for entry in named.split(',').filter(|e| !e.is_empty()) {
+        let (label, path) = entry
+            .split_once(':')
+            .expect("PALISADE_BENCH_MANAGERS entries are label:path");
+        assert!(Path::new(path).is_file(), "no manager program at {path}");
+        programs.push((label.to_string(), PathBuf::from(path)));
+    }
+    programs
+}
+
+/// One end-to-end run: a fresh manager (`program`) and agent, the whole
+/// log appended.
+async fn end_to_end(program: &Path, log: &Path, lines: usize, logall: bool) -> RunFigures {
+    let manager = ManagerProcess::start_with(program, |t| manager_toml(t, logall))
+        .await
+        .unwrap();
     let (id, bundle) = manager.add_agent("bench").await.unwrap();
     let followed = manager.dir.path().join("access.log");
     std::fs::write(&followed, "").unwrap();
@@ -246,7 +185,7 @@ async fn end_to_end(log: &Path, lines: usize, logall: bool) -> RunFigures {
     let mut spool_peak = 0u64;
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        spool_peak = spool_peak.max(spool_bytes(&spool));
+        spool_peak = spool_peak.max(palisade_tests::sqlite_bytes(&spool));
         let record = store.agent(&id).await.unwrap().unwrap();
         if record.last_sequence >= target {
             break;
@@ -317,7 +256,7 @@ fn main() {
         .tempdir_in("/tmp")
         .unwrap();
     let log = scratch.path().join("access.log");
-    generate(lines, &log);
+    generate_access_log(lines, &log).unwrap();
     let text = std::fs::read(&log).unwrap();
     let all: Vec<Vec<u8>> = text
         .split(|&b| b == b'\n')
@@ -352,10 +291,12 @@ fn main() {
             "load average now: {}",
             std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
         );
+        let programs = manager_programs();
+        for (label, program) in &programs {
         for logall in [false, true] {
-            let f = end_to_end(&log, lines, logall).await;
+            let f = end_to_end(program, &log, lines, logall).await;
             println!(
-                "end to end, logall {}: {:.0} lines/s ({:.2} s), {:.3} of the engine alone; \
+                "end to end ({label}), logall {}: {:.0} lines/s ({:.2} s), {:.3} of the engine alone; \
                  spool peak {:.1} MiB of {} MiB, dropped {}, alerts {}, manager peak RSS {:.0} MiB; \
                  CPU-s: manager {:.2} ({:.0} lines per CPU-s), agent {:.2} ({:.0} lines per CPU-s)",
                 if logall { "on " } else { "off" },
@@ -376,6 +317,7 @@ fn main() {
                 "load average now: {}",
                 std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
             );
+        }
         }
     });
     drop(scratch);

@@ -7,9 +7,10 @@
 //! manager's analysis and its SQLite archive.
 //!
 //! Baselines measured in the same run, on the same lines: reading them
-//! from the file (what `cat file > /dev/null` does) and inserting them
-//! into SQLite the way the spool does (WAL, 500 rows a transaction), so the
-//! figures can be read as ratios on any machine.
+//! from the file (what `cat file > /dev/null` does) and storing them in
+//! the agent's spool ([`Spool::append`], 500 lines a call as the tailer
+//! batches them, into chunks), so the figures can be read as ratios on
+//! any machine.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +21,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use palisade_agent::spool::{NewEvent, Spool};
 use palisade_manager::ManagerConfig;
 use palisade_manager::setup::{self, InitOptions};
 use palisade_manager::store::Store;
@@ -172,44 +174,30 @@ fn cpu_seconds(stat: &str) -> f64 {
     ticks as f64 / 100.0
 }
 
-/// The spool's way of storing lines, without anything else.
-async fn sqlite_insert(path: &Path, text: &[u8]) -> Duration {
-    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-    let _ = std::fs::remove_file(path);
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    sqlx::query("CREATE TABLE IF NOT EXISTS spool (sequence INTEGER PRIMARY KEY AUTOINCREMENT, location TEXT NOT NULL, log_format TEXT NOT NULL, read_at INTEGER NOT NULL, truncated INTEGER NOT NULL, line BLOB NOT NULL)")
-        .execute(&pool)
-        .await
-        .unwrap();
-    let lines: Vec<&[u8]> = text
+/// The agent's spool storing the lines, without anything else: a new
+/// spool, [`Spool::append`] 500 lines at a time (the tailer's batch).
+async fn spool_append(path: &Path, text: &[u8]) -> Duration {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let spool = Spool::open(path).await.unwrap();
+    let events: Vec<NewEvent> = text
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
+        .map(|line| NewEvent {
+            location: "/var/log/access.log".into(),
+            log_format: "apache".into(),
+            read_at: 0,
+            truncated: false,
+            line: line.to_vec(),
+        })
         .collect();
     let started = Instant::now();
-    for batch in lines.chunks(500) {
-        let mut tx = pool.begin().await.unwrap();
-        for chunk in batch.chunks(100) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO spool (location, log_format, read_at, truncated, line) ",
-            );
-            insert.push_values(chunk, |mut row, line| {
-                row.push_bind("/var/log/access.log")
-                    .push_bind("apache")
-                    .push_bind(0i64)
-                    .push_bind(false)
-                    .push_bind(*line);
-            });
-            insert.build().execute(&mut *tx).await.unwrap();
-        }
-        tx.commit().await.unwrap();
+    for batch in events.chunks(500) {
+        spool.append(batch, &[]).await.unwrap();
     }
     let elapsed = started.elapsed();
-    pool.close().await;
+    spool.close().await;
     elapsed
 }
 
@@ -230,7 +218,7 @@ fn pipeline(c: &mut Criterion) {
     let mut rig = rt.block_on(rig());
     let scratch = tempfile::tempdir().unwrap();
     let texts: Vec<Vec<u8>> = (0..4).map(block).collect();
-    let (pipeline_times, cat_times, sqlite_times) = (
+    let (pipeline_times, cat_times, spool_times) = (
         Mutex::new(Vec::new()),
         Mutex::new(Vec::new()),
         Mutex::new(Vec::new()),
@@ -274,12 +262,12 @@ fn pipeline(c: &mut Criterion) {
         })
     });
     let db = scratch.path().join("baseline.db");
-    group.bench_function("baseline_sqlite_insert", |b| {
+    group.bench_function("baseline_spool_append", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let d = rt.block_on(sqlite_insert(&db, &texts[0]));
-                sqlite_times.lock().unwrap().push(d);
+                let d = rt.block_on(spool_append(&db, &texts[0]));
+                spool_times.lock().unwrap().push(d);
                 total += d;
             }
             total
@@ -290,12 +278,12 @@ fn pipeline(c: &mut Criterion) {
     let rss = rig.agent_peak_rss_kib();
     let pipeline = per_second(median(&mut pipeline_times.lock().unwrap()));
     let cat = per_second(median(&mut cat_times.lock().unwrap()));
-    let sqlite = per_second(median(&mut sqlite_times.lock().unwrap()));
+    let spooled = per_second(median(&mut spool_times.lock().unwrap()));
     println!(
         "\nfile to manager database: {pipeline:.0} lines/s (median of {} blocks of {LINES}); \
-         {:.3} of SQLite inserts alone ({sqlite:.0} lines/s), {:.5} of reading the file ({cat:.0} lines/s)",
+         {:.3} of the agent's spool alone ({spooled:.0} lines/s), {:.5} of reading the file ({cat:.0} lines/s)",
         pipeline_times.lock().unwrap().len(),
-        pipeline / sqlite,
+        pipeline / spooled,
         pipeline / cat,
     );
     println!(

@@ -22,10 +22,12 @@ use crate::pipeline::analysis::{Judged, Origin};
 
 mod backend;
 mod location;
+mod notify;
 #[cfg(test)]
 pub(crate) mod testing;
 use backend::{Dialect, Pool, StoreRow, WriteTx, for_update, on_pool};
 pub use location::StoreLocation;
+pub use notify::{AgentsWithCommands, Listener, Notice};
 
 /// Registers an agent under the next free id inside the write
 /// transaction `$tx` of backend `$db`; `$issue` makes its certificate once
@@ -64,6 +66,68 @@ macro_rules! register {
         .execute(&mut *$tx)
         .await?;
         (id, extra)
+    }};
+}
+
+/// Inserts `$alerts` (`&[Judged]`) of agent `$agent` inside the write
+/// transaction `$tx` of backend `$db`, many rows per statement, and
+/// evaluates to their ids in the alerts' order. A multi-row INSERT returns
+/// its rows in no promised order: they are matched to the alerts by event
+/// sequence, unique and increasing within what the pipeline commits (one
+/// alert per event at most, batches in order); alerts that are not so (no
+/// caller today) are inserted one per statement. A macro, as `register!`,
+/// to be written once for both backends.
+macro_rules! insert_alerts {
+    ($db:ty, $tx:ident, $agent:expr, $alerts:expr) => {{
+        let (agent_id, alerts): (&str, &[Judged]) = ($agent, $alerts);
+        let mut ids: Vec<i64> = Vec::with_capacity(alerts.len());
+        let increasing = alerts.windows(2).all(|w| w[0].sequence < w[1].sequence);
+        let per_statement = if increasing { ALERT_ROWS_PER_INSERT } else { 1 };
+        for chunk in alerts.chunks(per_statement) {
+            let mut insert = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO alerts (time, rule_id, level, description, groups, agent_id, location, decoder,
+                     srcip, dstip, srcuser, dstuser, url, event_sequence, log, srcport, dstport, hostname, options) ",
+            );
+            insert.push_values(chunk, |mut row, Judged { sequence, alert: a }| {
+                row.push_bind(a.time.as_millisecond())
+                    .push_bind(i64::from(a.rule_id))
+                    .push_bind(i64::from(a.level))
+                    .push_bind(a.description.as_str())
+                    .push_bind(a.groups.as_str())
+                    .push_bind(agent_id)
+                    .push_bind(a.location.as_str())
+                    .push_bind(a.decoder.as_deref())
+                    .push_bind(a.srcip.as_deref())
+                    .push_bind(a.dstip.as_deref())
+                    .push_bind(a.srcuser.as_deref())
+                    .push_bind(a.dstuser.as_deref())
+                    .push_bind(a.url.as_deref())
+                    .push_bind(to_i64(*sequence))
+                    .push_bind(stored_log(a))
+                    .push_bind(a.srcport.as_deref())
+                    .push_bind(a.dstport.as_deref())
+                    .push_bind(a.hostname.as_deref())
+                    .push_bind(options_bits(a.options));
+            });
+            insert.push(" RETURNING id, event_sequence");
+            let mut rows: Vec<(i64, Option<i64>)> =
+                insert.build_query_as().fetch_all(&mut *$tx).await?;
+            rows.sort_unstable_by_key(|&(_, sequence)| sequence);
+            let matched = rows.len() == chunk.len()
+                && rows
+                    .iter()
+                    .zip(chunk)
+                    .all(|(&(_, stored), j)| stored == Some(to_i64(j.sequence)));
+            if !matched {
+                return Err(StoreError::Sqlx(sqlx::Error::Protocol(format!(
+                    "an alert INSERT of {} rows returned {} rows of other event sequences",
+                    chunk.len(),
+                    rows.len()
+                ))));
+            }
+            ids.extend(rows.iter().map(|&(id, _)| id));
+        }
+        ids
     }};
 }
 
@@ -122,8 +186,11 @@ pub fn archive_row_bytes(e: &IncomingEvent<'_>) -> u64 {
     (e.line.len() + e.location.len() + e.log_format.len()) as u64 + ARCHIVE_ROW_OVERHEAD
 }
 
-/// Rows per archive INSERT (8 parameters each, far below SQLite's limit).
+/// Rows per archive INSERT (10 parameters each, far below SQLite's limit).
 const ARCHIVE_ROWS_PER_INSERT: usize = 250;
+/// Alerts per INSERT (19 parameters each: 4,750, below SQLite's 32,766
+/// and PostgreSQL's 65,535).
+const ALERT_ROWS_PER_INSERT: usize = 250;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
@@ -313,6 +380,8 @@ pub struct Store {
     /// `pool` they queued behind ingestion's commits for a connection.
     /// With PostgreSQL the same pool.
     reads: Reads,
+    /// This process's id in notifications ([`Store::origin`]).
+    origin: u64,
 }
 
 /// The pool of [`Store::reads`] (a struct with a `pool`, for
@@ -320,6 +389,11 @@ pub struct Store {
 #[derive(Debug, Clone)]
 struct Reads {
     pool: Pool,
+}
+
+/// A random, non-zero id for this process's notifications.
+fn new_origin() -> u64 {
+    rand::random::<u64>() | 1
 }
 
 /// Connections of SQLite's read pool ([`Store::reads`]).
@@ -342,6 +416,7 @@ impl Store {
                         pool: Pool::Postgres(pool.clone()),
                     },
                     pool: Pool::Postgres(pool),
+                    origin: new_origin(),
                 });
             }
         };
@@ -366,6 +441,7 @@ impl Store {
             reads: Reads {
                 pool: Pool::Sqlite(reads),
             },
+            origin: new_origin(),
         })
     }
 
@@ -750,37 +826,7 @@ impl Store {
                         .await?;
                 }
             }
-            let mut alert_ids = Vec::with_capacity(alerts.len());
-            for Judged { sequence, alert: a } in alerts {
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO alerts (time, rule_id, level, description, groups, agent_id, location, decoder,
-                         srcip, dstip, srcuser, dstuser, url, event_sequence, log, srcport, dstport, hostname, options)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
-                     RETURNING id",
-                )
-                .bind(a.time.as_millisecond())
-                .bind(i64::from(a.rule_id))
-                .bind(i64::from(a.level))
-                .bind(&a.description)
-                .bind(&a.groups)
-                .bind(agent_id)
-                .bind(&a.location)
-                .bind(a.decoder.as_deref())
-                .bind(a.srcip.as_deref())
-                .bind(a.dstip.as_deref())
-                .bind(a.srcuser.as_deref())
-                .bind(a.dstuser.as_deref())
-                .bind(a.url.as_deref())
-                .bind(to_i64(*sequence))
-                .bind(stored_log(a))
-                .bind(a.srcport.as_deref())
-                .bind(a.dstport.as_deref())
-                .bind(a.hostname.as_deref())
-                .bind(options_bits(a.options))
-                .fetch_one(&mut *tx)
-                .await?;
-                alert_ids.push(id);
-            }
+            let alert_ids = insert_alerts!(Db, tx, agent_id, alerts);
             if highest != last {
                 sqlx::query("UPDATE agents SET last_sequence = $1, last_seen = $2 WHERE id = $3")
                     .bind(highest)
@@ -1160,6 +1206,39 @@ mod tests {
         }
     }
 
+    both_backends! {
+        async fn a_batch_of_alerts_gets_one_id_each_in_order(db) {
+            // More alerts than one INSERT takes, each told apart by its
+            // rule and address: every id reads back as its own alert.
+            let s = db.open().await;
+            let (agent, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+            let count = 2 * ALERT_ROWS_PER_INSERT as u64 + 7;
+            let judged: Vec<Judged> = (1..=count)
+                .map(|sequence| {
+                    let mut alert = fixtures::stored_alert(0, 3).alert;
+                    alert.rule_id = 100_000 + sequence as u32;
+                    alert.srcip = Some(format!("198.51.100.{}", sequence % 200));
+                    Judged { sequence, alert }
+                })
+                .collect();
+            let events: Vec<IncomingEvent<'_>> = (1..=count).map(event).collect();
+            let stored = s.store_events(&agent, &events, &judged, false).await.unwrap();
+            assert_eq!(stored.highest, count);
+            assert_eq!(stored.alert_ids.len(), judged.len());
+            assert!(stored.alert_ids.windows(2).all(|w| w[0] < w[1]), "ids in the alerts' order");
+            let read = s
+                .alerts(&AlertFilter { limit: 10_000, ..AlertFilter::default() })
+                .await
+                .unwrap();
+            assert_eq!(read.len(), judged.len());
+            for (id, j) in stored.alert_ids.iter().zip(&judged) {
+                let r = read.iter().find(|r| r.id == *id).unwrap();
+                assert_eq!(r.event_sequence, Some(j.sequence));
+                assert_eq!((r.alert.rule_id, &r.alert.srcip), (j.alert.rule_id, &j.alert.srcip));
+            }
+        }
+    }
+
     fn event(sequence: u64) -> IncomingEvent<'static> {
         IncomingEvent {
             sequence,
@@ -1378,7 +1457,8 @@ mod tests {
             assert_eq!(s.response(first.id).await.unwrap().unwrap().status, "superseded");
             assert_eq!(s.offences(&id, "route-null600", "203.0.113.7").await.unwrap(), 2);
             assert_eq!(s.pending_responses(&id).await.unwrap().len(), 1);
-            s.responses_sent(&[second.id]).await.unwrap();
+            assert_eq!(s.claim_responses(&[second.id]).await.unwrap(), [second.id]);
+            assert!(s.claim_responses(&[second.id]).await.unwrap().is_empty(), "claimed once");
             let done = s
                 .response_result(&id, second.id, Action::Add, true, "ok", now_ms())
                 .await
