@@ -62,6 +62,25 @@ fn kill(child: &mut Option<Child>) {
     }
 }
 
+/// `text`, a `manager.toml`, with `[manager] name = "name"`: the name
+/// line of its `[manager]` table replaced, or one added (with the table,
+/// if there is none). Every manager on one database needs its own name.
+pub fn with_manager_name(text: &str, name: &str) -> String {
+    const TABLE: &str = "\n[manager]\n";
+    let line = format!("name = {name:?}");
+    let Some(at) = text.find(TABLE) else {
+        return format!("{text}{TABLE}{line}\n");
+    };
+    let start = at + TABLE.len();
+    let end = text[start..].find("\n[").map_or(text.len(), |i| start + i);
+    let mut table: Vec<&str> = text[start..end]
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("name"))
+        .collect();
+    table.insert(0, &line);
+    format!("{}{}{}", &text[..start], table.join("\n"), &text[end..])
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -122,8 +141,14 @@ impl ManagerProcess {
     /// directory (CA, certificates, operator bundle, `manager.toml`) on a
     /// port of its own, sharing the store, which must therefore be a
     /// database server's (PostgreSQL), not a file the copy would fork.
-    /// Started as [`Self::restart`] does.
+    /// Started as [`Self::restart`] does. Its `[manager] name` is
+    /// `manager-PORT` (each manager of a cluster needs its own).
     pub async fn sibling(&self) -> anyhow::Result<Self> {
+        self.sibling_named(None).await
+    }
+
+    /// [`Self::sibling`] under `[manager] name` `name`.
+    pub async fn sibling_named(&self, name: Option<&str>) -> anyhow::Result<Self> {
         anyhow::ensure!(
             self.config.database.sqlite_path().is_none(),
             "a sibling manager shares the store: {} is an SQLite file",
@@ -148,7 +173,8 @@ impl ManagerProcess {
                 &format!("advertise = \"{addr}\""),
                 1,
             );
-        std::fs::write(&source, text)?;
+        let name = name.map_or_else(|| format!("manager-{}", addr.port()), str::to_string);
+        std::fs::write(&source, with_manager_name(&text, &name))?;
         let mut manager = Self {
             config: ManagerConfig::load(&source)?,
             dir,
@@ -309,5 +335,23 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_manager_name;
+
+    #[test]
+    fn a_manager_name_is_set_once() {
+        assert_eq!(
+            with_manager_name("[server]\nlisten = \"x\"\n", "b"),
+            "[server]\nlisten = \"x\"\n\n[manager]\nname = \"b\"\n"
+        );
+        let named = "[server]\n\n[manager]\nname = \"a\"\ndead_after = \"1s\"\n[global]\n";
+        assert_eq!(
+            with_manager_name(named, "b"),
+            "[server]\n\n[manager]\nname = \"b\"\ndead_after = \"1s\"\n[global]\n"
+        );
     }
 }

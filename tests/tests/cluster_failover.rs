@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use palisade_manager::store::{ArchivedEvent, Store};
-use palisade_tests::cluster::TwoManagers;
+use palisade_tests::cluster::ManagerPair;
 use palisade_tests::process::{AgentProcess, AgentSetup};
 use palisade_tests::{append_lines, eventually};
 use serde_json::Value;
@@ -54,7 +54,7 @@ async fn ctl_json(config: &Path, args: &[&str]) -> Value {
 /// more); returns them.
 async fn stored(
     store: &Store,
-    cluster: &TwoManagers,
+    cluster: &ManagerPair,
     agent: &str,
     expected: usize,
 ) -> Vec<ArchivedEvent> {
@@ -73,7 +73,7 @@ async fn stored(
 }
 
 /// Waits until the agent's lease is held by the manager named `name`.
-async fn lease_on(store: &Store, cluster: &TwoManagers, agent: &str, name: &str) {
+async fn lease_on(store: &Store, cluster: &ManagerPair, agent: &str, name: &str) {
     eventually(
         LIMIT,
         &format!("agent {agent}'s lease on {name}"),
@@ -98,7 +98,7 @@ async fn lease_on(store: &Store, cluster: &TwoManagers, agent: &str, name: &str)
 )]
 async fn an_agent_moves_between_two_managers_and_each_line_is_stored_once() {
     let db = palisade_test_needs::postgres_database();
-    let mut cluster = TwoManagers::start(Path::new(MANAGER), &db.url, |t| t)
+    let mut cluster = ManagerPair::start(Path::new(MANAGER), &db.url, |t| t)
         .await
         .unwrap();
     let (id, bundle) = cluster.add_agent("web01").await.unwrap();
