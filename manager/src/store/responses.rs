@@ -377,6 +377,39 @@ impl Store {
         })
     }
 
+    /// Which of `agent_ids` another live manager holds: its lease is on
+    /// the agent, it has not stopped and it said it was alive after
+    /// `alive_since` (ms). Those managers take the agents' commands.
+    pub async fn held_by_other_managers(
+        &self,
+        agent_ids: &[&str],
+        me: i64,
+        alive_since: i64,
+    ) -> Result<HashSet<String>, StoreError> {
+        on_pool!(self.reads, pool => {
+            let mut held = HashSet::new();
+            for chunk in agent_ids.chunks(ROWS_PER_STATEMENT) {
+                let mut select = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT a.id FROM agents a JOIN managers m ON m.id = a.lease_manager
+                     WHERE m.id <> ",
+                );
+                select
+                    .push_bind(me)
+                    .push(" AND m.stopped_at IS NULL AND m.heartbeat_at > ")
+                    .push_bind(alive_since)
+                    .push(" AND a.id IN (");
+                let mut list = select.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                select.push(")");
+                let got: Vec<String> = select.build_query_scalar().fetch_all(pool).await?;
+                held.extend(got);
+            }
+            Ok(held)
+        })
+    }
+
     /// Which of `ids` are still pending (not claimed by any manager).
     pub async fn still_pending(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
         on_pool!(self.reads, pool => {
