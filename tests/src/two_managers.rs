@@ -53,9 +53,12 @@ pub struct TwoManagers {
     runtime: tokio::runtime::Runtime,
 }
 
-fn manager_toml(database: &str) -> String {
+/// Manager `name`'s configuration (each its own `[manager] name`: the
+/// hosts share one host name, the default).
+fn manager_toml(name: &str, database: &str) -> String {
     format!(
-        "[storage]\ndatabase = \"{database}\"\n\
+        "[manager]\nname = \"{name}\"\n\
+         [storage]\ndatabase = \"{database}\"\n\
          [server]\nlisten = \"127.0.0.1:1514\"\nadvertise = \"127.0.0.1:1514\"\n\
          [global]\nwhite_list = [\"127.0.0.1\", \"::1\"]\n\
          [ruleset]\nbarrier = \"per-source\"\n\
@@ -118,8 +121,8 @@ impl TwoManagers {
         }))?;
         copy_dir(&dirs[A].join("pki"), &dirs[B].join("pki"))?;
         let configs = [dirs[A].join("manager.toml"), dirs[B].join("manager.toml")];
-        for config in &configs {
-            std::fs::write(config, manager_toml(database))?;
+        for (config, name) in configs.iter().zip(["manager-a", "manager-b"]) {
+            std::fs::write(config, manager_toml(name, database))?;
         }
         let database = ManagerConfig::load(&configs[A])?;
         let mut agent_ids = Vec::new();
