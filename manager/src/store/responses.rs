@@ -9,7 +9,7 @@ use super::backend::Dialect;
 use super::notify::{RESPONSES_CHANNEL, responses_payload};
 use super::{Store, StoreError, StoreRow, WriteTx, now_ms, on_pool, to_i64, to_u64};
 
-/// Rows (or ids) per multi-row statement: 14 parameters a row stays far
+/// Rows (or ids) per multi-row statement: 16 parameters a row stays far
 /// below SQLite's limit of 32,766.
 const ROWS_PER_STATEMENT: usize = 500;
 
