@@ -255,6 +255,7 @@ mod tests {
                 .sessions
                 .register(stream, tx, &CancellationToken::new())
                 .unwrap();
+            // Commands go to a stream once its Welcome went out.
             guard.welcomed();
             rx
         }

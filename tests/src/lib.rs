@@ -16,6 +16,8 @@
 //!   a real agent certificate (a compromised agent).
 //! - [`fleet`]: many simulated agents with real identities and streams,
 //!   for the fleet benchmark and fan-out tests.
+//! - [`cluster`]: two manager processes on one PostgreSQL database with
+//!   one CA, and agents listing both.
 //! - [`measure`]: CPU and memory figures from `/proc`, the generated
 //!   access log and configuration the benchmarks use.
 //! - [`netns`]: test hosts in network namespaces, nginx, curl.
@@ -62,6 +64,7 @@
 //! wait a whole poll interval.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod fleet;
 pub mod measure;
 pub mod netns;

@@ -175,7 +175,7 @@ async fn a_slow_agent_gets_its_command_after_the_caller_went_away() -> anyhow::R
                 &parent,
             )
             .map_err(|live| anyhow::anyhow!("refused: {live:?}"))?;
-        // Commands go only to welcomed streams.
+        // Commands go to a stream once its Welcome went out.
         guard.welcomed();
         if i == 0 {
             // The slow agent's queue is full.
