@@ -358,7 +358,8 @@ pub async fn run(
     .with_stats(stats.clone())
     .with_mailer(mailer)
     .with_breaker_limit(config.max_new_blocks_per_minute)
-    .with_outputs(outputs.clone());
+    .with_outputs(outputs.clone())
+    .with_cluster(cluster.clone());
     let metrics = match metrics_listener {
         Some(listener) => {
             let sources = metrics::Sources {

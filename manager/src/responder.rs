@@ -140,6 +140,8 @@ pub struct Responder {
     mailer: Option<crate::mail::Mailer>,
     /// Agents' command results, committed together ([`crate::grouped`]).
     results: Grouped<CommandResults>,
+    /// This manager among others on the database: whose agents they hold.
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Responder {
@@ -180,7 +182,15 @@ impl Responder {
             sessions,
             stats: Default::default(),
             mailer: None,
+            cluster: None,
         }
+    }
+
+    /// Knows the other managers on the database: an operator's request
+    /// waits for those holding its agents to take their commands.
+    pub fn with_cluster(mut self, cluster: crate::cluster::Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Counts issued, delivered and failed commands in `stats`.
@@ -478,7 +488,8 @@ impl Responder {
     }
 
     /// Records the commands of one decision and delivers them: those of
-    /// agents held here are recorded already claimed (one commit before
+    /// agents whose streams here take commands (welcomed) are recorded
+    /// already claimed (one commit before
     /// they go out, as with one manager); the others are pending, and the
     /// managers holding their agents are woken on commit.
     async fn record_and_deliver(
@@ -487,7 +498,7 @@ impl Responder {
     ) -> Result<(Vec<ResponseRow>, Vec<Delivery>), StoreError> {
         let rows = self
             .store
-            .insert_responses_claiming(commands, |agent| self.sessions.is_connected(agent))
+            .insert_responses_claiming(commands, |agent| self.sessions.sender(agent).is_some())
             .await?;
         // An agent that connected here meanwhile: claimed now.
         let went = self.deliver(&rows, |row| row.status == "sent").await?;
@@ -620,10 +631,28 @@ impl Responder {
         Ok(sent)
     }
 
-    /// Waits (at most [`HANDOFF_WAIT`]) for other managers to take
-    /// commands this one could not send (agents whose streams they hold);
-    /// returns the ids they took.
-    async fn handed_over(&self, ids: Vec<i64>) -> Result<HashSet<i64>, StoreError> {
+    /// Waits (at most [`HANDOFF_WAIT`]) for the other live managers that
+    /// hold the agents of `rows` (commands this one could not send) to take
+    /// them; returns the ids they took. Commands of agents no manager
+    /// holds (offline) are not waited for.
+    async fn handed_over(&self, rows: &[&ResponseRow]) -> Result<HashSet<i64>, StoreError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(HashSet::new());
+        };
+        let agents: Vec<&str> = rows.iter().map(|r| r.request.agent_id.as_str()).collect();
+        let elsewhere = self
+            .store
+            .held_by_other_managers(
+                &agents,
+                cluster.id(),
+                crate::store::now_ms() - cluster.dead_after_ms(),
+            )
+            .await?;
+        let ids: Vec<i64> = rows
+            .iter()
+            .filter(|r| elsewhere.contains(&r.request.agent_id))
+            .map(|r| r.id)
+            .collect();
         let deadline = tokio::time::Instant::now() + HANDOFF_WAIT;
         let mut pending = ids.clone();
         while !pending.is_empty() && tokio::time::Instant::now() < deadline {
@@ -801,23 +830,24 @@ impl Responder {
     }
 
     /// Records and delivers the commands of one decision and says where
-    /// they went. With several managers (PostgreSQL), a command this manager
-    /// could not send counts as sent when another manager took it within
-    /// [`HANDOFF_WAIT`] (it holds the agent's stream), as queued otherwise.
+    /// they went. With several managers, a command this manager could not
+    /// send counts as sent when the manager holding the agent's stream took
+    /// it within [`HANDOFF_WAIT`], as queued otherwise (and at once for an
+    /// agent no live manager holds).
     async fn fan_out(&self, commands: &[NewResponse]) -> Result<Outcome, StoreError> {
         let (rows, went) = self.record_and_deliver(commands).await?;
         self.stats
             .responses_issued
             .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let waiting: Vec<i64> = rows
+        let waiting: Vec<&ResponseRow> = rows
             .iter()
             .zip(&went)
             .filter(|(_, w)| **w == Delivery::Waiting)
-            .map(|(row, _)| row.id)
+            .map(|(row, _)| row)
             .collect();
-        let handed = match self.store.is_postgres() && !waiting.is_empty() {
-            true => self.handed_over(waiting).await?,
-            false => HashSet::new(),
+        let handed = match waiting.is_empty() {
+            true => HashSet::new(),
+            false => self.handed_over(&waiting).await?,
         };
         let mut outcome = Outcome::default();
         for (row, went) in rows.into_iter().zip(went) {

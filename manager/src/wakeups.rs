@@ -200,6 +200,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+    use crate::cluster::{Cluster, ClusterConfig};
     use crate::config::ManagerConfig;
     use crate::responder::Targets;
     use crate::sessions::{AgentSender, NewStream, Sessions};
@@ -291,7 +292,8 @@ mod tests {
     }
 
     /// An operator's block asked of A reaches the agent B holds, once,
-    /// woken by A's notification.
+    /// woken by A's notification; an agent no manager holds is reported
+    /// queued.
     #[tokio::test]
     #[cfg_attr(
         not(palisade_postgres),
@@ -299,12 +301,30 @@ mod tests {
     )]
     async fn a_block_asked_of_one_manager_reaches_the_agent_the_other_holds() {
         let db = TestDb::new(Backend::Postgres);
-        let (a, b) = (Manager::new(&db).await, Manager::new(&db).await);
+        let (mut a, b) = (Manager::new(&db).await, Manager::new(&db).await);
         let (agent, _) = a
             .store
             .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
             .await
             .unwrap();
+        let (offline, _) = a
+            .store
+            .add_agent("web02", "any", |_| Ok(("bb".to_string(), ())))
+            .await
+            .unwrap();
+        let join = |m: &Manager, name: &str| {
+            Cluster::join(
+                m.store.clone(),
+                name.into(),
+                "127.0.0.1:1514",
+                ClusterConfig::default(),
+                Duration::from_secs(60),
+            )
+        };
+        let cluster_a = join(&a, "a").await.unwrap();
+        a.responder = a.responder.clone().with_cluster(cluster_a);
+        let cluster_b = join(&b, "b").await.unwrap();
+        cluster_b.take_lease(&agent, false).await.unwrap().unwrap();
         let mut at_b = b.hold(&agent);
         let shutdown = CancellationToken::new();
         let wakeups = Wakeups::start(&b.store, shutdown.clone()).await.unwrap();
@@ -319,9 +339,10 @@ mod tests {
             .run("198.51.100.7", "route-null600", Targets::All)
             .await
             .unwrap();
-        // Sent (B took it within the hand-off wait) or queued (B was
-        // slower, on a loaded machine): either way listed once.
-        assert_eq!(outcome.sent_to.len() + outcome.queued_for.len(), 1);
+        // web01: sent (B took it within the hand-off wait) or queued (B
+        // was slower, on a loaded machine). web02: nobody holds it.
+        assert!(outcome.queued_for.contains(&offline), "{outcome:?}");
+        assert_eq!(outcome.sent_to.len() + outcome.queued_for.len(), 2);
         let mut got = Vec::new();
         while got.is_empty() {
             got = match tokio::time::timeout(Duration::from_secs(20), at_b.recv()).await {
@@ -332,7 +353,7 @@ mod tests {
                 other => panic!("no command at B: {other:?}"),
             };
         }
-        assert_eq!(got, outcome.command_ids);
+        assert_eq!(got, outcome.command_ids[..1]);
         let row = a.store.response(got[0]).await.unwrap().unwrap();
         assert_eq!(row.status, "sent");
         shutdown.cancel();

@@ -53,7 +53,9 @@ pub struct TwoManagers {
     runtime: tokio::runtime::Runtime,
 }
 
-fn manager_toml(database: &str, name: &str) -> String {
+/// Manager `name`'s configuration (each its own `[manager] name`: the
+/// hosts share one host name, the default).
+fn manager_toml(name: &str, database: &str) -> String {
     format!(
         "[manager]\nname = \"{name}\"\n\
          [storage]\ndatabase = \"{database}\"\n\
@@ -119,9 +121,8 @@ impl TwoManagers {
         }))?;
         copy_dir(&dirs[A].join("pki"), &dirs[B].join("pki"))?;
         let configs = [dirs[A].join("manager.toml"), dirs[B].join("manager.toml")];
-        // Each its own name: the hosts share one host name.
         for (config, name) in configs.iter().zip(["manager-a", "manager-b"]) {
-            std::fs::write(config, manager_toml(database, name))?;
+            std::fs::write(config, manager_toml(name, database))?;
         }
         let database = ManagerConfig::load(&configs[A])?;
         let mut agent_ids = Vec::new();

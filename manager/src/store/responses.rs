@@ -9,7 +9,7 @@ use super::backend::Dialect;
 use super::notify::{RESPONSES_CHANNEL, responses_payload};
 use super::{Store, StoreError, StoreRow, WriteTx, now_ms, on_pool, to_i64, to_u64};
 
-/// Rows (or ids) per multi-row statement: 14 parameters a row stays far
+/// Rows (or ids) per multi-row statement: 16 parameters a row stays far
 /// below SQLite's limit of 32,766.
 const ROWS_PER_STATEMENT: usize = 500;
 
@@ -374,6 +374,39 @@ impl Store {
             }
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    /// Which of `agent_ids` another live manager holds: its lease is on
+    /// the agent, it has not stopped and it said it was alive after
+    /// `alive_since` (ms). Those managers take the agents' commands.
+    pub async fn held_by_other_managers(
+        &self,
+        agent_ids: &[&str],
+        me: i64,
+        alive_since: i64,
+    ) -> Result<HashSet<String>, StoreError> {
+        on_pool!(self.reads, pool => {
+            let mut held = HashSet::new();
+            for chunk in agent_ids.chunks(ROWS_PER_STATEMENT) {
+                let mut select = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT a.id FROM agents a JOIN managers m ON m.id = a.lease_manager
+                     WHERE m.id <> ",
+                );
+                select
+                    .push_bind(me)
+                    .push(" AND m.stopped_at IS NULL AND m.heartbeat_at > ")
+                    .push_bind(alive_since)
+                    .push(" AND a.id IN (");
+                let mut list = select.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                select.push(")");
+                let got: Vec<String> = select.build_query_scalar().fetch_all(pool).await?;
+                held.extend(got);
+            }
+            Ok(held)
         })
     }
 
