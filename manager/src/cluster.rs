@@ -311,6 +311,55 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sessions::{EndReason, NewStream};
+    use crate::store::testing::both_backends;
+
+    both_backends! {
+        async fn a_stream_whose_lease_another_manager_took_is_ended(db) {
+            let store = db.open().await;
+            let (agent, ()) = store
+                .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
+                .await
+                .unwrap();
+            let join = |name: &str| {
+                Cluster::join(
+                    store.clone(),
+                    name.to_string(),
+                    "192.0.2.1:1514",
+                    ClusterConfig::default(),
+                    Duration::from_secs(60),
+                )
+            };
+            let (a, b) = (join("a").await.unwrap(), join("b").await.unwrap());
+            let sessions = Sessions::default();
+            let (tx, _rx) = tokio::sync::mpsc::channel(1);
+            let stream = NewStream {
+                agent_id: &agent,
+                serial: "aa",
+                address: None,
+                stale_after: Duration::from_secs(60),
+                takeover: false,
+            };
+            let (guard, _) = sessions.register(stream, tx, &CancellationToken::new()).unwrap();
+            let lease = a.take_lease(&agent, false).await.unwrap().unwrap();
+            guard.set_lease(lease.generation);
+            // Still a's: the stream stays.
+            a.end_lost_leases(&sessions).await;
+            assert!(!guard.token.is_cancelled());
+            // b takes it (the renewed certificate's takeover): a ends its
+            // stream at its next heartbeat.
+            b.take_lease(&agent, true).await.unwrap().unwrap();
+            a.end_lost_leases(&sessions).await;
+            assert!(guard.token.is_cancelled());
+            assert!(matches!(guard.reason(), Some(EndReason::LeaseLost(_))));
+            assert!(!sessions.is_connected(&agent));
+            // A clean stop lets b's lease be; a's own are released.
+            a.leave().await;
+            assert!(store.agent(&agent).await.unwrap().unwrap().lease_manager == Some(b.id()));
+            let managers = store.managers().await.unwrap();
+            assert!(managers.iter().any(|m| m.name == "a" && m.stopped_at.is_some()));
+        }
+    }
 
     #[test]
     fn the_window_counts_the_last_minute() {
