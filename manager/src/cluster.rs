@@ -24,6 +24,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::grouped::{GroupWrite, Grouped};
 use crate::heartbeats::FLUSH_EVERY;
 use crate::sessions::Sessions;
 use crate::stats::Stats;
@@ -130,6 +131,48 @@ pub struct Cluster {
     config: ClusterConfig,
     /// An agent its holder has not heard for this long may be taken over.
     agent_timeout: Duration,
+    /// Streams' lease takes, committed together (a reconnect storm).
+    leases: Grouped<Leases>,
+}
+
+/// One stream's lease take, as [`Grouped`] queues it.
+struct LeaseAsk {
+    agent_id: String,
+    takeover: bool,
+}
+
+/// Commits lease takes in groups.
+struct Leases {
+    store: Store,
+    manager: i64,
+    dead_after_ms: i64,
+    silent_after_ms: i64,
+}
+
+impl Leases {
+    fn request<'a>(&self, ask: &'a LeaseAsk) -> LeaseRequest<'a> {
+        LeaseRequest {
+            agent_id: &ask.agent_id,
+            manager: self.manager,
+            dead_after_ms: self.dead_after_ms,
+            silent_after_ms: self.silent_after_ms,
+            takeover: ask.takeover,
+        }
+    }
+}
+
+impl GroupWrite for Leases {
+    type Item = LeaseAsk;
+    type Output = Result<Lease, LeaseHeld>;
+
+    async fn write_group(&self, items: &[LeaseAsk]) -> Result<Vec<Self::Output>, StoreError> {
+        let requests: Vec<LeaseRequest<'_>> = items.iter().map(|a| self.request(a)).collect();
+        self.store.take_leases(&requests).await
+    }
+
+    async fn write_one(&self, item: &LeaseAsk) -> Result<Self::Output, StoreError> {
+        self.store.take_lease(&self.request(item)).await
+    }
 }
 
 impl Cluster {
@@ -153,12 +196,19 @@ impl Cluster {
             warn!(manager = %name, id, address = %before.address, "A manager of this name was alive moments ago: if it is another process (not this one before a restart), give each manager its own [manager] name.");
         }
         info!(manager = %name, id, "Joined the managers on this database.");
+        let leases = Grouped::new(Leases {
+            store: store.clone(),
+            manager: id,
+            dead_after_ms: millis(config.dead_after),
+            silent_after_ms: millis(agent_timeout + FLUSH_EVERY),
+        });
         Ok(Self {
             store,
             id,
             name,
             config,
             agent_timeout,
+            leases,
         })
     }
 
@@ -185,18 +235,16 @@ impl Cluster {
     }
 
     /// Takes `agent_id`'s lease for a new stream (`takeover`: whoever
-    /// holds it); `Err` names the live holder.
+    /// holds it), in one transaction with the other streams asking at the
+    /// same moment; `Err` names the live holder.
     pub async fn take_lease(
         &self,
         agent_id: &str,
         takeover: bool,
     ) -> Result<Result<Lease, LeaseHeld>, StoreError> {
-        self.store
-            .take_lease(&LeaseRequest {
-                agent_id,
-                manager: self.id,
-                dead_after_ms: self.dead_after_ms(),
-                silent_after_ms: self.silent_after_ms(),
+        self.leases
+            .write(LeaseAsk {
+                agent_id: agent_id.to_string(),
                 takeover,
             })
             .await

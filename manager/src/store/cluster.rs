@@ -186,62 +186,82 @@ impl Store {
         &self,
         request: &LeaseRequest<'_>,
     ) -> Result<Result<Lease, LeaseHeld>, StoreError> {
-        let agent_id = request.agent_id;
+        let mut taken = self.take_leases(std::slice::from_ref(request)).await?;
+        taken
+            .pop()
+            .ok_or_else(|| StoreError::NotFound("no lease asked for".into()))
+    }
+
+    /// [`Self::take_lease`] for many streams in one transaction (a
+    /// reconnect storm after a manager restart), the agents' rows locked
+    /// in id order as every multi-row write does; one answer per request,
+    /// in order. An unknown agent fails them all.
+    pub async fn take_leases(
+        &self,
+        requests: &[LeaseRequest<'_>],
+    ) -> Result<Vec<Result<Lease, LeaseHeld>>, StoreError> {
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        order.sort_by(|&x, &y| requests[x].agent_id.cmp(requests[y].agent_id));
         on_pool!(self, pool => {
             let now = now_ms();
             let mut tx = pool.write_tx().await?;
-            let row = sqlx::query(for_update::<Db>(
-                "SELECT lease_manager, lease_generation, lease_granted_at, last_seen FROM agents WHERE id = $1",
-            ))
-            .bind(agent_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))?;
-            let holder: Option<i64> = row.get("lease_manager");
-            let generation: i64 = row.get("lease_generation");
-            // What the holder last recorded of the agent: a message
-            // (`last_seen`, written every few seconds), or taking the lease.
-            let heard = row
-                .get::<Option<i64>, _>("last_seen")
-                .unwrap_or(0)
-                .max(row.get::<Option<i64>, _>("lease_granted_at").unwrap_or(0));
-            let taken_from = holder.filter(|&h| h != request.manager);
-            if let Some(h) = taken_from
-                && !request.takeover
-            {
-                let manager = sqlx::query("SELECT * FROM managers WHERE id = $1")
-                    .bind(h)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .as_ref()
-                    .map(manager_from_row);
+            let managers: Vec<ManagerRow> = sqlx::query("SELECT * FROM managers")
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(manager_from_row)
+                .collect();
+            let mut answers: Vec<Option<Result<Lease, LeaseHeld>>> = vec![None; requests.len()];
+            for &i in &order {
+                let request = &requests[i];
+                let agent_id = request.agent_id;
+                let row = sqlx::query(for_update::<Db>(
+                    "SELECT lease_manager, lease_generation, lease_granted_at, last_seen FROM agents WHERE id = $1",
+                ))
+                .bind(agent_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))?;
+                let holder: Option<i64> = row.get("lease_manager");
+                let generation: i64 = row.get("lease_generation");
+                // What the holder last recorded of the agent: a message
+                // (`last_seen`, written every few seconds), or taking the
+                // lease.
+                let heard = row
+                    .get::<Option<i64>, _>("last_seen")
+                    .unwrap_or(0)
+                    .max(row.get::<Option<i64>, _>("lease_granted_at").unwrap_or(0));
+                let taken_from = holder.filter(|&h| h != request.manager);
                 let silent_for_ms = now.saturating_sub(heard);
-                if let Some(m) = manager
-                    && m.is_alive(now, request.dead_after_ms)
-                    && silent_for_ms < request.silent_after_ms
-                {
-                    return Ok(Err(LeaseHeld {
-                        manager: m.name,
-                        address: m.address,
+                let live_holder = taken_from
+                    .filter(|_| !request.takeover && silent_for_ms < request.silent_after_ms)
+                    .and_then(|h| managers.iter().find(|m| m.id == h))
+                    .filter(|m| m.is_alive(now, request.dead_after_ms));
+                if let Some(m) = live_holder {
+                    answers[i] = Some(Err(LeaseHeld {
+                        manager: m.name.clone(),
+                        address: m.address.clone(),
                         silent_for_ms,
                     }));
+                    continue;
                 }
+                let next = generation + 1;
+                sqlx::query(
+                    "UPDATE agents SET lease_manager = $1, lease_generation = $2, lease_granted_at = $3 WHERE id = $4",
+                )
+                .bind(request.manager)
+                .bind(next)
+                .bind(now)
+                .bind(agent_id)
+                .execute(&mut *tx)
+                .await?;
+                answers[i] = Some(Ok(Lease {
+                    generation: to_u64(next),
+                    taken_from,
+                }));
             }
-            let next = generation + 1;
-            sqlx::query(
-                "UPDATE agents SET lease_manager = $1, lease_generation = $2, lease_granted_at = $3 WHERE id = $4",
-            )
-            .bind(request.manager)
-            .bind(next)
-            .bind(now)
-            .bind(agent_id)
-            .execute(&mut *tx)
-            .await?;
             tx.commit().await?;
-            Ok(Ok(Lease {
-                generation: to_u64(next),
-                taken_from,
-            }))
+            Ok(answers.into_iter().flatten().collect())
         })
     }
 
@@ -381,6 +401,32 @@ mod tests {
             assert_eq!(store.manager_stopped(a).await.unwrap(), 1);
             let stopped = store.take_lease(&ask("001", b)).await.unwrap().unwrap();
             assert_eq!(stopped, Lease { generation: 7, taken_from: None });
+        }
+
+        async fn leases_taken_together_answer_each_stream_in_order(db) {
+            let store = db.open().await;
+            let (a, b) = two_managers(&store).await;
+            for name in ["web02", "web03"] {
+                store
+                    .add_agent(name, "any", |_| Ok((format!("s-{name}"), ())))
+                    .await
+                    .unwrap();
+            }
+            // a holds 002 (live); b asks for 003, 002 and 001 at once.
+            store.take_lease(&ask("002", a)).await.unwrap().unwrap();
+            let answers = store
+                .take_leases(&[ask("003", b), ask("002", b), ask("001", b)])
+                .await
+                .unwrap();
+            assert_eq!(answers[0], Ok(Lease { generation: 1, taken_from: None }));
+            assert_eq!(answers[1].as_ref().unwrap_err().manager, "a");
+            assert_eq!(answers[2], Ok(Lease { generation: 1, taken_from: None }));
+            let mut held = store.held_leases(b).await.unwrap();
+            held.sort();
+            assert_eq!(held, [("001".to_string(), 1), ("003".to_string(), 1)]);
+            // An unknown agent fails the group (the callers retry alone).
+            assert!(store.take_leases(&[ask("001", b), ask("999", b)]).await.is_err());
+            assert_eq!(store.held_leases(b).await.unwrap().len(), 2, "nothing of it kept");
         }
 
         async fn a_commit_under_a_lost_lease_is_refused(db) {
