@@ -32,28 +32,6 @@ fn spawn(program: &Path, config: &Path, extra: &[&str], log: &Path) -> anyhow::R
         .spawn()?)
 }
 
-/// Copies the files under `from` into `to` (the daemons' logs and
-/// SQLite files excepted: a copy is a new host, not a fork of this one's
-/// state).
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let text = name.to_string_lossy();
-        if text.ends_with(".out") || text.contains(".db") {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type()?.is_dir() {
-            std::fs::create_dir_all(&target)?;
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
 /// Kills and reaps a child (SIGKILL).
 fn kill(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
@@ -112,48 +90,6 @@ impl ManagerProcess {
             config,
             addr,
             program: program.to_path_buf(),
-            child: None,
-        };
-        manager.restart().await?;
-        Ok(manager)
-    }
-
-    /// A second manager of the same cluster: a copy of this one's
-    /// directory (CA, certificates, operator bundle, `manager.toml`) on a
-    /// port of its own, sharing the store, which must therefore be a
-    /// database server's (PostgreSQL), not a file the copy would fork.
-    /// Started as [`Self::restart`] does.
-    pub async fn sibling(&self) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            self.config.database.sqlite_path().is_none(),
-            "a sibling manager shares the store: {} is an SQLite file",
-            self.config.database
-        );
-        let dir = tempfile::tempdir()?;
-        copy_tree(self.dir.path(), dir.path())?;
-        let addr = free_port()?;
-        let source = dir.path().join(
-            self.config
-                .source
-                .strip_prefix(self.dir.path())
-                .unwrap_or(Path::new("manager.toml")),
-        );
-        let text = std::fs::read_to_string(&source)?;
-        let old = format!("listen = \"{}\"", self.addr);
-        anyhow::ensure!(text.contains(&old), "no {old} in {}", source.display());
-        let text = text
-            .replacen(&old, &format!("listen = \"{addr}\""), 1)
-            .replacen(
-                &format!("advertise = \"{}\"", self.addr),
-                &format!("advertise = \"{addr}\""),
-                1,
-            );
-        std::fs::write(&source, text)?;
-        let mut manager = Self {
-            config: ManagerConfig::load(&source)?,
-            dir,
-            addr,
-            program: self.program.clone(),
             child: None,
         };
         manager.restart().await?;
