@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use palisade_manager::store::Store;
-use palisade_tests::cluster::TwoManagers;
+use palisade_tests::cluster::ManagerPair;
 use palisade_tests::measure::{cpu_seconds, generate_access_log, throughput_manager_toml};
 use palisade_tests::process::{AgentProcess, ManagerProcess};
 
@@ -84,7 +84,7 @@ async fn run(setup: Setup, halves: &[(PathBuf, usize); 2], logall: bool) -> Figu
         (Setup::TwoOnPostgres, Some(db)) => {
             // Named managers with the cluster's own heartbeats, each agent
             // on one of them.
-            let two = TwoManagers::start(Path::new(MANAGER), &db.url, edit)
+            let two = ManagerPair::start(Path::new(MANAGER), &db.url, edit)
                 .await
                 .unwrap();
             (two.a, Some(two.b))

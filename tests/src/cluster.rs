@@ -1,14 +1,16 @@
-//! Two managers on one PostgreSQL database, for the tests of a cluster
-//! (failover between managers, responses across them): real processes,
-//! so that a test can SIGKILL one, sharing manager A's CA (B serves A's
-//! certificate: both answer as `localhost` on loopback), with short
+//! Two managers on one PostgreSQL database for the tests of failover
+//! between managers: real processes on loopback, so that a test can
+//! SIGKILL one (B is A's [`ManagerProcess::sibling_named`]: the same CA,
+//! certificate and operator bundle), named `mgr-a` and `mgr-b`, with short
 //! heartbeats so that a killed manager counts as dead within a second.
 //! Agents are registered through A and list both addresses, A first;
-//! `palisadectl` uses A's operator bundle against either manager.
+//! `palisadectl` uses the operator bundle against either manager.
+//! (`two_managers` is the other set-up: one manager per network
+//! namespace, each with its own agent, for what crosses managers.)
 
 use std::path::{Path, PathBuf};
 
-use crate::process::{AgentSetup, ManagerProcess, write_agent_config};
+use crate::process::{AgentSetup, ManagerProcess, with_manager_name, write_agent_config};
 
 /// How often each manager says it is alive, and when it counts as dead.
 pub const HEARTBEAT_INTERVAL: &str = "200ms";
@@ -16,7 +18,7 @@ pub const HEARTBEAT_INTERVAL: &str = "200ms";
 pub const DEAD_AFTER: &str = "1s";
 
 /// Managers `mgr-a` and `mgr-b` on one database.
-pub struct TwoManagers {
+pub struct ManagerPair {
     /// Manager A (its directory holds the CA and the operator bundle).
     pub a: ManagerProcess,
     /// Manager B.
@@ -30,45 +32,28 @@ fn on_database(text: &str, database: &str, name: &str) -> String {
         "database = \"palisade.db\"",
         &format!("database = {database:?}"),
     );
-    format!(
-        "{text}\n[manager]\nname = \"{name}\"\nheartbeat_interval = \"{HEARTBEAT_INTERVAL}\"\ndead_after = \"{DEAD_AFTER}\"\n"
+    with_manager_name(
+        &format!(
+            "{text}\n[manager]\nheartbeat_interval = \"{HEARTBEAT_INTERVAL}\"\ndead_after = \"{DEAD_AFTER}\"\n"
+        ),
+        name,
     )
 }
 
-impl TwoManagers {
+impl ManagerPair {
     /// Starts A, then B, both running `program` on the PostgreSQL
     /// database at `database` (empty: A's start creates the schema and
-    /// adopts A's operator); `edit` changes both configurations further.
+    /// adopts the operator); `edit` changes A's configuration (and so B's)
+    /// further.
     pub async fn start(
         program: &Path,
         database: &str,
-        edit: impl Fn(String) -> String,
+        edit: impl FnOnce(String) -> String,
     ) -> anyhow::Result<Self> {
         let a =
             ManagerProcess::start_with(program, |text| edit(on_database(&text, database, "mgr-a")))
                 .await?;
-        // A adopts its operator bundle as the database's first operator
-        // at start; B must not adopt its own first (from its own CA).
-        let store = a.store().await?;
-        crate::eventually(
-            std::time::Duration::from_secs(30),
-            "manager A's operator",
-            || async { Ok((!store.operators().await?.is_empty()).then_some(())) },
-        )
-        .await?;
-        store.close().await;
-        let pki = a.dir.path().join("pki");
-        let b = ManagerProcess::start_with(program, |text| {
-            let mut text = edit(on_database(&text, database, "mgr-b"));
-            for file in ["ca.pem", "ca.key", "manager.pem", "manager.key"] {
-                text = text.replace(
-                    &format!("\"pki/{file}\""),
-                    &format!("{:?}", pki.join(file).display().to_string()),
-                );
-            }
-            text
-        })
-        .await?;
+        let b = a.sibling_named(Some("mgr-b")).await?;
         Ok(Self { a, b })
     }
 
@@ -98,17 +83,15 @@ impl TwoManagers {
         Ok(config)
     }
 
-    /// A `ctl.toml` for A's operator pointed at `manager` (A's or B's
+    /// A `ctl.toml` for the operator pointed at `manager` (A's or B's
     /// address); returns its path.
     pub fn ctl_config(&self, manager: &ManagerProcess) -> anyhow::Result<PathBuf> {
         let operator = self.a.dir.path().join("operator");
         let path = operator.join(format!("ctl-{}.toml", manager.addr.port()));
+        let text = std::fs::read_to_string(operator.join("ctl.toml"))?;
         std::fs::write(
             &path,
-            format!(
-                "manager = \"{}\"\nserver_name = \"localhost\"\nca_cert = \"ca.pem\"\ncert = \"operator.pem\"\nkey = \"operator.key\"\n",
-                manager.addr
-            ),
+            text.replace(&self.a.addr.to_string(), &manager.addr.to_string()),
         )?;
         Ok(path)
     }

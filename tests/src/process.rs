@@ -32,12 +32,53 @@ fn spawn(program: &Path, config: &Path, extra: &[&str], log: &Path) -> anyhow::R
         .spawn()?)
 }
 
+/// Copies the files under `from` into `to` (the daemons' logs and
+/// SQLite files excepted: a copy is a new host, not a fork of this one's
+/// state).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        if text.ends_with(".out") || text.contains(".db") {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
 /// Kills and reaps a child (SIGKILL).
 fn kill(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = c.kill();
         let _ = c.wait();
     }
+}
+
+/// `text`, a `manager.toml`, with `[manager] name = "name"`: the name
+/// line of its `[manager]` table replaced, or one added (with the table,
+/// if there is none). Every manager on one database needs its own name.
+pub fn with_manager_name(text: &str, name: &str) -> String {
+    const TABLE: &str = "\n[manager]\n";
+    let line = format!("name = {name:?}");
+    let Some(at) = text.find(TABLE) else {
+        return format!("{text}{TABLE}{line}\n");
+    };
+    let start = at + TABLE.len();
+    let end = text[start..].find("\n[").map_or(text.len(), |i| start + i);
+    let mut table: Vec<&str> = text[start..end]
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("name"))
+        .collect();
+    table.insert(0, &line);
+    format!("{}{}{}", &text[..start], table.join("\n"), &text[end..])
 }
 
 /// A free loopback port (bound, then released).
@@ -90,6 +131,55 @@ impl ManagerProcess {
             config,
             addr,
             program: program.to_path_buf(),
+            child: None,
+        };
+        manager.restart().await?;
+        Ok(manager)
+    }
+
+    /// A second manager of the same cluster: a copy of this one's
+    /// directory (CA, certificates, operator bundle, `manager.toml`) on a
+    /// port of its own, sharing the store, which must therefore be a
+    /// database server's (PostgreSQL), not a file the copy would fork.
+    /// Started as [`Self::restart`] does. Its `[manager] name` is
+    /// `manager-PORT` (each manager of a cluster needs its own).
+    pub async fn sibling(&self) -> anyhow::Result<Self> {
+        self.sibling_named(None).await
+    }
+
+    /// [`Self::sibling`] under `[manager] name` `name`.
+    pub async fn sibling_named(&self, name: Option<&str>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            self.config.database.sqlite_path().is_none(),
+            "a sibling manager shares the store: {} is an SQLite file",
+            self.config.database
+        );
+        let dir = tempfile::tempdir()?;
+        copy_tree(self.dir.path(), dir.path())?;
+        let addr = free_port()?;
+        let source = dir.path().join(
+            self.config
+                .source
+                .strip_prefix(self.dir.path())
+                .unwrap_or(Path::new("manager.toml")),
+        );
+        let text = std::fs::read_to_string(&source)?;
+        let old = format!("listen = \"{}\"", self.addr);
+        anyhow::ensure!(text.contains(&old), "no {old} in {}", source.display());
+        let text = text
+            .replacen(&old, &format!("listen = \"{addr}\""), 1)
+            .replacen(
+                &format!("advertise = \"{}\"", self.addr),
+                &format!("advertise = \"{addr}\""),
+                1,
+            );
+        let name = name.map_or_else(|| format!("manager-{}", addr.port()), str::to_string);
+        std::fs::write(&source, with_manager_name(&text, &name))?;
+        let mut manager = Self {
+            config: ManagerConfig::load(&source)?,
+            dir,
+            addr,
+            program: self.program.clone(),
             child: None,
         };
         manager.restart().await?;
@@ -245,5 +335,23 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_manager_name;
+
+    #[test]
+    fn a_manager_name_is_set_once() {
+        assert_eq!(
+            with_manager_name("[server]\nlisten = \"x\"\n", "b"),
+            "[server]\nlisten = \"x\"\n\n[manager]\nname = \"b\"\n"
+        );
+        let named = "[server]\n\n[manager]\nname = \"a\"\ndead_after = \"1s\"\n[global]\n";
+        assert_eq!(
+            with_manager_name(named, "b"),
+            "[server]\n\n[manager]\nname = \"b\"\ndead_after = \"1s\"\n[global]\n"
+        );
     }
 }

@@ -5,7 +5,8 @@
 //! own (`failback_interval`). Lines written before, while A is dead and
 //! after it restarted are each stored exactly once, in order, whichever
 //! manager received them; `palisadectl` against B lists the agent with
-//! the manager it is connected to, and `status` shows both managers.
+//! the manager it is connected to, and `status` shows both managers. A
+//! second stream of the agent on B while A holds its live one is refused.
 //!
 //! Needs PostgreSQL (`PALISADE_TEST_POSTGRES`; `scripts/test` starts one).
 
@@ -16,8 +17,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use palisade_manager::store::{ArchivedEvent, Store};
-use palisade_tests::cluster::TwoManagers;
+use palisade_tests::cluster::ManagerPair;
 use palisade_tests::process::{AgentProcess, AgentSetup};
+use palisade_tests::raw_agent::{Credentials, RawAgent, refusal};
 use palisade_tests::{append_lines, eventually};
 use serde_json::Value;
 
@@ -54,7 +56,7 @@ async fn ctl_json(config: &Path, args: &[&str]) -> Value {
 /// more); returns them.
 async fn stored(
     store: &Store,
-    cluster: &TwoManagers,
+    cluster: &ManagerPair,
     agent: &str,
     expected: usize,
 ) -> Vec<ArchivedEvent> {
@@ -73,7 +75,7 @@ async fn stored(
 }
 
 /// Waits until the agent's lease is held by the manager named `name`.
-async fn lease_on(store: &Store, cluster: &TwoManagers, agent: &str, name: &str) {
+async fn lease_on(store: &Store, cluster: &ManagerPair, agent: &str, name: &str) {
     eventually(
         LIMIT,
         &format!("agent {agent}'s lease on {name}"),
@@ -98,7 +100,7 @@ async fn lease_on(store: &Store, cluster: &TwoManagers, agent: &str, name: &str)
 )]
 async fn an_agent_moves_between_two_managers_and_each_line_is_stored_once() {
     let db = palisade_test_needs::postgres_database();
-    let mut cluster = TwoManagers::start(Path::new(MANAGER), &db.url, |t| t)
+    let mut cluster = ManagerPair::start(Path::new(MANAGER), &db.url, |t| t)
         .await
         .unwrap();
     let (id, bundle) = cluster.add_agent("web01").await.unwrap();
@@ -126,6 +128,20 @@ async fn an_agent_moves_between_two_managers_and_each_line_is_stored_once() {
     lease_on(&store, &cluster, &id, "mgr-a").await;
     let expected = write("first");
     stored(&store, &cluster, &id, expected).await;
+
+    // A second stream of the agent on B, while A holds the live one (a
+    // stolen certificate), is refused as a second stream on one manager is.
+    let thief = RawAgent::hello(&Credentials::bundle(&bundle, cluster.b.addr), "other-spool").await;
+    let refused = refusal(thief.err().expect("B accepted a second stream")).unwrap();
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists, "{refused:?}");
+    assert!(
+        refused.message().contains("live stream on manager mgr-a"),
+        "{refused:?}"
+    );
+    // Refused before its Hello changed anything (its other spool would
+    // have restarted the agent's sequence).
+    let record = store.agent(&id).await.unwrap().unwrap();
+    assert_eq!(record.last_sequence, 100);
 
     // A dies; lines go on being written. The agent moves to B, which
     // takes the lease once A's heartbeat is older than dead_after.
