@@ -234,16 +234,7 @@ impl Spool {
             let first: i64 = sqlx::query_scalar("SELECT next_sequence FROM spool_cursor")
                 .fetch_one(&mut *tx)
                 .await?;
-            let mut next = u64_of(first);
-            let mut data = Vec::new();
-            for chunk in chunks(events) {
-                data.clear();
-                for e in chunk {
-                    encode(&mut data, e)?;
-                }
-                insert_chunk(&mut tx, next, chunk.len(), &data).await?;
-                next += chunk.len() as u64;
-            }
+            let next = insert_run(&mut tx, u64_of(first), events).await?;
             sqlx::query("UPDATE spool_cursor SET next_sequence = $1")
                 .bind(i64_of(next))
                 .execute(&mut *tx)
@@ -302,18 +293,10 @@ impl Spool {
             };
             let mut run: Vec<NewEvent> = Vec::new();
             let mut run_first = 0u64;
-            let mut data = Vec::new();
             for r in &rows {
                 let sequence = u64_of(r.get("sequence"));
                 if !run.is_empty() && run_first + run.len() as u64 != sequence {
-                    for chunk in chunks(&run) {
-                        data.clear();
-                        for e in chunk {
-                            encode(&mut data, e)?;
-                        }
-                        insert_chunk(&mut tx, run_first, chunk.len(), &data).await?;
-                        run_first += chunk.len() as u64;
-                    }
+                    insert_run(&mut tx, run_first, &run).await?;
                     run.clear();
                 }
                 if run.is_empty() {
@@ -327,14 +310,7 @@ impl Spool {
                     line: r.get("line"),
                 });
             }
-            for chunk in chunks(&run) {
-                data.clear();
-                for e in chunk {
-                    encode(&mut data, e)?;
-                }
-                insert_chunk(&mut tx, run_first, chunk.len(), &data).await?;
-                run_first += chunk.len() as u64;
-            }
+            insert_run(&mut tx, run_first, &run).await?;
             sqlx::query("DELETE FROM spool WHERE sequence <= $1")
                 .bind(last)
                 .execute(&mut *tx)
@@ -693,6 +669,26 @@ fn encode(out: &mut Vec<u8>, e: &NewEvent) -> Result<(), SpoolError> {
     out.extend_from_slice(&e.read_at.to_le_bytes());
     out.push(u8::from(e.truncated));
     put(out, &e.line)
+}
+
+/// Stores a run of events as chunks under consecutive sequences from
+/// `first`; returns the sequence after the last.
+async fn insert_run(
+    tx: &mut sqlx::SqliteConnection,
+    first: u64,
+    events: &[NewEvent],
+) -> Result<u64, SpoolError> {
+    let mut next = first;
+    let mut data = Vec::new();
+    for chunk in chunks(events) {
+        data.clear();
+        for e in chunk {
+            encode(&mut data, e)?;
+        }
+        insert_chunk(tx, next, chunk.len(), &data).await?;
+        next += chunk.len() as u64;
+    }
+    Ok(next)
 }
 
 async fn insert_chunk(

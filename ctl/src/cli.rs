@@ -138,11 +138,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The manager: version, uptime, events per second, agents, alerts.
+    /// The manager: version, uptime, events per second, agents, alerts;
+    /// and every manager on its database with its agents and rates.
     Status {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// Name each manager's agents.
+        #[arg(long, short = 'v')]
+        verbose: bool,
     },
     /// Ask agents to restart themselves (spool and blocks are kept).
     Restart {
@@ -406,7 +410,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 output::alerts_table,
             );
         }
-        Some(Command::Status { json }) => {
+        Some(Command::Status { json, verbose }) => {
             let status = control
                 .status(StatusRequest {})
                 .await
@@ -416,7 +420,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 json,
                 &status,
                 output::status_json,
-                output::status_text_block,
+                if verbose {
+                    output::status_text_verbose
+                } else {
+                    output::status_text_block
+                },
             );
         }
         Some(Command::Restart { ids, all }) => {

@@ -10,8 +10,8 @@
 use palisade_engine::escape::{escape_text, json_safe};
 use palisade_proto::v1::{
     AgentInfo, AgentStatus, Alert, ListAgentsResponse, ListBlocksResponse, ListRefusalsResponse,
-    ListResponsesResponse, RestartAgentResponse, RunResponseResponse, StatusResponse,
-    UnblockResponse,
+    ListResponsesResponse, ManagerStatus, RestartAgentResponse, RunResponseResponse,
+    StatusResponse, UnblockResponse,
 };
 use serde_json::{Value, json};
 
@@ -93,7 +93,12 @@ pub fn agent_control_json(list: &ListAgentsResponse, with_manager: bool) -> Valu
         agents.push(json!({"id": "000", "name": list.manager_hostname, "ip": "127.0.0.1", "status": "Active"}));
     }
     for a in &list.agents {
-        agents.push(json!({"id": a.id, "name": a.name, "ip": a.registered_ip, "status": status_text(a.status)}));
+        let mut agent = json!({"id": a.id, "name": a.name, "ip": a.registered_ip, "status": status_text(a.status)});
+        // The manager it is connected to, absent when it is not.
+        if !a.manager.is_empty() {
+            agent["manager"] = json!(a.manager);
+        }
+        agents.push(agent);
     }
     json!({"error": 0, "response": agents})
 }
@@ -123,6 +128,7 @@ pub fn agents_table(list: &ListAgentsResponse) -> String {
                 a.registered_ip.clone(),
                 dash(&a.last_address),
                 status_text(a.status).to_string(),
+                dash(&a.manager),
                 dash(&a.version),
                 time_text(a.last_seen.as_ref()),
             ]
@@ -135,6 +141,7 @@ pub fn agents_table(list: &ListAgentsResponse) -> String {
             "IP",
             "ADDRESS",
             "STATUS",
+            "MANAGER",
             "VERSION",
             "LAST SEEN",
         ],
@@ -160,6 +167,7 @@ fn agent_json(a: &AgentInfo) -> Value {
         "ip": a.registered_ip,
         "address": a.last_address,
         "status": status_text(a.status),
+        "manager": (!a.manager.is_empty()).then_some(&a.manager),
         "version": a.version,
         "os": a.os,
         "hostname": a.hostname,
@@ -762,6 +770,15 @@ pub fn alert_json(a: &Alert) -> Value {
 
 /// `status`.
 pub fn status_text_block(s: &StatusResponse) -> String {
+    status_text_with(s, false)
+}
+
+/// `status -v`: each manager's agents by name too.
+pub fn status_text_verbose(s: &StatusResponse) -> String {
+    status_text_with(s, true)
+}
+
+fn status_text_with(s: &StatusResponse, verbose: bool) -> String {
     let up = s.uptime_seconds;
     let uptime = format!(
         "{}d {:02}h {:02}m {:02}s",
@@ -790,7 +807,68 @@ pub fn status_text_block(s: &StatusResponse) -> String {
         s.alerts,
         s.responses_issued,
         s.mail_queue,
-    )
+    ) + &managers_text(s, verbose)
+}
+
+/// What a manager is in `status`: `alive`, `stopped` (cleanly) or `dead`.
+fn manager_state(m: &ManagerStatus) -> &'static str {
+    match (m.alive, m.stopped) {
+        (true, _) => "alive",
+        (false, true) => "stopped",
+        (false, false) => "dead",
+    }
+}
+
+/// `status`: the managers on the database, the one answering marked.
+fn managers_text(s: &StatusResponse, verbose: bool) -> String {
+    if s.managers.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = s
+        .managers
+        .iter()
+        .map(|m| {
+            let mark = if m.name == s.manager_name { " *" } else { "" };
+            vec![
+                format!("{}{mark}", m.name),
+                m.address.clone(),
+                manager_state(m).to_string(),
+                time_text(if m.alive {
+                    m.started_at.as_ref()
+                } else {
+                    m.heartbeat_at.as_ref()
+                }),
+                m.connected_agents.to_string(),
+                format!("{:.1}", m.events_per_second),
+                format!("{:.1}", m.alerts_per_second),
+            ]
+        })
+        .collect();
+    let mut out =
+        String::from("\nManagers (* answered; SINCE: started if alive, else last heard):\n");
+    out.push_str(&table(
+        &[
+            "NAME", "ADDRESS", "STATE", "SINCE", "AGENTS", "EVENTS/S", "ALERTS/S",
+        ],
+        &rows,
+        "(none)",
+    ));
+    if verbose {
+        out.push_str("\nAgents by manager:\n");
+        for m in &s.managers {
+            let names: Vec<String> = m.agent_names.iter().map(|n| e(n).into_owned()).collect();
+            out.push_str(&format!(
+                "  {}: {}\n",
+                e(&m.name),
+                if names.is_empty() {
+                    "-".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        }
+    }
+    out
 }
 
 /// `status --json`.
@@ -807,6 +885,19 @@ pub fn status_json(s: &StatusResponse) -> Value {
         "alerts": s.alerts,
         "responses_issued": s.responses_issued,
         "mail_queue": s.mail_queue,
+        "manager": s.manager_name,
+        "managers": s.managers.iter().map(|m| json!({
+            "name": m.name,
+            "address": m.address,
+            "version": m.version,
+            "state": manager_state(m),
+            "started_at": ts_json(m.started_at.as_ref()),
+            "heartbeat_at": ts_json(m.heartbeat_at.as_ref()),
+            "connected_agents": m.connected_agents,
+            "agents": m.agent_names,
+            "events_per_second": m.events_per_second,
+            "alerts_per_second": m.alerts_per_second,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -892,6 +983,87 @@ mod tests {
         assert_clean(&json, 1);
         let back: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back[0]["version"], a.version, "JSON keeps the value");
+    }
+
+    #[test]
+    fn status_lists_the_managers_and_their_agents() {
+        let manager = |name: &str, alive: bool, agents: &[&str]| ManagerStatus {
+            name: name.into(),
+            address: "192.0.2.1:1515".into(),
+            alive,
+            connected_agents: agents.len() as u32,
+            agent_names: agents.iter().map(|a| a.to_string()).collect(),
+            events_per_second: 12.25,
+            ..Default::default()
+        };
+        let status = StatusResponse {
+            manager_name: "mgr-b".into(),
+            connected_agents: 2,
+            agents: 3,
+            managers: vec![
+                manager("mgr-a", false, &[]),
+                manager("mgr-b", true, &["web01", &format!("web{FORGE}")]),
+            ],
+            ..Default::default()
+        };
+        let text = status_text_block(&status);
+        assert!(
+            text.contains("Agents:            2 connected of 3\n"),
+            "{text}"
+        );
+        let rows: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("NAME"))
+            .collect();
+        assert_eq!(rows.len(), 3, "{text}");
+        assert!(
+            rows[1].starts_with("mgr-a ") && rows[1].contains(" dead "),
+            "{text}"
+        );
+        assert!(
+            rows[2].starts_with("mgr-b *") && rows[2].contains(" alive "),
+            "{text}"
+        );
+        assert!(
+            rows[2].contains(" 2 ") && rows[2].contains("12.2"),
+            "{text}"
+        );
+        assert!(!text.contains("web01"), "names only with -v: {text}");
+        let verbose = status_text_verbose(&status);
+        assert_clean(&verbose, verbose.lines().count());
+        assert!(
+            verbose.contains(&format!("  mgr-b: web01, web{FORGE_SHOWN}\n")),
+            "{verbose}"
+        );
+        assert!(verbose.contains("  mgr-a: -\n"), "{verbose}");
+        let json = status_json(&status);
+        assert_eq!(json["manager"], "mgr-b");
+        assert_eq!(json["managers"][0]["state"], "dead");
+        assert_eq!(json["managers"][1]["agents"][0], "web01");
+    }
+
+    #[test]
+    fn the_agents_listings_name_their_manager() {
+        let mut list = list();
+        list.agents[0].manager = "mgr-b".into();
+        let mut offline = list.agents[0].clone();
+        offline.id = "084".into();
+        offline.manager.clear();
+        list.agents.push(offline);
+        let table = agents_table(&list);
+        assert!(
+            table.lines().next().unwrap().contains(" MANAGER "),
+            "{table}"
+        );
+        assert!(table.contains(" mgr-b "), "{table}");
+        let json = agents_json(&list);
+        assert_eq!(json[0]["manager"], "mgr-b");
+        assert_eq!(json[1]["manager"], Value::Null);
+        let control = agent_control_json(&list, false);
+        assert_eq!(control["response"][0]["manager"], "mgr-b");
+        assert!(control["response"][1].get("manager").is_none());
+        // agent_control's text layout is unchanged.
+        assert!(!agent_control_list(&list, false, false).contains("mgr-b"));
     }
 
     #[test]

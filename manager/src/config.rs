@@ -45,6 +45,8 @@ struct RawConfig {
     limits: crate::limits::RawLimits,
     #[serde(default)]
     connections: crate::connections::RawConnections,
+    #[serde(default)]
+    manager: crate::cluster::RawCluster,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,6 +295,8 @@ pub struct ManagerConfig {
     /// Connections, handshakes per address, the handshake timeout
     /// (`[connections]`).
     pub connections: crate::connections::ConnectionLimits,
+    /// This manager among several on one database (`[manager]`).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// Three missed heartbeats (30 s each, the agent's default) plus 30 s, as
@@ -428,6 +432,7 @@ impl ManagerConfig {
         let flow = crate::pipeline::flow::compile(raw.flow, &mut errors);
         let limits = crate::limits::compile(raw.limits, &mut errors);
         let connections = crate::connections::compile(raw.connections, &mut errors);
+        let cluster = crate::cluster::compile(raw.manager, &mut errors);
         let database = crate::store::StoreLocation::parse(&raw.storage.database, base)
             .map_err(|e| errors.push("storage.database", e))
             .ok();
@@ -467,6 +472,7 @@ impl ManagerConfig {
             clock: std::sync::Arc::new(palisade_common::clock::SystemClock),
             limits,
             connections,
+            cluster,
         })
     }
 }

@@ -22,6 +22,14 @@
 //! stream, and its first stream with that certificate makes it the agent's
 //! and revokes the old one. These refusals are also recorded on the agent,
 //! where `palisadectl` shows them.
+//!
+//! One live stream per agent in the whole cluster: after the Hello the
+//! stream takes the agent's lease in the database ([`crate::cluster`]),
+//! refused like a second stream while another live manager holds it, and
+//! every commit of its batches is fenced by the lease's generation. A new
+//! stream that replaces one on this manager is answered only once the old
+//! one's batches in flight are committed (or refused by the fence), so the
+//! Welcome's sequence is final and nothing is judged twice.
 
 use palisade_engine::escape::Escaped;
 use palisade_proto::identity::{self, Role};
@@ -39,6 +47,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::cluster::Cluster;
 use crate::grouped::{Grouped, Hello, Hellos};
 use crate::heartbeats::{Figures, Heartbeats};
 use crate::pipeline::flow::{Stream, SubmitError};
@@ -46,9 +55,14 @@ use crate::pipeline::{Pipeline, Source};
 use crate::pki::CertificateAuthority;
 use crate::protocol::{self, HELLO_TIMEOUT};
 use crate::responder::Responder;
-use crate::sessions::{AgentSender, EndReason, NewStream, SessionGuard, Sessions};
+use crate::sessions::{AgentSender, EndReason, NewStream, Replaced, SessionGuard, Sessions};
 use crate::store::{SpoolChange, Store};
 use crate::wire;
+
+/// How long a new stream waits for the stream it replaces on this manager
+/// to finish its batches; past it the new one goes on (the fence still
+/// keeps each event stored once).
+const REPLACED_STREAM_WAIT: Duration = Duration::from_secs(30);
 
 /// Streams doing their opening database work at once: their reads go to
 /// the store's read pool, their Hellos are written in groups
@@ -81,6 +95,9 @@ pub struct Ingest {
     openings: Arc<tokio::sync::Semaphore>,
     /// Agents' Hellos, written together.
     hellos: Grouped<Hellos>,
+    /// This manager among others on the database: the agents' leases.
+    /// `None`: no leases (one manager alone, in tests).
+    cluster: Option<Cluster>,
 }
 
 /// An agent stream the database admits.
@@ -115,7 +132,14 @@ impl Ingest {
             openings: Arc::new(tokio::sync::Semaphore::new(OPENINGS_AT_ONCE)),
             hellos: Grouped::new(Hellos(store.clone())),
             store,
+            cluster: None,
         }
+    }
+
+    /// Takes each stream's lease on its agent as `cluster`.
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Gathers heartbeats in `heartbeats` (which the caller writes out).
@@ -313,6 +337,34 @@ impl Opening {
         Status::already_exists(reason)
     }
 
+    /// Refuses a stream whose agent's lease another live manager holds
+    /// (logged, recorded, answered as a second stream is).
+    async fn refuse_held(&self, held: crate::store::LeaseHeld) -> Status {
+        let agent = &self.agent_id;
+        warn!(%agent, address = self.address.as_deref().unwrap_or("-"), manager = %Escaped(&held.manager), manager_address = %Escaped(&held.address), "A second stream for the agent was refused: it has a live one on another manager (possible stolen certificate).");
+        let reason = format!(
+            "agent {agent} already has a live stream on manager {} ({}, heard {} s ago); a second one is refused: is its certificate in use elsewhere?",
+            held.manager,
+            held.address,
+            held.silent_for_ms / 1000
+        );
+        self.ingest.record_refusal(agent, &reason).await;
+        Status::already_exists(reason)
+    }
+
+    /// Waits (a bounded time) for the stream `replaced` to finish the
+    /// batches it has in flight.
+    async fn wait_for(&self, replaced: &Replaced) {
+        let agent = &self.agent_id;
+        tokio::select! {
+            _ = replaced.finished.cancelled() => {}
+            _ = self.ingest.shutdown.cancelled() => {}
+            _ = tokio::time::sleep(REPLACED_STREAM_WAIT) => {
+                warn!(%agent, wait_s = REPLACED_STREAM_WAIT.as_secs(), "The stream this one replaces did not finish its batches in time; going on (what it has not committed is refused and sent again).");
+            }
+        }
+    }
+
     async fn run(self, mut inbound: Streaming<AgentMessage>) {
         let agent = self.agent_id.clone();
         // Boxed: a task's memory is that of its largest state, held for
@@ -367,6 +419,87 @@ impl Opening {
             spool = %Escaped(&hello.spool_id),
             "Agent said hello."
         );
+        // One live stream per agent: on this manager (an older stream is
+        // ended and its batches finished first), then in the cluster (the
+        // lease).
+        if let Some(live) = ingest.sessions.live_stream(&self.new_stream()) {
+            return Err(self.refuse_second(live).await);
+        }
+        let (guard, replaced) =
+            match ingest
+                .sessions
+                .register(self.new_stream(), self.tx.clone(), &ingest.shutdown)
+            {
+                Ok(registered) => registered,
+                // Another stream registered since the check above.
+                Err(live) => return Err(self.refuse_second(live).await),
+            };
+        // Until the stream's task owns it: an opening that fails lets go.
+        let finished = guard.finished.clone().drop_guard();
+        let unregister = |status: Status| {
+            ingest.sessions.unregister(agent, guard.generation);
+            status
+        };
+        if let Some(old) = &replaced {
+            if !self.renewed {
+                warn!(%agent, address = self.address.as_deref().unwrap_or("-"), old_address = old.live.address.as_deref().unwrap_or("-"), silent_s = old.live.silent_for.as_secs(), "Agent's stream was silent past the agent timeout; a new stream took over.");
+            }
+            self.wait_for(old).await;
+        }
+        let lease = match &ingest.cluster {
+            None => None,
+            Some(cluster) => match cluster.take_lease(agent, self.renewed).await {
+                Ok(Ok(lease)) => {
+                    if let Some(from) = lease.taken_from {
+                        warn!(%agent, from_manager = from, generation = lease.generation, "Took over the agent's lease from another manager (dead, or the agent silent there past the agent timeout).");
+                    }
+                    guard.set_lease(lease.generation);
+                    Some(lease.generation)
+                }
+                Ok(Err(held)) => return Err(unregister(self.refuse_held(held).await)),
+                Err(error) => return Err(unregister(error.into())),
+            },
+        };
+        let opened = self.welcome(&hello, &guard, lease).await;
+        let stream = match opened {
+            Ok(stream) => stream,
+            Err(status) => {
+                if let (Some(cluster), Some(lease)) = (&ingest.cluster, lease) {
+                    cluster.release_lease(agent, lease).await;
+                }
+                return Err(unregister(status));
+            }
+        };
+        guard.welcomed();
+        Ok(SessionTask {
+            store: ingest.store.clone(),
+            heartbeats: ingest.heartbeats.clone(),
+            sessions: ingest.sessions.clone(),
+            responder: ingest.responder.clone(),
+            cluster: ingest.cluster.clone().zip(lease),
+            stream,
+            agent_id: agent.clone(),
+            name: self.name.clone(),
+            ca: ingest.ca.clone(),
+            renewals: 0,
+            tx: self.tx.clone(),
+            guard,
+            _finished: finished,
+        })
+    }
+
+    /// The opening's work once the stream holds the agent's lease
+    /// (`lease`, when there are leases): records the Hello and the spool,
+    /// switches to a renewed certificate, answers with Welcome and opens
+    /// the pipeline's stream.
+    async fn welcome(
+        &self,
+        hello: &palisade_proto::v1::Hello,
+        guard: &SessionGuard,
+        lease: Option<u64>,
+    ) -> Result<Stream, Status> {
+        let agent = &self.agent_id;
+        let ingest = &self.ingest;
         let started_at = hello
             .started_at
             .as_ref()
@@ -393,9 +526,6 @@ impl Opening {
             ),
             SpoolChange::First | SpoolChange::Same => {}
         }
-        if let Some(live) = ingest.sessions.live_stream(&self.new_stream()) {
-            return Err(self.refuse_second(live).await);
-        }
         if self.renewed {
             let old = ingest.store.switch_to_renewed(agent, &self.serial).await?;
             info!(%agent, serial = %self.serial, revoked = %old, "Agent connected with its renewed certificate; the old one is revoked.");
@@ -419,39 +549,12 @@ impl Opening {
             .send(Ok(welcome))
             .await
             .map_err(|_| Status::cancelled("stream closed"))?;
-        let registered =
-            ingest
-                .sessions
-                .register(self.new_stream(), self.tx.clone(), &ingest.shutdown);
-        let guard = match registered {
-            Ok((guard, None)) => guard,
-            Ok((guard, Some(old))) => {
-                if !self.renewed {
-                    warn!(%agent, address = self.address.as_deref().unwrap_or("-"), old_address = old.address.as_deref().unwrap_or("-"), silent_s = old.silent_for.as_secs(), "Agent's stream was silent past the agent timeout; a new stream took over.");
-                }
-                guard
-            }
-            // Another stream registered since the check above.
-            Err(live) => return Err(self.refuse_second(live).await),
-        };
         info!(%agent, name = %Escaped(&self.name), address = self.address.as_deref().unwrap_or("-"), "Agent stream opened.");
-        let stream =
-            ingest
-                .pipeline
-                .open(Source::agent(&record), self.tx.clone(), guard.token.clone());
-        Ok(SessionTask {
-            store: ingest.store.clone(),
-            heartbeats: ingest.heartbeats.clone(),
-            sessions: ingest.sessions.clone(),
-            responder: ingest.responder.clone(),
-            stream,
-            agent_id: agent.clone(),
-            name: self.name.clone(),
-            ca: ingest.ca.clone(),
-            renewals: 0,
-            tx: self.tx.clone(),
-            guard,
-        })
+        Ok(ingest.pipeline.open(
+            Source::agent(&record).with_lease(lease),
+            self.tx.clone(),
+            guard.token.clone(),
+        ))
     }
 }
 
@@ -469,6 +572,10 @@ struct SessionTask {
     renewals: u32,
     tx: AgentSender,
     guard: SessionGuard,
+    /// The cluster and the lease generation the stream holds.
+    cluster: Option<(Cluster, u64)>,
+    /// Tells a newer stream waiting on this one that it has ended.
+    _finished: tokio_util::sync::DropGuard,
 }
 
 impl SessionTask {
@@ -489,6 +596,10 @@ impl SessionTask {
                         Some(EndReason::Replaced) => {
                             info!(%agent, "Agent stream replaced by a newer one.");
                             let _ = self.tx.send(Err(Status::aborted("replaced by a newer stream from the same agent"))).await;
+                        }
+                        Some(EndReason::LeaseLost(why)) => {
+                            warn!(%agent, reason = %why, "Ended agent stream.");
+                            let _ = self.tx.send(Err(Status::aborted(why))).await;
                         }
                         Some(EndReason::Shutdown) | None => {
                             let _ = self.tx.send(Err(Status::unavailable("manager is shutting down"))).await;
@@ -537,6 +648,15 @@ impl SessionTask {
         let _ = self.stream.finish().await;
         self.sessions.unregister(&agent, self.guard.generation);
         self.heartbeats.seen(&agent);
+        // The agent (or its connection) ended the stream: let it go to
+        // another manager at once. A stream the manager ended needs not:
+        // at shutdown the manager releases all its leases in one write, a
+        // replaced stream's lease is the newcomer's to take.
+        if let Some((cluster, lease)) = &self.cluster
+            && !self.guard.token.is_cancelled()
+        {
+            cluster.release_lease(&agent, *lease).await;
+        }
         info!(%agent, "Agent stream closed.");
     }
 

@@ -18,10 +18,15 @@
 //! - [`pipeline`]: a batch of events through the engine thread
 //!   ([`pipeline::analysis`]), the store, the responder and the outputs.
 //! - [`responder`]: active-response decisions, delivery and results.
+//! - [`wakeups`]: other managers on the same PostgreSQL database waking
+//!   this one for their commands to agents held here, and revocations.
 //! - [`grouped`]: small writes of many streams (command results, Hellos)
 //!   committed together.
 //! - [`tls`]: the mutual-TLS endpoint that logs every refused handshake.
 //! - [`sessions`]: open agent streams, one live stream per agent.
+//! - [`cluster`]: `[manager]`, this manager among several on one database:
+//!   its heartbeat row, the agents' leases (one live stream per agent in
+//!   the whole cluster).
 //! - [`heartbeats`]: agents' heartbeats and last-seen times, written
 //!   together every few seconds.
 //! - [`memory`]: freed memory given back after many agents left.
@@ -60,6 +65,7 @@
 pub mod alert_files;
 pub mod breaker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod control;
@@ -86,6 +92,7 @@ pub mod setup;
 pub mod stats;
 pub mod store;
 pub mod tls;
+pub mod wakeups;
 pub mod wire;
 
 use std::time::Duration;
@@ -98,7 +105,9 @@ use tracing::{info, warn};
 
 pub use config::ManagerConfig;
 
-/// How often the manager looks for agents removed by another process.
+/// How often the manager looks for agents removed by another process
+/// (on PostgreSQL a notification wakes it at once; this is the safety
+/// net).
 const REVOCATION_POLL: Duration = Duration::from_secs(1);
 /// HTTP/2 streams one connection may have open at once.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
@@ -309,6 +318,23 @@ pub async fn run(
     }
     let outputs = outputs::Outputs::new(sinks, stats.clone());
     let local = listener.local_addr().ok();
+    let cluster = cluster::Cluster::join(
+        store.clone(),
+        config
+            .cluster
+            .name
+            .clone()
+            .unwrap_or_else(|| hostname.clone()),
+        &local.map_or_else(|| config.listen.to_string(), |a| a.to_string()),
+        config.cluster.clone(),
+        config.agent_timeout,
+    )
+    .await?;
+    let cluster_heartbeat = tokio::spawn(cluster.clone().run(
+        sessions.clone(),
+        stats.clone(),
+        shutdown.clone(),
+    ));
 
     let retention = tokio::spawn(retention::run(
         store.clone(),
@@ -332,7 +358,8 @@ pub async fn run(
     .with_stats(stats.clone())
     .with_mailer(mailer)
     .with_breaker_limit(config.max_new_blocks_per_minute)
-    .with_outputs(outputs.clone());
+    .with_outputs(outputs.clone())
+    .with_cluster(cluster.clone());
     let metrics = match metrics_listener {
         Some(listener) => {
             let sources = metrics::Sources {
@@ -370,10 +397,17 @@ pub async fn run(
     .with_max_batch_bytes(config.limits.max_batch_bytes)
     .with_ca(identities::renewing_ca(&config))
     .with_agent_timeout(config.agent_timeout)
-    .with_heartbeats(heartbeats.clone());
+    .with_heartbeats(heartbeats.clone())
+    .with_cluster(cluster.clone());
     let stream_tasks = ingest.tasks();
     let memory = tokio::spawn(memory::release_after_drops(
         sessions.clone(),
+        shutdown.clone(),
+    ));
+    let wakeups = wakeups::Wakeups::start(&store, shutdown.clone()).await?;
+    let cross_delivery = tokio::spawn(wakeups::deliver_on_wakeups(
+        wakeups.clone(),
+        responder.clone(),
         shutdown.clone(),
     ));
     let control = control::Control::new(
@@ -384,11 +418,13 @@ pub async fn run(
         hostname,
         config.agent_timeout,
         shutdown.clone(),
-    );
+    )
+    .with_cluster(cluster.clone());
     let revocations = tokio::spawn(watch_revocations(
         store.clone(),
         sessions.clone(),
         control.operators(),
+        wakeups.clone(),
         shutdown.clone(),
     ));
     let incoming = tls::incoming(listener, tls, shutdown.clone(), config.connections);
@@ -442,10 +478,14 @@ pub async fn run(
         Ok(_) => {}
         Err(error) => warn!(%error, "Cannot record the agents' last-seen times."),
     }
+    let _ = cluster_heartbeat.await;
+    cluster.leave().await;
     if let Some(enrollment) = enrollment {
         enrollment.stopped().await;
     }
     revocations.abort();
+    // Not aborted: a command it claimed is sent or handed back whole.
+    let _ = cross_delivery.await;
     let _ = memory.await;
     // Cancelled with the rest: it stops after the batch in hand.
     let _ = retention.await;
@@ -462,13 +502,15 @@ pub async fn run(
 }
 
 /// Ends the open streams and alert feeds of revoked identities. It reads
-/// the revocation generation (one row) every [`REVOCATION_POLL`] and the
+/// the revocation generation (one row) every [`REVOCATION_POLL`], and at
+/// once when another manager's revocation wakes it (PostgreSQL), and the
 /// revoked identities only when it changed, so that a large idle fleet
 /// costs nothing here.
 async fn watch_revocations(
     store: store::Store,
     sessions: sessions::Sessions,
     operators: identities::Operators,
+    wakeups: wakeups::Wakeups,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(REVOCATION_POLL);
@@ -477,6 +519,7 @@ async fn watch_revocations(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            _ = wakeups.revoked() => {}
         }
         let generation = match store.revocation_generation().await {
             Ok(g) => g,

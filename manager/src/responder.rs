@@ -18,6 +18,7 @@
 //! circuit breaker ([`crate::breaker`]). Refusals, the manager's and those
 //! an agent reports, are logged and kept in the database.
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,26 @@ use crate::store::{
 /// when the stream's queue is full; the command then stays pending, as for
 /// an agent that is offline.
 pub const DELIVERY_WAIT: Duration = Duration::from_secs(10);
+
+/// How long an operator's request waits for other managers to take the
+/// commands of agents they hold, before it reports them queued.
+pub const HANDOFF_WAIT: Duration = Duration::from_secs(1);
+/// How often it looks while waiting.
+const HANDOFF_POLL: Duration = Duration::from_millis(20);
+
+/// Where a recorded command went ([`Responder::deliver_all`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Down its agent's stream on this manager.
+    Here,
+    /// The agent's stream is here but the command was no longer pending:
+    /// another manager or this one's reconnect path sent it (or a newer
+    /// block superseded it).
+    Taken,
+    /// Not sent by this manager: the agent's stream is not here (or
+    /// ended); the command stays pending for whoever holds it.
+    Waiting,
+}
 
 /// Runs `work` in a task of its own and waits for it: dropping the
 /// waiting future (a cancelled RPC) does not stop the work.
@@ -95,9 +116,11 @@ pub enum Targets {
 pub struct Outcome {
     /// Command ids recorded.
     pub command_ids: Vec<i64>,
-    /// Agents the command went to now.
+    /// Agents the command went to now: down a stream this manager holds,
+    /// or taken by the manager that holds the agent's stream.
     pub sent_to: Vec<String>,
-    /// Agents that are offline; the command waits.
+    /// Agents no manager holds a stream of (offline); the command waits
+    /// for their reconnect.
     pub queued_for: Vec<String>,
 }
 
@@ -117,6 +140,8 @@ pub struct Responder {
     mailer: Option<crate::mail::Mailer>,
     /// Agents' command results, committed together ([`crate::grouped`]).
     results: Grouped<CommandResults>,
+    /// This manager among others on the database: whose agents they hold.
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Responder {
@@ -157,7 +182,15 @@ impl Responder {
             sessions,
             stats: Default::default(),
             mailer: None,
+            cluster: None,
         }
+    }
+
+    /// Knows the other managers on the database: an operator's request
+    /// waits for those holding its agents to take their commands.
+    pub fn with_cluster(mut self, cluster: crate::cluster::Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Counts issued, delivered and failed commands in `stats`.
@@ -419,7 +452,7 @@ impl Responder {
         }
         // One transaction and one concurrent delivery, also for a
         // response on every agent (location "all").
-        let rows = self.store.insert_responses(&commands).await?;
+        let (rows, _) = self.record_and_deliver(&commands).await?;
         for row in &rows {
             self.count(|s| &s.responses_issued);
             info!(
@@ -432,7 +465,6 @@ impl Responder {
                 "Active response issued."
             );
         }
-        self.deliver_all(&rows).await?;
         Ok(())
     }
 
@@ -440,77 +472,195 @@ impl Responder {
         self.store.live_agent_ids().await
     }
 
-    /// Sends a recorded command if its agent is connected; returns whether
-    /// it went out now.
-    pub async fn deliver(&self, row: &ResponseRow) -> Result<bool, StoreError> {
-        let Some(sender) = self.sessions.sender(&row.request.agent_id) else {
-            return Ok(false);
-        };
-        let message = ManagerMessage {
-            kind: Some(ManagerKind::Command(crate::wire::command(row))),
-        };
-        if sender.send(Ok(message)).await.is_err() {
-            return Ok(false);
-        }
-        self.count(|s| &s.responses_delivered);
-        self.store.response_sent(row.id).await?;
-        Ok(true)
+    /// Sends recorded commands down the streams this manager holds, all
+    /// at once, each at most once in the whole cluster: the commands are
+    /// claimed first ([`Store::claim_responses`]: pending → sent, only
+    /// one claimer wins, whether another manager woken by the same
+    /// commands, or this manager's reconnect path), then sent; those
+    /// whose stream ended before they went are handed back
+    /// ([`Store::release_responses`]) for whoever holds the agent next.
+    /// Each goes into its stream's queue at once; an agent's commands
+    /// whose queue is full (an agent slow to read) wait, in order and
+    /// concurrently with other agents', each at most [`DELIVERY_WAIT`].
+    /// Returns, per row, where it went.
+    pub async fn deliver_all(&self, rows: &[ResponseRow]) -> Result<Vec<Delivery>, StoreError> {
+        self.deliver(rows, |_| false).await
     }
 
-    /// Sends recorded commands down their agents' streams, all at once:
-    /// each goes into its stream's queue at once, and those whose queue is
-    /// full (an agent slow to read) wait concurrently, each at most
-    /// [`DELIVERY_WAIT`]. The ones sent are marked in one transaction; the
-    /// others stay pending and go out when their agent connects again.
-    /// Returns, per row, whether it went out now.
-    pub async fn deliver_all(&self, rows: &[ResponseRow]) -> Result<Vec<bool>, StoreError> {
+    /// Records the commands of one decision and delivers them: those of
+    /// agents whose streams here take commands (welcomed) are recorded
+    /// already claimed (one commit before
+    /// they go out, as with one manager); the others are pending, and the
+    /// managers holding their agents are woken on commit.
+    async fn record_and_deliver(
+        &self,
+        commands: &[NewResponse],
+    ) -> Result<(Vec<ResponseRow>, Vec<Delivery>), StoreError> {
+        let rows = self
+            .store
+            .insert_responses_claiming(commands, |agent| self.sessions.sender(agent).is_some())
+            .await?;
+        // An agent that connected here meanwhile: claimed now.
+        let went = self.deliver(&rows, |row| row.status == "sent").await?;
+        Ok((rows, went))
+    }
+
+    /// [`Self::deliver_all`], rows for which `claimed_here` holds being
+    /// claimed by this manager already.
+    async fn deliver(
+        &self,
+        rows: &[ResponseRow],
+        claimed_here: impl Fn(&ResponseRow) -> bool,
+    ) -> Result<Vec<Delivery>, StoreError> {
         let senders = self
             .sessions
             .senders(rows.iter().map(|r| r.request.agent_id.as_str()));
-        let mut sent = vec![false; rows.len()];
+        let held: Vec<i64> = rows
+            .iter()
+            .zip(&senders)
+            .filter(|(row, s)| !claimed_here(row) && s.as_ref().is_some_and(|s| !s.is_closed()))
+            .map(|(row, _)| row.id)
+            .collect();
+        let mut claimed: HashSet<i64> = self
+            .store
+            .claim_responses(&held)
+            .await?
+            .into_iter()
+            .collect();
+        claimed.extend(rows.iter().filter(|r| claimed_here(r)).map(|r| r.id));
+        let held: HashSet<i64> = held.into_iter().collect();
+        let mut went = vec![Delivery::Waiting; rows.len()];
+        // Each agent's claimed commands, in order.
+        let mut by_agent: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, row) in rows.iter().enumerate() {
+            if claimed.contains(&row.id) {
+                by_agent.entry(&row.request.agent_id).or_default().push(i);
+            } else if held.contains(&row.id) {
+                went[i] = Delivery::Taken;
+            }
+        }
         let mut waiting = tokio::task::JoinSet::new();
-        for (i, (row, sender)) in rows.iter().zip(senders).enumerate() {
-            let Some(sender) = sender else { continue };
-            let message = ManagerMessage {
-                kind: Some(ManagerKind::Command(crate::wire::command(row))),
+        for indexes in by_agent.into_values() {
+            let Some(sender) = senders[indexes[0]].clone() else {
+                continue;
             };
-            match sender.try_send(Ok(message)) {
-                Ok(()) => sent[i] = true,
-                Err(TrySendError::Closed(_)) => {}
-                Err(TrySendError::Full(message)) => {
-                    waiting.spawn(async move {
-                        let went = tokio::time::timeout(DELIVERY_WAIT, sender.send(message)).await;
-                        (i, matches!(went, Ok(Ok(()))))
-                    });
+            let command = |i: usize| ManagerMessage {
+                kind: Some(ManagerKind::Command(crate::wire::command(&rows[i]))),
+            };
+            for (k, &i) in indexes.iter().enumerate() {
+                match sender.try_send(Ok(command(i))) {
+                    Ok(()) => went[i] = Delivery::Here,
+                    Err(TrySendError::Closed(_)) => break,
+                    Err(TrySendError::Full(_)) => {
+                        let rest: Vec<(usize, ManagerMessage)> =
+                            indexes[k..].iter().map(|&j| (j, command(j))).collect();
+                        let sender = sender.clone();
+                        waiting.spawn(async move {
+                            let mut sent = Vec::new();
+                            for (j, message) in rest {
+                                let done =
+                                    tokio::time::timeout(DELIVERY_WAIT, sender.send(Ok(message)))
+                                        .await;
+                                if !matches!(done, Ok(Ok(()))) {
+                                    break;
+                                }
+                                sent.push(j);
+                            }
+                            sent
+                        });
+                        break;
+                    }
                 }
             }
         }
         while let Some(done) = waiting.join_next().await {
-            if let Ok((i, went)) = done {
-                sent[i] = went;
+            for j in done.unwrap_or_default() {
+                went[j] = Delivery::Here;
             }
         }
-        let ids: Vec<i64> = rows
+        let unsent: Vec<&ResponseRow> = rows
             .iter()
-            .zip(&sent)
-            .filter(|(_, went)| **went)
-            .map(|(row, _)| row.id)
+            .zip(&went)
+            .filter(|(row, went)| claimed.contains(&row.id) && **went != Delivery::Here)
+            .map(|(row, _)| row)
             .collect();
+        self.store.release_responses(&unsent).await?;
+        let here = went.iter().filter(|w| **w == Delivery::Here).count();
         self.stats
             .responses_delivered
-            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.store.responses_sent(&ids).await?;
-        Ok(sent)
+            .fetch_add(here as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(went)
     }
 
     /// Sends what waited for an agent that just connected.
     pub async fn deliver_pending(&self, agent_id: &str) -> Result<(), StoreError> {
-        for row in self.store.pending_responses(agent_id).await? {
-            if self.deliver(&row).await? {
+        let rows = self.store.pending_responses(agent_id).await?;
+        for (row, went) in rows.iter().zip(self.deliver_all(&rows).await?) {
+            if went == Delivery::Here {
                 info!(command = row.id, agent = %agent_id, response = %row.request.response, "Queued active response delivered.");
             }
         }
         Ok(())
+    }
+
+    /// Sends what is pending for the agents this manager holds, of
+    /// `agents` (`None`: of every agent): what another manager recorded
+    /// ([`crate::wakeups`]). Returns how many commands went out.
+    pub async fn deliver_held(&self, agents: Option<&[String]>) -> Result<usize, StoreError> {
+        let held = match agents {
+            None => self.sessions.connected_ids(),
+            Some(agents) => agents
+                .iter()
+                .filter(|a| self.sessions.is_connected(a))
+                .cloned()
+                .collect(),
+        };
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let held: Vec<&str> = held.iter().map(String::as_str).collect();
+        let rows = self.store.pending_responses_of(&held).await?;
+        let went = self.deliver_all(&rows).await?;
+        let mut sent = 0;
+        for (row, went) in rows.iter().zip(went) {
+            if went == Delivery::Here {
+                sent += 1;
+                info!(command = row.id, agent = %row.request.agent_id, response = %row.request.response, action = %row.request.action, "Active response of another manager delivered.");
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Waits (at most [`HANDOFF_WAIT`]) for the other live managers that
+    /// hold the agents of `rows` (commands this one could not send) to take
+    /// them; returns the ids they took. Commands of agents no manager
+    /// holds (offline) are not waited for.
+    async fn handed_over(&self, rows: &[&ResponseRow]) -> Result<HashSet<i64>, StoreError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(HashSet::new());
+        };
+        let agents: Vec<&str> = rows.iter().map(|r| r.request.agent_id.as_str()).collect();
+        let elsewhere = self
+            .store
+            .held_by_other_managers(
+                &agents,
+                cluster.id(),
+                crate::store::now_ms() - cluster.dead_after_ms(),
+            )
+            .await?;
+        let ids: Vec<i64> = rows
+            .iter()
+            .filter(|r| elsewhere.contains(&r.request.agent_id))
+            .map(|r| r.id)
+            .collect();
+        let deadline = tokio::time::Instant::now() + HANDOFF_WAIT;
+        let mut pending = ids.clone();
+        while !pending.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(HANDOFF_POLL).await;
+            pending = self.store.still_pending(&pending).await?;
+        }
+        let pending: HashSet<i64> = pending.into_iter().collect();
+        Ok(ids.into_iter().filter(|id| !pending.contains(id)).collect())
     }
 
     /// Records an agent's report on a command.
@@ -667,11 +817,7 @@ impl Responder {
                 undoes: None,
             })
             .collect();
-        let rows = self.store.insert_responses(&commands).await?;
-        self.stats
-            .responses_issued
-            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let outcome = self.fan_out(rows).await?;
+        let outcome = self.fan_out(&commands).await?;
         info!(
             response = %spec.name,
             srcip = %ip,
@@ -683,18 +829,41 @@ impl Responder {
         Ok(outcome)
     }
 
-    /// Delivers the recorded commands of one decision and says where they
-    /// went.
-    async fn fan_out(&self, rows: Vec<ResponseRow>) -> Result<Outcome, StoreError> {
-        let sent = self.deliver_all(&rows).await?;
+    /// Records and delivers the commands of one decision and says where
+    /// they went. With several managers, a command this manager could not
+    /// send counts as sent when the manager holding the agent's stream took
+    /// it within [`HANDOFF_WAIT`], as queued otherwise (and at once for an
+    /// agent no live manager holds).
+    async fn fan_out(&self, commands: &[NewResponse]) -> Result<Outcome, StoreError> {
+        let (rows, went) = self.record_and_deliver(commands).await?;
+        self.stats
+            .responses_issued
+            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let waiting: Vec<&ResponseRow> = rows
+            .iter()
+            .zip(&went)
+            .filter(|(_, w)| **w == Delivery::Waiting)
+            .map(|(row, _)| row)
+            .collect();
+        let handed = match waiting.is_empty() {
+            true => HashSet::new(),
+            false => self.handed_over(&waiting).await?,
+        };
         let mut outcome = Outcome::default();
-        for (row, went) in rows.into_iter().zip(sent) {
-            debug!(command = row.id, agent = %row.request.agent_id, action = %row.request.action, sent = went, "Command of a fan-out.");
+        for (row, went) in rows.into_iter().zip(went) {
+            let sent = went != Delivery::Waiting || handed.contains(&row.id);
+            debug!(command = row.id, agent = %row.request.agent_id, action = %row.request.action, ?went, sent, "Command of a fan-out.");
             outcome.command_ids.push(row.id);
-            match went {
+            match sent {
                 true => outcome.sent_to.push(row.request.agent_id),
                 false => outcome.queued_for.push(row.request.agent_id),
             }
+        }
+        if !handed.is_empty() {
+            info!(
+                commands = handed.len(),
+                "Commands handed to the managers holding their agents."
+            );
         }
         Ok(outcome)
     }
@@ -742,11 +911,7 @@ impl Responder {
                 "{ip} is not blocked on the agents named"
             )));
         }
-        let rows = self.store.insert_responses(&lifts).await?;
-        self.stats
-            .responses_issued
-            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let outcome = self.fan_out(rows).await?;
+        let outcome = self.fan_out(&lifts).await?;
         info!(
             srcip = %ip,
             sent = outcome.sent_to.len(),

@@ -7,10 +7,16 @@
 //! kicking the real agent off). Once the first has been silent that long it
 //! is presumed dead (a host that crashed leaves its TCP connection open)
 //! and the newcomer takes over, as it does when it presents the agent's
-//! just-renewed certificate.
+//! just-renewed certificate. Across managers the same rule holds through
+//! the agent's lease in the database ([`crate::cluster`]); here each stream
+//! keeps the lease's fencing generation it took.
+//!
+//! A stream is registered before its Welcome (so that a newcomer waits for
+//! the stream it replaces to finish its batches, see
+//! [`Replaced::finished`]), and only reachable for commands once welcomed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -31,6 +37,8 @@ pub enum EndReason {
     Replaced,
     /// The manager is shutting down.
     Shutdown,
+    /// Another stream took the agent's lease (on another manager, say).
+    LeaseLost(String),
 }
 
 #[derive(Debug)]
@@ -43,6 +51,12 @@ struct Session {
     token: CancellationToken,
     reason: Arc<Mutex<Option<EndReason>>>,
     last_heard: Arc<AtomicI64>,
+    /// The lease generation the stream took (0 until it took it).
+    lease: Arc<AtomicU64>,
+    /// Set once the Welcome is sent: commands go only to welcomed streams.
+    welcomed: Arc<AtomicBool>,
+    /// Cancelled once the stream's task has ended (its batches committed).
+    finished: CancellationToken,
 }
 
 /// A handle a session task keeps: its cancellation and the reason.
@@ -55,9 +69,23 @@ pub struct SessionGuard {
     reason: Arc<Mutex<Option<EndReason>>>,
     /// When the agent last sent anything on this stream (epoch ms).
     last_heard: Arc<AtomicI64>,
+    lease: Arc<AtomicU64>,
+    welcomed: Arc<AtomicBool>,
+    /// Cancel (drop the guard of) once the stream's task ended.
+    pub finished: CancellationToken,
 }
 
 impl SessionGuard {
+    /// Records the lease generation the stream took.
+    pub fn set_lease(&self, generation: u64) {
+        self.lease.store(generation, Ordering::Relaxed);
+    }
+
+    /// The stream's Welcome was sent: commands may go to it.
+    pub fn welcomed(&self) {
+        self.welcomed.store(true, Ordering::Release);
+    }
+
     /// Records that the agent was heard from just now.
     pub fn heard(&self) {
         self.last_heard
@@ -96,6 +124,16 @@ pub struct LiveStream {
     pub address: Option<String>,
     /// How long ago the live stream was last heard from.
     pub silent_for: Duration,
+}
+
+/// An older stream of the agent ended by [`Sessions::register`].
+#[derive(Debug, Clone)]
+pub struct Replaced {
+    /// What it was.
+    pub live: LiveStream,
+    /// Cancelled once its task has ended: its batches in flight are
+    /// committed (or dropped) by then.
+    pub finished: CancellationToken,
 }
 
 /// Open agent streams by agent id.
@@ -142,14 +180,14 @@ impl Sessions {
 
     /// Registers a new stream, ending an older one that has been silent
     /// past `stale_after` (or any older one with `takeover`); refuses it
-    /// while the older one is live. `Ok` carries the guard and whether an
-    /// older stream was ended.
+    /// while the older one is live. `Ok` carries the guard and the older
+    /// stream it ended, if any.
     pub fn register(
         &self,
         new: NewStream<'_>,
         sender: AgentSender,
         parent: &CancellationToken,
-    ) -> Result<(SessionGuard, Option<LiveStream>), LiveStream> {
+    ) -> Result<(SessionGuard, Option<Replaced>), LiveStream> {
         let mut inner = self.lock();
         let now = crate::store::now_ms();
         if let Some(live) = inner.refusal(&new, now) {
@@ -161,6 +199,9 @@ impl Sessions {
         let token = parent.child_token();
         let reason = Arc::new(Mutex::new(None));
         let last_heard = Arc::new(AtomicI64::new(now));
+        let lease = Arc::new(AtomicU64::new(0));
+        let welcomed = Arc::new(AtomicBool::new(false));
+        let finished = CancellationToken::new();
         let old = inner.by_agent.insert(
             new.agent_id.to_string(),
             Session {
@@ -171,20 +212,56 @@ impl Sessions {
                 token: token.clone(),
                 reason: reason.clone(),
                 last_heard: last_heard.clone(),
+                lease: lease.clone(),
+                welcomed: welcomed.clone(),
+                finished: finished.clone(),
             },
         );
-        if let Some(old) = old {
+        let replaced = old.zip(live).map(|(old, live)| {
             end(&old, EndReason::Replaced);
-        }
+            Replaced {
+                live,
+                finished: old.finished,
+            }
+        });
         Ok((
             SessionGuard {
                 generation,
                 token,
                 reason,
                 last_heard,
+                lease,
+                welcomed,
+                finished,
             },
-            live,
+            replaced,
         ))
+    }
+
+    /// The streams and the lease generations they took (taken ones only),
+    /// for [`Self::end_lost_lease`].
+    pub fn leases(&self) -> Vec<(String, u64)> {
+        self.lock()
+            .by_agent
+            .iter()
+            .map(|(id, s)| (id.clone(), s.lease.load(Ordering::Relaxed)))
+            .filter(|(_, lease)| *lease != 0)
+            .collect()
+    }
+
+    /// Ends the agent's stream if it still holds lease `generation`,
+    /// which another stream has taken (`why` says which); returns whether
+    /// it did.
+    pub fn end_lost_lease(&self, agent_id: &str, generation: u64, why: &str) -> bool {
+        let mut inner = self.lock();
+        let lost = inner
+            .by_agent
+            .get(agent_id)
+            .is_some_and(|s| s.lease.load(Ordering::Relaxed) == generation);
+        if lost && let Some(s) = inner.by_agent.remove(agent_id) {
+            end(&s, EndReason::LeaseLost(why.to_string()));
+        }
+        lost
     }
 
     /// Forgets a stream that ended, unless a newer one replaced it.
@@ -213,14 +290,23 @@ impl Sessions {
             .map(|s| s.last_heard.load(Ordering::Relaxed))
     }
 
+    /// The agents with an open stream here.
+    pub fn connected_ids(&self) -> Vec<String> {
+        self.lock().by_agent.keys().cloned().collect()
+    }
+
     /// How many agents are connected.
     pub fn connected_count(&self) -> usize {
         self.lock().by_agent.len()
     }
 
-    /// The sender for an agent's stream, to push commands.
+    /// The sender for an agent's stream, to push commands (once it was
+    /// welcomed).
     pub fn sender(&self, agent_id: &str) -> Option<AgentSender> {
-        self.lock().by_agent.get(agent_id).map(|s| s.sender.clone())
+        self.lock()
+            .by_agent
+            .get(agent_id)
+            .and_then(Session::commands)
     }
 
     /// The senders of `agent_ids`' streams (`None` for agents offline),
@@ -232,7 +318,7 @@ impl Sessions {
         let inner = self.lock();
         agent_ids
             .into_iter()
-            .map(|id| inner.by_agent.get(id).map(|s| s.sender.clone()))
+            .map(|id| inner.by_agent.get(id).and_then(Session::commands))
             .collect()
     }
 
@@ -261,6 +347,15 @@ impl Sessions {
             }
         }
         doomed
+    }
+}
+
+impl Session {
+    /// The sender, once the stream's Welcome went out.
+    fn commands(&self) -> Option<AgentSender> {
+        self.welcomed
+            .load(Ordering::Acquire)
+            .then(|| self.sender.clone())
     }
 }
 
@@ -294,7 +389,11 @@ mod tests {
         let (first, replaced) = sessions
             .register(stream(false, Duration::from_secs(60)), tx.clone(), &parent)
             .unwrap();
-        assert_eq!(replaced, None);
+        assert!(replaced.is_none());
+        // Commands reach it only once welcomed.
+        assert!(sessions.sender("001").is_none());
+        first.welcomed();
+        assert!(sessions.sender("001").is_some());
         let live = sessions
             .register(stream(false, Duration::from_secs(60)), tx.clone(), &parent)
             .unwrap_err();
@@ -305,7 +404,10 @@ mod tests {
         let (second, replaced) = sessions
             .register(stream(false, Duration::ZERO), tx.clone(), &parent)
             .unwrap();
-        assert!(replaced.is_some());
+        let replaced = replaced.unwrap();
+        assert!(!replaced.finished.is_cancelled());
+        first.finished.cancel();
+        assert!(replaced.finished.is_cancelled());
         assert!(first.token.is_cancelled());
         assert_eq!(first.reason(), Some(EndReason::Replaced));
         // The agent's renewed certificate takes over a live stream.
@@ -317,5 +419,29 @@ mod tests {
         sessions.unregister("001", first.generation);
         sessions.unregister("001", second.generation);
         assert!(sessions.is_connected("001"));
+
+        // A lease taken elsewhere ends the stream holding the older one.
+        let (third, _) = sessions
+            .register(
+                stream(true, Duration::from_secs(60)),
+                tx_for_lease(),
+                &parent,
+            )
+            .unwrap();
+        assert!(sessions.leases().is_empty());
+        third.set_lease(7);
+        assert_eq!(sessions.leases(), [("001".to_string(), 7)]);
+        assert!(!sessions.end_lost_lease("001", 6, "taken by b"));
+        assert!(sessions.end_lost_lease("001", 7, "taken by b"));
+        assert!(third.token.is_cancelled());
+        assert_eq!(
+            third.reason(),
+            Some(EndReason::LeaseLost("taken by b".into()))
+        );
+        assert!(!sessions.is_connected("001"));
+    }
+
+    fn tx_for_lease() -> AgentSender {
+        mpsc::channel(1).0
     }
 }

@@ -23,6 +23,7 @@ impl From<StoreError> for Status {
         match e {
             StoreError::NotFound(m) => Status::not_found(m),
             StoreError::Conflict(m) => Status::failed_precondition(m),
+            StoreError::LeaseLost(m) => Status::aborted(m),
             // Busy, not broken: the caller may try again.
             StoreError::Sqlx(sqlx::Error::PoolTimedOut) => Status::unavailable(
                 "the manager's database is busy (no connection free in time); try again",
@@ -157,6 +158,8 @@ pub fn agent_info(a: &AgentRecord, status: pb::AgentStatus) -> pb::AgentInfo {
         started_at: a.started_at.map(timestamp),
         last_refused_at: a.last_refused_at.map(timestamp),
         last_refusal: a.last_refusal.clone().unwrap_or_default(),
+        // The control service fills it in (it knows the managers).
+        manager: String::new(),
     }
 }
 

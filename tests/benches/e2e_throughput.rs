@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 use palisade_manager::ManagerConfig;
 use palisade_manager::pipeline::analysis::{Analyzer, Input, Origin};
 use palisade_manager::ruleset::{self, Judging};
+use palisade_tests::measure::{
+    cpu_seconds, generate_access_log, status_kib, throughput_manager_toml as manager_toml,
+};
 use palisade_tests::process::{AgentProcess, ManagerProcess};
 
 const DEFAULT_LINES: usize = 1_000_000;
@@ -39,48 +42,6 @@ const DEFAULT_LINES: usize = 1_000_000;
 /// default `batch_events`).
 const ENGINE_BATCH: usize = 500;
 const LOCATION: &str = "/var/log/apache2/access.log";
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
-
-fn generate(lines: usize, out: &Path) {
-    let status = std::process::Command::new("python3")
-        .arg(shared().join("tools/gen_access_log.py"))
-        .args(["-n", &lines.to_string(), "--seed", "42", "-o"])
-        .arg(out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "gen_access_log.py failed");
-}
-
-/// The manager configuration the runs use: event-time correlation,
-/// `logall` as asked, and no per-agent rate limit (`init` writes one; the
-/// bench measures what the pipeline can take, not the limit).
-fn manager_toml(text: String, logall: bool) -> String {
-    let text = text.replace("time_source = \"arrival\"", "time_source = \"event\"");
-    // `init` writes the keys; whatever their values, this run sets them.
-    let mut out = String::new();
-    for line in text.lines() {
-        if line.starts_with("logall") {
-            out.push_str(&format!("logall = {logall}\n"));
-        } else if line.starts_with("agent_events_per_second") {
-            out.push_str("agent_events_per_second = 0\n");
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    assert!(
-        out.contains(&format!("logall = {logall}")),
-        "no logall key in manager.toml"
-    );
-    assert!(
-        out.contains("agent_events_per_second = 0"),
-        "no [flow] agent_events_per_second key in manager.toml"
-    );
-    out
-}
 
 /// Lines per second of the manager's analysis thread alone.
 async fn engine_only(config: &ManagerConfig, lines: &[Vec<u8>]) -> f64 {
@@ -131,49 +92,6 @@ async fn engine_only(config: &ManagerConfig, lines: &[Vec<u8>]) -> f64 {
         lines.len() as f64 / cpu
     );
     lines.len() as f64 / elapsed.as_secs_f64()
-}
-
-/// CPU seconds (user and system) a process has used so far ("self" for
-/// this one): a figure the other work on a shared machine does not move.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here;
-    // the kernel counts in USER_HZ, 100 on Linux.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn spool_bytes(db: &Path) -> u64 {
-    ["", "-wal", "-shm"]
-        .iter()
-        .map(|s| {
-            std::fs::metadata(format!("{}{s}", db.display()))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
-        .sum()
 }
 
 struct RunFigures {
@@ -267,7 +185,7 @@ async fn end_to_end(program: &Path, log: &Path, lines: usize, logall: bool) -> R
     let mut spool_peak = 0u64;
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        spool_peak = spool_peak.max(spool_bytes(&spool));
+        spool_peak = spool_peak.max(palisade_tests::sqlite_bytes(&spool));
         let record = store.agent(&id).await.unwrap().unwrap();
         if record.last_sequence >= target {
             break;
@@ -338,7 +256,7 @@ fn main() {
         .tempdir_in("/tmp")
         .unwrap();
     let log = scratch.path().join("access.log");
-    generate(asked, &log);
+    generate_access_log(asked, &log).unwrap();
     let text = std::fs::read(&log).unwrap();
     let all: Vec<Vec<u8>> = text
         .split(|&b| b == b'\n')

@@ -30,22 +30,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use palisade_tests::fleet::{self, Fleet, Target, Traffic};
+use palisade_tests::measure::status_kib;
 use palisade_tests::process::ManagerProcess;
 
 const CTL: &str = env!("CARGO_BIN_EXE_e2e-ctl");
 const MANAGER: &str = env!("CARGO_BIN_EXE_e2e-manager");
 /// How long anything may take before the bench gives up.
 const LIMIT: Duration = Duration::from_secs(300);
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Raises this process's open-file limit (N sockets here, N in the
 /// manager, which inherits it) to its hard limit with util-linux's
@@ -170,7 +161,7 @@ async fn run(n: usize) {
     manager.restart().await.unwrap();
     let pid = manager.pid().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = rss_kib(pid);
+    let before = status_kib(pid, "VmRSS:");
     let target = Target::of(&manager.config, manager.addr).unwrap();
 
     let start = Instant::now();
@@ -182,7 +173,7 @@ async fn run(n: usize) {
     );
     // Settle: handshakes done, first heartbeats written.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let with = rss_kib(pid);
+    let with = status_kib(pid, "VmRSS:");
     println!(
         "  manager RSS {} MiB idle, {} MiB with {n} agents: {:.1} KiB per agent",
         before / 1024,
@@ -207,7 +198,7 @@ async fn run(n: usize) {
     tokio::time::sleep(Duration::from_secs(10)).await;
     println!(
         "  manager RSS {} MiB 10 s after the fleet left",
-        rss_kib(pid) / 1024
+        status_kib(pid, "VmRSS:") / 1024
     );
 
     // With traffic: 10 lines every 5 s per agent.
@@ -221,7 +212,7 @@ async fn run(n: usize) {
     println!(
         "  with 10 lines / 5 s per agent ({} lines/s), RSS {} MiB:",
         n * 2,
-        rss_kib(pid) / 1024
+        status_kib(pid, "VmRSS:") / 1024
     );
     operations(&mut fleet, &ctl_toml, n, 2).await;
     println!(

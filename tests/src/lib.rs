@@ -16,9 +16,15 @@
 //!   a real agent certificate (a compromised agent).
 //! - [`fleet`]: many simulated agents with real identities and streams,
 //!   for the fleet benchmark and fan-out tests.
+//! - [`cluster`]: two manager processes on one PostgreSQL database with
+//!   one CA, and agents listing both.
+//! - [`measure`]: CPU and memory figures from `/proc`, the generated
+//!   access log and configuration the benchmarks use.
 //! - [`netns`]: test hosts in network namespaces, nginx, curl.
 //! - [`site`]: a web server with nginx, manager and agent, and an attacker.
 //! - [`smtp`]: a real SMTP server (aiosmtpd) on loopback.
+//! - [`two_managers`]: two managers on one PostgreSQL database, an agent
+//!   on each, nginx and an attacker.
 //!
 //! Everything that needs more than one of the programs lives in this
 //! crate, so that no daemon crate depends on another: the end-to-end
@@ -58,13 +64,16 @@
 //! wait a whole poll interval.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod fleet;
+pub mod measure;
 pub mod netns;
 pub mod process;
 pub mod raw_agent;
 pub mod relay;
 pub mod site;
 pub mod smtp;
+pub mod two_managers;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -360,6 +369,19 @@ pub async fn db_number(db: &Path, sql: &'static str, agent: &str) -> anyhow::Res
     let v = sqlx::query_scalar(sql).bind(agent).fetch_one(&pool).await;
     pool.close().await;
     Ok(v?)
+}
+
+/// The bytes a SQLite database holds on disk: the file, its WAL and its
+/// shared-memory index (what a spool's bound is about).
+pub fn sqlite_bytes(db: &Path) -> u64 {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|s| {
+            std::fs::metadata(format!("{}{s}", db.display()))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 /// Appends lines to a file, creating it if needed.

@@ -152,9 +152,12 @@ fn documented_toml_uses_known_keys() {
                 continue;
             }
             checked += 1;
-            // `[manager]` is the agent's table (agent.toml); the rest is
-            // manager.toml.
-            let checked_body = if body.lines().any(|l| l.trim() == "[manager]") {
+            // `[manager]` with an `address` is the agent's table
+            // (agent.toml); the rest, manager.toml's `[manager]` (its
+            // name among several managers) included, is manager.toml.
+            let agent_toml = body.lines().any(|l| l.trim() == "[manager]")
+                && body.lines().any(|l| l.trim_start().starts_with("address"));
+            let checked_body = if agent_toml {
                 let file = format!("{body}\n[[localfile]]\nlocation = \"/x\"\n");
                 palisade_agent::AgentConfig::parse(&file, Path::new("agent.toml"))
                     .map(|_| ())

@@ -162,7 +162,7 @@ async fn a_slow_agent_gets_its_command_after_the_caller_went_away() -> anyhow::R
     let mut receivers = Vec::new();
     for (i, identity) in identities.iter().enumerate() {
         let (tx, rx) = tokio::sync::mpsc::channel(if i == 0 { 1 } else { 8 });
-        sessions
+        let (guard, _) = sessions
             .register(
                 NewStream {
                     agent_id: &identity.id,
@@ -175,6 +175,8 @@ async fn a_slow_agent_gets_its_command_after_the_caller_went_away() -> anyhow::R
                 &parent,
             )
             .map_err(|live| anyhow::anyhow!("refused: {live:?}"))?;
+        // Commands go to a stream once its Welcome went out.
+        guard.welcomed();
         if i == 0 {
             // The slow agent's queue is full.
             tx.send(Ok(ManagerMessage::default())).await?;

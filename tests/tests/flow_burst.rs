@@ -29,17 +29,6 @@ fn line(i: u64) -> String {
     )
 }
 
-fn spool_bytes(db: &Path) -> u64 {
-    ["", "-wal", "-shm"]
-        .iter()
-        .map(|s| {
-            std::fs::metadata(format!("{}{s}", db.display()))
-                .map(|m| m.len())
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
 /// Samples the spool's size on disk until stopped; keeps the largest.
 struct Sampler {
     stop: Arc<AtomicBool>,
@@ -55,7 +44,7 @@ impl Sampler {
             let (stop, peak) = (stop.clone(), peak.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    peak.fetch_max(spool_bytes(&db), Ordering::Relaxed);
+                    peak.fetch_max(palisade_tests::sqlite_bytes(&db), Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(2));
                 }
             })

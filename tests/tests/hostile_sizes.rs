@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use palisade_tests::measure::status_kib;
 use palisade_tests::process::{AgentProcess, AgentSetup, ManagerProcess, write_agent_config};
 use palisade_tests::raw_agent::{Credentials, RawAgent, event};
 use palisade_tests::{AgentHandle, ManagerHandle, append_lines, db_number, eventually, scan_lines};
@@ -84,19 +85,6 @@ async fn a_stream_of_70_kb_escaped_access_lines_keeps_flowing_and_alerting() {
     assert!(from("203.0.113.9").contains(&31151));
 }
 
-/// VmRSS and VmHWM of a process, in KiB.
-fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap()
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_4_mb_lines_leave_the_manager_bounded_and_another_agent_served() {
     let manager = ManagerProcess::start(Path::new(MANAGER)).await.unwrap();
@@ -140,7 +128,7 @@ async fn five_hundred_4_mb_lines_leave_the_manager_bounded_and_another_agent_ser
     })
     .await
     .unwrap();
-    let (rss_before, _) = memory(pid);
+    let rss_before = status_kib(pid, "VmRSS:");
 
     // A compromised agent, with its real certificate: 500 lines of 4 MB
     // that alert (404s: 31101, and the scan they make, 31151).
@@ -170,7 +158,7 @@ async fn five_hundred_4_mb_lines_leave_the_manager_bounded_and_another_agent_ser
             other_during.push(count(other.clone()).await);
         }
     }
-    let (rss_after, hwm) = memory(pid);
+    let (rss_after, hwm) = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
     eventually(Duration::from_secs(60), "web02's lines", || async {
         Ok((count(other.clone()).await == other_sent as i64).then_some(()))
     })

@@ -6,7 +6,11 @@
 //! message: events, heartbeat, result) within `agent_timeout`, else
 //! `disconnected`. OSSEC only learns of a lost agent when its keepalives
 //! stop; Palisade also knows when the stream closes, and reports the agent
-//! disconnected at once.
+//! disconnected at once. With several managers on one database, an agent
+//! connected to another one is `active` when that manager is alive, holds
+//! its lease ([`crate::cluster`]) and recorded hearing it within
+//! `agent_timeout` (plus the few seconds it takes to write that down);
+//! every listing names the manager an agent is connected to.
 //!
 //! # Layout
 //!
@@ -29,11 +33,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
+use crate::cluster::Cluster;
 use crate::identities::Operators;
 use crate::outputs::Outputs;
 use crate::responder::{Outcome, Responder, Targets};
 use crate::sessions::Sessions;
-use crate::store::{AgentRecord, AlertFilter, Store, StoreError, StoredAlert, now_ms};
+use crate::store::{AgentRecord, AlertFilter, ManagerRow, Store, StoreError, StoredAlert, now_ms};
 use crate::wire::{self, timestamp};
 
 /// Alerts `ListAlerts` answers when the request names no limit.
@@ -57,6 +62,20 @@ pub struct Control {
     shutdown: CancellationToken,
     /// Who may call, and their open alert feeds.
     operators: Operators,
+    /// This manager among others on the database; `None`: alone.
+    cluster: Option<Cluster>,
+}
+
+/// The managers on the database, read once per request.
+#[derive(Debug, Default)]
+struct Managers {
+    rows: Vec<ManagerRow>,
+}
+
+impl Managers {
+    fn get(&self, id: i64) -> Option<&ManagerRow> {
+        self.rows.iter().find(|m| m.id == id)
+    }
 }
 
 impl Control {
@@ -80,7 +99,49 @@ impl Control {
             agent_timeout,
             shutdown,
             operators: Operators::new(store),
+            cluster: None,
         }
+    }
+
+    /// Reports agents connected to every manager of `cluster`.
+    pub fn with_cluster(mut self, cluster: Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The managers on the database (none without a cluster).
+    async fn managers(&self) -> Result<Managers, StoreError> {
+        Ok(Managers {
+            rows: match &self.cluster {
+                Some(_) => self.store.managers().await?,
+                None => Vec::new(),
+            },
+        })
+    }
+
+    /// The name of the manager `a` is connected to, if it is: this one
+    /// (its open stream heard within the timeout), or another live one
+    /// holding its lease that recorded hearing it lately.
+    fn connected_to<'m>(&'m self, a: &AgentRecord, managers: &'m Managers) -> Option<&'m str> {
+        let timeout = i64::try_from(self.agent_timeout.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        if self
+            .sessions
+            .last_heard(&a.id)
+            .is_some_and(|heard| now.saturating_sub(heard) < timeout)
+        {
+            return Some(
+                self.cluster
+                    .as_ref()
+                    .map_or(self.hostname.as_str(), |c| c.name()),
+            );
+        }
+        let cluster = self.cluster.as_ref()?;
+        let holder = managers.get(a.lease_manager?)?;
+        (holder.id != cluster.id()
+            && cluster.is_alive(holder)
+            && now.saturating_sub(a.last_seen.unwrap_or(0)) < cluster.silent_after_ms())
+        .then_some(holder.name.as_str())
     }
 
     /// The registered operators and their open feeds, for the revocation
@@ -89,15 +150,10 @@ impl Control {
         self.operators.clone()
     }
 
-    fn status_of(&self, a: &AgentRecord) -> AgentStatus {
-        let timeout = i64::try_from(self.agent_timeout.as_millis()).unwrap_or(i64::MAX);
+    fn status_of(&self, a: &AgentRecord, managers: &Managers) -> AgentStatus {
         if a.removed_at.is_some() {
             AgentStatus::Removed
-        } else if self
-            .sessions
-            .last_heard(&a.id)
-            .is_some_and(|heard| now_ms().saturating_sub(heard) < timeout)
-        {
+        } else if self.connected_to(a, managers).is_some() {
             AgentStatus::Active
         } else if a.first_seen.is_some() {
             AgentStatus::Disconnected
@@ -137,8 +193,15 @@ impl Control {
         Ok(agent)
     }
 
-    fn info(&self, a: &AgentRecord) -> AgentInfo {
-        wire::agent_info(a, self.status_of(a))
+    fn info(&self, a: &AgentRecord, managers: &Managers) -> AgentInfo {
+        let mut info = wire::agent_info(a, self.status_of(a, managers));
+        if a.removed_at.is_none() {
+            info.manager = self
+                .connected_to(a, managers)
+                .unwrap_or_default()
+                .to_string();
+        }
+        info
     }
 }
 
@@ -150,13 +213,14 @@ impl ControlService for Control {
     ) -> Result<Response<ListAgentsResponse>, Status> {
         self.operators.check(&request).await?;
         let req = request.into_inner();
+        let managers = self.managers().await?;
         let agents = self
             .store
             .agents()
             .await?
             .iter()
             .filter(|a| req.include_removed || a.removed_at.is_none())
-            .map(|a| self.info(a))
+            .map(|a| self.info(a, &managers))
             .filter(|a| !req.connected_only || a.status == AgentStatus::Active as i32)
             .filter(|a| !req.disconnected_only || a.status != AgentStatus::Active as i32)
             .collect();
@@ -181,7 +245,7 @@ impl ControlService for Control {
             .agent(&id)
             .await?
             .ok_or_else(|| Status::not_found(format!("unknown agent {id}")))?;
-        Ok(Response::new(self.info(&agent)))
+        Ok(Response::new(self.info(&agent, &self.managers().await?)))
     }
 
     async fn list_responses(
@@ -350,11 +414,48 @@ impl ControlService for Control {
             .into_iter()
             .filter(|a| a.removed_at.is_none())
             .collect();
-        let connected = agents
+        let managers = self.managers().await?;
+        // Each agent's manager, in id order.
+        let connected: Vec<(&str, &AgentRecord)> = agents
             .iter()
-            .filter(|a| self.status_of(a) == AgentStatus::Active)
-            .count();
+            .filter_map(|a| Some((self.connected_to(a, &managers)?, a)))
+            .collect();
         let now = now_ms();
+        let cluster = managers
+            .rows
+            .iter()
+            .map(|m| {
+                let names: Vec<String> = connected
+                    .iter()
+                    .filter(|(at, _)| *at == m.name)
+                    .map(|(_, a)| a.name.clone())
+                    .collect();
+                let alive = self.cluster.as_ref().is_some_and(|c| c.is_alive(m));
+                // Over the minute, or since it started if that is shorter.
+                let seconds = ((m.heartbeat_at - m.started_at) as f64 / 1000.0).clamp(1.0, 60.0);
+                ManagerStatus {
+                    name: m.name.clone(),
+                    address: m.address.clone(),
+                    version: m.version.clone(),
+                    alive,
+                    stopped: m.stopped_at.is_some(),
+                    started_at: Some(timestamp(m.started_at)),
+                    heartbeat_at: Some(timestamp(m.heartbeat_at)),
+                    connected_agents: u32::try_from(names.len()).unwrap_or(u32::MAX),
+                    agent_names: names,
+                    events_per_second: if alive {
+                        m.events_last_minute as f64 / seconds
+                    } else {
+                        0.0
+                    },
+                    alerts_per_second: if alive {
+                        m.alerts_last_minute as f64 / seconds
+                    } else {
+                        0.0
+                    },
+                }
+            })
+            .collect();
         Ok(Response::new(StatusResponse {
             version: env!("CARGO_PKG_VERSION").into(),
             hostname: self.hostname.clone(),
@@ -364,9 +465,15 @@ impl ControlService for Control {
             events_received: stats.events_received.load(Ordering::Relaxed),
             alerts: stats.alerts(),
             agents: u32::try_from(agents.len()).unwrap_or(u32::MAX),
-            connected_agents: u32::try_from(connected).unwrap_or(u32::MAX),
+            connected_agents: u32::try_from(connected.len()).unwrap_or(u32::MAX),
             responses_issued: stats.responses_issued.load(Ordering::Relaxed),
             mail_queue: stats.mail_queue.load(Ordering::Relaxed),
+            managers: cluster,
+            manager_name: self
+                .cluster
+                .as_ref()
+                .map_or(self.hostname.as_str(), |c| c.name())
+                .to_string(),
         }))
     }
 
@@ -439,7 +546,7 @@ impl ControlService for Control {
         // End its stream now rather than at the next revocation poll.
         self.sessions.revoke(std::slice::from_ref(&agent.id), &[]);
         warn!(agent = %agent.id, name = %agent.name, %operator, "Agent removed; its certificate is revoked.");
-        Ok(Response::new(self.info(&agent)))
+        Ok(Response::new(self.info(&agent, &Managers::default())))
     }
 
     async fn reset_breaker(

@@ -105,6 +105,9 @@ pub struct Source {
     origin: Origin,
     /// The highest sequence stored when the stream opened.
     stored_upto: u64,
+    /// The fencing generation of the agent's lease the stream holds
+    /// (`crate::cluster`): its commits are refused once it is taken over.
+    lease: Option<u64>,
 }
 
 impl Source {
@@ -123,7 +126,14 @@ impl Source {
                 ip: record.registered_ip.clone(),
             },
             stored_upto: record.last_sequence,
+            lease: None,
         }
+    }
+
+    /// Commits fenced by the lease generation `lease`.
+    pub fn with_lease(mut self, lease: Option<u64>) -> Self {
+        self.lease = lease;
+        self
     }
 }
 
@@ -294,7 +304,13 @@ impl Pipeline {
             .collect();
         let stored = self
             .store
-            .store_events(&source.agent_id, &events, &judged, self.archive)
+            .store_fenced_events(
+                &source.agent_id,
+                source.lease,
+                &events,
+                &judged,
+                self.archive,
+            )
             .await?;
         drop(events);
         let alerts: Vec<StoredAlert> = stored

@@ -71,6 +71,9 @@ pub(crate) trait Dialect {
     const GREATEST: &'static str;
     /// Takes `$1` bytes from the archive's size, never below 0.
     const SUBTRACT_ARCHIVE_BYTES: &'static str;
+    /// Notifies channel `$1` with payload `$2` when the transaction
+    /// commits; `None` where nobody listens (`notify.rs`).
+    const NOTIFY: Option<&'static str>;
 }
 
 impl Dialect for sqlx::Sqlite {
@@ -80,6 +83,7 @@ impl Dialect for sqlx::Sqlite {
     const GREATEST: &'static str = "MAX";
     const SUBTRACT_ARCHIVE_BYTES: &'static str =
         "UPDATE archive_size SET bytes = MAX(bytes - $1, 0) WHERE id = 1";
+    const NOTIFY: Option<&'static str> = None;
 }
 
 impl Dialect for sqlx::Postgres {
@@ -90,6 +94,7 @@ impl Dialect for sqlx::Postgres {
     const GREATEST: &'static str = "GREATEST";
     const SUBTRACT_ARCHIVE_BYTES: &'static str =
         "UPDATE archive_size SET bytes = GREATEST(bytes - $1, 0) WHERE id = 1";
+    const NOTIFY: Option<&'static str> = Some("SELECT pg_notify($1, $2)");
 }
 
 /// A SELECT with [`Dialect::FOR_UPDATE`] appended (the same text at every

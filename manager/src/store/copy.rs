@@ -18,6 +18,7 @@ use super::{Store, StoreError};
 
 /// The tables, each after the ones it references.
 const TABLES: &[&str] = &[
+    "managers",
     "agents",
     "revoked_certificates",
     "operators",

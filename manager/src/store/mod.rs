@@ -23,10 +23,12 @@ use crate::pipeline::analysis::{Judged, Origin};
 
 mod backend;
 mod location;
+mod notify;
 #[cfg(test)]
 pub(crate) mod testing;
 use backend::{Dialect, Pool, StoreRow, WriteTx, for_update, on_pool};
 pub use location::StoreLocation;
+pub use notify::{AgentsWithCommands, Listener, Notice};
 
 /// Registers an agent under the next free id inside the write
 /// transaction `$tx` of backend `$db`; `$issue` makes its certificate once
@@ -131,12 +133,14 @@ macro_rules! insert_alerts {
 }
 
 mod breakers;
+mod cluster;
 mod copy;
 mod identities;
 mod prune;
 mod responses;
 mod tokens;
 pub use breakers::BreakerState;
+pub use cluster::{Lease, LeaseHeld, LeaseRequest, ManagerRow};
 pub use copy::CopiedTable;
 pub use identities::OperatorRow;
 pub use prune::Pruned;
@@ -158,6 +162,10 @@ pub enum StoreError {
     /// The request conflicts with what is stored.
     #[error("{0}")]
     Conflict(String),
+    /// The stream's lease on the agent was taken over (by a newer stream,
+    /// on this manager or another): it may store nothing more.
+    #[error("{0}")]
+    LeaseLost(String),
 }
 
 // `migrator()`: every file of migrations/manager, embedded by build.rs.
@@ -233,6 +241,10 @@ pub struct AgentRecord {
     pub last_refused_at: Option<i64>,
     /// Why.
     pub last_refusal: Option<String>,
+    /// The manager holding its lease (its live stream), if one does.
+    pub lease_manager: Option<i64>,
+    /// Its lease's fencing generation.
+    pub lease_generation: u64,
 }
 
 /// One event as received from an agent.
@@ -369,6 +381,8 @@ pub struct Store {
     /// `pool` they queued behind ingestion's commits for a connection.
     /// With PostgreSQL the same pool.
     reads: Reads,
+    /// This process's id in notifications ([`Store::origin`]).
+    origin: u64,
 }
 
 /// The pool of [`Store::reads`] (a struct with a `pool`, for
@@ -376,6 +390,11 @@ pub struct Store {
 #[derive(Debug, Clone)]
 struct Reads {
     pool: Pool,
+}
+
+/// A random, non-zero id for this process's notifications.
+fn new_origin() -> u64 {
+    rand::random::<u64>() | 1
 }
 
 /// Connections of SQLite's read pool ([`Store::reads`]).
@@ -398,6 +417,7 @@ impl Store {
                         pool: Pool::Postgres(pool.clone()),
                     },
                     pool: Pool::Postgres(pool),
+                    origin: new_origin(),
                 });
             }
         };
@@ -422,6 +442,7 @@ impl Store {
             reads: Reads {
                 pool: Pool::Sqlite(reads),
             },
+            origin: new_origin(),
         })
     }
 
@@ -570,6 +591,9 @@ impl Store {
         on_pool!(self, pool => {
             let now = now_ms();
             let mut tx = pool.write_tx().await?;
+            // In one order, as heartbeats are (record_heartbeats).
+            let mut hellos: Vec<&(&str, AgentHello<'_>)> = hellos.iter().collect();
+            hellos.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (id, hello) in hellos {
                 sqlx::query(
                     "UPDATE agents SET first_seen = COALESCE(first_seen, $1), last_seen = $1,
@@ -651,9 +675,24 @@ impl Store {
         &self,
         seen: &[(String, crate::heartbeats::Seen)],
     ) -> Result<(), StoreError> {
+        // One order for every manager's flush (and Hellos), or two flushing
+        // the same agents at once deadlock on PostgreSQL's row locks.
+        let mut seen: Vec<&(String, crate::heartbeats::Seen)> = seen.iter().collect();
+        seen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         on_pool!(self, pool => {
             let mut tx = pool.write_tx().await?;
             for chunk in seen.chunks(AGENTS_PER_UPDATE) {
+                if !Db::FOR_UPDATE.is_empty() {
+                    // UPDATE ... FROM locks rows in the join's order, not
+                    // the list's: lock them first, bytewise like the sort.
+                    let mut lock = sqlx::QueryBuilder::<Db>::new("SELECT id FROM agents WHERE id IN (");
+                    let mut ids = lock.separated(", ");
+                    for &(agent, _) in chunk {
+                        ids.push_bind(agent.as_str());
+                    }
+                    lock.push(r#") ORDER BY id COLLATE "C" FOR UPDATE"#);
+                    lock.build().fetch_all(&mut *tx).await?;
+                }
                 let mut update = sqlx::QueryBuilder::<Db>::new(format!(
                     "UPDATE agents SET last_seen = {}(COALESCE(last_seen, 0), v.column2),
                          spool_depth = COALESCE(v.column3, spool_depth),
@@ -662,7 +701,7 @@ impl Store {
                      FROM (",
                     Db::GREATEST
                 ));
-                update.push_values(chunk, |mut row, (agent, seen)| {
+                update.push_values(chunk, |mut row, &(agent, seen)| {
                     let f = seen.figures;
                     row.push_bind(agent.as_str())
                         .push_bind(seen.at)
@@ -706,7 +745,9 @@ impl Store {
     /// sequence (a batch resent after a lost acknowledgement), and advances
     /// that sequence in the same transaction. With `archive` false only the
     /// sequence and the alerts are kept. Returns the new highest stored
-    /// sequence and the ids given to the alerts.
+    /// sequence and the ids given to the alerts. Not fenced: for alerts
+    /// the manager raises itself and for tests; a stream stores with
+    /// [`Self::store_fenced_events`].
     pub async fn store_events(
         &self,
         agent_id: &str,
@@ -714,15 +755,39 @@ impl Store {
         alerts: &[Judged],
         archive: bool,
     ) -> Result<StoredBatch, StoreError> {
+        self.store_fenced_events(agent_id, None, events, alerts, archive)
+            .await
+    }
+
+    /// [`Self::store_events`] for a stream holding the agent's lease
+    /// under `lease` (its fencing generation): refused with
+    /// [`StoreError::LeaseLost`], storing nothing, once the lease was taken
+    /// over (`cluster.rs`). The check is made on the agent row the
+    /// transaction locks anyway.
+    pub async fn store_fenced_events(
+        &self,
+        agent_id: &str,
+        lease: Option<u64>,
+        events: &[IncomingEvent<'_>],
+        alerts: &[Judged],
+        archive: bool,
+    ) -> Result<StoredBatch, StoreError> {
         on_pool!(self, pool => {
             let received_at = now_ms();
             let mut tx = pool.write_tx().await?;
-            let (last, spool_epoch): (i64, i64) =
-                sqlx::query_as(for_update::<Db>("SELECT last_sequence, spool_epoch FROM agents WHERE id = $1"))
+            let (last, spool_epoch, generation): (i64, i64, i64) =
+                sqlx::query_as(for_update::<Db>("SELECT last_sequence, spool_epoch, lease_generation FROM agents WHERE id = $1"))
                     .bind(agent_id)
                     .fetch_optional(&mut *tx)
                     .await?
                     .ok_or_else(|| StoreError::NotFound(format!("no agent with id {agent_id}")))?;
+            if let Some(lease) = lease
+                && to_i64(lease) != generation
+            {
+                return Err(StoreError::LeaseLost(format!(
+                    "agent {agent_id}'s stream was taken over (lease generation {generation}, this stream's {lease}): nothing more is stored from this stream"
+                )));
+            }
             let mut highest = last;
             // New events only; one multi-row INSERT per chunk: a statement per
             // row costs more in sqlx than SQLite's own work.
@@ -1021,6 +1086,8 @@ fn agent_from_row(r: &impl StoreRow) -> AgentRecord {
         pending_serial: r.col("pending_serial"),
         last_refused_at: r.col("last_refused_at"),
         last_refusal: r.col("last_refusal"),
+        lease_manager: r.col("lease_manager"),
+        lease_generation: to_u64(r.col("lease_generation")),
     }
 }
 
@@ -1410,7 +1477,8 @@ mod tests {
             assert_eq!(s.response(first.id).await.unwrap().unwrap().status, "superseded");
             assert_eq!(s.offences(&id, "route-null600", "203.0.113.7").await.unwrap(), 2);
             assert_eq!(s.pending_responses(&id).await.unwrap().len(), 1);
-            s.responses_sent(&[second.id]).await.unwrap();
+            assert_eq!(s.claim_responses(&[second.id]).await.unwrap(), [second.id]);
+            assert!(s.claim_responses(&[second.id]).await.unwrap().is_empty(), "claimed once");
             let done = s
                 .response_result(&id, second.id, Action::Add, true, "ok", now_ms())
                 .await

@@ -5,9 +5,11 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 
+use super::backend::Dialect;
+use super::notify::{RESPONSES_CHANNEL, responses_payload};
 use super::{Store, StoreError, StoreRow, WriteTx, now_ms, on_pool, to_i64, to_u64};
 
-/// Rows (or ids) per multi-row statement: 14 parameters a row stays far
+/// Rows (or ids) per multi-row statement: 16 parameters a row stays far
 /// below SQLite's limit of 32,766.
 const ROWS_PER_STATEMENT: usize = 500;
 
@@ -183,6 +185,20 @@ impl Store {
         &self,
         new: &[NewResponse],
     ) -> Result<Vec<ResponseRow>, StoreError> {
+        self.insert_responses_claiming(new, |_| false).await
+    }
+
+    /// [`Self::insert_responses`], the commands of agents for which
+    /// `held_here` holds recorded as already claimed for sending by this
+    /// manager (`sent`, as [`Self::claim_responses`] would mark them, in
+    /// the same transaction: no second commit before they go out). The
+    /// others stay pending and the managers holding their agents are
+    /// notified on commit.
+    pub async fn insert_responses_claiming(
+        &self,
+        new: &[NewResponse],
+        held_here: impl Fn(&str) -> bool,
+    ) -> Result<Vec<ResponseRow>, StoreError> {
         on_pool!(self, pool => {
             let now = now_ms();
             let mut tx = pool.write_tx().await?;
@@ -221,10 +237,11 @@ impl Store {
             for chunk in new.chunks(ROWS_PER_STATEMENT) {
                 let mut insert = sqlx::QueryBuilder::<Db>::new(
                     "INSERT INTO responses (agent_id, response, command, executable, action, srcip, \"user\", alert_id,
-                         rule_id, location, timeout_s, issued_at, expires_at, undoes, status) ",
+                         rule_id, location, timeout_s, issued_at, expires_at, undoes, status, sent_at) ",
                 );
                 insert.push_values(chunk, |mut row, new| {
                     let expires_at = new.timeout_s.map(|t| now + to_i64(t) * 1000);
+                    let claimed = held_here(&new.agent_id);
                     row.push_bind(&new.agent_id)
                         .push_bind(&new.response)
                         .push_bind(&new.command)
@@ -239,7 +256,8 @@ impl Store {
                         .push_bind(now)
                         .push_bind(expires_at)
                         .push_bind(new.undoes)
-                        .push("'pending'");
+                        .push_bind(if claimed { "sent" } else { "pending" })
+                        .push_bind(claimed.then_some(now));
                 });
                 insert.push(" RETURNING *");
                 rows.extend(
@@ -250,6 +268,19 @@ impl Store {
                         .iter()
                         .map(row_to_response),
                 );
+            }
+            // Wakes the managers holding the other agents, on commit.
+            let elsewhere: Vec<&str> = rows
+                .iter()
+                .filter(|r| r.status == "pending")
+                .map(|r| r.request.agent_id.as_str())
+                .collect();
+            if let Some(notify) = Db::NOTIFY && !elsewhere.is_empty() {
+                sqlx::query(notify)
+                    .bind(RESPONSES_CHANNEL)
+                    .bind(responses_payload(self.origin, elsewhere))
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             rows.sort_by_key(|r| r.id);
@@ -279,18 +310,18 @@ impl Store {
         })
     }
 
-    /// Marks a command as sent down the agent's stream.
-    pub async fn response_sent(&self, id: i64) -> Result<(), StoreError> {
-        self.responses_sent(&[id]).await
-    }
-
-    /// Marks commands as sent, in one transaction.
-    pub async fn responses_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
+    /// Claims pending commands for sending: marks them sent and returns
+    /// the ids this call claimed, in one transaction. A command claimed by
+    /// another caller (another manager, or this one's reconnect path) is
+    /// left out, so that no command goes down a stream twice; claim first,
+    /// then send, and [`Self::release_responses`] what could not be sent.
+    pub async fn claim_responses(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
         on_pool!(self, pool => {
             if ids.is_empty() {
-                return Ok(());
+                return Ok(Vec::new());
             }
             let now = now_ms();
+            let mut claimed = Vec::with_capacity(ids.len());
             let mut tx = pool.write_tx().await?;
             for chunk in ids.chunks(ROWS_PER_STATEMENT) {
                 let mut update = sqlx::QueryBuilder::<Db>::new(
@@ -303,11 +334,100 @@ impl Store {
                 for id in chunk {
                     list.push_bind(*id);
                 }
+                update.push(") RETURNING id");
+                let got: Vec<i64> = update.build_query_scalar().fetch_all(&mut *tx).await?;
+                claimed.extend(got);
+            }
+            tx.commit().await?;
+            claimed.sort_unstable();
+            Ok(claimed)
+        })
+    }
+
+    /// Hands back claimed commands that could not be sent (the stream
+    /// ended): pending again, and the managers holding their agents now are
+    /// woken.
+    pub async fn release_responses(&self, rows: &[&ResponseRow]) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut tx = pool.write_tx().await?;
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut update = sqlx::QueryBuilder::<Db>::new(
+                    "UPDATE responses SET status = 'pending', sent_at = NULL WHERE status = 'sent' AND id IN (",
+                );
+                let mut list = update.separated(", ");
+                for row in chunk {
+                    list.push_bind(row.id);
+                }
                 update.push(")");
                 update.build().execute(&mut *tx).await?;
             }
+            if let Some(notify) = Db::NOTIFY {
+                // Origin 0: this manager looks again too.
+                sqlx::query(notify)
+                    .bind(RESPONSES_CHANNEL)
+                    .bind(responses_payload(0, rows.iter().map(|r| r.request.agent_id.as_str())))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    /// Which of `agent_ids` another live manager holds: its lease is on
+    /// the agent, it has not stopped and it said it was alive after
+    /// `alive_since` (ms). Those managers take the agents' commands.
+    pub async fn held_by_other_managers(
+        &self,
+        agent_ids: &[&str],
+        me: i64,
+        alive_since: i64,
+    ) -> Result<HashSet<String>, StoreError> {
+        on_pool!(self.reads, pool => {
+            let mut held = HashSet::new();
+            for chunk in agent_ids.chunks(ROWS_PER_STATEMENT) {
+                let mut select = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT a.id FROM agents a JOIN managers m ON m.id = a.lease_manager
+                     WHERE m.id <> ",
+                );
+                select
+                    .push_bind(me)
+                    .push(" AND m.stopped_at IS NULL AND m.heartbeat_at > ")
+                    .push_bind(alive_since)
+                    .push(" AND a.id IN (");
+                let mut list = select.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                select.push(")");
+                let got: Vec<String> = select.build_query_scalar().fetch_all(pool).await?;
+                held.extend(got);
+            }
+            Ok(held)
+        })
+    }
+
+    /// Which of `ids` are still pending (not claimed by any manager).
+    pub async fn still_pending(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        on_pool!(self.reads, pool => {
+            let mut pending = Vec::new();
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                let mut select = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT id FROM responses WHERE status = 'pending' AND id IN (",
+                );
+                let mut list = select.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                select.push(")");
+                let got: Vec<i64> = select.build_query_scalar().fetch_all(pool).await?;
+                pending.extend(got);
+            }
+            pending.sort_unstable();
+            Ok(pending)
         })
     }
 
@@ -356,16 +476,31 @@ impl Store {
     /// with nothing waiting (the common case, at every connect) costs one
     /// read and no write.
     pub async fn pending_responses(&self, agent_id: &str) -> Result<Vec<ResponseRow>, StoreError> {
+        self.pending_responses_of(&[agent_id]).await
+    }
+
+    /// [`Self::pending_responses`] of several agents, in id order.
+    pub async fn pending_responses_of(
+        &self,
+        agent_ids: &[&str],
+    ) -> Result<Vec<ResponseRow>, StoreError> {
         on_pool!(self, pool => {
             let now = now_ms();
-            let rows = sqlx::query(
-                "SELECT * FROM responses WHERE agent_id = $1 AND status = 'pending' ORDER BY id",
-            )
-            .bind(agent_id)
-            .fetch_all(pool)
-            .await?;
+            let mut rows = Vec::new();
+            for chunk in agent_ids.chunks(ROWS_PER_STATEMENT) {
+                let mut select = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT * FROM responses WHERE status = 'pending' AND agent_id IN (",
+                );
+                let mut list = select.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                select.push(") ORDER BY id");
+                rows.extend(select.build().fetch_all(pool).await?.iter().map(row_to_response));
+            }
+            rows.sort_by_key(|r| r.id);
             let (expired, pending): (Vec<ResponseRow>, Vec<ResponseRow>) =
-                rows.iter().map(row_to_response).partition(|r| {
+                rows.into_iter().partition(|r| {
                     r.request.action == Action::Add && r.expires_at.is_some_and(|t| t <= now)
                 });
             if !expired.is_empty() {

@@ -331,6 +331,10 @@ pub struct AgentInfo {
     pub last_refused_at: ::core::option::Option<::prost_types::Timestamp>,
     #[prost(string, tag = "61")]
     pub last_refusal: ::prost::alloc::string::String,
+    /// The name of the manager the agent is connected to (the one holding
+    /// its lease); empty when it is not connected.
+    #[prost(string, tag = "110")]
+    pub manager: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -577,6 +581,13 @@ pub struct StatusResponse {
     /// Mails waiting to be sent.
     #[prost(uint64, tag = "11")]
     pub mail_queue: u64,
+    /// Every manager on this database (one on SQLite), by name, with the
+    /// agents connected to each; `connected_agents` counts the whole cluster.
+    #[prost(message, repeated, tag = "110")]
+    pub managers: ::prost::alloc::vec::Vec<ManagerStatus>,
+    /// The name of the manager that answered (`\[manager\] name`).
+    #[prost(string, tag = "111")]
+    pub manager_name: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -620,6 +631,43 @@ pub struct ResetBreakerResponse {
     /// When it tripped, if it was.
     #[prost(message, optional, tag = "2")]
     pub tripped_at: ::core::option::Option<::prost_types::Timestamp>,
+}
+/// A manager among those on one database (`palisadectl status`).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ManagerStatus {
+    /// `\[manager\] name`, or its host name.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// The address it listens on for agents.
+    #[prost(string, tag = "2")]
+    pub address: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub version: ::prost::alloc::string::String,
+    /// It said it was alive within its cluster's `dead_after` and has not
+    /// stopped.
+    #[prost(bool, tag = "4")]
+    pub alive: bool,
+    /// It stopped cleanly (not alive, and not dead either).
+    #[prost(bool, tag = "5")]
+    pub stopped: bool,
+    /// When it started, and when it last said it was alive.
+    #[prost(message, optional, tag = "6")]
+    pub started_at: ::core::option::Option<::prost_types::Timestamp>,
+    #[prost(message, optional, tag = "7")]
+    pub heartbeat_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// Agents connected to it (holding a lease there, heard within the agent
+    /// timeout), and their names in id order.
+    #[prost(uint32, tag = "8")]
+    pub connected_agents: u32,
+    #[prost(string, repeated, tag = "9")]
+    pub agent_names: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Events received and alerts raised per second over its last minute
+    /// (as it last wrote them, every heartbeat).
+    #[prost(double, tag = "10")]
+    pub events_per_second: f64,
+    #[prost(double, tag = "11")]
+    pub alerts_per_second: f64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

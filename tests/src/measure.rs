@@ -1,0 +1,90 @@
+//! What the benchmarks (and a few tests) read about processes and feed
+//! them: CPU seconds and memory from `/proc`, a generated access log, the
+//! manager configuration the throughput runs use. One place, so every
+//! figure in the notes is taken the same way.
+
+use std::path::{Path, PathBuf};
+
+/// CPU seconds (user and system) a process has used so far ("self" for
+/// this one): a figure the other work on a shared machine does not move.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here;
+    // the kernel counts in USER_HZ, 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A `/proc/PID/status` figure in KiB (`"VmRSS:"`, `"VmHWM:"`); 0 once
+/// the process is gone.
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `../shared`, beside the repository.
+pub fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+}
+
+/// Writes `lines` lines of the deterministic access log
+/// (`shared/tools/gen_access_log.py`, seed 42) to `out`.
+pub fn generate_access_log(lines: usize, out: &Path) -> anyhow::Result<()> {
+    let status = std::process::Command::new("python3")
+        .arg(shared().join("tools/gen_access_log.py"))
+        .args(["-n", &lines.to_string(), "--seed", "42", "-o"])
+        .arg(out)
+        .status()?;
+    anyhow::ensure!(status.success(), "gen_access_log.py failed: {status}");
+    Ok(())
+}
+
+/// The manager configuration the throughput runs use: event-time
+/// correlation, `logall` as asked, and no per-agent rate limit (`init`
+/// writes one; the benches measure what the pipeline can take, not the
+/// limit).
+///
+/// # Panics
+///
+/// When `init`'s text has no `logall` or `agent_events_per_second` key.
+pub fn throughput_manager_toml(text: String, logall: bool) -> String {
+    let text = text.replace("time_source = \"arrival\"", "time_source = \"event\"");
+    // `init` writes the keys; whatever their values, this run sets them.
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with("logall") {
+            out.push_str(&format!("logall = {logall}\n"));
+        } else if line.starts_with("agent_events_per_second") {
+            out.push_str("agent_events_per_second = 0\n");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(
+        out.contains(&format!("logall = {logall}")),
+        "no logall key in manager.toml"
+    );
+    assert!(
+        out.contains("agent_events_per_second = 0"),
+        "no [flow] agent_events_per_second key in manager.toml"
+    );
+    out
+}
