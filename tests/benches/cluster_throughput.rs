@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use palisade_manager::store::Store;
+use palisade_tests::cluster::ManagerPair;
 use palisade_tests::measure::{cpu_seconds, generate_access_log, throughput_manager_toml};
 use palisade_tests::process::{AgentProcess, ManagerProcess};
 
@@ -78,23 +79,35 @@ struct Figures {
 async fn run(setup: Setup, halves: &[(PathBuf, usize); 2], logall: bool) -> Figures {
     let lines: usize = halves.iter().map(|(_, n)| n).sum();
     let database = (setup != Setup::OneOnSqlite).then(palisade_test_needs::postgres_database);
-    let url = database.as_ref().map(|d| d.url.clone());
-    let a = ManagerProcess::start_with(Path::new(MANAGER), |t| {
-        let t = throughput_manager_toml(t, logall);
-        match &url {
-            Some(url) => t.replacen(
-                "database = \"palisade.db\"",
-                &format!("database = \"{url}\""),
-                1,
-            ),
-            None => t,
+    let edit = |t: String| throughput_manager_toml(t, logall);
+    let (a, b) = match (setup, &database) {
+        (Setup::TwoOnPostgres, Some(db)) => {
+            // Named managers with the cluster's own heartbeats, each agent
+            // on one of them.
+            let two = ManagerPair::start(Path::new(MANAGER), &db.url, edit)
+                .await
+                .unwrap();
+            (two.a, Some(two.b))
         }
-    })
-    .await
-    .unwrap();
-    let b = match setup {
-        Setup::TwoOnPostgres => Some(a.sibling().await.unwrap()),
-        _ => None,
+        (_, Some(db)) => {
+            let on_postgres = |t: String| {
+                edit(t).replacen(
+                    "database = \"palisade.db\"",
+                    &format!("database = \"{}\"", db.url),
+                    1,
+                )
+            };
+            let a = ManagerProcess::start_with(Path::new(MANAGER), on_postgres)
+                .await
+                .unwrap();
+            (a, None)
+        }
+        (_, None) => (
+            ManagerProcess::start_with(Path::new(MANAGER), edit)
+                .await
+                .unwrap(),
+            None,
+        ),
     };
     let store = a.store().await.unwrap();
     let mut agents = Vec::new();

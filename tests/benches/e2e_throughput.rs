@@ -243,7 +243,7 @@ fn main() {
         return;
     }
     palisade_tests::install_crypto();
-    let lines: usize = std::env::var("PALISADE_BENCH_LINES")
+    let asked: usize = std::env::var("PALISADE_BENCH_LINES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_LINES);
@@ -256,18 +256,21 @@ fn main() {
         .tempdir_in("/tmp")
         .unwrap();
     let log = scratch.path().join("access.log");
-    generate_access_log(lines, &log).unwrap();
+    generate_access_log(asked, &log).unwrap();
     let text = std::fs::read(&log).unwrap();
     let all: Vec<Vec<u8>> = text
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
         .map(<[u8]>::to_vec)
         .collect();
-    assert_eq!(
-        all.len(),
-        lines,
-        "the generator wrote another number of lines"
+    // The generator's scanner bursts come whole: a few lines more than
+    // asked; the figures count what it wrote.
+    assert!(
+        all.len() >= asked,
+        "the generator wrote {} of {asked} lines",
+        all.len()
     );
+    let lines = all.len();
     drop(text);
     println!(
         "{lines} lines, {} MB ({})",

@@ -9,6 +9,7 @@
 //! epoch milliseconds.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
@@ -800,15 +801,20 @@ impl Store {
                 })
                 .collect();
             if archive {
+                // Bound by value as shared strings: sqlx copies a borrowed
+                // one per row; a batch has one agent and few locations.
+                let agent: Arc<str> = Arc::from(agent_id);
+                let mut location = Interned::default();
+                let mut log_format = Interned::default();
                 for chunk in fresh.chunks(ARCHIVE_ROWS_PER_INSERT) {
                     let mut insert = sqlx::QueryBuilder::<Db>::new(
                         "INSERT INTO archive (agent_id, sequence, location, log_format, read_at, received_at, truncated, line, read_at_clamped, spool_epoch) ",
                     );
                     insert.push_values(chunk, |mut row, event| {
-                        row.push_bind(agent_id)
+                        row.push_bind(agent.clone())
                             .push_bind(to_i64(event.sequence))
-                            .push_bind(event.location)
-                            .push_bind(event.log_format)
+                            .push_bind(location.of(event.location))
+                            .push_bind(log_format.of(event.log_format))
                             .push_bind(event.read_at)
                             .push_bind(received_at)
                             .push_bind(event.truncated)
@@ -948,6 +954,20 @@ impl Store {
                 })
                 .collect())
         })
+    }
+}
+
+/// The last string asked for, shared: consecutive events of a batch name
+/// the same location and format.
+#[derive(Default)]
+struct Interned(Option<Arc<str>>);
+
+impl Interned {
+    fn of(&mut self, text: &str) -> Arc<str> {
+        match &self.0 {
+            Some(shared) if **shared == *text => shared.clone(),
+            _ => self.0.insert(Arc::from(text)).clone(),
+        }
     }
 }
 
