@@ -236,7 +236,8 @@ impl Site {
         Ok(site)
     }
 
-    /// Waits until the agent has a stream open (it said hello).
+    /// Waits until the agent has a stream open (welcomed: commands go
+    /// down it from then on).
     pub fn wait_connected(&self) -> anyhow::Result<()> {
         let since = self.agent_record()?.and_then(|a| a.last_seen).unwrap_or(0);
         wait(Duration::from_secs(20), "the agent to connect", || {
@@ -244,7 +245,7 @@ impl Site {
                 .agent_record()?
                 .and_then(|a| a.last_seen)
                 .is_some_and(|t| t > since || since == 0)
-                && self.manager.output().contains("Agent said hello"))
+                && self.manager.output().contains("Agent stream opened."))
         })
     }
 

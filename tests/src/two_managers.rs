@@ -166,7 +166,7 @@ impl TwoManagers {
         ];
         let managers = [manager_a, manager_b];
         for manager in &managers {
-            wait_for_line(manager, "Agent said hello")?;
+            wait_for_line(manager, "Agent stream opened.")?;
         }
         let [a, b]: [String; 2] = agent_ids
             .try_into()
