@@ -1109,24 +1109,17 @@ pub(crate) mod fixtures {
             event_sequence: Some(1),
             alert: Alert {
                 time: jiff::Timestamp::from_millisecond(1_764_324_001_000 + id).unwrap(),
-                rule_id: 31151,
-                level,
-                description: "Many 4xx answers to one address in 90 seconds (web scan).".into(),
-                groups: "web,accesslog,web_scan,recon,".into(),
-                options: RuleOptions::default(),
-                location: "(web01) any->/var/log/nginx/access.log".into(),
-                hostname: None,
                 decoder: Some("web-accesslog".into()),
                 srcip: Some("203.0.113.7".into()),
-                srcport: None,
-                dstip: None,
-                dstport: None,
-                srcuser: None,
-                dstuser: None,
-                url: None,
                 full_log: b"a line".to_vec(),
-                correlated: Vec::new(),
-                wazuh: None,
+                ..Alert::without_event(
+                    31151,
+                    level,
+                    "Many 4xx answers to one address in 90 seconds (web scan).".into(),
+                    "web,accesslog,web_scan,recon,",
+                    RuleOptions::default(),
+                    "(web01) any->/var/log/nginx/access.log",
+                )
             },
         }
     }
@@ -1137,6 +1130,12 @@ mod tests {
     use super::*;
 
     use crate::store::testing::both_backends;
+
+    /// The sequences of the agent's archived events, in order.
+    async fn archived_sequences(s: &Store, id: &str) -> Vec<u64> {
+        let events = s.archived_events(Some(id)).await.unwrap();
+        events.iter().map(|e| e.sequence).collect()
+    }
 
     fn issue(serial: &str) -> impl FnOnce(&str) -> Result<(String, ()), String> + '_ {
         move |_id| Ok((serial.to_string(), ()))
@@ -1215,13 +1214,7 @@ mod tests {
                     .highest,
                 3
             );
-            let seqs: Vec<u64> = s
-                .archived_events(Some(&id))
-                .await
-                .unwrap()
-                .iter()
-                .map(|e| e.sequence)
-                .collect();
+            let seqs = archived_sequences(&s, &id).await;
             assert_eq!(seqs, vec![1, 2, 3]);
         }
     }
@@ -1307,13 +1300,7 @@ mod tests {
             for t in tasks {
                 t.await.unwrap();
             }
-            let seqs: Vec<u64> = s
-                .archived_events(Some(&id))
-                .await
-                .unwrap()
-                .iter()
-                .map(|e| e.sequence)
-                .collect();
+            let seqs = archived_sequences(&s, &id).await;
             let mut sorted = seqs.clone();
             sorted.sort_unstable();
             sorted.dedup();
