@@ -298,10 +298,13 @@ impl Pipeline {
             .iter_mut()
             .flat_map(|r| std::mem::take(&mut r.judged))
             .collect();
-        let events: Vec<IncomingEvent<'_>> = group
-            .iter()
-            .flat_map(|r| r.events.iter().map(ReceivedEvent::as_incoming))
-            .collect();
+        let mut events: Vec<IncomingEvent<'_>> =
+            Vec::with_capacity(group.iter().map(|r| r.events.len()).sum());
+        events.extend(
+            group
+                .iter()
+                .flat_map(|r| r.events.iter().map(ReceivedEvent::as_incoming)),
+        );
         let stored = self
             .store
             .store_fenced_events(

@@ -791,15 +791,13 @@ impl Store {
             let mut highest = last;
             // New events only; one multi-row INSERT per chunk: a statement per
             // row costs more in sqlx than SQLite's own work.
-            let fresh: Vec<&IncomingEvent<'_>> = events
-                .iter()
-                .filter(|e| {
-                    let seq = to_i64(e.sequence);
-                    let new = seq > highest;
-                    highest = highest.max(seq);
-                    new
-                })
-                .collect();
+            let mut fresh: Vec<&IncomingEvent<'_>> = Vec::with_capacity(events.len());
+            fresh.extend(events.iter().filter(|e| {
+                let seq = to_i64(e.sequence);
+                let new = seq > highest;
+                highest = highest.max(seq);
+                new
+            }));
             if archive {
                 // Bound by value as shared strings: sqlx copies a borrowed
                 // one per row; a batch has one agent and few locations.
