@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use palisade_tests::programs;
-use palisade_tests::site::{Policy, Site};
+use palisade_tests::site::{Extras, Policy, Site};
 
 fn address(i: u32) -> String {
     format!("198.18.{}.{}", i / 250, i % 250 + 1)
@@ -87,13 +87,19 @@ fn bench(c: &mut Criterion) {
         eprintln!("block_latency: skipped: network namespaces need root");
         return;
     }
-    let site = Site::start(
+    // A hundred and more blocks on one agent within a minute: the circuit
+    // breaker (60 by default) would stop them.
+    let site = Site::start_with(
         programs!(),
         &Policy {
             command: "route-null",
             timeout: "600s",
             repeated_offenders: vec![],
             white_list: vec![],
+        },
+        &Extras {
+            max_new_blocks_per_minute: Some(0),
+            ..Extras::default()
         },
     )
     .expect("site");

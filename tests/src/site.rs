@@ -76,6 +76,9 @@ pub struct Extras {
     /// runs in the web server's namespace: a PostgreSQL server is reached
     /// through its Unix socket (see `PostgresDatabase::socket_url`).
     pub database: Option<String>,
+    /// `[global] max_new_blocks_per_minute` (the circuit breaker; 0 turns
+    /// it off) instead of the manager's default.
+    pub max_new_blocks_per_minute: Option<u32>,
 }
 
 impl Policy {
@@ -167,12 +170,16 @@ impl Site {
             .as_ref()
             .map(|url| format!("[storage]\ndatabase = \"{url}\"\nlogall = true\n"))
             .unwrap_or_default();
+        let breaker = extras
+            .max_new_blocks_per_minute
+            .map(|n| format!("max_new_blocks_per_minute = {n}\n"))
+            .unwrap_or_default();
         let manager_toml = mdir.join("manager.toml");
         write(
             &manager_toml,
             &format!(
                 "{storage}[server]\nlisten = \"0.0.0.0:1514\"\nadvertise = \"127.0.0.1:1514\"\n\
-                 [global]\nwhite_list = [{}]\n\
+                 [global]\nwhite_list = [{}]\n{breaker}\
                  [ruleset]\nbarrier = \"per-source\"\n\
                  [[active_response]]\ncommand = \"{}\"\nlocation = \"local\"\nrules_id = [{}]\ntimeout = \"{}\"\nrepeated_offenders = [{}]\n",
                 white.join(", "),

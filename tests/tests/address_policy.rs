@@ -38,7 +38,7 @@ fn site() -> Site {
             rules_id: vec![5712],
             auth_log: true,
             web_gateway: Some(WEB_GATEWAY),
-            database: None,
+            ..Extras::default()
         },
     )
     .unwrap()
