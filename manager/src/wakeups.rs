@@ -261,6 +261,19 @@ mod tests {
         }
     }
 
+    /// Managers A and B on one new PostgreSQL database, and agent `web01`
+    /// registered through A (the database lives as long as the first).
+    async fn pair_with_agent() -> (TestDb, Manager, Manager, String) {
+        let db = TestDb::new(Backend::Postgres);
+        let (a, b) = (Manager::new(&db).await, Manager::new(&db).await);
+        let (agent, _) = a
+            .store
+            .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
+            .await
+            .unwrap();
+        (db, a, b, agent)
+    }
+
     /// The command ids received so far.
     fn received(
         rx: &mut mpsc::Receiver<Result<palisade_proto::v1::ManagerMessage, tonic::Status>>,
@@ -300,13 +313,7 @@ mod tests {
         ignore = "needs PostgreSQL: PALISADE_TEST_POSTGRES=URL (scripts/pg-test-cluster; scripts/test sets it)"
     )]
     async fn a_block_asked_of_one_manager_reaches_the_agent_the_other_holds() {
-        let db = TestDb::new(Backend::Postgres);
-        let (mut a, b) = (Manager::new(&db).await, Manager::new(&db).await);
-        let (agent, _) = a
-            .store
-            .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
-            .await
-            .unwrap();
+        let (_db, mut a, b, agent) = pair_with_agent().await;
         let (offline, _) = a
             .store
             .add_agent("web02", "any", |_| Ok(("bb".to_string(), ())))
@@ -370,13 +377,7 @@ mod tests {
         ignore = "needs PostgreSQL: PALISADE_TEST_POSTGRES=URL (scripts/pg-test-cluster; scripts/test sets it)"
     )]
     async fn two_managers_racing_send_each_command_once() {
-        let db = TestDb::new(Backend::Postgres);
-        let (a, b) = (Manager::new(&db).await, Manager::new(&db).await);
-        let (agent, _) = a
-            .store
-            .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
-            .await
-            .unwrap();
+        let (_db, a, b, agent) = pair_with_agent().await;
         let (mut at_a, mut at_b) = (a.hold(&agent), b.hold(&agent));
         let commands: Vec<NewResponse> = (1..=40).map(|n| block(&agent, n)).collect();
         let recorded = a.store.insert_responses(&commands).await.unwrap();
@@ -405,13 +406,7 @@ mod tests {
         ignore = "needs PostgreSQL: PALISADE_TEST_POSTGRES=URL (scripts/pg-test-cluster; scripts/test sets it)"
     )]
     async fn a_command_whose_wakeup_was_missed_is_still_delivered() {
-        let db = TestDb::new(Backend::Postgres);
-        let (a, b) = (Manager::new(&db).await, Manager::new(&db).await);
-        let (agent, _) = a
-            .store
-            .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
-            .await
-            .unwrap();
+        let (_db, a, b, agent) = pair_with_agent().await;
         let mut at_b = b.hold(&agent);
         let shutdown = CancellationToken::new();
         let wakeups = Wakeups::start(&b.store, shutdown.clone()).await.unwrap();

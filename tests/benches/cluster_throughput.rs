@@ -26,9 +26,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use palisade_manager::store::Store;
 use palisade_tests::cluster::ManagerPair;
-use palisade_tests::measure::{cpu_seconds, generate_access_log, throughput_manager_toml};
+use palisade_tests::measure::{
+    cpu_seconds, generate_access_log, throughput_agent_toml, throughput_manager_toml, warm_up,
+};
 use palisade_tests::process::{AgentProcess, ManagerProcess};
 
 const DEFAULT_LINES: usize = 1_000_000;
@@ -51,20 +52,6 @@ impl Setup {
             Self::TwoOnPostgres => "two managers, one PostgreSQL",
         }
     }
-}
-
-/// An agent following `followed` for `manager`, its responses dry runs.
-fn agent_config(bundle: &Path, manager: &ManagerProcess, followed: &Path) -> PathBuf {
-    let toml = format!(
-        "[manager]\naddress = \"{}\"\nserver_name = \"localhost\"\nca_cert = \"ca.pem\"\ncert = \"agent.pem\"\nkey = \"agent.key\"\n\n\
-         [spool]\ndatabase = \"agent.db\"\n\n[active_response]\ndry_run = true\n\n\
-         [[localfile]]\nlocation = {:?}\nlog_format = \"apache\"\n",
-        manager.addr,
-        followed.display().to_string()
-    );
-    let path = bundle.join("agent.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
 }
 
 struct Figures {
@@ -121,9 +108,10 @@ async fn run(setup: Setup, halves: &[(PathBuf, usize); 2], logall: bool) -> Figu
         let (id, bundle) = a.add_agent(name).await.unwrap();
         let file = a.dir.path().join(format!("access-{i}.log"));
         std::fs::write(&file, "").unwrap();
-        let config = agent_config(&bundle, manager, &file);
+        let config = bundle.join("agent.toml");
+        std::fs::write(&config, throughput_agent_toml(manager.addr, &file)).unwrap();
         agents.push(AgentProcess::start(Path::new(AGENT), &config).unwrap());
-        let warmed = warm_up(&store, &id, &file).await;
+        let warmed = warm_up(&store, &id, &file).await.unwrap();
         targets.push((id, warmed + halves[i].1 as u64));
         followed.push(file);
     }
@@ -178,24 +166,6 @@ async fn run(setup: Setup, halves: &[(PathBuf, usize); 2], logall: bool) -> Figu
         seconds: elapsed.as_secs_f64(),
         alerts,
         manager_cpu,
-    }
-}
-
-/// A file first seen is read from its end: lines until one is stored show
-/// the agent follows it. Returns the agent's stored sequence then.
-async fn warm_up(store: &Store, id: &str, file: &Path) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        palisade_tests::append_lines(file, ["warm up".to_string()]).unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let stored = store.agent(id).await.unwrap().unwrap().last_sequence;
-        if stored > 0 {
-            return stored;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "agent {id} never delivered a line"
-        );
     }
 }
 

@@ -33,7 +33,8 @@ use palisade_manager::ManagerConfig;
 use palisade_manager::pipeline::analysis::{Analyzer, Input, Origin};
 use palisade_manager::ruleset::{self, Judging};
 use palisade_tests::measure::{
-    cpu_seconds, generate_access_log, status_kib, throughput_manager_toml as manager_toml,
+    cpu_seconds, generate_access_log, status_kib, throughput_agent_toml,
+    throughput_manager_toml as manager_toml, warm_up,
 };
 use palisade_tests::process::{AgentProcess, ManagerProcess};
 
@@ -133,34 +134,15 @@ async fn end_to_end(program: &Path, log: &Path, lines: usize, logall: bool) -> R
     let (id, bundle) = manager.add_agent("bench").await.unwrap();
     let followed = manager.dir.path().join("access.log");
     std::fs::write(&followed, "").unwrap();
-    // The agent's defaults (those `agent add` writes), one followed file,
-    // responses decided and reported but not carried out on this host.
+    // The agent's default spool bound (its agent.toml sets none).
     let spool_bound: u64 = 256 * 1024 * 1024;
-    let toml = format!(
-        "[manager]\naddress = \"{}\"\nserver_name = \"localhost\"\nca_cert = \"ca.pem\"\ncert = \"agent.pem\"\nkey = \"agent.key\"\n\n\
-         [spool]\ndatabase = \"agent.db\"\n\n[active_response]\ndry_run = true\n\n\
-         [[localfile]]\nlocation = {:?}\nlog_format = \"apache\"\n",
-        manager.addr,
-        followed.display().to_string()
-    );
+    let toml = throughput_agent_toml(manager.addr, &followed);
     let agent_config = bundle.join("agent.toml");
     std::fs::write(&agent_config, toml).unwrap();
     let agent =
         AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_e2e-agent")), &agent_config).unwrap();
     let store = manager.store().await.unwrap();
-    // A file first seen is read from its end: one line through shows the
-    // agent follows it.
-    let mut warmed = 0u64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while warmed == 0 {
-        palisade_tests::append_lines(&followed, ["warm up".to_string()]).unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        warmed = store.agent(&id).await.unwrap().unwrap().last_sequence;
-        assert!(
-            Instant::now() < deadline,
-            "the agent never delivered a line"
-        );
-    }
+    let warmed = warm_up(&store, &id, &followed).await.unwrap();
     let target = warmed + lines as u64;
     let spool = bundle.join("agent.db");
     let manager_pid = manager.pid().unwrap();

@@ -9,6 +9,9 @@
 //! namespace, each with its own agent, for what crosses managers.)
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use palisade_manager::store::{ArchivedEvent, Store};
 
 use crate::process::{AgentSetup, ManagerProcess, with_manager_name, write_agent_config};
 
@@ -106,5 +109,52 @@ impl ManagerPair {
             read(&self.a),
             read(&self.b)
         )
+    }
+
+    /// Waits (at most `limit`) until agent `id`'s lease is held by the
+    /// manager named `name`.
+    pub async fn lease_on(
+        &self,
+        store: &Store,
+        id: &str,
+        name: &str,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
+        crate::eventually(limit, &format!("agent {id}'s lease on {name}"), || async {
+            let holder = store.agent(id).await?.and_then(|a| a.lease_manager);
+            let managers = store.managers().await?;
+            Ok(managers
+                .iter()
+                .any(|m| Some(m.id) == holder && m.name == name)
+                .then_some(()))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
+    }
+
+    /// Waits (at most `limit`) until exactly `expected` events of agent
+    /// `id` are stored, failing at once on more; returns them.
+    pub async fn stored(
+        &self,
+        store: &Store,
+        id: &str,
+        expected: usize,
+        limit: Duration,
+    ) -> anyhow::Result<Vec<ArchivedEvent>> {
+        crate::eventually(
+            limit,
+            &format!("{expected} lines of {id} stored"),
+            || async {
+                let events = store.archived_events(Some(id)).await?;
+                anyhow::ensure!(
+                    events.len() <= expected,
+                    "{} events of {id} stored for {expected} lines",
+                    events.len()
+                );
+                Ok((events.len() == expected).then_some(events))
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
     }
 }

@@ -3,7 +3,11 @@
 //! manager configuration the throughput runs use. One place, so every
 //! figure in the notes is taken the same way.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use palisade_manager::store::Store;
 
 /// CPU seconds (user and system) a process has used so far ("self" for
 /// this one): a figure the other work on a shared machine does not move.
@@ -87,4 +91,35 @@ pub fn throughput_manager_toml(text: String, logall: bool) -> String {
         "no [flow] agent_events_per_second key in manager.toml"
     );
     out
+}
+
+/// The `agent.toml` of the throughput runs: the defaults `agent add`
+/// writes, one followed Apache log, responses decided and reported but
+/// not carried out on this host (dry runs).
+pub fn throughput_agent_toml(manager: SocketAddr, followed: &Path) -> String {
+    format!(
+        "[manager]\naddress = \"{manager}\"\nserver_name = \"localhost\"\nca_cert = \"ca.pem\"\ncert = \"agent.pem\"\nkey = \"agent.key\"\n\n\
+         [spool]\ndatabase = \"agent.db\"\n\n[active_response]\ndry_run = true\n\n\
+         [[localfile]]\nlocation = {:?}\nlog_format = \"apache\"\n",
+        followed.display().to_string()
+    )
+}
+
+/// A file first seen is read from its end: appends a line to `followed`
+/// until agent `id` has stored one, to show the agent follows it (at most
+/// a minute). Returns the agent's stored sequence then.
+pub async fn warm_up(store: &Store, id: &str, followed: &Path) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        crate::append_lines(followed, ["warm up".to_string()])?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stored = store.agent(id).await?.map_or(0, |a| a.last_sequence);
+        if stored > 0 {
+            return Ok(stored);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "agent {id} never delivered a line"
+        );
+    }
 }

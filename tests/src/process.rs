@@ -220,6 +220,17 @@ impl ManagerProcess {
         Ok((bundle.id, bundle.dir))
     }
 
+    /// Runs palisadectl (`program`) as the operator `init` made, against
+    /// this manager.
+    pub fn ctl(&self, program: &Path, args: &[&str]) -> std::io::Result<std::process::Output> {
+        Command::new(program)
+            .arg("--config")
+            .arg(self.dir.path().join("operator/ctl.toml"))
+            .args(args)
+            .env_remove("PALISADE_CTL_CONFIG")
+            .output()
+    }
+
     /// Opens the manager's database (a second connection).
     pub async fn store(&self) -> anyhow::Result<Store> {
         Ok(Store::open(&self.config.database).await?)

@@ -21,19 +21,10 @@ fn lines(range: std::ops::Range<usize>) -> Vec<String> {
         .collect()
 }
 
-fn ctl(manager: &ManagerProcess, args: &[&str]) -> std::process::Output {
-    let ctl_toml = manager.dir.path().join("operator/ctl.toml");
-    std::process::Command::new(CTL)
-        .arg("--config")
-        .arg(ctl_toml)
-        .args(args)
-        .env_remove("PALISADE_CTL_CONFIG")
-        .output()
-        .unwrap()
-}
-
 fn started_at(manager: &ManagerProcess) -> Option<String> {
-    let out = ctl(manager, &["agent", "001", "--json"]);
+    let out = manager
+        .ctl(Path::new(CTL), &["agent", "001", "--json"])
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     (v["status"] == "Active").then(|| v["started_at"].as_str().map(String::from))?
 }
@@ -63,7 +54,7 @@ async fn an_agent_asked_to_restart_reexecutes_itself_and_loses_nothing() {
     .unwrap();
 
     append_lines(&log, lines(0..200)).unwrap();
-    let out = ctl(&manager, &["-R", "001"]);
+    let out = manager.ctl(Path::new(CTL), &["-R", "001"]).unwrap();
     assert!(
         out.status.success(),
         "{}",

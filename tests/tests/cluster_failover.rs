@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-use palisade_manager::store::{ArchivedEvent, Store};
+use palisade_manager::store::Store;
 use palisade_tests::cluster::ManagerPair;
 use palisade_tests::process::{AgentProcess, AgentSetup};
 use palisade_tests::raw_agent::{Credentials, RawAgent, refusal};
@@ -52,47 +52,6 @@ async fn ctl_json(config: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Waits until exactly `expected` events of `agent` are stored (never
-/// more); returns them.
-async fn stored(
-    store: &Store,
-    cluster: &ManagerPair,
-    agent: &str,
-    expected: usize,
-) -> Vec<ArchivedEvent> {
-    eventually(LIMIT, &format!("{expected} lines stored"), || async {
-        let events = store.archived_events(Some(agent)).await?;
-        anyhow::ensure!(
-            events.len() <= expected,
-            "{} events stored for {expected} lines",
-            events.len()
-        );
-        Ok((events.len() == expected).then_some(events))
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))
-    .unwrap()
-}
-
-/// Waits until the agent's lease is held by the manager named `name`.
-async fn lease_on(store: &Store, cluster: &ManagerPair, agent: &str, name: &str) {
-    eventually(
-        LIMIT,
-        &format!("agent {agent}'s lease on {name}"),
-        || async {
-            let holder = store.agent(agent).await?.and_then(|a| a.lease_manager);
-            let managers = store.managers().await?;
-            Ok(managers
-                .iter()
-                .any(|m| Some(m.id) == holder && m.name == name)
-                .then_some(()))
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))
-    .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(palisade_postgres),
@@ -125,9 +84,9 @@ async fn an_agent_moves_between_two_managers_and_each_line_is_stored_once() {
         written.len()
     };
     // The agent's first address: A.
-    lease_on(&store, &cluster, &id, "mgr-a").await;
+    cluster.lease_on(&store, &id, "mgr-a", LIMIT).await.unwrap();
     let expected = write("first");
-    stored(&store, &cluster, &id, expected).await;
+    cluster.stored(&store, &id, expected, LIMIT).await.unwrap();
 
     // A second stream of the agent on B, while A holds the live one (a
     // stolen certificate), is refused as a second stream on one manager is.
@@ -147,8 +106,8 @@ async fn an_agent_moves_between_two_managers_and_each_line_is_stored_once() {
     // takes the lease once A's heartbeat is older than dead_after.
     cluster.a.kill();
     let expected = write("second");
-    lease_on(&store, &cluster, &id, "mgr-b").await;
-    stored(&store, &cluster, &id, expected).await;
+    cluster.lease_on(&store, &id, "mgr-b", LIMIT).await.unwrap();
+    cluster.stored(&store, &id, expected, LIMIT).await.unwrap();
 
     let on_b = cluster.ctl_config(&cluster.b).unwrap();
     let agents = ctl_json(&on_b, &["agents", "--json"]).await;
@@ -177,8 +136,8 @@ async fn an_agent_moves_between_two_managers_and_each_line_is_stored_once() {
     // when the agent left it.
     cluster.a.restart().await.unwrap();
     let expected = write("third");
-    lease_on(&store, &cluster, &id, "mgr-a").await;
-    let events = stored(&store, &cluster, &id, expected).await;
+    cluster.lease_on(&store, &id, "mgr-a", LIMIT).await.unwrap();
+    let events = cluster.stored(&store, &id, expected, LIMIT).await.unwrap();
 
     let lines: Vec<String> = events
         .iter()

@@ -63,47 +63,6 @@ fn agent_config(pair: &ManagerPair, bundle: &Path, log: &Path, b_first: bool) ->
     config
 }
 
-/// Waits until agent `id`'s lease is held by the manager named `name`.
-async fn lease_on(store: &Store, pair: &ManagerPair, id: &str, name: &str) {
-    eventually(LIMIT, &format!("agent {id}'s lease on {name}"), || async {
-        let holder = store.agent(id).await?.and_then(|a| a.lease_manager);
-        let managers = store.managers().await?;
-        Ok(managers
-            .iter()
-            .any(|m| Some(m.id) == holder && m.name == name)
-            .then_some(()))
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", pair.logs()))
-    .unwrap();
-}
-
-/// Waits until exactly `expected` lines of agent `id` are stored (never
-/// more); returns them.
-async fn stored(store: &Store, pair: &ManagerPair, id: &str, expected: usize) -> Vec<String> {
-    eventually(
-        LIMIT,
-        &format!("{expected} lines of {id} stored"),
-        || async {
-            let events = store.archived_events(Some(id)).await?;
-            anyhow::ensure!(
-                events.len() <= expected,
-                "{} events of {id} stored for {expected} lines",
-                events.len()
-            );
-            Ok((events.len() == expected).then(|| {
-                events
-                    .iter()
-                    .map(|e| String::from_utf8_lossy(&e.line).into_owned())
-                    .collect()
-            }))
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", pair.logs()))
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(palisade_postgres),
@@ -129,8 +88,12 @@ async fn two_managers_two_agents_a_crash_every_line_once_and_blocks_seen_from_bo
         ids.push(id);
         logs.push(log);
     }
-    lease_on(&store, &pair, &ids[0], "mgr-a").await;
-    lease_on(&store, &pair, &ids[1], "mgr-b").await;
+    pair.lease_on(&store, &ids[0], "mgr-a", LIMIT)
+        .await
+        .unwrap();
+    pair.lease_on(&store, &ids[1], "mgr-b", LIMIT)
+        .await
+        .unwrap();
 
     // A quarter of the lines in each phase: before the crash, while A is
     // dead, while web01 is on B with A back, after web01 came back to A.
@@ -145,14 +108,24 @@ async fn two_managers_two_agents_a_crash_every_line_once_and_blocks_seen_from_bo
     pair.a.kill();
     quarter(1);
     // web01 moves to B, which takes its lease once A counts as dead.
-    lease_on(&store, &pair, &ids[0], "mgr-b").await;
+    pair.lease_on(&store, &ids[0], "mgr-b", LIMIT)
+        .await
+        .unwrap();
     pair.a.restart().await.unwrap();
     quarter(2);
     // And comes back to A on its own (failback_interval 1 s).
-    lease_on(&store, &pair, &ids[0], "mgr-a").await;
+    pair.lease_on(&store, &ids[0], "mgr-a", LIMIT)
+        .await
+        .unwrap();
     quarter(3);
     for (k, id) in ids.iter().enumerate() {
-        let lines = stored(&store, &pair, id, LINES).await;
+        let lines: Vec<String> = pair
+            .stored(&store, id, LINES, LIMIT)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.line).into_owned())
+            .collect();
         let expected: Vec<String> = (0..LINES).map(|i| line(k + 1, i)).collect();
         assert!(
             lines == expected,
@@ -166,7 +139,9 @@ async fn two_managers_two_agents_a_crash_every_line_once_and_blocks_seen_from_bo
         "{}",
         pair.logs()
     );
-    lease_on(&store, &pair, &ids[1], "mgr-b").await;
+    pair.lease_on(&store, &ids[1], "mgr-b", LIMIT)
+        .await
+        .unwrap();
 
     // A scan seen by web01, on A: blocked, and listed by B.
     append_lines(&logs[0], scan_lines(SCANNER)).unwrap();

@@ -34,19 +34,11 @@ fn lines(n: usize, range: std::ops::Range<usize>) -> Vec<String> {
         .collect()
 }
 
-fn ctl(manager: &ManagerProcess, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(CTL)
-        .arg("--config")
-        .arg(manager.dir.path().join("operator/ctl.toml"))
-        .args(args)
-        .env_remove("PALISADE_CTL_CONFIG")
-        .output()
-        .unwrap()
-}
-
 /// Whether `palisadectl agent ID --json` says Active.
 fn active(manager: &ManagerProcess, id: &str) -> bool {
-    let out = ctl(manager, &["agent", id, "--json"]);
+    let out = manager
+        .ctl(Path::new(CTL), &["agent", id, "--json"])
+        .unwrap();
     serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| v["status"] == "Active")
 }
 
@@ -214,7 +206,7 @@ async fn a_sqlite_store_moved_to_postgresql_keeps_agents_alerts_responses_and_to
     assert_eq!(tokens_after.len(), tokens_before.len());
     assert_eq!(tokens_after[0].name, tokens_before[0].name);
     // Operators' tools work against the moved store.
-    let list = ctl(&manager, &["-l"]);
+    let list = manager.ctl(Path::new(CTL), &["-l"]).unwrap();
     let listing = String::from_utf8_lossy(&list.stdout);
     assert!(listing.contains("web01"), "{listing}");
     assert!(listing.contains("web03"), "{listing}");
