@@ -668,3 +668,49 @@ async fn dry_run_changes_nothing_and_says_would() {
         "dry run wrote hosts.deny: {hosts}"
     );
 }
+
+/// The manager's add and the unblock that lifts it can reach the agent in
+/// the wrong order (two of its tasks, or two managers, sending): the add
+/// that arrives after its unblock is not carried out, whereas a block
+/// decided after the unblock is, and so is a stale add once the unblock
+/// is long past.
+#[tokio::test]
+async fn an_add_overtaken_by_its_unblock_is_not_carried_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
+    let clock = ManualClock::starting_now();
+    let r = Responder::with_clock(
+        config(dir.path(), &[], "5s"),
+        ledger.clone(),
+        vec![],
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let command = |id: &str, action: Action| {
+        let mut o = order("host-deny", action, "198.51.100.9", Some(600));
+        o.command_id = id.into();
+        o
+    };
+    let deny = dir.path().join("hosts.deny");
+    let lift = r.execute(command("8", Action::Delete)).await;
+    assert!(lift.ok, "{lift:?}");
+    let stale = r.execute(command("5", Action::Add)).await;
+    assert!(!stale.ok, "{stale:?}");
+    assert!(
+        stale.message.contains("unblocked by a later command (8)"),
+        "{stale:?}"
+    );
+    assert!(ledger.list().await.unwrap().is_empty());
+    assert_eq!(std::fs::read_to_string(&deny).unwrap_or_default(), "");
+    let newer = r.execute(command("9", Action::Add)).await;
+    assert!(newer.ok, "{newer:?}");
+    assert_eq!(
+        std::fs::read_to_string(&deny).unwrap(),
+        "ALL:198.51.100.9\n"
+    );
+    let lift = r.execute(command("10", Action::Delete)).await;
+    assert!(lift.ok, "{lift:?}");
+    clock.advance(palisade_agent::respond::lifted::REMEMBERED_FOR);
+    let late = r.execute(command("7", Action::Add)).await;
+    assert!(late.ok, "remembered for a while only: {late:?}");
+}

@@ -397,6 +397,32 @@ mod tests {
         assert!(a.store.still_pending(&ids).await.unwrap().is_empty());
     }
 
+    /// An unblock asked of the manager holding the agent while another
+    /// manager's block still waits to be taken: the agent gets the delete
+    /// and never the add after it (which would block again what the
+    /// operator lifted, until its timeout).
+    #[tokio::test]
+    #[cfg_attr(
+        not(palisade_postgres),
+        ignore = "needs PostgreSQL: PALISADE_TEST_POSTGRES=URL (scripts/pg-test-cluster; scripts/test sets it)"
+    )]
+    async fn an_unblock_overtaking_a_block_still_waiting_cancels_it() {
+        let (_db, a, b, agent) = pair_with_agent().await;
+        let mut at_b = b.hold(&agent);
+        let add = a.store.insert_responses(&[block(&agent, 9)]).await.unwrap();
+        let outcome = b
+            .responder
+            .unblock("203.0.113.9", Targets::All)
+            .await
+            .unwrap();
+        assert_eq!(outcome.sent_to, std::slice::from_ref(&agent));
+        // What B's wake-up task would do next.
+        assert_eq!(b.responder.deliver_held(None).await.unwrap(), 0);
+        assert_eq!(received(&mut at_b), outcome.command_ids);
+        let add = a.store.response(add[0].id).await.unwrap().unwrap();
+        assert_eq!(add.status, "superseded");
+    }
+
     /// A command whose notification was missed (pending without one)
     /// is delivered once the listener's connection is lost and found
     /// again (or, at the latest, by the safety net).

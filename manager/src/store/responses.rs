@@ -179,8 +179,10 @@ impl Store {
     /// Records the commands of one decision (a fan-out to every agent, or
     /// one command) as pending, all or none, in one transaction: a few
     /// multi-row statements rather than two per agent. Adds supersede the
-    /// blocks they repeat as [`Self::insert_response`] says. Returns the
-    /// rows in id order.
+    /// blocks they repeat as [`Self::insert_response`] says; a delete
+    /// cancels (supersedes) the add it undoes if that is still pending, so
+    /// that it is never sent after the delete. Returns the rows in id
+    /// order.
     pub async fn insert_responses(
         &self,
         new: &[NewResponse],
@@ -232,6 +234,30 @@ impl Store {
                     update.push(")");
                     update.build().execute(&mut *tx).await?;
                 }
+            }
+            // An unblock cancels the adds it lifts that no stream carried
+            // yet: sent after the unblock (by another task, or the
+            // manager holding the agent), they would block again what
+            // the operator lifted. The delete goes anyway: an older add
+            // this one superseded may be in force on the agent.
+            let undone: Vec<i64> = new
+                .iter()
+                .filter(|n| n.action == Action::Delete)
+                .filter_map(|n| n.undoes)
+                .collect();
+            for chunk in undone.chunks(ROWS_PER_STATEMENT) {
+                let mut update = sqlx::QueryBuilder::<Db>::new(
+                    "UPDATE responses SET status = 'superseded', undone_at = ",
+                );
+                update
+                    .push_bind(now)
+                    .push(" WHERE action = 'add' AND status = 'pending' AND id IN (");
+                let mut ids = update.separated(", ");
+                for id in chunk {
+                    ids.push_bind(*id);
+                }
+                update.push(")");
+                update.build().execute(&mut *tx).await?;
             }
             let mut rows = Vec::with_capacity(new.len());
             for chunk in new.chunks(ROWS_PER_STATEMENT) {
