@@ -673,7 +673,7 @@ async fn dry_run_changes_nothing_and_says_would() {
 /// the wrong order (two of its tasks, or two managers, sending): the add
 /// that arrives after its unblock is not carried out, whereas a block
 /// decided after the unblock is, and so is a stale add once the unblock
-/// is long past.
+/// is long past; an unblock older than the block in force leaves it.
 #[tokio::test]
 async fn an_add_overtaken_by_its_unblock_is_not_carried_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -708,8 +708,22 @@ async fn an_add_overtaken_by_its_unblock_is_not_carried_out() {
         std::fs::read_to_string(&deny).unwrap(),
         "ALL:198.51.100.9\n"
     );
+    // An unblock older than the block in force leaves it.
+    let older = r.execute(command("6", Action::Delete)).await;
+    assert!(
+        older.ok
+            && older
+                .message
+                .contains("blocked again by a later command (9)"),
+        "{older:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&deny).unwrap(),
+        "ALL:198.51.100.9\n"
+    );
     let lift = r.execute(command("10", Action::Delete)).await;
     assert!(lift.ok, "{lift:?}");
+    assert_eq!(std::fs::read_to_string(&deny).unwrap(), "");
     clock.advance(palisade_agent::respond::lifted::REMEMBERED_FOR);
     let late = r.execute(command("7", Action::Add)).await;
     assert!(late.ok, "remembered for a while only: {late:?}");

@@ -2,13 +2,18 @@
 //! manager decided before an unblock but that arrives after it is not
 //! carried out.
 //!
-//! Why: the manager records every command with an increasing id, but two
-//! of its tasks (or, with several managers, a wake-up and an operator's
-//! request) can put an add and the delete that lifts it into the stream
-//! in the wrong order. Carried out in that order, the add would block
-//! again what the operator lifted, until its timeout: a lock-out. The
-//! manager cancels adds that were still waiting when the unblock was
-//! recorded; this covers the ones already on their way.
+//! Why: the manager records every command with an increasing id, but an
+//! add and the delete that lifts it can be carried out in the wrong
+//! order: two of the manager's tasks (or, with several managers, a
+//! wake-up and an operator's request) can put them into the stream out
+//! of order, and the agent runs commands concurrently (a slow script
+//! must not hold up a null route), an add reading the host's addresses
+//! before it takes the block's lock. Carried out in that order, the add
+//! would block again what the operator lifted, until its timeout: a
+//! lock-out. The manager cancels adds that were still waiting when the
+//! unblock was recorded; this covers the ones already on their way. (The
+//! converse, a delete older than the block in force, is skipped by the
+//! responder, which reads the block's command id from the ledger.)
 //!
 //! An add whose id is lower than that of a delete of the same response
 //! and address received in the last [`REMEMBERED_FOR`] is refused. Ids

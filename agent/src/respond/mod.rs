@@ -478,6 +478,18 @@ impl Responder {
             .get(response, ip)
             .await
             .inspect_err(|e| error!(error = %e, "Active-response ledger failed."))?;
+        // The block in force was decided after this unblock (the two ran
+        // at once here, or travelled out of order): it stays.
+        if let Some(block) = &existing
+            && let (Ok(newer), Ok(this)) =
+                (block.command_id.parse::<i64>(), command_id.parse::<i64>())
+            && newer > this
+        {
+            info!(%ip, command_id, response, blocked_by = newer, "Not unblocked: blocked again by a later command.");
+            return Ok(format!(
+                "{response} {ip}: not unblocked: blocked again by a later command ({newer})"
+            ));
+        }
         // A script's delete gets the arguments its add got.
         let target = Target {
             ip,
