@@ -143,7 +143,16 @@ async fn scripts_get_ossec_arguments_and_run_once_per_block() {
     let out = r.execute(o.clone()).await;
     assert!(out.ok, "{out:?}");
     assert!(out.message.contains("exit status 0"), "{}", out.message);
-    // A repeat is an extension: OSSEC does not run the script again.
+    // The same command again (sent again after a lost stream): carried
+    // out once.
+    let same = r.execute(o.clone()).await;
+    assert!(
+        same.ok && same.message.contains("already blocked by this command"),
+        "{same:?}"
+    );
+    // A repeat (another command) is an extension: OSSEC does not run the
+    // script again.
+    o.command_id = "c2".into();
     let again = r.execute(o).await;
     assert!(again.ok && again.message.contains("extended"), "{again:?}");
     // The delete gets the add's arguments.
@@ -519,7 +528,8 @@ async fn the_timer_lifts_blocks_at_their_expiry_and_extensions_postpone_it() {
         let r = r.clone();
         async move {
             let mut o = order("host-deny", Action::Add, ip, timeout);
-            o.command_id = format!("add-{ip}");
+            // Each add its own command; an extension's is the block's now.
+            o.command_id = format!("add-{ip}-{}", timeout.unwrap_or(0));
             let out = r.execute(o).await;
             assert!(out.ok, "{out:?}");
             out
@@ -535,7 +545,7 @@ async fn the_timer_lifts_blocks_at_their_expiry_and_extensions_postpone_it() {
     assert_eq!(r.undo_expired().await.unwrap(), 0, "nothing is due yet");
     clock.advance(Duration::from_secs(1));
     let report = lifted.recv().await.unwrap();
-    assert_eq!(report.command_id, "add-198.51.100.40");
+    assert_eq!(report.command_id, "add-198.51.100.40-10");
     assert_eq!(
         report.action,
         palisade_proto::v1::CommandAction::Delete as i32
@@ -554,7 +564,7 @@ async fn the_timer_lifts_blocks_at_their_expiry_and_extensions_postpone_it() {
     assert_eq!(r.undo_expired().await.unwrap(), 0);
     clock.advance(Duration::from_secs(10));
     let report = lifted.recv().await.unwrap();
-    assert_eq!(report.command_id, "add-198.51.100.41");
+    assert_eq!(report.command_id, "add-198.51.100.41-600");
     assert_eq!(
         std::fs::read_to_string(&deny).unwrap(),
         "ALL:198.51.100.42\n"

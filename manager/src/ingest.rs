@@ -470,8 +470,11 @@ impl Opening {
                 return Err(unregister(status));
             }
         };
+        // Commands claimed for this stream are sent at or after this.
+        let welcomed_at = crate::store::now_ms();
         guard.welcomed();
         Ok(SessionTask {
+            welcomed_at,
             store: ingest.store.clone(),
             heartbeats: ingest.heartbeats.clone(),
             sessions: ingest.sessions.clone(),
@@ -572,6 +575,9 @@ struct SessionTask {
     renewals: u32,
     tx: AgentSender,
     guard: SessionGuard,
+    /// When its Welcome went (ms): commands sent before went to an
+    /// earlier stream.
+    welcomed_at: i64,
     /// The cluster and the lease generation the stream holds.
     cluster: Option<(Cluster, u64)>,
     /// Tells a newer stream waiting on this one that it has ended.
@@ -581,7 +587,8 @@ struct SessionTask {
 impl SessionTask {
     async fn run(mut self, mut inbound: Streaming<AgentMessage>) {
         let agent = self.agent_id.clone();
-        if let Err(error) = Box::pin(self.responder.deliver_pending(&agent)).await {
+        if let Err(error) = Box::pin(self.responder.deliver_pending(&agent, self.welcomed_at)).await
+        {
             warn!(%agent, %error, "Cannot deliver queued active responses.");
         }
         loop {

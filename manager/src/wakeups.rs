@@ -196,70 +196,13 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use std::time::Duration;
 
-    use palisade_proto::v1::manager_message::Kind;
-    use tokio::sync::mpsc;
-
     use super::*;
     use crate::cluster::{Cluster, ClusterConfig};
-    use crate::config::ManagerConfig;
     use crate::responder::Targets;
-    use crate::sessions::{AgentSender, NewStream, Sessions};
+    use crate::responder::testing::{Manager, block, received};
+    use crate::store::NewResponse;
     use crate::store::testing::{Backend, TestDb};
-    use crate::store::{Action, NewResponse};
-
-    const CONFIG: &str = "[server]\nlisten = \"127.0.0.1:1514\"\n\
-        [[active_response]]\ncommand = \"route-null\"\nlocation = \"all\"\nrules_id = [31151]\ntimeout = \"600s\"\n";
-
-    /// A manager of the pair: its store on the shared database and the
-    /// streams it holds.
-    struct Manager {
-        store: Store,
-        sessions: Sessions,
-        responder: Responder,
-    }
-
-    impl Manager {
-        async fn new(db: &TestDb) -> Self {
-            let store = db.open().await;
-            let sessions = Sessions::default();
-            let config = ManagerConfig::parse(CONFIG, &db.dir().join("manager.toml")).unwrap();
-            let responder = Responder::new(
-                config.responses,
-                vec![],
-                vec![],
-                store.clone(),
-                sessions.clone(),
-            );
-            Self {
-                store,
-                sessions,
-                responder,
-            }
-        }
-
-        /// Opens a stream for `agent` here; its commands arrive on the
-        /// receiver.
-        fn hold(
-            &self,
-            agent: &str,
-        ) -> mpsc::Receiver<Result<palisade_proto::v1::ManagerMessage, tonic::Status>> {
-            let (tx, rx): (AgentSender, _) = mpsc::channel(64);
-            let stream = NewStream {
-                agent_id: agent,
-                serial: "aa",
-                address: None,
-                stale_after: Duration::from_secs(60),
-                takeover: false,
-            };
-            let (guard, _) = self
-                .sessions
-                .register(stream, tx, &CancellationToken::new())
-                .unwrap();
-            // Commands go to a stream once its Welcome went out.
-            guard.welcomed();
-            rx
-        }
-    }
+    use palisade_proto::v1::manager_message::Kind;
 
     /// Managers A and B on one new PostgreSQL database, and agent `web01`
     /// registered through A (the database lives as long as the first).
@@ -272,36 +215,6 @@ mod tests {
             .await
             .unwrap();
         (db, a, b, agent)
-    }
-
-    /// The command ids received so far.
-    fn received(
-        rx: &mut mpsc::Receiver<Result<palisade_proto::v1::ManagerMessage, tonic::Status>>,
-    ) -> Vec<i64> {
-        let mut ids = Vec::new();
-        while let Ok(Ok(message)) = rx.try_recv() {
-            if let Some(Kind::Command(c)) = message.kind {
-                ids.push(c.id.parse().unwrap());
-            }
-        }
-        ids
-    }
-
-    fn block(agent: &str, n: u32) -> NewResponse {
-        NewResponse {
-            agent_id: agent.into(),
-            response: "route-null600".into(),
-            command: "route-null".into(),
-            executable: "route-null".into(),
-            action: Action::Add,
-            srcip: Some(format!("203.0.113.{n}")),
-            user: None,
-            alert_id: None,
-            rule_id: None,
-            location: None,
-            timeout_s: Some(600),
-            undoes: None,
-        }
     }
 
     /// An operator's block asked of A reaches the agent B holds, once,

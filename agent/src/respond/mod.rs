@@ -388,6 +388,14 @@ impl Responder {
             .get(response, ip)
             .await
             .inspect_err(|e| error!(error = %e, "Active-response ledger failed."))?;
+        // The manager sends again what it never heard an answer to (the
+        // stream ended); carried out once.
+        if let Some(block) = &existing
+            && block.command_id == command_id
+        {
+            info!(%ip, command_id, response, "Block already carried out.");
+            return Ok(format!("{response} {ip}: already blocked by this command"));
+        }
         let new_expiry = order.timeout.map(|t| now.saturating_add(ms_of(t)));
         // Never shorten a block in force; None (no timeout) wins.
         let expiry = match &existing {
