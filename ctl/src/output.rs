@@ -557,7 +557,7 @@ pub fn agent_control_restart_all(r: &RestartAgentResponse) -> String {
 
 /// `-R ID -j` / `-R -a -j`.
 pub fn restart_json(r: &RestartAgentResponse) -> Value {
-    json!({"error": 0, "response": {"restarting": r.sent_to, "not_connected": r.not_connected}})
+    json!({"error": 0, "response": {"restarting": r.sent_to, "not_connected": r.not_connected, "through_other_manager": r.forwarded}})
 }
 
 /// `agent ID`: one field a line.

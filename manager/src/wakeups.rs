@@ -8,7 +8,8 @@
 //! passed on: commands to [`deliver_on_wakeups`], which sends what is
 //! pending for the agents held here through the same claim-then-send path
 //! as a reconnect (no command goes out twice); revocations to the
-//! revocation watch in `lib.rs`. Notifications can be lost while the
+//! revocation watch in `lib.rs`; operators' restart requests to
+//! [`restart_on_wakeups`]. Notifications can be lost while the
 //! connection is down, so a lost connection counts as "everything may have
 //! changed", and every [`SAFETY_NET`] the held agents' pending commands
 //! are read anyway.
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::responder::Responder;
+use crate::sessions::Sessions;
 use crate::store::{AgentsWithCommands, Listener, Notice, Store, StoreError};
 
 /// How often the pending commands of the agents held here are read even
@@ -46,6 +48,9 @@ struct Shared {
     pending: Mutex<Pending>,
     commands: Notify,
     revocations: Notify,
+    /// Operators' restart requests heard, not yet passed on.
+    restarts: Mutex<Vec<(AgentsWithCommands, String)>>,
+    restart: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -141,6 +146,17 @@ async fn listen(
             }
             Ok(Notice::Commands { agents, .. }) => shared.commands_for(agents),
             Ok(Notice::Revocations) => shared.revocations.notify_one(),
+            Ok(Notice::Restarts {
+                agents,
+                requested_by,
+            }) => {
+                shared
+                    .restarts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((agents, requested_by));
+                shared.restart.notify_one();
+            }
             Ok(Notice::Lost) => {
                 warn!(
                     "The connection listening to the other managers dropped and was opened again; reading what is pending."
@@ -154,6 +170,40 @@ async fn listen(
                     _ = tokio::time::sleep(RECONNECT_PAUSE) => {}
                 }
                 shared.lost();
+            }
+        }
+    }
+}
+
+/// Asks the agents held here to restart when an operator asked another
+/// manager (`palisadectl -R`); returns at once on SQLite. A request heard
+/// while the listening connection was down is lost: restarts are for the
+/// agents connected at that moment, and the operator sees which were asked.
+pub async fn restart_on_wakeups(wakeups: Wakeups, sessions: Sessions, shutdown: CancellationToken) {
+    if !wakeups.is_live() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wakeups.shared.restart.notified() => {}
+        }
+        let requests = std::mem::take(
+            &mut *wakeups
+                .shared
+                .restarts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (agents, operator) in requests {
+            let agents = match agents {
+                AgentsWithCommands::All => sessions.connected_ids(),
+                AgentsWithCommands::These(ids) => ids,
+            };
+            for agent in agents {
+                if sessions.ask_to_restart(&agent, &operator).await {
+                    info!(%agent, operator = %palisade_engine::escape::Escaped(&operator), "Asked the agent to restart, for an operator of another manager.");
+                }
             }
         }
     }
