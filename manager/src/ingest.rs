@@ -407,7 +407,7 @@ impl Opening {
             },
         };
         // The Hello's database work, a few agents at a time.
-        let _turn = ingest.openings.acquire().await;
+        let mut turn = Some(ingest.openings.acquire().await);
         let hello = protocol::first_message(first.kind)
             .map_err(|v| Status::failed_precondition(v.to_string()))?;
         protocol::check_hello(&hello).map_err(|v| Status::invalid_argument(v.to_string()))?;
@@ -444,7 +444,10 @@ impl Opening {
             if !self.renewed {
                 warn!(%agent, address = self.address.as_deref().unwrap_or("-"), old_address = old.live.address.as_deref().unwrap_or("-"), silent_s = old.live.silent_for.as_secs(), "Agent's stream was silent past the agent timeout; a new stream took over.");
             }
+            // Without a turn: other agents' openings go on meanwhile.
+            turn.take();
             self.wait_for(old).await;
+            turn.replace(ingest.openings.acquire().await);
         }
         let lease = match &ingest.cluster {
             None => None,
