@@ -574,6 +574,7 @@ pub fn agent_detail(a: &AgentInfo) -> String {
         ("Name", a.name.clone()),
         ("IP", a.registered_ip.clone()),
         ("Status", status_text(a.status).to_string()),
+        ("Manager", dash(&a.manager)),
         ("Address", dash(&a.last_address)),
         ("Hostname", dash(&a.hostname)),
         ("OS", dash(&a.os)),
@@ -976,7 +977,7 @@ mod tests {
         assert!(info.contains(&format!("Client version:      1.0{FORGE_SHOWN}\n")));
         assert_clean(&agent_control_info_csv(&a), 1);
         let detail = agent_detail(&a);
-        assert_clean(&detail, 16);
+        assert_clean(&detail, 17);
         assert!(detail.contains(&format!("OS:             Linux{FORGE_SHOWN}\n")));
         assert_clean(&removed_text(&a), 1);
         let json = json_line(&agents_json(&list));
