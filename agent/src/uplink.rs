@@ -487,7 +487,7 @@ impl Uplink {
                                 read_at: Some(palisade_common::time::proto_from_millis(
                                     e.event.read_at,
                                 )),
-                                line: e.event.line,
+                                line: e.event.line.into(),
                                 log_format: e.event.log_format,
                                 truncated: e.event.truncated,
                             },
@@ -676,7 +676,7 @@ mod tests {
             sequence: u64::MAX,
             location: "/var/log/nginx/access.log".into(),
             read_at: Some(palisade_common::time::proto_from_millis(i64::MAX)),
-            line: vec![b'x'; line],
+            line: vec![b'x'; line].into(),
             log_format: "nginx".into(),
             truncated: false,
         }

@@ -16,6 +16,10 @@ pub mod action;
 pub mod codec;
 pub mod identity;
 
+/// The type of an event's line ([`v1::Event::line`]): a shared slice of
+/// the received message, so that decoding a batch copies no line.
+pub use prost::bytes::Bytes;
+
 /// The generated code for package `palisade.v1`.
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

@@ -11,6 +11,9 @@ fn generated_code_is_current() {
     let protoc = protoc_bin_vendored::protoc_bin_path().unwrap();
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
+    // An event's line as `Bytes`: the manager decodes it as a slice of the
+    // received message, not a copy per line (same wire format).
+    config.bytes([".palisade.v1.Event.line"]);
     tonic_prost_build::configure()
         .out_dir(out.path())
         .codec_path("crate::codec::LeanCodec")

@@ -85,7 +85,7 @@ pub fn event(sequence: u64, line: impl Into<Vec<u8>>) -> Event {
         read_at: Some(palisade_common::time::proto_from_jiff(
             jiff::Timestamp::now(),
         )),
-        line: line.into(),
+        line: line.into().into(),
         log_format: "apache".into(),
         truncated: false,
     }

@@ -279,7 +279,7 @@ impl Stream {
                 events
                     .iter()
                     .filter(|e| e.sequence > upto)
-                    .map(|e| (e.sequence, e.location.as_str(), e.line.as_slice())),
+                    .map(|e| (e.sequence, e.location.as_str(), &e.line[..])),
             );
             (events, origin, prepared)
         })

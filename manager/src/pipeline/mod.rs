@@ -78,8 +78,9 @@ pub struct ReceivedEvent {
     pub read_at_clamped: bool,
     /// Cut at the agent's (or the manager's) line limit.
     pub truncated: bool,
-    /// The raw line.
-    pub line: Vec<u8>,
+    /// The raw line: a slice of the batch's message as received (no
+    /// copy per line).
+    pub line: palisade_proto::Bytes,
 }
 
 impl ReceivedEvent {

@@ -71,8 +71,8 @@ pub struct Event {
     pub read_at: ::core::option::Option<::prost_types::Timestamp>,
     /// The raw line, without its line terminator. Bytes: logs are not always
     /// UTF-8.
-    #[prost(bytes = "vec", tag = "4")]
-    pub line: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "bytes", tag = "4")]
+    pub line: ::prost::bytes::Bytes,
     /// OSSEC's log_format name: syslog, apache, nginx, command, multi-line ...
     #[prost(string, tag = "5")]
     pub log_format: ::prost::alloc::string::String,
