@@ -23,6 +23,8 @@
 //! figures with each named manager program (a copy of an earlier release
 //! build of `e2e-manager`), after the one built with the bench, so that a
 //! change is compared before and after in the same run, on the same load.
+//! `PALISADE_BENCH_IN_FLIGHT=N` sets the managers' `[flow]
+//! in_flight_batches`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -125,10 +127,22 @@ fn manager_programs() -> Vec<(String, PathBuf)> {
     programs
 }
 
+/// `[flow] in_flight_batches` as `PALISADE_BENCH_IN_FLIGHT` says (absent:
+/// the manager's default), to compare how batches overlap and group.
+fn in_flight(toml: String) -> String {
+    match std::env::var("PALISADE_BENCH_IN_FLIGHT") {
+        Ok(n) => toml.replace(
+            "agent_events_per_second = 0\n",
+            &format!("agent_events_per_second = 0\nin_flight_batches = {n}\n"),
+        ),
+        Err(_) => toml,
+    }
+}
+
 /// One end-to-end run: a fresh manager (`program`) and agent, the whole
 /// log appended.
 async fn end_to_end(program: &Path, log: &Path, lines: usize, logall: bool) -> RunFigures {
-    let manager = ManagerProcess::start_with(program, |t| manager_toml(t, logall))
+    let manager = ManagerProcess::start_with(program, |t| in_flight(manager_toml(t, logall)))
         .await
         .unwrap();
     let (id, bundle) = manager.add_agent("bench").await.unwrap();

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::warn;
 
-use super::analysis::{AnalysisStopped, Judged};
+use super::analysis::{AnalysisStopped, Judged, Verdict};
 use super::{Pipeline, PipelineError, ReceivedEvent, Source};
 use crate::sessions::AgentSender;
 
@@ -139,7 +139,7 @@ impl RateLimit {
 struct Pending {
     events: Vec<ReceivedEvent>,
     /// The engine's answer; `None` when every event was stored before.
-    judged: Option<oneshot::Receiver<Vec<Judged>>>,
+    judged: Option<oneshot::Receiver<Verdict>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -153,7 +153,7 @@ pub(super) struct Ready {
 impl Pending {
     async fn ready(self) -> Result<Ready, AnalysisStopped> {
         let judged = match self.judged {
-            Some(rx) => rx.await.map_err(|_| AnalysisStopped)?,
+            Some(rx) => rx.await.map_err(|_| AnalysisStopped)?.into_alerts(),
             None => Vec::new(),
         };
         Ok(Ready {
@@ -168,7 +168,7 @@ impl Pending {
         let judged = match &mut self.judged {
             None => Vec::new(),
             Some(rx) => match rx.try_recv() {
-                Ok(j) => j,
+                Ok(verdict) => verdict.into_alerts(),
                 Err(oneshot::error::TryRecvError::Empty) => return Err(self),
                 Err(oneshot::error::TryRecvError::Closed) => return Ok(Err(AnalysisStopped)),
             },
@@ -296,7 +296,7 @@ impl Stream {
     async fn send(
         &mut self,
         events: Vec<ReceivedEvent>,
-        judged: Option<oneshot::Receiver<Vec<Judged>>>,
+        judged: Option<oneshot::Receiver<Verdict>>,
         permit: OwnedSemaphorePermit,
     ) -> Result<(), SubmitError> {
         let pending = Pending {
