@@ -242,7 +242,8 @@ mod tests {
         fn hold(
             &self,
             agent: &str,
-        ) -> mpsc::Receiver<Result<palisade_proto::v1::ManagerMessage, tonic::Status>> {
+        ) -> mpsc::Receiver<Result<Box<palisade_proto::v1::ManagerMessage>, tonic::Status>>
+        {
             let (tx, rx): (AgentSender, _) = mpsc::channel(64);
             let stream = NewStream {
                 agent_id: agent,
@@ -276,7 +277,7 @@ mod tests {
 
     /// The command ids received so far.
     fn received(
-        rx: &mut mpsc::Receiver<Result<palisade_proto::v1::ManagerMessage, tonic::Status>>,
+        rx: &mut mpsc::Receiver<Result<Box<palisade_proto::v1::ManagerMessage>, tonic::Status>>,
     ) -> Vec<i64> {
         let mut ids = Vec::new();
         while let Ok(Ok(message)) = rx.try_recv() {

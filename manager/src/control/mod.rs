@@ -508,7 +508,7 @@ impl ControlService for Control {
                 })),
             };
             let sent = match self.sessions.sender(&id) {
-                Some(sender) => sender.send(Ok(restart)).await.is_ok(),
+                Some(sender) => sender.send(Ok(Box::new(restart))).await.is_ok(),
                 None => false,
             };
             if sent {
