@@ -1484,6 +1484,24 @@ mod tests {
                 .unwrap();
             assert!(s.blocks(Some("203.0.113.7"), None).await.unwrap().is_empty());
             assert!(s.blocking_commands("203.0.113.7").await.unwrap().is_empty());
+            // An unblock of an add no stream carried yet cancels it: sent
+            // after the delete, it would block again what was lifted.
+            let waiting = s.insert_response(&block(&id, "198.51.100.4", Action::Add, None)).await.unwrap();
+            let other = s.insert_response(&block(&id, "198.51.100.5", Action::Add, None)).await.unwrap();
+            assert_eq!(s.claim_responses(&[other.id]).await.unwrap(), [other.id]);
+            let lifts = s
+                .insert_responses(&[
+                    block(&id, "198.51.100.4", Action::Delete, Some(waiting.id)),
+                    block(&id, "198.51.100.5", Action::Delete, Some(other.id)),
+                ])
+                .await
+                .unwrap();
+            assert_eq!(s.response(waiting.id).await.unwrap().unwrap().status, "superseded");
+            assert_eq!(s.response(other.id).await.unwrap().unwrap().status, "sent", "already carried");
+            let lift_ids: Vec<i64> = lifts.iter().map(|l| l.id).collect();
+            assert_eq!(s.claim_responses(&[waiting.id]).await.unwrap(), Vec::<i64>::new());
+            assert_eq!(s.claim_responses(&lift_ids).await.unwrap(), lift_ids, "the deletes still go");
+            assert!(s.blocking_commands("198.51.100.4").await.unwrap().is_empty());
             s.insert_refusal("route-null600", Some(&id), None, Some(31151), Some("10.0.0.1"), "white-listed")
                 .await
                 .unwrap();
@@ -1526,6 +1544,8 @@ mod tests {
                 vec![
                     report(superseded, Action::Add, true, "late", 1_000),
                     report(add, Action::Add, true, "blocked", 2_000),
+                    // Sent again after a lost stream: only the first answer counts.
+                    report(add, Action::Add, false, "answered twice", 2_500),
                     report(failing, Action::Add, false, "no route table", 3_000),
                     report(timed_out, Action::Add, true, "blocked", 4_000),
                     report(lift, Action::Delete, true, "lifted", 5_000),
@@ -1565,7 +1585,7 @@ mod tests {
             assert_eq!(row(lift).await.status, "done");
             let undone = row(timed_out).await;
             assert_eq!((undone.undone_at, undone.message.as_deref()), (Some(6_000), Some("again")));
-            assert!(together[7].is_none() && together[8].is_none());
+            assert!(together[8].is_none() && together[9].is_none());
             assert_eq!(s.response(foreign.id).await.unwrap().unwrap().status, "pending");
         }
     }
