@@ -1527,6 +1527,8 @@ mod tests {
                 let superseded = s.insert_response(&block(agent, "203.0.113.7", Action::Add, None)).await.unwrap();
                 let add = s.insert_response(&block(agent, "203.0.113.7", Action::Add, None)).await.unwrap();
                 let failing = s.insert_response(&block(agent, "203.0.113.8", Action::Add, None)).await.unwrap();
+                // Sent (a lift recorded while its add is pending cancels it).
+                s.claim_responses(&[add.id, failing.id]).await.unwrap();
                 let lift = s.insert_response(&block(agent, "203.0.113.7", Action::Delete, Some(add.id))).await.unwrap();
                 let timed_out = s.insert_response(&block(agent, "198.51.100.1", Action::Add, None)).await.unwrap();
                 commands.insert(agent.clone(), [superseded.id, add.id, failing.id, lift.id, timed_out.id]);
