@@ -683,7 +683,7 @@ async fn dry_run_changes_nothing_and_says_would() {
 /// the wrong order (two of its tasks, or two managers, sending): the add
 /// that arrives after its unblock is not carried out, whereas a block
 /// decided after the unblock is, and so is a stale add once the unblock
-/// is long past; an unblock older than the block in force leaves it.
+/// is long past; an unblock older than a recent block in force leaves it.
 #[tokio::test]
 async fn an_add_overtaken_by_its_unblock_is_not_carried_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -712,29 +712,42 @@ async fn an_add_overtaken_by_its_unblock_is_not_carried_out() {
     );
     assert!(ledger.list().await.unwrap().is_empty());
     assert_eq!(std::fs::read_to_string(&deny).unwrap_or_default(), "");
-    let newer = r.execute(command("9", Action::Add)).await;
+    let newer = r.execute(command("20", Action::Add)).await;
     assert!(newer.ok, "{newer:?}");
     assert_eq!(
         std::fs::read_to_string(&deny).unwrap(),
         "ALL:198.51.100.9\n"
     );
+    // Sent again, or an older add overtaken by it: no extension, no
+    // offence.
+    for (id, said) in [("20", "by this command"), ("15", "by a later command (20)")] {
+        let again = r.execute(command(id, Action::Add)).await;
+        assert!(again.ok && again.message.contains(said), "{again:?}");
+    }
+    assert_eq!(ledger.list().await.unwrap()[0].offences, 1);
     // An unblock older than the block in force leaves it.
-    let older = r.execute(command("6", Action::Delete)).await;
+    let older = r.execute(command("16", Action::Delete)).await;
     assert!(
         older.ok
             && older
                 .message
-                .contains("blocked again by a later command (9)"),
+                .contains("blocked again by a later command (20)"),
         "{older:?}"
     );
     assert_eq!(
         std::fs::read_to_string(&deny).unwrap(),
         "ALL:198.51.100.9\n"
     );
-    let lift = r.execute(command("10", Action::Delete)).await;
+    let lift = r.execute(command("21", Action::Delete)).await;
     assert!(lift.ok, "{lift:?}");
     assert_eq!(std::fs::read_to_string(&deny).unwrap(), "");
     clock.advance(palisade_agent::respond::lifted::REMEMBERED_FOR);
     let late = r.execute(command("7", Action::Add)).await;
     assert!(late.ok, "remembered for a while only: {late:?}");
+    // Long after: ids are not compared with the block in force (a
+    // manager's rebuilt database counts from 1 again); the unblock lifts.
+    clock.advance(palisade_agent::respond::lifted::REMEMBERED_FOR);
+    let lift = r.execute(command("2", Action::Delete)).await;
+    assert!(lift.ok && lift.message.contains("unblocked"), "{lift:?}");
+    assert_eq!(std::fs::read_to_string(&deny).unwrap(), "");
 }

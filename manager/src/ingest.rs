@@ -41,7 +41,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
@@ -55,7 +54,9 @@ use crate::pipeline::{Pipeline, Source};
 use crate::pki::CertificateAuthority;
 use crate::protocol::{self, HELLO_TIMEOUT};
 use crate::responder::Responder;
-use crate::sessions::{AgentSender, EndReason, NewStream, Replaced, SessionGuard, Sessions};
+use crate::sessions::{
+    AgentReceiver, AgentSender, EndReason, NewStream, Replaced, SessionGuard, Sessions,
+};
 use crate::store::{SpoolChange, Store};
 use crate::wire;
 
@@ -257,7 +258,7 @@ impl Ingest {
 
 #[tonic::async_trait]
 impl AgentService for Ingest {
-    type SessionStream = ReceiverStream<Result<ManagerMessage, Status>>;
+    type SessionStream = AgentReceiver;
 
     async fn session(
         &self,
@@ -294,7 +295,7 @@ impl AgentService for Ingest {
             tx,
         };
         self.tasks.spawn(opening.run(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(AgentReceiver::new(rx)))
     }
 }
 
@@ -552,7 +553,7 @@ impl Opening {
             })),
         };
         self.tx
-            .send(Ok(welcome))
+            .send(Ok(Box::new(welcome)))
             .await
             .map_err(|_| Status::cancelled("stream closed"))?;
         info!(%agent, name = %Escaped(&self.name), address = self.address.as_deref().unwrap_or("-"), "Agent stream opened.");
@@ -628,7 +629,7 @@ impl SessionTask {
                         warn!(%agent, error = %Escaped(status.message()), "Agent stream failed.");
                         // The batches admitted before are stored and
                         // acknowledged before the stream ends.
-                        let _ = self.stream.finish().await;
+                        let _ = Box::pin(self.stream.finish()).await;
                         let _ = self.tx.send(Err(status)).await;
                         break;
                     }
@@ -655,7 +656,9 @@ impl SessionTask {
         }
         // What was admitted is stored and acknowledged before the stream
         // is let go (a failure was logged and told to the agent).
-        let _ = self.stream.finish().await;
+        // Boxed, as the lease's release below: the task holds their room
+        // for the stream's whole life otherwise.
+        let _ = Box::pin(self.stream.finish()).await;
         self.sessions.unregister(&agent, self.guard.generation);
         self.heartbeats.seen(&agent);
         // The agent (or its connection) ended the stream: let it go to
@@ -665,7 +668,7 @@ impl SessionTask {
         if let Some((cluster, lease)) = &self.cluster
             && !self.guard.token.is_cancelled()
         {
-            cluster.release_lease(&agent, *lease).await;
+            Box::pin(cluster.release_lease(&agent, *lease)).await;
         }
         info!(%agent, "Agent stream closed.");
     }
@@ -704,9 +707,9 @@ impl SessionTask {
             Some(AgentKind::Renew(request)) => {
                 let answer = self.renew(&request).await?;
                 self.tx
-                    .send(Ok(ManagerMessage {
+                    .send(Ok(Box::new(ManagerMessage {
                         kind: Some(ManagerKind::Renewed(answer)),
-                    }))
+                    })))
                     .await
                     .map_err(|_| Status::cancelled("stream closed"))?;
             }

@@ -544,15 +544,17 @@ impl Responder {
             let Some(sender) = senders[indexes[0]].clone() else {
                 continue;
             };
-            let command = |i: usize| ManagerMessage {
-                kind: Some(ManagerKind::Command(crate::wire::command(&rows[i]))),
+            let command = |i: usize| {
+                Box::new(ManagerMessage {
+                    kind: Some(ManagerKind::Command(crate::wire::command(&rows[i]))),
+                })
             };
             for (k, &i) in indexes.iter().enumerate() {
                 match sender.try_send(Ok(command(i))) {
                     Ok(()) => went[i] = Delivery::Here,
                     Err(TrySendError::Closed(_)) => break,
                     Err(TrySendError::Full(_)) => {
-                        let rest: Vec<(usize, ManagerMessage)> =
+                        let rest: Vec<(usize, Box<ManagerMessage>)> =
                             indexes[k..].iter().map(|&j| (j, command(j))).collect();
                         let sender = sender.clone();
                         waiting.spawn(async move {
@@ -985,7 +987,7 @@ pub(crate) mod testing {
         [[active_response]]\ncommand = \"route-null\"\nlocation = \"all\"\nrules_id = [31151]\ntimeout = \"600s\"\n";
 
     /// What an agent reads from its stream.
-    pub type Inbox = mpsc::Receiver<Result<ManagerMessage, tonic::Status>>;
+    pub type Inbox = mpsc::Receiver<Result<Box<ManagerMessage>, tonic::Status>>;
 
     /// A manager: its store on the test database and the streams it holds.
     pub struct Manager {

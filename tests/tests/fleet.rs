@@ -179,7 +179,7 @@ async fn a_slow_agent_gets_its_command_after_the_caller_went_away() -> anyhow::R
         guard.welcomed();
         if i == 0 {
             // The slow agent's queue is full.
-            tx.send(Ok(ManagerMessage::default())).await?;
+            tx.send(Ok(Box::default())).await?;
         }
         receivers.push(rx);
     }
@@ -197,12 +197,13 @@ async fn a_slow_agent_gets_its_command_after_the_caller_went_away() -> anyhow::R
             .await
             .map(|_| ())
     });
-    let command = |m: Option<Result<ManagerMessage, tonic::Status>>| match m {
-        Some(Ok(ManagerMessage {
-            kind: Some(ManagerKind::Command(c)),
-        })) => Ok(c),
-        other => Err(anyhow::anyhow!("expected a command, got {other:?}")),
-    };
+    let command =
+        |m: Option<Result<Box<ManagerMessage>, tonic::Status>>| match m.map(|m| m.map(|m| *m)) {
+            Some(Ok(ManagerMessage {
+                kind: Some(ManagerKind::Command(c)),
+            })) => Ok(c),
+            other => Err(anyhow::anyhow!("expected a command, got {other:?}")),
+        };
     for rx in &mut receivers[1..] {
         assert_eq!(command(rx.recv().await)?.srcip, srcip);
     }
@@ -211,7 +212,7 @@ async fn a_slow_agent_gets_its_command_after_the_caller_went_away() -> anyhow::R
     call.abort();
     let slow = &mut receivers[0];
     assert_eq!(
-        slow.recv().await.and_then(Result::ok),
+        slow.recv().await.and_then(Result::ok).map(|m| *m),
         Some(ManagerMessage::default())
     );
     assert_eq!(command(slow.recv().await)?.srcip, srcip);

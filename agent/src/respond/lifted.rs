@@ -11,9 +11,9 @@
 //! before it takes the block's lock. Carried out in that order, the add
 //! would block again what the operator lifted, until its timeout: a
 //! lock-out. The manager cancels adds that were still waiting when the
-//! unblock was recorded; this covers the ones already on their way. (The
-//! converse, a delete older than the block in force, is skipped by the
-//! responder, which reads the block's command id from the ledger.)
+//! unblock was recorded; this covers the ones already on their way. The
+//! converse, a delete (or an add) older than the block in force, is
+//! judged from the ledger's command id ([`newer_in_force`]).
 //!
 //! An add whose id is lower than that of a delete of the same response
 //! and address received in the last [`REMEMBERED_FOR`] is refused. Ids
@@ -86,6 +86,24 @@ impl Lifted {
     }
 }
 
+/// The id of the block in force (its last add `block_command_id`, at
+/// `updated_at` ms) when that add was decided after `command_id` and came
+/// in the last [`REMEMBERED_FOR`]: a delete or an add older than it is
+/// stale. Older blocks are not compared: ids start from 1 again when a
+/// manager's database is rebuilt, and an operator's unblock must never be
+/// taken for stale because of that.
+pub fn newer_in_force(
+    block_command_id: &str,
+    updated_at: i64,
+    command_id: &str,
+    now_ms: i64,
+) -> Option<i64> {
+    let newer = block_command_id.parse::<i64>().ok()?;
+    let this = command_id.parse::<i64>().ok()?;
+    let recent = now_ms.saturating_sub(updated_at) < REMEMBERED_FOR.as_millis() as i64;
+    (recent && newer > this).then_some(newer)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -108,6 +126,20 @@ mod tests {
         assert_eq!(lifted.lifted_after("route-null", ip, "7", 3_000), Some(8));
         let later = 3_000 + REMEMBERED_FOR.as_millis() as i64;
         assert_eq!(lifted.lifted_after("route-null", ip, "5", later), None);
+    }
+
+    #[test]
+    fn a_block_in_force_makes_older_commands_stale_for_a_while_only() {
+        assert_eq!(newer_in_force("9", 1_000, "7", 2_000), Some(9));
+        assert_eq!(newer_in_force("9", 1_000, "9", 2_000), None);
+        assert_eq!(newer_in_force("9", 1_000, "12", 2_000), None);
+        assert_eq!(newer_in_force("c1", 1_000, "7", 2_000), None);
+        let later = 1_000 + REMEMBERED_FOR.as_millis() as i64;
+        assert_eq!(
+            newer_in_force("9", 1_000, "7", later),
+            None,
+            "a rebuilt database"
+        );
     }
 
     #[test]

@@ -389,12 +389,22 @@ impl Responder {
             .await
             .inspect_err(|e| error!(error = %e, "Active-response ledger failed."))?;
         // The manager sends again what it never heard an answer to (the
-        // stream ended); carried out once.
-        if let Some(block) = &existing
-            && block.command_id == command_id
-        {
-            info!(%ip, command_id, response, "Block already carried out.");
-            return Ok(format!("{response} {ip}: already blocked by this command"));
+        // stream ended): carried out once. An add older than the block in
+        // force (sent again, or overtaken) neither extends it nor counts
+        // as an offence.
+        if let Some(block) = &existing {
+            if block.command_id == command_id {
+                info!(%ip, command_id, response, "Block already carried out.");
+                return Ok(format!("{response} {ip}: already blocked by this command"));
+            }
+            if let Some(newer) =
+                lifted::newer_in_force(&block.command_id, block.updated_at, command_id, now)
+            {
+                info!(%ip, command_id, response, blocked_by = newer, "Block already in force by a later command.");
+                return Ok(format!(
+                    "{response} {ip}: already blocked by a later command ({newer})"
+                ));
+            }
         }
         let new_expiry = order.timeout.map(|t| now.saturating_add(ms_of(t)));
         // Never shorten a block in force; None (no timeout) wins.
@@ -489,9 +499,12 @@ impl Responder {
         // The block in force was decided after this unblock (the two ran
         // at once here, or travelled out of order): it stays.
         if let Some(block) = &existing
-            && let (Ok(newer), Ok(this)) =
-                (block.command_id.parse::<i64>(), command_id.parse::<i64>())
-            && newer > this
+            && let Some(newer) = lifted::newer_in_force(
+                &block.command_id,
+                block.updated_at,
+                command_id,
+                self.now_ms(),
+            )
         {
             info!(%ip, command_id, response, blocked_by = newer, "Not unblocked: blocked again by a later command.");
             return Ok(format!(

@@ -1509,4 +1509,86 @@ mod tests {
             assert_eq!(s.recent_blocks(&id, "203.0.113.7", 0).await.unwrap(), (0, false));
         }
     }
+
+    both_backends! {
+        async fn reports_committed_together_read_as_reports_committed_one_by_one(db) {
+            // The grouped writer commits a fan-out's results in one call;
+            // it must leave what one call per report leaves, repeats, lifts
+            // of adds in the same group and hostile reports included.
+            let s = db.open().await;
+            let (one, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+            let (all, _) = s.add_agent("web02", "any", issue("bb")).await.unwrap();
+            let (other, _) = s.add_agent("web03", "any", issue("cc")).await.unwrap();
+            let foreign = s.insert_response(&block(&other, "203.0.113.9", Action::Add, None)).await.unwrap();
+            // Per agent: a (later superseded) add, its successor, a failing
+            // add, a lift of the successor, another add.
+            let mut commands = std::collections::HashMap::new();
+            for agent in [&one, &all] {
+                let superseded = s.insert_response(&block(agent, "203.0.113.7", Action::Add, None)).await.unwrap();
+                let add = s.insert_response(&block(agent, "203.0.113.7", Action::Add, None)).await.unwrap();
+                let failing = s.insert_response(&block(agent, "203.0.113.8", Action::Add, None)).await.unwrap();
+                // Sent (a lift recorded while its add is pending cancels it).
+                s.claim_responses(&[add.id, failing.id]).await.unwrap();
+                let lift = s.insert_response(&block(agent, "203.0.113.7", Action::Delete, Some(add.id))).await.unwrap();
+                let timed_out = s.insert_response(&block(agent, "198.51.100.1", Action::Add, None)).await.unwrap();
+                commands.insert(agent.clone(), [superseded.id, add.id, failing.id, lift.id, timed_out.id]);
+            }
+            let reports = |agent: &str| {
+                let [superseded, add, failing, lift, timed_out] = commands[agent];
+                let report = |id: i64, action: Action, ok: bool, message: &str, at: i64| CommandReport {
+                    agent_id: agent.to_string(),
+                    id,
+                    action,
+                    ok,
+                    message: message.into(),
+                    executed_at: at,
+                };
+                vec![
+                    report(superseded, Action::Add, true, "late", 1_000),
+                    report(add, Action::Add, true, "blocked", 2_000),
+                    // Sent again after a lost stream: only the first answer counts.
+                    report(add, Action::Add, false, "answered twice", 2_500),
+                    report(failing, Action::Add, false, "no route table", 3_000),
+                    report(timed_out, Action::Add, true, "blocked", 4_000),
+                    report(lift, Action::Delete, true, "lifted", 5_000),
+                    // The agent's own undo at the timeout, then a repeat.
+                    report(timed_out, Action::Delete, true, "timed out", 6_000),
+                    report(timed_out, Action::Delete, true, "again", 7_000),
+                    // Another agent's command, and one that does not exist.
+                    report(foreign.id, Action::Add, true, "not mine", 8_000),
+                    report(i64::MAX, Action::Add, true, "unknown", 9_000),
+                ]
+            };
+            let mut one_by_one = Vec::new();
+            for report in reports(&one) {
+                one_by_one.extend(s.response_results(std::slice::from_ref(&report)).await.unwrap());
+            }
+            let together = s.response_results(&reports(&all)).await.unwrap();
+            let [superseded, add, failing, lift, timed_out] = commands[&all];
+            // Times set when the commands were recorded (now) differ
+            // between the two agents; those the reports set (below 10^6)
+            // must not.
+            let reported = |t: Option<i64>| t.map(|t| t.min(1_000_000));
+            let read = |row: &ResponseRow| (row.status.clone(), row.executed_at, reported(row.expires_at), row.message.clone(), reported(row.undone_at));
+            let answers = |rows: &[Option<ResponseRow>]| rows.iter().map(|r| r.as_ref().map(read)).collect::<Vec<_>>();
+            assert_eq!(answers(&one_by_one), answers(&together));
+            for (a, b) in commands[&one].iter().zip(commands[&all]) {
+                let a = s.response(*a).await.unwrap().unwrap();
+                let b = s.response(b).await.unwrap().unwrap();
+                assert_eq!(read(&a), read(&b));
+            }
+            // And what that is.
+            let row = |id| { let s = s.clone(); async move { s.response(id).await.unwrap().unwrap() } };
+            assert_eq!((row(superseded).await.status.as_str(), row(superseded).await.message.as_deref()), ("superseded", Some("late")));
+            let lifted = row(add).await;
+            assert_eq!((lifted.status.as_str(), lifted.expires_at, lifted.undone_at), ("done", Some(602_000), Some(5_000)));
+            let failed = row(failing).await;
+            assert_eq!((failed.status.as_str(), failed.undone_at), ("failed", Some(3_000)));
+            assert_eq!(row(lift).await.status, "done");
+            let undone = row(timed_out).await;
+            assert_eq!((undone.undone_at, undone.message.as_deref()), (Some(6_000), Some("again")));
+            assert!(together[8].is_none() && together[9].is_none());
+            assert_eq!(s.response(foreign.id).await.unwrap().unwrap().status, "pending");
+        }
+    }
 }

@@ -169,6 +169,46 @@ pub struct CommandReport {
     pub executed_at: i64,
 }
 
+/// Applies an agent's report on its command `row` (read in the same
+/// write transaction) as the database records it; returns the add whose
+/// block a successful lift ended, whose `undone_at` is set too.
+fn apply_report(row: &mut ResponseRow, report: &CommandReport) -> Option<i64> {
+    let at = report.executed_at;
+    match (row.request.action, report.action) {
+        // Only the agent's first answer is recorded (a command sent
+        // again after a lost stream may be answered twice).
+        (Action::Add, Action::Add) if row.executed_at.is_some() => None,
+        (Action::Add, Action::Add) => {
+            if row.status != "superseded" {
+                row.status = if report.ok { "done" } else { "failed" }.into();
+            }
+            row.executed_at = Some(at);
+            if let Some(t) = row.request.timeout_s {
+                row.expires_at = Some(at.saturating_add(to_i64(t).saturating_mul(1000)));
+            }
+            row.message = Some(report.message.clone());
+            if !report.ok {
+                row.undone_at = Some(at);
+            }
+            None
+        }
+        (Action::Add, Action::Delete) => {
+            // The agent lifted the block itself (timeout).
+            row.undone_at = row.undone_at.or(Some(at));
+            row.message = Some(report.message.clone());
+            None
+        }
+        (Action::Delete, _) => {
+            if row.executed_at.is_none() {
+                row.status = if report.ok { "done" } else { "failed" }.into();
+                row.executed_at = Some(at);
+                row.message = Some(report.message.clone());
+            }
+            row.request.undoes.filter(|_| report.ok)
+        }
+    }
+}
+
 impl Store {
     /// Records a command as pending. An add for an address that already has
     /// a block of the same response on the same agent supersedes it (the
@@ -628,84 +668,101 @@ impl Store {
     /// Records many agents' reports ([`Self::response_result`] each) in
     /// one transaction: after a fan-out to thousands of agents their
     /// results arrive together, and one commit each would queue them all
-    /// on the write lock. Returns, per report, the command as it now is
-    /// (`None` for an unknown command or another agent's).
+    /// on the write lock. The commands reported on (and the adds their
+    /// lifts undo) are read in a few statements, the reports applied to
+    /// them in order in memory ([`apply_report`]), and the changed rows
+    /// written back in a few more: three statements per report made a
+    /// fan-out's results hold the write lock for most of a second, ahead
+    /// of the next operator's request. Returns, per report, the command as
+    /// it now is (`None` for an unknown command or another agent's).
     pub async fn response_results(
         &self,
         reports: &[CommandReport],
     ) -> Result<Vec<Option<ResponseRow>>, StoreError> {
         on_pool!(self, pool => {
             let mut tx = pool.write_tx().await?;
+            let mut rows: HashMap<i64, ResponseRow> = HashMap::new();
+            // Locked (PostgreSQL) until the commit, in id order; SQLite's
+            // write transaction excludes other writers already.
+            let mut wanted: Vec<i64> = reports.iter().map(|r| r.id).collect();
+            for round in 0..2 {
+                wanted.sort_unstable();
+                wanted.dedup();
+                for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
+                    let mut select =
+                        sqlx::QueryBuilder::<Db>::new("SELECT * FROM responses WHERE id IN (");
+                    let mut list = select.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    select.push(") ORDER BY id").push(Db::FOR_UPDATE);
+                    for row in select.build().fetch_all(&mut *tx).await?.iter() {
+                        let row = row_to_response(row);
+                        rows.insert(row.id, row);
+                    }
+                }
+                if round == 0 {
+                    // The adds that the lifts reported on undo.
+                    wanted = rows
+                        .values()
+                        .filter(|r| r.request.action == Action::Delete)
+                        .filter_map(|r| r.request.undoes)
+                        .filter(|id| !rows.contains_key(id))
+                        .collect();
+                }
+            }
+            let mut changed: Vec<i64> = Vec::new();
             let mut recorded = Vec::with_capacity(reports.len());
             for report in reports {
-                let CommandReport { id, action, ok, executed_at, .. } = *report;
-                let message = report.message.as_str();
-                let row = sqlx::query("SELECT * FROM responses WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|r| row_to_response(&r))
-                    .filter(|row| row.request.agent_id == report.agent_id);
-                let Some(row) = row else {
+                let Some(row) = rows
+                    .get_mut(&report.id)
+                    .filter(|row| row.request.agent_id == report.agent_id)
+                else {
                     recorded.push(None);
                     continue;
                 };
-                match (row.request.action, action) {
-                    (Action::Add, Action::Add) => {
-                        let expires_at = row
-                            .request
-                            .timeout_s
-                            .map(|t| executed_at + to_i64(t) * 1000);
-                        sqlx::query(
-                            "UPDATE responses SET status = CASE WHEN status = 'superseded' THEN status WHEN $1 THEN 'done' ELSE 'failed' END,
-                                 executed_at = $2, expires_at = COALESCE($3, expires_at), message = $4,
-                                 undone_at = CASE WHEN $1 THEN undone_at ELSE $2 END
-                             WHERE id = $5 AND executed_at IS NULL",
-                        )
-                        .bind(ok)
-                        .bind(executed_at)
-                        .bind(expires_at)
-                        .bind(message)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    (Action::Add, Action::Delete) => {
-                        // The agent lifted the block itself (timeout).
-                        sqlx::query("UPDATE responses SET undone_at = COALESCE(undone_at, $1), message = $2 WHERE id = $3")
-                            .bind(executed_at)
-                            .bind(message)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    (Action::Delete, _) => {
-                        sqlx::query(
-                            "UPDATE responses SET status = CASE WHEN $1 THEN 'done' ELSE 'failed' END, executed_at = $2, message = $3
-                             WHERE id = $4 AND executed_at IS NULL",
-                        )
-                        .bind(ok)
-                        .bind(executed_at)
-                        .bind(message)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                        if ok && let Some(undoes) = row.request.undoes {
-                            sqlx::query(
-                                "UPDATE responses SET undone_at = COALESCE(undone_at, $1) WHERE id = $2",
-                            )
-                            .bind(executed_at)
-                            .bind(undoes)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                    }
+                let undoes = apply_report(row, report);
+                changed.push(row.id);
+                recorded.push(Some(row.clone()));
+                if let Some(add) = undoes.and_then(|id| rows.get_mut(&id)) {
+                    add.undone_at = add.undone_at.or(Some(report.executed_at));
+                    changed.push(add.id);
                 }
-                let now = sqlx::query("SELECT * FROM responses WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                recorded.push(now.as_ref().map(row_to_response));
+            }
+            changed.sort_unstable();
+            changed.dedup();
+            let changed: Vec<&ResponseRow> = changed.iter().filter_map(|id| rows.get(id)).collect();
+            for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+                // VALUES' columns are column1.. in both databases; the
+                // casts type them for PostgreSQL.
+                let mut update = sqlx::QueryBuilder::<Db>::new(
+                    "UPDATE responses SET status = v.column2, executed_at = v.column3,
+                         expires_at = v.column4, message = v.column5, undone_at = v.column6
+                     FROM (",
+                );
+                update.push_values(chunk, |mut values, row| {
+                    values
+                        .push("CAST(")
+                        .push_bind_unseparated(row.id)
+                        .push_unseparated(" AS BIGINT)")
+                        .push("CAST(")
+                        .push_bind_unseparated(&row.status)
+                        .push_unseparated(" AS TEXT)")
+                        .push("CAST(")
+                        .push_bind_unseparated(row.executed_at)
+                        .push_unseparated(" AS BIGINT)")
+                        .push("CAST(")
+                        .push_bind_unseparated(row.expires_at)
+                        .push_unseparated(" AS BIGINT)")
+                        .push("CAST(")
+                        .push_bind_unseparated(row.message.as_deref())
+                        .push_unseparated(" AS TEXT)")
+                        .push("CAST(")
+                        .push_bind_unseparated(row.undone_at)
+                        .push_unseparated(" AS BIGINT)");
+                });
+                update.push(") AS v WHERE responses.id = v.column1");
+                update.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(recorded)
