@@ -143,7 +143,16 @@ async fn scripts_get_ossec_arguments_and_run_once_per_block() {
     let out = r.execute(o.clone()).await;
     assert!(out.ok, "{out:?}");
     assert!(out.message.contains("exit status 0"), "{}", out.message);
-    // A repeat is an extension: OSSEC does not run the script again.
+    // The same command again (sent again after a lost stream): carried
+    // out once.
+    let same = r.execute(o.clone()).await;
+    assert!(
+        same.ok && same.message.contains("already blocked by this command"),
+        "{same:?}"
+    );
+    // A repeat (another command) is an extension: OSSEC does not run the
+    // script again.
+    o.command_id = "c2".into();
     let again = r.execute(o).await;
     assert!(again.ok && again.message.contains("extended"), "{again:?}");
     // The delete gets the add's arguments.
@@ -519,7 +528,8 @@ async fn the_timer_lifts_blocks_at_their_expiry_and_extensions_postpone_it() {
         let r = r.clone();
         async move {
             let mut o = order("host-deny", Action::Add, ip, timeout);
-            o.command_id = format!("add-{ip}");
+            // Each add its own command; an extension's is the block's now.
+            o.command_id = format!("add-{ip}-{}", timeout.unwrap_or(0));
             let out = r.execute(o).await;
             assert!(out.ok, "{out:?}");
             out
@@ -535,7 +545,7 @@ async fn the_timer_lifts_blocks_at_their_expiry_and_extensions_postpone_it() {
     assert_eq!(r.undo_expired().await.unwrap(), 0, "nothing is due yet");
     clock.advance(Duration::from_secs(1));
     let report = lifted.recv().await.unwrap();
-    assert_eq!(report.command_id, "add-198.51.100.40");
+    assert_eq!(report.command_id, "add-198.51.100.40-10");
     assert_eq!(
         report.action,
         palisade_proto::v1::CommandAction::Delete as i32
@@ -554,7 +564,7 @@ async fn the_timer_lifts_blocks_at_their_expiry_and_extensions_postpone_it() {
     assert_eq!(r.undo_expired().await.unwrap(), 0);
     clock.advance(Duration::from_secs(10));
     let report = lifted.recv().await.unwrap();
-    assert_eq!(report.command_id, "add-198.51.100.41");
+    assert_eq!(report.command_id, "add-198.51.100.41-600");
     assert_eq!(
         std::fs::read_to_string(&deny).unwrap(),
         "ALL:198.51.100.42\n"
@@ -667,4 +677,77 @@ async fn dry_run_changes_nothing_and_says_would() {
         !hosts.contains("198.51.100.7"),
         "dry run wrote hosts.deny: {hosts}"
     );
+}
+
+/// The manager's add and the unblock that lifts it can reach the agent in
+/// the wrong order (two of its tasks, or two managers, sending): the add
+/// that arrives after its unblock is not carried out, whereas a block
+/// decided after the unblock is, and so is a stale add once the unblock
+/// is long past; an unblock older than a recent block in force leaves it.
+#[tokio::test]
+async fn an_add_overtaken_by_its_unblock_is_not_carried_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
+    let clock = ManualClock::starting_now();
+    let r = Responder::with_clock(
+        config(dir.path(), &[], "5s"),
+        ledger.clone(),
+        vec![],
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let command = |id: &str, action: Action| {
+        let mut o = order("host-deny", action, "198.51.100.9", Some(600));
+        o.command_id = id.into();
+        o
+    };
+    let deny = dir.path().join("hosts.deny");
+    let lift = r.execute(command("8", Action::Delete)).await;
+    assert!(lift.ok, "{lift:?}");
+    let stale = r.execute(command("5", Action::Add)).await;
+    assert!(!stale.ok, "{stale:?}");
+    assert!(
+        stale.message.contains("unblocked by a later command (8)"),
+        "{stale:?}"
+    );
+    assert!(ledger.list().await.unwrap().is_empty());
+    assert_eq!(std::fs::read_to_string(&deny).unwrap_or_default(), "");
+    let newer = r.execute(command("20", Action::Add)).await;
+    assert!(newer.ok, "{newer:?}");
+    assert_eq!(
+        std::fs::read_to_string(&deny).unwrap(),
+        "ALL:198.51.100.9\n"
+    );
+    // Sent again, or an older add overtaken by it: no extension, no
+    // offence.
+    for (id, said) in [("20", "by this command"), ("15", "by a later command (20)")] {
+        let again = r.execute(command(id, Action::Add)).await;
+        assert!(again.ok && again.message.contains(said), "{again:?}");
+    }
+    assert_eq!(ledger.list().await.unwrap()[0].offences, 1);
+    // An unblock older than the block in force leaves it.
+    let older = r.execute(command("16", Action::Delete)).await;
+    assert!(
+        older.ok
+            && older
+                .message
+                .contains("blocked again by a later command (20)"),
+        "{older:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&deny).unwrap(),
+        "ALL:198.51.100.9\n"
+    );
+    let lift = r.execute(command("21", Action::Delete)).await;
+    assert!(lift.ok, "{lift:?}");
+    assert_eq!(std::fs::read_to_string(&deny).unwrap(), "");
+    clock.advance(palisade_agent::respond::lifted::REMEMBERED_FOR);
+    let late = r.execute(command("7", Action::Add)).await;
+    assert!(late.ok, "remembered for a while only: {late:?}");
+    // Long after: ids are not compared with the block in force (a
+    // manager's rebuilt database counts from 1 again); the unblock lifts.
+    clock.advance(palisade_agent::respond::lifted::REMEMBERED_FOR);
+    let lift = r.execute(command("2", Action::Delete)).await;
+    assert!(lift.ok && lift.message.contains("unblocked"), "{lift:?}");
+    assert_eq!(std::fs::read_to_string(&deny).unwrap(), "");
 }

@@ -187,10 +187,11 @@ fn route_null_adds_and_deletes_ipv4_and_ipv6_idempotently() {
                     "{:?}",
                     routes()
                 );
-                // Again: extended, still exactly one route.
-                let again = r
-                    .execute(order("route-null", Action::Add, ip, Some(600)))
-                    .await;
+                // Again (another command): extended, still exactly one
+                // route.
+                let mut repeat = order("route-null", Action::Add, ip, Some(600));
+                repeat.command_id.push_str("-again");
+                let again = r.execute(repeat).await;
                 assert!(again.ok, "{again:?}");
                 assert!(again.message.contains("extended"), "{}", again.message);
                 assert_eq!(routes().iter().filter(|(d, _, _)| d == ip).count(), 1);
@@ -279,9 +280,9 @@ fn blackhole_is_an_option_and_a_type_change_replaces_our_route() {
         }
         // The configuration goes back to unreachable: a new add replaces our route.
         let r2 = Responder::new(config(dir.path()), ledger.clone(), vec![]).unwrap();
-        let out = r2
-            .execute(order("route-null", Action::Add, "198.51.100.7", None))
-            .await;
+        let mut again = order("route-null", Action::Add, "198.51.100.7", None);
+        again.command_id.push_str("-again");
+        let out = r2.execute(again).await;
         assert!(out.ok, "{out:?}");
         assert_eq!(
             route_of("198.51.100.7"),
@@ -485,9 +486,9 @@ fn blocks_are_lifted_at_expiry_and_extensions_postpone_it() {
                 .await
                 .ok
         );
-        let ext = r
-            .execute(order("route-null", Action::Add, "198.51.100.41", Some(600)))
-            .await;
+        let mut repeat = order("route-null", Action::Add, "198.51.100.41", Some(600));
+        repeat.command_id.push_str("-again");
+        let ext = r.execute(repeat).await;
         assert!(ext.ok && ext.message.contains("extended"), "{ext:?}");
         // A block with no timeout.
         assert!(
@@ -749,16 +750,9 @@ fn firewall_drop_uses_an_nft_set_with_timeouts() {
             assert!(ruleset.contains(rule), "{rule} missing:\n{ruleset}");
         }
         // Extension: the element gets the new, longer timeout.
-        assert!(
-            r.execute(order(
-                "firewall-drop",
-                Action::Add,
-                "198.51.100.60",
-                Some(1200)
-            ))
-            .await
-            .ok
-        );
+        let mut again = order("firewall-drop", Action::Add, "198.51.100.60", Some(1200));
+        again.command_id.push_str("-again");
+        assert!(r.execute(again).await.ok);
         assert_eq!(
             nft_elements("blocked4"),
             [("198.51.100.60".to_owned(), Some(1200))]
@@ -905,11 +899,12 @@ fn concurrent_route_commands_on_a_multi_threaded_runtime() {
                 .collect();
             let mut tasks = Vec::new();
             for ip in &ips {
-                for _ in 0..2 {
+                for k in 0..2 {
                     let (r, ip) = (r.clone(), ip.clone());
                     tasks.push(tokio::spawn(async move {
-                        r.execute(order("route-null", Action::Add, &ip, Some(600)))
-                            .await
+                        let mut add = order("route-null", Action::Add, &ip, Some(600));
+                        add.command_id.push_str(&format!("-{k}"));
+                        r.execute(add).await
                     }));
                 }
             }

@@ -430,7 +430,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Some(Command::Restart { ids, all }) => {
             let r = client::restart(&mut control, ids, all).await?;
             for id in &r.sent_to {
-                crate::outln!("agent {}: asked to restart", output::escaped(id));
+                let via = match r.forwarded.contains(id) {
+                    true => " (through the manager holding it)",
+                    false => "",
+                };
+                crate::outln!("agent {}: asked to restart{via}", output::escaped(id));
             }
             for id in &r.not_connected {
                 crate::outln!(

@@ -557,7 +557,7 @@ pub fn agent_control_restart_all(r: &RestartAgentResponse) -> String {
 
 /// `-R ID -j` / `-R -a -j`.
 pub fn restart_json(r: &RestartAgentResponse) -> Value {
-    json!({"error": 0, "response": {"restarting": r.sent_to, "not_connected": r.not_connected}})
+    json!({"error": 0, "response": {"restarting": r.sent_to, "not_connected": r.not_connected, "through_other_manager": r.forwarded}})
 }
 
 /// `agent ID`: one field a line.
@@ -574,6 +574,7 @@ pub fn agent_detail(a: &AgentInfo) -> String {
         ("Name", a.name.clone()),
         ("IP", a.registered_ip.clone()),
         ("Status", status_text(a.status).to_string()),
+        ("Manager", dash(&a.manager)),
         ("Address", dash(&a.last_address)),
         ("Hostname", dash(&a.hostname)),
         ("OS", dash(&a.os)),
@@ -976,7 +977,7 @@ mod tests {
         assert!(info.contains(&format!("Client version:      1.0{FORGE_SHOWN}\n")));
         assert_clean(&agent_control_info_csv(&a), 1);
         let detail = agent_detail(&a);
-        assert_clean(&detail, 16);
+        assert_clean(&detail, 17);
         assert!(detail.contains(&format!("OS:             Linux{FORGE_SHOWN}\n")));
         assert_clean(&removed_text(&a), 1);
         let json = json_line(&agents_json(&list));

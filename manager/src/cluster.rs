@@ -34,6 +34,10 @@ use crate::store::{Lease, LeaseHeld, LeaseRequest, ManagerRow, Store, StoreError
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 /// A manager silent this long is dead, by default.
 pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(10);
+/// How often a starting manager looks at the heartbeat of a namesake.
+const NAMESAKE_POLL: Duration = Duration::from_millis(100);
+/// How much longer than two heartbeat intervals it watches.
+const NAMESAKE_MARGIN: Duration = Duration::from_millis(500);
 /// The window of the rates a manager publishes.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -187,14 +191,15 @@ impl Cluster {
         config: ClusterConfig,
         agent_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let (id, before) = store
+        if let Some(other) = Self::namesake(&store, &name, &config).await? {
+            return Err(StoreError::Conflict(format!(
+                "another manager named {name:?} is running on this database (address {}, still saying it is alive): give each manager its own [manager] name",
+                other.address
+            )));
+        }
+        let (id, _) = store
             .register_manager(&name, address, env!("CARGO_PKG_VERSION"))
             .await?;
-        if let Some(before) = before
-            && before.is_alive(now_ms(), millis(config.dead_after))
-        {
-            warn!(manager = %name, id, address = %before.address, "A manager of this name was alive moments ago: if it is another process (not this one before a restart), give each manager its own [manager] name.");
-        }
         info!(manager = %name, id, "Joined the managers on this database.");
         let leases = Grouped::new(Leases {
             store: store.clone(),
@@ -210,6 +215,44 @@ impl Cluster {
             agent_timeout,
             leases,
         })
+    }
+
+    /// Another live process using `name`: its row says it is alive and
+    /// its heartbeat moves on while this one watches for two heartbeat
+    /// intervals. `None` when there is no row, it stopped cleanly, or its
+    /// heartbeat stands still: this manager's own last run, killed
+    /// moments ago (which costs a restart that wait). Two processes of one
+    /// name would share one row and its leases, so one agent could have a
+    /// live stream on each. Not looked for on SQLite: one manager, which
+    /// restarts without the wait.
+    async fn namesake(
+        store: &Store,
+        name: &str,
+        config: &ClusterConfig,
+    ) -> Result<Option<ManagerRow>, StoreError> {
+        if !store.is_postgres() {
+            return Ok(None);
+        }
+        let named = |rows: Vec<ManagerRow>| rows.into_iter().find(|m| m.name == name);
+        let Some(seen) = named(store.managers().await?)
+            .filter(|m| m.is_alive(now_ms(), millis(config.dead_after)))
+        else {
+            return Ok(None);
+        };
+        info!(manager = %name, "A manager of this name said it was alive moments ago; watching its heartbeat before joining.");
+        let deadline =
+            tokio::time::Instant::now() + config.heartbeat_interval * 2 + NAMESAKE_MARGIN;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(NAMESAKE_POLL).await;
+            match named(store.managers().await?) {
+                Some(row) if row.stopped_at.is_some() => return Ok(None),
+                Some(row) if row.heartbeat_at != seen.heartbeat_at => return Ok(Some(row)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+        info!(manager = %name, "Its heartbeat stood still: this manager's last run; taking its place.");
+        Ok(None)
     }
 
     /// Its id.
@@ -407,6 +450,52 @@ mod tests {
             let managers = store.managers().await.unwrap();
             assert!(managers.iter().any(|m| m.name == "a" && m.stopped_at.is_some()));
         }
+    }
+
+    #[tokio::test]
+    #[cfg_attr(
+        not(palisade_postgres),
+        ignore = "needs PostgreSQL: PALISADE_TEST_POSTGRES=URL (scripts/pg-test-cluster; scripts/test sets it)"
+    )]
+    async fn a_second_manager_of_one_name_is_refused_a_restarted_one_is_not() {
+        let db = crate::store::testing::TestDb::new(crate::store::testing::Backend::Postgres);
+        let config = ClusterConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            ..ClusterConfig::default()
+        };
+        let join = |store: Store, name: &str| {
+            Cluster::join(
+                store,
+                name.to_string(),
+                "192.0.2.1:1514",
+                config.clone(),
+                Duration::from_secs(60),
+            )
+        };
+        let (first_store, second_store) = (db.open().await, db.open().await);
+        let first = join(first_store.clone(), "a").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let beating = tokio::spawn(first.clone().run(
+            Sessions::default(),
+            Arc::new(Stats::default()),
+            shutdown.clone(),
+        ));
+        let refused = join(second_store.clone(), "a").await.unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("give each manager its own [manager] name"),
+            "{refused}"
+        );
+        // A manager killed moments ago: its row says alive, its
+        // heartbeat stands still; its next run takes its place.
+        beating.abort();
+        assert!(beating.await.unwrap_err().is_cancelled());
+        let again = join(second_store.clone(), "a").await.unwrap();
+        assert_eq!(again.id(), first.id(), "the same row");
+        // A clean stop: joined at once.
+        again.leave().await;
+        join(first_store, "a").await.unwrap();
     }
 
     #[test]

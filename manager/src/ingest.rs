@@ -407,7 +407,7 @@ impl Opening {
             },
         };
         // The Hello's database work, a few agents at a time.
-        let _turn = ingest.openings.acquire().await;
+        let mut turn = Some(ingest.openings.acquire().await);
         let hello = protocol::first_message(first.kind)
             .map_err(|v| Status::failed_precondition(v.to_string()))?;
         protocol::check_hello(&hello).map_err(|v| Status::invalid_argument(v.to_string()))?;
@@ -444,7 +444,10 @@ impl Opening {
             if !self.renewed {
                 warn!(%agent, address = self.address.as_deref().unwrap_or("-"), old_address = old.live.address.as_deref().unwrap_or("-"), silent_s = old.live.silent_for.as_secs(), "Agent's stream was silent past the agent timeout; a new stream took over.");
             }
+            // Without a turn: other agents' openings go on meanwhile.
+            turn.take();
             self.wait_for(old).await;
+            turn.replace(ingest.openings.acquire().await);
         }
         let lease = match &ingest.cluster {
             None => None,
@@ -470,8 +473,11 @@ impl Opening {
                 return Err(unregister(status));
             }
         };
+        // Commands claimed for this stream are sent at or after this.
+        let welcomed_at = crate::store::now_ms();
         guard.welcomed();
         Ok(SessionTask {
+            welcomed_at,
             store: ingest.store.clone(),
             heartbeats: ingest.heartbeats.clone(),
             sessions: ingest.sessions.clone(),
@@ -572,6 +578,9 @@ struct SessionTask {
     renewals: u32,
     tx: AgentSender,
     guard: SessionGuard,
+    /// When its Welcome went (ms): commands sent before went to an
+    /// earlier stream.
+    welcomed_at: i64,
     /// The cluster and the lease generation the stream holds.
     cluster: Option<(Cluster, u64)>,
     /// Tells a newer stream waiting on this one that it has ended.
@@ -581,7 +590,8 @@ struct SessionTask {
 impl SessionTask {
     async fn run(mut self, mut inbound: Streaming<AgentMessage>) {
         let agent = self.agent_id.clone();
-        if let Err(error) = Box::pin(self.responder.deliver_pending(&agent)).await {
+        if let Err(error) = Box::pin(self.responder.deliver_pending(&agent, self.welcomed_at)).await
+        {
             warn!(%agent, %error, "Cannot deliver queued active responses.");
         }
         loop {

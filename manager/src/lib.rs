@@ -410,6 +410,11 @@ pub async fn run(
         responder.clone(),
         shutdown.clone(),
     ));
+    let cross_restarts = tokio::spawn(wakeups::restart_on_wakeups(
+        wakeups.clone(),
+        sessions.clone(),
+        shutdown.clone(),
+    ));
     let control = control::Control::new(
         store.clone(),
         sessions.clone(),
@@ -486,6 +491,7 @@ pub async fn run(
     revocations.abort();
     // Not aborted: a command it claimed is sent or handed back whole.
     let _ = cross_delivery.await;
+    let _ = cross_restarts.await;
     let _ = memory.await;
     // Cancelled with the rest: it stops after the batch in hand.
     let _ = retention.await;

@@ -592,12 +592,29 @@ impl Responder {
         Ok(went)
     }
 
-    /// Sends what waited for an agent that just connected.
-    pub async fn deliver_pending(&self, agent_id: &str) -> Result<(), StoreError> {
-        let rows = self.store.pending_responses(agent_id).await?;
-        for (row, went) in rows.iter().zip(self.deliver_all(&rows).await?) {
-            if went == Delivery::Here {
-                info!(command = row.id, agent = %agent_id, response = %row.request.response, "Queued active response delivered.");
+    /// Sends, in id order, what waited for an agent whose stream was
+    /// welcomed at `welcomed_at` (ms), and what an earlier stream may
+    /// have lost ([`Store::responses_for_new_stream`]).
+    pub async fn deliver_pending(
+        &self,
+        agent_id: &str,
+        welcomed_at: i64,
+    ) -> Result<(), StoreError> {
+        let rows = self
+            .store
+            .responses_for_new_stream(agent_id, welcomed_at)
+            .await?;
+        // Unanswered ones are this manager's to send again: sent already.
+        let went = self.deliver(&rows, |row| row.status == "sent").await?;
+        for (row, went) in rows.iter().zip(went) {
+            match (went, row.status.as_str()) {
+                (Delivery::Here, "sent") => {
+                    info!(command = row.id, agent = %agent_id, response = %row.request.response, action = %row.request.action, "Unanswered active response sent again.")
+                }
+                (Delivery::Here, _) => {
+                    info!(command = row.id, agent = %agent_id, response = %row.request.response, action = %row.request.action, "Queued active response delivered.")
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -942,6 +959,185 @@ impl Responder {
                 }
                 Ok(ids)
             }
+        }
+    }
+}
+
+/// A manager's responder over a test database, with streams that are
+/// channels: what the responder sends, as an agent would read it.
+#[cfg(test)]
+pub(crate) mod testing {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::time::Duration;
+
+    use palisade_proto::v1::ManagerMessage;
+    use palisade_proto::v1::manager_message::Kind;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use super::Responder;
+    use crate::config::ManagerConfig;
+    use crate::sessions::{AgentSender, NewStream, SessionGuard, Sessions};
+    use crate::store::testing::TestDb;
+    use crate::store::{Action, NewResponse, Store};
+
+    const CONFIG: &str = "[server]\nlisten = \"127.0.0.1:1514\"\n\
+        [[active_response]]\ncommand = \"route-null\"\nlocation = \"all\"\nrules_id = [31151]\ntimeout = \"600s\"\n";
+
+    /// What an agent reads from its stream.
+    pub type Inbox = mpsc::Receiver<Result<ManagerMessage, tonic::Status>>;
+
+    /// A manager: its store on the test database and the streams it holds.
+    pub struct Manager {
+        pub store: Store,
+        pub sessions: Sessions,
+        pub responder: Responder,
+    }
+
+    impl Manager {
+        pub async fn new(db: &TestDb) -> Self {
+            let store = db.open().await;
+            let sessions = Sessions::default();
+            let config = ManagerConfig::parse(CONFIG, &db.dir().join("manager.toml")).unwrap();
+            let responder = Responder::new(
+                config.responses,
+                vec![],
+                vec![],
+                store.clone(),
+                sessions.clone(),
+            );
+            Self {
+                store,
+                sessions,
+                responder,
+            }
+        }
+
+        /// Opens a stream for `agent` here; its commands arrive on the
+        /// receiver.
+        pub fn hold(&self, agent: &str) -> Inbox {
+            self.open(agent).1
+        }
+
+        /// [`Self::hold`], with the stream's guard (to end it).
+        pub fn open(&self, agent: &str) -> (SessionGuard, Inbox) {
+            let (tx, rx): (AgentSender, _) = mpsc::channel(64);
+            let stream = NewStream {
+                agent_id: agent,
+                serial: "aa",
+                address: None,
+                stale_after: Duration::from_secs(60),
+                takeover: false,
+            };
+            let (guard, _) = self
+                .sessions
+                .register(stream, tx, &CancellationToken::new())
+                .unwrap();
+            // Commands go to a stream once its Welcome went out.
+            guard.welcomed();
+            (guard, rx)
+        }
+    }
+
+    /// The command ids received so far.
+    pub fn received(rx: &mut Inbox) -> Vec<i64> {
+        let mut ids = Vec::new();
+        while let Ok(Ok(message)) = rx.try_recv() {
+            if let Some(Kind::Command(c)) = message.kind {
+                ids.push(c.id.parse().unwrap());
+            }
+        }
+        ids
+    }
+
+    /// A block of 203.0.113.`n` for `agent`.
+    pub fn block(agent: &str, n: u32) -> NewResponse {
+        NewResponse {
+            agent_id: agent.into(),
+            response: "route-null600".into(),
+            command: "route-null".into(),
+            executable: "route-null".into(),
+            action: Action::Add,
+            srcip: Some(format!("203.0.113.{n}")),
+            user: None,
+            alert_id: None,
+            rule_id: None,
+            location: None,
+            timeout_s: Some(600),
+            undoes: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::testing::{Manager, block, received};
+    use crate::store::testing::both_backends;
+    use crate::store::{Action, now_ms};
+
+    /// Returns once the clock (ms) moved past now: what is sent after
+    /// has a later time than what was sent before.
+    async fn next_millisecond() {
+        let now = now_ms();
+        while now_ms() <= now {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    both_backends! {
+        // A stream that ends with commands in its buffers (a manager
+        // killed, a connection cut) loses them for the agent although
+        // they are `sent`: the agent's next stream carries, in order,
+        // those it never answered, and nothing it answered.
+        async fn commands_an_ended_stream_never_carried_go_down_the_next(db) {
+            let m = Manager::new(&db).await;
+            let (agent, _) = m
+                .store
+                .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
+                .await
+                .unwrap();
+            let (first, mut lost) = m.open(&agent);
+            let outcome = m
+                .responder
+                .fan_out(&[block(&agent, 1), block(&agent, 2), block(&agent, 3)])
+                .await
+                .unwrap();
+            let ids = outcome.command_ids;
+            assert_eq!(received(&mut lost), ids, "all three went down the first stream");
+            // The agent answered the second only; the stream ends.
+            m.store
+                .response_result(&agent, ids[1], Action::Add, true, "blocked", now_ms())
+                .await
+                .unwrap();
+            m.sessions.unregister(&agent, first.generation);
+            // A command for the new stream, sent after its Welcome: not
+            // sent twice.
+            next_millisecond().await;
+            let (second, mut next) = m.open(&agent);
+            let welcomed_at = now_ms();
+            let later = m.responder.fan_out(&[block(&agent, 4)]).await.unwrap();
+            assert_eq!(received(&mut next), later.command_ids);
+            m.responder.deliver_pending(&agent, welcomed_at).await.unwrap();
+            assert_eq!(received(&mut next), [ids[0], ids[2]]);
+            // A duplicate answer does not overwrite the first.
+            m.store
+                .response_result(&agent, ids[1], Action::Add, false, "again", now_ms())
+                .await
+                .unwrap();
+            assert_eq!(m.store.response(ids[1]).await.unwrap().unwrap().status, "done");
+            // Answered now: not sent a third time.
+            for id in [ids[0], ids[2], later.command_ids[0]] {
+                m.store
+                    .response_result(&agent, id, Action::Add, true, "blocked", now_ms())
+                    .await
+                    .unwrap();
+            }
+            m.sessions.unregister(&agent, second.generation);
+            next_millisecond().await;
+            let (_, mut third) = m.open(&agent);
+            m.responder.deliver_pending(&agent, now_ms()).await.unwrap();
+            assert!(received(&mut third).is_empty());
         }
     }
 }

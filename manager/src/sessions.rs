@@ -309,6 +309,22 @@ impl Sessions {
             .and_then(Session::commands)
     }
 
+    /// Asks the agent to restart, down its stream here; false when it has
+    /// no welcomed stream here (or the stream ended meanwhile).
+    pub async fn ask_to_restart(&self, agent_id: &str, requested_by: &str) -> bool {
+        let Some(sender) = self.sender(agent_id) else {
+            return false;
+        };
+        let restart = ManagerMessage {
+            kind: Some(palisade_proto::v1::manager_message::Kind::Restart(
+                palisade_proto::v1::Restart {
+                    requested_by: requested_by.to_string(),
+                },
+            )),
+        };
+        sender.send(Ok(restart)).await.is_ok()
+    }
+
     /// The senders of `agent_ids`' streams (`None` for agents offline),
     /// read under one lock: for a fan-out.
     pub fn senders<'a>(

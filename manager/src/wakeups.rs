@@ -8,7 +8,8 @@
 //! passed on: commands to [`deliver_on_wakeups`], which sends what is
 //! pending for the agents held here through the same claim-then-send path
 //! as a reconnect (no command goes out twice); revocations to the
-//! revocation watch in `lib.rs`. Notifications can be lost while the
+//! revocation watch in `lib.rs`; operators' restart requests to
+//! [`restart_on_wakeups`]. Notifications can be lost while the
 //! connection is down, so a lost connection counts as "everything may have
 //! changed", and every [`SAFETY_NET`] the held agents' pending commands
 //! are read anyway.
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::responder::Responder;
+use crate::sessions::Sessions;
 use crate::store::{AgentsWithCommands, Listener, Notice, Store, StoreError};
 
 /// How often the pending commands of the agents held here are read even
@@ -46,6 +48,9 @@ struct Shared {
     pending: Mutex<Pending>,
     commands: Notify,
     revocations: Notify,
+    /// Operators' restart requests heard, not yet passed on.
+    restarts: Mutex<Vec<(AgentsWithCommands, String)>>,
+    restart: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -141,6 +146,17 @@ async fn listen(
             }
             Ok(Notice::Commands { agents, .. }) => shared.commands_for(agents),
             Ok(Notice::Revocations) => shared.revocations.notify_one(),
+            Ok(Notice::Restarts {
+                agents,
+                requested_by,
+            }) => {
+                shared
+                    .restarts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((agents, requested_by));
+                shared.restart.notify_one();
+            }
             Ok(Notice::Lost) => {
                 warn!(
                     "The connection listening to the other managers dropped and was opened again; reading what is pending."
@@ -154,6 +170,40 @@ async fn listen(
                     _ = tokio::time::sleep(RECONNECT_PAUSE) => {}
                 }
                 shared.lost();
+            }
+        }
+    }
+}
+
+/// Asks the agents held here to restart when an operator asked another
+/// manager (`palisadectl -R`); returns at once on SQLite. A request heard
+/// while the listening connection was down is lost: restarts are for the
+/// agents connected at that moment, and the operator sees which were asked.
+pub async fn restart_on_wakeups(wakeups: Wakeups, sessions: Sessions, shutdown: CancellationToken) {
+    if !wakeups.is_live() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = wakeups.shared.restart.notified() => {}
+        }
+        let requests = std::mem::take(
+            &mut *wakeups
+                .shared
+                .restarts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (agents, operator) in requests {
+            let agents = match agents {
+                AgentsWithCommands::All => sessions.connected_ids(),
+                AgentsWithCommands::These(ids) => ids,
+            };
+            for agent in agents {
+                if sessions.ask_to_restart(&agent, &operator).await {
+                    info!(%agent, operator = %palisade_engine::escape::Escaped(&operator), "Asked the agent to restart, for an operator of another manager.");
+                }
             }
         }
     }
@@ -196,70 +246,13 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use std::time::Duration;
 
-    use palisade_proto::v1::manager_message::Kind;
-    use tokio::sync::mpsc;
-
     use super::*;
     use crate::cluster::{Cluster, ClusterConfig};
-    use crate::config::ManagerConfig;
     use crate::responder::Targets;
-    use crate::sessions::{AgentSender, NewStream, Sessions};
+    use crate::responder::testing::{Manager, block, received};
+    use crate::store::NewResponse;
     use crate::store::testing::{Backend, TestDb};
-    use crate::store::{Action, NewResponse};
-
-    const CONFIG: &str = "[server]\nlisten = \"127.0.0.1:1514\"\n\
-        [[active_response]]\ncommand = \"route-null\"\nlocation = \"all\"\nrules_id = [31151]\ntimeout = \"600s\"\n";
-
-    /// A manager of the pair: its store on the shared database and the
-    /// streams it holds.
-    struct Manager {
-        store: Store,
-        sessions: Sessions,
-        responder: Responder,
-    }
-
-    impl Manager {
-        async fn new(db: &TestDb) -> Self {
-            let store = db.open().await;
-            let sessions = Sessions::default();
-            let config = ManagerConfig::parse(CONFIG, &db.dir().join("manager.toml")).unwrap();
-            let responder = Responder::new(
-                config.responses,
-                vec![],
-                vec![],
-                store.clone(),
-                sessions.clone(),
-            );
-            Self {
-                store,
-                sessions,
-                responder,
-            }
-        }
-
-        /// Opens a stream for `agent` here; its commands arrive on the
-        /// receiver.
-        fn hold(
-            &self,
-            agent: &str,
-        ) -> mpsc::Receiver<Result<palisade_proto::v1::ManagerMessage, tonic::Status>> {
-            let (tx, rx): (AgentSender, _) = mpsc::channel(64);
-            let stream = NewStream {
-                agent_id: agent,
-                serial: "aa",
-                address: None,
-                stale_after: Duration::from_secs(60),
-                takeover: false,
-            };
-            let (guard, _) = self
-                .sessions
-                .register(stream, tx, &CancellationToken::new())
-                .unwrap();
-            // Commands go to a stream once its Welcome went out.
-            guard.welcomed();
-            rx
-        }
-    }
+    use palisade_proto::v1::manager_message::Kind;
 
     /// Managers A and B on one new PostgreSQL database, and agent `web01`
     /// registered through A (the database lives as long as the first).
@@ -272,36 +265,6 @@ mod tests {
             .await
             .unwrap();
         (db, a, b, agent)
-    }
-
-    /// The command ids received so far.
-    fn received(
-        rx: &mut mpsc::Receiver<Result<palisade_proto::v1::ManagerMessage, tonic::Status>>,
-    ) -> Vec<i64> {
-        let mut ids = Vec::new();
-        while let Ok(Ok(message)) = rx.try_recv() {
-            if let Some(Kind::Command(c)) = message.kind {
-                ids.push(c.id.parse().unwrap());
-            }
-        }
-        ids
-    }
-
-    fn block(agent: &str, n: u32) -> NewResponse {
-        NewResponse {
-            agent_id: agent.into(),
-            response: "route-null600".into(),
-            command: "route-null".into(),
-            executable: "route-null".into(),
-            action: Action::Add,
-            srcip: Some(format!("203.0.113.{n}")),
-            user: None,
-            alert_id: None,
-            rule_id: None,
-            location: None,
-            timeout_s: Some(600),
-            undoes: None,
-        }
     }
 
     /// An operator's block asked of A reaches the agent B holds, once,
@@ -395,6 +358,32 @@ mod tests {
         let ids: Vec<i64> = recorded.iter().map(|r| r.id).collect();
         assert_eq!(got_a, ids, "every command once");
         assert!(a.store.still_pending(&ids).await.unwrap().is_empty());
+    }
+
+    /// An unblock asked of the manager holding the agent while another
+    /// manager's block still waits to be taken: the agent gets the delete
+    /// and never the add after it (which would block again what the
+    /// operator lifted, until its timeout).
+    #[tokio::test]
+    #[cfg_attr(
+        not(palisade_postgres),
+        ignore = "needs PostgreSQL: PALISADE_TEST_POSTGRES=URL (scripts/pg-test-cluster; scripts/test sets it)"
+    )]
+    async fn an_unblock_overtaking_a_block_still_waiting_cancels_it() {
+        let (_db, a, b, agent) = pair_with_agent().await;
+        let mut at_b = b.hold(&agent);
+        let add = a.store.insert_responses(&[block(&agent, 9)]).await.unwrap();
+        let outcome = b
+            .responder
+            .unblock("203.0.113.9", Targets::All)
+            .await
+            .unwrap();
+        assert_eq!(outcome.sent_to, std::slice::from_ref(&agent));
+        // What B's wake-up task would do next.
+        assert_eq!(b.responder.deliver_held(None).await.unwrap(), 0);
+        assert_eq!(received(&mut at_b), outcome.command_ids);
+        let add = a.store.response(add[0].id).await.unwrap().unwrap();
+        assert_eq!(add.status, "superseded");
     }
 
     /// A command whose notification was missed (pending without one)

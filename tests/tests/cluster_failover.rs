@@ -7,6 +7,7 @@
 //! manager received them; `palisadectl` against B lists the agent with
 //! the manager it is connected to, and `status` shows both managers. A
 //! second stream of the agent on B while A holds its live one is refused.
+//! `palisadectl -R` asked of B restarts the agent A holds.
 //!
 //! Needs PostgreSQL (`PALISADE_TEST_POSTGRES`; `scripts/test` starts one).
 
@@ -158,6 +159,30 @@ async fn an_agent_moves_between_two_managers_and_each_line_is_stored_once() {
     assert!(
         logs.contains("Took over the agent's lease from another manager"),
         "{logs}"
+    );
+
+    // `-R` asked of B reaches the agent A holds, through A.
+    let started = |agent: &Value| agent["started_at"].as_str().map(String::from);
+    let before = started(&ctl_json(&on_b, &["agent", "001", "--json"]).await);
+    assert!(before.is_some());
+    let asked = ctl_json(&on_b, &["-R", "001", "-j"]).await;
+    assert_eq!(asked["response"]["restarting"][0], "001", "{asked}");
+    assert_eq!(
+        asked["response"]["through_other_manager"][0], "001",
+        "{asked}"
+    );
+    eventually(LIMIT, "the agent restarted and Active again", || async {
+        let agent = ctl_json(&on_b, &["agent", "001", "--json"]).await;
+        let again = agent["status"] == "Active" && started(&agent) != before;
+        Ok(again.then_some(()))
+    })
+    .await
+    .unwrap();
+    assert!(
+        cluster
+            .logs()
+            .contains("for an operator of another manager"),
+        "A asked it"
     );
     store.close().await;
     drop(cluster);

@@ -41,6 +41,8 @@
 //! - `expiry`, the timer that lifts blocks at their expiry.
 //! - `reconcile`, start-up: overdue blocks, host and ledger made to match.
 //! - [`locks`], one lock per block.
+//! - [`lifted`], the manager's recent unblocks, so that a block decided
+//!   before one but delivered after it is not carried out.
 //! - [`clock`], the time blocks expire by.
 //! - [`arlog`], `active-responses.log`.
 
@@ -51,6 +53,7 @@ pub mod config;
 mod expiry;
 pub mod hostdeny;
 pub mod ledger;
+pub mod lifted;
 pub mod locks;
 pub mod netlink;
 pub mod nft;
@@ -112,6 +115,7 @@ struct Inner {
     announced: RwLock<Vec<IpAddr>>,
     wake: Notify,
     locks: KeyedLocks,
+    lifted: lifted::Lifted,
     /// Where blocks the agent lifts by itself (timeout, flush) are reported,
     /// so the manager learns of them too.
     reports: Mutex<Option<tokio::sync::mpsc::UnboundedSender<CommandResult>>>,
@@ -156,6 +160,7 @@ impl Responder {
                 announced: RwLock::new(Vec::new()),
                 wake: Notify::new(),
                 locks: KeyedLocks::default(),
+                lifted: lifted::Lifted::default(),
                 reports: Mutex::new(None),
             }),
         })
@@ -369,12 +374,38 @@ impl Responder {
         let response = order.response.as_str();
         let command_id = order.command_id.as_str();
         let _guard = self.inner.locks.lock(response, ip).await;
+        let now = self.now_ms();
+        if let Some(by) = self
+            .inner
+            .lifted
+            .lifted_after(response, ip, command_id, now)
+        {
+            warn!(%ip, command_id, response, unblocked_by = by, "Block not carried out: the address was unblocked by a later command.");
+            return Err(OrderError::Overtaken { by });
+        }
         let ledger = &self.inner.ledger;
         let existing = ledger
             .get(response, ip)
             .await
             .inspect_err(|e| error!(error = %e, "Active-response ledger failed."))?;
-        let now = self.now_ms();
+        // The manager sends again what it never heard an answer to (the
+        // stream ended): carried out once. An add older than the block in
+        // force (sent again, or overtaken) neither extends it nor counts
+        // as an offence.
+        if let Some(block) = &existing {
+            if block.command_id == command_id {
+                info!(%ip, command_id, response, "Block already carried out.");
+                return Ok(format!("{response} {ip}: already blocked by this command"));
+            }
+            if let Some(newer) =
+                lifted::newer_in_force(&block.command_id, block.updated_at, command_id, now)
+            {
+                info!(%ip, command_id, response, blocked_by = newer, "Block already in force by a later command.");
+                return Ok(format!(
+                    "{response} {ip}: already blocked by a later command ({newer})"
+                ));
+            }
+        }
         let new_expiry = order.timeout.map(|t| now.saturating_add(ms_of(t)));
         // Never shorten a block in force; None (no timeout) wins.
         let expiry = match &existing {
@@ -456,12 +487,30 @@ impl Responder {
         let response = order.response.as_str();
         let command_id = order.command_id.as_str();
         let _guard = self.inner.locks.lock(response, ip).await;
+        self.inner
+            .lifted
+            .record(response, ip, command_id, self.now_ms());
         let existing = self
             .inner
             .ledger
             .get(response, ip)
             .await
             .inspect_err(|e| error!(error = %e, "Active-response ledger failed."))?;
+        // The block in force was decided after this unblock (the two ran
+        // at once here, or travelled out of order): it stays.
+        if let Some(block) = &existing
+            && let Some(newer) = lifted::newer_in_force(
+                &block.command_id,
+                block.updated_at,
+                command_id,
+                self.now_ms(),
+            )
+        {
+            info!(%ip, command_id, response, blocked_by = newer, "Not unblocked: blocked again by a later command.");
+            return Ok(format!(
+                "{response} {ip}: not unblocked: blocked again by a later command ({newer})"
+            ));
+        }
         // A script's delete gets the arguments its add got.
         let target = Target {
             ip,

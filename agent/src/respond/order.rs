@@ -99,6 +99,14 @@ pub enum OrderError {
         /// What went wrong (boxed: netlink's errors are large).
         source: Box<BackendError>,
     },
+    /// An add the manager decided before an unblock of the same address
+    /// that arrived first ([`super::lifted`]): carried out, it would block
+    /// again what the operator lifted.
+    #[error("not carried out: the address was unblocked by a later command ({by})")]
+    Overtaken {
+        /// The id of the delete that lifted it.
+        by: i64,
+    },
     /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),

@@ -26,7 +26,6 @@ use std::time::Duration;
 use palisade_proto::MAX_ALERTS_PER_PAGE;
 use palisade_proto::identity;
 use palisade_proto::v1::control_service_server::ControlService;
-use palisade_proto::v1::manager_message::Kind as ManagerKind;
 use palisade_proto::v1::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -501,19 +500,41 @@ impl ControlService for Control {
             req.agent_ids
         };
         let mut response = RestartAgentResponse::default();
+        let mut elsewhere = Vec::new();
         for id in ids {
-            let restart = ManagerMessage {
-                kind: Some(ManagerKind::Restart(palisade_proto::v1::Restart {
-                    requested_by: operator.clone(),
-                })),
-            };
-            let sent = match self.sessions.sender(&id) {
-                Some(sender) => sender.send(Ok(restart)).await.is_ok(),
-                None => false,
-            };
-            if sent {
+            if self.sessions.ask_to_restart(&id, &operator).await {
                 info!(agent = %id, %operator, "Asked the agent to restart.");
                 response.sent_to.push(id);
+            } else {
+                elsewhere.push(id);
+            }
+        }
+        // Agents another live manager holds: asked through it.
+        let held = match &self.cluster {
+            Some(cluster) if !elsewhere.is_empty() => {
+                let ids: Vec<&str> = elsewhere.iter().map(String::as_str).collect();
+                let held = self
+                    .store
+                    .held_by_other_managers(
+                        &ids,
+                        cluster.id(),
+                        crate::store::now_ms() - cluster.dead_after_ms(),
+                    )
+                    .await?;
+                let forwarded: Vec<&str> =
+                    ids.into_iter().filter(|id| held.contains(*id)).collect();
+                if !forwarded.is_empty() {
+                    self.store.notify_restarts(&forwarded, &operator).await?;
+                    info!(agents = forwarded.len(), %operator, "Asked agents to restart through the managers holding them.");
+                }
+                held
+            }
+            _ => Default::default(),
+        };
+        for id in elsewhere {
+            if held.contains(&id) {
+                response.sent_to.push(id.clone());
+                response.forwarded.push(id);
             } else {
                 response.not_connected.push(id);
             }

@@ -1469,6 +1469,24 @@ mod tests {
                 .unwrap();
             assert!(s.blocks(Some("203.0.113.7"), None).await.unwrap().is_empty());
             assert!(s.blocking_commands("203.0.113.7").await.unwrap().is_empty());
+            // An unblock of an add no stream carried yet cancels it: sent
+            // after the delete, it would block again what was lifted.
+            let waiting = s.insert_response(&block(&id, "198.51.100.4", Action::Add, None)).await.unwrap();
+            let other = s.insert_response(&block(&id, "198.51.100.5", Action::Add, None)).await.unwrap();
+            assert_eq!(s.claim_responses(&[other.id]).await.unwrap(), [other.id]);
+            let lifts = s
+                .insert_responses(&[
+                    block(&id, "198.51.100.4", Action::Delete, Some(waiting.id)),
+                    block(&id, "198.51.100.5", Action::Delete, Some(other.id)),
+                ])
+                .await
+                .unwrap();
+            assert_eq!(s.response(waiting.id).await.unwrap().unwrap().status, "superseded");
+            assert_eq!(s.response(other.id).await.unwrap().unwrap().status, "sent", "already carried");
+            let lift_ids: Vec<i64> = lifts.iter().map(|l| l.id).collect();
+            assert_eq!(s.claim_responses(&[waiting.id]).await.unwrap(), Vec::<i64>::new());
+            assert_eq!(s.claim_responses(&lift_ids).await.unwrap(), lift_ids, "the deletes still go");
+            assert!(s.blocking_commands("198.51.100.4").await.unwrap().is_empty());
             s.insert_refusal("route-null600", Some(&id), None, Some(31151), Some("10.0.0.1"), "white-listed")
                 .await
                 .unwrap();

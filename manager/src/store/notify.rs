@@ -32,6 +32,10 @@ use super::{Store, StoreError};
 pub const RESPONSES_CHANNEL: &str = "palisade_responses";
 /// The channel of revocations (agents removed, certificates revoked).
 pub const REVOCATIONS_CHANNEL: &str = "palisade_revocations";
+/// The channel of operators' restart requests for agents another manager
+/// holds (`palisadectl -R`); not durable: a restart is for agents
+/// connected now.
+pub const RESTARTS_CHANNEL: &str = "palisade_restarts";
 /// The longest list of agent ids sent; longer lists become `*`.
 const MAX_AGENT_LIST: usize = 4000;
 
@@ -40,6 +44,17 @@ pub(crate) fn responses_payload<'a>(
     origin: u64,
     agents: impl IntoIterator<Item = &'a str>,
 ) -> String {
+    format!("{origin:x}|{}", agent_list(agents))
+}
+
+/// The payload of a [`RESTARTS_CHANNEL`] notification: `IDS|OPERATOR`.
+fn restarts_payload<'a>(agents: impl IntoIterator<Item = &'a str>, operator: &str) -> String {
+    let operator: String = operator.chars().take(256).collect();
+    format!("{}|{operator}", agent_list(agents))
+}
+
+/// Agent ids, comma-separated, or `*` when the list would be long.
+fn agent_list<'a>(agents: impl IntoIterator<Item = &'a str>) -> String {
     let mut list = String::new();
     let mut seen = HashSet::new();
     for agent in agents {
@@ -55,7 +70,7 @@ pub(crate) fn responses_payload<'a>(
         }
         list.push_str(agent);
     }
-    format!("{origin:x}|{list}")
+    list
 }
 
 /// Which agents have new commands.
@@ -79,6 +94,13 @@ pub enum Notice {
         /// Whose commands.
         agents: AgentsWithCommands,
     },
+    /// An operator asked agents to restart.
+    Restarts {
+        /// Whose (`All`: every agent held here).
+        agents: AgentsWithCommands,
+        /// The operator, for the log and the agent.
+        requested_by: String,
+    },
     /// An agent was removed or a certificate revoked.
     Revocations,
     /// The connection dropped (and was opened again, or will be at the
@@ -89,7 +111,22 @@ pub enum Notice {
 fn parse_commands(payload: &str) -> Notice {
     let (origin, list) = payload.split_once('|').unwrap_or(("0", "*"));
     let origin = u64::from_str_radix(origin, 16).ok().filter(|o| *o != 0);
-    let agents = match list {
+    Notice::Commands {
+        origin,
+        agents: parse_agents(list),
+    }
+}
+
+fn parse_restarts(payload: &str) -> Notice {
+    let (list, operator) = payload.split_once('|').unwrap_or((payload, ""));
+    Notice::Restarts {
+        agents: parse_agents(list),
+        requested_by: operator.to_string(),
+    }
+}
+
+fn parse_agents(list: &str) -> AgentsWithCommands {
+    match list {
         "*" => AgentsWithCommands::All,
         list => AgentsWithCommands::These(
             list.split(',')
@@ -97,12 +134,12 @@ fn parse_commands(payload: &str) -> Notice {
                 .map(str::to_string)
                 .collect(),
         ),
-    };
-    Notice::Commands { origin, agents }
+    }
 }
 
-/// A connection listening on [`RESPONSES_CHANNEL`] and
-/// [`REVOCATIONS_CHANNEL`], of its own (not one of the store's pool).
+/// A connection listening on [`RESPONSES_CHANNEL`],
+/// [`REVOCATIONS_CHANNEL`] and [`RESTARTS_CHANNEL`], of its own (not one
+/// of the store's pool).
 #[derive(Debug)]
 pub struct Listener {
     inner: PgListener,
@@ -117,6 +154,7 @@ impl Listener {
         };
         Ok(match notification.channel() {
             REVOCATIONS_CHANNEL => Notice::Revocations,
+            RESTARTS_CHANNEL => parse_restarts(notification.payload()),
             _ => parse_commands(notification.payload()),
         })
     }
@@ -139,9 +177,23 @@ impl Store {
         let mut inner = PgListener::connect_with(&own).await?;
         inner.ignore_pool_close_event(true);
         inner
-            .listen_all([RESPONSES_CHANNEL, REVOCATIONS_CHANNEL])
+            .listen_all([RESPONSES_CHANNEL, REVOCATIONS_CHANNEL, RESTARTS_CHANNEL])
             .await?;
         Ok(Some(Listener { inner }))
+    }
+
+    /// Asks the other managers to restart those of `agents` whose streams
+    /// they hold ([`RESTARTS_CHANNEL`]); nothing on SQLite.
+    pub async fn notify_restarts(&self, agents: &[&str], operator: &str) -> Result<(), StoreError> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(());
+        };
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(RESTARTS_CHANNEL)
+            .bind(restarts_payload(agents.iter().copied(), operator))
+            .execute(pool)
+            .await?;
+        Ok(())
     }
 
     /// This store's (this manager process's) id in notifications.
@@ -173,6 +225,14 @@ mod tests {
             Notice::Commands {
                 origin: None,
                 agents: AgentsWithCommands::All,
+            }
+        );
+        let p = restarts_payload(["001", "002"], "alice|ops");
+        assert_eq!(
+            parse_restarts(&p),
+            Notice::Restarts {
+                agents: AgentsWithCommands::These(vec!["001".into(), "002".into()]),
+                requested_by: "alice|ops".into(),
             }
         );
         // Not ours: every agent looks.
@@ -240,6 +300,14 @@ mod tests {
         assert_eq!(a.still_pending(&[row.id]).await.unwrap(), [row.id]);
         assert_eq!(a.claim_responses(&[row.id]).await.unwrap(), [row.id]);
         assert!(a.still_pending(&[row.id]).await.unwrap().is_empty());
+
+        // An operator's restart asked of B, for the agent A holds.
+        b.notify_restarts(&[agent.as_str()], "alice").await.unwrap();
+        let restart = Notice::Restarts {
+            agents: AgentsWithCommands::These(vec![agent.clone()]),
+            requested_by: "alice".into(),
+        };
+        assert_eq!(heard_by_a.next().await.unwrap(), restart);
 
         // A removal on B (the trigger notifies, whoever writes).
         b.remove_agent(&agent, "test").await.unwrap();

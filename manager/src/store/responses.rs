@@ -148,6 +148,10 @@ fn row_to_response(r: &impl StoreRow) -> ResponseRow {
     }
 }
 
+/// How long after it was issued a command the agent never answered is
+/// sent again on its next stream ([`Store::responses_for_new_stream`]).
+pub const RESEND_WITHIN: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// What an agent reported for one of its commands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandReport {
@@ -179,8 +183,10 @@ impl Store {
     /// Records the commands of one decision (a fan-out to every agent, or
     /// one command) as pending, all or none, in one transaction: a few
     /// multi-row statements rather than two per agent. Adds supersede the
-    /// blocks they repeat as [`Self::insert_response`] says. Returns the
-    /// rows in id order.
+    /// blocks they repeat as [`Self::insert_response`] says; a delete
+    /// cancels (supersedes) the add it undoes if that is still pending, so
+    /// that it is never sent after the delete. Returns the rows in id
+    /// order.
     pub async fn insert_responses(
         &self,
         new: &[NewResponse],
@@ -232,6 +238,30 @@ impl Store {
                     update.push(")");
                     update.build().execute(&mut *tx).await?;
                 }
+            }
+            // An unblock cancels the adds it lifts that no stream carried
+            // yet: sent after the unblock (by another task, or the
+            // manager holding the agent), they would block again what
+            // the operator lifted. The delete goes anyway: an older add
+            // this one superseded may be in force on the agent.
+            let undone: Vec<i64> = new
+                .iter()
+                .filter(|n| n.action == Action::Delete)
+                .filter_map(|n| n.undoes)
+                .collect();
+            for chunk in undone.chunks(ROWS_PER_STATEMENT) {
+                let mut update = sqlx::QueryBuilder::<Db>::new(
+                    "UPDATE responses SET status = 'superseded', undone_at = ",
+                );
+                update
+                    .push_bind(now)
+                    .push(" WHERE action = 'add' AND status = 'pending' AND id IN (");
+                let mut ids = update.separated(", ");
+                for id in chunk {
+                    ids.push_bind(*id);
+                }
+                update.push(")");
+                update.build().execute(&mut *tx).await?;
             }
             let mut rows = Vec::with_capacity(new.len());
             for chunk in new.chunks(ROWS_PER_STATEMENT) {
@@ -484,13 +514,52 @@ impl Store {
         &self,
         agent_ids: &[&str],
     ) -> Result<Vec<ResponseRow>, StoreError> {
+        self.responses_to_send(agent_ids, None).await
+    }
+
+    /// What a new stream of `agent_id`, welcomed at `welcomed_at` (ms),
+    /// carries first, in id order: the commands pending for it
+    /// ([`Self::pending_responses`]), and those sent before it (down an
+    /// earlier stream, here or on another manager) that the agent never
+    /// answered, issued in the last [`RESEND_WITHIN`]: the earlier stream
+    /// may have ended with them still in its buffers (a manager killed,
+    /// a connection cut). Sent again, they are `sent` already; the agent
+    /// recognises a command it carried out by its id. Adds lifted or
+    /// ended meanwhile are not sent again.
+    pub async fn responses_for_new_stream(
+        &self,
+        agent_id: &str,
+        welcomed_at: i64,
+    ) -> Result<Vec<ResponseRow>, StoreError> {
+        let issued_after = welcomed_at - to_i64(RESEND_WITHIN.as_millis() as u64);
+        self.responses_to_send(&[agent_id], Some((welcomed_at, issued_after)))
+            .await
+    }
+
+    /// The pending commands of `agent_ids`, and with `unanswered =
+    /// Some((sent_before, issued_after))` the unanswered ones
+    /// [`Self::responses_for_new_stream`] sends again.
+    async fn responses_to_send(
+        &self,
+        agent_ids: &[&str],
+        unanswered: Option<(i64, i64)>,
+    ) -> Result<Vec<ResponseRow>, StoreError> {
         on_pool!(self, pool => {
             let now = now_ms();
             let mut rows = Vec::new();
             for chunk in agent_ids.chunks(ROWS_PER_STATEMENT) {
-                let mut select = sqlx::QueryBuilder::<Db>::new(
-                    "SELECT * FROM responses WHERE status = 'pending' AND agent_id IN (",
-                );
+                let mut select = sqlx::QueryBuilder::<Db>::new("SELECT * FROM responses WHERE (status = 'pending'");
+                if let Some((sent_before, issued_after)) = unanswered {
+                    select
+                        .push(" OR (status = 'sent' AND sent_at < ")
+                        .push_bind(sent_before)
+                        .push(" AND issued_at > ")
+                        .push_bind(issued_after)
+                        .push(" AND (action = 'delete' OR (undone_at IS NULL AND (expires_at IS NULL OR expires_at > ")
+                        .push_bind(now)
+                        .push("))))");
+                }
+                select.push(") AND agent_id IN (");
                 let mut list = select.separated(", ");
                 for id in chunk {
                     list.push_bind(*id);
@@ -501,7 +570,9 @@ impl Store {
             rows.sort_by_key(|r| r.id);
             let (expired, pending): (Vec<ResponseRow>, Vec<ResponseRow>) =
                 rows.into_iter().partition(|r| {
-                    r.request.action == Action::Add && r.expires_at.is_some_and(|t| t <= now)
+                    r.status == "pending"
+                        && r.request.action == Action::Add
+                        && r.expires_at.is_some_and(|t| t <= now)
                 });
             if !expired.is_empty() {
                 let mut tx = pool.write_tx().await?;
@@ -589,7 +660,7 @@ impl Store {
                             "UPDATE responses SET status = CASE WHEN status = 'superseded' THEN status WHEN $1 THEN 'done' ELSE 'failed' END,
                                  executed_at = $2, expires_at = COALESCE($3, expires_at), message = $4,
                                  undone_at = CASE WHEN $1 THEN undone_at ELSE $2 END
-                             WHERE id = $5",
+                             WHERE id = $5 AND executed_at IS NULL",
                         )
                         .bind(ok)
                         .bind(executed_at)
@@ -610,7 +681,8 @@ impl Store {
                     }
                     (Action::Delete, _) => {
                         sqlx::query(
-                            "UPDATE responses SET status = CASE WHEN $1 THEN 'done' ELSE 'failed' END, executed_at = $2, message = $3 WHERE id = $4",
+                            "UPDATE responses SET status = CASE WHEN $1 THEN 'done' ELSE 'failed' END, executed_at = $2, message = $3
+                             WHERE id = $4 AND executed_at IS NULL",
                         )
                         .bind(ok)
                         .bind(executed_at)

@@ -606,6 +606,10 @@ pub struct RestartAgentResponse {
     /// Agents that are not connected (nothing was sent).
     #[prost(string, repeated, tag = "2")]
     pub not_connected: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Of sent_to: asked through the other live manager that holds the
+    /// agent's stream (several managers on one PostgreSQL database).
+    #[prost(string, repeated, tag = "160")]
+    pub forwarded: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
