@@ -1,5 +1,9 @@
 //! `palisade-agent`.
 
+/// mimalloc: see palisade-malloc for why.
+#[global_allocator]
+static ALLOCATOR: palisade_malloc::Allocator = palisade_malloc::Allocator;
+
 fn main() -> std::process::ExitCode {
     palisade_agent::cli::main()
 }

@@ -1,5 +1,9 @@
 //! `palisade-manager`.
 
+/// mimalloc: see palisade-malloc for why.
+#[global_allocator]
+static ALLOCATOR: palisade_malloc::Allocator = palisade_malloc::Allocator;
+
 fn main() -> std::process::ExitCode {
     palisade_manager::cli::main()
 }

@@ -1,6 +1,6 @@
 //! Memory given back after agents leave. Each open stream holds some tens
 //! of KiB; when thousands close (a network outage, a fleet moved to
-//! another manager) glibc keeps their freed memory in its arenas, where
+//! another manager) the allocators keep their freed memory, where
 //! the next streams would reuse it, and the process's RSS stays at the
 //! fleet's peak. Once the open streams fell well below the most seen since
 //! the last release, the free pages are handed back
