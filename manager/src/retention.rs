@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Every limit is off unless set: nothing is deleted by default. A prune
-//! runs in the background in batches of [`BATCH`] rows, each its own short
+//! runs in the background in batches of [`BATCH`] rows (archived events go
+//! by whole stored batches, up to [`BATCH`] events), each its own short
 //! write transaction with a pause after it, so sessions storing events get
 //! the write lock between batches and ingestion never waits for a whole
 //! prune. What happens to responses and refusals of a pruned alert is
@@ -27,7 +28,8 @@ use tracing::{info, warn};
 
 use crate::store::{Pruned, Store, StoreError, now_ms};
 
-/// Rows per prune transaction.
+/// Alerts, or archived events (whole stored batches; a larger one alone),
+/// per prune transaction.
 pub const BATCH: u32 = 500;
 /// The pause after each batch, in which writers take the lock.
 const PAUSE: Duration = Duration::from_millis(20);
@@ -317,11 +319,13 @@ mod tests {
     both_backends! {
         async fn the_archive_is_kept_under_its_size_the_oldest_going_first(db) {
             let (s, agent) = store(&db).await;
-            // 3000 events of 9 + 10 + 6 bytes and the row overhead each.
-            let row = 9 + 10 + 6 + crate::store::ARCHIVE_ROW_OVERHEAD;
-            events(&s, &agent, 0, 3000, &[]).await;
-            assert_eq!(s.archive_bytes().await.unwrap(), 3000 * row);
-            let max = 1000 * row + row / 2;
+            // 30 batches of 100 events of one size: each counts the same.
+            for n in 0..30 {
+                events(&s, &agent, n * 100, 100, &[]).await;
+            }
+            let batch = s.archive_bytes().await.unwrap() / 30;
+            assert_eq!(s.archive_bytes().await.unwrap(), 30 * batch);
+            let max = 10 * batch + batch / 2;
             let c = RetentionConfig {
                 archive_max_size: Some(max),
                 ..config()
@@ -329,19 +333,19 @@ mod tests {
             let report = prune_once(&s, &c, now_ms(), &CancellationToken::new())
                 .await
                 .unwrap();
-            // Down to the bound, by whole rows, in batches of BATCH.
+            // Down to the bound, by whole batches, BATCH events at a time.
             assert_eq!(report.archive, 2000);
             assert_eq!(s.archive_count().await.unwrap(), 1000);
-            assert_eq!(s.archive_bytes().await.unwrap(), 1000 * row);
-            let oldest = s.scalar_for_test("SELECT MIN(sequence) FROM archive").await;
-            assert_eq!(oldest, Some(2001), "the newest events are the ones kept");
+            assert_eq!(s.archive_bytes().await.unwrap(), 10 * batch);
+            let oldest = s.archived_events(None).await.unwrap()[0].sequence;
+            assert_eq!(oldest, 2001, "the newest events are the ones kept");
             // Under the bound nothing more goes; the age limit keeps the count right.
-            events(&s, &agent, 3000, 10, &[]).await;
+            events(&s, &agent, 3000, 100, &[]).await;
             let report = prune_once(&s, &c, now_ms(), &CancellationToken::new())
                 .await
                 .unwrap();
-            assert_eq!(report.archive, 10);
-            assert_eq!(s.archive_bytes().await.unwrap(), 1000 * row);
+            assert_eq!(report.archive, 100);
+            assert_eq!(s.archive_bytes().await.unwrap(), 10 * batch);
             let aged = RetentionConfig {
                 archive_max_age: Some(Duration::from_secs(1)),
                 ..config()
@@ -355,6 +359,22 @@ mod tests {
     }
 
     both_backends! {
+        async fn one_batch_larger_than_a_prune_batch_goes_whole(db) {
+            // A batch of three prune batches' events is deleted alone, in
+            // one transaction; the count and the size follow it.
+            let (s, agent) = store(&db).await;
+            events(&s, &agent, 0, 3 * u64::from(BATCH), &[]).await;
+            events(&s, &agent, 3 * u64::from(BATCH), 10, &[]).await;
+            let pruned = s.prune_archive_older_than(now_ms() + 10_000, BATCH).await.unwrap();
+            assert_eq!(pruned, Pruned { rows: 3 * u64::from(BATCH), more: true });
+            assert_eq!(s.archive_count().await.unwrap(), 10);
+            let pruned = s.prune_archive_beyond_size(0, BATCH).await.unwrap();
+            assert_eq!(pruned, Pruned { rows: 10, more: false });
+            assert_eq!(s.archive_bytes().await.unwrap(), 0);
+        }
+    }
+
+    both_backends! {
         async fn alerts_and_events_older_than_the_limits_go(db) {
             let (s, agent) = store(&db).await;
             let now = now_ms();
@@ -362,10 +382,12 @@ mod tests {
             let alerts: Vec<Judged> = (0..1200)
                 .map(|h| alert(now - h * 3_600_000, &agent))
                 .collect();
-            events(&s, &agent, 0, 1200, &alerts).await;
+            for (n, alerts) in alerts.chunks(100).enumerate() {
+                events(&s, &agent, n as u64 * 100, 100, alerts).await;
+            }
             // The first 700 archived events were received 40 days ago.
             s.execute_for_test(
-                "UPDATE archive SET received_at = received_at - $1 WHERE sequence <= 700",
+                "UPDATE archive SET received_at = received_at - $1 WHERE last_sequence <= 700",
                 40 * DAY,
             )
             .await;
@@ -554,7 +576,9 @@ mod tests {
     both_backends! {
         async fn a_cancelled_prune_stops_between_batches(db) {
             let (s, agent) = store(&db).await;
-            events(&s, &agent, 0, 3 * u64::from(BATCH), &[]).await;
+            for n in 0..30 {
+                events(&s, &agent, n * 50, 50, &[]).await;
+            }
             s.execute_for_test("UPDATE archive SET received_at = received_at - $1", 40 * DAY)
                 .await;
             let c = RetentionConfig {

@@ -35,6 +35,9 @@ const TABLES: &[&str] = &[
 /// Rows per INSERT (at most 20 columns: far below PostgreSQL's 65,535
 /// parameters).
 const ROWS_PER_INSERT: i64 = 1000;
+/// Rows per INSERT of the archive: each is a stored batch of events, up
+/// to a few MiB (`archive.rs`), and a page is held in memory whole.
+const ARCHIVE_ROWS_PER_INSERT: i64 = 8;
 
 /// One table copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,8 +119,13 @@ impl Store {
                 .map(|(c, _)| format!("\"{c}\""))
                 .collect::<Vec<_>>()
                 .join(", ");
+            let page = if table == "archive" {
+                ARCHIVE_ROWS_PER_INSERT
+            } else {
+                ROWS_PER_INSERT
+            };
             let select = format!(
-                "SELECT rowid AS copy_rowid, {list} FROM {table} WHERE rowid > $1 ORDER BY rowid LIMIT {ROWS_PER_INSERT}"
+                "SELECT rowid AS copy_rowid, {list} FROM {table} WHERE rowid > $1 ORDER BY rowid LIMIT {page}"
             );
             let mut after = 0i64;
             let mut done = 0u64;
@@ -276,10 +284,12 @@ mod tests {
             sequence: 2500,
             alert: fixtures::stored_alert(1, 10).alert,
         };
-        let stored = s
-            .store_events("001", &events, &[judged], true)
-            .await
-            .unwrap();
+        // 25 stored batches: the archive is copied in several pages.
+        let (earlier, last) = events.split_at(2400);
+        for batch in earlier.chunks(100) {
+            s.store_events("001", batch, &[], true).await.unwrap();
+        }
+        let stored = s.store_events("001", last, &[judged], true).await.unwrap();
         let block = s
             .insert_response(&NewResponse {
                 agent_id: "001".into(),
@@ -307,9 +317,9 @@ mod tests {
             .unwrap();
         assert_eq!(copied.len(), TABLES.len());
         let archive = copied.iter().find(|c| c.table == "archive").unwrap();
-        assert_eq!((archive.source_rows, archive.target_rows), (2500, 2500));
+        assert_eq!((archive.source_rows, archive.target_rows), (25, 25));
         assert!(
-            seen.contains(&("archive".to_string(), 1000, 2500)),
+            seen.contains(&("archive".to_string(), ARCHIVE_ROWS_PER_INSERT as u64, 25)),
             "progress: {seen:?}"
         );
 
@@ -329,10 +339,10 @@ mod tests {
             target.blocks(None, None).await.unwrap(),
             s.blocks(None, None).await.unwrap()
         );
-        assert_eq!(
-            target.archived_events(None).await.unwrap(),
-            s.archived_events(None).await.unwrap()
-        );
+        let archived = s.archived_events(None).await.unwrap();
+        assert_eq!(archived.len(), 2500);
+        assert!(archived[1].truncated && archived[2].read_at_clamped);
+        assert_eq!(target.archived_events(None).await.unwrap(), archived);
         assert_eq!(
             target.archive_bytes().await.unwrap(),
             s.archive_bytes().await.unwrap()

@@ -9,7 +9,6 @@
 //! epoch milliseconds.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
@@ -132,6 +131,7 @@ macro_rules! insert_alerts {
     }};
 }
 
+mod archive;
 mod breakers;
 mod cluster;
 mod copy;
@@ -139,6 +139,7 @@ mod identities;
 mod prune;
 mod responses;
 mod tokens;
+pub use archive::{ARCHIVE_BATCH_OVERHEAD, archive_batch_bytes};
 pub use breakers::BreakerState;
 pub use cluster::{Lease, LeaseHeld, LeaseRequest, ManagerRow};
 pub use copy::CopiedTable;
@@ -178,17 +179,6 @@ const POSTGRES_CONNECTIONS: u32 = 8;
 
 /// Agents per heartbeat UPDATE (5 parameters each).
 const AGENTS_PER_UPDATE: usize = 500;
-/// Bytes an archived event counts beside its line, location and format
-/// (its other columns and the b-tree's share; migration 0030 uses the same).
-pub const ARCHIVE_ROW_OVERHEAD: u64 = 48;
-
-/// The size an archived event counts for `[retention] archive_max_size`.
-pub fn archive_row_bytes(e: &IncomingEvent<'_>) -> u64 {
-    (e.line.len() + e.location.len() + e.log_format.len()) as u64 + ARCHIVE_ROW_OVERHEAD
-}
-
-/// Rows per archive INSERT (10 parameters each, far below SQLite's limit).
-const ARCHIVE_ROWS_PER_INSERT: usize = 250;
 /// Alerts per INSERT (19 parameters each: 4,750, below SQLite's 32,766
 /// and PostgreSQL's 65,535).
 const ALERT_ROWS_PER_INSERT: usize = 250;
@@ -350,6 +340,14 @@ pub struct ArchivedEvent {
     pub sequence: u64,
     /// Where it was read.
     pub location: String,
+    /// Its OSSEC log_format.
+    pub log_format: String,
+    /// When the agent read it (ms).
+    pub read_at: i64,
+    /// `read_at` was out of range and is the arrival time instead.
+    pub read_at_clamped: bool,
+    /// When the manager stored it (ms): its batch's arrival.
+    pub received_at: i64,
     /// The raw line.
     pub line: Vec<u8>,
     /// Whether the agent cut it.
@@ -798,37 +796,29 @@ impl Store {
                 highest = highest.max(seq);
                 new
             }));
-            if archive {
-                // Bound by value as shared strings: sqlx copies a borrowed
-                // one per row; a batch has one agent and few locations.
-                let agent: Arc<str> = Arc::from(agent_id);
-                let mut location = Interned::default();
-                let mut log_format = Interned::default();
-                for chunk in fresh.chunks(ARCHIVE_ROWS_PER_INSERT) {
-                    let mut insert = sqlx::QueryBuilder::<Db>::new(
-                        "INSERT INTO archive (agent_id, sequence, location, log_format, read_at, received_at, truncated, line, read_at_clamped, spool_epoch) ",
-                    );
-                    insert.push_values(chunk, |mut row, event| {
-                        row.push_bind(agent.clone())
-                            .push_bind(to_i64(event.sequence))
-                            .push_bind(location.of(event.location))
-                            .push_bind(log_format.of(event.log_format))
-                            .push_bind(event.read_at)
-                            .push_bind(received_at)
-                            .push_bind(event.truncated)
-                            .push_bind(event.line)
-                            .push_bind(event.read_at_clamped)
-                            .push_bind(spool_epoch);
-                    });
-                    insert.build().execute(&mut *tx).await?;
-                }
-                if !fresh.is_empty() {
-                    let bytes: u64 = fresh.iter().map(|e| archive_row_bytes(e)).sum();
-                    sqlx::query("UPDATE archive_size SET bytes = bytes + $1 WHERE id = 1")
-                        .bind(to_i64(bytes))
-                        .execute(&mut *tx)
-                        .await?;
-                }
+            if archive && let (Some(first), Some(last)) = (fresh.first(), fresh.last()) {
+                // One row per batch (`archive.rs`): fresh events are in
+                // increasing sequence order, so the first and last bound it.
+                let batch = archive::pack(&fresh)
+                    .map_err(|e| StoreError::Conflict(format!("agent {agent_id}'s batch: {e}")))?;
+                let bytes = archive_batch_bytes(batch.len());
+                sqlx::query(
+                    "INSERT INTO archive (agent_id, spool_epoch, first_sequence, last_sequence, events, received_at, batch)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(agent_id)
+                .bind(spool_epoch)
+                .bind(to_i64(first.sequence))
+                .bind(to_i64(last.sequence))
+                .bind(to_i64(fresh.len() as u64))
+                .bind(received_at)
+                .bind(batch)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE archive_size SET bytes = bytes + $1 WHERE id = 1")
+                    .bind(to_i64(bytes))
+                    .execute(&mut *tx)
+                    .await?;
             }
             let alert_ids = insert_alerts!(Db, tx, agent_id, alerts);
             if highest != last {
@@ -928,44 +918,39 @@ impl Store {
         })
     }
 
-    /// Archived events of one agent (or all), in arrival order.
+    /// Archived events of one agent (or all), in arrival order, unpacked
+    /// from their batches (`archive.rs`).
     pub async fn archived_events(
         &self,
         agent_id: Option<&str>,
     ) -> Result<Vec<ArchivedEvent>, StoreError> {
         on_pool!(self.reads, pool => {
-            let rows = sqlx::query(
-                "SELECT agent_id, sequence, location, line, truncated FROM archive
+            let rows: Vec<(i64, String, i64, i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT id, agent_id, received_at, events, batch FROM archive
                  WHERE $1 IS NULL OR agent_id = $1 ORDER BY id",
             )
             .bind(agent_id)
             .fetch_all(pool)
             .await?;
-            Ok(rows
-                .iter()
-                .map(|r| ArchivedEvent {
-                    agent_id: r.get("agent_id"),
-                    sequence: u64::try_from(r.get::<i64, _>("sequence")).unwrap_or(0),
-                    location: r.get("location"),
-                    line: r.get("line"),
-                    truncated: r.get("truncated"),
-                })
-                .collect())
+            let total: i64 = rows.iter().map(|r| r.3).sum();
+            let mut events = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+            for (id, agent, received_at, count, batch) in &rows {
+                let before = events.len();
+                archive::unpack(batch, agent, *received_at, &mut events)
+                    .and_then(|()| {
+                        let unpacked = (events.len() - before) as i64;
+                        (unpacked == *count).then_some(()).ok_or_else(|| {
+                            format!("{unpacked} events where the row counts {count}")
+                        })
+                    })
+                    .map_err(|e| {
+                        StoreError::Sqlx(sqlx::Error::Decode(
+                            format!("archived batch {id}: {e}").into(),
+                        ))
+                    })?;
+            }
+            Ok(events)
         })
-    }
-}
-
-/// The last string asked for, shared: consecutive events of a batch name
-/// the same location and format.
-#[derive(Default)]
-struct Interned(Option<Arc<str>>);
-
-impl Interned {
-    fn of(&mut self, text: &str) -> Arc<str> {
-        match &self.0 {
-            Some(shared) if **shared == *text => shared.clone(),
-            _ => self.0.insert(Arc::from(text)).clone(),
-        }
     }
 }
 

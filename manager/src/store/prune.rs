@@ -12,14 +12,12 @@
 //! Refusals explain why an alert caused no block; their `alert_id` is
 //! cleared the same way, and refusals older than the alert age limit go too.
 
-use sqlx::Row;
-
-use super::{ARCHIVE_ROW_OVERHEAD, Store, StoreError, WriteTx, on_pool};
+use super::{ARCHIVE_BATCH_OVERHEAD, Store, StoreError, WriteTx, on_pool};
 
 /// What one prune batch removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
-    /// Rows deleted.
+    /// Alerts or archived events deleted.
     pub rows: u64,
     /// Whether more rows may be due (the batch was full).
     pub more: bool,
@@ -43,10 +41,10 @@ macro_rules! archive_bytes {
     }};
 }
 
-/// Deletes the archived events up to id `$last` in the write transaction
-/// `$tx`, and their bytes from the archive's size; evaluates to the rows
-/// deleted. The size's row is locked first, so two managers pruning at
-/// once do not both subtract the same rows.
+/// Deletes the archived batches up to id `$last` in the write
+/// transaction `$tx`, and their bytes from the archive's size; evaluates
+/// to the events deleted. The size's row is locked first, so two managers
+/// pruning at once do not both subtract the same rows.
 macro_rules! delete_archive_upto {
     ($db:ty, $tx:ident, $last:expr) => {{
         let last: i64 = $last;
@@ -55,15 +53,16 @@ macro_rules! delete_archive_upto {
         ))
         .execute(&mut *$tx)
         .await?;
-        let (rows, bytes): (i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), CAST(COALESCE(SUM(LENGTH(line) + LENGTH(location) + LENGTH(log_format)), 0) AS BIGINT)
+        let (batches, events, bytes): (i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(events), 0) AS BIGINT),
+                    CAST(COALESCE(SUM(LENGTH(batch)), 0) AS BIGINT)
              FROM archive WHERE id <= $1",
         )
         .bind(last)
         .fetch_one(&mut *$tx)
         .await?;
-        let rows = u64::try_from(rows).unwrap_or(0);
-        let freed = u64::try_from(bytes).unwrap_or(0) + rows * ARCHIVE_ROW_OVERHEAD;
+        let batches = u64::try_from(batches).unwrap_or(0);
+        let freed = u64::try_from(bytes).unwrap_or(0) + batches * ARCHIVE_BATCH_OVERHEAD;
         sqlx::query("DELETE FROM archive WHERE id <= $1")
             .bind(last)
             .execute(&mut *$tx)
@@ -72,7 +71,7 @@ macro_rules! delete_archive_upto {
             .bind(i64::try_from(freed).unwrap_or(i64::MAX))
             .execute(&mut *$tx)
             .await?;
-        rows
+        u64::try_from(events).unwrap_or(0)
     }};
 }
 
@@ -173,14 +172,15 @@ impl Store {
         })
     }
 
-    /// Deletes up to `batch` archived events received before `before` (ms),
-    /// oldest first.
+    /// Deletes the oldest archived batches received before `before`
+    /// (ms): whole batches of up to `batch` events together, or one
+    /// larger batch alone.
     ///
     /// The archive has no index on its time (it is the hottest insert
-    /// path); rows are in arrival order, so the batch looks only at the
-    /// first `batch` rows by id and stops at the first one that is still
-    /// young. A clock stepped backwards can hold older rows behind a newer
-    /// one until that one ages too.
+    /// path); rows are in arrival order, so this looks only at the first
+    /// `batch` rows by id and stops at the first one that is still young.
+    /// A clock stepped backwards can hold older rows behind a newer one
+    /// until that one ages too.
     pub async fn prune_archive_older_than(
         &self,
         before: i64,
@@ -188,29 +188,29 @@ impl Store {
     ) -> Result<Pruned, StoreError> {
         on_pool!(self, pool => {
             let mut tx = pool.write_tx().await?;
-            let rows = sqlx::query("SELECT id, received_at FROM archive ORDER BY id LIMIT $1")
-                .bind(i64::from(batch))
-                .fetch_all(&mut *tx)
-                .await?;
-            let last_old = rows
-                .iter()
-                .take_while(|r| r.get::<i64, _>("received_at") < before)
-                .last()
-                .map(|r| r.get::<i64, _>("id"));
-            let Some(last_old) = last_old else {
+            let rows: Vec<(i64, i64, i64)> =
+                sqlx::query_as("SELECT id, received_at, events FROM archive ORDER BY id LIMIT $1")
+                    .bind(i64::from(batch))
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let old = rows.iter().take_while(|&&(_, received_at, _)| received_at < before);
+            let (last, capped) = oldest_within(old.map(|&(id, _, events)| (id, events)), batch);
+            let Some(last) = last else {
                 return Ok(Pruned::default());
             };
-            let deleted = delete_archive_upto!(Db, tx, last_old);
+            let young_seen = rows.iter().any(|&(_, received_at, _)| received_at >= before);
+            let deleted = delete_archive_upto!(Db, tx, last);
             tx.commit().await?;
             Ok(Pruned {
                 rows: deleted,
-                more: deleted == u64::from(batch),
+                more: capped || (!young_seen && rows.len() == batch as usize),
             })
         })
     }
 
-    /// Deletes up to `batch` of the oldest archived events while the
-    /// archive is above `max_bytes` (as [`Store::archive_bytes`] counts).
+    /// Deletes the oldest archived batches while the archive is above
+    /// `max_bytes` (as [`Store::archive_bytes`] counts): whole batches of
+    /// up to `batch` events together, or one larger batch alone.
     pub async fn prune_archive_beyond_size(
         &self,
         max_bytes: u64,
@@ -222,23 +222,20 @@ impl Store {
             if size <= max_bytes {
                 return Ok(Pruned::default());
             }
-            let rows = sqlx::query(
-                "SELECT id, CAST(LENGTH(line) + LENGTH(location) + LENGTH(log_format) AS BIGINT) AS bytes
-                 FROM archive ORDER BY id LIMIT $1",
+            let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+                "SELECT id, events, CAST(LENGTH(batch) AS BIGINT) FROM archive ORDER BY id LIMIT $1",
             )
             .bind(i64::from(batch))
             .fetch_all(&mut *tx)
             .await?;
-            // The oldest rows, as many as bring the archive down to the bound.
+            // The oldest batches, as many as bring the archive down to the bound.
             let mut freed = 0u64;
-            let mut last = None;
-            for r in &rows {
-                if size - freed <= max_bytes {
-                    break;
-                }
-                freed += u64::try_from(r.get::<i64, _>("bytes")).unwrap_or(0) + ARCHIVE_ROW_OVERHEAD;
-                last = Some(r.get::<i64, _>("id"));
-            }
+            let over = rows.iter().take_while(|&&(_, _, bytes)| {
+                let above = size.saturating_sub(freed) > max_bytes;
+                freed += u64::try_from(bytes).unwrap_or(0) + ARCHIVE_BATCH_OVERHEAD;
+                above
+            });
+            let (last, _) = oldest_within(over.map(|&(id, events, _)| (id, events)), batch);
             let Some(last) = last else {
                 return Ok(Pruned::default());
             };
@@ -253,7 +250,7 @@ impl Store {
     }
 
     /// The archive's size as `[retention] archive_max_size` counts it:
-    /// lines, locations and formats, and [`ARCHIVE_ROW_OVERHEAD`] a row.
+    /// each batch's packed events and [`ARCHIVE_BATCH_OVERHEAD`].
     pub async fn archive_bytes(&self) -> Result<u64, StoreError> {
         on_pool!(self, pool => {
             let mut conn = pool.acquire().await?;
@@ -274,10 +271,25 @@ impl Store {
     /// Archived events stored.
     pub async fn archive_count(&self) -> Result<u64, StoreError> {
         on_pool!(self.reads, pool => {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM archive")
+            let n: i64 = sqlx::query_scalar("SELECT CAST(COALESCE(SUM(events), 0) AS BIGINT) FROM archive")
                 .fetch_one(pool)
                 .await?;
             Ok(u64::try_from(n).unwrap_or(0))
         })
     }
+}
+
+/// Of `(id, events)` archived batches, oldest first, the id of the last of
+/// those whose events add up to at most `cap` (the first always counts,
+/// however many it holds), and whether the cap stopped the count.
+fn oldest_within(batches: impl Iterator<Item = (i64, i64)>, cap: u32) -> (Option<i64>, bool) {
+    let (mut last, mut total) = (None, 0u64);
+    for (id, events) in batches {
+        total += u64::try_from(events).unwrap_or(0);
+        if last.is_some() && total > u64::from(cap) {
+            return (last, true);
+        }
+        last = Some(id);
+    }
+    (last, false)
 }

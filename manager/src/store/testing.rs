@@ -47,6 +47,11 @@ impl TestDb {
         }
     }
 
+    /// Where the database is.
+    pub(crate) fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
     /// A directory for the test's other files.
     pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
