@@ -90,7 +90,6 @@ pub async fn run_until(
             poll_interval: config.poll_interval,
             read_from_start: config.read_from_start,
             max_line_length: config.max_line_length,
-            batch_lines: config.batch_events as usize,
             rotate_wait: config.rotate_wait,
             ..tail::TailOptions::default()
         },

@@ -511,19 +511,35 @@ impl Spool {
         // few chunks per query: sqlx reads a query's rows ahead of the
         // caller, so an open-ended one would copy the whole spool's blobs
         // for every batch.
-        let mut from: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(first_sequence), 0) FROM spool_chunks WHERE first_sequence <= $1",
-        )
-        .bind(i64_of(after.saturating_add(1)))
-        .fetch_one(&self.pool)
-        .await?;
+        // The first page starts at the chunk holding `after + 1` (found by
+        // a subquery: one round trip to the database thread, not two);
+        // the next ones after the last chunk read.
+        // The first page takes as many chunks as a batch of full chunks
+        // starting inside one spans, so a batch is usually one query and
+        // no chunk is read twice for nothing.
+        let first_page = i64_of((limit.div_ceil(CHUNK_EVENTS) + 1) as u64).min(CHUNKS_PER_READ * 2);
+        let mut from: Option<i64> = None;
         loop {
-            let page: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
-                "SELECT first_sequence, events, data FROM spool_chunks
-                 WHERE first_sequence >= $1 ORDER BY first_sequence LIMIT $2",
-            )
-            .bind(from)
-            .bind(CHUNKS_PER_READ)
+            let chunks = if from.is_none() {
+                first_page
+            } else {
+                CHUNKS_PER_READ
+            };
+            let page: Vec<(i64, i64, Vec<u8>)> = match from {
+                None => sqlx::query_as(
+                    "SELECT first_sequence, events, data FROM spool_chunks
+                     WHERE first_sequence >= (SELECT COALESCE(MAX(first_sequence), 0)
+                                              FROM spool_chunks WHERE first_sequence <= $1)
+                     ORDER BY first_sequence LIMIT $2",
+                )
+                .bind(i64_of(after.saturating_add(1))),
+                Some(from) => sqlx::query_as(
+                    "SELECT first_sequence, events, data FROM spool_chunks
+                     WHERE first_sequence >= $1 ORDER BY first_sequence LIMIT $2",
+                )
+                .bind(from),
+            }
+            .bind(chunks)
             .fetch_all(&self.pool)
             .await?;
             let Some(&(last_first, _, _)) = page.last() else {
@@ -554,7 +570,7 @@ impl Spool {
                     }
                 }
             }
-            from = last_first + 1;
+            from = Some(last_first + 1);
         }
         Ok((out, false))
     }

@@ -5,5 +5,6 @@
 static ALLOCATOR: palisade_malloc::Allocator = palisade_malloc::Allocator;
 
 fn main() -> std::process::ExitCode {
+    palisade_malloc::without_huge_pages();
     palisade_manager::cli::main()
 }

@@ -23,6 +23,10 @@
 //! figures with each named manager program (a copy of an earlier release
 //! build of `e2e-manager`), after the one built with the bench, so that a
 //! change is compared before and after in the same run, on the same load.
+//! `PALISADE_BENCH_AGENTS=before:PATH,...` does the same for the agent
+//! (a copy of `e2e-agent`); a label named in both runs that manager with
+//! that agent.
+//! `PALISADE_BENCH_LOGALL=off` (or `on`) runs only that setting.
 //! `PALISADE_BENCH_IN_FLIGHT=N` sets the managers' `[flow]
 //! in_flight_batches`.
 
@@ -109,22 +113,50 @@ struct RunFigures {
     agent_cpu: f64,
 }
 
-/// The manager programs to measure: the one built with the bench, then
-/// those `PALISADE_BENCH_MANAGERS` names (`label:path`, comma-separated).
-fn manager_programs() -> Vec<(String, PathBuf)> {
-    let mut programs = vec![(
-        "this build".to_string(),
-        PathBuf::from(env!("CARGO_BIN_EXE_e2e-manager")),
-    )];
-    let named = std::env::var("PALISADE_BENCH_MANAGERS").unwrap_or_default();
-    for entry in named.split(',').filter(|e| !e.is_empty()) {
-        let (label, path) = entry
-            .split_once(':')
-            .expect("PALISADE_BENCH_MANAGERS entries are label:path");
-        assert!(Path::new(path).is_file(), "no manager program at {path}");
-        programs.push((label.to_string(), PathBuf::from(path)));
+/// The programs to measure, as (label, manager, agent): this build's,
+/// then each label that `PALISADE_BENCH_MANAGERS` or
+/// `PALISADE_BENCH_AGENTS` names (`label:path`, comma-separated), with
+/// the manager and agent programs named under that label and this
+/// build's for the one not named.
+fn programs() -> Vec<(String, PathBuf, PathBuf)> {
+    let manager = PathBuf::from(env!("CARGO_BIN_EXE_e2e-manager"));
+    let agent = PathBuf::from(env!("CARGO_BIN_EXE_e2e-agent"));
+    let mut programs = vec![("this build".to_string(), manager.clone(), agent.clone())];
+    for (variable, is_agent) in [
+        ("PALISADE_BENCH_MANAGERS", false),
+        ("PALISADE_BENCH_AGENTS", true),
+    ] {
+        let named = std::env::var(variable).unwrap_or_default();
+        for entry in named.split(',').filter(|e| !e.is_empty()) {
+            let (label, path) = entry
+                .split_once(':')
+                .unwrap_or_else(|| panic!("{variable} entries are label:path"));
+            assert!(Path::new(path).is_file(), "no program at {path}");
+            let at = match programs.iter().position(|(l, _, _)| l == label) {
+                Some(at) => at,
+                None => {
+                    programs.push((label.to_string(), manager.clone(), agent.clone()));
+                    programs.len() - 1
+                }
+            };
+            if is_agent {
+                programs[at].2 = PathBuf::from(path);
+            } else {
+                programs[at].1 = PathBuf::from(path);
+            }
+        }
     }
     programs
+}
+
+/// The `logall` settings to run: both, or only the one
+/// `PALISADE_BENCH_LOGALL` names (`off`, `on`).
+fn logall_settings() -> Vec<bool> {
+    match std::env::var("PALISADE_BENCH_LOGALL").as_deref() {
+        Ok("off") => vec![false],
+        Ok("on") => vec![true],
+        _ => vec![false, true],
+    }
 }
 
 /// `[flow] in_flight_batches` as `PALISADE_BENCH_IN_FLIGHT` says (absent:
@@ -141,7 +173,13 @@ fn in_flight(toml: String) -> String {
 
 /// One end-to-end run: a fresh manager (`program`) and agent, the whole
 /// log appended.
-async fn end_to_end(program: &Path, log: &Path, lines: usize, logall: bool) -> RunFigures {
+async fn end_to_end(
+    program: &Path,
+    agent_program: &Path,
+    log: &Path,
+    lines: usize,
+    logall: bool,
+) -> RunFigures {
     let manager = ManagerProcess::start_with(program, |t| in_flight(manager_toml(t, logall)))
         .await
         .unwrap();
@@ -153,8 +191,7 @@ async fn end_to_end(program: &Path, log: &Path, lines: usize, logall: bool) -> R
     let toml = throughput_agent_toml(manager.addr, &followed);
     let agent_config = bundle.join("agent.toml");
     std::fs::write(&agent_config, toml).unwrap();
-    let agent =
-        AgentProcess::start(Path::new(env!("CARGO_BIN_EXE_e2e-agent")), &agent_config).unwrap();
+    let agent = AgentProcess::start(agent_program, &agent_config).unwrap();
     let store = manager.store().await.unwrap();
     let warmed = warm_up(&store, &id, &followed).await.unwrap();
     let target = warmed + lines as u64;
@@ -290,10 +327,9 @@ fn main() {
             "load average now: {}",
             std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
         );
-        let programs = manager_programs();
-        for (label, program) in &programs {
-        for logall in [false, true] {
-            let f = end_to_end(program, &log, lines, logall).await;
+        for (label, program, agent_program) in &programs() {
+        for logall in logall_settings() {
+            let f = end_to_end(program, agent_program, &log, lines, logall).await;
             println!(
                 "end to end ({label}), logall {}: {:.0} lines/s ({:.2} s), {:.3} of the engine alone; \
                  spool peak {:.1} MiB of {} MiB, dropped {}, alerts {}, manager peak RSS {:.0} MiB; \

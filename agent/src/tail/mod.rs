@@ -86,7 +86,9 @@ use discovery::{PathState, Source};
 use reader::Watcher;
 
 /// Most bytes read from a file at once (more when lines may be longer).
-const READ_CHUNK: usize = 256 * 1024;
+/// Each read costs a look at the spool's room and at the file (its size,
+/// its fingerprint), so a burst is read in large pieces.
+const READ_CHUNK: usize = 512 * 1024;
 /// Most line bytes held before they are spooled.
 const BATCH_BYTES: usize = 1 << 20;
 
@@ -99,7 +101,10 @@ pub struct TailOptions {
     pub read_from_start: bool,
     /// Longer lines are cut and flagged.
     pub max_line_length: usize,
-    /// Most lines spooled in one transaction.
+    /// Most lines spooled in one transaction (not the uplink's
+    /// `batch_events`: a transaction costs the spool a dozen statements
+    /// and a few pages of its tables beside the lines, so a burst goes in
+    /// few large ones; the uplink sends them in its own batches).
     pub batch_lines: usize,
     /// How long a rotated or deleted file is still read after its last
     /// growth (writers keep writing to it until they reopen).
@@ -114,7 +119,7 @@ impl Default for TailOptions {
             poll_interval: Duration::from_millis(100),
             read_from_start: false,
             max_line_length: 64 * 1024,
-            batch_lines: 500,
+            batch_lines: 4096,
             rotate_wait: Duration::from_secs(5),
             batch_bytes: BATCH_BYTES,
         }
