@@ -27,6 +27,7 @@
 //! (a copy of `e2e-agent`); a label named in both runs that manager with
 //! that agent.
 //! `PALISADE_BENCH_LOGALL=off` (or `on`) runs only that setting.
+//! `PALISADE_BENCH_BATCH_EVENTS=N` sets the agent's `[spool] batch_events`.
 //! `PALISADE_BENCH_IN_FLIGHT=N` sets the managers' `[flow]
 //! in_flight_batches`.
 
@@ -189,6 +190,11 @@ async fn end_to_end(
     // The agent's default spool bound (its agent.toml sets none).
     let spool_bound: u64 = 256 * 1024 * 1024;
     let toml = throughput_agent_toml(manager.addr, &followed);
+    // `PALISADE_BENCH_BATCH_EVENTS=N` sets the agent's `[spool] batch_events`.
+    let toml = match std::env::var("PALISADE_BENCH_BATCH_EVENTS") {
+        Ok(n) => toml.replace("[spool]\n", &format!("[spool]\nbatch_events = {n}\n")),
+        Err(_) => toml,
+    };
     let agent_config = bundle.join("agent.toml");
     std::fs::write(&agent_config, toml).unwrap();
     let agent = AgentProcess::start(agent_program, &agent_config).unwrap();

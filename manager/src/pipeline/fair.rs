@@ -10,7 +10,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, PoisonError};
 
-/// Events a lane may be served per turn (the agents' default batch).
+/// Events a lane may be served per turn (a quarter of the agents' default
+/// batch, 2000: a lane of full default batches is served one every four
+/// turns, and a quiet lane's small batch still waits at most a turn of
+/// this plus one batch of each busy lane).
 pub const QUANTUM: usize = 500;
 
 /// Something queued, with its cost in events.
