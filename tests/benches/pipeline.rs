@@ -8,8 +8,8 @@
 //!
 //! Baselines measured in the same run, on the same lines: reading them
 //! from the file (what `cat file > /dev/null` does) and storing them in
-//! the agent's spool ([`Spool::append`], 500 lines a call as the tailer
-//! batches them, into chunks), so the figures can be read as ratios on
+//! the agent's spool ([`Spool::append`], as many lines a call as the
+//! tailer spools in one transaction under a burst, into chunks), so the figures can be read as ratios on
 //! any machine.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -175,7 +175,8 @@ fn cpu_seconds(stat: &str) -> f64 {
 }
 
 /// The agent's spool storing the lines, without anything else: a new
-/// spool, [`Spool::append`] 500 lines at a time (the tailer's batch).
+/// spool, [`Spool::append`] as many lines at a time as the tailer spools
+/// in one transaction (its default `batch_lines`).
 async fn spool_append(path: &Path, text: &[u8]) -> Duration {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -193,7 +194,8 @@ async fn spool_append(path: &Path, text: &[u8]) -> Duration {
         })
         .collect();
     let started = Instant::now();
-    for batch in events.chunks(500) {
+    let per_append = palisade_agent::tail::TailOptions::default().batch_lines;
+    for batch in events.chunks(per_append) {
         spool.append(batch, &[]).await.unwrap();
     }
     let elapsed = started.elapsed();
