@@ -252,6 +252,7 @@ where
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
+    palisade_malloc::without_huge_pages();
     let cli = match palisade_common::cli::parse::<Cli>() {
         Ok(cli) => cli,
         Err(code) => return code,
@@ -260,6 +261,8 @@ pub fn main() -> ExitCode {
     logging::init("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Memory freed by agents' streams is returned from every thread.
+        .on_thread_park(palisade_malloc::collect_if_released)
         .build()
     {
         Ok(r) => r,

@@ -22,10 +22,17 @@
 //! `1000`); e.g. `FLEET_AGENTS=1000,10000 cargo bench -p palisade-tests
 //! --bench fleet`. This process and the manager share the machine: the
 //! figures include the simulated agents' own CPU.
+//!
+//! `PALISADE_BENCH_MANAGERS=before:PATH,...` also runs every fleet size
+//! with each named manager program (a copy of an earlier release build
+//! of `e2e-manager`), after the one built with the bench, so that a change
+//! is compared before and after in the same run, on the same load.
+//! `FLEET_PARTS=memory` measures only the memory (per idle agent, and
+//! after the fleet left), to compare changes to it quickly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -63,6 +70,20 @@ fn raise_nofile(n: usize) {
         hard >= n as u64 + 512,
         "the open-file hard limit {hard} is too low for {n} agents (ulimit -Hn)"
     );
+}
+
+/// The process's anonymous memory in transparent huge pages, in KiB
+/// (`AnonHugePages` of `/proc/PID/smaps_rollup`): a huge page is in RSS
+/// whole however little of it is used.
+fn huge_pages_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("AnonHugePages:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Runs palisadectl with `args`; returns its wall time.
@@ -138,9 +159,33 @@ async fn operations(fleet: &mut Fleet, ctl_toml: &Path, n: usize, round: usize) 
     fan_out(fleet, ctl_toml, n, &["unblock", &ip], delete).await;
 }
 
-async fn run(n: usize) {
-    println!("fleet of {n} agents");
-    let mut manager = ManagerProcess::start(Path::new(MANAGER)).await.unwrap();
+/// This build's manager, then those `PALISADE_BENCH_MANAGERS` names
+/// (`label:path`, comma-separated).
+fn manager_programs() -> Vec<(String, PathBuf)> {
+    let mut programs = vec![("this build".to_string(), PathBuf::from(MANAGER))];
+    let named = std::env::var("PALISADE_BENCH_MANAGERS").unwrap_or_default();
+    for entry in named.split(',').filter(|e| !e.is_empty()) {
+        let (label, path) = entry
+            .split_once(':')
+            .expect("PALISADE_BENCH_MANAGERS entries are label:path");
+        assert!(Path::new(path).is_file(), "no manager program at {path}");
+        programs.push((label.to_string(), PathBuf::from(path)));
+    }
+    programs
+}
+
+async fn run(n: usize, label: &str, program: &Path, memory_only: bool) {
+    println!(
+        "fleet of {n} agents, manager {label} ({}), load average {}",
+        program.display(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut manager = ManagerProcess::start(program).await.unwrap();
     let ctl_toml = manager.dir.path().join("operator").join("ctl.toml");
     let start = Instant::now();
     let identities = fleet::register(&manager.config, "sim", n).await.unwrap();
@@ -175,11 +220,22 @@ async fn run(n: usize) {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let with = status_kib(pid, "VmRSS:");
     println!(
-        "  manager RSS {} MiB idle, {} MiB with {n} agents: {:.1} KiB per agent",
+        "  manager RSS {} MiB idle, {} MiB with {n} agents: {:.1} KiB per agent ({} MiB of it in transparent huge pages)",
         before / 1024,
         with / 1024,
-        (with.saturating_sub(before)) as f64 / n as f64
+        (with.saturating_sub(before)) as f64 / n as f64,
+        huge_pages_kib(pid) / 1024
     );
+    if memory_only {
+        fleet.stop();
+        drop(fleet);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        println!(
+            "  manager RSS {} MiB 10 s after the fleet left",
+            status_kib(pid, "VmRSS:") / 1024
+        );
+        return;
+    }
     operations(&mut fleet, &ctl_toml, n, 1).await;
 
     // A restart: time from the new process's start to all Active.
@@ -234,9 +290,13 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let memory_only = std::env::var("FLEET_PARTS").is_ok_and(|p| p == "memory");
     raise_nofile(sizes.iter().copied().max().unwrap_or(0));
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let programs = manager_programs();
     for n in sizes {
-        runtime.block_on(run(n));
+        for (label, program) in &programs {
+            runtime.block_on(run(n, label, program, memory_only));
+        }
     }
 }
