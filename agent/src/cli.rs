@@ -88,7 +88,6 @@ where
 
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
-    palisade_malloc::without_huge_pages();
     let cli = match palisade_common::cli::parse::<Cli>() {
         Ok(cli) => cli,
         Err(code) => return code,

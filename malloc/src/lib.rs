@@ -47,25 +47,6 @@ thread_local! {
     static COLLECTED: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Turns transparent huge pages off for this process: mimalloc reserves
-/// its memory in large aligned regions, and with huge pages a few KiB in
-/// use keep a whole 2 MiB page resident. Measured on the fleet bench
-/// (10,000 idle agents, THP `madvise`, which mimalloc asks for): 592 of
-/// the manager's 777 MiB were huge pages, 75 KiB per agent; with them off
-/// 61 KiB, and the idle manager 30 MiB instead of 46. Call it first in
-/// `main`, before much is allocated (a no-op off Linux).
-pub fn without_huge_pages() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: PR_SET_THP_DISABLE takes no pointers and only sets a
-        // flag of this process's memory map.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0)
-        };
-    }
-}
-
 /// For a runtime's `on_thread_park`: after a [`release_free_memory`],
 /// collects this thread's mimalloc heap once. A thread's heap owns the
 /// pages it allocated; blocks that other threads free go back to them
@@ -117,8 +98,12 @@ pub fn release_free_memory() -> bool {
 
 /// Turns transparent huge pages off for this process (and the programs
 /// it starts, which inherit the setting), whatever mimalloc asked for
-/// its arenas: called first thing by each daemon's `main`. Returns
-/// whether the kernel took it (always `false` off Linux).
+/// its arenas: called first thing by each daemon's `main`, before much is
+/// allocated. Besides the CPU (module doc), a few KiB in use kept a whole
+/// 2 MiB page resident: on the fleet bench (10,000 idle agents, THP
+/// `madvise`) 592 of the manager's 777 MiB were huge pages, 75 KiB per
+/// agent; with them off 61 KiB, and the idle manager 30 MiB instead of
+/// 46. Returns whether the kernel took it (always `false` off Linux).
 pub fn without_huge_pages() -> bool {
     #[cfg(target_os = "linux")]
     {
