@@ -9,6 +9,7 @@
 //! epoch milliseconds.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Row;
@@ -135,6 +136,7 @@ mod archive;
 mod breakers;
 mod cluster;
 mod copy;
+mod gate;
 mod identities;
 mod prune;
 mod responses;
@@ -381,6 +383,8 @@ pub struct Store {
     reads: Reads,
     /// This process's id in notifications ([`Store::origin`]).
     origin: u64,
+    /// Commands' transactions before ingestion's (`gate.rs`).
+    gate: Arc<gate::WriteGate>,
 }
 
 /// The pool of [`Store::reads`] (a struct with a `pool`, for
@@ -397,6 +401,9 @@ fn new_origin() -> u64 {
 
 /// Connections of SQLite's read pool ([`Store::reads`]).
 const SQLITE_READ_CONNECTIONS: u32 = 4;
+/// Connections of SQLite's write pool (one writes at a time; the others
+/// wait in SQLite's busy handler or prepare their next statement).
+const SQLITE_WRITE_CONNECTIONS: u32 = 4;
 
 impl Store {
     /// Opens the database (creating an SQLite file if needed) and applies
@@ -416,6 +423,7 @@ impl Store {
                     },
                     pool: Pool::Postgres(pool),
                     origin: new_origin(),
+                    gate: Arc::new(gate::WriteGate::new(POSTGRES_CONNECTIONS as usize)),
                 });
             }
         };
@@ -427,7 +435,7 @@ impl Store {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(SQLITE_WRITE_CONNECTIONS)
             .connect_with(options.clone())
             .await?;
         migrator().run(&pool).await?;
@@ -441,6 +449,7 @@ impl Store {
                 pool: Pool::Sqlite(reads),
             },
             origin: new_origin(),
+            gate: Arc::new(gate::WriteGate::new(SQLITE_WRITE_CONNECTIONS as usize)),
         })
     }
 
@@ -770,6 +779,9 @@ impl Store {
         alerts: &[Judged],
         archive: bool,
     ) -> Result<StoredBatch, StoreError> {
+        // After any command waiting for the database (`gate.rs`); held
+        // until the commit.
+        let _slot = self.gate.ingest().await;
         on_pool!(self, pool => {
             let received_at = now_ms();
             let mut tx = pool.write_tx().await?;

@@ -245,6 +245,8 @@ impl Store {
         new: &[NewResponse],
         held_here: impl Fn(&str) -> bool,
     ) -> Result<Vec<ResponseRow>, StoreError> {
+        // Ahead of ingestion's queue of commits (`gate.rs`).
+        let _urgent = self.gate.urgent();
         on_pool!(self, pool => {
             let now = now_ms();
             let mut tx = pool.write_tx().await?;
