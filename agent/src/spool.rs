@@ -512,11 +512,10 @@ impl Spool {
         // caller, so an open-ended one would copy the whole spool's blobs
         // for every batch.
         // The first page starts at the chunk holding `after + 1` (found by
-        // a subquery: one round trip to the database thread, not two);
-        // the next ones after the last chunk read.
-        // The first page takes as many chunks as a batch of full chunks
-        // starting inside one spans, so a batch is usually one query and
-        // no chunk is read twice for nothing.
+        // a subquery: one round trip to the database thread, not two) and
+        // takes as many chunks as a batch of full chunks starting inside
+        // one spans, so a batch is usually one query and no chunk is read
+        // twice for nothing; the next pages start after the last chunk read.
         let first_page = i64_of((limit.div_ceil(CHUNK_EVENTS) + 1) as u64).min(CHUNKS_PER_READ * 2);
         let mut from: Option<i64> = None;
         loop {
