@@ -40,7 +40,7 @@ use palisade_manager::ManagerConfig;
 use palisade_manager::pipeline::analysis::{Analyzer, Input, Origin};
 use palisade_manager::ruleset::{self, Judging};
 use palisade_tests::measure::{
-    cpu_seconds, generate_access_log, status_kib, throughput_agent_toml,
+    cpu_seconds, generate_access_log, named_programs, status_kib, throughput_agent_toml,
     throughput_manager_toml as manager_toml, warm_up,
 };
 use palisade_tests::process::{AgentProcess, ManagerProcess};
@@ -127,23 +127,18 @@ fn programs() -> Vec<(String, PathBuf, PathBuf)> {
         ("PALISADE_BENCH_MANAGERS", false),
         ("PALISADE_BENCH_AGENTS", true),
     ] {
-        let named = std::env::var(variable).unwrap_or_default();
-        for entry in named.split(',').filter(|e| !e.is_empty()) {
-            let (label, path) = entry
-                .split_once(':')
-                .unwrap_or_else(|| panic!("{variable} entries are label:path"));
-            assert!(Path::new(path).is_file(), "no program at {path}");
-            let at = match programs.iter().position(|(l, _, _)| l == label) {
+        for (label, path) in named_programs(variable) {
+            let at = match programs.iter().position(|(l, _, _)| *l == label) {
                 Some(at) => at,
                 None => {
-                    programs.push((label.to_string(), manager.clone(), agent.clone()));
+                    programs.push((label, manager.clone(), agent.clone()));
                     programs.len() - 1
                 }
             };
             if is_agent {
-                programs[at].2 = PathBuf::from(path);
+                programs[at].2 = path;
             } else {
-                programs[at].1 = PathBuf::from(path);
+                programs[at].1 = path;
             }
         }
     }

@@ -37,7 +37,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use palisade_tests::fleet::{self, Fleet, Target, Traffic};
-use palisade_tests::measure::status_kib;
+use palisade_tests::measure::{named_programs, status_kib};
 use palisade_tests::process::ManagerProcess;
 
 const CTL: &str = env!("CARGO_BIN_EXE_e2e-ctl");
@@ -163,14 +163,7 @@ async fn operations(fleet: &mut Fleet, ctl_toml: &Path, n: usize, round: usize) 
 /// (`label:path`, comma-separated).
 fn manager_programs() -> Vec<(String, PathBuf)> {
     let mut programs = vec![("this build".to_string(), PathBuf::from(MANAGER))];
-    let named = std::env::var("PALISADE_BENCH_MANAGERS").unwrap_or_default();
-    for entry in named.split(',').filter(|e| !e.is_empty()) {
-        let (label, path) = entry
-            .split_once(':')
-            .expect("PALISADE_BENCH_MANAGERS entries are label:path");
-        assert!(Path::new(path).is_file(), "no manager program at {path}");
-        programs.push((label.to_string(), PathBuf::from(path)));
-    }
+    programs.extend(named_programs("PALISADE_BENCH_MANAGERS"));
     programs
 }
 

@@ -9,6 +9,27 @@ use std::time::{Duration, Instant};
 
 use palisade_manager::store::Store;
 
+/// The programs environment variable `variable` names for a same-run
+/// baseline (`label:PATH,...`: copies of earlier release builds), each
+/// checked to exist; none when it is unset.
+pub fn named_programs(variable: &str) -> Vec<(String, PathBuf)> {
+    let named = std::env::var(variable).unwrap_or_default();
+    named
+        .split(',')
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let (label, path) = entry
+                .split_once(':')
+                .unwrap_or_else(|| panic!("{variable} entries are label:PATH, not {entry:?}"));
+            assert!(
+                Path::new(path).is_file(),
+                "no program at {path} ({variable})"
+            );
+            (label.to_string(), PathBuf::from(path))
+        })
+        .collect()
+}
+
 /// CPU seconds (user and system) a process has used so far ("self" for
 /// this one): a figure the other work on a shared machine does not move.
 pub fn cpu_seconds(pid: &str) -> f64 {
