@@ -506,21 +506,28 @@ async fn a_block_that_expired_while_the_agent_was_down_is_lifted_at_start() {
     timer.await.unwrap();
 }
 
+/// A responder (5 s default timeout) and its ledger in `dir`, on a clock
+/// the test moves.
+async fn on_a_moved_clock(dir: &Path) -> (Ledger, ManualClock, Responder) {
+    let ledger = ledger_at(&dir.join("agent.db"), true).await;
+    let clock = ManualClock::starting_now();
+    let r = Responder::with_clock(
+        config(dir, &[], "5s"),
+        ledger.clone(),
+        vec![],
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    (ledger, clock, r)
+}
+
 /// The timer, on a clock the test moves: a block is lifted when its time
 /// comes and not before, an extension postpones it, a block without a
 /// timeout stays, and each lift is reported for the manager.
 #[tokio::test]
 async fn the_timer_lifts_blocks_at_their_expiry_and_extensions_postpone_it() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
-    let clock = ManualClock::starting_now();
-    let r = Responder::with_clock(
-        config(dir.path(), &[], "5s"),
-        ledger.clone(),
-        vec![],
-        Arc::new(clock.clone()),
-    )
-    .unwrap();
+    let (ledger, clock, r) = on_a_moved_clock(dir.path()).await;
     let mut lifted = r.subscribe_reports();
     let stop = CancellationToken::new();
     let (_, timer) = r.start(stop.clone()).await;
@@ -687,15 +694,7 @@ async fn dry_run_changes_nothing_and_says_would() {
 #[tokio::test]
 async fn an_add_overtaken_by_its_unblock_is_not_carried_out() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = ledger_at(&dir.path().join("agent.db"), true).await;
-    let clock = ManualClock::starting_now();
-    let r = Responder::with_clock(
-        config(dir.path(), &[], "5s"),
-        ledger.clone(),
-        vec![],
-        Arc::new(clock.clone()),
-    )
-    .unwrap();
+    let (ledger, clock, r) = on_a_moved_clock(dir.path()).await;
     let command = |id: &str, action: Action| {
         let mut o = order("host-deny", action, "198.51.100.9", Some(600));
         o.command_id = id.into();

@@ -86,6 +86,17 @@ fn huge_pages_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The fleet leaves: is the manager's memory given back 10 s later?
+async fn leave(fleet: Fleet, pid: u32) {
+    fleet.stop();
+    drop(fleet);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    println!(
+        "  manager RSS {} MiB 10 s after the fleet left",
+        status_kib(pid, "VmRSS:") / 1024
+    );
+}
+
 /// Runs palisadectl with `args`; returns its wall time.
 fn ctl(config: &Path, args: &[&str]) -> Duration {
     let start = Instant::now();
@@ -220,13 +231,7 @@ async fn run(n: usize, label: &str, program: &Path, memory_only: bool) {
         huge_pages_kib(pid) / 1024
     );
     if memory_only {
-        fleet.stop();
-        drop(fleet);
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        println!(
-            "  manager RSS {} MiB 10 s after the fleet left",
-            status_kib(pid, "VmRSS:") / 1024
-        );
+        leave(fleet, pid).await;
         return;
     }
     operations(&mut fleet, &ctl_toml, n, 1).await;
@@ -241,14 +246,7 @@ async fn run(n: usize, label: &str, program: &Path, memory_only: bool) {
         start.elapsed().as_secs_f64()
     );
 
-    // The fleet leaves: is the memory given back?
-    fleet.stop();
-    drop(fleet);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    println!(
-        "  manager RSS {} MiB 10 s after the fleet left",
-        status_kib(pid, "VmRSS:") / 1024
-    );
+    leave(fleet, pid).await;
 
     // With traffic: 10 lines every 5 s per agent.
     let traffic = Traffic {

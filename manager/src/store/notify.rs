@@ -254,7 +254,6 @@ mod tests {
     )]
     async fn two_managers_stores_hear_each_others_commands_and_revocations() {
         use crate::store::testing::{Backend, TestDb};
-        use crate::store::{Action, NewResponse};
 
         let db = TestDb::new(Backend::Postgres);
         let (a, b) = (db.open().await, db.open().await);
@@ -265,20 +264,7 @@ mod tests {
             .add_agent("web01", "any", |_| Ok(("aa".to_string(), ())))
             .await
             .unwrap();
-        let block = NewResponse {
-            agent_id: agent.clone(),
-            response: "route-null600".into(),
-            command: "route-null".into(),
-            executable: "route-null".into(),
-            action: Action::Add,
-            srcip: Some("203.0.113.7".into()),
-            user: None,
-            alert_id: None,
-            rule_id: None,
-            location: None,
-            timeout_s: Some(600),
-            undoes: None,
-        };
+        let block = crate::responder::testing::block(&agent, 7);
         let row = a.insert_response(&block).await.unwrap();
         let expected = Notice::Commands {
             origin: Some(a.origin()),
