@@ -24,7 +24,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::grouped::{GroupWrite, Grouped};
+use crate::grouped::{GroupWork, Grouped};
 use crate::heartbeats::FLUSH_EVERY;
 use crate::sessions::Sessions;
 use crate::stats::Stats;
@@ -165,16 +165,16 @@ impl Leases {
     }
 }
 
-impl GroupWrite for Leases {
+impl GroupWork for Leases {
     type Item = LeaseAsk;
     type Output = Result<Lease, LeaseHeld>;
 
-    async fn write_group(&self, items: &[LeaseAsk]) -> Result<Vec<Self::Output>, StoreError> {
+    async fn run_group(&self, items: &[LeaseAsk]) -> Result<Vec<Self::Output>, StoreError> {
         let requests: Vec<LeaseRequest<'_>> = items.iter().map(|a| self.request(a)).collect();
         self.store.take_leases(&requests).await
     }
 
-    async fn write_one(&self, item: &LeaseAsk) -> Result<Self::Output, StoreError> {
+    async fn run_one(&self, item: &LeaseAsk) -> Result<Self::Output, StoreError> {
         self.store.take_lease(&self.request(item)).await
     }
 }
@@ -286,7 +286,7 @@ impl Cluster {
         takeover: bool,
     ) -> Result<Result<Lease, LeaseHeld>, StoreError> {
         self.leases
-            .write(LeaseAsk {
+            .submit(LeaseAsk {
                 agent_id: agent_id.to_string(),
                 takeover,
             })

@@ -1,58 +1,63 @@
-//! Small writes that many agent streams ask for at the same moment,
-//! committed together: the results of a fan-out to ten thousand agents
-//! arrive within a second, and so do their Hellos after a manager restart.
-//! One transaction each would queue them all on SQLite's single write lock
-//! (and on the pool's connections, ahead of operators and ingestion); here
-//! one task commits whatever has queued while the previous group was
-//! written, in one transaction.
+//! Small database work that many agent streams ask for at the same
+//! moment, done together: the results of a fan-out to ten thousand agents
+//! arrive within a second, and so do their openings (admission, Hello,
+//! lease) after a manager restart. One transaction each would queue them
+//! all on SQLite's single write lock (and on the pool's connections, ahead
+//! of operators and ingestion), and one query each costs more in handing
+//! it to the database's thread and back than SQLite takes to answer it;
+//! here one task does whatever has queued while the previous group was
+//! done, in one transaction (or a few statements, for reads).
 //!
 //! Durability is unchanged: each caller waits until its own write is
 //! committed (its stream reads nothing meanwhile, as before). When a
-//! group's transaction fails, its writes are retried one by one, so each
-//! caller gets its own answer and one bad write does not fail the others.
+//! group fails, its items are done again one by one, so each caller gets
+//! its own answer and one bad item does not fail the others.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{AgentHello, CommandReport, ResponseRow, Store, StoreError};
+use crate::store::{
+    AgentHello, AgentRecord, CommandReport, Connected, ResponseRow, Store, StoreError,
+};
 
-/// Writes in one transaction at most.
+/// Items in one group at most.
 pub const MAX_GROUP: usize = 1000;
 
-/// How a kind of write is committed, in groups and alone.
-pub trait GroupWrite: Send + Sync + 'static {
-    /// One caller's write.
+/// How a kind of work is done, in groups and alone.
+pub trait GroupWork: Send + Sync + 'static {
+    /// One caller's item.
     type Item: Send + Sync + 'static;
     /// What the caller gets back.
     type Output: Send + 'static;
-    /// Commits `items` in one transaction; one output per item, in order.
-    fn write_group(
+    /// Does `items` together (writes in one transaction); one output per
+    /// item, in order.
+    fn run_group(
         &self,
         items: &[Self::Item],
     ) -> impl Future<Output = Result<Vec<Self::Output>, StoreError>> + Send;
-    /// Commits one item (after its group's transaction failed).
-    fn write_one(
+    /// Does one item (after its group failed).
+    fn run_one(
         &self,
         item: &Self::Item,
     ) -> impl Future<Output = Result<Self::Output, StoreError>> + Send;
 }
 
-type Reply<W> = oneshot::Sender<Result<<W as GroupWrite>::Output, StoreError>>;
-type Job<W> = (<W as GroupWrite>::Item, Reply<W>);
+type Reply<W> = oneshot::Sender<Result<<W as GroupWork>::Output, StoreError>>;
+type Job<W> = (<W as GroupWork>::Item, Reply<W>);
 /// The writer and its queue, until the task that owns them starts.
 type Idle<W> = Option<(W, mpsc::UnboundedReceiver<Job<W>>)>;
 
-/// The queue of one kind of write; its task starts with the first write
+/// The queue of one kind of work; its task starts with the first item
 /// (so that building it needs no runtime) and ends when every handle is
 /// gone.
-pub struct Grouped<W: GroupWrite> {
+pub struct Grouped<W: GroupWork> {
     queue: mpsc::UnboundedSender<Job<W>>,
     idle: Arc<Mutex<Idle<W>>>,
 }
 
-impl<W: GroupWrite> Clone for Grouped<W> {
+impl<W: GroupWork> Clone for Grouped<W> {
     fn clone(&self) -> Self {
         Self {
             queue: self.queue.clone(),
@@ -61,13 +66,13 @@ impl<W: GroupWrite> Clone for Grouped<W> {
     }
 }
 
-impl<W: GroupWrite> std::fmt::Debug for Grouped<W> {
+impl<W: GroupWork> std::fmt::Debug for Grouped<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Grouped").finish_non_exhaustive()
     }
 }
 
-impl<W: GroupWrite> Grouped<W> {
+impl<W: GroupWork> Grouped<W> {
     /// A queue whose groups `writer` commits.
     pub fn new(writer: W) -> Self {
         let (queue, jobs) = mpsc::unbounded_channel();
@@ -77,8 +82,9 @@ impl<W: GroupWrite> Grouped<W> {
         }
     }
 
-    /// Queues `item` and waits until it is committed (with others).
-    pub async fn write(&self, item: W::Item) -> Result<W::Output, StoreError> {
+    /// Queues `item` and waits until it is done (committed, for a
+    /// write), with others.
+    pub async fn submit(&self, item: W::Item) -> Result<W::Output, StoreError> {
         let task = self
             .idle
             .lock()
@@ -97,12 +103,12 @@ impl<W: GroupWrite> Grouped<W> {
     }
 }
 
-/// Commits what queued, group after group, until every handle is gone.
-async fn run<W: GroupWrite>(writer: W, mut jobs: mpsc::UnboundedReceiver<Job<W>>) {
+/// Does what queued, group after group, until every handle is gone.
+async fn run<W: GroupWork>(writer: W, mut jobs: mpsc::UnboundedReceiver<Job<W>>) {
     let mut group: Vec<Job<W>> = Vec::new();
     while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
         let (items, replies): (Vec<W::Item>, Vec<Reply<W>>) = group.drain(..).unzip();
-        match writer.write_group(&items).await {
+        match writer.run_group(&items).await {
             Ok(outputs) => {
                 for (reply, output) in replies.into_iter().zip(outputs) {
                     let _ = reply.send(Ok(output));
@@ -110,7 +116,7 @@ async fn run<W: GroupWrite>(writer: W, mut jobs: mpsc::UnboundedReceiver<Job<W>>
             }
             Err(_) => {
                 for (item, reply) in items.iter().zip(replies) {
-                    let _ = reply.send(writer.write_one(item).await);
+                    let _ = reply.send(writer.run_one(item).await);
                 }
             }
         }
@@ -121,22 +127,42 @@ async fn run<W: GroupWrite>(writer: W, mut jobs: mpsc::UnboundedReceiver<Job<W>>
 #[derive(Debug)]
 pub struct CommandResults(pub Store);
 
-impl GroupWrite for CommandResults {
+impl GroupWork for CommandResults {
     type Item = CommandReport;
     type Output = Option<ResponseRow>;
-    async fn write_group(
+    async fn run_group(
         &self,
         items: &[CommandReport],
     ) -> Result<Vec<Option<ResponseRow>>, StoreError> {
         self.0.response_results(items).await
     }
-    async fn write_one(&self, item: &CommandReport) -> Result<Option<ResponseRow>, StoreError> {
+    async fn run_one(&self, item: &CommandReport) -> Result<Option<ResponseRow>, StoreError> {
         Ok(self
             .0
             .response_results(std::slice::from_ref(item))
             .await?
             .pop()
             .flatten())
+    }
+}
+
+/// What new streams carry first ([`Store::responses_for_new_streams`]):
+/// one read for a group of streams `(agent, welcomed_at)`.
+#[derive(Debug)]
+pub struct NewStreamCommands(pub Store);
+
+impl GroupWork for NewStreamCommands {
+    type Item = (String, i64);
+    type Output = Vec<ResponseRow>;
+    async fn run_group(
+        &self,
+        items: &[(String, i64)],
+    ) -> Result<Vec<Vec<ResponseRow>>, StoreError> {
+        let streams: Vec<(&str, i64)> = items.iter().map(|(a, t)| (a.as_str(), *t)).collect();
+        self.0.responses_for_new_streams(&streams).await
+    }
+    async fn run_one(&self, item: &(String, i64)) -> Result<Vec<ResponseRow>, StoreError> {
+        self.0.responses_for_new_stream(&item.0, item.1).await
     }
 }
 
@@ -155,6 +181,8 @@ pub struct Hello {
     pub address: Option<String>,
     /// When the agent process started (ms), if it said.
     pub started_at: Option<i64>,
+    /// The spool it names.
+    pub spool_id: String,
 }
 
 impl Hello {
@@ -167,25 +195,77 @@ impl Hello {
                 os: &self.os,
                 address: self.address.clone(),
                 started_at: self.started_at,
+                spool_id: &self.spool_id,
             },
         )
     }
 }
 
-/// Agents' Hellos ([`Store::agents_connected`]).
+/// Agents' Hellos ([`Store::agents_connected`]); each caller gets its
+/// agent's record as written and its spool change (`None`: no longer
+/// registered).
 #[derive(Debug)]
 pub struct Hellos(pub Store);
 
-impl GroupWrite for Hellos {
+impl GroupWork for Hellos {
     type Item = Hello;
-    type Output = ();
-    async fn write_group(&self, items: &[Hello]) -> Result<Vec<()>, StoreError> {
+    type Output = Option<Connected>;
+    async fn run_group(&self, items: &[Hello]) -> Result<Vec<Self::Output>, StoreError> {
         let hellos: Vec<_> = items.iter().map(Hello::fields).collect();
-        self.0.agents_connected(&hellos).await?;
-        Ok(vec![(); items.len()])
+        self.0.agents_connected(&hellos).await
     }
-    async fn write_one(&self, item: &Hello) -> Result<(), StoreError> {
-        self.0.agents_connected(&[item.fields()]).await
+    async fn run_one(&self, item: &Hello) -> Result<Self::Output, StoreError> {
+        let (id, hello) = item.fields();
+        self.0.agent_connected(id, &hello).await
+    }
+}
+
+/// What admitting a stream reads: the record of the agent its
+/// certificate names, and whether that certificate is revoked.
+#[derive(Debug, Clone)]
+pub struct AdmissionAsk {
+    /// The agent the certificate names.
+    pub agent_id: String,
+    /// The certificate's serial.
+    pub serial: String,
+}
+
+/// The answer to an [`AdmissionAsk`].
+#[derive(Debug, Clone)]
+pub struct AdmissionFacts {
+    /// The agent's record, `None` if it is not registered.
+    pub record: Option<AgentRecord>,
+    /// Whether the certificate is revoked.
+    pub revoked: bool,
+}
+
+/// Admissions' reads ([`Store::agents_by_id`], [`Store::revoked_among`]):
+/// two statements for a group rather than two per stream.
+#[derive(Debug)]
+pub struct Admissions(pub Store);
+
+impl GroupWork for Admissions {
+    type Item = AdmissionAsk;
+    type Output = AdmissionFacts;
+    async fn run_group(&self, items: &[AdmissionAsk]) -> Result<Vec<AdmissionFacts>, StoreError> {
+        let ids: Vec<&str> = items.iter().map(|a| a.agent_id.as_str()).collect();
+        let serials: Vec<&str> = items.iter().map(|a| a.serial.as_str()).collect();
+        let records = self.0.agents_by_id(&ids).await?;
+        let revoked = self.0.revoked_among(&serials).await?;
+        Ok(items
+            .iter()
+            .zip(records)
+            .map(|(ask, record)| AdmissionFacts {
+                record,
+                revoked: revoked.contains(&ask.serial),
+            })
+            .collect())
+    }
+    async fn run_one(&self, item: &AdmissionAsk) -> Result<AdmissionFacts, StoreError> {
+        Ok(AdmissionFacts {
+            record: self.0.agent(&item.agent_id).await?,
+            revoked: self.0.is_revoked(&item.serial).await?,
+        })
     }
 }
 
@@ -200,17 +280,17 @@ mod tests {
         groups: Arc<AtomicUsize>,
     }
 
-    impl GroupWrite for Counting {
+    impl GroupWork for Counting {
         type Item = u32;
         type Output = u32;
-        async fn write_group(&self, items: &[u32]) -> Result<Vec<u32>, StoreError> {
+        async fn run_group(&self, items: &[u32]) -> Result<Vec<u32>, StoreError> {
             self.groups.fetch_add(1, Ordering::SeqCst);
             if items.contains(&0) {
                 return Err(StoreError::Conflict("zero".into()));
             }
             Ok(items.iter().map(|i| i * 10).collect())
         }
-        async fn write_one(&self, item: &u32) -> Result<u32, StoreError> {
+        async fn run_one(&self, item: &u32) -> Result<u32, StoreError> {
             match item {
                 0 => Err(StoreError::Conflict("zero".into())),
                 i => Ok(i * 10),
@@ -241,7 +321,7 @@ mod tests {
         grouped: &Grouped<Counting>,
         items: impl Iterator<Item = u32>,
     ) -> Vec<Result<u32, String>> {
-        let writes: Vec<_> = items.map(|i| Box::pin(grouped.write(i))).collect();
+        let writes: Vec<_> = items.map(|i| Box::pin(grouped.submit(i))).collect();
         let mut answers = Vec::new();
         for answer in join_all(writes).await {
             answers.push(answer.map_err(|e| e.to_string()));

@@ -47,7 +47,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::cluster::Cluster;
-use crate::grouped::{Grouped, Hello, Hellos};
+use crate::grouped::{AdmissionAsk, Admissions, Grouped, Hello, Hellos};
 use crate::heartbeats::{Figures, Heartbeats};
 use crate::pipeline::flow::{Stream, SubmitError};
 use crate::pipeline::{Pipeline, Source};
@@ -57,7 +57,7 @@ use crate::responder::Responder;
 use crate::sessions::{
     AgentReceiver, AgentSender, EndReason, NewStream, Replaced, SessionGuard, Sessions,
 };
-use crate::store::{SpoolChange, Store};
+use crate::store::{Connected, SpoolChange, Store};
 use crate::wire;
 
 /// How long a new stream waits for the stream it replaces on this manager
@@ -96,6 +96,8 @@ pub struct Ingest {
     openings: Arc<tokio::sync::Semaphore>,
     /// Agents' Hellos, written together.
     hellos: Grouped<Hellos>,
+    /// Admissions' reads (the agent record, the revocation), together.
+    admissions: Grouped<Admissions>,
     /// This manager among others on the database: the agents' leases.
     /// `None`: no leases (one manager alone, in tests).
     cluster: Option<Cluster>,
@@ -132,6 +134,7 @@ impl Ingest {
             tasks: TaskTracker::new(),
             openings: Arc::new(tokio::sync::Semaphore::new(OPENINGS_AT_ONCE)),
             hellos: Grouped::new(Hellos(store.clone())),
+            admissions: Grouped::new(Admissions(store.clone())),
             store,
             cluster: None,
         }
@@ -210,7 +213,14 @@ impl Ingest {
                 ))));
             }
         };
-        let record = self.store.agent(&agent_id).await?.ok_or_else(|| {
+        let facts = self
+            .admissions
+            .submit(AdmissionAsk {
+                agent_id: agent_id.clone(),
+                serial: id.serial.clone(),
+            })
+            .await?;
+        let record = facts.record.ok_or_else(|| {
             refuse(Status::permission_denied(format!(
                 "agent {agent_id} is not registered with this manager"
             )))
@@ -220,7 +230,7 @@ impl Ingest {
                 "agent {agent_id} was removed; its certificate is revoked"
             ))));
         }
-        if self.store.is_revoked(&id.serial).await? {
+        if facts.revoked {
             return Err(refuse(Status::permission_denied(format!(
                 "certificate {} of agent {agent_id} is revoked (replaced by a renewed one, or revoked by an operator)",
                 id.serial
@@ -518,35 +528,35 @@ impl Opening {
             .map(wire::millis)
             .map(|t| protocol::sane_read_at(t, crate::store::now_ms()))
             .and_then(|(t, clamped)| (!clamped).then_some(t));
-        ingest
+        let vanished = || Status::internal("agent vanished");
+        // The record as the Hello left it (its spool recorded, the
+        // sequence reset for a new one), read with the group's write.
+        let Connected { mut record, spool } = ingest
             .hellos
-            .write(Hello {
+            .submit(Hello {
                 agent_id: agent.clone(),
                 version: hello.agent_version.clone(),
                 hostname: hello.hostname.clone(),
                 os: hello.os.clone(),
                 address: self.address.clone(),
                 started_at,
+                spool_id: hello.spool_id.clone(),
             })
-            .await?;
-        match ingest.store.agent_spool(agent, &hello.spool_id).await? {
-            SpoolChange::New { last_sequence } => warn!(
+            .await?
+            .ok_or_else(vanished)?;
+        if let SpoolChange::New { last_sequence } = spool {
+            warn!(
                 %agent,
                 spool = %Escaped(&hello.spool_id),
                 stored_until = last_sequence,
                 "The agent's spool is new (a reinstalled agent, or its spool was deleted): its sequence numbers start again at 1, and are accepted from there."
-            ),
-            SpoolChange::First | SpoolChange::Same => {}
+            );
         }
         if self.renewed {
             let old = ingest.store.switch_to_renewed(agent, &self.serial).await?;
             info!(%agent, serial = %self.serial, revoked = %old, "Agent connected with its renewed certificate; the old one is revoked.");
+            record = ingest.store.agent(agent).await?.ok_or_else(vanished)?;
         }
-        let record = ingest
-            .store
-            .agent(agent)
-            .await?
-            .ok_or_else(|| Status::internal("agent vanished"))?;
         let welcome = ManagerMessage {
             kind: Some(ManagerKind::Welcome(Welcome {
                 agent_id: agent.clone(),

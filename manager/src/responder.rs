@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::breaker::{Admission, Breaker};
 use crate::config::{ResponseLocation, ResponseSpec};
-use crate::grouped::{CommandResults, Grouped};
+use crate::grouped::{CommandResults, Grouped, NewStreamCommands};
 use crate::mail::report::ResponseReport;
 use crate::pipeline::analysis::Origin;
 use crate::sessions::Sessions;
@@ -140,6 +140,8 @@ pub struct Responder {
     mailer: Option<crate::mail::Mailer>,
     /// Agents' command results, committed together ([`crate::grouped`]).
     results: Grouped<CommandResults>,
+    /// What new streams carry first, read together.
+    new_streams: Grouped<NewStreamCommands>,
     /// This manager among others on the database: whose agents they hold.
     cluster: Option<crate::cluster::Cluster>,
 }
@@ -178,6 +180,7 @@ impl Responder {
             breaker: Breaker::new(store.clone(), crate::breaker::DEFAULT_MAX_PER_MINUTE),
             outputs: None,
             results: Grouped::new(CommandResults(store.clone())),
+            new_streams: Grouped::new(NewStreamCommands(store.clone())),
             store,
             sessions,
             stats: Default::default(),
@@ -603,8 +606,8 @@ impl Responder {
         welcomed_at: i64,
     ) -> Result<(), StoreError> {
         let rows = self
-            .store
-            .responses_for_new_stream(agent_id, welcomed_at)
+            .new_streams
+            .submit((agent_id.to_string(), welcomed_at))
             .await?;
         // Unanswered ones are this manager's to send again: sent already.
         let went = self.deliver(&rows, |row| row.status == "sent").await?;
@@ -700,7 +703,7 @@ impl Responder {
             .unwrap_or_else(crate::store::now_ms);
         let row = self
             .results
-            .write(CommandReport {
+            .submit(CommandReport {
                 agent_id: agent_id.to_string(),
                 id,
                 action,

@@ -28,16 +28,25 @@
 //! of `e2e-manager`), after the one built with the bench, so that a change
 //! is compared before and after in the same run, on the same load.
 //! `FLEET_PARTS=memory` measures only the memory (per idle agent, and
-//! after the fleet left), to compare changes to it quickly.
+//! after the fleet left), `FLEET_PARTS=active` only the times to Active
+//! (with the CPU the manager and the simulated agents used for each), to
+//! compare changes to them quickly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The simulated agents allocate as real agents do: with mimalloc (glibc's
+// allocator was a tenth of their CPU in a reconnect storm, on the same
+// two cores as the manager they are measuring).
+#[global_allocator]
+static ALLOCATOR: palisade_malloc::Allocator = palisade_malloc::Allocator;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use palisade_tests::fleet::{self, Fleet, Target, Traffic};
-use palisade_tests::measure::{named_programs, status_kib};
+use palisade_tests::measure::{cpu_seconds, named_programs, status_kib};
 use palisade_tests::process::ManagerProcess;
 
 const CTL: &str = env!("CARGO_BIN_EXE_e2e-ctl");
@@ -178,7 +187,28 @@ fn manager_programs() -> Vec<(String, PathBuf)> {
     programs
 }
 
-async fn run(n: usize, label: &str, program: &Path, memory_only: bool) {
+/// What a run measures (`FLEET_PARTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parts {
+    /// Everything.
+    All,
+    /// The memory per idle agent and after the fleet left.
+    Memory,
+    /// The times to Active, after connecting at once and after a restart.
+    Active,
+}
+
+/// The CPU seconds the manager `pid` and this process (the simulated
+/// agents) used since `since` (their counts then).
+fn cpu_since(pid: u32, since: (f64, f64)) -> String {
+    format!(
+        "CPU: manager {:.2} s, simulated agents {:.2} s",
+        cpu_seconds(&pid.to_string()) - since.0,
+        cpu_seconds("self") - since.1
+    )
+}
+
+async fn run(n: usize, label: &str, program: &Path, parts: Parts) {
     println!(
         "fleet of {n} agents, manager {label} ({}), load average {}",
         program.display(),
@@ -213,12 +243,14 @@ async fn run(n: usize, label: &str, program: &Path, memory_only: bool) {
     let before = status_kib(pid, "VmRSS:");
     let target = Target::of(&manager.config, manager.addr).unwrap();
 
+    let cpu = (cpu_seconds(&pid.to_string()), cpu_seconds("self"));
     let start = Instant::now();
     let mut fleet = Fleet::start(&target, &identities, None).unwrap();
     fleet.wait_active(n, LIMIT).await.unwrap();
     println!(
-        "  all {n} Active after connecting at once: {:.2} s",
-        start.elapsed().as_secs_f64()
+        "  all {n} Active after connecting at once: {:.2} s ({})",
+        start.elapsed().as_secs_f64(),
+        cpu_since(pid, cpu)
     );
     // Settle: handshakes done, first heartbeats written.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -230,23 +262,36 @@ async fn run(n: usize, label: &str, program: &Path, memory_only: bool) {
         (with.saturating_sub(before)) as f64 / n as f64,
         huge_pages_kib(pid) / 1024
     );
-    if memory_only {
+    if parts == Parts::Memory {
         leave(fleet, pid).await;
         return;
     }
-    operations(&mut fleet, &ctl_toml, n, 1).await;
+    if parts == Parts::All {
+        operations(&mut fleet, &ctl_toml, n, 1).await;
+    }
 
-    // A restart: time from the new process's start to all Active.
+    // A restart: time from the new process's start to all Active (the
+    // manager's CPU counted from its start, the agents' from the kill).
     let start = Instant::now();
+    let agents_cpu = cpu_seconds("self");
+    let failures = fleet.counters.failures.load(Ordering::Relaxed);
     manager.restart().await.unwrap();
     let pid = manager.pid().unwrap();
+    let listening = start.elapsed();
     fleet.wait_active(n, LIMIT).await.unwrap();
     println!(
-        "  after a manager restart (SIGKILL), all {n} Active in {:.2} s",
-        start.elapsed().as_secs_f64()
+        "  after a manager restart (SIGKILL), all {n} Active in {:.2} s (listening after {:.2} s; {}; {} attempts to reconnect failed)",
+        start.elapsed().as_secs_f64(),
+        listening.as_secs_f64(),
+        cpu_since(pid, (0.0, agents_cpu)),
+        // Every stream ended with the manager: one failure each.
+        (fleet.counters.failures.load(Ordering::Relaxed) - failures).saturating_sub(n as u64)
     );
 
     leave(fleet, pid).await;
+    if parts == Parts::Active {
+        return;
+    }
 
     // With traffic: 10 lines every 5 s per agent.
     let traffic = Traffic {
@@ -264,10 +309,7 @@ async fn run(n: usize, label: &str, program: &Path, memory_only: bool) {
     operations(&mut fleet, &ctl_toml, n, 2).await;
     println!(
         "  batches acknowledged: {}",
-        fleet
-            .counters
-            .acks
-            .load(std::sync::atomic::Ordering::Relaxed)
+        fleet.counters.acks.load(Ordering::Relaxed)
     );
 }
 
@@ -281,13 +323,17 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let memory_only = std::env::var("FLEET_PARTS").is_ok_and(|p| p == "memory");
+    let parts = match std::env::var("FLEET_PARTS").as_deref() {
+        Ok("memory") => Parts::Memory,
+        Ok("active") => Parts::Active,
+        _ => Parts::All,
+    };
     raise_nofile(sizes.iter().copied().max().unwrap_or(0));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let programs = manager_programs();
     for n in sizes {
         for (label, program) in &programs {
-            runtime.block_on(run(n, label, program, memory_only));
+            runtime.block_on(run(n, label, program, parts));
         }
     }
 }

@@ -25,8 +25,20 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
-/// How long a simulated agent waits before connecting again.
+/// A real agent's first wait before connecting again (its uplink's
+/// `BACKOFF_MIN`), which it jitters to between half and all of it.
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+
+/// How long the simulated agent `id` waits before connecting again: as a
+/// real agent does the first time (0.25-0.5 s), spread by its id rather
+/// than at random so that runs compare.
+fn reconnect_after(id: &str) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    id.hash(&mut hasher);
+    let spread = (hasher.finish() % 1000) as u32;
+    RECONNECT_AFTER / 2 + RECONNECT_AFTER / 2 * spread / 1000
+}
 
 /// One simulated agent's identity.
 #[derive(Debug, Clone)]
@@ -229,7 +241,7 @@ impl SimulatedAgent {
             self.counters.failures.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
                 _ = self.stop.cancelled() => break,
-                _ = tokio::time::sleep(RECONNECT_AFTER) => {}
+                _ = tokio::time::sleep(reconnect_after(&self.id)) => {}
             }
         }
     }

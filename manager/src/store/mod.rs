@@ -29,6 +29,7 @@ pub(crate) mod testing;
 use backend::{Dialect, Pool, StoreRow, WriteTx, for_update, on_pool};
 pub use location::StoreLocation;
 pub use notify::{AgentsWithCommands, Listener, Notice};
+use std::collections::HashMap;
 
 /// Registers an agent under the next free id inside the write
 /// transaction `$tx` of backend `$db`; `$issue` makes its certificate once
@@ -181,6 +182,8 @@ const POSTGRES_CONNECTIONS: u32 = 8;
 
 /// Agents per heartbeat UPDATE (5 parameters each).
 const AGENTS_PER_UPDATE: usize = 500;
+/// Ids per `IN (...)` list of a read of many agents (or serials).
+const IDS_PER_SELECT: usize = 500;
 /// Alerts per INSERT (19 parameters each: 4,750, below SQLite's 32,766
 /// and PostgreSQL's 65,535).
 const ALERT_ROWS_PER_INSERT: usize = 250;
@@ -237,6 +240,8 @@ pub struct AgentRecord {
     pub lease_manager: Option<i64>,
     /// Its lease's fencing generation.
     pub lease_generation: u64,
+    /// The spool its last Hello named (see [`Store::agents_connected`]).
+    pub spool_id: Option<String>,
 }
 
 /// One event as received from an agent.
@@ -258,7 +263,16 @@ pub struct IncomingEvent<'a> {
     pub line: &'a [u8],
 }
 
-/// What an agent's Hello said of its spool ([`Store::agent_spool`]).
+/// An agent's record after its Hello ([`Store::agents_connected`]).
+#[derive(Debug, Clone)]
+pub struct Connected {
+    /// The record as written.
+    pub record: AgentRecord,
+    /// What the Hello's spool id changed.
+    pub spool: SpoolChange,
+}
+
+/// What an agent's Hello said of its spool ([`Store::agents_connected`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpoolChange {
     /// The spool the manager knows (or no id given).
@@ -369,6 +383,8 @@ pub struct AgentHello<'a> {
     pub address: Option<String>,
     /// When the agent process started (ms), if it said.
     pub started_at: Option<i64>,
+    /// The spool it names (empty: an older agent that names none).
+    pub spool_id: &'a str,
 }
 
 /// The manager's database.
@@ -434,13 +450,20 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // Not pinged when taken from the pool: an SQLite connection is a
+        // file and a thread of this process, not a peer that can hang up,
+        // and each ping is a round trip to that thread (two thread
+        // wake-ups): a third of all of them in a reconnect storm. (sqlx
+        // still pings one on its way back into the pool.)
         let pool = SqlitePoolOptions::new()
             .max_connections(SQLITE_WRITE_CONNECTIONS)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         migrator().run(&pool).await?;
         let reads = SqlitePoolOptions::new()
             .max_connections(SQLITE_READ_CONNECTIONS)
+            .test_before_acquire(false)
             .connect_with(options.pragma("query_only", "ON"))
             .await?;
         Ok(Self {
@@ -534,6 +557,28 @@ impl Store {
         })
     }
 
+    /// The records of `ids`, in their order (`None` for an id not
+    /// registered): the admissions of a reconnect storm in one statement
+    /// per 500 rather than one each.
+    pub async fn agents_by_id(&self, ids: &[&str]) -> Result<Vec<Option<AgentRecord>>, StoreError> {
+        on_pool!(self.reads, pool => {
+            let mut found = HashMap::with_capacity(ids.len());
+            for chunk in ids.chunks(IDS_PER_SELECT) {
+                let mut select = sqlx::QueryBuilder::<Db>::new("SELECT * FROM agents WHERE id IN (");
+                let mut list = select.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                select.push(")");
+                for row in select.build().fetch_all(pool).await? {
+                    let record = agent_from_row(&row);
+                    found.insert(record.id.clone(), record);
+                }
+            }
+            Ok(ids.iter().map(|id| found.get(*id).cloned()).collect())
+        })
+    }
+
     /// Every agent, in id order.
     pub async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         on_pool!(self.reads, pool => {
@@ -568,6 +613,28 @@ impl Store {
         })
     }
 
+    /// Which of `serials` are revoked (one statement per 500).
+    pub async fn revoked_among(
+        &self,
+        serials: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        on_pool!(self.reads, pool => {
+            let mut revoked = std::collections::HashSet::new();
+            for chunk in serials.chunks(IDS_PER_SELECT) {
+                let mut select =
+                    sqlx::QueryBuilder::<Db>::new("SELECT serial FROM revoked_certificates WHERE serial IN (");
+                let mut list = select.separated(", ");
+                for serial in chunk {
+                    list.push_bind(*serial);
+                }
+                select.push(")");
+                let found: Vec<String> = select.build_query_scalar().fetch_all(pool).await?;
+                revoked.extend(found);
+            }
+            Ok(revoked)
+        })
+    }
+
     /// Every revoked serial (small: one per removed agent).
     pub async fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
         on_pool!(self.reads, pool => {
@@ -579,33 +646,70 @@ impl Store {
         })
     }
 
-    /// Records an agent's Hello.
+    /// Records an agent's Hello (see [`Self::agents_connected`]).
     pub async fn agent_connected(
         &self,
         id: &str,
         hello: &AgentHello<'_>,
-    ) -> Result<(), StoreError> {
-        self.agents_connected(&[(id, hello.clone())]).await
+    ) -> Result<Option<Connected>, StoreError> {
+        Ok(self
+            .agents_connected(&[(id, hello.clone())])
+            .await?
+            .pop()
+            .flatten())
     }
 
     /// Records many agents' Hellos in one transaction: in a reconnect
     /// storm (a manager restart) thousands arrive at once, and one commit
-    /// each would queue them on the write lock.
+    /// (or query) each would queue them on the write lock. With each, the
+    /// spool its Hello names: a different one than recorded means a new
+    /// spool whose sequence numbers start again at 1, so the agent's last
+    /// sequence is reset to 0 and its spool epoch (which keys the archive
+    /// with the sequence) counted up; an empty id (an older agent) changes
+    /// nothing. Returns, in the order of `hellos`, each agent's record as
+    /// written (what its Welcome says) and its spool change; `None` for an
+    /// agent not registered.
     pub async fn agents_connected(
         &self,
         hellos: &[(&str, AgentHello<'_>)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Option<Connected>>, StoreError> {
         on_pool!(self, pool => {
             let now = now_ms();
+            let ids: Vec<&str> = hellos.iter().map(|(id, _)| *id).collect();
             let mut tx = pool.write_tx().await?;
+            let mut known: HashMap<String, (Option<String>, i64)> = HashMap::with_capacity(ids.len());
+            for chunk in ids.chunks(IDS_PER_SELECT) {
+                let mut select =
+                    sqlx::QueryBuilder::<Db>::new("SELECT id, spool_id, last_sequence FROM agents WHERE id IN (");
+                let mut list = select.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                select.push(")").push(Db::FOR_UPDATE);
+                let rows: Vec<(String, Option<String>, i64)> = select.build_query_as().fetch_all(&mut *tx).await?;
+                known.extend(rows.into_iter().map(|(id, spool, last)| (id, (spool, last))));
+            }
+            let mut changes: HashMap<&str, SpoolChange> = HashMap::with_capacity(ids.len());
             // In one order, as heartbeats are (record_heartbeats).
-            let mut hellos: Vec<&(&str, AgentHello<'_>)> = hellos.iter().collect();
-            hellos.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            for (id, hello) in hellos {
+            let mut sorted: Vec<&(&str, AgentHello<'_>)> = hellos.iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (id, hello) in sorted {
+                let Some((spool, last)) = known.get(*id) else { continue };
+                let change = match spool.as_deref() {
+                    _ if hello.spool_id.is_empty() => SpoolChange::Same,
+                    Some(k) if k == hello.spool_id => SpoolChange::Same,
+                    None => SpoolChange::First,
+                    Some(_) => SpoolChange::New { last_sequence: to_u64(*last) },
+                };
+                changes.insert(id, change);
+                let reset = matches!(change, SpoolChange::New { .. });
                 sqlx::query(
                     "UPDATE agents SET first_seen = COALESCE(first_seen, $1), last_seen = $1,
                          last_address = COALESCE($2, last_address), version = $3, hostname = $4, os = $5,
-                         started_at = COALESCE($7, started_at)
+                         started_at = COALESCE($7, started_at),
+                         spool_id = CASE WHEN $8 = '' THEN spool_id ELSE $8 END,
+                         last_sequence = CASE WHEN $9 THEN 0 ELSE last_sequence END,
+                         spool_epoch = spool_epoch + CASE WHEN $9 THEN 1 ELSE 0 END
                      WHERE id = $6",
                 )
                 .bind(now)
@@ -615,63 +719,32 @@ impl Store {
                 .bind(hello.os)
                 .bind(*id)
                 .bind(hello.started_at)
+                .bind(hello.spool_id)
+                .bind(reset)
                 .execute(&mut *tx)
                 .await?;
             }
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-
-    /// Records the spool id an agent's Hello names. A different one than
-    /// recorded means a new spool whose sequence numbers start again at 1:
-    /// the agent's last sequence is reset to 0 and its spool epoch (which
-    /// keys the archive with the sequence) counted up, in the same
-    /// transaction, and the old last sequence returned. An empty id (an older agent) changes
-    /// nothing.
-    pub async fn agent_spool(&self, id: &str, spool_id: &str) -> Result<SpoolChange, StoreError> {
-        on_pool!(self, pool => {
-            if spool_id.is_empty() {
-                return Ok(SpoolChange::Same);
+            let mut records = HashMap::with_capacity(ids.len());
+            for chunk in ids.chunks(IDS_PER_SELECT) {
+                let mut select = sqlx::QueryBuilder::<Db>::new("SELECT * FROM agents WHERE id IN (");
+                let mut list = select.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                select.push(")");
+                for row in select.build().fetch_all(&mut *tx).await? {
+                    let record = agent_from_row(&row);
+                    records.insert(record.id.clone(), record);
+                }
             }
-            // The common case, at every connect: the same spool, read without
-            // taking the write lock.
-            let known: Option<Option<String>> =
-                sqlx::query_scalar("SELECT spool_id FROM agents WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await?;
-            if known.flatten().as_deref() == Some(spool_id) {
-                return Ok(SpoolChange::Same);
-            }
-            let mut tx = pool.write_tx().await?;
-            let (known, last): (Option<String>, i64) =
-                sqlx::query_as(for_update::<Db>("SELECT spool_id, last_sequence FROM agents WHERE id = $1"))
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound(format!("no agent with id {id}")))?;
-            let change = match known.as_deref() {
-                Some(k) if k == spool_id => return Ok(SpoolChange::Same),
-                None => SpoolChange::First,
-                Some(_) => SpoolChange::New {
-                    last_sequence: to_u64(last),
-                },
-            };
-            let reset = matches!(change, SpoolChange::New { .. });
-            sqlx::query(
-                "UPDATE agents SET spool_id = $1,
-                     last_sequence = CASE WHEN $2 THEN 0 ELSE last_sequence END,
-                     spool_epoch = spool_epoch + CASE WHEN $2 THEN 1 ELSE 0 END
-                 WHERE id = $3",
-            )
-            .bind(spool_id)
-            .bind(reset)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
             tx.commit().await?;
-            Ok(change)
+            Ok(ids
+                .iter()
+                .map(|id| {
+                    let record = records.remove(*id)?;
+                    Some(Connected { record, spool: changes.get(id).copied()? })
+                })
+                .collect())
         })
     }
 
@@ -1083,6 +1156,7 @@ fn agent_from_row(r: &impl StoreRow) -> AgentRecord {
         last_refusal: r.col("last_refusal"),
         lease_manager: r.col("lease_manager"),
         lease_generation: to_u64(r.col("lease_generation")),
+        spool_id: r.col("spool_id"),
     }
 }
 
@@ -1412,31 +1486,73 @@ mod tests {
     }
 
     both_backends! {
+        async fn openings_read_together_get_what_they_would_read_alone(db) {
+            let s = db.open().await;
+            let (a, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
+            let (b, _) = s.add_agent("web02", "any", issue("bb")).await.unwrap();
+            s.remove_agent(&b, "test").await.unwrap();
+            // Admissions: records in the order asked, unknown ids as None.
+            let records = s.agents_by_id(&[&b, "999", &a, &a]).await.unwrap();
+            let names: Vec<Option<&str>> =
+                records.iter().map(|r| r.as_ref().map(|r| r.name.as_str())).collect();
+            assert_eq!(names, [Some("web02"), None, Some("web01"), Some("web01")]);
+            assert!(records[0].as_ref().unwrap().removed_at.is_some());
+            let revoked = s.revoked_among(&["aa", "bb", "cc"]).await.unwrap();
+            assert_eq!(revoked, ["bb".to_string()].into_iter().collect());
+            assert!(s.agents_by_id(&[]).await.unwrap().is_empty());
+            // New streams: a command sent down a's stream before it was
+            // welcomed again is sent again; one sent after a stream's
+            // Welcome is not, whichever other streams share the read.
+            let (c, _) = s.add_agent("web03", "any", issue("cc")).await.unwrap();
+            let tick = || tokio::time::sleep(std::time::Duration::from_millis(3));
+            let early = s.insert_response(&block(&a, "192.0.2.1", Action::Add, None)).await.unwrap();
+            s.claim_responses(&[early.id]).await.unwrap();
+            tick().await;
+            let a_welcomed = now_ms();
+            tick().await;
+            let late = s.insert_response(&block(&c, "192.0.2.2", Action::Add, None)).await.unwrap();
+            s.claim_responses(&[late.id]).await.unwrap();
+            let pending = s.insert_response(&block(&a, "192.0.2.3", Action::Add, None)).await.unwrap();
+            tick().await;
+            let c_welcomed = now_ms();
+            let streams = [(a.as_str(), a_welcomed), (c.as_str(), c_welcomed), (c.as_str(), a_welcomed)];
+            let together = s.responses_for_new_streams(&streams).await.unwrap();
+            let ids = |rows: &[ResponseRow]| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+            assert_eq!(ids(&together[0]), [early.id, pending.id]);
+            assert_eq!(ids(&together[1]), [late.id]);
+            assert!(together[2].is_empty(), "sent after that Welcome");
+            for ((agent, welcomed_at), rows) in streams.iter().zip(&together) {
+                let alone = s.responses_for_new_stream(agent, *welcomed_at).await.unwrap();
+                assert_eq!(ids(&alone), ids(rows));
+            }
+        }
+    }
+
+    both_backends! {
         async fn a_new_spool_starts_the_sequence_again(db) {
             let s = db.open().await;
             let (id, _) = s.add_agent("web01", "any", issue("aa")).await.unwrap();
-            assert_eq!(s.agent_spool(&id, "spool-a").await.unwrap(), SpoolChange::First);
+            let hello = |spool_id| AgentHello {
+                version: "1.0",
+                hostname: "web01.example",
+                os: "Debian",
+                address: Some("192.0.2.9".into()),
+                started_at: Some(5),
+                spool_id,
+            };
+            let spool = |c: Option<Connected>| c.unwrap().spool;
+            assert_eq!(spool(s.agent_connected(&id, &hello("spool-a")).await.unwrap()), SpoolChange::First);
             s.store_events(&id, &[event(1), event(2)], &[], true).await.unwrap();
-            assert_eq!(s.agent_spool(&id, "spool-a").await.unwrap(), SpoolChange::Same);
-            assert_eq!(
-                s.agent_spool(&id, "spool-b").await.unwrap(),
-                SpoolChange::New { last_sequence: 2 }
-            );
+            assert_eq!(spool(s.agent_connected(&id, &hello("spool-a")).await.unwrap()), SpoolChange::Same);
+            assert_eq!(spool(s.agent_connected(&id, &hello("")).await.unwrap()), SpoolChange::Same, "an agent naming no spool changes nothing");
+            let new = s.agent_connected(&id, &hello("spool-b")).await.unwrap().unwrap();
+            assert_eq!(new.spool, SpoolChange::New { last_sequence: 2 });
+            assert_eq!(new.record.last_sequence, 0, "the record written says the new spool's start");
+            assert_eq!(new.record.spool_id.as_deref(), Some("spool-b"));
             let again = s.store_events(&id, &[event(1)], &[], true).await.unwrap();
             assert_eq!(again.highest, 1, "sequence 1 of the new spool is new");
             assert_eq!(s.archived_events(Some(&id)).await.unwrap().len(), 3);
-            s.agent_connected(
-                &id,
-                &AgentHello {
-                    version: "1.0",
-                    hostname: "web01.example",
-                    os: "Debian",
-                    address: Some("192.0.2.9".into()),
-                    started_at: Some(5),
-                },
-            )
-            .await
-            .unwrap();
+            assert!(s.agent_connected("999", &hello("spool-a")).await.unwrap().is_none(), "not registered");
             let a = s.agent(&id).await.unwrap().unwrap();
             assert_eq!(a.hostname.as_deref(), Some("web01.example"));
             assert_eq!(a.started_at, Some(5));

@@ -573,9 +573,46 @@ impl Store {
         agent_id: &str,
         welcomed_at: i64,
     ) -> Result<Vec<ResponseRow>, StoreError> {
-        let issued_after = welcomed_at - to_i64(RESEND_WITHIN.as_millis() as u64);
-        self.responses_to_send(&[agent_id], Some((welcomed_at, issued_after)))
-            .await
+        Ok(self
+            .responses_for_new_streams(&[(agent_id, welcomed_at)])
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// [`Self::responses_for_new_stream`] for many new streams (`(agent,
+    /// welcomed_at)`) in one statement per 500 (a reconnect storm opens
+    /// thousands at once): read with the widest of their bounds, then
+    /// each stream's own applied. One list of rows per stream, in order.
+    pub async fn responses_for_new_streams(
+        &self,
+        streams: &[(&str, i64)],
+    ) -> Result<Vec<Vec<ResponseRow>>, StoreError> {
+        let resend_within = to_i64(RESEND_WITHIN.as_millis() as u64);
+        let (Some(latest), Some(earliest)) = (
+            streams.iter().map(|s| s.1).max(),
+            streams.iter().map(|s| s.1).min(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<&str> = streams.iter().map(|s| s.0).collect();
+        let rows = self
+            .responses_to_send(&ids, Some((latest, earliest - resend_within)))
+            .await?;
+        Ok(streams
+            .iter()
+            .map(|&(agent, welcomed_at)| {
+                rows.iter()
+                    .filter(|r| r.request.agent_id == agent)
+                    .filter(|r| {
+                        r.status == "pending"
+                            || (r.sent_at.is_some_and(|t| t < welcomed_at)
+                                && r.issued_at > welcomed_at - resend_within)
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .collect())
     }
 
     /// The pending commands of `agent_ids`, and with `unanswered =
