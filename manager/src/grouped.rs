@@ -46,7 +46,7 @@ pub trait GroupWork: Send + Sync + 'static {
 
 type Reply<W> = oneshot::Sender<Result<<W as GroupWork>::Output, StoreError>>;
 type Job<W> = (<W as GroupWork>::Item, Reply<W>);
-/// The writer and its queue, until the task that owns them starts.
+/// The work and its queue, until the task that owns them starts.
 type Idle<W> = Option<(W, mpsc::UnboundedReceiver<Job<W>>)>;
 
 /// The queue of one kind of work; its task starts with the first item
@@ -73,7 +73,7 @@ impl<W: GroupWork> std::fmt::Debug for Grouped<W> {
 }
 
 impl<W: GroupWork> Grouped<W> {
-    /// A queue whose groups `writer` commits.
+    /// A queue whose groups `writer` does.
     pub fn new(writer: W) -> Self {
         let (queue, jobs) = mpsc::unbounded_channel();
         Self {

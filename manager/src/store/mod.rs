@@ -570,7 +570,10 @@ impl Store {
                     list.push_bind(*id);
                 }
                 select.push(")");
-                for row in select.build().fetch_all(pool).await? {
+                // Not kept prepared (nor the other lists of ids): each
+                // length would be a statement of its own in each
+                // connection's cache.
+                for row in select.build().persistent(false).fetch_all(pool).await? {
                     let record = agent_from_row(&row);
                     found.insert(record.id.clone(), record);
                 }
@@ -628,7 +631,7 @@ impl Store {
                     list.push_bind(*serial);
                 }
                 select.push(")");
-                let found: Vec<String> = select.build_query_scalar().fetch_all(pool).await?;
+                let found: Vec<String> = select.build_query_scalar().persistent(false).fetch_all(pool).await?;
                 revoked.extend(found);
             }
             Ok(revoked)
@@ -686,7 +689,8 @@ impl Store {
                     list.push_bind(*id);
                 }
                 select.push(")").push(Db::FOR_UPDATE);
-                let rows: Vec<(String, Option<String>, i64)> = select.build_query_as().fetch_all(&mut *tx).await?;
+                let rows: Vec<(String, Option<String>, i64)> =
+                    select.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
                 known.extend(rows.into_iter().map(|(id, spool, last)| (id, (spool, last))));
             }
             let mut changes: HashMap<&str, SpoolChange> = HashMap::with_capacity(ids.len());
@@ -732,7 +736,7 @@ impl Store {
                     list.push_bind(*id);
                 }
                 select.push(")");
-                for row in select.build().fetch_all(&mut *tx).await? {
+                for row in select.build().persistent(false).fetch_all(&mut *tx).await? {
                     let record = agent_from_row(&row);
                     records.insert(record.id.clone(), record);
                 }

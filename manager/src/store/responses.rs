@@ -644,7 +644,7 @@ impl Store {
                     list.push_bind(*id);
                 }
                 select.push(") ORDER BY id");
-                rows.extend(select.build().fetch_all(pool).await?.iter().map(row_to_response));
+                rows.extend(select.build().persistent(false).fetch_all(pool).await?.iter().map(row_to_response));
             }
             rows.sort_by_key(|r| r.id);
             let (expired, pending): (Vec<ResponseRow>, Vec<ResponseRow>) =
