@@ -124,10 +124,16 @@ pub struct Outcome {
     pub queued_for: Vec<String>,
 }
 
-/// The responder.
+/// The responder. Its clones share one state: every agent's stream holds
+/// two (its own and its pipeline's), and two copies of the whole state
+/// (400 bytes each, doubled again in their tasks) were ~2 KiB of every
+/// idle agent.
 #[derive(Debug, Clone)]
-pub struct Responder {
-    // Shared: every agent's stream holds a clone of the responder.
+pub struct Responder(Arc<Shared>);
+
+/// What every clone of a [`Responder`] shares.
+#[derive(Debug, Clone)]
+struct Shared {
     specs: Arc<[ResponseSpec]>,
     groups: Arc<[Option<Pattern>]>,
     policy: AddressPolicy,
@@ -168,7 +174,7 @@ impl Responder {
                     .and_then(|g| Pattern::new(Dialect::OsRegex, g).ok())
             })
             .collect();
-        Self {
+        Self(Arc::new(Shared {
             specs: specs.into(),
             groups,
             policy: AddressPolicy::new(Host::Manager, &white_list),
@@ -186,48 +192,48 @@ impl Responder {
             stats: Default::default(),
             mailer: None,
             cluster: None,
-        }
+        }))
     }
 
     /// Knows the other managers on the database: an operator's request
     /// waits for those holding its agents to take their commands.
     pub fn with_cluster(mut self, cluster: crate::cluster::Cluster) -> Self {
-        self.cluster = Some(cluster);
+        Arc::make_mut(&mut self.0).cluster = Some(cluster);
         self
     }
 
     /// Counts issued, delivered and failed commands in `stats`.
     pub fn with_stats(mut self, stats: std::sync::Arc<crate::stats::Stats>) -> Self {
-        self.stats = stats;
+        Arc::make_mut(&mut self.0).stats = stats;
         self
     }
 
     fn count(&self, counter: fn(&crate::stats::Stats) -> &std::sync::atomic::AtomicU64) {
-        counter(&self.stats).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counter(&self.0.stats).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Trips the circuit breaker after `max_per_minute` new blocks on one
     /// agent within a minute (0: never).
     pub fn with_breaker_limit(mut self, max_per_minute: u32) -> Self {
-        self.breaker = Breaker::new(self.store.clone(), max_per_minute);
+        Arc::make_mut(&mut self.0).breaker = Breaker::new(self.0.store.clone(), max_per_minute);
         self
     }
 
     /// Publishes the alerts the responder raises itself (the breaker's).
     pub fn with_outputs(mut self, outputs: crate::outputs::Outputs) -> Self {
-        self.outputs = Some(outputs);
+        Arc::make_mut(&mut self.0).outputs = Some(outputs);
         self
     }
 
     /// The circuit breaker.
     pub fn breaker(&self) -> &Breaker {
-        &self.breaker
+        &self.0.breaker
     }
 
     /// The manager's own addresses as last read (for the agents'
     /// Welcome), loopback left out.
     pub fn own_addresses(&self) -> Vec<IpAddr> {
-        let facts = match self.facts.get() {
+        let facts = match self.0.facts.get() {
             Ok(f) => Some(f),
             Err((_, last)) => last,
         };
@@ -244,36 +250,36 @@ impl Responder {
 
     /// Mails agents' results ("E-mail alerts on active responses").
     pub fn with_mailer(mut self, mailer: Option<crate::mail::Mailer>) -> Self {
-        self.mailer = mailer;
+        Arc::make_mut(&mut self.0).mailer = mailer;
         self
     }
 
     /// The enabled responses.
     pub fn specs(&self) -> &[ResponseSpec] {
-        &self.specs
+        &self.0.specs
     }
 
     /// Parses and vets an address with the address policy: the reason
     /// when it must not be blocked.
     pub fn vet_address(&self, text: &str) -> Result<IpAddr, Refusal> {
         // The fixed rules first: they need nothing read from the host.
-        let ip = self.policy.vet(text, &Default::default())?;
-        let facts = match self.facts.get() {
+        let ip = self.0.policy.vet(text, &Default::default())?;
+        let facts = match self.0.facts.get() {
             Ok(facts) => facts,
             Err((error, last)) => {
                 warn!(%error, "Cannot read this host's addresses and routes; using the last ones read.");
                 last.ok_or_else(|| Refusal::OwnAddressesUnknown(error.to_string()))?
             }
         };
-        self.policy.check(ip, &facts)?;
+        self.0.policy.check(ip, &facts)?;
         Ok(ip)
     }
 
     fn triggers(&self, i: usize, alert: &Alert) -> bool {
-        let spec = &self.specs[i];
+        let spec = &self.0.specs[i];
         spec.rules_id.contains(&alert.rule_id)
             || (spec.level > 0 && alert.level >= spec.level)
-            || self.groups[i]
+            || self.0.groups[i]
                 .as_ref()
                 .is_some_and(|g| g.is_match(alert.groups.as_bytes()))
     }
@@ -284,9 +290,9 @@ impl Responder {
             if stored.alert.options.no_ar {
                 continue;
             }
-            for i in 0..self.specs.len() {
+            for i in 0..self.0.specs.len() {
                 if self.triggers(i, &stored.alert) {
-                    self.respond(&self.specs[i], stored).await?;
+                    self.respond(&self.0.specs[i], stored).await?;
                 }
             }
         }
@@ -320,7 +326,8 @@ impl Responder {
             %reason,
             "Active response refused."
         );
-        self.store
+        self.0
+            .store
             .insert_refusal(
                 &spec.name,
                 agent,
@@ -341,7 +348,7 @@ impl Responder {
         agent: &str,
         srcip: &str,
     ) -> Result<bool, StoreError> {
-        let Admission::Refused { reason, alert } = self.breaker.admit(agent, srcip).await? else {
+        let Admission::Refused { reason, alert } = self.0.breaker.admit(agent, srcip).await? else {
             return Ok(true);
         };
         if let Some(alert) = alert {
@@ -354,8 +361,8 @@ impl Responder {
                     ip: "any".into(),
                 }
             };
-            let raised = self.breaker.store_alert(&origin, *alert).await?;
-            if let Some(outputs) = &self.outputs {
+            let raised = self.0.breaker.store_alert(&origin, *alert).await?;
+            if let Some(outputs) = &self.0.outputs {
                 outputs.publish(vec![raised]);
             }
         }
@@ -424,7 +431,7 @@ impl Responder {
             }
             let timeout_s = match (&srcip_text, spec.timeout) {
                 (Some(ip), Some(base)) if !spec.repeated_offenders.is_empty() => {
-                    let n = self.store.offences(&agent, &spec.name, ip).await?;
+                    let n = self.0.store.offences(&agent, &spec.name, ip).await?;
                     let d = match usize::try_from(n).unwrap_or(usize::MAX) {
                         0 => base,
                         k => {
@@ -472,7 +479,7 @@ impl Responder {
     }
 
     async fn live_agents(&self) -> Result<Vec<String>, StoreError> {
-        self.store.live_agent_ids().await
+        self.0.store.live_agent_ids().await
     }
 
     /// Sends recorded commands down the streams this manager holds, all
@@ -500,8 +507,9 @@ impl Responder {
         commands: &[NewResponse],
     ) -> Result<(Vec<ResponseRow>, Vec<Delivery>), StoreError> {
         let rows = self
+            .0
             .store
-            .insert_responses_claiming(commands, |agent| self.sessions.sender(agent).is_some())
+            .insert_responses_claiming(commands, |agent| self.0.sessions.sender(agent).is_some())
             .await?;
         // An agent that connected here meanwhile: claimed now.
         let went = self.deliver(&rows, |row| row.status == "sent").await?;
@@ -516,6 +524,7 @@ impl Responder {
         claimed_here: impl Fn(&ResponseRow) -> bool,
     ) -> Result<Vec<Delivery>, StoreError> {
         let senders = self
+            .0
             .sessions
             .senders(rows.iter().map(|r| r.request.agent_id.as_str()));
         let held: Vec<i64> = rows
@@ -525,6 +534,7 @@ impl Responder {
             .map(|(row, _)| row.id)
             .collect();
         let mut claimed: HashSet<i64> = self
+            .0
             .store
             .claim_responses(&held)
             .await?
@@ -589,9 +599,10 @@ impl Responder {
             .filter(|(row, went)| claimed.contains(&row.id) && **went != Delivery::Here)
             .map(|(row, _)| row)
             .collect();
-        self.store.release_responses(&unsent).await?;
+        self.0.store.release_responses(&unsent).await?;
         let here = went.iter().filter(|w| **w == Delivery::Here).count();
-        self.stats
+        self.0
+            .stats
             .responses_delivered
             .fetch_add(here as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(went)
@@ -606,6 +617,7 @@ impl Responder {
         welcomed_at: i64,
     ) -> Result<(), StoreError> {
         let rows = self
+            .0
             .new_streams
             .submit((agent_id.to_string(), welcomed_at))
             .await?;
@@ -630,10 +642,10 @@ impl Responder {
     /// ([`crate::wakeups`]). Returns how many commands went out.
     pub async fn deliver_held(&self, agents: Option<&[String]>) -> Result<usize, StoreError> {
         let held = match agents {
-            None => self.sessions.connected_ids(),
+            None => self.0.sessions.connected_ids(),
             Some(agents) => agents
                 .iter()
-                .filter(|a| self.sessions.is_connected(a))
+                .filter(|a| self.0.sessions.is_connected(a))
                 .cloned()
                 .collect(),
         };
@@ -641,7 +653,7 @@ impl Responder {
             return Ok(0);
         }
         let held: Vec<&str> = held.iter().map(String::as_str).collect();
-        let rows = self.store.pending_responses_of(&held).await?;
+        let rows = self.0.store.pending_responses_of(&held).await?;
         let went = self.deliver_all(&rows).await?;
         let mut sent = 0;
         for (row, went) in rows.iter().zip(went) {
@@ -658,11 +670,12 @@ impl Responder {
     /// them; returns the ids they took. Commands of agents no manager
     /// holds (offline) are not waited for.
     async fn handed_over(&self, rows: &[&ResponseRow]) -> Result<HashSet<i64>, StoreError> {
-        let Some(cluster) = &self.cluster else {
+        let Some(cluster) = &self.0.cluster else {
             return Ok(HashSet::new());
         };
         let agents: Vec<&str> = rows.iter().map(|r| r.request.agent_id.as_str()).collect();
         let elsewhere = self
+            .0
             .store
             .held_by_other_managers(
                 &agents,
@@ -679,7 +692,7 @@ impl Responder {
         let mut pending = ids.clone();
         while !pending.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(HANDOFF_POLL).await;
-            pending = self.store.still_pending(&pending).await?;
+            pending = self.0.store.still_pending(&pending).await?;
         }
         let pending: HashSet<i64> = pending.into_iter().collect();
         Ok(ids.into_iter().filter(|id| !pending.contains(id)).collect())
@@ -702,6 +715,7 @@ impl Responder {
             .map(crate::wire::millis)
             .unwrap_or_else(crate::store::now_ms);
         let row = self
+            .0
             .results
             .submit(CommandReport {
                 agent_id: agent_id.to_string(),
@@ -718,7 +732,8 @@ impl Responder {
         {
             // The agent's own address policy refused it: listed with the
             // manager's refusals.
-            self.store
+            self.0
+                .store
                 .insert_refusal(
                     &row.request.response,
                     Some(agent_id),
@@ -759,7 +774,7 @@ impl Responder {
                 warn!(agent = %agent_id, command = id, "Result for a command this agent was not sent.")
             }
         }
-        if let (Some(mailer), Some(row)) = (&self.mailer, &row) {
+        if let (Some(mailer), Some(row)) = (&self.0.mailer, &row) {
             mailer.response(&ResponseReport {
                 time: executed_at,
                 agent_id,
@@ -794,13 +809,18 @@ impl Responder {
         name: &str,
         targets: Targets,
     ) -> Result<Outcome, ResponseError> {
-        let spec = self.specs.iter().find(|s| s.name == name).ok_or_else(|| {
-            let known: Vec<&str> = self.specs.iter().map(|s| s.name.as_str()).collect();
-            ResponseError::Invalid(format!(
-                "unknown response {name:?}; available: {}",
-                known.join(", ")
-            ))
-        })?;
+        let spec = self
+            .0
+            .specs
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.0.specs.iter().map(|s| s.name.as_str()).collect();
+                ResponseError::Invalid(format!(
+                    "unknown response {name:?}; available: {}",
+                    known.join(", ")
+                ))
+            })?;
         let agents = self.resolve(targets).await?;
         let ip = match self.vet_address(srcip) {
             Ok(ip) => ip,
@@ -808,7 +828,8 @@ impl Responder {
                 // Listed with the refusals of automatic responses.
                 warn!(response = %spec.name, srcip, reason = %refusal, "Active response run by an operator refused.");
                 for agent in &agents {
-                    self.store
+                    self.0
+                        .store
                         .insert_refusal(
                             &spec.name,
                             Some(agent),
@@ -858,7 +879,8 @@ impl Responder {
     /// agent no live manager holds).
     async fn fan_out(&self, commands: &[NewResponse]) -> Result<Outcome, StoreError> {
         let (rows, went) = self.record_and_deliver(commands).await?;
-        self.stats
+        self.0
+            .stats
             .responses_issued
             .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let waiting: Vec<&ResponseRow> = rows
@@ -911,6 +933,7 @@ impl Responder {
             t => Some(self.resolve(t).await?.into_iter().collect()),
         };
         let lifts: Vec<NewResponse> = self
+            .0
             .store
             .blocking_commands(&ip.to_string())
             .await?
@@ -954,7 +977,7 @@ impl Responder {
                     ));
                 }
                 for id in &ids {
-                    match self.store.agent(id).await? {
+                    match self.0.store.agent(id).await? {
                         Some(a) if a.removed_at.is_none() => {}
                         Some(_) => {
                             return Err(ResponseError::Invalid(format!("agent {id} was removed")));
