@@ -21,17 +21,20 @@ use tracing::info;
 
 use crate::sessions::Sessions;
 
-/// How often the open streams are counted.
-const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often the open streams are counted (a length under a lock): a
+/// release follows the end of a drop or a burst within about this long.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Streams that must have closed before memory is given back: a few
 /// agents coming and going are not worth walking the allocator.
 pub const RELEASE_AFTER_CLOSED: usize = 256;
 
 /// Whether `now` open streams, after a peak of `peak`, call for a release:
-/// at least [`RELEASE_AFTER_CLOSED`] and a quarter of the peak closed.
-pub fn worth_releasing(peak: usize, now: usize) -> bool {
+/// at least [`RELEASE_AFTER_CLOSED`] and a quarter of the peak closed, and
+/// none since the last count (`previous`): released while streams are
+/// still closing, their memory would stay until the next drop.
+pub fn worth_releasing(peak: usize, previous: usize, now: usize) -> bool {
     let closed = peak.saturating_sub(now);
-    closed >= RELEASE_AFTER_CLOSED && closed >= peak / 4
+    now >= previous && closed >= RELEASE_AFTER_CLOSED && closed >= peak / 4
 }
 
 /// Whether a burst of new streams has ended: since the count was `low`,
@@ -58,7 +61,7 @@ pub async fn release_after_drops(sessions: Sessions, shutdown: CancellationToken
         let now = sessions.connected_count();
         peak = peak.max(now);
         low = low.min(now);
-        if worth_releasing(peak, now) {
+        if worth_releasing(peak, previous, now) {
             let released = release().await;
             info!(
                 streams_before = peak,
@@ -96,11 +99,16 @@ mod tests {
 
     #[test]
     fn only_a_large_drop_releases() {
-        assert!(!worth_releasing(0, 0));
-        assert!(!worth_releasing(100, 0), "fewer than 256 closed");
-        assert!(worth_releasing(1000, 700));
-        assert!(!worth_releasing(10_000, 9_000), "not a quarter");
-        assert!(worth_releasing(10_000, 0));
+        assert!(!worth_releasing(0, 0, 0));
+        assert!(!worth_releasing(100, 0, 0), "fewer than 256 closed");
+        assert!(worth_releasing(1000, 700, 700));
+        assert!(!worth_releasing(10_000, 9_000, 9_000), "not a quarter");
+        assert!(worth_releasing(10_000, 0, 0));
+        assert!(!worth_releasing(10_000, 6_000, 2_000), "still closing");
+        assert!(
+            worth_releasing(10_000, 2_000, 2_010),
+            "a few came back since"
+        );
     }
 
     #[test]
