@@ -728,7 +728,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            let mut records = HashMap::with_capacity(ids.len());
+            let mut records: HashMap<String, AgentRecord> = HashMap::with_capacity(ids.len());
             for chunk in ids.chunks(IDS_PER_SELECT) {
                 let mut select = sqlx::QueryBuilder::<Db>::new("SELECT * FROM agents WHERE id IN (");
                 let mut list = select.separated(", ");
@@ -745,8 +745,10 @@ impl Store {
             Ok(ids
                 .iter()
                 .map(|id| {
-                    let record = records.remove(*id)?;
-                    Some(Connected { record, spool: changes.get(id).copied()? })
+                    Some(Connected {
+                        record: records.get(*id)?.clone(),
+                        spool: changes.get(id).copied()?,
+                    })
                 })
                 .collect())
         })
@@ -1557,6 +1559,8 @@ mod tests {
             assert_eq!(again.highest, 1, "sequence 1 of the new spool is new");
             assert_eq!(s.archived_events(Some(&id)).await.unwrap().len(), 3);
             assert!(s.agent_connected("999", &hello("spool-a")).await.unwrap().is_none(), "not registered");
+            let twice = s.agents_connected(&[(&id, hello("spool-b")), (&id, hello("spool-b"))]).await.unwrap();
+            assert!(twice.iter().all(Option::is_some), "an agent twice in a group is answered twice");
             let a = s.agent(&id).await.unwrap().unwrap();
             assert_eq!(a.hostname.as_deref(), Some("web01.example"));
             assert_eq!(a.started_at, Some(5));
