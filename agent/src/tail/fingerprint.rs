@@ -46,6 +46,25 @@ impl Fingerprint {
             sum: fnv1a(&head),
         }))
     }
+
+    /// This fingerprint grown over `head`, the file's first bytes as just
+    /// read (up to [`FINGERPRINT_BYTES`] of them): `None` if `head` does
+    /// not start with the bytes it covers; itself if `head` is shorter
+    /// than they are.
+    pub fn extended_by(&self, head: &[u8]) -> Option<Self> {
+        let covered = usize::try_from(self.len).unwrap_or(usize::MAX);
+        if head.len() < covered {
+            return Some(*self);
+        }
+        if covered > 0 && fnv1a(&head[..covered]) != self.sum {
+            return None;
+        }
+        let take = head.len().min(FINGERPRINT_BYTES as usize);
+        Some(Self {
+            len: take as u64,
+            sum: fnv1a(&head[..take]),
+        })
+    }
 }
 
 fn read_head(file: &File, len: u64) -> std::io::Result<Vec<u8>> {
@@ -94,6 +113,29 @@ mod tests {
         // Shorter than what was covered: not the same file.
         std::fs::write(&path, b"fi").unwrap();
         assert_eq!(a.recheck(&file, 2).unwrap(), None);
+    }
+
+    #[test]
+    fn extended_by_the_bytes_read_from_the_start() {
+        let empty = Fingerprint::default();
+        let a = empty.extended_by(b"first line\n").expect("empty matches");
+        assert_eq!(a.len, 11);
+        // Grows to the maximum and no further.
+        let long = [b'x'; 600];
+        let mut head = b"first line\n".to_vec();
+        head.extend_from_slice(&long);
+        let b = a.extended_by(&head).expect("same start");
+        assert_eq!(b.len, FINGERPRINT_BYTES);
+        // Another start is another file.
+        assert_eq!(a.extended_by(b"other line\n"), None);
+        // Fewer bytes than it covers: nothing to tell, unchanged.
+        assert_eq!(b.extended_by(b"first"), Some(b));
+        // What a file written from the same bytes would get.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, &head).unwrap();
+        let file = File::open(&path).unwrap();
+        assert_eq!(Fingerprint::of(&file, head.len() as u64).unwrap(), b);
     }
 
     #[test]

@@ -231,14 +231,29 @@ impl Tailer {
             // it still starts as it did and is not shorter than what was
             // read; otherwise they are dropped and the next look finds
             // the truncation (and the copy, from this offset).
-            let intact = w.file.metadata().is_ok_and(|m| {
-                m.len() >= w.offset + n as u64
-                    && matches!(w.fp.recheck(&w.file, m.len()), Ok(Some(_)))
+            //
+            // Bytes read from the start complete a short fingerprint: one
+            // taken while the file was truncated again (empty, so it
+            // matches anything) would otherwise let the next truncation
+            // take any sibling for this file's copy.
+            let fp = if w.offset == 0 {
+                w.fp.extended_by(&self.buf[..n])
+            } else {
+                Some(w.fp)
+            };
+            let intact = fp.is_some_and(|fp| {
+                w.file.metadata().is_ok_and(|m| {
+                    m.len() >= w.offset + n as u64
+                        && matches!(fp.recheck(&w.file, m.len()), Ok(Some(_)))
+                })
             });
             if !intact {
                 debug!(file = %w.location, offset = w.offset, "File changed under a read; looking again.");
                 w.checked_ms = previous_check;
                 break;
+            }
+            if let Some(fp) = fp.filter(|fp| fp.len > w.fp.len) {
+                w.fp = fp;
             }
             let framed = frame::frame(&self.buf[..n], w.skipping, max, group, room);
             if framed.consumed == 0 {

@@ -1,7 +1,9 @@
 //! Finding the rotated generations of a watched file: when the file at a
 //! path changes, the path's directory is searched for siblings
 //! (`access.log.1`, `access.log-20250101`; compressed ones skipped), each
-//! opened once and judged through that handle. A sibling with a stored
+//! opened once and judged through that handle (the directory is listed
+//! again when a rotation moved a name between the listing and the
+//! opening, which would hide the file under its next name). A sibling with a stored
 //! checkpoint continues from it; one never seen and changed since the path
 //! was last looked at is read from its start; after a truncation in place,
 //! the newest sibling that starts with the old fingerprint is the copy and
@@ -9,7 +11,7 @@
 //! guarantee and its limits.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use tracing::info;
@@ -20,6 +22,9 @@ use super::{FileId, Tailer, mtime_ms};
 /// Allowance for coarse modification times when looking for files that
 /// lived at a path between two polls.
 pub(super) const MTIME_SLACK_MS: i64 = 2_000;
+/// How many times a directory is listed again when rotations move names
+/// under the listing.
+const SCANS: usize = 8;
 /// Rotated files compressed by logrotate are not logs to read.
 const COMPRESSED: &[&str] = &[".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".Z"];
 
@@ -51,44 +56,22 @@ impl Tailer {
         };
         let base = base.to_string_lossy().into_owned();
         let location = path.display().to_string();
-        let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() {
+        let dir = if dir.as_os_str().is_empty() {
             Path::new(".")
         } else {
             dir
-        }) else {
-            return;
         };
-        // Each candidate is opened once and then only used through its
-        // handle: rotations go on while this runs, and a name looked up
-        // twice may be another file the second time.
-        let mut candidates: Vec<Candidate> = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.len() > base.len()
-                    && name.starts_with(&base)
-                    && name[base.len()..].starts_with(['.', '-', '_'])
-                    && !COMPRESSED.iter().any(|ext| name.ends_with(ext))
-            })
-            .filter_map(|e| {
-                let path = e.path();
-                let file = File::open(&path).ok()?;
-                let meta = file.metadata().ok()?;
-                let id = (meta.dev(), meta.ino());
-                if let Some(w) = self.watchers.get_mut(&id) {
-                    // Its generation, for the reading order.
-                    w.rotation = rotation_number(&path);
-                    return None;
-                }
-                meta.is_file().then(|| Candidate {
-                    mtime: mtime_ms(&meta),
-                    size: meta.len(),
-                    path,
-                    id,
-                    file,
-                })
-            })
-            .collect();
+        // A name that moved between the listing and its opening may now
+        // be the next name, which the listing did not show: look again
+        // (the last look is used as it is).
+        let mut candidates = Vec::new();
+        for _ in 0..SCANS {
+            let whole;
+            (candidates, whole) = self.scan_siblings(dir, &base);
+            if whole {
+                break;
+            }
+        }
         // Oldest first; equal times (coarse clocks) put `.2` before `.1`.
         candidates.sort_by(|a, b| {
             a.mtime
@@ -153,6 +136,54 @@ impl Tailer {
                 None => {}
             }
         }
+    }
+
+    /// The rotated siblings of `base` in `dir` not followed already, each
+    /// opened once (and then only used through its handle: rotations go
+    /// on while this runs, and a name looked up twice may be another file
+    /// the second time), and whether every name listed was still the file
+    /// listed when it was opened.
+    fn scan_siblings(&mut self, dir: &Path, base: &str) -> (Vec<Candidate>, bool) {
+        let mut candidates = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return (candidates, true);
+        };
+        let mut whole = true;
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let sibling = name.len() > base.len()
+                && name.starts_with(base)
+                && name[base.len()..].starts_with(['.', '-', '_'])
+                && !COMPRESSED.iter().any(|ext| name.ends_with(ext));
+            if !sibling {
+                continue;
+            }
+            let path = entry.path();
+            let (meta, file) = match File::open(&path).and_then(|f| Ok((f.metadata()?, f))) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    whole &= e.kind() != std::io::ErrorKind::NotFound;
+                    continue;
+                }
+            };
+            whole &= meta.ino() == entry.ino();
+            let id = (meta.dev(), meta.ino());
+            if let Some(w) = self.watchers.get_mut(&id) {
+                // Its generation, for the reading order.
+                w.rotation = rotation_number(&path);
+                continue;
+            }
+            if meta.is_file() {
+                candidates.push(Candidate {
+                    mtime: mtime_ms(&meta),
+                    size: meta.len(),
+                    path,
+                    id,
+                    file,
+                });
+            }
+        }
+        (candidates, whole)
     }
 
     /// The stored position of a candidate, if it is still the file it was
