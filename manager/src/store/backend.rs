@@ -103,6 +103,26 @@ pub(crate) fn for_update<D: Dialect>(select: &str) -> sqlx::AssertSqlSafe<String
     sqlx::AssertSqlSafe(format!("{select}{}", D::FOR_UPDATE))
 }
 
+/// Appends `(v1, v2, ...)`, each value bound: the list of an `IN`. Run a
+/// statement whose list length varies with `persistent(false)` where it
+/// is frequent: each length would be a statement of its own in every
+/// connection's cache.
+pub(crate) fn push_list<'t, DB, T>(
+    query: &mut sqlx::QueryBuilder<DB>,
+    values: impl IntoIterator<Item = T>,
+) -> &mut sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    T: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    query.push("(");
+    let mut list = query.separated(", ");
+    for value in values {
+        list.push_bind(value);
+    }
+    query.push(")")
+}
+
 /// Starts the transaction every write goes through.
 pub(crate) trait WriteTx {
     /// The database.

@@ -26,7 +26,7 @@ mod location;
 mod notify;
 #[cfg(test)]
 pub(crate) mod testing;
-use backend::{Dialect, Pool, StoreRow, WriteTx, for_update, on_pool};
+use backend::{Dialect, Pool, StoreRow, WriteTx, for_update, on_pool, push_list};
 pub use location::StoreLocation;
 pub use notify::{AgentsWithCommands, Listener, Notice};
 use std::collections::HashMap;
@@ -564,12 +564,8 @@ impl Store {
         on_pool!(self.reads, pool => {
             let mut found = HashMap::with_capacity(ids.len());
             for chunk in ids.chunks(IDS_PER_SELECT) {
-                let mut select = sqlx::QueryBuilder::<Db>::new("SELECT * FROM agents WHERE id IN (");
-                let mut list = select.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                select.push(")");
+                let mut select = sqlx::QueryBuilder::<Db>::new("SELECT * FROM agents WHERE id IN ");
+                push_list(&mut select, chunk.iter().copied());
                 // Not kept prepared (nor the other lists of ids): each
                 // length would be a statement of its own in each
                 // connection's cache.
@@ -625,12 +621,8 @@ impl Store {
             let mut revoked = std::collections::HashSet::new();
             for chunk in serials.chunks(IDS_PER_SELECT) {
                 let mut select =
-                    sqlx::QueryBuilder::<Db>::new("SELECT serial FROM revoked_certificates WHERE serial IN (");
-                let mut list = select.separated(", ");
-                for serial in chunk {
-                    list.push_bind(*serial);
-                }
-                select.push(")");
+                    sqlx::QueryBuilder::<Db>::new("SELECT serial FROM revoked_certificates WHERE serial IN ");
+                push_list(&mut select, chunk.iter().copied());
                 let found: Vec<String> = select.build_query_scalar().persistent(false).fetch_all(pool).await?;
                 revoked.extend(found);
             }
@@ -683,12 +675,8 @@ impl Store {
             let mut known: HashMap<String, (Option<String>, i64)> = HashMap::with_capacity(ids.len());
             for chunk in ids.chunks(IDS_PER_SELECT) {
                 let mut select =
-                    sqlx::QueryBuilder::<Db>::new("SELECT id, spool_id, last_sequence FROM agents WHERE id IN (");
-                let mut list = select.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                select.push(")").push(Db::FOR_UPDATE);
+                    sqlx::QueryBuilder::<Db>::new("SELECT id, spool_id, last_sequence FROM agents WHERE id IN ");
+                push_list(&mut select, chunk.iter().copied()).push(Db::FOR_UPDATE);
                 let rows: Vec<(String, Option<String>, i64)> =
                     select.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
                 known.extend(rows.into_iter().map(|(id, spool, last)| (id, (spool, last))));
@@ -730,12 +718,8 @@ impl Store {
             }
             let mut records: HashMap<String, AgentRecord> = HashMap::with_capacity(ids.len());
             for chunk in ids.chunks(IDS_PER_SELECT) {
-                let mut select = sqlx::QueryBuilder::<Db>::new("SELECT * FROM agents WHERE id IN (");
-                let mut list = select.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                select.push(")");
+                let mut select = sqlx::QueryBuilder::<Db>::new("SELECT * FROM agents WHERE id IN ");
+                push_list(&mut select, chunk.iter().copied());
                 for row in select.build().persistent(false).fetch_all(&mut *tx).await? {
                     let record = agent_from_row(&row);
                     records.insert(record.id.clone(), record);
@@ -771,12 +755,8 @@ impl Store {
                 if !Db::FOR_UPDATE.is_empty() {
                     // UPDATE ... FROM locks rows in the join's order, not
                     // the list's: lock them first, bytewise like the sort.
-                    let mut lock = sqlx::QueryBuilder::<Db>::new("SELECT id FROM agents WHERE id IN (");
-                    let mut ids = lock.separated(", ");
-                    for &(agent, _) in chunk {
-                        ids.push_bind(agent.as_str());
-                    }
-                    lock.push(r#") ORDER BY id COLLATE "C" FOR UPDATE"#);
+                    let mut lock = sqlx::QueryBuilder::<Db>::new("SELECT id FROM agents WHERE id IN ");
+                    push_list(&mut lock, chunk.iter().map(|&(agent, _)| agent.as_str())).push(r#" ORDER BY id COLLATE "C" FOR UPDATE"#);
                     lock.build().fetch_all(&mut *tx).await?;
                 }
                 let mut update = sqlx::QueryBuilder::<Db>::new(format!(

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 
-use super::backend::Dialect;
+use super::backend::{Dialect, push_list};
 use super::notify::{RESPONSES_CHANNEL, responses_payload};
 use super::{Store, StoreError, StoreRow, WriteTx, now_ms, on_pool, to_i64, to_u64};
 
@@ -271,13 +271,9 @@ impl Store {
                         .push(" AND srcip IS NOT DISTINCT FROM ")
                         .push_bind(*srcip)
                         .push(
-                            " AND action = 'add' AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL AND agent_id IN (",
+                            " AND action = 'add' AND status IN ('pending', 'sent', 'done') AND undone_at IS NULL AND agent_id IN ",
                         );
-                    let mut ids = update.separated(", ");
-                    for agent in chunk {
-                        ids.push_bind(*agent);
-                    }
-                    update.push(")");
+                    push_list(&mut update, chunk.iter().copied());
                     update.build().execute(&mut *tx).await?;
                 }
             }
@@ -297,12 +293,8 @@ impl Store {
                 );
                 update
                     .push_bind(now)
-                    .push(" WHERE action = 'add' AND status = 'pending' AND id IN (");
-                let mut ids = update.separated(", ");
-                for id in chunk {
-                    ids.push_bind(*id);
-                }
-                update.push(")");
+                    .push(" WHERE action = 'add' AND status = 'pending' AND id IN ");
+                push_list(&mut update, chunk.iter().copied());
                 update.build().execute(&mut *tx).await?;
             }
             let mut rows = Vec::with_capacity(new.len());
@@ -401,12 +393,8 @@ impl Store {
                 );
                 update
                     .push_bind(now)
-                    .push(" WHERE status = 'pending' AND id IN (");
-                let mut list = update.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                update.push(") RETURNING id");
+                    .push(" WHERE status = 'pending' AND id IN ");
+                push_list(&mut update, chunk.iter().copied()).push(" RETURNING id");
                 let got: Vec<i64> = update.build_query_scalar().fetch_all(&mut *tx).await?;
                 claimed.extend(got);
             }
@@ -427,13 +415,9 @@ impl Store {
             let mut tx = pool.write_tx().await?;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 let mut update = sqlx::QueryBuilder::<Db>::new(
-                    "UPDATE responses SET status = 'pending', sent_at = NULL WHERE status = 'sent' AND id IN (",
+                    "UPDATE responses SET status = 'pending', sent_at = NULL WHERE status = 'sent' AND id IN ",
                 );
-                let mut list = update.separated(", ");
-                for row in chunk {
-                    list.push_bind(row.id);
-                }
-                update.push(")");
+                push_list(&mut update, chunk.iter().map(|row| row.id));
                 update.build().execute(&mut *tx).await?;
             }
             if let Some(notify) = Db::NOTIFY {
@@ -469,12 +453,8 @@ impl Store {
                     .push_bind(me)
                     .push(" AND m.stopped_at IS NULL AND m.heartbeat_at > ")
                     .push_bind(alive_since)
-                    .push(" AND a.id IN (");
-                let mut list = select.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                select.push(")");
+                    .push(" AND a.id IN ");
+                push_list(&mut select, chunk.iter().copied());
                 let got: Vec<String> = select.build_query_scalar().fetch_all(pool).await?;
                 held.extend(got);
             }
@@ -488,13 +468,9 @@ impl Store {
             let mut pending = Vec::new();
             for chunk in ids.chunks(ROWS_PER_STATEMENT) {
                 let mut select = sqlx::QueryBuilder::<Db>::new(
-                    "SELECT id FROM responses WHERE status = 'pending' AND id IN (",
+                    "SELECT id FROM responses WHERE status = 'pending' AND id IN ",
                 );
-                let mut list = select.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                select.push(")");
+                push_list(&mut select, chunk.iter().copied());
                 let got: Vec<i64> = select.build_query_scalar().fetch_all(pool).await?;
                 pending.extend(got);
             }
@@ -638,12 +614,8 @@ impl Store {
                         .push_bind(now)
                         .push("))))");
                 }
-                select.push(") AND agent_id IN (");
-                let mut list = select.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                select.push(") ORDER BY id");
+                select.push(") AND agent_id IN ");
+                push_list(&mut select, chunk.iter().copied()).push(" ORDER BY id");
                 rows.extend(select.build().persistent(false).fetch_all(pool).await?.iter().map(row_to_response));
             }
             rows.sort_by_key(|r| r.id);
@@ -729,12 +701,8 @@ impl Store {
                 wanted.dedup();
                 for chunk in wanted.chunks(ROWS_PER_STATEMENT) {
                     let mut select =
-                        sqlx::QueryBuilder::<Db>::new("SELECT * FROM responses WHERE id IN (");
-                    let mut list = select.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    select.push(") ORDER BY id").push(Db::FOR_UPDATE);
+                        sqlx::QueryBuilder::<Db>::new("SELECT * FROM responses WHERE id IN ");
+                    push_list(&mut select, chunk.iter().copied()).push(" ORDER BY id").push(Db::FOR_UPDATE);
                     for row in select.build().fetch_all(&mut *tx).await?.iter() {
                         let row = row_to_response(row);
                         rows.insert(row.id, row);
