@@ -325,3 +325,85 @@ pub fn explain_handshake_error(error: &str) -> &'static str {
         "TLS handshake failed"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::setup::{InitOptions, init};
+    use rustls::HandshakeKind;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Two connections of one client configuration (which keeps what the
+    /// server offers for resumption) to `server`; each answers with a few
+    /// bytes, read after the handshake, so that anything the server sent
+    /// after its handshake (tickets) reached the client first. Returns
+    /// the second connection's handshake, as the client saw it.
+    async fn second_handshake(
+        server: Arc<rustls::ServerConfig>,
+        client: Arc<rustls::ClientConfig>,
+    ) -> HandshakeKind {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = TlsAcceptor::from(server);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut tls = acceptor.accept(tcp).await.unwrap();
+                tls.write_all(b"hi").await.unwrap();
+                tls.flush().await.unwrap();
+                let mut rest = Vec::new();
+                let _ = tls.read_to_end(&mut rest).await;
+            }
+        });
+        let connector = tokio_rustls::TlsConnector::from(client);
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut kind = None;
+        for _ in 0..2 {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let mut tls = connector.connect(name.clone(), tcp).await.unwrap();
+            let mut hi = [0u8; 2];
+            tls.read_exact(&mut hi).await.unwrap();
+            kind = tls.get_ref().1.handshake_kind();
+            tls.shutdown().await.unwrap();
+        }
+        kind.unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_connection_proves_its_certificate_again() {
+        palisade_common::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        init(&InitOptions {
+            dir: dir.path().to_path_buf(),
+            sans: vec![],
+            listen: "127.0.0.1:1514".parse().unwrap(),
+            advertise: None,
+            force: false,
+        })
+        .await
+        .unwrap();
+        let (pki, operator) = (dir.path().join("pki"), dir.path().join("operator"));
+        let server = server_config(
+            &pki.join("ca.pem"),
+            &pki.join("manager.pem"),
+            &pki.join("manager.key"),
+        )
+        .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(load_certs(&pki.join("ca.pem")).unwrap());
+        // rustls's default: sessions kept in memory, offered again.
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                load_certs(&operator.join("operator.pem")).unwrap(),
+                load_key(&operator.join("operator.key")).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            second_handshake(server, Arc::new(client)).await,
+            HandshakeKind::Full,
+            "the second connection resumed the first one's session"
+        );
+    }
+}
