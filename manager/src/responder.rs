@@ -932,25 +932,29 @@ impl Responder {
             Targets::All => None,
             t => Some(self.resolve(t).await?.into_iter().collect()),
         };
-        let lifts: Vec<NewResponse> = self
-            .0
-            .store
-            .blocking_commands(&ip.to_string())
-            .await?
-            .into_iter()
-            .filter(|add| {
-                agents
-                    .as_ref()
-                    .is_none_or(|a| a.contains(&add.request.agent_id))
-            })
-            .map(|add| NewResponse {
+        let mut lifts: Vec<NewResponse> = Vec::new();
+        for blocks in self.0.store.blocking_commands(&ip.to_string()).await? {
+            let adds = blocks
+                .adds
+                .iter()
+                .filter(|(_, agent)| agents.as_ref().is_none_or(|a| a.contains(agent)));
+            lifts.extend(adds.map(|(add, agent)| NewResponse {
+                agent_id: agent.clone(),
+                response: blocks.response.clone(),
+                command: blocks.command.clone(),
+                executable: blocks.executable.clone(),
                 action: Action::Delete,
-                undoes: Some(add.id),
+                srcip: Some(ip.to_string()),
+                user: blocks.user.clone(),
                 alert_id: None,
+                rule_id: blocks.rule_id,
+                location: blocks.location.clone(),
                 timeout_s: None,
-                ..add.request
-            })
-            .collect();
+                undoes: Some(*add),
+            }));
+        }
+        // Newest block first, as they were issued.
+        lifts.sort_unstable_by_key(|lift| std::cmp::Reverse(lift.undoes));
         if lifts.is_empty() {
             return Err(ResponseError::Invalid(format!(
                 "{ip} is not blocked on the agents named"

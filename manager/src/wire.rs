@@ -26,7 +26,7 @@ impl From<StoreError> for Status {
             StoreError::LeaseLost(m) => Status::aborted(m),
             // Busy, not broken: the caller may try again.
             StoreError::Sqlx(sqlx::Error::PoolTimedOut) => Status::unavailable(
-                "the manager's database is busy (no connection free in time); try again",
+                "the manager's database is busy (no connection, or no turn to write, free in time); try again",
             ),
             e @ (StoreError::Sqlx(_) | StoreError::Migrate(_)) => Status::internal(e.to_string()),
         }

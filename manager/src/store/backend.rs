@@ -26,6 +26,8 @@
 
 use sqlx::{PgPool, SqlitePool};
 
+use super::gate::WriteGate;
+
 /// A connection pool of either backend.
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
@@ -127,7 +129,8 @@ where
 pub(crate) trait WriteTx {
     /// The database.
     type Db: sqlx::Database;
-    /// SQLite: `BEGIN IMMEDIATE`, the write lock at once (a deferred
+    /// SQLite: this process's turn to write first ([`WriteGate::turn`]),
+    /// then `BEGIN IMMEDIATE`, the write lock at once (a deferred
     /// transaction that reads and then writes fails at once with
     /// SQLITE_BUSY when another connection, the daemon or `agent add` in
     /// another process, wrote in between; an immediate one waits its turn
@@ -135,20 +138,56 @@ pub(crate) trait WriteTx {
     /// module doc for the row locks).
     fn write_tx(
         &self,
-    ) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send;
+        gate: &WriteGate,
+    ) -> impl Future<Output = Result<Write<Self::Db>, sqlx::Error>> + Send;
 }
 
 impl WriteTx for SqlitePool {
     type Db = sqlx::Sqlite;
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.begin_with("BEGIN IMMEDIATE").await
+    async fn write_tx(&self, gate: &WriteGate) -> Result<Write<sqlx::Sqlite>, sqlx::Error> {
+        let turn = gate.turn().await?;
+        Ok(Write {
+            tx: self.begin_with("BEGIN IMMEDIATE").await?,
+            _turn: Some(turn),
+        })
     }
 }
 
 impl WriteTx for PgPool {
     type Db = sqlx::Postgres;
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        self.begin().await
+    async fn write_tx(&self, _: &WriteGate) -> Result<Write<sqlx::Postgres>, sqlx::Error> {
+        Ok(Write {
+            tx: self.begin().await?,
+            _turn: None,
+        })
+    }
+}
+
+/// A write transaction ([`WriteTx`]): the connection it runs on (`&mut
+/// *tx`), and with SQLite this process's turn to write, given back when
+/// it commits or is dropped (rolled back).
+pub(crate) struct Write<DB: sqlx::Database> {
+    tx: sqlx::Transaction<'static, DB>,
+    _turn: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<DB: sqlx::Database> Write<DB> {
+    /// Commits, then gives the turn to the next writer.
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for Write<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for Write<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
     }
 }
 

@@ -82,7 +82,7 @@ impl Store {
             )));
         }
         let mut read = source.begin().await?;
-        let mut write = pg.write_tx().await?;
+        let mut write = pg.write_tx(&target.gate).await?;
         // The rows the schema's own migration put there (counters).
         sqlx::query("DELETE FROM archive_size")
             .execute(&mut *write)

@@ -49,7 +49,7 @@ impl Store {
         serial: &str,
     ) -> Result<String, StoreError> {
         on_pool!(self, pool => {
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             let old: Option<String> = sqlx::query_scalar(for_update::<Db>(
                 "SELECT cert_serial FROM agents WHERE id = $1 AND pending_serial = $2 AND removed_at IS NULL",
             ))
@@ -99,7 +99,7 @@ impl Store {
         F: FnOnce() -> Result<(String, E), String>,
     {
         on_pool!(self, pool => {
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             let live: Option<i64> =
                 sqlx::query_scalar("SELECT id FROM operators WHERE name = $1 AND removed_at IS NULL")
                     .bind(name)
@@ -127,7 +127,7 @@ impl Store {
     /// operator is registered at all; returns whether it did.
     pub async fn adopt_first_operator(&self, name: &str, serial: &str) -> Result<bool, StoreError> {
         on_pool!(self, pool => {
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             let any: Option<i64> = sqlx::query_scalar("SELECT id FROM operators LIMIT 1")
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -149,7 +149,7 @@ impl Store {
     /// connections it has open.
     pub async fn remove_operator(&self, name: &str) -> Result<OperatorRow, StoreError> {
         on_pool!(self, pool => {
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             let serial: Option<String> = sqlx::query_scalar(
                 "SELECT cert_serial FROM operators WHERE name = $1 AND removed_at IS NULL",
             )

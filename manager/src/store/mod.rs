@@ -148,7 +148,9 @@ pub use cluster::{Lease, LeaseHeld, LeaseRequest, ManagerRow};
 pub use copy::CopiedTable;
 pub use identities::OperatorRow;
 pub use prune::Pruned;
-pub use responses::{Action, BlockRow, CommandReport, NewResponse, RefusalRow, ResponseRow};
+pub use responses::{
+    Action, BlockRow, BlockingCommands, CommandReport, NewResponse, RefusalRow, ResponseRow,
+};
 pub use tokens::{Redeemed, TokenRow, show_time};
 
 /// A database failure.
@@ -504,7 +506,7 @@ impl Store {
         F: FnOnce(&str) -> Result<(String, E), String>,
     {
         on_pool!(self, pool => {
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             let (id, extra) = register!(Db, tx, name, ip, issue);
             tx.commit().await?;
             Ok((id, extra))
@@ -514,7 +516,7 @@ impl Store {
     /// Removes an agent: its certificate is revoked and refused from then on.
     pub async fn remove_agent(&self, id: &str, reason: &str) -> Result<AgentRecord, StoreError> {
         on_pool!(self, pool => {
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             let row = sqlx::query(for_update::<Db>("SELECT cert_serial, removed_at FROM agents WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -671,51 +673,74 @@ impl Store {
         on_pool!(self, pool => {
             let now = now_ms();
             let ids: Vec<&str> = hellos.iter().map(|(id, _)| *id).collect();
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             let mut known: HashMap<String, (Option<String>, i64)> = HashMap::with_capacity(ids.len());
             for chunk in ids.chunks(IDS_PER_SELECT) {
                 let mut select =
                     sqlx::QueryBuilder::<Db>::new("SELECT id, spool_id, last_sequence FROM agents WHERE id IN ");
-                push_list(&mut select, chunk.iter().copied()).push(Db::FOR_UPDATE);
+                push_list(&mut select, chunk.iter().copied());
+                if !Db::FOR_UPDATE.is_empty() {
+                    // Locked in one order, as heartbeats are
+                    // (record_heartbeats), or two managers deadlock.
+                    select.push(r#" ORDER BY id COLLATE "C""#).push(Db::FOR_UPDATE);
+                }
                 let rows: Vec<(String, Option<String>, i64)> =
                     select.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
                 known.extend(rows.into_iter().map(|(id, spool, last)| (id, (spool, last))));
             }
-            let mut changes: HashMap<&str, SpoolChange> = HashMap::with_capacity(ids.len());
-            // In one order, as heartbeats are (record_heartbeats).
-            let mut sorted: Vec<&(&str, AgentHello<'_>)> = hellos.iter().collect();
-            sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            for (id, hello) in sorted {
-                let Some((spool, last)) = known.get(*id) else { continue };
-                let change = match spool.as_deref() {
-                    _ if hello.spool_id.is_empty() => SpoolChange::Same,
-                    Some(k) if k == hello.spool_id => SpoolChange::Same,
-                    None => SpoolChange::First,
-                    Some(_) => SpoolChange::New { last_sequence: to_u64(*last) },
-                };
-                changes.insert(id, change);
-                let reset = matches!(change, SpoolChange::New { .. });
-                sqlx::query(
-                    "UPDATE agents SET first_seen = COALESCE(first_seen, $1), last_seen = $1,
-                         last_address = COALESCE($2, last_address), version = $3, hostname = $4, os = $5,
-                         started_at = COALESCE($7, started_at),
-                         spool_id = CASE WHEN $8 = '' THEN spool_id ELSE $8 END,
-                         last_sequence = CASE WHEN $9 THEN 0 ELSE last_sequence END,
-                         spool_epoch = spool_epoch + CASE WHEN $9 THEN 1 ELSE 0 END
-                     WHERE id = $6",
-                )
-                .bind(now)
-                .bind(hello.address.as_deref())
-                .bind(hello.version)
-                .bind(hello.hostname)
-                .bind(hello.os)
-                .bind(*id)
-                .bind(hello.started_at)
-                .bind(hello.spool_id)
-                .bind(reset)
-                .execute(&mut *tx)
-                .await?;
+            // One Hello per agent (the last, should one come twice), each
+            // with its spool change.
+            let mut latest: HashMap<&str, &AgentHello<'_>> = HashMap::with_capacity(ids.len());
+            for (id, hello) in hellos {
+                if known.contains_key(*id) {
+                    latest.insert(id, hello);
+                }
             }
+            let mut written: Vec<(&str, &AgentHello<'_>, SpoolChange)> = latest
+                .into_iter()
+                .map(|(id, hello)| {
+                    let (spool, last) = &known[id];
+                    let change = match spool.as_deref() {
+                        _ if hello.spool_id.is_empty() => SpoolChange::Same,
+                        Some(k) if k == hello.spool_id => SpoolChange::Same,
+                        None => SpoolChange::First,
+                        Some(_) => SpoolChange::New { last_sequence: to_u64(*last) },
+                    };
+                    (id, hello, change)
+                })
+                .collect();
+            written.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            // A statement for many agents: one each was a round trip to
+            // the database's thread per agent in a reconnect storm.
+            for chunk in written.chunks(AGENTS_PER_UPDATE) {
+                let mut update = sqlx::QueryBuilder::<Db>::new("UPDATE agents SET first_seen = COALESCE(first_seen, ");
+                update
+                    .push_bind(now)
+                    .push("), last_seen = ")
+                    .push_bind(now)
+                    .push(
+                        ", last_address = COALESCE(v.column2, last_address), version = v.column3,
+                         hostname = v.column4, os = v.column5, started_at = COALESCE(v.column6, started_at),
+                         spool_id = CASE WHEN v.column7 = '' THEN spool_id ELSE v.column7 END,
+                         last_sequence = CASE WHEN v.column8 THEN 0 ELSE last_sequence END,
+                         spool_epoch = spool_epoch + CASE WHEN v.column8 THEN 1 ELSE 0 END
+                     FROM (",
+                    );
+                update.push_values(chunk, |mut row, &(id, hello, change)| {
+                    row.push_bind(id)
+                        .push_bind(hello.address.as_deref())
+                        .push_bind(hello.version)
+                        .push_bind(hello.hostname)
+                        .push_bind(hello.os)
+                        .push_bind(hello.started_at)
+                        .push_bind(hello.spool_id)
+                        .push_bind(matches!(change, SpoolChange::New { .. }));
+                });
+                update.push(") AS v WHERE agents.id = v.column1");
+                update.build().persistent(false).execute(&mut *tx).await?;
+            }
+            let changes: HashMap<&str, SpoolChange> =
+                written.iter().map(|&(id, _, change)| (id, change)).collect();
             let mut records: HashMap<String, AgentRecord> = HashMap::with_capacity(ids.len());
             for chunk in ids.chunks(IDS_PER_SELECT) {
                 let mut select = sqlx::QueryBuilder::<Db>::new("SELECT * FROM agents WHERE id IN ");
@@ -750,7 +775,7 @@ impl Store {
         let mut seen: Vec<&(String, crate::heartbeats::Seen)> = seen.iter().collect();
         seen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         on_pool!(self, pool => {
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             for chunk in seen.chunks(AGENTS_PER_UPDATE) {
                 if !Db::FOR_UPDATE.is_empty() {
                     // UPDATE ... FROM locks rows in the join's order, not
@@ -843,7 +868,7 @@ impl Store {
         let _slot = self.gate.ingest().await;
         on_pool!(self, pool => {
             let received_at = now_ms();
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             let (last, spool_epoch, generation): (i64, i64, i64) =
                 sqlx::query_as(for_update::<Db>("SELECT last_sequence, spool_epoch, lease_generation FROM agents WHERE id = $1"))
                     .bind(agent_id)
@@ -1545,12 +1570,78 @@ mod tests {
             assert_eq!(a.hostname.as_deref(), Some("web01.example"));
             assert_eq!(a.started_at, Some(5));
             assert!(a.first_seen.is_some());
+
+            // A group of several agents, each written with its own fields
+            // and its own spool change.
+            let (web02, _) = s.add_agent("web02", "any", issue("bb")).await.unwrap();
+            let (web03, _) = s.add_agent("web03", "any", issue("cc")).await.unwrap();
+            s.agent_connected(&web03, &hello("spool-w3")).await.unwrap();
+            let bare = AgentHello { version: "2.0", hostname: "web02.example", os: "Alpine", address: None, started_at: None, spool_id: "spool-w2" };
+            let group = s.agents_connected(&[
+                (&web03, AgentHello { hostname: "web03.example", ..hello("") }),
+                (&id, hello("spool-c")),
+                ("999", hello("spool-x")),
+                (&web02, bare),
+            ]).await.unwrap();
+            let [three, one, none, two] = &group[..] else { panic!("{group:?}") };
+            assert!(none.is_none(), "not registered");
+            let (one, two, three) = (one.as_ref().unwrap(), two.as_ref().unwrap(), three.as_ref().unwrap());
+            assert_eq!(one.spool, SpoolChange::New { last_sequence: 1 });
+            assert_eq!((one.record.last_sequence, one.record.spool_id.as_deref()), (0, Some("spool-c")));
+            assert_eq!(two.spool, SpoolChange::First);
+            assert_eq!(two.record.spool_id.as_deref(), Some("spool-w2"));
+            assert_eq!((two.record.version.as_deref(), two.record.hostname.as_deref(), two.record.os.as_deref()), (Some("2.0"), Some("web02.example"), Some("Alpine")));
+            assert_eq!((two.record.last_address.as_deref(), two.record.started_at), (None, None));
+            assert_eq!(three.spool, SpoolChange::Same);
+            assert_eq!(three.record.spool_id.as_deref(), Some("spool-w3"), "an empty spool id keeps the recorded one");
+            assert_eq!((three.record.hostname.as_deref(), three.record.last_address.as_deref()), (Some("web03.example"), Some("192.0.2.9")));
+            let third = s.store_events(&id, &[event(1)], &[], true).await.unwrap();
+            assert_eq!(third.highest, 1, "sequence 1 of the third spool is new");
+            assert_eq!(s.archived_events(Some(&id)).await.unwrap().len(), 4, "archived under the new spool's epoch");
+
             let before = s.revocation_generation().await.unwrap();
             s.remove_agent(&id, "test").await.unwrap();
             assert!(s.revocation_generation().await.unwrap() > before);
             assert_eq!(s.removed_agent_ids().await.unwrap(), [id.as_str()]);
             assert_eq!(s.revoked_serials().await.unwrap(), ["aa"]);
             assert!(matches!(s.remove_agent(&id, "again").await, Err(StoreError::Conflict(_))));
+        }
+    }
+
+    both_backends! {
+        async fn blocking_commands_group_the_adds_by_the_command_they_ran(db) {
+            let s = db.open().await;
+            let mut agents = Vec::new();
+            for name in ["web01", "web02", "web03"] {
+                agents.push(s.add_agent(name, "any", issue(name)).await.unwrap().0);
+            }
+            let by_rule = |agent: &str| NewResponse { location: Some("/var/log/nginx/access.log".into()), ..block(agent, "203.0.113.9", Action::Add, None) };
+            let by_hand = |agent: &str| NewResponse { user: None, rule_id: None, location: Some("(from_the_server)".into()), ..block(agent, "203.0.113.9", Action::Add, None) };
+            let a = s.insert_response(&by_rule(&agents[0])).await.unwrap();
+            let b = s.insert_response(&by_hand(&agents[1])).await.unwrap();
+            let c = s.insert_response(&by_rule(&agents[2])).await.unwrap();
+            let elsewhere = s.insert_response(&block(&agents[0], "203.0.113.10", Action::Add, None)).await.unwrap();
+            let blocking = s.blocking_commands("203.0.113.9").await.unwrap();
+            // The group with the newest add first, each group newest first.
+            assert_eq!(blocking.len(), 2, "{blocking:?}");
+            assert_eq!(blocking[0].adds, [(c.id, agents[2].clone()), (a.id, agents[0].clone())]);
+            assert_eq!((blocking[0].rule_id, blocking[0].user.as_deref()), (Some(31151), Some("root")));
+            assert_eq!(blocking[0].location.as_deref(), Some("/var/log/nginx/access.log"));
+            assert_eq!(blocking[1].adds, [(b.id, agents[1].clone())]);
+            assert_eq!((blocking[1].rule_id, blocking[1].user.as_deref()), (None, None));
+            assert_eq!(s.blocking_commands("203.0.113.10").await.unwrap()[0].adds, [(elsewhere.id, agents[0].clone())]);
+            assert!(s.blocking_commands("203.0.113.11").await.unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_blocks_id_and_agent_are_read_or_refused() {
+        assert_eq!(
+            responses::id_and_agent("42 083").unwrap(),
+            (42, "083".to_string())
+        );
+        for bad in ["42", "42 08", "x 083", "42 083 1", "42 08a", ""] {
+            assert!(responses::id_and_agent(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -1575,7 +1666,10 @@ mod tests {
             let blocks = s.blocks(None, Some(&id)).await.unwrap();
             assert_eq!(blocks.len(), 1);
             assert_eq!((blocks[0].id, blocks[0].state), (second.id, "active"));
-            assert_eq!(s.blocking_commands("203.0.113.7").await.unwrap().len(), 1);
+            let blocking = s.blocking_commands("203.0.113.7").await.unwrap();
+            assert_eq!(blocking.len(), 1);
+            assert_eq!((blocking[0].response.as_str(), blocking[0].user.as_deref()), ("route-null600", Some("root")));
+            assert_eq!(blocking[0].adds, [(second.id, id.clone())], "the superseded add is not in force");
             let lift = s
                 .insert_response(&block(&id, "203.0.113.7", Action::Delete, Some(second.id)))
                 .await

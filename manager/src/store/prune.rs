@@ -120,7 +120,7 @@ impl Store {
         batch: u32,
     ) -> Result<Pruned, StoreError> {
         on_pool!(self, pool => {
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             let ids: Vec<i64> =
                 sqlx::query_scalar("SELECT id FROM alerts WHERE time < $1 ORDER BY time LIMIT $2")
                     .bind(before)
@@ -147,7 +147,7 @@ impl Store {
     /// Deletes up to `batch` of the oldest alerts beyond the newest `keep`.
     pub async fn prune_alerts_beyond(&self, keep: u64, batch: u32) -> Result<Pruned, StoreError> {
         on_pool!(self, pool => {
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             // Ids grow with time: the newest `keep` alerts are the highest ids.
             let boundary: Option<i64> =
                 sqlx::query_scalar("SELECT id FROM alerts ORDER BY id DESC LIMIT 1 OFFSET $1")
@@ -187,7 +187,7 @@ impl Store {
         batch: u32,
     ) -> Result<Pruned, StoreError> {
         on_pool!(self, pool => {
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             let rows: Vec<(i64, i64, i64)> =
                 sqlx::query_as("SELECT id, received_at, events FROM archive ORDER BY id LIMIT $1")
                     .bind(i64::from(batch))
@@ -217,7 +217,7 @@ impl Store {
         batch: u32,
     ) -> Result<Pruned, StoreError> {
         on_pool!(self, pool => {
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             let size = archive_bytes!(Db, tx);
             if size <= max_bytes {
                 return Ok(Pruned::default());

@@ -101,7 +101,7 @@ impl Store {
         F: FnOnce(&str, &str) -> Result<(String, E), String>,
     {
         on_pool!(self, pool => {
-            let mut tx = pool.write_tx().await?;
+            let mut tx = pool.write_tx(&self.gate).await?;
             let row = sqlx::query(for_update::<Db>(
                 "SELECT id, name, expires_at, used_at, used_by FROM enrollment_tokens WHERE token_hash = $1",
             ))
