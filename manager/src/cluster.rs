@@ -354,23 +354,33 @@ impl Cluster {
                 return;
             }
         };
-        for (agent, generation) in open {
-            if held.get(&agent) == Some(&generation) {
-                continue;
+        // Read again, together: those streams may have taken their lease
+        // after the read above (in a reconnect storm, thousands of them).
+        let unsure: Vec<(String, u64)> = open
+            .into_iter()
+            .filter(|(agent, generation)| held.get(agent) != Some(generation))
+            .collect();
+        if unsure.is_empty() {
+            return;
+        }
+        let ids: Vec<&str> = unsure.iter().map(|(agent, _)| agent.as_str()).collect();
+        let records = match self.store.agents_by_id(&ids).await {
+            Ok(records) => records,
+            Err(error) => {
+                warn!(%error, "Cannot read the leases of the agents whose streams are here.");
+                return;
             }
-            // Read again: the stream may have taken its lease after the
-            // read above.
-            let Ok(Some(record)) = self.store.agent(&agent).await else {
-                continue;
-            };
-            if record.lease_manager == Some(self.id) && record.lease_generation == generation {
+        };
+        for ((agent, generation), record) in unsure.iter().zip(records) {
+            let Some(record) = record else { continue };
+            if record.lease_manager == Some(self.id) && record.lease_generation == *generation {
                 continue;
             }
             let why = format!(
                 "another stream of agent {agent} took its lease (generation {}); this one ends",
                 record.lease_generation
             );
-            if sessions.end_lost_lease(&agent, generation, &why) {
+            if sessions.end_lost_lease(agent, *generation, &why) {
                 warn!(%agent, generation, now = record.lease_generation, "The agent's stream here lost its lease to another stream (another manager); ended it.");
             }
         }

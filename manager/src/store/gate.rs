@@ -142,7 +142,8 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test]
+    // One thread: each writer runs, and queues, while this one sleeps.
+    #[tokio::test(flavor = "current_thread")]
     async fn writers_take_their_turn_in_order() {
         let gate = Arc::new(WriteGate::new(4));
         let first = gate.turn().await.unwrap();
@@ -155,7 +156,6 @@ mod tests {
                 order.lock().unwrap().push(i);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }));
-            // Each queued before the next comes.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(

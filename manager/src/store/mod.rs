@@ -1635,13 +1635,13 @@ mod tests {
     }
 
     #[test]
-    fn a_blocks_id_and_agent_are_read_or_refused() {
+    fn a_blocks_number_and_agent_are_read_or_refused() {
         assert_eq!(
-            responses::id_and_agent("42 083").unwrap(),
+            responses::number_and_agent("42 083").unwrap(),
             (42, "083".to_string())
         );
         for bad in ["42", "42 08", "x 083", "42 083 1", "42 08a", ""] {
-            assert!(responses::id_and_agent(bad).is_err(), "{bad:?}");
+            assert!(responses::number_and_agent(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -180,10 +180,12 @@ type BlockingColumns = (
     String,
 );
 
-/// One `"<id> <agent>"` of [`Store::blocking_commands`]'s list: agent ids
-/// are digits (`identity::is_valid_agent_id`), so neither the space nor
-/// the comma can be part of one; anything else is refused, not guessed.
-pub(super) fn id_and_agent(item: &str) -> Result<(i64, String), StoreError> {
+/// One `"<number> <agent>"` of a list read as one string (the add ids of
+/// [`Store::blocking_commands`], the generations of
+/// [`Store::held_leases`]): agent ids are digits
+/// (`identity::is_valid_agent_id`), so neither the space nor the comma
+/// can be part of one; anything else is refused, not guessed.
+pub(super) fn number_and_agent(item: &str) -> Result<(i64, String), StoreError> {
     item.split_once(' ')
         .and_then(|(id, agent)| {
             let id = id.parse::<i64>().ok()?;
@@ -191,7 +193,7 @@ pub(super) fn id_and_agent(item: &str) -> Result<(i64, String), StoreError> {
         })
         .ok_or_else(|| {
             StoreError::Sqlx(sqlx::Error::Decode(
-                format!("a block's id and agent {item:?}").into(),
+                format!("a number and an agent id: {item:?}").into(),
             ))
         })
 }
@@ -858,7 +860,7 @@ impl Store {
                         user,
                         rule_id: rule_id.and_then(|v| u32::try_from(v).ok()),
                         location,
-                        adds: adds.split(',').map(id_and_agent).collect::<Result<_, _>>()?,
+                        adds: adds.split(',').map(number_and_agent).collect::<Result<_, _>>()?,
                     })
                 })
                 .collect()
