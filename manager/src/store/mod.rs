@@ -675,7 +675,10 @@ impl Store {
             let ids: Vec<&str> = hellos.iter().map(|(id, _)| *id).collect();
             let mut tx = pool.write_tx(&self.gate).await?;
             let mut known: HashMap<String, (Option<String>, i64)> = HashMap::with_capacity(ids.len());
-            for chunk in ids.chunks(IDS_PER_SELECT) {
+            let mut sorted = ids.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            for chunk in sorted.chunks(IDS_PER_SELECT) {
                 let mut select =
                     sqlx::QueryBuilder::<Db>::new("SELECT id, spool_id, last_sequence FROM agents WHERE id IN ");
                 push_list(&mut select, chunk.iter().copied());
