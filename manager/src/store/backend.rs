@@ -125,6 +125,22 @@ where
     query.push(")")
 }
 
+/// Appends, where the backend locks rows ([`Dialect::FOR_UPDATE`]),
+/// ` ORDER BY id COLLATE "C" FOR UPDATE`: agents' rows locked in id
+/// order, bytewise as Rust sorts their ids. Every write of many agents'
+/// rows locks them in this one order, or two managers writing the same
+/// agents at once deadlock.
+pub(crate) fn lock_in_id_order<DB: sqlx::Database + Dialect>(
+    query: &mut sqlx::QueryBuilder<DB>,
+) -> &mut sqlx::QueryBuilder<DB> {
+    if !DB::FOR_UPDATE.is_empty() {
+        query
+            .push(r#" ORDER BY id COLLATE "C""#)
+            .push(DB::FOR_UPDATE);
+    }
+    query
+}
+
 /// Starts the transaction every write goes through.
 pub(crate) trait WriteTx {
     /// The database.

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use super::backend::{Dialect, StoreRow, WriteTx, for_update, on_pool, push_list};
+use super::backend::{StoreRow, WriteTx, for_update, lock_in_id_order, on_pool, push_list};
 use super::{AGENTS_PER_UPDATE, IDS_PER_SELECT, Store, StoreError, now_ms, to_u64};
 
 /// An agent's id, lease holder, generation, grant time and last-seen time
@@ -238,10 +238,7 @@ impl Store {
                 let mut select = sqlx::QueryBuilder::<Db>::new(
                     "SELECT id, lease_manager, lease_generation, lease_granted_at, last_seen FROM agents WHERE id IN ",
                 );
-                push_list(&mut select, chunk.iter().copied());
-                if !Db::FOR_UPDATE.is_empty() {
-                    select.push(r#" ORDER BY id COLLATE "C""#).push(Db::FOR_UPDATE);
-                }
+                lock_in_id_order(push_list(&mut select, chunk.iter().copied()));
                 let rows: Vec<LeaseColumns> =
                     select.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
                 for (id, holder, generation, granted_at, last_seen) in rows {

@@ -26,7 +26,7 @@ mod location;
 mod notify;
 #[cfg(test)]
 pub(crate) mod testing;
-use backend::{Dialect, Pool, StoreRow, WriteTx, for_update, on_pool, push_list};
+use backend::{Dialect, Pool, StoreRow, WriteTx, for_update, lock_in_id_order, on_pool, push_list};
 pub use location::StoreLocation;
 pub use notify::{AgentsWithCommands, Listener, Notice};
 use std::collections::HashMap;
@@ -681,12 +681,7 @@ impl Store {
             for chunk in sorted.chunks(IDS_PER_SELECT) {
                 let mut select =
                     sqlx::QueryBuilder::<Db>::new("SELECT id, spool_id, last_sequence FROM agents WHERE id IN ");
-                push_list(&mut select, chunk.iter().copied());
-                if !Db::FOR_UPDATE.is_empty() {
-                    // Locked in one order, as heartbeats are
-                    // (record_heartbeats), or two managers deadlock.
-                    select.push(r#" ORDER BY id COLLATE "C""#).push(Db::FOR_UPDATE);
-                }
+                lock_in_id_order(push_list(&mut select, chunk.iter().copied()));
                 let rows: Vec<(String, Option<String>, i64)> =
                     select.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
                 known.extend(rows.into_iter().map(|(id, spool, last)| (id, (spool, last))));
@@ -784,7 +779,7 @@ impl Store {
                     // UPDATE ... FROM locks rows in the join's order, not
                     // the list's: lock them first, bytewise like the sort.
                     let mut lock = sqlx::QueryBuilder::<Db>::new("SELECT id FROM agents WHERE id IN ");
-                    push_list(&mut lock, chunk.iter().map(|&(agent, _)| agent.as_str())).push(r#" ORDER BY id COLLATE "C" FOR UPDATE"#);
+                    lock_in_id_order(push_list(&mut lock, chunk.iter().map(|&(agent, _)| agent.as_str())));
                     lock.build().fetch_all(&mut *tx).await?;
                 }
                 let mut update = sqlx::QueryBuilder::<Db>::new(format!(
