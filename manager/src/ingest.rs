@@ -65,10 +65,14 @@ use crate::wire;
 /// keeps each event stored once).
 const REPLACED_STREAM_WAIT: Duration = Duration::from_secs(30);
 
-/// Streams doing their opening database work at once: their reads go to
-/// the store's read pool, their Hellos are written in groups
-/// ([`crate::grouped`]), as many as wait at once.
-const OPENINGS_AT_ONCE: usize = 64;
+/// Streams doing their opening database work at once. Their reads and
+/// writes (admission, lease, Hello) go in groups ([`crate::grouped`]), as
+/// many as wait at once, so this bounds the groups rather than the
+/// database's connections: with 64, a restart's reconnect storm of 10,000
+/// agents wrote its Hellos and leases in groups of about 20, and the
+/// write transactions, one after another, were what the agents waited
+/// for; with this, groups of a few hundred.
+const OPENINGS_AT_ONCE: usize = 4096;
 
 /// The agent stream service.
 #[derive(Debug, Clone)]
@@ -425,7 +429,7 @@ impl Opening {
                 Ok(Ok(Some(m))) => m,
             },
         };
-        // The Hello's database work, a few agents at a time.
+        // The Hello's database work, among [`OPENINGS_AT_ONCE`].
         let mut turn = Some(ingest.openings.acquire().await);
         let hello = protocol::first_message(first.kind)
             .map_err(|v| Status::failed_precondition(v.to_string()))?;
