@@ -336,6 +336,7 @@ pub async fn run(
         shutdown.clone(),
     ));
 
+    let checkpoints = tokio::spawn(store.clone().run_checkpoints(shutdown.clone()));
     let retention = tokio::spawn(retention::run(
         store.clone(),
         config.retention.clone(),
@@ -495,6 +496,7 @@ pub async fn run(
     let _ = memory.await;
     // Cancelled with the rest: it stops after the batch in hand.
     let _ = retention.await;
+    let _ = checkpoints.await;
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }

@@ -135,6 +135,7 @@ macro_rules! insert_alerts {
 
 mod archive;
 mod breakers;
+mod checkpoint;
 mod cluster;
 mod copy;
 mod gate;
@@ -456,11 +457,13 @@ impl Store {
         // file and a thread of this process, not a peer that can hang up,
         // and each ping is a round trip to that thread (two thread
         // wake-ups): a third of all of them in a reconnect storm. (sqlx
-        // still pings one on its way back into the pool.)
+        // still pings one on its way back into the pool.) Writers never
+        // copy the log into the database: the daemon's checkpoints do,
+        // outside the writers' turn (`checkpoint.rs`).
         let pool = SqlitePoolOptions::new()
             .max_connections(SQLITE_WRITE_CONNECTIONS)
             .test_before_acquire(false)
-            .connect_with(options.clone())
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         migrator().run(&pool).await?;
         let reads = SqlitePoolOptions::new()
